@@ -1,0 +1,151 @@
+/* ringpool: a connection pool runtime on io_uring.
+ *
+ * One loop owns the io_uring and every socket. Pools hand out connections
+ * through completion callbacks with go-redis ConnPool semantics.
+ *
+ * Conventions (as libuv): functions that can fail return 0 (or a count) or a
+ * negative code: -errno, or one of the RP_E* codes below, which never collide
+ * with errno values. A call that returns a negative code never calls its
+ * callback; an accepted request calls its callback exactly once, and never
+ * from inside the call that made it.
+ */
+#ifndef RINGPOOL_H
+#define RINGPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RP_BUILDING_LIBRARY)
+#define RP_EXTERN __attribute__((visibility("default")))
+#else
+#define RP_EXTERN
+#endif
+
+#define RP_VERSION_MAJOR 0
+#define RP_VERSION_MINOR 1
+#define RP_VERSION_PATCH 0
+
+/* The library's own codes: far below any errno value. */
+#define RP_ERRNO_MAP(XX)                                                       \
+    XX(ECLOSED, -30001, "pool or loop closed")                                 \
+    XX(EPOOLTIMEOUT, -30002, "timed out waiting for a free connection")        \
+    XX(EPOOLEXHAUSTED, -30003, "max_active_conns reached")                     \
+    XX(EBADCONN, -30004, "connection went bad")
+
+enum {
+#define RP__ERR_ENUM(name, value, text) RP_##name = (value),
+    RP_ERRNO_MAP(RP__ERR_ENUM)
+#undef RP__ERR_ENUM
+};
+
+/* Names any code this library returns: its own codes and -errno values. */
+RP_EXTERN const char *rp_strerror(int code);
+
+/* ------------------------------------------------------------------ loop */
+
+typedef struct rp_loop rp_loop;
+typedef struct rp_loop_options {
+    unsigned entries; /* submission queue size; 0 = default (256) */
+} rp_loop_options;
+typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
+
+/* Creates the ring on the calling thread, which must be the one that runs
+ * the loop. -ENOMEM when RLIMIT_MEMLOCK is too small for the ring. */
+RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
+/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until at
+ * least one completion is handled. NOWAIT: handles what is ready. Returns 1
+ * while work is still pending, 0 otherwise. */
+RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
+RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
+/* Readable whenever rp_loop_run(loop, RP_RUN_NOWAIT) has work, timers
+ * included: put it in a host epoll/libuv loop. */
+RP_EXTERN int rp_loop_fd(const rp_loop *loop);
+/* Runs fn(arg) on the loop thread soon. Any thread. */
+RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
+/* -EBUSY while a pool is open. */
+RP_EXTERN int rp_loop_free(rp_loop *loop);
+/* The loop's cached monotonic clock in nanoseconds, updated every iteration. */
+RP_EXTERN uint64_t rp_loop_now(const rp_loop *loop);
+
+/* ------------------------------------------------------------------ pool */
+
+typedef struct rp_pool rp_pool;
+typedef struct rp_conn rp_conn;
+
+typedef struct rp_pool_options {
+    const char *addr;               /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path" */
+    bool     pool_fifo;             /* false: LIFO (default) */
+    int      pool_size;             /* default 10 * number of CPUs */
+    int      min_idle_conns;        /* default 0 */
+    int      max_idle_conns;        /* default 0 = no limit */
+    int      max_active_conns;      /* default 0 = no limit */
+    uint32_t dial_timeout_ms;       /* default 5000 */
+    uint32_t pool_timeout_ms;       /* default 4000 */
+    uint32_t read_timeout_ms;       /* default 3000; 0 = none */
+    uint32_t write_timeout_ms;      /* default 3000; 0 = none */
+    uint32_t conn_max_idle_time_ms; /* default 30 min; 0 = none */
+    uint32_t conn_max_lifetime_ms;  /* default 0 = none */
+    /* Additions beside go-redis's options. */
+    int      max_concurrent_dials;  /* default 0 = pool_size */
+    uint32_t conn_max_lifetime_jitter_ms; /* default 0: each connection's
+                                      lifetime is shortened by a random
+                                      0..jitter so a fleet is not recycled at once */
+    uint32_t health_check_idle_ms;  /* default 500: a connection idle longer is
+                                      checked before use and watched while idle */
+} rp_pool_options;
+
+typedef struct rp_stats {
+    uint32_t hits;        /* free connection found in the pool */
+    uint32_t misses;      /* none free: a new one was dialled */
+    uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
+    uint32_t total_conns; /* open connections, idle and in use */
+    uint32_t idle_conns;
+    uint32_t stale_conns; /* removed as unhealthy, too old or idle too long */
+    /* Additions. */
+    uint32_t wait_count;        /* gets that had to wait for a turn */
+    uint64_t wait_duration_ns;  /* total time those gets waited */
+    uint32_t dial_errors;       /* failed dials, all time */
+    int      last_dial_error;   /* the last dial's error, 0 if none failed */
+} rp_stats;
+
+typedef void (*rp_get_cb)(rp_pool *pool, rp_conn *conn, int status, void *data);
+typedef void (*rp_close_cb)(rp_pool *pool, void *data);
+
+RP_EXTERN void    rp_pool_options_init(rp_pool_options *opts);
+RP_EXTERN int     rp_pool_new(rp_pool **pool, rp_loop *loop, const rp_pool_options *opts);
+RP_EXTERN int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data);
+RP_EXTERN int     rp_pool_cancel(rp_pool *pool, int64_t request);
+RP_EXTERN void    rp_pool_put(rp_pool *pool, rp_conn *conn);
+RP_EXTERN void    rp_pool_remove(rp_pool *pool, rp_conn *conn, int reason);
+RP_EXTERN int     rp_pool_new_conn(rp_pool *pool, rp_get_cb cb, void *data);
+RP_EXTERN void    rp_pool_close_conn(rp_pool *pool, rp_conn *conn);
+RP_EXTERN int     rp_pool_len(const rp_pool *pool);
+RP_EXTERN int     rp_pool_idle_len(const rp_pool *pool);
+RP_EXTERN void    rp_pool_stats(const rp_pool *pool, rp_stats *out);
+RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
+
+/* Misuse (double put, put to the wrong pool, NULL connection) is never
+ * silent: the pool stays consistent and counts it here; the library also
+ * logs it to stderr unless RINGPOOL_QUIET is set in the environment. */
+RP_EXTERN uint32_t rp_pool_misuse_count(const rp_pool *pool);
+
+RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
+
+/* ------------------------------------------------------- connection I/O */
+
+/* One send and one recv may be in flight on a connection at a time; a
+ * second returns -EBUSY. */
+typedef void (*rp_io_cb)(rp_conn *conn, ssize_t result, void *data);
+RP_EXTERN int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data);
+RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGPOOL_H */

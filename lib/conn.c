@@ -1,0 +1,97 @@
+/* Connection I/O: send and recv through the loop, each bounded by a
+ * linked timeout. A send completes only once every byte is written. */
+#include "conn.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send, uint32_t timeout_ms)
+{
+    rp_loop *loop = rp__conn_loop(conn);
+    struct io_uring_sqe *sqe, *timeout_sqe = NULL;
+    if (timeout_ms)
+        rp__loop_sqe_pair(loop, &sqe, &timeout_sqe);
+    else
+        sqe = rp__loop_sqe(loop);
+    if (is_send)
+        io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
+    else
+        io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
+    if (timeout_ms) {
+        rp__op_link_timeout(&io->op, sqe, timeout_sqe, &io->ts, timeout_ms);
+    } else {
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
+    }
+    rp__op_start(loop, &io->op, timeout_ms ? 2 : 1, true);
+}
+
+static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
+{
+    /* The connection was closed under the op: whatever the socket said
+     * after shutdown, the op was cancelled. */
+    if (conn->state == RP__CONN_CLOSED)
+        result = -ECANCELED;
+    if (result <= 0)
+        conn->broken = true; /* error, timeout or end of stream */
+    io->cb(conn, result, io->data);
+    rp__conn_op_finished(conn);
+}
+
+static void send_done(rp__op *op)
+{
+    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, send.op);
+    rp__conn_io *io = &conn->send;
+    int res = rp__op_result(op);
+    if (res == 0)
+        res = -EPIPE;
+    if (res > 0) {
+        io->done += (size_t)res;
+        if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
+            io_submit(conn, io, true, conn->write_timeout_ms);
+            return;
+        }
+    }
+    io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
+}
+
+static void recv_done(rp__op *op)
+{
+    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
+    io_finish(conn, &conn->recv, rp__op_result(op));
+}
+
+void rp__conn_io_init(rp_conn *conn)
+{
+    conn->send.op.done = send_done;
+    conn->recv.op.done = recv_done;
+}
+
+static int io_start(rp_conn *conn, rp__conn_io *io, bool is_send, const void *buf, size_t len,
+                    rp_io_cb cb, void *data)
+{
+    if (!conn || !cb || !buf || !len)
+        return -EINVAL;
+    if (conn->state != RP__CONN_IN_USE)
+        return RP_ECLOSED;
+    if (io->op.pending)
+        return -EBUSY;
+    io->cb = cb;
+    io->data = data;
+    io->buf = (char *)buf;
+    io->len = len;
+    io->done = 0;
+    io_submit(conn, io, is_send, is_send ? conn->write_timeout_ms : conn->read_timeout_ms);
+    return 0;
+}
+
+int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data)
+{
+    return io_start(conn, conn ? &conn->send : NULL, true, buf, len, cb, data);
+}
+
+int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)
+{
+    return io_start(conn, conn ? &conn->recv : NULL, false, buf, cap, cb, data);
+}
+
+int rp_conn_fd(const rp_conn *conn) { return conn ? conn->fd : -EINVAL; }

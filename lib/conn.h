@@ -1,0 +1,56 @@
+/* The connection record, shared by the pool (which owns it) and the
+ * connection I/O layer. */
+#ifndef RP_CONN_H
+#define RP_CONN_H
+
+#include "internal.h"
+
+typedef struct rp__conn_pool rp__conn_pool;
+
+typedef enum {
+    RP__CONN_DIALING,
+    RP__CONN_IDLE,
+    RP__CONN_CHECKING, /* health check before hand-out */
+    RP__CONN_IN_USE,
+    RP__CONN_CLOSED,   /* fd closed; record lives until its ops drain */
+} rp__conn_state;
+
+typedef struct rp__conn_io {
+    rp__op op;
+    struct __kernel_timespec ts;
+    rp_io_cb cb;
+    void *data;
+    char *buf;
+    size_t len, done;
+} rp__conn_io;
+
+struct rp_conn {
+    rp__conn_pool *owner;
+    int fd;
+    uint8_t state;
+    bool pooled;       /* holds a turn while in use; false for rp_pool_new_conn */
+    bool broken;       /* an I/O error or end of stream: never reused */
+    bool watching;     /* the idle watch is armed */
+    uint32_t read_timeout_ms, write_timeout_ms;
+    uint64_t created_ns, used_ns, expires_ns;
+    rp_conn *prev, *next;           /* idle list */
+    rp_conn *all_prev, *all_next;   /* the pool's every record */
+    struct rp__get_req *for_req;    /* the request a dial or check serves */
+    rp__op watch_op;                /* zero-length recv: idle watch or check */
+    rp__op dial_op;
+    struct __kernel_timespec dial_ts;
+    rp__conn_io send, recv;
+};
+
+rp_loop *rp__conn_loop(const rp_conn *conn);
+void rp__conn_io_init(rp_conn *conn);
+/* Called by the I/O layer after an op's callback: frees a closed record. */
+void rp__conn_op_finished(rp_conn *conn);
+
+static inline bool rp__conn_ops_pending(const rp_conn *conn)
+{
+    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
+           conn->recv.op.pending;
+}
+
+#endif

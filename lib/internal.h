@@ -1,0 +1,105 @@
+/* Internal interfaces between ringpool's layers. Nothing here is exported. */
+#ifndef RP_INTERNAL_H
+#define RP_INTERNAL_H
+
+#include "ringpool.h"
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RP__NS_PER_MS 1000000ull
+#define RP__MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ------------------------------------------------------------ operations */
+
+/* An in-flight io_uring operation. Its address is the SQE's user_data; the
+ * linked timeout of a pair carries the same address with the low bit set.
+ * The record stays alive until every CQE it expects has arrived; only then
+ * is done() called, with res (the main CQE) and timed_out (the link fired). */
+typedef struct rp__op rp__op;
+struct rp__op {
+    void (*done)(rp__op *op);
+    int32_t res;
+    uint8_t cqes_left;
+    bool timed_out;
+    bool pending;
+    bool keeps_loop_alive;
+};
+
+/* Hands out n SQEs that go into the same submission (linked pairs need
+ * that): submits what is queued when the ring is full, never drops. */
+struct io_uring_sqe *rp__loop_sqe(rp_loop *loop);
+void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second);
+/* Submits what is queued now. */
+void rp__loop_submit(rp_loop *loop);
+/* Marks op in flight with `cqes` completions to come. */
+void rp__op_start(rp_loop *loop, rp__op *op, unsigned cqes, bool keeps_loop_alive);
+/* Fills `second` with a link timeout for the op in `first`. */
+void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
+                         struct __kernel_timespec *ts, uint32_t ms);
+/* Asks the kernel to cancel op; op->done still runs once it completes. */
+void rp__op_cancel(rp_loop *loop, rp__op *op);
+/* A completed op whose error came from its own link timeout. */
+int rp__op_result(const rp__op *op);
+
+/* ---------------------------------------------------------------- timers */
+
+typedef struct rp__timer rp__timer;
+struct rp__timer {
+    void (*fire)(rp__timer *timer);
+    uint64_t deadline_ns;
+    uint32_t heap_index; /* UINT32_MAX when not armed */
+    bool keeps_loop_alive;
+};
+
+void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop_alive);
+int rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns);
+void rp__timer_disarm(rp_loop *loop, rp__timer *timer);
+static inline bool rp__timer_armed(const rp__timer *timer) { return timer->heap_index != UINT32_MAX; }
+
+/* The heap itself, owned by the loop (timer.c). */
+typedef struct rp__timer_heap {
+    rp__timer **slots;
+    uint32_t len, cap;
+} rp__timer_heap;
+int rp__heap_push(rp__timer_heap *heap, rp__timer *timer);
+void rp__heap_remove(rp__timer_heap *heap, rp__timer *timer);
+static inline rp__timer *rp__heap_min(const rp__timer_heap *heap) { return heap->len ? heap->slots[0] : NULL; }
+
+/* ----------------------------------------------- deferred callbacks */
+
+/* A ready result, delivered later in the same loop iteration. */
+typedef struct rp__deferred rp__deferred;
+struct rp__deferred {
+    void (*run)(rp__deferred *item);
+    rp__deferred *next;
+    bool queued;
+};
+void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *));
+/* Removes a queued item; true if it was queued. */
+bool rp__undefer(rp_loop *loop, rp__deferred *item);
+
+uint64_t rp__loop_now(const rp_loop *loop);
+void rp__loop_pool_opened(rp_loop *loop);
+void rp__loop_pool_closed(rp_loop *loop);
+/* Counts a piece of work (a ref'd timer or op) that keeps DEFAULT running. */
+void rp__loop_ref(rp_loop *loop, int delta);
+/* One uniform 32-bit random number (xorshift; not for secrets). */
+uint32_t rp__loop_random(rp_loop *loop);
+
+/* ------------------------------------------------------------ addresses */
+
+#include <sys/socket.h>
+typedef struct rp__addr {
+    struct sockaddr_storage sa;
+    socklen_t len;
+} rp__addr;
+int rp__addr_parse(rp__addr *out, const char *text);
+
+/* Reports a caller's mistake: counted by the caller, logged here. */
+void rp__log_misuse(const char *what);
+
+#define RP__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+#endif

@@ -1,0 +1,474 @@
+/* The loop: the one owner of the io_uring. It hands out SQEs, dispatches
+ * each CQE to the operation record named by its user_data, keeps the timer
+ * heap behind one kernel timeout, runs deferred callbacks and takes work
+ * posted from other threads. */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RP__DEFAULT_ENTRIES 256u
+
+typedef struct rp__posted {
+    struct rp__posted *next;
+    void (*fn)(void *arg);
+    void *arg;
+} rp__posted;
+
+struct rp_loop {
+    struct io_uring ring;
+    uint64_t now_ns;
+    uint64_t random_state;
+    unsigned refs;          /* ref'd timers and ops in flight */
+    unsigned pools_open;
+    bool in_run;
+    bool poked;             /* host fd signalled for work queued outside run */
+
+    rp__deferred *defer_head, *defer_tail;
+    unsigned defer_budget;  /* items left in this iteration's snapshot */
+
+    rp__timer_heap timers;
+    rp__op ktimer_op;       /* the one kernel timeout, for the earliest timer */
+    struct __kernel_timespec ktimer_ts;
+    uint64_t ktimer_deadline;
+
+    int host_fd;            /* registered eventfd: rp_loop_fd */
+
+    /* Other threads' work: a locked queue, off the get/put path, and an
+     * eventfd whose read is always armed in the ring. */
+    int post_fd;
+    rp__op post_op;
+    uint64_t post_buf;
+    pthread_mutex_t post_lock;
+    rp__posted *post_head, *post_tail;
+    atomic_bool stop;
+};
+
+static uint64_t clock_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t rp__loop_now(const rp_loop *loop) { return loop->now_ns; }
+uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
+void rp__loop_ref(rp_loop *loop, int delta) { loop->refs += (unsigned)delta; }
+void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }
+void rp__loop_pool_closed(rp_loop *loop) { loop->pools_open--; }
+
+uint32_t rp__loop_random(rp_loop *loop)
+{
+    uint64_t x = loop->random_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    loop->random_state = x;
+    return (uint32_t)(x >> 32);
+}
+
+/* Work queued outside rp_loop_run must wake a host that embeds the loop. */
+static void poke_host(rp_loop *loop)
+{
+    if (loop->in_run || loop->poked)
+        return;
+    loop->poked = true;
+    eventfd_write(loop->host_fd, 1);
+}
+
+/* ------------------------------------------------------------ SQEs, ops */
+
+struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&loop->ring)))
+        io_uring_submit(&loop->ring);
+    poke_host(loop);
+    return sqe;
+}
+
+void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second)
+{
+    if (io_uring_sq_space_left(&loop->ring) < 2)
+        io_uring_submit(&loop->ring);
+    *first = rp__loop_sqe(loop);
+    *second = rp__loop_sqe(loop);
+}
+
+void rp__loop_submit(rp_loop *loop)
+{
+    if (io_uring_sq_ready(&loop->ring))
+        io_uring_submit(&loop->ring);
+}
+
+void rp__op_start(rp_loop *loop, rp__op *op, unsigned cqes, bool keeps_loop_alive)
+{
+    op->res = 0;
+    op->cqes_left = (uint8_t)cqes;
+    op->timed_out = false;
+    op->pending = true;
+    op->keeps_loop_alive = keeps_loop_alive;
+    if (keeps_loop_alive)
+        loop->refs++;
+}
+
+void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
+                         struct __kernel_timespec *ts, uint32_t ms)
+{
+    ts->tv_sec = ms / 1000;
+    ts->tv_nsec = (long long)(ms % 1000) * 1000000;
+    first->flags |= IOSQE_IO_LINK;
+    io_uring_sqe_set_data64(first, (uint64_t)(uintptr_t)op);
+    io_uring_prep_link_timeout(second, ts, 0);
+    io_uring_sqe_set_data64(second, (uint64_t)(uintptr_t)op | 1u);
+}
+
+void rp__op_cancel(rp_loop *loop, rp__op *op)
+{
+    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_sqe_set_data64(sqe, 0);
+}
+
+int rp__op_result(const rp__op *op)
+{
+    if (op->timed_out && (op->res == -ECANCELED || op->res == -EINTR))
+        return -ETIMEDOUT;
+    return op->res;
+}
+
+static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
+{
+    if (user_data == 0)
+        return; /* cancels and timer updates: their targets report */
+    rp__op *op = (rp__op *)(uintptr_t)(user_data & ~(uint64_t)1);
+    if (user_data & 1)
+        op->timed_out = res == -ETIME;
+    else
+        op->res = res;
+    if (--op->cqes_left)
+        return;
+    op->pending = false;
+    if (op->keeps_loop_alive)
+        loop->refs--;
+    op->done(op);
+}
+
+static void reap_cqes(rp_loop *loop)
+{
+    struct io_uring_cqe *cqe;
+    while (io_uring_peek_cqe(&loop->ring, &cqe) == 0) {
+        uint64_t user_data = cqe->user_data;
+        int32_t res = cqe->res;
+        io_uring_cqe_seen(&loop->ring, cqe);
+        dispatch_cqe(loop, user_data, res);
+    }
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static void ktimer_sync(rp_loop *loop)
+{
+    rp__timer *min = rp__heap_min(&loop->timers);
+    if (!min || (loop->ktimer_op.pending && loop->ktimer_deadline <= min->deadline_ns))
+        return;
+    loop->ktimer_ts.tv_sec = (long long)(min->deadline_ns / 1000000000ull);
+    loop->ktimer_ts.tv_nsec = (long long)(min->deadline_ns % 1000000000ull);
+    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    if (loop->ktimer_op.pending) {
+        io_uring_prep_timeout_update(sqe, &loop->ktimer_ts, (uint64_t)(uintptr_t)&loop->ktimer_op,
+                                     IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, 0);
+    } else {
+        io_uring_prep_timeout(sqe, &loop->ktimer_ts, 0, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->ktimer_op);
+        rp__op_start(loop, &loop->ktimer_op, 1, false);
+    }
+    loop->ktimer_deadline = min->deadline_ns;
+}
+
+/* Expired timers run in the iteration; the CQE only wakes the loop. */
+static void ktimer_done(rp__op *op) { (void)op; }
+
+void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop_alive)
+{
+    timer->fire = fire;
+    timer->deadline_ns = 0;
+    timer->heap_index = UINT32_MAX;
+    timer->keeps_loop_alive = keeps_loop_alive;
+}
+
+int rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
+{
+    rp__timer_disarm(loop, timer);
+    timer->deadline_ns = deadline_ns;
+    int rc = rp__heap_push(&loop->timers, timer);
+    if (rc < 0)
+        return rc;
+    if (timer->keeps_loop_alive)
+        loop->refs++;
+    if (rp__heap_min(&loop->timers) == timer)
+        ktimer_sync(loop);
+    return 0;
+}
+
+void rp__timer_disarm(rp_loop *loop, rp__timer *timer)
+{
+    if (!rp__timer_armed(timer))
+        return;
+    rp__heap_remove(&loop->timers, timer);
+    if (timer->keeps_loop_alive)
+        loop->refs--;
+}
+
+static void run_timers(rp_loop *loop)
+{
+    rp__timer *timer;
+    while ((timer = rp__heap_min(&loop->timers)) && timer->deadline_ns <= loop->now_ns) {
+        rp__timer_disarm(loop, timer);
+        timer->fire(timer);
+    }
+    ktimer_sync(loop);
+}
+
+/* ------------------------------------------------------------- deferred */
+
+void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
+{
+    item->run = run;
+    item->next = NULL;
+    item->queued = true;
+    if (loop->defer_tail)
+        loop->defer_tail->next = item;
+    else
+        loop->defer_head = item;
+    loop->defer_tail = item;
+    poke_host(loop);
+}
+
+bool rp__undefer(rp_loop *loop, rp__deferred *item)
+{
+    if (!item->queued)
+        return false;
+    rp__deferred *prev = NULL;
+    unsigned position = 0;
+    for (rp__deferred *it = loop->defer_head; it != item; it = it->next, position++)
+        prev = it;
+    if (prev)
+        prev->next = item->next;
+    else
+        loop->defer_head = item->next;
+    if (loop->defer_tail == item)
+        loop->defer_tail = prev;
+    if (position < loop->defer_budget)
+        loop->defer_budget--;
+    item->queued = false;
+    return true;
+}
+
+/* Runs what was queued when the pass began; what those callbacks queue
+ * waits for the next iteration, so a callback chain cannot starve I/O. */
+static void run_deferred(rp_loop *loop)
+{
+    unsigned count = 0;
+    for (rp__deferred *it = loop->defer_head; it; it = it->next)
+        count++;
+    loop->defer_budget = count;
+    while (loop->defer_budget) {
+        rp__deferred *item = loop->defer_head;
+        loop->defer_head = item->next;
+        if (!loop->defer_head)
+            loop->defer_tail = NULL;
+        loop->defer_budget--;
+        item->queued = false;
+        item->run(item);
+    }
+}
+
+/* ----------------------------------------------------------------- posts */
+
+static void post_arm(rp_loop *loop)
+{
+    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    io_uring_prep_read(sqe, loop->post_fd, &loop->post_buf, sizeof loop->post_buf, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->post_op);
+    rp__op_start(loop, &loop->post_op, 1, false);
+}
+
+static void run_posted(rp_loop *loop)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    rp__posted *list = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    while (list) {
+        rp__posted *next = list->next;
+        list->fn(list->arg);
+        free(list);
+        list = next;
+    }
+}
+
+static void post_done(rp__op *op)
+{
+    rp_loop *loop = RP__CONTAINER_OF(op, rp_loop, post_op);
+    post_arm(loop);
+    run_posted(loop);
+}
+
+int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg)
+{
+    if (!loop || !fn)
+        return -EINVAL;
+    rp__posted *item = malloc(sizeof *item);
+    if (!item)
+        return -ENOMEM;
+    item->next = NULL;
+    item->fn = fn;
+    item->arg = arg;
+    pthread_mutex_lock(&loop->post_lock);
+    bool was_empty = !loop->post_head;
+    if (loop->post_tail)
+        loop->post_tail->next = item;
+    else
+        loop->post_head = item;
+    loop->post_tail = item;
+    pthread_mutex_unlock(&loop->post_lock);
+    if (was_empty)
+        eventfd_write(loop->post_fd, 1);
+    return 0;
+}
+
+void rp_loop_stop(rp_loop *loop)
+{
+    atomic_store(&loop->stop, true);
+    eventfd_write(loop->post_fd, 1);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static int ring_init(rp_loop *loop, unsigned entries)
+{
+    static const unsigned flag_chain[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+            IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_chain / sizeof flag_chain[0] && rc == -EINVAL; i++)
+        rc = io_uring_queue_init(entries, &loop->ring, flag_chain[i]);
+    return rc;
+}
+
+int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
+{
+    if (!out)
+        return -EINVAL;
+    rp_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    unsigned entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
+    int rc = ring_init(loop, entries);
+    if (rc < 0) {
+        free(loop);
+        return rc;
+    }
+    loop->host_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    loop->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->host_fd < 0 || loop->post_fd < 0)
+        rc = -errno;
+    else
+        rc = io_uring_register_eventfd(&loop->ring, loop->host_fd);
+    if (rc < 0) {
+        if (loop->host_fd >= 0)
+            close(loop->host_fd);
+        if (loop->post_fd >= 0)
+            close(loop->post_fd);
+        io_uring_queue_exit(&loop->ring);
+        free(loop);
+        return rc;
+    }
+    pthread_mutex_init(&loop->post_lock, NULL);
+    loop->now_ns = clock_now_ns();
+    loop->random_state = loop->now_ns ^ (uint64_t)(uintptr_t)loop ^ 0x9e3779b97f4a7c15ull;
+    loop->ktimer_op.done = ktimer_done;
+    loop->post_op.done = post_done;
+    post_arm(loop);
+    *out = loop;
+    return 0;
+}
+
+int rp_loop_free(rp_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->pools_open || loop->in_run)
+        return -EBUSY;
+    /* Posted work that never ran still owns its queue records. */
+    run_posted(loop);
+    io_uring_queue_exit(&loop->ring);
+    close(loop->host_fd);
+    close(loop->post_fd);
+    pthread_mutex_destroy(&loop->post_lock);
+    free(loop->timers.slots);
+    free(loop);
+    return 0;
+}
+
+int rp_loop_fd(const rp_loop *loop) { return loop ? loop->host_fd : -EINVAL; }
+
+/* ------------------------------------------------------------------ run */
+
+static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->defer_head; }
+
+static bool kernel_has_work(const rp_loop *loop)
+{
+    return io_uring_sq_ready(&loop->ring) ||
+           (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+static void loop_iteration(rp_loop *loop, bool may_block)
+{
+    if (may_block && !loop->defer_head && !io_uring_cq_ready(&loop->ring)) {
+        io_uring_submit_and_wait(&loop->ring, 1);
+    } else if (kernel_has_work(loop)) {
+        io_uring_submit_and_get_events(&loop->ring);
+    }
+    loop->now_ns = clock_now_ns();
+    reap_cqes(loop);
+    run_timers(loop);
+    run_deferred(loop);
+}
+
+int rp_loop_run(rp_loop *loop, rp_run_mode mode)
+{
+    if (!loop || mode < RP_RUN_DEFAULT || mode > RP_RUN_NOWAIT)
+        return -EINVAL;
+    if (loop->in_run)
+        return -EBUSY;
+    loop->in_run = true;
+    loop->poked = false;
+    if (mode == RP_RUN_NOWAIT) {
+        uint64_t drained;
+        eventfd_read(loop->host_fd, &drained);
+    }
+    do {
+        bool may_block = mode != RP_RUN_NOWAIT && loop_alive(loop) &&
+                         !atomic_load_explicit(&loop->stop, memory_order_relaxed);
+        loop_iteration(loop, may_block);
+    } while (mode == RP_RUN_DEFAULT && loop_alive(loop) &&
+             !atomic_load_explicit(&loop->stop, memory_order_relaxed));
+    atomic_store_explicit(&loop->stop, false, memory_order_relaxed);
+    rp__loop_submit(loop);
+    loop->in_run = false;
+    /* Work left for the next pass must wake an embedding host again. */
+    if (loop->defer_head)
+        poke_host(loop);
+    return loop_alive(loop);
+}

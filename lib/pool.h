@@ -1,0 +1,28 @@
+/* The pool interface: the C form of go-redis's Pooler. Every rp_pool_
+ * function dispatches through this table, so the connection pool and its
+ * single and sticky wrappers share the rp_pool type. */
+#ifndef RP_POOL_H
+#define RP_POOL_H
+
+#include "internal.h"
+
+typedef struct rp__pool_vtable {
+    int64_t (*get)(rp_pool *pool, rp_get_cb cb, void *data);
+    int (*cancel)(rp_pool *pool, int64_t request);
+    void (*put)(rp_pool *pool, rp_conn *conn);
+    void (*remove)(rp_pool *pool, rp_conn *conn, int reason);
+    int (*new_conn)(rp_pool *pool, rp_get_cb cb, void *data);
+    void (*close_conn)(rp_pool *pool, rp_conn *conn);
+    int (*len)(const rp_pool *pool);
+    int (*idle_len)(const rp_pool *pool);
+    void (*stats)(const rp_pool *pool, rp_stats *out);
+    int (*close)(rp_pool *pool, rp_close_cb cb, void *data);
+} rp__pool_vtable;
+
+struct rp_pool {
+    const rp__pool_vtable *vt;
+    rp_loop *loop;
+    uint32_t misuse_count;
+};
+
+#endif

@@ -1,0 +1,66 @@
+/* The public rp_pool_ functions: argument checks, then the pool's table. */
+#include "pool.h"
+
+#include <errno.h>
+
+int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data)
+{
+    if (!pool || !cb)
+        return -EINVAL;
+    return pool->vt->get(pool, cb, data);
+}
+
+int rp_pool_cancel(rp_pool *pool, int64_t request)
+{
+    if (!pool)
+        return -EINVAL;
+    return pool->vt->cancel(pool, request);
+}
+
+void rp_pool_put(rp_pool *pool, rp_conn *conn)
+{
+    if (pool)
+        pool->vt->put(pool, conn);
+    else
+        rp__log_misuse("rp_pool_put: NULL pool");
+}
+
+void rp_pool_remove(rp_pool *pool, rp_conn *conn, int reason)
+{
+    if (pool)
+        pool->vt->remove(pool, conn, reason);
+    else
+        rp__log_misuse("rp_pool_remove: NULL pool");
+}
+
+int rp_pool_new_conn(rp_pool *pool, rp_get_cb cb, void *data)
+{
+    if (!pool || !cb)
+        return -EINVAL;
+    return pool->vt->new_conn(pool, cb, data);
+}
+
+void rp_pool_close_conn(rp_pool *pool, rp_conn *conn)
+{
+    if (pool)
+        pool->vt->close_conn(pool, conn);
+    else
+        rp__log_misuse("rp_pool_close_conn: NULL pool");
+}
+
+int rp_pool_len(const rp_pool *pool) { return pool ? pool->vt->len(pool) : -EINVAL; }
+int rp_pool_idle_len(const rp_pool *pool) { return pool ? pool->vt->idle_len(pool) : -EINVAL; }
+uint32_t rp_pool_misuse_count(const rp_pool *pool) { return pool ? pool->misuse_count : 0; }
+
+void rp_pool_stats(const rp_pool *pool, rp_stats *out)
+{
+    if (pool && out)
+        pool->vt->stats(pool, out);
+}
+
+int rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data)
+{
+    if (!pool)
+        return -EINVAL;
+    return pool->vt->close(pool, cb, data);
+}

@@ -1,0 +1,252 @@
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int fx_redis_port;
+char fx_redis_addr[64];
+static pid_t redis_pid;
+static int fds_at_start;
+
+uint64_t fx_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int count_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dir));)
+        n += e->d_name[0] != '.';
+    closedir(dir);
+    return n - 1; /* the directory's own fd */
+}
+
+static int loopback_socket(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int fx_listener(int backlog, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(fd, backlog), 0);
+    socklen_t len = sizeof sin;
+    getsockname(fd, (struct sockaddr *)&sin, &len);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int fx_closed_port(void)
+{
+    int port;
+    close(fx_listener(1, &port));
+    return port;
+}
+
+void fx_fill_backlog(int port, int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connect(fds[i], (struct sockaddr *)&sin, sizeof sin);
+    }
+    usleep(20000); /* let the handshakes land in the backlog */
+}
+
+static void redis_spawn(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", fx_redis_port);
+    redis_pid = fork();
+    if (redis_pid == 0) {
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "::1", "--save", "",
+               "--appendonly", "no", "--logfile", "/dev/null", "--daemonize", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        int fd = loopback_socket(fx_redis_port);
+        if (fd >= 0) {
+            close(fd);
+            return;
+        }
+        usleep(10000);
+    }
+    cr_assert_fail("redis-server did not start on port %d", fx_redis_port);
+}
+
+void fx_redis_start(void)
+{
+    fx_redis_port = fx_closed_port();
+    snprintf(fx_redis_addr, sizeof fx_redis_addr, "127.0.0.1:%d", fx_redis_port);
+    redis_spawn();
+}
+
+void fx_redis_stop(void)
+{
+    if (redis_pid <= 0)
+        return;
+    kill(redis_pid, SIGKILL);
+    waitpid(redis_pid, NULL, 0);
+    redis_pid = 0;
+}
+
+void fx_redis_restart(void)
+{
+    fx_redis_stop();
+    redis_spawn();
+}
+
+void fx_redis_command(const char *cmd)
+{
+    int fd = loopback_socket(fx_redis_port);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+    char buf[256];
+    cr_assert_gt(read(fd, buf, sizeof buf), 0);
+    close(fd);
+}
+
+void fx_setup_no_redis(void)
+{
+    setenv("RINGPOOL_QUIET", "1", 1);
+    fds_at_start = count_fds();
+}
+
+void fx_setup(void)
+{
+    fx_redis_start();
+    fx_setup_no_redis();
+}
+
+void fx_teardown(void)
+{
+    int fds = count_fds();
+    fx_redis_stop();
+    cr_expect_eq(fds, fds_at_start, "fd leak: %d open after the test, %d before", fds, fds_at_start);
+}
+
+bool fx_run_until(rp_loop *loop, const bool *flag, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    while (!*flag && fx_now_ms() < deadline) {
+        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0 && !*flag)
+            usleep(200);
+    }
+    return *flag;
+}
+
+bool fx_run_until_count(rp_loop *loop, const int *count, int want, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    while (*count < want && fx_now_ms() < deadline) {
+        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0)
+            usleep(200);
+        else
+            usleep(50);
+    }
+    return *count >= want;
+}
+
+void fx_run_for(rp_loop *loop, unsigned ms)
+{
+    bool never = false;
+    fx_run_until(loop, &never, ms);
+}
+
+void fx_pool_options(rp_pool_options *opts, int pool_size)
+{
+    rp_pool_options_init(opts);
+    opts->addr = fx_redis_addr;
+    opts->pool_size = pool_size;
+}
+
+static int got_sequence;
+
+void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    fx_got *got = data;
+    got->calls++;
+    got->status = status;
+    got->conn = conn;
+    got->order = ++got_sequence;
+}
+
+rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool)
+{
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000), "get never completed");
+    cr_assert_eq(got.status, 0, "get failed: %s", rp_strerror(got.status));
+    return got.conn;
+}
+
+typedef struct io_result {
+    bool done;
+    ssize_t result;
+} io_result;
+
+static void io_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_result *r = data;
+    r->done = true;
+    r->result = result;
+}
+
+bool fx_ping(rp_loop *loop, rp_conn *conn)
+{
+    io_result sent = {0}, got = {0};
+    char buf[64] = {0};
+    if (rp_conn_send(conn, "PING\r\n", 6, io_cb, &sent) < 0 || !fx_run_until(loop, &sent.done, 3000) ||
+        sent.result != 6)
+        return false;
+    if (rp_conn_recv(conn, buf, sizeof buf - 1, io_cb, &got) < 0 || !fx_run_until(loop, &got.done, 3000))
+        return false;
+    return got.result == 7 && memcmp(buf, "+PONG\r\n", 7) == 0;
+}
+
+static bool closed_flag;
+static void closed_cb(rp_pool *pool, void *data)
+{
+    (void)pool;
+    *(bool *)data = true;
+}
+
+void fx_close_and_free(rp_loop *loop, rp_pool *pool)
+{
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq((int)st.total_conns, rp_pool_len(pool), "total_conns disagrees with rp_pool_len");
+    closed_flag = false;
+    cr_assert_eq(rp_pool_close(pool, closed_cb, &closed_flag), 0);
+    cr_assert(fx_run_until(loop, &closed_flag, 5000), "pool close callback never ran");
+    cr_assert_eq(rp_loop_free(loop), 0);
+}

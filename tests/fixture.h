@@ -1,0 +1,58 @@
+/* Test fixture: a real redis-server on a free loopback port, fault-making
+ * listeners of our own, fd-leak accounting and loop-driving helpers. */
+#ifndef RP_TEST_FIXTURE_H
+#define RP_TEST_FIXTURE_H
+
+#include <criterion/criterion.h>
+#include <ringpool.h>
+#include <stdbool.h>
+
+extern int fx_redis_port;
+extern char fx_redis_addr[64];
+
+void fx_redis_start(void);
+void fx_redis_stop(void);
+void fx_redis_restart(void);
+
+/* Suite hooks: start redis (or not), record open fds; the fini checks
+ * that no fd leaked. */
+void fx_setup(void);
+void fx_setup_no_redis(void);
+void fx_teardown(void);
+
+/* A listener on 127.0.0.1 with the given backlog; its port goes to *port. */
+int fx_listener(int backlog, int *port);
+/* Fills a backlog-0 listener so further connects never complete. */
+void fx_fill_backlog(int port, int *fds, int n);
+/* A free port with nothing listening. */
+int fx_closed_port(void);
+
+uint64_t fx_now_ms(void);
+/* Runs the loop until *flag is true or timeout_ms passes; returns *flag. */
+bool fx_run_until(rp_loop *loop, const bool *flag, unsigned timeout_ms);
+bool fx_run_until_count(rp_loop *loop, const int *count, int want, unsigned timeout_ms);
+/* Runs the loop for about ms milliseconds. */
+void fx_run_for(rp_loop *loop, unsigned ms);
+
+/* Pool options for the fixture's redis with small, test-friendly sizes. */
+void fx_pool_options(rp_pool_options *opts, int pool_size);
+/* Closes the pool, runs the loop until its callback ran, frees the loop,
+ * and checks stats' total_conns against rp_pool_len on the way. */
+void fx_close_and_free(rp_loop *loop, rp_pool *pool);
+
+/* A get's outcome, for tests that record callbacks. */
+typedef struct fx_got {
+    int calls;
+    int status;
+    rp_conn *conn;
+    int order; /* sequence number across all fx_got callbacks */
+} fx_got;
+void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data);
+/* Gets a connection synchronously (running the loop); asserts success. */
+rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool);
+/* PING through send/recv; returns true on +PONG. */
+bool fx_ping(rp_loop *loop, rp_conn *conn);
+/* Sends a raw command to the fixture's redis on a separate blocking socket. */
+void fx_redis_command(const char *cmd);
+
+#endif

@@ -1,0 +1,562 @@
+/* ConnPool behaviour against a real redis-server. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+TestSuite(pool, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
+
+static rp_loop *loop;
+static rp_pool *pool;
+
+static void open_pool(rp_pool_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, opts), 0);
+}
+
+static void open_default_pool(int pool_size)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, pool_size);
+    open_pool(&opts);
+}
+
+static rp_stats stats(void)
+{
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    return st;
+}
+
+Test(pool, get_dials_then_reuses_idle_connection)
+{
+    open_default_pool(4);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    cr_expect_eq(stats().misses, 1);
+    cr_expect_eq(stats().hits, 0);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    rp_conn *again = fx_get_conn(loop, pool);
+    cr_expect_eq(again, conn, "the idle connection was not reused");
+    cr_expect_eq(stats().hits, 1);
+    cr_expect_eq(stats().total_conns, 1);
+    cr_expect_eq(rp_pool_len(pool), 1);
+    rp_pool_put(pool, again);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, callback_never_runs_inside_get)
+{
+    open_default_pool(2);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_expect_eq(got.calls, 0, "the callback ran inside rp_pool_get");
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(got.calls, 1);
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+static void get_three_then_put(rp_conn *conns[3])
+{
+    for (int i = 0; i < 3; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    for (int i = 0; i < 3; i++)
+        rp_pool_put(pool, conns[i]);
+}
+
+Test(pool, idle_connections_pop_lifo_by_default)
+{
+    open_default_pool(4);
+    rp_conn *conns[3];
+    get_three_then_put(conns);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(conn, conns[2], "LIFO should hand out the last one put");
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, idle_connections_pop_fifo_with_pool_fifo)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.pool_fifo = true;
+    open_pool(&opts);
+    rp_conn *conns[3];
+    get_three_then_put(conns);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(conn, conns[0], "FIFO should hand out the first one put");
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, waiters_are_served_in_strict_fifo_order)
+{
+    open_default_pool(1);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got waiters[5] = {0};
+    for (int i = 0; i < 5; i++)
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiters[i]), 0);
+    for (int i = 0; i < 5; i++) {
+        rp_pool_put(pool, held);
+        cr_assert(fx_run_until_count(loop, &waiters[i].calls, 1, 2000));
+        cr_expect_eq(waiters[i].status, 0);
+        for (int j = i + 1; j < 5; j++)
+            cr_expect_eq(waiters[j].calls, 0, "waiter %d served before waiter %d", j, i);
+        held = waiters[i].conn;
+    }
+    rp_stats st = stats();
+    cr_expect_eq(st.wait_count, 5);
+    cr_expect_gt(st.wait_duration_ns, 0);
+    rp_pool_put(pool, held);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, pool_timeout_fires_on_time)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 200;
+    open_pool(&opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got got = {0};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    uint64_t waited = fx_now_ms() - start;
+    cr_expect_eq(got.status, RP_EPOOLTIMEOUT);
+    cr_expect_null(got.conn);
+    cr_expect_geq(waited, 200, "timed out early: %lu ms", (unsigned long)waited);
+    cr_expect_leq(waited, 300, "timed out late: %lu ms", (unsigned long)waited);
+    cr_expect_eq(stats().timeouts, 1);
+    rp_pool_put(pool, held);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, cancel_queued_waiter_gets_ecanceled_later)
+{
+    open_default_pool(1);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(pool, fx_get_cb, &got);
+    cr_assert_gt(id, 0);
+    cr_assert_eq(rp_pool_cancel(pool, id), 0);
+    cr_expect_eq(got.calls, 0, "cancel ran the callback inside the call");
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 1000));
+    cr_expect_eq(got.status, -ECANCELED);
+    cr_expect_eq(rp_pool_cancel(pool, id), -ENOENT);
+    rp_pool_put(pool, held);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the put connection went to a cancelled waiter");
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, cancel_ready_result_returns_connection_to_pool)
+{
+    open_default_pool(2);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    fx_got got = {0};
+    int64_t id = rp_pool_get(pool, fx_get_cb, &got);
+    cr_assert_eq(rp_pool_cancel(pool, id), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 1000));
+    cr_expect_eq(got.status, -ECANCELED);
+    cr_expect_null(got.conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, cancel_completed_or_unknown_request_is_enoent)
+{
+    open_default_pool(2);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(pool, fx_get_cb, &got);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(rp_pool_cancel(pool, id), -ENOENT);
+    cr_expect_eq(rp_pool_cancel(pool, 12345678), -ENOENT);
+    cr_expect_eq(rp_pool_cancel(pool, -1), -ENOENT);
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+typedef struct close_ctx {
+    bool closed;
+    int close_calls;
+} close_ctx;
+
+static void count_close(rp_pool *p, void *data)
+{
+    (void)p;
+    close_ctx *ctx = data;
+    ctx->closed = true;
+    ctx->close_calls++;
+}
+
+Test(pool, close_fails_waiters_and_waits_for_connections_in_use)
+{
+    open_default_pool(1);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0);
+    close_ctx ctx = {0};
+    cr_assert_eq(rp_pool_close(pool, count_close, &ctx), 0);
+    cr_expect_eq(waiter.calls, 0);
+    cr_expect_eq(rp_pool_get(pool, fx_get_cb, &waiter), RP_ECLOSED);
+    cr_expect_eq(rp_pool_close(pool, count_close, &ctx), RP_ECLOSED);
+    cr_expect_eq(rp_loop_free(loop), -EBUSY);
+    fx_run_for(loop, 50);
+    cr_expect_eq(waiter.calls, 1);
+    cr_expect_eq(waiter.status, RP_ECLOSED);
+    cr_expect_not(ctx.closed, "closed while a connection was still in use");
+    rp_pool_put(pool, held);
+    cr_assert(fx_run_until(loop, &ctx.closed, 2000));
+    cr_expect_eq(ctx.close_calls, 1);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+static void close_from_callback(rp_pool *p, rp_conn *conn, int status, void *data)
+{
+    close_ctx *ctx = data;
+    cr_assert_eq(status, 0);
+    rp_pool_put(p, conn);
+    cr_assert_eq(rp_pool_close(p, count_close, ctx), 0);
+}
+
+Test(pool, close_from_inside_a_get_callback)
+{
+    open_default_pool(2);
+    close_ctx ctx = {0};
+    cr_assert_gt(rp_pool_get(pool, close_from_callback, &ctx), 0);
+    cr_assert(fx_run_until(loop, &ctx.closed, 3000));
+    cr_expect_eq(ctx.close_calls, 1);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+typedef struct chain_ctx {
+    int remaining;
+    int completed;
+    rp_conn *first;
+    bool same_conn;
+} chain_ctx;
+
+static void chain_cb(rp_pool *p, rp_conn *conn, int status, void *data)
+{
+    chain_ctx *ctx = data;
+    cr_assert_eq(status, 0);
+    if (!ctx->first)
+        ctx->first = conn;
+    ctx->same_conn = ctx->same_conn && conn == ctx->first;
+    ctx->completed++;
+    rp_pool_put(p, conn);
+    if (--ctx->remaining > 0)
+        cr_assert_gt(rp_pool_get(p, chain_cb, ctx), 0);
+}
+
+Test(pool, get_and_put_from_inside_callbacks)
+{
+    open_default_pool(1);
+    chain_ctx ctx = {.remaining = 100, .same_conn = true};
+    cr_assert_gt(rp_pool_get(pool, chain_cb, &ctx), 0);
+    cr_assert(fx_run_until_count(loop, &ctx.completed, 100, 5000));
+    cr_expect(ctx.same_conn);
+    cr_expect_eq(stats().misses, 1);
+    cr_expect_eq(stats().hits, 99);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, double_put_and_wrong_pool_are_detected)
+{
+    open_default_pool(2);
+    rp_pool *other;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    cr_assert_eq(rp_pool_new(&other, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    rp_pool_put(other, conn);
+    cr_expect_eq(rp_pool_misuse_count(other), 1);
+    cr_expect_eq(rp_pool_idle_len(other), 0);
+    rp_pool_put(pool, conn);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_misuse_count(pool), 1);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "a double put corrupted the idle list");
+    rp_pool_put(pool, NULL);
+    rp_pool_remove(pool, conn, 0);
+    cr_expect_eq(rp_pool_misuse_count(pool), 3);
+    rp_conn *again = fx_get_conn(loop, pool);
+    cr_expect_eq(again, conn);
+    rp_conn *second = fx_get_conn(loop, pool);
+    cr_expect_neq(second, conn, "one connection handed out twice");
+    rp_pool_put(pool, again);
+    rp_pool_put(pool, second);
+    cr_assert_eq(rp_pool_close(other, NULL, NULL), 0);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, null_callback_and_null_pool_are_einval)
+{
+    open_default_pool(2);
+    cr_expect_eq(rp_pool_get(pool, NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_pool_get(NULL, fx_get_cb, NULL), -EINVAL);
+    cr_expect_eq(rp_pool_new_conn(pool, NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_pool_close(NULL, NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_pool_len(NULL), -EINVAL);
+    cr_expect_eq(rp_conn_send(NULL, "x", 1, NULL, NULL), -EINVAL);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, invalid_options_are_rejected)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, -1);
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "negative pool_size");
+    fx_pool_options(&opts, 4);
+    opts.min_idle_conns = 5;
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "min idle > pool size");
+    fx_pool_options(&opts, 4);
+    opts.min_idle_conns = 3;
+    opts.max_idle_conns = 2;
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "max idle < min idle");
+    fx_pool_options(&opts, 4);
+    opts.max_active_conns = -1;
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "negative max active");
+    fx_pool_options(&opts, 4);
+    opts.min_idle_conns = -1;
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "negative min idle");
+    cr_expect_eq(rp_pool_new(&pool, NULL, &opts), -EINVAL, "NULL loop");
+    cr_expect_eq(rp_pool_new(&pool, loop, NULL), -EINVAL, "NULL options");
+    cr_expect_eq(rp_loop_free(loop), 0, "a rejected pool stayed registered");
+}
+
+Test(pool, malformed_addresses_are_rejected)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    const char *bad[] = {NULL, "", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+                         "127.0.0.1:12x", ":6379", "::1:6379", "[::1]6379", "[::1", "unix:",
+                         "no-such-host.invalid:6379"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rp_pool_options opts;
+        fx_pool_options(&opts, 2);
+        opts.addr = bad[i];
+        cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "accepted \"%s\"", bad[i] ? bad[i] : "(null)");
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(pool, accepts_name_and_bracketed_v6_addresses)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    char addr[64];
+    const char *hosts[] = {"localhost", "[::1]", "127.0.0.1"};
+    for (size_t i = 0; i < 3; i++) {
+        rp_pool_options opts;
+        fx_pool_options(&opts, 2);
+        snprintf(addr, sizeof addr, "%s:%d", hosts[i], fx_redis_port);
+        opts.addr = addr;
+        cr_expect_eq(rp_pool_new(&pool, loop, &opts), 0, "rejected %s", addr);
+        rp_conn *conn = fx_get_conn(loop, pool);
+        cr_expect(fx_ping(loop, conn), "no PONG through %s", addr);
+        rp_pool_put(pool, conn);
+        rp_pool_close(pool, NULL, NULL);
+        fx_run_for(loop, 20);
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(pool, max_idle_conns_trims_on_put)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_idle_conns = 1;
+    open_pool(&opts);
+    rp_conn *conns[3];
+    get_three_then_put(conns);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    cr_expect_eq(rp_pool_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, min_idle_conns_are_filled_in_the_background)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.min_idle_conns = 3;
+    open_pool(&opts);
+    int idle = 0;
+    uint64_t deadline = fx_now_ms() + 3000;
+    while ((idle = rp_pool_idle_len(pool)) < 3 && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_expect_eq(idle, 3);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    fx_run_for(loop, 100);
+    cr_expect_eq(rp_pool_idle_len(pool), 3, "the idle set was not refilled after a get");
+    cr_expect_eq(rp_pool_len(pool), 4);
+    rp_pool_remove(pool, conn, 0);
+    fx_run_for(loop, 100);
+    cr_expect_eq(rp_pool_len(pool), 3, "min idle grew beyond what was needed");
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, max_active_conns_fails_with_exhausted)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_active_conns = 1;
+    open_pool(&opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 2000));
+    cr_expect_eq(got.status, RP_EPOOLEXHAUSTED);
+    rp_pool_put(pool, held);
+    rp_conn *again = fx_get_conn(loop, pool);
+    cr_expect_eq(again, held, "a free turn after exhaustion must reuse the idle connection");
+    rp_pool_put(pool, again);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, lifetime_expiry_closes_idle_connections_by_timer)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.conn_max_lifetime_ms = 150;
+    open_pool(&opts);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    cr_expect_eq(rp_pool_len(pool), 1);
+    fx_run_for(loop, 400);
+    cr_expect_eq(rp_pool_len(pool), 0, "an expired connection stayed open without a get");
+    cr_expect_eq(stats().stale_conns, 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, lifetime_jitter_spreads_expiry)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 8);
+    opts.conn_max_lifetime_ms = 600;
+    opts.conn_max_lifetime_jitter_ms = 500;
+    open_pool(&opts);
+    rp_conn *conns[8];
+    for (int i = 0; i < 8; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    for (int i = 0; i < 8; i++)
+        rp_pool_put(pool, conns[i]);
+    fx_run_for(loop, 350);
+    int left = rp_pool_len(pool);
+    cr_expect(left > 0 && left < 8, "jitter did not spread expiry: %d of 8 open at 350 ms", left);
+    fx_run_for(loop, 400);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, idle_time_expiry_is_stale_and_closed_by_timer)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.conn_max_idle_time_ms = 150;
+    open_pool(&opts);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    fx_run_for(loop, 100);
+    cr_expect_eq(rp_pool_len(pool), 1, "closed before its idle time");
+    fx_run_for(loop, 250);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(stats().stale_conns, 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, new_conn_is_outside_the_idle_set)
+{
+    open_default_pool(2);
+    fx_got got = {0};
+    cr_assert_eq(rp_pool_new_conn(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_assert_eq(got.status, 0);
+    cr_expect(fx_ping(loop, got.conn));
+    cr_expect_eq(rp_pool_len(pool), 1);
+    rp_pool_close_conn(pool, got.conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(rp_pool_idle_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+typedef struct io_seen {
+    int calls;
+    ssize_t result;
+} io_seen;
+
+static void count_io(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_seen *seen = data;
+    seen->calls++;
+    seen->result = result;
+}
+
+Test(pool, put_of_connection_that_saw_eof_removes_it)
+{
+    open_default_pool(2);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    fx_redis_command("CLIENT KILL TYPE normal\r\n");
+    char buf[16];
+    io_seen seen = {0};
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, count_io, &seen), 0);
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.result, 0, "expected end of stream, got %zd", seen.result);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(rp_pool_idle_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, put_with_recv_in_flight_removes_it)
+{
+    open_default_pool(2);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[16];
+    io_seen seen = {0};
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, count_io, &seen), 0);
+    cr_expect_eq(rp_conn_recv(conn, buf, sizeof buf, count_io, &seen), -EBUSY);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.result, -ECANCELED, "recv ended with %zd", seen.result);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, read_timeout_bounds_recv)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.read_timeout_ms = 150;
+    open_pool(&opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[16];
+    io_seen seen = {0};
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, count_io, &seen), 0);
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    uint64_t waited = fx_now_ms() - start;
+    cr_expect_eq(seen.result, -ETIMEDOUT);
+    cr_expect(waited >= 150 && waited <= 250, "read timeout after %lu ms", (unsigned long)waited);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a timed-out connection went back to the pool");
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, send_and_recv_reject_bad_arguments)
+{
+    open_default_pool(2);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    io_seen seen = {0};
+    char buf[4];
+    cr_expect_eq(rp_conn_send(conn, NULL, 4, count_io, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_send(conn, buf, 0, count_io, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_recv(conn, buf, sizeof buf, NULL, &seen), -EINVAL);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_conn_send(conn, "x", 1, count_io, &seen), RP_ECLOSED, "I/O on a connection not in use");
+    fx_run_for(loop, 20);
+    cr_expect_eq(seen.calls, 0);
+    fx_close_and_free(loop, pool);
+}
