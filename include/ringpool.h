@@ -112,6 +112,7 @@ typedef struct rp_stats {
     uint64_t wait_duration_ns;  /* total time those gets waited */
     uint32_t dial_errors;       /* failed dials, all time */
     int      last_dial_error;   /* the last dial's error, 0 if none failed */
+    uint32_t dials_in_flight;   /* pool dials under way (max_concurrent_dials caps it) */
 } rp_stats;
 
 typedef void (*rp_get_cb)(rp_pool *pool, rp_conn *conn, int status, void *data);

@@ -80,7 +80,7 @@ void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *));
 /* Removes a queued item; true if it was queued. */
 bool rp__undefer(rp_loop *loop, rp__deferred *item);
 
-uint64_t rp__loop_now(const rp_loop *loop);
+uint64_t rp__loop_now(rp_loop *loop);
 void rp__loop_pool_opened(rp_loop *loop);
 void rp__loop_pool_closed(rp_loop *loop);
 /* Counts a piece of work (a ref'd timer or op) that keeps DEFAULT running. */

@@ -56,7 +56,15 @@ static uint64_t clock_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t rp__loop_now(const rp_loop *loop) { return loop->now_ns; }
+/* Callbacks use the iteration's cached time; a call from outside the loop
+ * (an embedding host's handler) may come long after it, so it reads the
+ * clock. */
+uint64_t rp__loop_now(rp_loop *loop)
+{
+    if (!loop->in_run)
+        loop->now_ns = clock_now_ns();
+    return loop->now_ns;
+}
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
 void rp__loop_ref(rp_loop *loop, int delta) { loop->refs += (unsigned)delta; }
 void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }

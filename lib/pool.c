@@ -30,7 +30,6 @@ typedef enum {
 
 typedef struct rp__get_req {
     rp__deferred ready;
-    rp__timer timer;
     struct rp__get_req *prev, *next; /* the queue its state puts it in */
     rp__conn_pool *owner;
     int64_t id;
@@ -72,6 +71,7 @@ struct rp__conn_pool {
 
     rp__timer maintenance; /* idle watches and expiry */
     rp__timer probe;       /* redials while dials fail fast */
+    rp__timer wait_timer;  /* the oldest waiter's pool timeout */
 
     rp__get_req **slots;   /* request records by slot, for cancel */
     rp__get_req *free_reqs;
@@ -186,8 +186,6 @@ static int slots_grow(rp__conn_pool *cp)
     return 0;
 }
 
-static void req_timer_fired(rp__timer *timer);
-
 static rp__get_req *req_alloc(rp__conn_pool *cp, rp_get_cb cb, void *data)
 {
     if (!cp->free_reqs && slots_grow(cp) < 0)
@@ -203,7 +201,6 @@ static rp__get_req *req_alloc(rp__conn_pool *cp, rp_get_cb cb, void *data)
     req->status = 0;
     req->holds_turn = false;
     req->ready.queued = false;
-    rp__timer_init(&req->timer, req_timer_fired, true);
     cp->reqs_out++;
     return req;
 }
@@ -249,15 +246,60 @@ static void req_complete(rp__conn_pool *cp, rp__get_req *req, rp_conn *conn, int
     rp__defer(pool_loop(cp), &req->ready, req_run);
 }
 
+/* Waiters queue in arrival order and share one timeout, so the queue is
+ * also in deadline order: one timer, at the oldest waiter's deadline,
+ * serves them all, and a waiter leaving early costs no timer work. */
+static int waiter_push(rp__conn_pool *cp, rp__get_req *req)
+{
+    req->queued_ns = now_ns(cp);
+    if (!cp->waiters.len) {
+        int rc = rp__timer_arm(pool_loop(cp), &cp->wait_timer, req->queued_ns + ms_ns(cp->opts.pool_timeout_ms));
+        if (rc < 0)
+            return rc;
+    }
+    req->state = REQ_QUEUED;
+    queue_push(&cp->waiters, req);
+    cp->stats.wait_count++;
+    return 0;
+}
+
+static void waiter_leave(rp__conn_pool *cp, rp__get_req *req)
+{
+    queue_unlink(&cp->waiters, req);
+    cp->stats.wait_duration_ns += now_ns(cp) - req->queued_ns;
+    if (!cp->waiters.len)
+        rp__timer_disarm(pool_loop(cp), &cp->wait_timer);
+}
+
+static rp__get_req *waiter_pop(rp__conn_pool *cp)
+{
+    rp__get_req *req = cp->waiters.head;
+    if (req)
+        waiter_leave(cp, req);
+    return req;
+}
+
+static void wait_timer_fired(rp__timer *timer)
+{
+    rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, wait_timer);
+    uint64_t timeout = ms_ns(cp->opts.pool_timeout_ms);
+    rp__get_req *req;
+    while ((req = cp->waiters.head) && req->queued_ns + timeout <= now_ns(cp)) {
+        waiter_leave(cp, req);
+        cp->stats.timeouts++;
+        req_complete(cp, req, NULL, RP_EPOOLTIMEOUT);
+    }
+    if (req)
+        rp__timer_arm(pool_loop(cp), &cp->wait_timer, req->queued_ns + timeout);
+}
+
 static void release_turn(rp__conn_pool *cp)
 {
-    rp__get_req *waiter = queue_pop(&cp->waiters);
+    rp__get_req *waiter = waiter_pop(cp);
     if (!waiter) {
         cp->turns_used--;
         return;
     }
-    rp__timer_disarm(pool_loop(cp), &waiter->timer);
-    cp->stats.wait_duration_ns += now_ns(cp) - waiter->queued_ns;
     waiter->holds_turn = true;
     serve(cp, waiter);
 }
@@ -277,16 +319,6 @@ static void req_deliver(rp__conn_pool *cp, rp__get_req *req, rp_conn *conn)
     req->holds_turn = false;
     conn->used_ns = now_ns(cp);
     req_complete(cp, req, conn, 0);
-}
-
-static void req_timer_fired(rp__timer *timer)
-{
-    rp__get_req *req = RP__CONTAINER_OF(timer, rp__get_req, timer);
-    rp__conn_pool *cp = req->owner;
-    queue_unlink(&cp->waiters, req);
-    cp->stats.timeouts++;
-    cp->stats.wait_duration_ns += now_ns(cp) - req->queued_ns;
-    req_complete(cp, req, NULL, RP_EPOOLTIMEOUT);
 }
 
 /* ----------------------------------------------------------- connections */
@@ -645,15 +677,11 @@ static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)
         serve(cp, req);
         return id;
     }
-    int rc = rp__timer_arm(pool_loop(cp), &req->timer, now_ns(cp) + ms_ns(cp->opts.pool_timeout_ms));
+    int rc = waiter_push(cp, req);
     if (rc < 0) {
         req_recycle(cp, req);
         return rc;
     }
-    req->state = REQ_QUEUED;
-    req->queued_ns = now_ns(cp);
-    queue_push(&cp->waiters, req);
-    cp->stats.wait_count++;
     return id;
 }
 
@@ -717,10 +745,8 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn)
         return;
     }
     conn->used_ns = now;
-    rp__get_req *waiter = queue_pop(&cp->waiters);
+    rp__get_req *waiter = waiter_pop(cp);
     if (waiter) {
-        rp__timer_disarm(pool_loop(cp), &waiter->timer);
-        cp->stats.wait_duration_ns += now - waiter->queued_ns;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
         return;
@@ -757,9 +783,7 @@ static int cp_cancel(rp_pool *pool, int64_t id)
         return -ENOENT;
     switch (req->state) {
     case REQ_QUEUED:
-        rp__timer_disarm(pool_loop(cp), &req->timer);
-        queue_unlink(&cp->waiters, req);
-        cp->stats.wait_duration_ns += now_ns(cp) - req->queued_ns;
+        waiter_leave(cp, req);
         break;
     case REQ_NEEDS_CONN:
         queue_unlink(&cp->needs_conn, req);
@@ -802,6 +826,7 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
     *out = cp->stats;
     out->total_conns = cp->open_conns;
     out->idle_conns = cp->idle_len;
+    out->dials_in_flight = cp->dialing;
 }
 
 /* ---------------------------------------------------------------- close */
@@ -836,7 +861,6 @@ static void fail_queue(rp__conn_pool *cp, req_queue *q, int status)
 {
     rp__get_req *req;
     while ((req = queue_pop(q))) {
-        rp__timer_disarm(pool_loop(cp), &req->timer);
         req->holds_turn = false;
         req_complete(cp, req, NULL, status);
     }
@@ -852,6 +876,7 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     cp->close_data = data;
     rp__timer_disarm(pool_loop(cp), &cp->maintenance);
     rp__timer_disarm(pool_loop(cp), &cp->probe);
+    rp__timer_disarm(pool_loop(cp), &cp->wait_timer);
     /* Detach both queues before failing them: callbacks run later, and
      * nothing they do can add to these queues of a closed pool. */
     fail_queue(cp, &cp->waiters, RP_ECLOSED);
@@ -964,6 +989,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     cp->base.loop = loop;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
+    rp__timer_init(&cp->wait_timer, wait_timer_fired, true);
     rp__loop_pool_opened(loop);
     pump_dials(cp);
     *out = &cp->base;

@@ -49,16 +49,23 @@ static int loopback_socket(int port)
 
 int fx_listener(int backlog, int *port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sin = {.sin_family = AF_INET};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    cr_assert_eq(listen(fd, backlog), 0);
+    int fd = fx_listen_at(0, backlog);
+    struct sockaddr_in sin;
     socklen_t len = sizeof sin;
     getsockname(fd, (struct sockaddr *)&sin, &len);
     *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int fx_listen_at(int port, int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(fd, backlog), 0);
     return fd;
 }
 

@@ -22,6 +22,7 @@ void fx_teardown(void);
 
 /* A listener on 127.0.0.1 with the given backlog; its port goes to *port. */
 int fx_listener(int backlog, int *port);
+int fx_listen_at(int port, int backlog);
 /* Fills a backlog-0 listener so further connects never complete. */
 void fx_fill_backlog(int port, int *fds, int n);
 /* A free port with nothing listening. */

@@ -1,0 +1,107 @@
+/* pool_bench: the cost of the pool's own paths, callbacks included.
+ *
+ *  idle:    C chains over C idle connections; each callback puts its
+ *           connection back and asks for the next one (get+put cycles).
+ *  handoff: W chains over C connections (W > C); every put hands the
+ *           connection straight to the oldest waiter. */
+#include <ringpool.h>
+
+#include <sys/resource.h>
+#include <time.h>
+
+#include "common.h"
+
+static const char usage[] =
+    "usage: pool_bench [-a ADDR] [-n CYCLES] [-c CONNS] [-w WAITERS]\n"
+    "  Measures get+put cycles against a Redis server's connections.\n"
+    "  -a ADDR     host:port or unix:/path (default 127.0.0.1:6379)\n"
+    "  -n CYCLES   get+put cycles per benchmark (default 10000000)\n"
+    "  -c CONNS    connections (default 64 for idle, 4 for handoff)\n"
+    "  -w WAITERS  concurrent gets in the hand-off benchmark (default 1000)\n";
+
+typedef struct bench {
+    rp_pool *pool;
+    long remaining;
+    int failed;
+} bench;
+
+static void cycle(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    bench *b = data;
+    if (status) {
+        b->failed = status;
+        return;
+    }
+    rp_pool_put(pool, conn);
+    if (--b->remaining > 0 && rp_pool_get(pool, cycle, b) < 0)
+        b->failed = 1;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* Runs `chains` concurrent get+put chains over `conns` dialled connections. */
+static int run(const char *name, const char *addr, long cycles, long conns, long chains)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    rp_pool_options_init(&opts);
+    opts.addr = addr;
+    opts.pool_size = (int)conns;
+    opts.min_idle_conns = (int)conns;
+    opts.pool_timeout_ms = 60000;
+    int rc = rp_loop_new(&loop, NULL);
+    if (rc == 0)
+        rc = rp_pool_new(&pool, loop, &opts);
+    if (rc < 0) {
+        fprintf(stderr, "pool_bench: %s\n", rp_strerror(rc));
+        return 1;
+    }
+    while (rp_pool_idle_len(pool) < conns)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    bench *b = calloc((size_t)chains, sizeof *b);
+    for (long i = 0; i < chains; i++) {
+        b[i] = (bench){.pool = pool, .remaining = cycles / chains};
+        rp_pool_get(pool, cycle, &b[i]);
+    }
+    double start = seconds(), cpu_start = cpu_seconds();
+    rp_loop_run(loop, RP_RUN_DEFAULT);
+    double elapsed = seconds() - start, cpu = cpu_seconds() - cpu_start;
+    long done = cycles / chains * chains;
+    int failed = 0;
+    for (long i = 0; i < chains; i++)
+        failed |= b[i].failed;
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    printf("%-8s %10ld cycles  %6.1f ns/op  %6.1f ns CPU/op  %5.2f M ops/s  (conns %ld, concurrent gets %ld, "
+           "hits %u, misses %u)\n",
+           name, done, elapsed * 1e9 / (double)done, cpu * 1e9 / (double)done, (double)done / elapsed / 1e6,
+           conns, chains, st.hits, st.misses);
+    free(b);
+    rp_pool_close(pool, NULL, NULL);
+    rp_loop_run(loop, RP_RUN_DEFAULT);
+    rp_loop_free(loop);
+    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    example_args args = {.addr = "127.0.0.1:6379", .n = 10000000, .c = 0, .w = 1000};
+    example_parse(argc, argv, &args, usage);
+    int rc = run("idle", args.addr, args.n, args.c ? args.c : 64, args.c ? args.c : 64);
+    rc |= run("handoff", args.addr, args.n, args.c ? args.c : 4, args.w);
+    return rc;
+}

@@ -1,0 +1,331 @@
+/* Faults: refused, unanswered and failing dials, servers that restart or
+ * close idle clients, and peers that send FIN, RST or stray bytes. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+TestSuite(faults, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
+
+static rp_loop *loop;
+static rp_pool *pool;
+static char addr[64];
+
+static void open_pool_at(int port, rp_pool_options *opts)
+{
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts->addr = addr;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, opts), 0);
+}
+
+static rp_stats stats(void)
+{
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    return st;
+}
+
+static fx_got get_and_wait(unsigned timeout_ms)
+{
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, timeout_ms), "get never completed");
+    return got;
+}
+
+Test(faults, dial_refused_reports_econnrefused)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    open_pool_at(fx_closed_port(), &opts);
+    fx_got got = get_and_wait(3000);
+    cr_expect_eq(got.status, -ECONNREFUSED, "got %s", rp_strerror(got.status));
+    cr_expect_null(got.conn);
+    cr_expect_eq(stats().dial_errors, 1);
+    cr_expect_eq(stats().last_dial_error, -ECONNREFUSED);
+    cr_expect_eq(stats().misses, 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, dial_to_missing_unix_socket_reports_enoent)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.addr = "unix:/nonexistent/ringpool-test.sock";
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = get_and_wait(3000);
+    cr_expect_eq(got.status, -ENOENT, "got %s", rp_strerror(got.status));
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, dial_timeout_fires_on_time)
+{
+    int port, fillers[2];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 2);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.dial_timeout_ms = 200;
+    open_pool_at(port, &opts);
+    uint64_t start = fx_now_ms();
+    fx_got got = get_and_wait(3000);
+    uint64_t waited = fx_now_ms() - start;
+    cr_expect_eq(got.status, -ETIMEDOUT, "got %s", rp_strerror(got.status));
+    cr_expect(waited >= 200 && waited <= 300, "dial timed out after %lu ms", (unsigned long)waited);
+    fx_close_and_free(loop, pool);
+    close(fillers[0]);
+    close(fillers[1]);
+    close(listener);
+}
+
+Test(faults, consecutive_dial_failures_fail_fast_then_probe_recovers)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    open_pool_at(port, &opts);
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(get_and_wait(3000).status, -ECONNREFUSED);
+    cr_expect_eq(stats().dial_errors, 2);
+    fx_got fast = get_and_wait(3000);
+    cr_expect_eq(fast.status, -ECONNREFUSED, "fail-fast must carry the last dial error");
+    cr_expect_eq(stats().dial_errors, 2, "a dial was made while failing fast");
+    int listener = fx_listen_at(port, 16); /* the server is back */
+    fx_run_for(loop, 1300);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the background probe did not reconnect");
+    fx_got ok = get_and_wait(3000);
+    cr_expect_eq(ok.status, 0);
+    rp_pool_put(pool, ok.conn);
+    fx_close_and_free(loop, pool);
+    close(listener);
+}
+
+Test(faults, a_success_resets_the_consecutive_count)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 3);
+    open_pool_at(port, &opts);
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(get_and_wait(3000).status, -ECONNREFUSED);
+    int listener = fx_listen_at(port, 16);
+    fx_got ok = get_and_wait(3000);
+    cr_assert_eq(ok.status, 0);
+    rp_pool_remove(pool, ok.conn, 0);
+    close(listener);
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(get_and_wait(3000).status, -ECONNREFUSED);
+    cr_expect_eq(stats().dial_errors, 4, "failures before the success still counted");
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, waiter_cancel_never_cancels_a_dial_under_way)
+{
+    int port, fillers[2];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 2);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.dial_timeout_ms = 5000;
+    open_pool_at(port, &opts);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(pool, fx_get_cb, &got);
+    fx_run_for(loop, 50);
+    cr_expect_eq(stats().dials_in_flight, 1);
+    cr_assert_eq(rp_pool_cancel(pool, id), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 1000));
+    cr_expect_eq(got.status, -ECANCELED);
+    cr_expect_eq(stats().dials_in_flight, 1, "the cancel stopped the dial");
+    /* Make room in the backlog: the retransmitted SYN now completes. */
+    for (int i = 0; i < 2; i++)
+        close(accept(listener, NULL, NULL));
+    uint64_t deadline = fx_now_ms() + 4000;
+    while (rp_pool_idle_len(pool) < 1 && fx_now_ms() < deadline)
+        fx_run_for(loop, 20);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the finished dial did not reach the idle list");
+    cr_expect_eq(stats().dial_errors, 0);
+    fx_close_and_free(loop, pool);
+    close(fillers[0]);
+    close(fillers[1]);
+    close(listener);
+}
+
+Test(faults, max_concurrent_dials_caps_dials_in_flight)
+{
+    int port, fillers[2];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 2);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_concurrent_dials = 1;
+    opts.dial_timeout_ms = 300;
+    open_pool_at(port, &opts);
+    fx_got got[3] = {0};
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got[i]), 0);
+    fx_run_for(loop, 50);
+    cr_expect_eq(stats().dials_in_flight, 1);
+    cr_assert(fx_run_until_count(loop, &got[2].calls, 1, 3000));
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(got[i].status, -ETIMEDOUT);
+    cr_expect(got[0].order < got[1].order && got[1].order < got[2].order, "dial errors out of FIFO order");
+    fx_close_and_free(loop, pool);
+    close(fillers[0]);
+    close(fillers[1]);
+    close(listener);
+}
+
+Test(faults, server_restart_then_pool_reconnects)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.health_check_idle_ms = 50;
+    open_pool_at(fx_redis_port, &opts);
+    rp_conn *conns[2] = {fx_get_conn(loop, pool), fx_get_conn(loop, pool)};
+    rp_pool_put(pool, conns[0]);
+    rp_pool_put(pool, conns[1]);
+    fx_run_for(loop, 100);
+    fx_redis_restart();
+    fx_run_for(loop, 50);
+    cr_expect_eq(rp_pool_len(pool), 0, "dead connections stayed in the pool");
+    cr_expect_eq(stats().stale_conns, 2);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, server_killing_idle_clients_drops_total_conns_within_milliseconds)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.health_check_idle_ms = 50;
+    open_pool_at(fx_redis_port, &opts);
+    rp_conn *conns[3];
+    for (int i = 0; i < 3; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    for (int i = 0; i < 3; i++)
+        rp_pool_put(pool, conns[i]);
+    fx_run_for(loop, 100); /* past the window: the idle watches are armed */
+    fx_redis_command("CLIENT KILL TYPE normal\r\n");
+    uint64_t start = fx_now_ms();
+    while (rp_pool_len(pool) > 0 && fx_now_ms() - start < 1000)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_leq(took, 50, "took %lu ms to notice", (unsigned long)took);
+    cr_expect_eq(stats().stale_conns, 3);
+    cr_expect_eq(stats().total_conns, 0);
+    fx_close_and_free(loop, pool);
+}
+
+typedef enum { PEER_FIN, PEER_RST, PEER_STRAY_BYTES } peer_fault;
+
+/* An idle, watched connection to our own listener; the peer then misbehaves. */
+static void idle_connection_sees(peer_fault fault)
+{
+    int port;
+    int listener = fx_listener(16, &port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.health_check_idle_ms = 30;
+    open_pool_at(port, &opts);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    int peer = accept(listener, NULL, NULL);
+    fx_run_for(loop, 80);
+    cr_assert_eq(rp_pool_len(pool), 1, "closed before the fault");
+    if (fault == PEER_RST) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    if (fault == PEER_STRAY_BYTES)
+        cr_assert_eq(write(peer, "+junk\r\n", 7), 7);
+    else
+        close(peer);
+    uint64_t start = fx_now_ms();
+    while (rp_pool_len(pool) > 0 && fx_now_ms() - start < 1000)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_leq(fx_now_ms() - start, 50);
+    cr_expect_eq(stats().stale_conns, 1);
+    if (fault == PEER_STRAY_BYTES) {
+        char buf[16];
+        /* Unread bytes make the close an RST rather than a FIN. */
+        cr_expect_leq(read(peer, buf, sizeof buf), 0, "the peer did not see the close");
+        close(peer);
+    }
+    fx_close_and_free(loop, pool);
+    close(listener);
+}
+
+Test(faults, idle_connection_closed_on_peer_fin) { idle_connection_sees(PEER_FIN); }
+Test(faults, idle_connection_closed_on_peer_rst) { idle_connection_sees(PEER_RST); }
+Test(faults, idle_connection_closed_on_stray_bytes) { idle_connection_sees(PEER_STRAY_BYTES); }
+
+Test(faults, get_checks_a_connection_idle_past_the_window)
+{
+    int port;
+    int listener = fx_listener(16, &port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.health_check_idle_ms = 100;
+    open_pool_at(port, &opts);
+    rp_conn *first = fx_get_conn(loop, pool);
+    rp_pool_put(pool, first);
+    int peer = accept(listener, NULL, NULL);
+    close(peer);
+    usleep(150000); /* idle past the window, the loop not running: no watch yet */
+    fx_got got = get_and_wait(3000);
+    cr_expect_eq(got.status, 0);
+    cr_expect_eq(stats().stale_conns, 1, "the dead connection was not checked");
+    cr_expect_eq(stats().misses, 2);
+    cr_expect_eq(rp_pool_len(pool), 1);
+    close(accept(listener, NULL, NULL));
+    rp_pool_remove(pool, got.conn, 0);
+    fx_close_and_free(loop, pool);
+    close(listener);
+}
+
+Test(faults, connection_used_within_the_window_is_not_checked)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.health_check_idle_ms = 10000;
+    open_pool_at(fx_redis_port, &opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    rp_pool_put(pool, conn);
+    fx_got got = get_and_wait(1000);
+    /* Handed out in the same iteration: a check would need a CQE first. */
+    cr_expect_eq(got.conn, conn);
+    cr_expect_eq(stats().hits, 1);
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, emfile_is_reported_as_the_dial_error)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    open_pool_at(fx_redis_port, &opts);
+    struct rlimit saved, low;
+    getrlimit(RLIMIT_NOFILE, &saved);
+    int probe = dup(0);
+    close(probe);
+    low = saved;
+    low.rlim_cur = (rlim_t)probe; /* no fd number at or above this one */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    fx_got got = get_and_wait(3000);
+    setrlimit(RLIMIT_NOFILE, &saved);
+    cr_expect_eq(got.status, -EMFILE, "got %s", rp_strerror(got.status));
+    cr_expect_eq(stats().dial_errors, 1);
+    fx_got ok = get_and_wait(3000);
+    cr_expect_eq(ok.status, 0, "the pool did not recover once fds were free");
+    rp_pool_put(pool, ok.conn);
+    fx_close_and_free(loop, pool);
+}

@@ -1,0 +1,241 @@
+/* The loop: run modes, posts from other threads, stop, embedding through
+ * rp_loop_fd in a host's epoll, and a full submission queue. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+TestSuite(loop, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
+
+static rp_loop *loop;
+
+Test(loop, default_run_returns_when_nothing_is_pending)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    uint64_t start = fx_now_ms();
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_ONCE), 0);
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_NOWAIT), 0);
+    cr_expect_lt(fx_now_ms() - start, 100);
+    cr_expect_eq(rp_loop_run(loop, (rp_run_mode)7), -EINVAL);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(loop, bad_arguments_are_einval)
+{
+    cr_expect_eq(rp_loop_new(NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_loop_free(NULL), -EINVAL);
+    cr_expect_eq(rp_loop_fd(NULL), -EINVAL);
+    cr_expect_eq(rp_loop_post(NULL, NULL, NULL), -EINVAL);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_expect_eq(rp_loop_post(loop, NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(loop, strerror_names_every_code)
+{
+    cr_expect_str_eq(rp_strerror(RP_ECLOSED), "pool or loop closed");
+    cr_expect_str_eq(rp_strerror(RP_EPOOLTIMEOUT), "timed out waiting for a free connection");
+    cr_expect_str_eq(rp_strerror(RP_EPOOLEXHAUSTED), "max_active_conns reached");
+    cr_expect_str_eq(rp_strerror(RP_EBADCONN), "connection went bad");
+    cr_expect_str_eq(rp_strerror(-ECONNREFUSED), strerror(ECONNREFUSED));
+    cr_expect_str_eq(rp_strerror(0), "success");
+    cr_expect(RP_ECLOSED < -4096, "library codes must not collide with errno values");
+}
+
+Test(loop, free_is_ebusy_while_a_pool_is_open)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    cr_expect_eq(rp_loop_free(loop), -EBUSY);
+    fx_close_and_free(loop, pool);
+}
+
+static atomic_int posted_count;
+static pthread_t loop_thread;
+static atomic_bool wrong_thread;
+
+static void count_post(void *arg)
+{
+    (void)arg;
+    if (!pthread_equal(pthread_self(), loop_thread))
+        atomic_store(&wrong_thread, true);
+    atomic_fetch_add(&posted_count, 1);
+}
+
+static void *post_many(void *arg)
+{
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(rp_loop_post(arg, count_post, NULL), 0);
+    return NULL;
+}
+
+Test(loop, post_from_two_threads_runs_everything_on_the_loop_thread)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    loop_thread = pthread_self();
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&threads[i], NULL, post_many, loop);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (atomic_load(&posted_count) < 10000 && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(atomic_load(&posted_count), 10000);
+    cr_expect_not(atomic_load(&wrong_thread));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(loop, posted_work_wakes_a_blocked_once_run)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    loop_thread = pthread_self();
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 10000;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0); /* keeps the loop alive */
+    pthread_t thread;
+    pthread_create(&thread, NULL, post_many, loop);
+    uint64_t start = fx_now_ms();
+    while (atomic_load(&posted_count) < 5000 && fx_now_ms() - start < 5000)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    pthread_join(thread, NULL);
+    cr_expect_eq(atomic_load(&posted_count), 5000);
+    cr_expect_lt(fx_now_ms() - start, 5000);
+    rp_pool_put(pool, held);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    rp_pool_put(pool, waiter.conn);
+    fx_close_and_free(loop, pool);
+}
+
+static void *stop_later(void *arg)
+{
+    usleep(100000);
+    rp_loop_stop(arg);
+    return NULL;
+}
+
+Test(loop, stop_from_another_thread_ends_a_default_run)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 10000;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0);
+    pthread_t thread;
+    pthread_create(&thread, NULL, stop_later, loop);
+    uint64_t start = fx_now_ms();
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 1, "the waiter is still pending");
+    uint64_t took = fx_now_ms() - start;
+    pthread_join(thread, NULL);
+    cr_expect(took >= 90 && took < 1000, "stopped after %lu ms", (unsigned long)took);
+    cr_expect_eq(waiter.calls, 0);
+    rp_pool_put(pool, held);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    rp_pool_put(pool, waiter.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* A host loop: epoll on rp_loop_fd, NOWAIT runs on each wake. */
+static int host_wait_and_run(int epfd, const int *count, int want, unsigned timeout_ms, int *wakes)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    while (*count < want && fx_now_ms() < deadline) {
+        struct epoll_event ev;
+        int n = epoll_wait(epfd, &ev, 1, (int)(deadline - fx_now_ms()));
+        if (n > 0) {
+            (*wakes)++;
+            rp_loop_run(loop, RP_RUN_NOWAIT);
+        }
+    }
+    return *count;
+}
+
+Test(loop, embeds_in_a_host_epoll_loop)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 150;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+
+    /* A dial: the completion must wake the host. */
+    fx_got first = {0};
+    int wakes = 0;
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &first), 0);
+    cr_assert_eq(host_wait_and_run(epfd, &first.calls, 1, 3000, &wakes), 1);
+    cr_expect_eq(first.status, 0);
+
+    /* A timer alone: the pool timeout must wake the host on time. */
+    fx_got waiter = {0};
+    wakes = 0;
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0);
+    cr_assert_eq(host_wait_and_run(epfd, &waiter.calls, 1, 3000, &wakes), 1);
+    uint64_t waited = fx_now_ms() - start;
+    cr_expect_eq(waiter.status, RP_EPOOLTIMEOUT);
+    cr_expect(waited >= 150 && waited <= 250, "timer woke the host after %lu ms", (unsigned long)waited);
+    cr_expect_leq(wakes, 5, "the host woke %d times: the fd is spinning", wakes);
+
+    /* A ready result from outside the loop: delivered after a wake. */
+    rp_pool_put(pool, first.conn);
+    fx_got hit = {0};
+    wakes = 0;
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &hit), 0);
+    cr_assert_eq(host_wait_and_run(epfd, &hit.calls, 1, 1000, &wakes), 1);
+    cr_expect_eq(hit.conn, first.conn);
+    rp_pool_put(pool, hit.conn);
+
+    close(epfd);
+    fx_close_and_free(loop, pool);
+}
+
+Test(loop, a_full_submission_queue_drops_nothing)
+{
+    rp_loop_options lopts = {.entries = 4};
+    cr_assert_eq(rp_loop_new(&loop, &lopts), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 40);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got[40] = {0};
+    int done = 0;
+    for (int i = 0; i < 40; i++)
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got[i]), 0);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (done < 40 && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        done = 0;
+        for (int i = 0; i < 40; i++)
+            done += got[i].calls;
+    }
+    cr_expect_eq(done, 40);
+    for (int i = 0; i < 40; i++) {
+        cr_expect_eq(got[i].status, 0);
+        if (got[i].conn)
+            rp_pool_put(pool, got[i].conn);
+    }
+    cr_expect_eq(rp_pool_len(pool), 40);
+    fx_close_and_free(loop, pool);
+}
