@@ -33,7 +33,11 @@ static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
         result = -ECANCELED;
     if (result <= 0)
         conn->broken = true; /* error, timeout or end of stream */
+    /* The callback may put, remove or close the connection: it is freed
+     * only after the callback returns. */
+    conn->in_callback++;
     io->cb(conn, result, io->data);
+    conn->in_callback--;
     rp__conn_op_finished(conn);
 }
 

@@ -31,11 +31,12 @@ struct rp_conn {
     bool pooled;       /* holds a turn while in use; false for rp_pool_new_conn */
     bool broken;       /* an I/O error or end of stream: never reused */
     bool watching;     /* the idle watch is armed */
+    uint8_t in_callback; /* a user callback runs: the record must outlive it */
     uint32_t read_timeout_ms, write_timeout_ms;
     uint64_t created_ns, used_ns, expires_ns;
     rp_conn *prev, *next;           /* idle list */
     rp_conn *all_prev, *all_next;   /* the pool's every record */
-    struct rp__get_req *for_req;    /* the request a dial or check serves */
+    struct rp__req *for_req;       /* the request a dial or check serves */
     rp__op watch_op;                /* zero-length recv: idle watch or check */
     rp__op dial_op;
     struct __kernel_timespec dial_ts;
@@ -51,6 +52,12 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
 {
     return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
            conn->recv.op.pending;
+}
+
+/* Nothing refers to the record any more: no op in flight, no callback. */
+static inline bool rp__conn_releasable(const rp_conn *conn)
+{
+    return !rp__conn_ops_pending(conn) && !conn->in_callback;
 }
 
 #endif

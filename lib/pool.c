@@ -8,6 +8,7 @@
  * never wastes a dial under way. */
 #include "conn.h"
 #include "pool.h"
+#include "request.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,35 +18,12 @@
 #include <unistd.h>
 
 #define RP__PROBE_INTERVAL_MS 1000u
-#define RP__REQ_SLOT_BITS 24
 
-typedef enum {
-    REQ_FREE,
-    REQ_QUEUED,     /* waiting for a turn */
-    REQ_NEEDS_CONN, /* holds a turn, waits for a dial */
-    REQ_CHECKING,   /* holds a turn, its connection is being checked */
-    REQ_DIALING,    /* rp_pool_new_conn: waits for its own dial */
-    REQ_READY,      /* result queued for delivery */
-} req_state;
-
-typedef struct rp__get_req {
-    rp__deferred ready;
-    struct rp__get_req *prev, *next; /* the queue its state puts it in */
-    rp__conn_pool *owner;
-    int64_t id;
-    rp_get_cb cb;
-    void *data;
-    rp_conn *conn;
-    int status;
-    uint8_t state;
-    bool holds_turn;
-    uint64_t queued_ns;
-} rp__get_req;
-
-typedef struct req_queue {
-    rp__get_req *head, *tail;
-    unsigned len;
-} req_queue;
+enum {
+    REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
+    REQ_CHECKING,                 /* holds a turn, its connection is being checked */
+    REQ_DIALING,                  /* rp_pool_new_conn: waits for its own dial */
+};
 
 struct rp__conn_pool {
     rp_pool base;
@@ -56,9 +34,9 @@ struct rp__conn_pool {
     void *close_data;
     rp__deferred close_item;
 
+    rp__reqs reqs;        /* every get, and the waiters for a turn */
     unsigned turns_used;
-    req_queue waiters;    /* REQ_QUEUED, oldest first */
-    req_queue needs_conn; /* REQ_NEEDS_CONN, oldest first */
+    rp__req_queue needs_conn; /* REQ_NEEDS_CONN, oldest first */
     rp_conn *idle_head, *idle_tail; /* put pushes at head */
     unsigned idle_len;
     unsigned pooled_open; /* pooled connections open (go-redis poolSize) */
@@ -71,16 +49,9 @@ struct rp__conn_pool {
 
     rp__timer maintenance; /* idle watches and expiry */
     rp__timer probe;       /* redials while dials fail fast */
-    rp__timer wait_timer;  /* the oldest waiter's pool timeout */
-
-    rp__get_req **slots;   /* request records by slot, for cancel */
-    rp__get_req *free_reqs;
-    uint32_t slot_count;
-    unsigned reqs_out;     /* requests not yet recycled */
-    uint64_t req_seq;
 };
 
-static void serve(rp__conn_pool *cp, rp__get_req *req);
+static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
 static void conn_close(rp__conn_pool *cp, rp_conn *conn);
 static void finish_close_if_done(rp__conn_pool *cp);
@@ -90,40 +61,7 @@ static uint64_t now_ns(const rp__conn_pool *cp) { return rp__loop_now(pool_loop(
 static uint64_t ms_ns(uint32_t ms) { return (uint64_t)ms * RP__NS_PER_MS; }
 rp_loop *rp__conn_loop(const rp_conn *conn) { return conn->owner->base.loop; }
 
-/* ---------------------------------------------------------------- queues */
-
-static void queue_push(req_queue *q, rp__get_req *req)
-{
-    req->next = NULL;
-    req->prev = q->tail;
-    if (q->tail)
-        q->tail->next = req;
-    else
-        q->head = req;
-    q->tail = req;
-    q->len++;
-}
-
-static void queue_unlink(req_queue *q, rp__get_req *req)
-{
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        q->head = req->next;
-    if (req->next)
-        req->next->prev = req->prev;
-    else
-        q->tail = req->prev;
-    q->len--;
-}
-
-static rp__get_req *queue_pop(req_queue *q)
-{
-    rp__get_req *req = q->head;
-    if (req)
-        queue_unlink(q, req);
-    return req;
-}
+/* ------------------------------------------------------------ idle list */
 
 static void idle_push(rp__conn_pool *cp, rp_conn *conn)
 {
@@ -162,140 +100,14 @@ static rp_conn *idle_pop(rp__conn_pool *cp)
 
 /* -------------------------------------------------------------- requests */
 
-static int slots_grow(rp__conn_pool *cp)
+static void req_complete(rp__conn_pool *cp, rp__req *req, rp_conn *conn, int status)
 {
-    uint32_t count = cp->slot_count ? cp->slot_count * 2 : 16;
-    if (count > (1u << RP__REQ_SLOT_BITS))
-        return -ENOMEM;
-    rp__get_req **slots = realloc(cp->slots, count * sizeof *slots);
-    if (!slots)
-        return -ENOMEM;
-    cp->slots = slots;
-    for (uint32_t i = cp->slot_count; i < count; i++) {
-        rp__get_req *req = calloc(1, sizeof *req);
-        if (!req) {
-            cp->slot_count = i;
-            return cp->free_reqs ? 0 : -ENOMEM;
-        }
-        req->id = i; /* the slot, until an id is given */
-        req->next = cp->free_reqs;
-        cp->free_reqs = req;
-        slots[i] = req;
-    }
-    cp->slot_count = count;
-    return 0;
-}
-
-static rp__get_req *req_alloc(rp__conn_pool *cp, rp_get_cb cb, void *data)
-{
-    if (!cp->free_reqs && slots_grow(cp) < 0)
-        return NULL;
-    rp__get_req *req = cp->free_reqs;
-    cp->free_reqs = req->next;
-    uint64_t slot = (uint64_t)req->id & ((1u << RP__REQ_SLOT_BITS) - 1);
-    req->id = (int64_t)((++cp->req_seq << RP__REQ_SLOT_BITS) | slot);
-    req->owner = cp;
-    req->cb = cb;
-    req->data = data;
-    req->conn = NULL;
-    req->status = 0;
-    req->holds_turn = false;
-    req->ready.queued = false;
-    cp->reqs_out++;
-    return req;
-}
-
-static void req_recycle(rp__conn_pool *cp, rp__get_req *req)
-{
-    req->state = REQ_FREE;
-    req->next = cp->free_reqs;
-    cp->free_reqs = req;
-    cp->reqs_out--;
-}
-
-static rp__get_req *req_find(rp__conn_pool *cp, int64_t id)
-{
-    uint64_t slot = (uint64_t)id & ((1u << RP__REQ_SLOT_BITS) - 1);
-    if (id <= 0 || slot >= cp->slot_count)
-        return NULL;
-    rp__get_req *req = cp->slots[slot];
-    return req->state != REQ_FREE && req->id == id ? req : NULL;
-}
-
-static void req_run(rp__deferred *item)
-{
-    rp__get_req *req = RP__CONTAINER_OF(item, rp__get_req, ready);
-    rp__conn_pool *cp = req->owner;
-    rp_get_cb cb = req->cb;
-    void *data = req->data;
-    rp_conn *conn = req->conn;
-    int status = req->status;
-    req_recycle(cp, req);
-    cb(&cp->base, conn, status, data);
-    if (cp->closed)
-        finish_close_if_done(cp);
-}
-
-static void req_complete(rp__conn_pool *cp, rp__get_req *req, rp_conn *conn, int status)
-{
-    req->state = REQ_READY;
-    req->conn = conn;
-    req->status = status;
-    if (conn)
-        conn->state = RP__CONN_IN_USE;
-    rp__defer(pool_loop(cp), &req->ready, req_run);
-}
-
-/* Waiters queue in arrival order and share one timeout, so the queue is
- * also in deadline order: one timer, at the oldest waiter's deadline,
- * serves them all, and a waiter leaving early costs no timer work. */
-static int waiter_push(rp__conn_pool *cp, rp__get_req *req)
-{
-    req->queued_ns = now_ns(cp);
-    if (!cp->waiters.len) {
-        int rc = rp__timer_arm(pool_loop(cp), &cp->wait_timer, req->queued_ns + ms_ns(cp->opts.pool_timeout_ms));
-        if (rc < 0)
-            return rc;
-    }
-    req->state = REQ_QUEUED;
-    queue_push(&cp->waiters, req);
-    cp->stats.wait_count++;
-    return 0;
-}
-
-static void waiter_leave(rp__conn_pool *cp, rp__get_req *req)
-{
-    queue_unlink(&cp->waiters, req);
-    cp->stats.wait_duration_ns += now_ns(cp) - req->queued_ns;
-    if (!cp->waiters.len)
-        rp__timer_disarm(pool_loop(cp), &cp->wait_timer);
-}
-
-static rp__get_req *waiter_pop(rp__conn_pool *cp)
-{
-    rp__get_req *req = cp->waiters.head;
-    if (req)
-        waiter_leave(cp, req);
-    return req;
-}
-
-static void wait_timer_fired(rp__timer *timer)
-{
-    rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, wait_timer);
-    uint64_t timeout = ms_ns(cp->opts.pool_timeout_ms);
-    rp__get_req *req;
-    while ((req = cp->waiters.head) && req->queued_ns + timeout <= now_ns(cp)) {
-        waiter_leave(cp, req);
-        cp->stats.timeouts++;
-        req_complete(cp, req, NULL, RP_EPOOLTIMEOUT);
-    }
-    if (req)
-        rp__timer_arm(pool_loop(cp), &cp->wait_timer, req->queued_ns + timeout);
+    rp__req_complete(&cp->reqs, req, conn, status);
 }
 
 static void release_turn(rp__conn_pool *cp)
 {
-    rp__get_req *waiter = waiter_pop(cp);
+    rp__req *waiter = rp__reqs_next_waiter(&cp->reqs);
     if (!waiter) {
         cp->turns_used--;
         return;
@@ -304,7 +116,7 @@ static void release_turn(rp__conn_pool *cp)
     serve(cp, waiter);
 }
 
-static void req_fail(rp__conn_pool *cp, rp__get_req *req, int status)
+static void req_fail(rp__conn_pool *cp, rp__req *req, int status)
 {
     if (req->holds_turn) {
         req->holds_turn = false;
@@ -314,10 +126,11 @@ static void req_fail(rp__conn_pool *cp, rp__get_req *req, int status)
 }
 
 /* The turn, if any, now travels with the connection. */
-static void req_deliver(rp__conn_pool *cp, rp__get_req *req, rp_conn *conn)
+static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
 {
     req->holds_turn = false;
     conn->used_ns = now_ns(cp);
+    conn->state = RP__CONN_IN_USE;
     req_complete(cp, req, conn, 0);
 }
 
@@ -332,7 +145,7 @@ static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t 
 
 static void conn_free_if_drained(rp__conn_pool *cp, rp_conn *conn)
 {
-    if (conn->state != RP__CONN_CLOSED || rp__conn_ops_pending(conn))
+    if (conn->state != RP__CONN_CLOSED || !rp__conn_releasable(conn))
         return;
     if (conn->all_prev)
         conn->all_prev->all_next = conn->all_next;
@@ -407,7 +220,7 @@ static uint64_t conn_next_event(const rp__conn_pool *cp, const rp_conn *conn)
  * it, else it joins the idle list. */
 static void conn_available(rp__conn_pool *cp, rp_conn *conn)
 {
-    rp__get_req *req = queue_pop(&cp->needs_conn);
+    rp__req *req = rp__req_queue_pop(&cp->needs_conn);
     if (req) {
         req_deliver(cp, req, conn);
         return;
@@ -426,7 +239,7 @@ static void watch_submit(rp__conn_pool *cp, rp_conn *conn, int flags)
     rp__op_start(pool_loop(cp), &conn->watch_op, 1, flags != 0);
 }
 
-static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__get_req *req)
+static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
 {
     req->state = REQ_CHECKING;
     req->conn = conn;
@@ -440,7 +253,7 @@ static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__get_req *req)
 
 static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
 {
-    rp__get_req *req = conn->for_req;
+    rp__req *req = conn->for_req;
     conn->for_req = NULL;
     if (!healthy) {
         conn_close_stale(cp, conn);
@@ -488,22 +301,26 @@ static bool dials_fail_fast(const rp__conn_pool *cp)
     return cp->consecutive_dial_errors >= (unsigned)cp->opts.pool_size;
 }
 
-static void dial_failed(rp__conn_pool *cp, rp__get_req *for_req, int err)
+static void dial_failed(rp__conn_pool *cp, rp__req *for_req, int err)
 {
     cp->stats.dial_errors++;
     cp->stats.last_dial_error = err;
     if (++cp->consecutive_dial_errors == (unsigned)cp->opts.pool_size)
         probe_arm(cp);
-    rp__get_req *req = for_req ? for_req : queue_pop(&cp->needs_conn);
+    rp__req *req = for_req ? for_req : rp__req_queue_pop(&cp->needs_conn);
     if (req)
         req_fail(cp, req, err);
 }
 
-static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__get_req *for_req)
+static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
 {
     bool was_failing = dials_fail_fast(cp);
     cp->consecutive_dial_errors = 0;
     cp->open_conns++;
+    /* As go-redis: past pool_size a connection serves its caller once and
+     * closes on put (a check for a cancelled get can leave one spare). */
+    if (conn->pooled && cp->pooled_open >= (unsigned)cp->opts.pool_size)
+        conn->pooled = false;
     if (conn->pooled)
         cp->pooled_open++;
     conn->created_ns = conn->used_ns = now_ns(cp);
@@ -528,7 +345,7 @@ static void dial_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, dial_op);
     rp__conn_pool *cp = conn->owner;
-    rp__get_req *for_req = conn->for_req;
+    rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
     if (conn->pooled)
         cp->dialing--;
@@ -548,7 +365,7 @@ static void dial_done(rp__op *op)
 
 /* Starts a dial; a request that must have this very connection passes
  * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
-static int dial_start(rp__conn_pool *cp, bool pooled, rp__get_req *for_req)
+static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
 {
     rp_conn *conn = calloc(1, sizeof *conn);
     if (!conn)
@@ -606,8 +423,8 @@ static void pump_dials(rp__conn_pool *cp)
         }
     }
     if (dials_fail_fast(cp)) {
-        rp__get_req *req;
-        while ((req = queue_pop(&cp->needs_conn)))
+        rp__req *req;
+        while ((req = rp__req_queue_pop(&cp->needs_conn)))
             req_fail(cp, req, cp->stats.last_dial_error);
     }
 }
@@ -615,7 +432,7 @@ static void pump_dials(rp__conn_pool *cp)
 static void probe_fired(rp__timer *timer)
 {
     rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, probe);
-    int rc = dial_start(cp, true, NULL);
+    int rc = cp->dialing ? 0 : dial_start(cp, true, NULL);
     if (rc < 0)
         dial_failed(cp, NULL, rc);
     probe_arm(cp);
@@ -630,7 +447,7 @@ static bool exhausted(const rp__conn_pool *cp)
 }
 
 /* req holds a turn: give it an idle connection, or make it wait for a dial. */
-static void serve(rp__conn_pool *cp, rp__get_req *req)
+static void serve(rp__conn_pool *cp, rp__req *req)
 {
     rp_conn *conn;
     uint64_t now = now_ns(cp);
@@ -657,7 +474,7 @@ static void serve(rp__conn_pool *cp, rp__get_req *req)
         req_fail(cp, req, cp->stats.last_dial_error);
     } else {
         req->state = REQ_NEEDS_CONN;
-        queue_push(&cp->needs_conn, req);
+        rp__req_queue_push(&cp->needs_conn, req);
         pump_dials(cp);
     }
 }
@@ -667,7 +484,7 @@ static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (cp->closed)
         return RP_ECLOSED;
-    rp__get_req *req = req_alloc(cp, cb, data);
+    rp__req *req = rp__req_new(&cp->reqs, cb, data);
     if (!req)
         return -ENOMEM;
     int64_t id = req->id;
@@ -677,9 +494,9 @@ static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)
         serve(cp, req);
         return id;
     }
-    int rc = waiter_push(cp, req);
+    int rc = rp__reqs_wait(&cp->reqs, req);
     if (rc < 0) {
-        req_recycle(cp, req);
+        rp__req_discard(&cp->reqs, req);
         return rc;
     }
     return id;
@@ -690,12 +507,16 @@ static int cp_new_conn(rp_pool *pool, rp_get_cb cb, void *data)
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (cp->closed)
         return RP_ECLOSED;
-    rp__get_req *req = req_alloc(cp, cb, data);
+    rp__req *req = rp__req_new(&cp->reqs, cb, data);
     if (!req)
         return -ENOMEM;
+    if (dials_fail_fast(cp)) {
+        req_complete(cp, req, NULL, cp->stats.last_dial_error);
+        return 0;
+    }
     int rc = dial_start(cp, false, req);
     if (rc < 0) {
-        req_recycle(cp, req);
+        rp__req_discard(&cp->reqs, req);
         return rc;
     }
     req->state = REQ_DIALING;
@@ -745,7 +566,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn)
         return;
     }
     conn->used_ns = now;
-    rp__get_req *waiter = waiter_pop(cp);
+    rp__req *waiter = rp__reqs_next_waiter(&cp->reqs);
     if (waiter) {
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
@@ -778,29 +599,27 @@ static void cp_remove(rp_pool *pool, rp_conn *conn, int reason)
 static int cp_cancel(rp_pool *pool, int64_t id)
 {
     rp__conn_pool *cp = (rp__conn_pool *)pool;
-    rp__get_req *req = req_find(cp, id);
+    rp__req *req = rp__req_find(&cp->reqs, id);
     if (!req)
         return -ENOENT;
     switch (req->state) {
-    case REQ_QUEUED:
-        waiter_leave(cp, req);
+    case RP__REQ_QUEUED:
+        rp__reqs_unwait(&cp->reqs, req);
         break;
     case REQ_NEEDS_CONN:
-        queue_unlink(&cp->needs_conn, req);
+        rp__req_queue_unlink(&cp->needs_conn, req);
         break;
     case REQ_CHECKING:
         /* The check goes on; a healthy connection returns to the pool. */
         req->conn->for_req = NULL;
         req->conn = NULL;
         break;
-    case REQ_READY:
-        rp__undefer(pool_loop(cp), &req->ready);
-        if (req->conn) {
-            rp_conn *conn = req->conn;
-            req->conn = NULL;
+    case RP__REQ_READY: {
+        rp_conn *conn = rp__req_undeliver(&cp->reqs, req);
+        if (conn)
             conn_return(cp, conn);
-        }
         break;
+    }
     default:
         return -ENOENT; /* rp_pool_new_conn has no id */
     }
@@ -824,6 +643,9 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
 {
     const rp__conn_pool *cp = (const rp__conn_pool *)pool;
     *out = cp->stats;
+    out->timeouts = cp->reqs.timeouts;
+    out->wait_count = cp->reqs.wait_count;
+    out->wait_duration_ns = cp->reqs.wait_duration_ns;
     out->total_conns = cp->open_conns;
     out->idle_conns = cp->idle_len;
     out->dials_in_flight = cp->dialing;
@@ -834,9 +656,7 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
 static void pool_free(rp__conn_pool *cp)
 {
     rp__loop_pool_closed(pool_loop(cp));
-    for (uint32_t i = 0; i < cp->slot_count; i++)
-        free(cp->slots[i]);
-    free(cp->slots);
+    rp__reqs_free(&cp->reqs);
     free(cp);
 }
 
@@ -852,18 +672,16 @@ static void close_item_run(rp__deferred *item)
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
 {
-    if (cp->records || cp->reqs_out || cp->close_item.queued)
+    if (cp->records || cp->reqs.outstanding || cp->close_item.queued)
         return;
     rp__defer(pool_loop(cp), &cp->close_item, close_item_run);
 }
 
-static void fail_queue(rp__conn_pool *cp, req_queue *q, int status)
+static void after_callback(rp__reqs *reqs)
 {
-    rp__get_req *req;
-    while ((req = queue_pop(q))) {
-        req->holds_turn = false;
-        req_complete(cp, req, NULL, status);
-    }
+    rp__conn_pool *cp = RP__CONTAINER_OF(reqs, rp__conn_pool, reqs);
+    if (cp->closed)
+        finish_close_if_done(cp);
 }
 
 static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
@@ -876,11 +694,12 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     cp->close_data = data;
     rp__timer_disarm(pool_loop(cp), &cp->maintenance);
     rp__timer_disarm(pool_loop(cp), &cp->probe);
-    rp__timer_disarm(pool_loop(cp), &cp->wait_timer);
-    /* Detach both queues before failing them: callbacks run later, and
-     * nothing they do can add to these queues of a closed pool. */
-    fail_queue(cp, &cp->waiters, RP_ECLOSED);
-    fail_queue(cp, &cp->needs_conn, RP_ECLOSED);
+    /* Callbacks run later, and nothing they do can add to the queues of
+     * a closed pool. */
+    rp__reqs_fail_waiters(&cp->reqs, RP_ECLOSED);
+    rp__req *req;
+    while ((req = rp__req_queue_pop(&cp->needs_conn)))
+        req_complete(cp, req, NULL, RP_ECLOSED);
     rp_conn *conn = cp->all_conns, *next;
     for (; conn; conn = next) {
         next = conn->all_next;
@@ -989,7 +808,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     cp->base.loop = loop;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
-    rp__timer_init(&cp->wait_timer, wait_timer_fired, true);
+    rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
     rp__loop_pool_opened(loop);
     pump_dials(cp);
     *out = &cp->base;

@@ -560,3 +560,53 @@ Test(pool, send_and_recv_reject_bad_arguments)
     cr_expect_eq(seen.calls, 0);
     fx_close_and_free(loop, pool);
 }
+
+typedef struct remove_in_cb {
+    rp_pool *pool;
+    int calls;
+    ssize_t result;
+} remove_in_cb;
+
+static void remove_from_io_callback(rp_conn *conn, ssize_t result, void *data)
+{
+    remove_in_cb *ctx = data;
+    ctx->calls++;
+    ctx->result = result;
+    rp_pool_remove(ctx->pool, conn, (int)result);
+}
+
+Test(pool, remove_from_inside_an_io_callback)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.read_timeout_ms = 50;
+    open_pool(&opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[8];
+    remove_in_cb ctx = {.pool = pool};
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, remove_from_io_callback, &ctx), 0);
+    cr_assert(fx_run_until_count(loop, &ctx.calls, 1, 2000));
+    cr_expect_eq(ctx.result, -ETIMEDOUT);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+static void put_from_io_callback(rp_conn *conn, ssize_t result, void *data)
+{
+    remove_in_cb *ctx = data;
+    ctx->calls++;
+    ctx->result = result;
+    rp_pool_put(ctx->pool, conn);
+}
+
+Test(pool, put_from_inside_an_io_callback_keeps_the_connection)
+{
+    open_default_pool(2);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    remove_in_cb ctx = {.pool = pool};
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, put_from_io_callback, &ctx), 0);
+    cr_assert(fx_run_until_count(loop, &ctx.calls, 1, 2000));
+    cr_expect_eq(ctx.result, 6);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
