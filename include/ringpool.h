@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <hiredis/hiredis.h> /* redisReply */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -36,7 +38,9 @@ extern "C" {
     XX(ECLOSED, -30001, "pool or loop closed")                                 \
     XX(EPOOLTIMEOUT, -30002, "timed out waiting for a free connection")        \
     XX(EPOOLEXHAUSTED, -30003, "max_active_conns reached")                     \
-    XX(EBADCONN, -30004, "connection went bad")
+    XX(EBADCONN, -30004, "connection went bad")                                \
+    XX(EEOF, -30005, "server closed the connection")                           \
+    XX(ESETUP, -30006, "the server refused the connection's set-up")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),
@@ -98,6 +102,11 @@ typedef struct rp_pool_options {
                                       0..jitter so a fleet is not recycled at once */
     uint32_t health_check_idle_ms;  /* default 500: a connection idle longer is
                                       checked before use and watched while idle */
+    /* go-redis OnConnect: sets up each new connection before anyone gets
+     * it (I/O is allowed on it). It must call rp_conn_setup_done exactly
+     * once; a negative status fails that dial with the status. */
+    void   (*on_connect)(rp_conn *conn, void *data);
+    void    *on_connect_data;
 } rp_pool_options;
 
 typedef struct rp_stats {
@@ -131,12 +140,32 @@ RP_EXTERN int     rp_pool_idle_len(const rp_pool *pool);
 RP_EXTERN void    rp_pool_stats(const rp_pool *pool, rp_stats *out);
 RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
 
+/* go-redis SingleConnPool: every get yields conn (borrowed: closing the
+ * single pool gives nothing back; its owner puts or removes conn on the
+ * parent). Put keeps it; remove records the reason, and later gets fail
+ * with RP_EBADCONN; after close they fail with RP_ECLOSED. Len and idle
+ * len are 0, as in go-redis. */
+RP_EXTERN int     rp_single_pool_new(rp_pool **pool, rp_pool *parent, rp_conn *conn);
+/* go-redis StickyConnPool: the first get takes a connection from parent;
+ * later gets yield that same connection, waiting (FIFO, with the parent's
+ * pool timeout) while it is out. Remove records the reason: gets fail with
+ * RP_EBADCONN until rp_sticky_pool_reset gives the connection back to the
+ * parent as removed (-EBUSY while it is out). rp_sticky_pool_new on a
+ * sticky pool shares it: each sharer closes it, and the last close puts
+ * the connection back to the parent (or removes it if it went bad). */
+RP_EXTERN int     rp_sticky_pool_new(rp_pool **pool, rp_pool *parent);
+RP_EXTERN int     rp_sticky_pool_reset(rp_pool *pool);
+/* The reason remove recorded on a single or sticky pool (0 if none). */
+RP_EXTERN int     rp_pool_bad_conn_reason(const rp_pool *pool);
+
 /* Misuse (double put, put to the wrong pool, NULL connection) is never
  * silent: the pool stays consistent and counts it here; the library also
  * logs it to stderr unless RINGPOOL_QUIET is set in the environment. */
 RP_EXTERN uint32_t rp_pool_misuse_count(const rp_pool *pool);
 
 RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
+/* Ends on_connect's set-up of conn: 0 hands it out, < 0 fails the dial. */
+RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
 
 /* ------------------------------------------------------- connection I/O */
 
@@ -145,6 +174,74 @@ RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
 typedef void (*rp_io_cb)(rp_conn *conn, ssize_t result, void *data);
 RP_EXTERN int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data);
 RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+
+/* ---------------------------------------------------------------- redis */
+
+/* Commands are written with our RESP encoder and replies parsed with
+ * hiredis's reader. Commands sent on one connection before their replies
+ * arrive are pipelined; replies are matched in order. A reply callback gets
+ * the parsed reply and 0, or NULL and a negative code: RP_EEOF, -ECONNRESET,
+ * -ETIMEDOUT (read_timeout_ms), -EPROTO (bytes that are not RESP, or more
+ * replies than commands), -EMSGSIZE (a reply over the size limit),
+ * -ECANCELED (the connection was removed first). Such an error fails every
+ * command still owed on the connection, each once, marks the connection bad
+ * (rp_pool_put then removes it) and is returned by later commands on it.
+ * A Redis error reply (-ERR ...) is a reply of type REDIS_REPLY_ERROR with
+ * status 0. The reply lives until the callback returns. */
+typedef void (*rp_conn_reply_cb)(rp_conn *conn, const redisReply *reply, int status, void *data);
+RP_EXTERN int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data,
+                              int argc, const char *const *argv, const size_t *argvlen);
+/* Replies larger than this fail with -EMSGSIZE (default 512 MiB). */
+RP_EXTERN int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes);
+
+/* Pub/Sub. rp_conn_subscribe sends a SUBSCRIBE or PSUBSCRIBE command and puts
+ * the connection in subscriber mode: every reply from then on (subscribe
+ * confirmations, messages, unsubscribe confirmations) goes to cb with status
+ * 0. When the server confirms that no subscription is left, cb gets one last
+ * call with (NULL, 0) and the connection takes commands again; if the
+ * connection fails first, the last call is (NULL, error). More channels:
+ * call rp_conn_subscribe again with the same cb and data. rp_conn_command
+ * returns -EBUSY while subscribed. Take a subscriber's connection out of the
+ * shared pool, with rp_single_pool_new or rp_pool_new_conn. */
+typedef void (*rp_push_cb)(rp_conn *conn, const redisReply *msg, int status, void *data);
+RP_EXTERN int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data,
+                                int argc, const char *const *argv, const size_t *argvlen);
+/* Sends UNSUBSCRIBE or PUNSUBSCRIBE (or PING) on a subscribed connection;
+ * its replies go to the subscription's callback. */
+RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen);
+
+/* ---------------------------------------------------------------- client */
+
+/* An async Redis client over a pool. A command gets a connection, sends,
+ * waits for its reply and puts the connection back; when the connection
+ * proved bad (EOF, reset, timeout, protocol error; never a Redis error
+ * reply) it is removed and the command retried, up to max_retries times,
+ * after go-redis's backoff (8 ms doubling to 512 ms, with jitter). New
+ * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
+ * SETNAME, pipelined in one round trip; a refusal reaches the command as
+ * the server's error reply (WRONGPASS ...), never as a timeout. */
+typedef struct rp_client rp_client;
+typedef struct rp_client_options {
+    rp_pool_options pool;
+    const char *username;     /* AUTH on each new connection when password is set */
+    const char *password;
+    int         db;           /* SELECT when not 0 */
+    const char *client_name;  /* CLIENT SETNAME when set */
+    int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
+    size_t      max_reply_bytes; /* default (0) 512 MiB: larger replies fail with -EMSGSIZE */
+} rp_client_options;
+typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
+typedef void (*rp_client_close_cb)(rp_client *client, void *data);
+
+RP_EXTERN void     rp_client_options_init(rp_client_options *opts);
+RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_client_options *opts);
+RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
+                                     int argc, const char *const *argv, const size_t *argvlen);
+/* The client's pool: connections from it are set up like the client's own. */
+RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
+/* Commands already sent complete with their replies, the others with
+ * RP_ECLOSED; then the pool closes and cb runs. */
+RP_EXTERN int      rp_client_close(rp_client *client, rp_client_close_cb cb, void *data);
 
 #ifdef __cplusplus
 }

@@ -5,8 +5,9 @@
 #include <errno.h>
 #include <sys/socket.h>
 
-static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send, uint32_t timeout_ms)
+static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
+    uint32_t timeout_ms = io->timeout_ms;
     rp_loop *loop = rp__conn_loop(conn);
     struct io_uring_sqe *sqe, *timeout_sqe = NULL;
     if (timeout_ms)
@@ -51,7 +52,7 @@ static void send_done(rp__op *op)
     if (res > 0) {
         io->done += (size_t)res;
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
-            io_submit(conn, io, true, conn->write_timeout_ms);
+            io_submit(conn, io, true);
             return;
         }
     }
@@ -70,32 +71,33 @@ void rp__conn_io_init(rp_conn *conn)
     conn->recv.op.done = recv_done;
 }
 
-static int io_start(rp_conn *conn, rp__conn_io *io, bool is_send, const void *buf, size_t len,
-                    rp_io_cb cb, void *data)
+int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data)
 {
     if (!conn || !cb || !buf || !len)
         return -EINVAL;
-    if (conn->state != RP__CONN_IN_USE)
+    if (!rp__conn_usable(conn))
         return RP_ECLOSED;
+    rp__conn_io *io = is_send ? &conn->send : &conn->recv;
     if (io->op.pending)
         return -EBUSY;
     io->cb = cb;
     io->data = data;
-    io->buf = (char *)buf;
+    io->buf = buf;
     io->len = len;
     io->done = 0;
-    io_submit(conn, io, is_send, is_send ? conn->write_timeout_ms : conn->read_timeout_ms);
+    io->timeout_ms = timeout_ms;
+    io_submit(conn, io, is_send);
     return 0;
 }
 
 int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data)
 {
-    return io_start(conn, conn ? &conn->send : NULL, true, buf, len, cb, data);
+    return rp__conn_start_io(conn, true, (void *)buf, len, conn ? conn->write_timeout_ms : 0, cb, data);
 }
 
 int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)
 {
-    return io_start(conn, conn ? &conn->recv : NULL, false, buf, cap, cb, data);
+    return rp__conn_start_io(conn, false, buf, cap, conn ? conn->read_timeout_ms : 0, cb, data);
 }
 
 int rp_conn_fd(const rp_conn *conn) { return conn ? conn->fd : -EINVAL; }

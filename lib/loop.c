@@ -31,6 +31,7 @@ struct rp_loop {
 
     rp__deferred *defer_head, *defer_tail;
     unsigned defer_budget;  /* items left in this iteration's snapshot */
+    rp__deferred *prepare_head, *prepare_tail; /* run just before a submit */
 
     rp__timer_heap timers;
     rp__op ktimer_op;       /* the one kernel timeout, for the earliest timer */
@@ -279,6 +280,31 @@ bool rp__undefer(rp_loop *loop, rp__deferred *item)
     return true;
 }
 
+void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
+{
+    item->run = run;
+    item->next = NULL;
+    item->queued = true;
+    if (loop->prepare_tail)
+        loop->prepare_tail->next = item;
+    else
+        loop->prepare_head = item;
+    loop->prepare_tail = item;
+    poke_host(loop);
+}
+
+static void run_prepared(rp_loop *loop)
+{
+    rp__deferred *item;
+    while ((item = loop->prepare_head)) {
+        loop->prepare_head = item->next;
+        if (!loop->prepare_head)
+            loop->prepare_tail = NULL;
+        item->queued = false;
+        item->run(item);
+    }
+}
+
 /* Runs what was queued when the pass began; what those callbacks queue
  * waits for the next iteration, so a callback chain cannot starve I/O. */
 static void run_deferred(rp_loop *loop)
@@ -433,7 +459,7 @@ int rp_loop_fd(const rp_loop *loop) { return loop ? loop->host_fd : -EINVAL; }
 
 /* ------------------------------------------------------------------ run */
 
-static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->defer_head; }
+static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->defer_head || loop->prepare_head; }
 
 static bool kernel_has_work(const rp_loop *loop)
 {
@@ -443,6 +469,7 @@ static bool kernel_has_work(const rp_loop *loop)
 
 static void loop_iteration(rp_loop *loop, bool may_block)
 {
+    run_prepared(loop);
     if (may_block && !loop->defer_head && !io_uring_cq_ready(&loop->ring)) {
         io_uring_submit_and_wait(&loop->ring, 1);
     } else if (kernel_has_work(loop)) {
@@ -473,10 +500,11 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     } while (mode == RP_RUN_DEFAULT && loop_alive(loop) &&
              !atomic_load_explicit(&loop->stop, memory_order_relaxed));
     atomic_store_explicit(&loop->stop, false, memory_order_relaxed);
+    run_prepared(loop);
     rp__loop_submit(loop);
     loop->in_run = false;
     /* Work left for the next pass must wake an embedding host again. */
-    if (loop->defer_head)
+    if (loop->defer_head || loop->prepare_head)
         poke_host(loop);
     return loop_alive(loop);
 }

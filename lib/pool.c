@@ -153,6 +153,8 @@ static void conn_free_if_drained(rp__conn_pool *cp, rp_conn *conn)
         cp->all_conns = conn->all_next;
     if (conn->all_next)
         conn->all_next->all_prev = conn->all_prev;
+    if (conn->ext_free)
+        conn->ext_free(conn->ext);
     free(conn);
     cp->records--;
     if (cp->closed)
@@ -167,7 +169,7 @@ static void conn_close(rp__conn_pool *cp, rp_conn *conn)
 {
     if (conn->state == RP__CONN_IDLE)
         idle_unlink(cp, conn);
-    if (conn->state != RP__CONN_DIALING) {
+    if (conn->state != RP__CONN_DIALING && conn->state != RP__CONN_SETUP) {
         cp->open_conns--;
         if (conn->pooled)
             cp->pooled_open--;
@@ -341,26 +343,52 @@ static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
         rp__timer_disarm(pool_loop(cp), &cp->probe);
 }
 
-static void dial_done(rp__op *op)
+/* A dial ends after its connect and, when the pool has on_connect, after
+ * the set-up; until then it counts as a dial in flight. */
+static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status)
 {
-    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, dial_op);
-    rp__conn_pool *cp = conn->owner;
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
     if (conn->pooled)
         cp->dialing--;
-    int res = rp__op_result(op);
     if (conn->state == RP__CONN_CLOSED) {
-        conn_free_if_drained(cp, conn);
+        conn_free_if_drained(cp, conn); /* the pool closed under it */
         return;
     }
-    if (res < 0) {
+    if (status < 0) {
         conn_close(cp, conn);
-        dial_failed(cp, for_req, res);
+        dial_failed(cp, for_req, status);
     } else {
         dial_succeeded(cp, conn, for_req);
     }
     pump_dials(cp);
+}
+
+static void dial_done(rp__op *op)
+{
+    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, dial_op);
+    rp__conn_pool *cp = conn->owner;
+    int res = rp__op_result(op);
+    if (res < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
+        dial_finish(cp, conn, res);
+        return;
+    }
+    conn->state = RP__CONN_SETUP;
+    conn->in_setup = true;
+    cp->opts.on_connect(conn, cp->opts.on_connect_data);
+}
+
+int rp_conn_setup_done(rp_conn *conn, int status)
+{
+    if (!conn || !conn->in_setup) {
+        rp__log_misuse("rp_conn_setup_done: connection is not being set up");
+        return -EINVAL;
+    }
+    conn->in_setup = false;
+    if (conn->state == RP__CONN_SETUP)
+        conn->state = RP__CONN_DIALING;
+    dial_finish(conn->owner, conn, status);
+    return 0;
 }
 
 /* Starts a dial; a request that must have this very connection passes
@@ -534,13 +562,9 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
         why = "connection belongs to another pool";
     else if (conn->state != RP__CONN_IN_USE)
         why = "connection is not in use (double put or remove?)";
-    if (!why)
-        return false;
-    cp->base.misuse_count++;
-    char text[128];
-    snprintf(text, sizeof text, "%s: %s", op, why);
-    rp__log_misuse(text);
-    return true;
+    if (why)
+        rp__pool_misuse(&cp->base, op, why);
+    return why != NULL;
 }
 
 /* Gives back the turn a caller's connection held and closes the connection. */
@@ -560,7 +584,7 @@ static void conn_drop(rp__conn_pool *cp, rp_conn *conn, bool stale)
 static void conn_return(rp__conn_pool *cp, rp_conn *conn)
 {
     uint64_t now = now_ns(cp);
-    bool reusable = conn->pooled && !conn->broken && !cp->closed && !rp__conn_ops_pending(conn);
+    bool reusable = conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn);
     if (!reusable || conn_expired(cp, conn, now)) {
         conn_drop(cp, conn, reusable);
         return;
@@ -806,6 +830,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
     cp->base.vt = &conn_pool_vtable;
     cp->base.loop = loop;
+    cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
     rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);

@@ -22,7 +22,11 @@ typedef struct rp__pool_vtable {
 struct rp_pool {
     const rp__pool_vtable *vt;
     rp_loop *loop;
+    uint32_t pool_timeout_ms; /* wrappers wait as long as their parent */
     uint32_t misuse_count;
 };
+
+/* Counts and logs a caller's mistake (double put, wrong pool, ...). */
+void rp__pool_misuse(rp_pool *pool, const char *op, const char *why);
 
 #endif

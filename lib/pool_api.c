@@ -2,6 +2,15 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <stdio.h>
+
+void rp__pool_misuse(rp_pool *pool, const char *op, const char *why)
+{
+    char text[160];
+    pool->misuse_count++;
+    snprintf(text, sizeof text, "%s: %s", op, why);
+    rp__log_misuse(text);
+}
 
 int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data)
 {

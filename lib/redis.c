@@ -1,0 +1,439 @@
+/* Redis on a connection: our RESP writer, hiredis's reader, and commands
+ * pipelined in FIFO order.
+ *
+ * Commands issued before the loop next submits are written into one buffer
+ * and go out in one send. While replies are owed, one recv is armed; what
+ * it reads is fed to the reader and each reply goes to the oldest command.
+ * An error (EOF, reset, timeout, a protocol error, a reply over the size
+ * limit) fails every command still owed, each exactly once, and is sticky. */
+#include "conn.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECV_BUFFER_SIZE (64 * 1024)
+#define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
+
+typedef struct pending_cmd {
+    rp_conn_reply_cb cb;
+    void *data;
+} pending_cmd;
+
+typedef struct byte_buffer {
+    char *data;
+    size_t len, cap;
+} byte_buffer;
+
+typedef struct rp__redis {
+    rp_conn *conn;
+    redisReader *reader;
+    byte_buffer out;     /* encoded, waiting for the next flush */
+    byte_buffer sending; /* owned by the send in flight */
+    pending_cmd *cmds;   /* ring of commands owed a reply, oldest at head */
+    unsigned head, count, cap;
+    rp__deferred flush_item;
+    bool sending_now, receiving;
+    int error;
+    size_t reply_bytes, max_reply_bytes;
+    rp_push_cb push_cb;  /* subscriber mode */
+    void *push_data;
+    char rbuf[RECV_BUFFER_SIZE];
+} rp__redis;
+
+static void redis_free(void *ext)
+{
+    rp__redis *redis = ext;
+    redisReaderFree(redis->reader);
+    free(redis->out.data);
+    free(redis->sending.data);
+    free(redis->cmds);
+    free(redis);
+}
+
+static rp__redis *redis_of(rp_conn *conn)
+{
+    if (conn->ext)
+        return conn->ext;
+    rp__redis *redis = calloc(1, sizeof *redis);
+    if (!redis)
+        return NULL;
+    redis->reader = redisReaderCreate();
+    if (!redis->reader) {
+        free(redis);
+        return NULL;
+    }
+    redis->conn = conn;
+    redis->max_reply_bytes = DEFAULT_MAX_REPLY_BYTES;
+    conn->ext = redis;
+    conn->ext_free = redis_free;
+    return redis;
+}
+
+static void update_pending(rp__redis *redis)
+{
+    redis->conn->ext_pending = redis->count + (redis->push_cb ? 1u : 0u);
+}
+
+/* ---------------------------------------------------------------- writer */
+
+static int buffer_reserve(byte_buffer *buf, size_t more)
+{
+    if (buf->len + more <= buf->cap)
+        return 0;
+    size_t cap = buf->cap ? buf->cap : 256;
+    while (cap < buf->len + more)
+        cap *= 2;
+    char *data = realloc(buf->data, cap);
+    if (!data)
+        return -ENOMEM;
+    buf->data = data;
+    buf->cap = cap;
+    return 0;
+}
+
+static size_t put_header(char *out, char kind, size_t value)
+{
+    char digits[24];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    size_t len = 0;
+    out[len++] = kind;
+    while (n)
+        out[len++] = digits[--n];
+    out[len++] = '\r';
+    out[len++] = '\n';
+    return len;
+}
+
+/* RESP: *argc, then $len and the bytes of each argument. Binary-safe. */
+static int encode_command(byte_buffer *out, int argc, const char *const *argv, const size_t *argvlen)
+{
+    size_t need = 24;
+    for (int i = 0; i < argc; i++)
+        need += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i]));
+    if (buffer_reserve(out, need) < 0)
+        return -ENOMEM;
+    char *p = out->data + out->len;
+    p += put_header(p, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        p += put_header(p, '$', len);
+        memcpy(p, argv[i], len);
+        p += len;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    out->len = (size_t)(p - out->data);
+    return 0;
+}
+
+/* --------------------------------------------------------------- failure */
+
+/* Every command owed a reply fails once; the caller frees a closed record
+ * afterwards (rp__conn_op_finished). The ring is detached first, so
+ * commands issued from these callbacks meet the sticky error instead. */
+static void fail_all(rp__redis *redis, int error)
+{
+    rp_conn *conn = redis->conn;
+    if (!redis->error)
+        redis->error = error;
+    conn->broken = true;
+    pending_cmd *cmds = redis->cmds;
+    unsigned head = redis->head, count = redis->count, cap = redis->cap;
+    rp_push_cb push_cb = redis->push_cb;
+    redis->cmds = NULL;
+    redis->head = redis->count = redis->cap = 0;
+    redis->push_cb = NULL;
+    redis->out.len = 0;
+    update_pending(redis);
+    conn->in_callback++;
+    for (unsigned i = 0; i < count; i++) {
+        pending_cmd *cmd = &cmds[(head + i) % cap];
+        cmd->cb(conn, NULL, error, cmd->data);
+    }
+    if (push_cb)
+        push_cb(conn, NULL, error, redis->push_data);
+    conn->in_callback--;
+    free(cmds);
+}
+
+/* ----------------------------------------------------------------- flush */
+
+static void recv_done(rp_conn *conn, ssize_t result, void *data);
+static void flush(rp__redis *redis);
+
+static void arm_recv(rp__redis *redis)
+{
+    if (redis->receiving || !redis->conn->ext_pending)
+        return;
+    /* A subscriber waits for messages as long as it takes. */
+    uint32_t timeout = redis->count ? redis->conn->read_timeout_ms : 0;
+    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, sizeof redis->rbuf, timeout, recv_done, redis);
+    if (rc < 0)
+        fail_all(redis, rc);
+    else
+        redis->receiving = true;
+}
+
+static void send_done(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    rp__redis *redis = data;
+    redis->sending_now = false;
+    redis->sending.len = 0;
+    if (result < 0)
+        fail_all(redis, (int)result);
+    else if (redis->out.len && !redis->flush_item.queued)
+        flush(redis);
+}
+
+static void flush(rp__redis *redis)
+{
+    if (redis->error || redis->sending_now || !redis->out.len)
+        return;
+    byte_buffer next = redis->sending;
+    redis->sending = redis->out;
+    redis->out = next;
+    int rc = rp__conn_start_io(redis->conn, true, redis->sending.data, redis->sending.len,
+                               redis->conn->write_timeout_ms, send_done, redis);
+    if (rc < 0) {
+        fail_all(redis, rc);
+        return;
+    }
+    redis->sending_now = true;
+    arm_recv(redis);
+}
+
+static void flush_item_run(rp__deferred *item)
+{
+    rp__redis *redis = RP__CONTAINER_OF(item, rp__redis, flush_item);
+    if (!rp__conn_usable(redis->conn) && !redis->error)
+        fail_all(redis, -ECANCELED); /* removed before it was sent */
+    else
+        flush(redis);
+    rp__conn_op_finished(redis->conn);
+}
+
+static void schedule_flush(rp__redis *redis)
+{
+    if (!redis->flush_item.queued && !redis->sending_now)
+        rp__loop_before_submit(rp__conn_loop(redis->conn), &redis->flush_item, flush_item_run);
+}
+
+/* ----------------------------------------------------------------- reader */
+
+static bool is_final_unsubscribe(const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+        return false;
+    const redisReply *kind = reply->element[0], *count = reply->element[2];
+    return kind->type == REDIS_REPLY_STRING && count->type == REDIS_REPLY_INTEGER && count->integer == 0 &&
+           (!strcmp(kind->str, "unsubscribe") || !strcmp(kind->str, "punsubscribe"));
+}
+
+/* Hands one reply to its owner; false if nobody was owed one. */
+static bool dispatch_reply(rp__redis *redis, redisReply *reply)
+{
+    rp_conn *conn = redis->conn;
+    if (redis->count) {
+        pending_cmd cmd = redis->cmds[redis->head];
+        redis->head = (redis->head + 1) % redis->cap;
+        redis->count--;
+        update_pending(redis);
+        cmd.cb(conn, reply, 0, cmd.data);
+        return true;
+    }
+    if (!redis->push_cb)
+        return false;
+    rp_push_cb push_cb = redis->push_cb;
+    bool last = is_final_unsubscribe(reply);
+    if (last) {
+        redis->push_cb = NULL;
+        update_pending(redis);
+    }
+    push_cb(conn, reply, 0, redis->push_data);
+    if (last)
+        push_cb(conn, NULL, 0, redis->push_data);
+    return true;
+}
+
+/* Parses every complete reply first: bytes beyond what is owed mean the
+ * stream is out of step, and the connection is marked bad before any
+ * callback can put it back. */
+static int read_replies(rp__redis *redis)
+{
+    redisReply *stack_replies[32], **replies = stack_replies;
+    size_t n = 0, cap = 32;
+    int rc = 0;
+    void *reply;
+    while ((rc = redisReaderGetReply(redis->reader, &reply) == REDIS_OK ? 0 : -EPROTO) == 0 && reply) {
+        if (n == cap) {
+            redisReply **grown = malloc(2 * cap * sizeof *grown);
+            if (!grown) {
+                freeReplyObject(reply);
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(grown, replies, n * sizeof *grown);
+            if (replies != stack_replies)
+                free(replies);
+            replies = grown;
+            cap *= 2;
+        }
+        replies[n++] = reply;
+    }
+    size_t unparsed = redis->reader->len - redis->reader->pos;
+    bool stray = !redis->push_cb && (n > redis->count || (n == redis->count && unparsed));
+    if (stray || rc < 0)
+        redis->conn->broken = true;
+    for (size_t i = 0; i < n; i++) {
+        if (!dispatch_reply(redis, replies[i]))
+            rc = -EPROTO;
+        freeReplyObject(replies[i]);
+    }
+    if (replies != stack_replies)
+        free(replies);
+    /* What is left unparsed belongs to the reply now being read. */
+    if (n)
+        redis->reply_bytes = unparsed;
+    return stray ? -EPROTO : rc;
+}
+
+static void recv_done(rp_conn *conn, ssize_t result, void *data)
+{
+    rp__redis *redis = data;
+    redis->receiving = false;
+    if (result <= 0) {
+        fail_all(redis, result == 0 ? RP_EEOF : (int)result);
+        return;
+    }
+    if (redis->error)
+        return;
+    redis->reply_bytes += (size_t)result;
+    int rc = redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK ? 0 : -ENOMEM;
+    if (rc == 0)
+        rc = read_replies(redis);
+    if (rc == 0 && redis->reply_bytes > redis->max_reply_bytes)
+        rc = -EMSGSIZE;
+    if (rc == 0 && !rp__conn_usable(conn) && conn->ext_pending)
+        rc = -ECANCELED; /* removed with replies still owed */
+    if (rc < 0)
+        fail_all(redis, rc);
+    else if (rp__conn_usable(conn))
+        arm_recv(redis);
+}
+
+/* ------------------------------------------------------------ public API */
+
+static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int rc = encode_command(&redis->out, argc, argv, argvlen);
+    if (rc == 0)
+        schedule_flush(redis);
+    return rc;
+}
+
+static int check_args(rp_conn *conn, int argc, const char *const *argv)
+{
+    if (!conn || argc <= 0 || !argv)
+        return -EINVAL;
+    if (!rp__conn_usable(conn))
+        return RP_ECLOSED;
+    return 0;
+}
+
+static rp__redis *usable_redis(rp_conn *conn, int *rc)
+{
+    rp__redis *redis = redis_of(conn);
+    if (!redis)
+        *rc = -ENOMEM;
+    else if (redis->error)
+        *rc = redis->error;
+    return *rc ? NULL : redis;
+}
+
+static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data)
+{
+    if (redis->count == redis->cap) {
+        unsigned cap = redis->cap ? redis->cap * 2 : 16;
+        pending_cmd *cmds = malloc(cap * sizeof *cmds);
+        if (!cmds)
+            return -ENOMEM;
+        for (unsigned i = 0; i < redis->count; i++)
+            cmds[i] = redis->cmds[(redis->head + i) % redis->cap];
+        free(redis->cmds);
+        redis->cmds = cmds;
+        redis->head = 0;
+        redis->cap = cap;
+    }
+    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data};
+    redis->count++;
+    update_pending(redis);
+    return 0;
+}
+
+int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, const char *const *argv,
+                    const size_t *argvlen)
+{
+    int rc = cb ? check_args(conn, argc, argv) : -EINVAL;
+    rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
+    if (!redis)
+        return rc;
+    if (redis->push_cb)
+        return -EBUSY; /* a subscriber takes only (un)subscribe commands */
+    /* Owed before it is queued: the record must outlive the flush. */
+    if ((rc = push_pending(redis, cb, data)) < 0)
+        return rc;
+    if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
+        redis->count--;
+        update_pending(redis);
+    }
+    return rc;
+}
+
+int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const char *const *argv,
+                      const size_t *argvlen)
+{
+    int rc = cb ? check_args(conn, argc, argv) : -EINVAL;
+    rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
+    if (!redis)
+        return rc;
+    if (redis->count || (redis->push_cb && (redis->push_cb != cb || redis->push_data != data)))
+        return -EBUSY;
+    rp_push_cb was = redis->push_cb;
+    redis->push_cb = cb;
+    redis->push_data = data;
+    update_pending(redis);
+    if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
+        redis->push_cb = was;
+        update_pending(redis);
+    }
+    return rc;
+}
+
+int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int rc = check_args(conn, argc, argv);
+    rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
+    if (!redis)
+        return rc;
+    if (!redis->push_cb)
+        return -EINVAL;
+    return queue_command(redis, argc, argv, argvlen);
+}
+
+int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes)
+{
+    if (!conn || !max_bytes)
+        return -EINVAL;
+    rp__redis *redis = redis_of(conn);
+    if (!redis)
+        return -ENOMEM;
+    redis->max_reply_bytes = max_bytes;
+    return 0;
+}
