@@ -110,6 +110,8 @@ static void setup_conn(rp_conn *conn, void *data)
     rp_client *client = data;
     rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
     setup_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx)
+        ctx->client = client;
     int rc = ctx ? setup_commands(client, conn, ctx) : -ENOMEM;
     if (ctx && ctx->pending) {
         if (rc < 0)

@@ -380,7 +380,7 @@ int rp_sticky_pool_reset(rp_pool *pool)
     if (!wp->bad)
         return 0;
     if (wp->conn_out || !wp->conn)
-        return -EBUSY;
+        return -EBUSY; /* nothing to give back yet */
     rp_conn *conn = wp->conn;
     wp->conn = NULL;
     rp_pool_remove(wp->parent, conn, RP_ECLOSED);

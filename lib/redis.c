@@ -173,7 +173,11 @@ static void arm_recv(rp__redis *redis)
         return;
     /* A subscriber waits for messages as long as it takes. */
     uint32_t timeout = redis->count ? redis->conn->read_timeout_ms : 0;
-    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, sizeof redis->rbuf, timeout, recv_done, redis);
+    /* Never read past the size limit of the reply in progress, so one
+     * that exceeds it cannot also complete within the same read. */
+    size_t room = redis->reply_bytes < redis->max_reply_bytes ? redis->max_reply_bytes - redis->reply_bytes : 0;
+    size_t cap = RP__MIN(sizeof redis->rbuf, room + 1);
+    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, timeout, recv_done, redis);
     if (rc < 0)
         fail_all(redis, rc);
     else

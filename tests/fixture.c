@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -93,8 +94,9 @@ static void redis_spawn(void)
     snprintf(port, sizeof port, "%d", fx_redis_port);
     redis_pid = fork();
     if (redis_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "::1", "--save", "",
-               "--appendonly", "no", "--logfile", "/dev/null", "--daemonize", "no", (char *)NULL);
+               "--appendonly", "no", "--enable-debug-command", "yes", "--logfile", "/dev/null", "--daemonize", "no", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {

@@ -1,0 +1,286 @@
+/* rp_client against a real redis-server: set-up, retries, queueing, close. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+TestSuite(client, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
+
+static rp_loop *loop;
+static rp_client *client;
+
+typedef struct result {
+    int calls;
+    int status;
+    int type;
+    long long integer;
+    char str[128];
+} result;
+
+static void on_result(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    result *r = data;
+    r->calls++;
+    r->status = status;
+    if (reply) {
+        r->type = reply->type;
+        r->integer = reply->integer;
+        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
+    }
+}
+
+static void open_client(rp_client_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, opts), 0);
+}
+
+static void default_options(rp_client_options *opts, int pool_size)
+{
+    rp_client_options_init(opts);
+    opts->pool.addr = fx_redis_addr;
+    opts->pool.pool_size = pool_size;
+}
+
+static result run(int argc, const char **argv)
+{
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &r, argc, argv, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
+    return r;
+}
+
+static bool closed;
+static void on_closed(rp_client *c, void *data)
+{
+    (void)c;
+    (void)data;
+    closed = true;
+}
+
+static void close_client(void)
+{
+    closed = false;
+    cr_assert_eq(rp_client_close(client, on_closed, NULL), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, set_then_get)
+{
+    rp_client_options opts;
+    default_options(&opts, 4);
+    open_client(&opts);
+    result set = run(3, (const char *[]){"SET", "greeting", "hello"});
+    cr_expect_eq(set.status, 0);
+    cr_expect_str_eq(set.str, "OK");
+    result get = run(2, (const char *[]){"GET", "greeting"});
+    cr_expect_eq(get.type, REDIS_REPLY_STRING);
+    cr_expect_str_eq(get.str, "hello");
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.misses, 1);
+    cr_expect_eq(st.hits, 1, "the second command did not reuse the connection");
+    close_client();
+}
+
+Test(client, bad_arguments_and_closed_client)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    result r = {0};
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    opts.db = -1;
+    cr_expect_eq(rp_client_new(&client, loop, &opts), -EINVAL);
+    default_options(&opts, 2);
+    opts.username = "alice"; /* a username without a password */
+    cr_expect_eq(rp_client_new(&client, loop, &opts), -EINVAL);
+    default_options(&opts, 2);
+    opts.pool.addr = "nowhere";
+    cr_expect_eq(rp_client_new(&client, loop, &opts), -EINVAL);
+    default_options(&opts, 2);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    cr_expect_eq(rp_client_command(client, NULL, NULL, 1, (const char *[]){"PING"}, NULL), -EINVAL);
+    cr_expect_eq(rp_client_command(client, on_result, &r, 0, (const char *[]){"PING"}, NULL), -EINVAL);
+    close_client();
+}
+
+Test(client, wrong_password_is_the_servers_error)
+{
+    fx_redis_command("CONFIG SET requirepass secret\r\n");
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.password = "wrong";
+    open_client(&opts);
+    result r = run(1, (const char *[]){"PING"});
+    cr_expect_eq(r.status, 0, "a refused AUTH must not be a failure code: %s", rp_strerror(r.status));
+    cr_expect_eq(r.type, REDIS_REPLY_ERROR);
+    cr_expect(strstr(r.str, "WRONGPASS") != NULL, "got \"%s\"", r.str);
+    cr_expect_eq(rp_pool_len(rp_client_pool(client)), 0);
+    close_client();
+}
+
+Test(client, right_password_with_username_select_and_setname)
+{
+    fx_redis_command("ACL SETUSER alice on >pw ~* &* +@all\r\n");
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.username = "alice";
+    opts.password = "pw";
+    opts.db = 3;
+    opts.client_name = "ringpool-test";
+    open_client(&opts);
+    result set = run(3, (const char *[]){"SET", "k", "in-db-3"});
+    cr_expect_str_eq(set.str, "OK");
+    result who = run(2, (const char *[]){"ACL", "WHOAMI"});
+    cr_expect_str_eq(who.str, "alice");
+    result name = run(2, (const char *[]){"CLIENT", "GETNAME"});
+    cr_expect_str_eq(name.str, "ringpool-test");
+    result moved = run(3, (const char *[]){"MOVE", "k", "0"}); /* 1 only if k lives outside db 0 */
+    cr_expect_eq(moved.integer, 1, "SELECT 3 did not take effect");
+    close_client();
+}
+
+Test(client, set_up_commands_go_out_in_one_round_trip)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.db = 2;
+    opts.client_name = "one-trip";
+    open_client(&opts);
+    result r = run(1, (const char *[]){"PING"});
+    cr_expect_str_eq(r.str, "PONG");
+    /* The set-up's two commands came in one read: the server counts one
+     * command per call, but "cmd=" of CLIENT LIST shows the last only. */
+    result list = run(2, (const char *[]){"CLIENT", "INFO"});
+    cr_expect(strstr(list.str, "name=one-trip") != NULL, "%s", list.str);
+    cr_expect(strstr(list.str, "db=2") != NULL, "%s", list.str);
+    close_client();
+}
+
+typedef struct many {
+    int done, failed;
+} many;
+
+static void count_result(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    many *m = data;
+    m->done++;
+    if (status || !reply || reply->type != REDIS_REPLY_INTEGER)
+        m->failed++;
+}
+
+Test(client, many_commands_on_few_connections_are_all_answered)
+{
+    rp_client_options opts;
+    default_options(&opts, 3);
+    opts.pool.pool_timeout_ms = 10000;
+    open_client(&opts);
+    many m = {0};
+    for (int i = 0; i < 5000; i++)
+        cr_assert_eq(rp_client_command(client, count_result, &m, 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &m.done, 5000, 20000));
+    cr_expect_eq(m.failed, 0);
+    result total = run(2, (const char *[]){"GET", "counter"});
+    cr_expect_str_eq(total.str, "5000");
+    cr_expect_leq(rp_pool_len(rp_client_pool(client)), 3);
+    close_client();
+}
+
+Test(client, retries_after_the_server_restarts)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.health_check_idle_ms = 60000; /* hand out the dead connection */
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    fx_redis_restart();
+    result r = run(1, (const char *[]){"PING"});
+    cr_expect_eq(r.status, 0, "not retried: %s", rp_strerror(r.status));
+    cr_expect_str_eq(r.str, "PONG");
+    close_client();
+}
+
+Test(client, no_retry_when_max_retries_is_zero)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.health_check_idle_ms = 60000;
+    opts.max_retries = 0;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    fx_redis_restart();
+    result r = run(1, (const char *[]){"PING"});
+    cr_expect(r.status == RP_EEOF || r.status == -ECONNRESET, "got %s", rp_strerror(r.status));
+    close_client();
+}
+
+Test(client, gives_up_after_max_retries_with_backoff)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.read_timeout_ms = 100;
+    opts.max_retries = 2;
+    open_client(&opts);
+    uint64_t start = fx_now_ms();
+    result r = {0};
+    /* Every attempt times out: the server sleeps longer than the reads. */
+    cr_assert_eq(rp_client_command(client, on_result, &r, 3, (const char *[]){"DEBUG", "SLEEP", "0.3"}, NULL),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r.status, -ETIMEDOUT);
+    /* Three attempts of 100 ms, plus two backoffs of 8-16 and 8-32 ms. */
+    cr_expect(took >= 316 && took < 2000, "took %lu ms", (unsigned long)took);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.misses, 3, "expected a fresh connection per attempt");
+    close_client();
+}
+
+Test(client, error_replies_are_not_retried)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    result r = run(1, (const char *[]){"NOSUCHCOMMAND"});
+    cr_expect_eq(r.status, 0);
+    cr_expect_eq(r.type, REDIS_REPLY_ERROR);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.misses, 1);
+    cr_expect_eq(rp_pool_idle_len(rp_client_pool(client)), 1);
+    close_client();
+}
+
+Test(client, close_completes_sent_commands_and_fails_the_rest)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    result sent = {0}, queued[3] = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &sent, 3, (const char *[]){"DEBUG", "SLEEP", "0.1"}, NULL),
+                 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rp_client_command(client, on_result, &queued[i], 1, (const char *[]){"PING"}, NULL), 0);
+    fx_run_for(loop, 20); /* the first is sent; the rest wait for the one connection */
+    closed = false;
+    cr_assert_eq(rp_client_close(client, on_closed, NULL), 0);
+    cr_expect_eq(rp_client_close(client, on_closed, NULL), RP_ECLOSED);
+    result late = {0};
+    cr_expect_eq(rp_client_command(client, on_result, &late, 1, (const char *[]){"PING"}, NULL), RP_ECLOSED);
+    cr_assert(fx_run_until(loop, &closed, 5000));
+    cr_expect_eq(sent.calls, 1);
+    cr_expect_eq(sent.status, 0);
+    cr_expect_str_eq(sent.str, "OK");
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(queued[i].calls, 1);
+        cr_expect_eq(queued[i].status, RP_ECLOSED);
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}

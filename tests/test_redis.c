@@ -1,0 +1,432 @@
+/* The Redis layer on a connection: RESP out, hiredis's reader in, FIFO
+ * matching, and every failure mode failing each owed command once. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+TestSuite(redis, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
+
+static rp_loop *loop;
+static rp_pool *pool;
+
+static void open_pool_at(const char *addr, uint32_t read_timeout_ms)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.addr = addr;
+    opts.read_timeout_ms = read_timeout_ms;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+}
+
+typedef struct reply_log {
+    int calls;
+    int status;
+    int type;
+    long long integer;
+    char *str;
+    size_t len;
+} reply_log;
+
+static void log_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    reply_log *log = data;
+    log->calls++;
+    log->status = status;
+    if (reply) {
+        log->type = reply->type;
+        log->integer = reply->integer;
+        free(log->str);
+        log->len = reply->len;
+        log->str = reply->str ? malloc(reply->len + 1) : NULL;
+        if (log->str) {
+            memcpy(log->str, reply->str, reply->len);
+            log->str[reply->len] = '\0';
+        }
+    }
+}
+
+static void run_until_replies(reply_log *logs, int n)
+{
+    uint64_t deadline = fx_now_ms() + 10000;
+    for (int i = 0; i < n; i++)
+        while (logs[i].calls == 0 && fx_now_ms() < deadline)
+            rp_loop_run(loop, RP_RUN_ONCE);
+}
+
+static void command(rp_conn *conn, reply_log *log, int argc, const char **argv)
+{
+    cr_assert_eq(rp_conn_command(conn, log_reply, log, argc, argv, NULL), 0);
+}
+
+Test(redis, set_and_get_binary_safe_values)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    const char value[] = {'a', '\0', '\r', '\n', 'b'};
+    const char *set[] = {"SET", "key", value};
+    size_t set_len[] = {3, 3, sizeof value};
+    reply_log logs[2] = {0};
+    cr_assert_eq(rp_conn_command(conn, log_reply, &logs[0], 3, set, set_len), 0);
+    command(conn, &logs[1], 2, (const char *[]){"GET", "key"});
+    run_until_replies(logs, 2);
+    cr_expect_eq(logs[0].status, 0);
+    cr_expect_eq(logs[0].type, REDIS_REPLY_STATUS);
+    cr_expect_str_eq(logs[0].str, "OK");
+    cr_expect_eq(logs[1].type, REDIS_REPLY_STRING);
+    cr_expect_eq(logs[1].len, sizeof value);
+    cr_expect_eq(memcmp(logs[1].str, value, sizeof value), 0);
+    free(logs[0].str);
+    free(logs[1].str);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "a connection with no owed reply went back");
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, pipelined_replies_match_commands_in_order)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    enum { N = 2000 };
+    static reply_log logs[N];
+    memset(logs, 0, sizeof logs);
+    char num[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(num, sizeof num, "%d", i);
+        command(conn, &logs[i], 2, (const char *[]){"ECHO", num});
+    }
+    run_until_replies(logs, N);
+    for (int i = 0; i < N; i++) {
+        snprintf(num, sizeof num, "%d", i);
+        cr_assert_eq(logs[i].calls, 1);
+        cr_assert_str_eq(logs[i].str, num, "reply %d out of order", i);
+        free(logs[i].str);
+    }
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, error_reply_is_a_reply_and_the_connection_stays_good)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    reply_log logs[2] = {0};
+    command(conn, &logs[0], 1, (const char *[]){"NOSUCHCOMMAND"});
+    command(conn, &logs[1], 1, (const char *[]){"PING"});
+    run_until_replies(logs, 2);
+    cr_expect_eq(logs[0].status, 0);
+    cr_expect_eq(logs[0].type, REDIS_REPLY_ERROR);
+    cr_expect(logs[0].str && strncmp(logs[0].str, "ERR", 3) == 0);
+    cr_expect_str_eq(logs[1].str, "PONG");
+    free(logs[0].str);
+    free(logs[1].str);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, bad_arguments)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    reply_log log = {0};
+    const char *ping[] = {"PING"};
+    cr_expect_eq(rp_conn_command(conn, NULL, NULL, 1, ping, NULL), -EINVAL);
+    cr_expect_eq(rp_conn_command(conn, log_reply, &log, 0, ping, NULL), -EINVAL);
+    cr_expect_eq(rp_conn_command(conn, log_reply, &log, 1, NULL, NULL), -EINVAL);
+    cr_expect_eq(rp_conn_command(NULL, log_reply, &log, 1, ping, NULL), -EINVAL);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_conn_command(conn, log_reply, &log, 1, ping, NULL), RP_ECLOSED);
+    fx_run_for(loop, 20);
+    cr_expect_eq(log.calls, 0);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, server_killed_mid_pipeline_fails_each_command_once)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    reply_log logs[50] = {0};
+    command(conn, &logs[0], 3, (const char *[]){"BLPOP", "nothing", "0"});
+    for (int i = 1; i < 50; i++)
+        command(conn, &logs[i], 1, (const char *[]){"PING"});
+    fx_run_for(loop, 50);
+    fx_redis_stop();
+    run_until_replies(logs, 50);
+    for (int i = 0; i < 50; i++) {
+        cr_expect_eq(logs[i].calls, 1);
+        cr_expect_lt(logs[i].status, 0, "command %d did not fail", i);
+    }
+    cr_expect_eq(logs[0].status, RP_EEOF, "got %s", rp_strerror(logs[0].status));
+    reply_log after = {0};
+    cr_expect_eq(rp_conn_command(conn, log_reply, &after, 1, (const char *[]){"PING"}, NULL), RP_EEOF,
+                 "the error is not sticky");
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a failed connection went back to the pool");
+    fx_redis_restart();
+    rp_conn *fresh = fx_get_conn(loop, pool);
+    reply_log pong = {0};
+    command(fresh, &pong, 1, (const char *[]){"PING"});
+    run_until_replies(&pong, 1);
+    cr_expect_str_eq(pong.str, "PONG");
+    free(pong.str);
+    rp_pool_put(pool, fresh);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, huge_value_round_trips)
+{
+    open_pool_at(fx_redis_addr, 10000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t size = 32u << 20;
+    char *value = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        value[i] = (char)('a' + i % 26);
+    reply_log logs[2] = {0};
+    const char *set[] = {"SET", "huge", value};
+    size_t set_len[] = {3, 4, size};
+    cr_assert_eq(rp_conn_command(conn, log_reply, &logs[0], 3, set, set_len), 0);
+    command(conn, &logs[1], 2, (const char *[]){"GET", "huge"});
+    run_until_replies(logs, 2);
+    cr_expect_eq(logs[0].status, 0);
+    cr_assert_eq(logs[1].status, 0, "%s", rp_strerror(logs[1].status));
+    cr_expect_eq(logs[1].len, size);
+    cr_expect_eq(memcmp(logs[1].str, value, size), 0);
+    free(value);
+    free(logs[0].str);
+    free(logs[1].str);
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, reply_over_the_limit_fails_with_emsgsize)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, 64 * 1024), 0);
+    reply_log logs[3] = {0};
+    command(conn, &logs[0], 4, (const char *[]){"SETRANGE", "big", "1000000", "x"});
+    command(conn, &logs[1], 2, (const char *[]){"GET", "big"});
+    command(conn, &logs[2], 1, (const char *[]){"PING"});
+    run_until_replies(logs, 3);
+    cr_expect_eq(logs[0].status, 0);
+    cr_expect_eq(logs[1].status, -EMSGSIZE, "got %s", rp_strerror(logs[1].status));
+    cr_expect_eq(logs[2].status, -EMSGSIZE);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+/* A fake server: our own listener, to send what a real one never would. */
+typedef struct fake {
+    int listener, peer, port;
+    char addr[64];
+} fake;
+
+static rp_conn *fake_connect(fake *f, uint32_t read_timeout_ms)
+{
+    f->listener = fx_listener(16, &f->port);
+    snprintf(f->addr, sizeof f->addr, "127.0.0.1:%d", f->port);
+    open_pool_at(f->addr, read_timeout_ms);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    f->peer = accept(f->listener, NULL, NULL);
+    cr_assert_geq(f->peer, 0);
+    return conn;
+}
+
+static void fake_answer(fake *f, const char *bytes)
+{
+    char request[4096];
+    fx_run_for(loop, 30);
+    cr_assert_gt(read(f->peer, request, sizeof request), 0, "the command never arrived");
+    cr_assert_eq(write(f->peer, bytes, strlen(bytes)), (ssize_t)strlen(bytes));
+}
+
+static void fake_close(fake *f)
+{
+    fx_close_and_free(loop, pool);
+    close(f->peer);
+    close(f->listener);
+}
+
+Test(redis, garbage_from_the_server_fails_every_owed_command_once)
+{
+    fake f;
+    rp_conn *conn = fake_connect(&f, 3000);
+    reply_log logs[3] = {0};
+    for (int i = 0; i < 3; i++)
+        command(conn, &logs[i], 1, (const char *[]){"PING"});
+    fake_answer(&f, "+PONG\r\n!!garbage\r\n");
+    run_until_replies(logs, 3);
+    cr_expect_eq(logs[0].status, 0);
+    cr_expect_str_eq(logs[0].str, "PONG");
+    for (int i = 1; i < 3; i++) {
+        cr_expect_eq(logs[i].calls, 1);
+        cr_expect_eq(logs[i].status, -EPROTO, "got %s", rp_strerror(logs[i].status));
+    }
+    free(logs[0].str);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fake_close(&f);
+}
+
+Test(redis, more_replies_than_commands_marks_the_connection_bad)
+{
+    fake f;
+    rp_conn *conn = fake_connect(&f, 3000);
+    reply_log log = {0};
+    command(conn, &log, 1, (const char *[]){"PING"});
+    fake_answer(&f, "+PONG\r\n+EXTRA\r\n");
+    run_until_replies(&log, 1);
+    cr_expect_eq(log.status, 0);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "an out-of-step connection went back to the pool");
+    free(log.str);
+    fake_close(&f);
+}
+
+Test(redis, silent_server_times_out)
+{
+    fake f;
+    rp_conn *conn = fake_connect(&f, 150);
+    reply_log logs[2] = {0};
+    command(conn, &logs[0], 1, (const char *[]){"PING"});
+    command(conn, &logs[1], 1, (const char *[]){"PING"});
+    uint64_t start = fx_now_ms();
+    run_until_replies(logs, 2);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(logs[0].status, -ETIMEDOUT);
+    cr_expect_eq(logs[1].status, -ETIMEDOUT);
+    cr_expect(took >= 150 && took < 400, "timed out after %lu ms", (unsigned long)took);
+    rp_pool_put(pool, conn);
+    fake_close(&f);
+}
+
+Test(redis, commands_leave_in_one_send)
+{
+    fake f;
+    rp_conn *conn = fake_connect(&f, 3000);
+    reply_log logs[3] = {0};
+    for (int i = 0; i < 3; i++)
+        command(conn, &logs[i], 1, (const char *[]){"PING"});
+    fx_run_for(loop, 30);
+    char request[256];
+    ssize_t n = recv(f.peer, request, sizeof request, MSG_DONTWAIT);
+    const char *three = "*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+    cr_expect_eq(n, (ssize_t)strlen(three));
+    cr_expect_eq(memcmp(request, three, strlen(three)), 0);
+    cr_assert_eq(write(f.peer, "+PONG\r\n+PONG\r\n+PONG\r\n", 21), 21);
+    run_until_replies(logs, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_str_eq(logs[i].str, "PONG");
+        free(logs[i].str);
+    }
+    rp_pool_put(pool, conn);
+    fake_close(&f);
+}
+
+Test(redis, removing_a_connection_cancels_owed_commands)
+{
+    fake f;
+    rp_conn *conn = fake_connect(&f, 3000);
+    reply_log logs[2] = {0};
+    command(conn, &logs[0], 1, (const char *[]){"PING"});
+    fx_run_for(loop, 20);
+    command(conn, &logs[1], 1, (const char *[]){"PING"}); /* not yet sent */
+    rp_pool_remove(pool, conn, 0);
+    run_until_replies(logs, 2);
+    cr_expect_eq(logs[0].status, -ECANCELED);
+    cr_expect_eq(logs[1].status, -ECANCELED);
+    fake_close(&f);
+}
+
+/* ---------------------------------------------------------------- pubsub */
+
+typedef struct sub_log {
+    int messages, confirmations, finals;
+    int final_status;
+    char last[64];
+} sub_log;
+
+static void on_push(rp_conn *conn, const redisReply *msg, int status, void *data)
+{
+    (void)conn;
+    sub_log *log = data;
+    if (!msg) {
+        log->finals++;
+        log->final_status = status;
+        return;
+    }
+    const char *kind = msg->element[0]->str;
+    if (!strcmp(kind, "message")) {
+        log->messages++;
+        snprintf(log->last, sizeof log->last, "%s", msg->element[2]->str);
+    } else {
+        log->confirmations++;
+    }
+}
+
+static void publish(rp_conn *publisher, const char *text)
+{
+    reply_log log = {0};
+    command(publisher, &log, 3, (const char *[]){"PUBLISH", "news", text});
+    run_until_replies(&log, 1);
+    cr_expect_eq(log.integer, 1, "the subscriber did not receive it");
+}
+
+Test(redis, subscribe_delivers_messages_until_unsubscribed)
+{
+    open_pool_at(fx_redis_addr, 100);
+    rp_conn *subscriber = fx_get_conn(loop, pool);
+    rp_conn *publisher = fx_get_conn(loop, pool);
+    sub_log log = {0};
+    cr_assert_eq(rp_conn_subscribe(subscriber, on_push, &log, 2, (const char *[]){"SUBSCRIBE", "news"}, NULL), 0);
+    reply_log refused = {0};
+    cr_expect_eq(rp_conn_command(subscriber, log_reply, &refused, 1, (const char *[]){"PING"}, NULL), -EBUSY);
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (log.confirmations < 1 && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    fx_run_for(loop, 300); /* longer than read_timeout_ms: a subscriber waits */
+    publish(publisher, "one");
+    publish(publisher, "two");
+    while (log.messages < 2 && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(log.messages, 2);
+    cr_expect_str_eq(log.last, "two");
+    cr_assert_eq(rp_conn_unsubscribe(subscriber, 1, (const char *[]){"UNSUBSCRIBE"}, NULL), 0);
+    while (log.finals < 1 && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(log.finals, 1);
+    cr_expect_eq(log.final_status, 0);
+    reply_log pong = {0};
+    command(subscriber, &pong, 1, (const char *[]){"PING"});
+    run_until_replies(&pong, 1);
+    cr_expect_str_eq(pong.str, "PONG", "the connection did not take commands again");
+    free(pong.str);
+    rp_pool_put(pool, subscriber);
+    rp_pool_put(pool, publisher);
+    fx_close_and_free(loop, pool);
+}
+
+Test(redis, subscriber_sees_the_connection_fail_once)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *subscriber = fx_get_conn(loop, pool);
+    sub_log log = {0};
+    cr_assert_eq(rp_conn_subscribe(subscriber, on_push, &log, 2, (const char *[]){"SUBSCRIBE", "news"}, NULL), 0);
+    fx_run_for(loop, 50);
+    fx_redis_command("CLIENT KILL TYPE pubsub\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (log.finals < 1 && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(log.finals, 1);
+    cr_expect_eq(log.final_status, RP_EEOF);
+    rp_pool_remove(pool, subscriber, log.final_status);
+    fx_close_and_free(loop, pool);
+}

@@ -1,0 +1,271 @@
+/* SingleConnPool and StickyConnPool: every state transition, against a
+ * real redis-server through a parent ConnPool. */
+#include "fixture.h"
+
+#include <errno.h>
+
+TestSuite(wrap, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
+
+static rp_loop *loop;
+static rp_pool *parent;
+
+static void open_parent(int pool_size, uint32_t pool_timeout_ms)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, pool_size);
+    opts.pool_timeout_ms = pool_timeout_ms;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&parent, loop, &opts), 0);
+}
+
+static fx_got get_and_wait(rp_pool *pool)
+{
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000), "get never completed");
+    return got;
+}
+
+typedef struct closed_flag {
+    bool done;
+    int calls;
+} closed_flag;
+
+static void on_closed(rp_pool *pool, void *data)
+{
+    (void)pool;
+    closed_flag *flag = data;
+    flag->done = true;
+    flag->calls++;
+}
+
+static void close_and_wait(rp_pool *pool)
+{
+    closed_flag flag = {0};
+    cr_assert_eq(rp_pool_close(pool, on_closed, &flag), 0);
+    cr_assert(fx_run_until(loop, &flag.done, 3000));
+    cr_expect_eq(flag.calls, 1);
+}
+
+/* ---------------------------------------------------------------- single */
+
+Test(wrap, single_yields_its_one_connection)
+{
+    open_parent(2, 1000);
+    rp_conn *conn = fx_get_conn(loop, parent);
+    rp_pool *single;
+    cr_assert_eq(rp_single_pool_new(&single, parent, conn), 0);
+    for (int i = 0; i < 3; i++) {
+        fx_got got = get_and_wait(single);
+        cr_expect_eq(got.status, 0);
+        cr_expect_eq(got.conn, conn);
+        rp_pool_put(single, got.conn);
+    }
+    cr_expect(fx_ping(loop, conn));
+    cr_expect_eq(rp_pool_len(single), 0, "go-redis reports 0");
+    cr_expect_eq(rp_pool_idle_len(single), 0);
+    close_and_wait(single);
+    rp_pool_put(parent, conn);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, single_remove_makes_later_gets_fail_with_badconn)
+{
+    open_parent(2, 1000);
+    rp_conn *conn = fx_get_conn(loop, parent);
+    rp_pool *single;
+    cr_assert_eq(rp_single_pool_new(&single, parent, conn), 0);
+    fx_got got = get_and_wait(single);
+    rp_pool_remove(single, got.conn, -ECONNRESET);
+    cr_expect_eq(rp_pool_get(single, fx_get_cb, &got), RP_EBADCONN);
+    cr_expect_eq(rp_pool_bad_conn_reason(single), -ECONNRESET);
+    close_and_wait(single);
+    rp_pool_remove(parent, conn, -ECONNRESET);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, single_after_close_is_eclosed_and_cancel_works)
+{
+    open_parent(2, 1000);
+    rp_conn *conn = fx_get_conn(loop, parent);
+    rp_pool *single;
+    cr_assert_eq(rp_single_pool_new(&single, parent, conn), 0);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(single, fx_get_cb, &got);
+    cr_assert_eq(rp_pool_cancel(single, id), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 1000));
+    cr_expect_eq(got.status, -ECANCELED);
+    rp_pool_put(single, NULL);
+    cr_expect_eq(rp_pool_misuse_count(single), 1);
+    closed_flag flag = {0};
+    cr_assert_eq(rp_pool_close(single, on_closed, &flag), 0);
+    cr_expect_eq(rp_pool_get(single, fx_get_cb, &got), RP_ECLOSED);
+    cr_expect_eq(rp_pool_close(single, on_closed, &flag), RP_ECLOSED);
+    cr_assert(fx_run_until(loop, &flag.done, 1000));
+    rp_pool_put(parent, conn);
+    fx_close_and_free(loop, parent);
+}
+
+/* ---------------------------------------------------------------- sticky */
+
+Test(wrap, sticky_first_get_takes_from_parent_then_sticks)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    cr_expect_eq(rp_pool_len(sticky), 0, "default state holds nothing");
+    fx_got first = get_and_wait(sticky);
+    cr_assert_eq(first.status, 0);
+    cr_expect_eq(rp_pool_len(sticky), 1);
+    cr_expect_eq(rp_pool_idle_len(sticky), 0);
+    rp_pool_put(sticky, first.conn);
+    cr_expect_eq(rp_pool_idle_len(sticky), 1);
+    cr_expect_eq(rp_pool_idle_len(parent), 0, "the connection went back to the parent");
+    fx_got second = get_and_wait(sticky);
+    cr_expect_eq(second.conn, first.conn);
+    rp_pool_put(sticky, second.conn);
+    close_and_wait(sticky);
+    cr_expect_eq(rp_pool_idle_len(parent), 1, "close did not put the connection back");
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_get_waits_fifo_while_the_connection_is_out)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got first = get_and_wait(sticky);
+    fx_got waiters[3] = {0};
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiters[i]), 0);
+    fx_run_for(loop, 20);
+    cr_expect_eq(waiters[0].calls, 0, "a waiter got the connection while it was out");
+    rp_conn *held = first.conn;
+    for (int i = 0; i < 3; i++) {
+        rp_pool_put(sticky, held);
+        cr_assert(fx_run_until_count(loop, &waiters[i].calls, 1, 1000));
+        cr_expect_eq(waiters[i].conn, first.conn);
+        for (int j = i + 1; j < 3; j++)
+            cr_expect_eq(waiters[j].calls, 0, "not FIFO");
+        held = waiters[i].conn;
+    }
+    rp_pool_put(sticky, held);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_wait_times_out_with_the_parents_pool_timeout)
+{
+    open_parent(4, 150);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got first = get_and_wait(sticky);
+    uint64_t start = fx_now_ms();
+    fx_got waiter = get_and_wait(sticky);
+    uint64_t waited = fx_now_ms() - start;
+    cr_expect_eq(waiter.status, RP_EPOOLTIMEOUT);
+    cr_expect(waited >= 150 && waited < 300, "waited %lu ms", (unsigned long)waited);
+    rp_stats st;
+    rp_pool_stats(sticky, &st);
+    cr_expect_eq(st.timeouts, 1);
+    rp_pool_put(sticky, first.conn);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_remove_is_sticky_until_reset)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got first = get_and_wait(sticky);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
+    cr_expect_eq(rp_sticky_pool_reset(sticky), 0, "reset of a good pool is a no-op");
+    rp_pool_remove(sticky, first.conn, -ECONNRESET);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    cr_expect_eq(waiter.status, RP_EBADCONN);
+    cr_expect_eq(rp_pool_get(sticky, fx_get_cb, &waiter), RP_EBADCONN);
+    cr_expect_eq(rp_pool_bad_conn_reason(sticky), -ECONNRESET);
+    int parent_conns = rp_pool_len(parent);
+    cr_assert_eq(rp_sticky_pool_reset(sticky), 0);
+    cr_expect_eq(rp_pool_len(parent), parent_conns - 1, "reset did not remove the bad connection");
+    cr_expect_eq(rp_pool_len(sticky), 0, "reset did not go back to default");
+    fx_got fresh = get_and_wait(sticky);
+    cr_expect_eq(fresh.status, 0);
+    cr_expect(fx_ping(loop, fresh.conn));
+    rp_pool_put(sticky, fresh.conn);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_close_removes_a_bad_connection)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got first = get_and_wait(sticky);
+    rp_pool_remove(sticky, first.conn, -EPIPE);
+    cr_expect_eq(rp_sticky_pool_reset(parent), -EINVAL, "reset of a ConnPool");
+    cr_expect_eq(rp_pool_len(parent), 1, "remove on a sticky pool keeps the connection until reset or close");
+    close_and_wait(sticky);
+    cr_expect_eq(rp_pool_len(parent), 0, "close must remove a bad connection");
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_shared_closes_on_the_last_close)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky, *shared;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    cr_assert_eq(rp_sticky_pool_new(&shared, sticky), 0);
+    cr_expect_eq(shared, sticky);
+    fx_got first = get_and_wait(sticky);
+    rp_pool_put(sticky, first.conn);
+    close_and_wait(shared);
+    fx_got still = get_and_wait(sticky);
+    cr_expect_eq(still.status, 0, "the first close closed a shared pool");
+    rp_pool_put(sticky, still.conn);
+    close_and_wait(sticky);
+    cr_expect_eq(rp_pool_idle_len(parent), 1);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_close_with_waiters_and_connection_out)
+{
+    open_parent(4, 1000);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got first = get_and_wait(sticky);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
+    closed_flag flag = {0};
+    cr_assert_eq(rp_pool_close(sticky, on_closed, &flag), 0);
+    cr_expect_eq(rp_pool_get(sticky, fx_get_cb, &waiter), RP_ECLOSED);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    cr_expect_eq(waiter.status, RP_ECLOSED);
+    fx_run_for(loop, 20);
+    cr_expect_not(flag.done, "closed while its connection was out");
+    rp_pool_put(sticky, first.conn);
+    cr_assert(fx_run_until(loop, &flag.done, 1000));
+    cr_expect_eq(rp_pool_idle_len(parent), 1);
+    fx_close_and_free(loop, parent);
+}
+
+Test(wrap, sticky_parent_failure_reaches_the_caller_and_stays_default)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fx_closed_port());
+    opts.addr = addr;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&parent, loop, &opts), 0);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got got = get_and_wait(sticky);
+    cr_expect_eq(got.status, -ECONNREFUSED);
+    cr_expect_eq(rp_pool_len(sticky), 0);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
