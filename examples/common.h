@@ -6,10 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Parses -a ADDR, -n N, -c N, -w N and --help; returns 0 or exits. */
+#include <ringpool.h>
+
+/* Parses -a ADDR, -n N, -c N, -w N, -l PORT and --help; exits on --help or
+ * a bad option. */
 typedef struct example_args {
     const char *addr;
-    long n, c, w;
+    long n, c, w, l;
 } example_args;
 
 static inline void example_parse(int argc, char **argv, example_args *args, const char *usage)
@@ -20,7 +23,7 @@ static inline void example_parse(int argc, char **argv, example_args *args, cons
             printf("%s", usage);
             exit(0);
         }
-        if (i + 1 >= argc || strlen(flag) != 2 || !strchr("ancw", flag[1]) || flag[0] != '-') {
+        if (i + 1 >= argc || strlen(flag) != 2 || !strchr("ancwl", flag[1]) || flag[0] != '-') {
             fprintf(stderr, "unknown or incomplete option: %s\n\n%s", flag, usage);
             exit(2);
         }
@@ -30,8 +33,49 @@ static inline void example_parse(int argc, char **argv, example_args *args, cons
         case 'n': args->n = atol(value); break;
         case 'c': args->c = atol(value); break;
         case 'w': args->w = atol(value); break;
+        case 'l': args->l = atol(value); break;
         }
     }
+}
+
+/* A loop and a client for addr with go-redis's defaults; exits on error. */
+static inline rp_client *example_client(rp_loop **loop, const char *addr, const char *name)
+{
+    rp_client *client = NULL;
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = addr;
+    int rc = rp_loop_new(loop, NULL);
+    if (rc == 0)
+        rc = rp_client_new(&client, *loop, &opts);
+    if (rc < 0) {
+        fprintf(stderr, "%s: %s: %s\n", name, addr, rp_strerror(rc));
+        exit(1);
+    }
+    return client;
+}
+
+/* Closes the client, runs the loop until everything is done, frees it. */
+static inline void example_finish(rp_loop *loop, rp_client *client)
+{
+    rp_client_close(client, NULL, NULL);
+    rp_loop_run(loop, RP_RUN_DEFAULT);
+    rp_loop_free(loop);
+}
+
+static inline void example_print_reply(const char *what, const redisReply *reply, int status)
+{
+    if (status < 0)
+        printf("%s: failed: %s\n", what, rp_strerror(status));
+    else if (reply->type == REDIS_REPLY_INTEGER)
+        printf("%s: %lld\n", what, reply->integer);
+    else if (reply->type == REDIS_REPLY_NIL)
+        printf("%s: (nil)\n", what);
+    else if (reply->str)
+        printf("%s: %s%.*s\n", what, reply->type == REDIS_REPLY_ERROR ? "(error) " : "", (int)reply->len,
+               reply->str);
+    else
+        printf("%s: (array of %zu)\n", what, reply->elements);
 }
 
 #endif
