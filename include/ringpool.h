@@ -74,6 +74,16 @@ RP_EXTERN int rp_loop_fd(const rp_loop *loop);
 RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
 /* -EBUSY while a pool is open. */
 RP_EXTERN int rp_loop_free(rp_loop *loop);
+/* What the loop did, for benchmarks: io_uring_enter calls, every syscall
+ * the library made (enters included; eventfd, socket, close, ...), loop
+ * iterations and SQEs prepared. */
+typedef struct rp_loop_stats {
+    uint64_t enters;
+    uint64_t syscalls;
+    uint64_t iterations;
+    uint64_t sqes;
+} rp_loop_stats;
+RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
 /* The loop's cached monotonic clock in nanoseconds, updated every iteration. */
 RP_EXTERN uint64_t rp_loop_now(const rp_loop *loop);
 

@@ -31,6 +31,8 @@ struct rp__op {
  * that): submits what is queued when the ring is full, never drops. */
 struct io_uring_sqe *rp__loop_sqe(rp_loop *loop);
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second);
+/* Counts syscalls made outside the ring (socket, close, ...). */
+void rp__loop_count_syscalls(rp_loop *loop, unsigned n);
 /* Submits what is queued now. */
 void rp__loop_submit(rp_loop *loop);
 /* Marks op in flight with `cqes` completions to come. */

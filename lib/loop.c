@@ -28,6 +28,7 @@ struct rp_loop {
     unsigned pools_open;
     bool in_run;
     bool poked;             /* host fd signalled for work queued outside run */
+    rp_loop_stats stats;
 
     rp__deferred *defer_head, *defer_tail;
     unsigned defer_budget;  /* items left in this iteration's snapshot */
@@ -87,6 +88,7 @@ static void poke_host(rp_loop *loop)
     if (loop->in_run || loop->poked)
         return;
     loop->poked = true;
+    loop->stats.syscalls++;
     eventfd_write(loop->host_fd, 1);
 }
 
@@ -96,7 +98,8 @@ struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
 {
     struct io_uring_sqe *sqe;
     while (!(sqe = io_uring_get_sqe(&loop->ring)))
-        io_uring_submit(&loop->ring);
+        rp__loop_submit(loop);
+    loop->stats.sqes++;
     poke_host(loop);
     return sqe;
 }
@@ -104,15 +107,25 @@ struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second)
 {
     if (io_uring_sq_space_left(&loop->ring) < 2)
-        io_uring_submit(&loop->ring);
+        rp__loop_submit(loop);
     *first = rp__loop_sqe(loop);
     *second = rp__loop_sqe(loop);
 }
 
 void rp__loop_submit(rp_loop *loop)
 {
-    if (io_uring_sq_ready(&loop->ring))
+    if (io_uring_sq_ready(&loop->ring)) {
+        loop->stats.enters++;
         io_uring_submit(&loop->ring);
+    }
+}
+
+void rp__loop_count_syscalls(rp_loop *loop, unsigned n) { loop->stats.syscalls += n; }
+
+void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out)
+{
+    *out = loop->stats;
+    out->syscalls += out->enters;
 }
 
 void rp__op_start(rp_loop *loop, rp__op *op, unsigned cqes, bool keeps_loop_alive)
@@ -171,7 +184,9 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
 static void reap_cqes(rp_loop *loop)
 {
     struct io_uring_cqe *cqe;
-    while (io_uring_peek_cqe(&loop->ring, &cqe) == 0) {
+    /* Only what is already in the CQ: a peek on an empty ring may enter the
+     * kernel to run task work, which the iteration does (and counts) itself. */
+    while (io_uring_cq_ready(&loop->ring) && io_uring_peek_cqe(&loop->ring, &cqe) == 0) {
         uint64_t user_data = cqe->user_data;
         int32_t res = cqe->res;
         io_uring_cqe_seen(&loop->ring, cqe);
@@ -471,10 +486,13 @@ static void loop_iteration(rp_loop *loop, bool may_block)
 {
     run_prepared(loop);
     if (may_block && !loop->defer_head && !io_uring_cq_ready(&loop->ring)) {
+        loop->stats.enters++;
         io_uring_submit_and_wait(&loop->ring, 1);
     } else if (kernel_has_work(loop)) {
+        loop->stats.enters++;
         io_uring_submit_and_get_events(&loop->ring);
     }
+    loop->stats.iterations++;
     loop->now_ns = clock_now_ns();
     reap_cqes(loop);
     run_timers(loop);
@@ -491,6 +509,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     loop->poked = false;
     if (mode == RP_RUN_NOWAIT) {
         uint64_t drained;
+        loop->stats.syscalls++;
         eventfd_read(loop->host_fd, &drained);
     }
     do {

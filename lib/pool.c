@@ -188,8 +188,10 @@ static void conn_close(rp__conn_pool *cp, rp_conn *conn)
          * number is closed and perhaps reused by the next socket. */
         rp__loop_submit(pool_loop(cp));
         shutdown(conn->fd, SHUT_RDWR);
+        rp__loop_count_syscalls(pool_loop(cp), 1);
     }
     close(conn->fd);
+    rp__loop_count_syscalls(pool_loop(cp), 1);
     conn->fd = -1;
     conn_free_if_drained(cp, conn);
 }
@@ -399,6 +401,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     if (!conn)
         return -ENOMEM;
     conn->fd = socket(cp->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    rp__loop_count_syscalls(pool_loop(cp), 1);
     if (conn->fd < 0) {
         int err = -errno;
         free(conn);

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs redis-benchmark and rp-bench alternately (A B A B, ROUNDS rounds) with
+# the same flags against a redis-server of its own on a free loopback port,
+# and prints the medians and their ratio for each test.
+#   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] -- [redis-benchmark flags]
+# Example: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
+set -euo pipefail
+rounds=3
+rp_bench=""
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    case "$1" in
+    -r) rounds=$2; shift 2 ;;
+    -b) rp_bench=$2; shift 2 ;;
+    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ "${1:-}" = "--" ] && shift
+flags=("$@")
+[ ${#flags[@]} -gt 0 ] || flags=(-c 50 -n 200000 -t set,get)
+here=$(cd "$(dirname "$0")/../.." && pwd)
+[ -n "$rp_bench" ] || rp_bench="$here/build/examples/rp-bench"
+[ -x "$rp_bench" ] || { echo "compare.sh: build rp-bench first (meson compile -C build)" >&2; exit 1; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+work=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/redis.log" &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+for round in $(seq "$rounds"); do
+    redis-benchmark -p "$port" "${flags[@]}" --csv 2>/dev/null | tail -n +2 | sed 's/^/redis-benchmark,/' >> "$work/results"
+    "$rp_bench" -p "$port" "${flags[@]}" --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
+    echo "round $round of $rounds done" >&2
+done
+
+# Medians of requests/s and p50/p99 latency per tool and test, then ratios.
+python3 - "$work/results" <<'PY'
+import csv, statistics, sys
+runs = {}
+for row in csv.reader(open(sys.argv[1])):
+    tool, test = row[0], row[1]
+    test = "PING" if test.startswith("PING") else test
+    runs.setdefault((test, tool), []).append((float(row[2]), float(row[5]), float(row[7])))
+tests = sorted({t for t, _ in runs}, key=lambda t: ["PING", "SET", "GET", "INCR", "LPUSH"].index(t) if t in ["PING", "SET", "GET", "INCR", "LPUSH"] else 99)
+print(f"{'test':<8}{'redis-benchmark rps':>21}{'rp-bench rps':>14}{'ratio':>7}{'p50 ms (rb / rp)':>19}{'p99 ms (rb / rp)':>19}")
+for test in tests:
+    rb, rp = runs.get((test, "redis-benchmark")), runs.get((test, "rp-bench"))
+    if not rb or not rp:
+        continue
+    med = lambda rows, i: statistics.median(r[i] for r in rows)
+    print(f"{test:<8}{med(rb,0):>21.0f}{med(rp,0):>14.0f}{med(rp,0)/med(rb,0):>7.2f}"
+          f"{med(rb,1):>10.3f} / {med(rp,1):<6.3f}{med(rb,2):>10.3f} / {med(rp,2):<6.3f}")
+PY

@@ -1,0 +1,388 @@
+/* rp-bench: redis-benchmark's common flags, through ringpool's client.
+ *
+ * Each test runs -n requests with -c in flight, spread over --loops
+ * threads (one loop and one client each). It prints requests/s, latency
+ * percentiles from an HDR-style histogram, client CPU time and the
+ * syscalls the loops made per request. --csv prints redis-benchmark's
+ * --csv shape. */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ringpool.h>
+
+#include "histogram.h"
+
+static const char usage[] =
+    "usage: rp-bench [-h HOST] [-p PORT] [-a ADDR] [-c CLIENTS] [-n REQUESTS] [-t TESTS]\n"
+    "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
+    "                [--pool-size CONNS] [--loops THREADS]\n"
+    "  -h HOST        server host (default 127.0.0.1)\n"
+    "  -p PORT        server port (default 6379)\n"
+    "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
+    "  -c CLIENTS     commands in flight (default 50)\n"
+    "  -n REQUESTS    requests per test (default 100000)\n"
+    "  -t TESTS       comma-separated: set,get,incr,lpush,ping (default all)\n"
+    "  -d SIZE        SET/LPUSH value size in bytes (default 3)\n"
+    "  -P PIPELINE    commands pipelined per connection round (default 1)\n"
+    "  -r KEYSPACE    random keys key:000000000000..KEYSPACE-1 (default: one key)\n"
+    "  -q             quiet: one line per test\n"
+    "  --csv          redis-benchmark's --csv output\n"
+    "  --pool-size N  connections (default CLIENTS)\n"
+    "  --loops N      threads, each with its own loop and pool (default 1)\n"
+    "  --help         this text\n";
+
+typedef struct config {
+    char addr[256];
+    int clients, pipeline, loops, pool_size;
+    long requests, keyspace;
+    size_t data_size;
+    bool quiet, csv;
+    char tests[128];
+} config;
+
+typedef struct test_def {
+    const char *flag, *name, *cmd;
+    bool has_value;
+} test_def;
+
+static const test_def all_tests[] = {
+    {"ping", "PING_MBULK", "PING", false},
+    {"set", "SET", "SET", true},
+    {"get", "GET", "GET", false},
+    {"incr", "INCR", "INCR", false},
+    {"lpush", "LPUSH", "LPUSH", true},
+};
+
+/* -------------------------------------------------------------- a thread */
+
+typedef struct worker worker;
+
+typedef struct slot {
+    worker *w;
+    rp_conn *conn;   /* pipelining: the connection of this round */
+    int owed;        /* replies still owed this round */
+    uint64_t started;
+    const char *prefix;
+    char key[40];
+    const char *argv[3];
+    size_t argvlen[3];
+} slot;
+
+struct worker {
+    const config *cfg;
+    const test_def *test;
+    const char *value;
+    pthread_t thread;
+    rp_loop *loop;
+    rp_client *client;
+    long quota, issued;
+    atomic_long done;
+    atomic_bool finished;
+    int failures;
+    histogram hist;
+    rp_loop_stats loop_stats;
+    uint64_t seed;
+};
+
+static void next_round(slot *s);
+
+static void fill_args(slot *s)
+{
+    worker *w = s->w;
+    if (w->cfg->keyspace) {
+        w->seed = w->seed * 6364136223846793005ull + 1442695040888963407ull;
+        snprintf(s->key, sizeof s->key, "%s:%012llu", s->prefix,
+                 (unsigned long long)((w->seed >> 33) % (uint64_t)w->cfg->keyspace));
+    }
+    s->argvlen[1] = strlen(s->key);
+}
+
+static void finish_request(slot *s, bool ok)
+{
+    worker *w = s->w;
+    w->failures += !ok;
+    hist_record(&w->hist, rp_loop_now(w->loop) - s->started);
+    atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed);
+}
+
+static void on_client_reply(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    slot *s = data;
+    finish_request(s, status == 0 && reply->type != REDIS_REPLY_ERROR);
+    next_round(s);
+}
+
+static void on_conn_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    slot *s = data;
+    finish_request(s, status == 0 && reply->type != REDIS_REPLY_ERROR);
+    if (--s->owed)
+        return;
+    if (status < 0)
+        rp_pool_remove(rp_client_pool(s->w->client), conn, status);
+    else
+        rp_pool_put(rp_client_pool(s->w->client), conn);
+    next_round(s);
+}
+
+static int argc_of(const slot *s) { return s->w->test->has_value ? 3 : s->w->test->cmd[0] == 'P' ? 1 : 2; }
+
+/* With -P, a round is PIPELINE commands on one connection of the pool. */
+static void on_pipeline_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    slot *s = data;
+    worker *w = s->w;
+    int count = (int)(w->quota - w->issued < w->cfg->pipeline ? w->quota - w->issued : w->cfg->pipeline);
+    if (status < 0 || count <= 0) {
+        if (conn)
+            rp_pool_put(pool, conn);
+        w->failures += status < 0;
+        return;
+    }
+    w->issued += count;
+    s->owed = count;
+    s->started = rp_loop_now(w->loop);
+    for (int i = 0; i < count; i++) {
+        fill_args(s);
+        if (rp_conn_command(conn, on_conn_reply, s, argc_of(s), s->argv, s->argvlen) < 0)
+            on_conn_reply(conn, NULL, -1, s);
+    }
+}
+
+static void next_round(slot *s)
+{
+    worker *w = s->w;
+    if (w->issued >= w->quota)
+        return;
+    if (w->cfg->pipeline > 1) {
+        rp_pool_get(rp_client_pool(w->client), on_pipeline_conn, s);
+        return;
+    }
+    w->issued++;
+    fill_args(s);
+    s->started = rp_loop_now(w->loop);
+    if (rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen) < 0) {
+        w->failures++;
+        atomic_fetch_add(&w->done, 1);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    const config *cfg = w->cfg;
+    int in_flight = cfg->clients / cfg->loops > 0 ? cfg->clients / cfg->loops : 1;
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = cfg->addr;
+    opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
+    opts.pool.min_idle_conns = opts.pool.pool_size;
+    opts.pool.pool_timeout_ms = 60000;
+    if (rp_loop_new(&w->loop, NULL) < 0 || rp_client_new(&w->client, w->loop, &opts) < 0) {
+        w->failures = (int)w->quota;
+        atomic_store(&w->finished, true);
+        return NULL;
+    }
+    rp_pool *pool = rp_client_pool(w->client);
+    while (rp_pool_idle_len(pool) < opts.pool.pool_size && rp_pool_len(pool) >= 0) {
+        rp_stats st;
+        rp_pool_stats(pool, &st);
+        if (st.dial_errors)
+            break;
+        rp_loop_run(w->loop, RP_RUN_ONCE);
+    }
+    slot *slots = calloc((size_t)in_flight, sizeof *slots);
+    rp_loop_stats before;
+    rp_loop_stats_get(w->loop, &before);
+    for (int i = 0; i < in_flight; i++) {
+        slot *s = &slots[i];
+        s->w = w;
+        s->prefix = w->test->cmd[0] == 'L' ? "mylist" : w->test->cmd[0] == 'I' ? "counter" : "key";
+        snprintf(s->key, sizeof s->key, "%s%s", s->prefix, s->prefix[0] == 'm' ? "" : ":__rand_int__");
+        s->argv[0] = w->test->cmd;
+        s->argvlen[0] = strlen(w->test->cmd);
+        s->argv[1] = s->key;
+        s->argv[2] = w->value;
+        s->argvlen[2] = cfg->data_size;
+        next_round(s);
+    }
+    rp_loop_run(w->loop, RP_RUN_DEFAULT);
+    rp_loop_stats_get(w->loop, &w->loop_stats);
+    w->loop_stats.enters -= before.enters;
+    w->loop_stats.syscalls -= before.syscalls;
+    rp_client_close(w->client, NULL, NULL);
+    rp_loop_run(w->loop, RP_RUN_DEFAULT);
+    rp_loop_free(w->loop);
+    free(slots);
+    atomic_store(&w->finished, true);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ reporting */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static double ms(uint64_t ns) { return (double)ns / 1e6; }
+
+static int run_test(const config *cfg, const test_def *test, const char *value)
+{
+    worker *workers = calloc((size_t)cfg->loops, sizeof *workers);
+    double start = now_s(), cpu_start = cpu_s();
+    for (int i = 0; i < cfg->loops; i++) {
+        worker *w = &workers[i];
+        w->cfg = cfg;
+        w->test = test;
+        w->value = value;
+        w->quota = cfg->requests / cfg->loops + (i < cfg->requests % cfg->loops);
+        w->seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        pthread_create(&w->thread, NULL, worker_main, w);
+    }
+    double last = start;
+    for (;;) {
+        long done = 0;
+        bool all_finished = true;
+        for (int i = 0; i < cfg->loops; i++) {
+            done += atomic_load(&workers[i].done);
+            all_finished &= atomic_load(&workers[i].finished);
+        }
+        if (all_finished)
+            break;
+        usleep(20000);
+        double t = now_s();
+        if (!cfg->quiet && !cfg->csv && t - last >= 0.25) {
+            fprintf(stderr, "\r%s: rps=%.1f (%ld of %ld)   ", test->name, (double)done / (t - start), done,
+                    cfg->requests);
+            last = t;
+        }
+    }
+    histogram all = {0};
+    rp_loop_stats loops = {0};
+    int failures = 0;
+    for (int i = 0; i < cfg->loops; i++) {
+        pthread_join(workers[i].thread, NULL);
+        hist_merge(&all, &workers[i].hist);
+        loops.enters += workers[i].loop_stats.enters;
+        loops.syscalls += workers[i].loop_stats.syscalls;
+        failures += workers[i].failures;
+    }
+    double elapsed = now_s() - start, cpu = cpu_s() - cpu_start;
+    double rps = (double)all.total / elapsed;
+    if (!cfg->quiet && !cfg->csv)
+        fprintf(stderr, "\r%*s\r", 60, "");
+    if (cfg->csv) {
+        printf("\"%s\",\"%.2f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\"\n", test->name, rps,
+               all.total ? ms(all.sum / all.total) : 0.0, ms(all.min), ms(hist_percentile(&all, 50)),
+               ms(hist_percentile(&all, 95)), ms(hist_percentile(&all, 99)), ms(all.max));
+    } else if (cfg->quiet) {
+        printf("%s: %.2f requests per second, p50=%.3f msec\n", test->name, rps, ms(hist_percentile(&all, 50)));
+    } else {
+        printf("====== %s ======\n", test->name);
+        printf("  %ld requests completed in %.2f seconds\n  %d in flight, %d connections, pipeline %d, %d loop(s), "
+               "%zu bytes payload\n",
+               (long)all.total, elapsed, cfg->clients, cfg->pool_size, cfg->pipeline, cfg->loops, cfg->data_size);
+        printf("  throughput: %.2f requests per second\n", rps);
+        printf("  latency (msec): avg %.3f  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
+               all.total ? ms(all.sum / all.total) : 0.0, ms(hist_percentile(&all, 50)),
+               ms(hist_percentile(&all, 90)), ms(hist_percentile(&all, 99)), ms(hist_percentile(&all, 99.9)),
+               ms(all.max));
+        printf("  client CPU: %.3f s (user+sys), %.2f us per request\n", cpu, cpu * 1e6 / (double)all.total);
+        printf("  syscalls: %.3f per request (%.3f io_uring_enter)\n", (double)loops.syscalls / (double)all.total,
+               (double)loops.enters / (double)all.total);
+        if (failures)
+            printf("  failures: %d\n", failures);
+        printf("\n");
+    }
+    free(workers);
+    return failures ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static int parse(int argc, char **argv, config *cfg)
+{
+    static const struct option longs[] = {
+        {"csv", no_argument, NULL, 'C'}, {"pool-size", required_argument, NULL, 'S'},
+        {"loops", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
+    char host[200] = "127.0.0.1";
+    int port = 6379, opt;
+    cfg->addr[0] = '\0';
+    while ((opt = getopt_long(argc, argv, "h:p:a:c:n:t:d:P:r:q", longs, NULL)) != -1) {
+        switch (opt) {
+        case 'h': snprintf(host, sizeof host, "%s", optarg); break;
+        case 'p': port = atoi(optarg); break;
+        case 'a': snprintf(cfg->addr, sizeof cfg->addr, "%s", optarg); break;
+        case 'c': cfg->clients = atoi(optarg); break;
+        case 'n': cfg->requests = atol(optarg); break;
+        case 't': snprintf(cfg->tests, sizeof cfg->tests, "%s", optarg); break;
+        case 'd': cfg->data_size = (size_t)atol(optarg); break;
+        case 'P': cfg->pipeline = atoi(optarg); break;
+        case 'r': cfg->keyspace = atol(optarg); break;
+        case 'q': cfg->quiet = true; break;
+        case 'C': cfg->csv = true; break;
+        case 'S': cfg->pool_size = atoi(optarg); break;
+        case 'L': cfg->loops = atoi(optarg); break;
+        case 'H': printf("%s", usage); exit(0);
+        default: fprintf(stderr, "%s", usage); return -1;
+        }
+    }
+    if (!cfg->addr[0])
+        snprintf(cfg->addr, sizeof cfg->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    if (!cfg->pool_size)
+        cfg->pool_size = cfg->clients;
+    if (cfg->clients < 1 || cfg->requests < 1 || cfg->pipeline < 1 || cfg->loops < 1 || cfg->pool_size < 1 ||
+        cfg->loops > cfg->clients) {
+        fprintf(stderr, "rp-bench: -c, -n, -P, --loops and --pool-size must be positive, --loops <= -c\n");
+        return -1;
+    }
+    return 0;
+}
+
+static bool wanted(const config *cfg, const char *flag)
+{
+    if (!cfg->tests[0])
+        return true;
+    char list[130];
+    snprintf(list, sizeof list, ",%s,", cfg->tests);
+    char needle[32];
+    snprintf(needle, sizeof needle, ",%s,", flag);
+    return strstr(list, needle) != NULL;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg = {.clients = 50, .requests = 100000, .data_size = 3, .pipeline = 1, .loops = 1};
+    if (parse(argc, argv, &cfg) < 0)
+        return 2;
+    char *value = malloc(cfg.data_size + 1);
+    memset(value, 'x', cfg.data_size);
+    if (cfg.csv)
+        printf("\"test\",\"rps\",\"avg_latency_ms\",\"min_latency_ms\",\"p50_latency_ms\",\"p95_latency_ms\","
+               "\"p99_latency_ms\",\"max_latency_ms\"\n");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof all_tests / sizeof all_tests[0]; i++)
+        if (wanted(&cfg, all_tests[i].flag))
+            rc |= run_test(&cfg, &all_tests[i], value);
+    free(value);
+    return rc;
+}
