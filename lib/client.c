@@ -215,16 +215,33 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
     cmd_complete(cmd, NULL, status == -ECANCELED && cmd->client->closing ? RP_ECLOSED : status);
 }
 
+static void cmd_fail_later(client_cmd *cmd, int status)
+{
+    cmd->status = status;
+    rp__defer(cmd->client->loop, &cmd->finish, cmd_finish_run);
+}
+
+/* An idle connection goes to work at once: the command leaves with this
+ * iteration's submit instead of waiting one loop iteration for the get. */
 static void cmd_get(client_cmd *cmd)
 {
-    cmd->state = CMD_GETTING;
-    int64_t id = rp_pool_get(cmd->client->pool, on_conn, cmd);
-    if (id < 0) {
-        cmd->status = (int)id;
-        rp__defer(cmd->client->loop, &cmd->finish, cmd_finish_run);
+    rp_client *client = cmd->client;
+    rp_conn *conn = rp__pool_try_get(client->pool);
+    if (conn) {
+        int rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+        cmd->state = CMD_SENT;
+        if (rc < 0) {
+            rp_pool_remove(client->pool, conn, rc);
+            cmd_fail_later(cmd, rc);
+        }
         return;
     }
-    cmd->get_id = id;
+    cmd->state = CMD_GETTING;
+    int64_t id = rp_pool_get(client->pool, on_conn, cmd);
+    if (id < 0)
+        cmd_fail_later(cmd, (int)id);
+    else
+        cmd->get_id = id;
 }
 
 /* One allocation holds the command and copies of its arguments. */
@@ -263,16 +280,11 @@ int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, c
         return -ENOMEM;
     cmd->cb = cb;
     cmd->data = data;
-    int64_t id = rp_pool_get(client->pool, on_conn, cmd);
-    if (id < 0) {
-        free(cmd);
-        return (int)id;
-    }
-    cmd->get_id = id;
     cmd->next = client->cmds;
     if (client->cmds)
         client->cmds->prev = cmd;
     client->cmds = cmd;
+    cmd_get(cmd);
     return 0;
 }
 

@@ -23,7 +23,7 @@ static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
     } else {
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
     }
-    rp__op_start(loop, &io->op, timeout_ms ? 2 : 1, true);
+    rp__op_start(loop, &io->op, timeout_ms != 0, true);
 }
 
 static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)

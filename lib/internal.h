@@ -13,16 +13,19 @@
 
 /* ------------------------------------------------------------ operations */
 
-/* An in-flight io_uring operation. Its address is the SQE's user_data; the
- * linked timeout of a pair carries the same address with the low bit set.
- * The record stays alive until every CQE it expects has arrived; only then
- * is done() called, with res (the main CQE) and timed_out (the link fired). */
+/* An in-flight io_uring operation. Its address is the SQE's user_data, and
+ * done() runs when its CQE arrives. A linked timeout posts no CQE
+ * (IOSQE_CQE_SKIP_SUCCESS): the kernel would post it after the main one,
+ * often only after another trip into the kernel, and waiting for it cost
+ * every request a second io_uring_enter. A main result of -ECANCELED
+ * (-EINTR for connect) that nobody asked for is the timeout. */
 typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
     int32_t res;
-    uint8_t cqes_left;
+    bool has_link;
     bool timed_out;
+    bool cancel_requested;
     bool pending;
     bool keeps_loop_alive;
 };
@@ -35,8 +38,8 @@ void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uri
 void rp__loop_count_syscalls(rp_loop *loop, unsigned n);
 /* Submits what is queued now. */
 void rp__loop_submit(rp_loop *loop);
-/* Marks op in flight with `cqes` completions to come. */
-void rp__op_start(rp_loop *loop, rp__op *op, unsigned cqes, bool keeps_loop_alive);
+/* Marks op in flight; with_link: it carries a linked timeout. */
+void rp__op_start(rp_loop *loop, rp__op *op, bool with_link, bool keeps_loop_alive);
 /* Fills `second` with a link timeout for the op in `first`. */
 void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
                          struct __kernel_timespec *ts, uint32_t ms);

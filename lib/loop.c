@@ -39,7 +39,8 @@ struct rp_loop {
     struct __kernel_timespec ktimer_ts;
     uint64_t ktimer_deadline;
 
-    int host_fd;            /* registered eventfd: rp_loop_fd */
+    int host_fd;            /* eventfd behind rp_loop_fd */
+    bool host_registered;   /* signalled by the ring: only once someone asked */
 
     /* Other threads' work: a locked queue, off the get/put path, and an
      * eventfd whose read is always armed in the ring. */
@@ -85,7 +86,7 @@ uint32_t rp__loop_random(rp_loop *loop)
 /* Work queued outside rp_loop_run must wake a host that embeds the loop. */
 static void poke_host(rp_loop *loop)
 {
-    if (loop->in_run || loop->poked)
+    if (loop->in_run || loop->poked || !loop->host_registered)
         return;
     loop->poked = true;
     loop->stats.syscalls++;
@@ -128,11 +129,12 @@ void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out)
     out->syscalls += out->enters;
 }
 
-void rp__op_start(rp_loop *loop, rp__op *op, unsigned cqes, bool keeps_loop_alive)
+void rp__op_start(rp_loop *loop, rp__op *op, bool with_link, bool keeps_loop_alive)
 {
     op->res = 0;
-    op->cqes_left = (uint8_t)cqes;
+    op->has_link = with_link;
     op->timed_out = false;
+    op->cancel_requested = false;
     op->pending = true;
     op->keeps_loop_alive = keeps_loop_alive;
     if (keeps_loop_alive)
@@ -147,6 +149,7 @@ void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring
     first->flags |= IOSQE_IO_LINK;
     io_uring_sqe_set_data64(first, (uint64_t)(uintptr_t)op);
     io_uring_prep_link_timeout(second, ts, 0);
+    second->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(second, (uint64_t)(uintptr_t)op | 1u);
 }
 
@@ -155,35 +158,30 @@ void rp__op_cancel(rp_loop *loop, rp__op *op)
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
     io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
     io_uring_sqe_set_data64(sqe, 0);
+    op->cancel_requested = true;
 }
 
-int rp__op_result(const rp__op *op)
-{
-    if (op->timed_out && (op->res == -ECANCELED || op->res == -EINTR))
-        return -ETIMEDOUT;
-    return op->res;
-}
+int rp__op_result(const rp__op *op) { return op->timed_out ? -ETIMEDOUT : op->res; }
 
 static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
 {
     if (user_data == 0)
         return; /* cancels and timer updates: their targets report */
-    rp__op *op = (rp__op *)(uintptr_t)(user_data & ~(uint64_t)1);
     if (user_data & 1)
-        op->timed_out = res == -ETIME;
-    else
-        op->res = res;
-    if (--op->cqes_left)
-        return;
-    op->pending = false;
+        return; /* a linked timeout that failed before its op ran: the op reports */
+    rp__op *op = (rp__op *)(uintptr_t)user_data;
     if (op->keeps_loop_alive)
         loop->refs--;
+    op->res = res;
+    op->pending = false;
+    op->timed_out = op->has_link && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
     op->done(op);
 }
 
-static void reap_cqes(rp_loop *loop)
+static unsigned reap_cqes(rp_loop *loop)
 {
     struct io_uring_cqe *cqe;
+    unsigned handled = 0;
     /* Only what is already in the CQ: a peek on an empty ring may enter the
      * kernel to run task work, which the iteration does (and counts) itself. */
     while (io_uring_cq_ready(&loop->ring) && io_uring_peek_cqe(&loop->ring, &cqe) == 0) {
@@ -191,7 +189,9 @@ static void reap_cqes(rp_loop *loop)
         int32_t res = cqe->res;
         io_uring_cqe_seen(&loop->ring, cqe);
         dispatch_cqe(loop, user_data, res);
+        handled++;
     }
+    return handled;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -211,7 +211,7 @@ static void ktimer_sync(rp_loop *loop)
     } else {
         io_uring_prep_timeout(sqe, &loop->ktimer_ts, 0, IORING_TIMEOUT_ABS);
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->ktimer_op);
-        rp__op_start(loop, &loop->ktimer_op, 1, false);
+        rp__op_start(loop, &loop->ktimer_op, false, false);
     }
     loop->ktimer_deadline = min->deadline_ns;
 }
@@ -346,7 +346,7 @@ static void post_arm(rp_loop *loop)
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
     io_uring_prep_read(sqe, loop->post_fd, &loop->post_buf, sizeof loop->post_buf, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->post_op);
-    rp__op_start(loop, &loop->post_op, 1, false);
+    rp__op_start(loop, &loop->post_op, false, false);
 }
 
 static void run_posted(rp_loop *loop)
@@ -432,8 +432,6 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     loop->post_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->host_fd < 0 || loop->post_fd < 0)
         rc = -errno;
-    else
-        rc = io_uring_register_eventfd(&loop->ring, loop->host_fd);
     if (rc < 0) {
         if (loop->host_fd >= 0)
             close(loop->host_fd);
@@ -470,7 +468,22 @@ int rp_loop_free(rp_loop *loop)
     return 0;
 }
 
-int rp_loop_fd(const rp_loop *loop) { return loop ? loop->host_fd : -EINVAL; }
+/* The eventfd is registered with the ring on first use: a loop nobody
+ * embeds does not pay for a signal on every completion. */
+int rp_loop_fd(const rp_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    rp_loop *mut = (rp_loop *)loop;
+    if (!mut->host_registered) {
+        int rc = io_uring_register_eventfd(&mut->ring, mut->host_fd);
+        if (rc < 0)
+            return rc;
+        mut->host_registered = true;
+        eventfd_write(mut->host_fd, 1); /* work may already be waiting */
+    }
+    return loop->host_fd;
+}
 
 /* ------------------------------------------------------------------ run */
 
@@ -482,10 +495,14 @@ static bool kernel_has_work(const rp_loop *loop)
            (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
+/* What already sits in the CQ is handled before deciding to block, and the
+ * work it queues is flushed first, so one io_uring_enter both submits and
+ * waits; having handled something, the iteration does not block. */
 static void loop_iteration(rp_loop *loop, bool may_block)
 {
+    may_block = may_block && !reap_cqes(loop) && loop_alive(loop);
     run_prepared(loop);
-    if (may_block && !loop->defer_head && !io_uring_cq_ready(&loop->ring)) {
+    if (may_block && !loop->defer_head && !loop->prepare_head && !io_uring_cq_ready(&loop->ring)) {
         loop->stats.enters++;
         io_uring_submit_and_wait(&loop->ring, 1);
     } else if (kernel_has_work(loop)) {
@@ -509,8 +526,10 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     loop->poked = false;
     if (mode == RP_RUN_NOWAIT) {
         uint64_t drained;
-        loop->stats.syscalls++;
-        eventfd_read(loop->host_fd, &drained);
+        if (loop->host_registered) {
+            loop->stats.syscalls++;
+            eventfd_read(loop->host_fd, &drained);
+        }
     }
     do {
         bool may_block = mode != RP_RUN_NOWAIT && loop_alive(loop) &&

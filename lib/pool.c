@@ -51,6 +51,7 @@ struct rp__conn_pool {
     rp__timer probe;       /* redials while dials fail fast */
 };
 
+static const rp__pool_vtable conn_pool_vtable;
 static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
 static void conn_close(rp__conn_pool *cp, rp_conn *conn);
@@ -240,7 +241,7 @@ static void watch_submit(rp__conn_pool *cp, rp_conn *conn, int flags)
     struct io_uring_sqe *sqe = rp__loop_sqe(pool_loop(cp));
     io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
-    rp__op_start(pool_loop(cp), &conn->watch_op, 1, flags != 0);
+    rp__op_start(pool_loop(cp), &conn->watch_op, false, flags != 0);
 }
 
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
@@ -428,7 +429,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     rp__loop_sqe_pair(pool_loop(cp), &connect_sqe, &timeout_sqe);
     io_uring_prep_connect(connect_sqe, conn->fd, (struct sockaddr *)&cp->addr.sa, cp->addr.len);
     rp__op_link_timeout(&conn->dial_op, connect_sqe, timeout_sqe, &conn->dial_ts, cp->opts.dial_timeout_ms);
-    rp__op_start(pool_loop(cp), &conn->dial_op, 2, true);
+    rp__op_start(pool_loop(cp), &conn->dial_op, true, true);
     return 0;
 }
 
@@ -508,6 +509,29 @@ static void serve(rp__conn_pool *cp, rp__req *req)
         rp__req_queue_push(&cp->needs_conn, req);
         pump_dials(cp);
     }
+}
+
+/* A get that can be answered at once, for layers that are themselves
+ * asynchronous (rp_client): an idle connection used within the health
+ * window, when nobody waits and a turn is free; NULL otherwise. */
+rp_conn *rp__pool_try_get(rp_pool *pool)
+{
+    rp__conn_pool *cp = (rp__conn_pool *)pool;
+    if (pool->vt != &conn_pool_vtable || cp->closed || cp->reqs.waiters.len ||
+        cp->turns_used >= (unsigned)cp->opts.pool_size)
+        return NULL;
+    rp_conn *conn = cp->opts.pool_fifo ? cp->idle_tail : cp->idle_head;
+    uint64_t now = now_ns(cp);
+    if (!conn || conn_expired(cp, conn, now) || now - conn->used_ns >= ms_ns(cp->opts.health_check_idle_ms))
+        return NULL;
+    idle_unlink(cp, conn);
+    cp->turns_used++;
+    cp->stats.hits++;
+    conn->used_ns = now;
+    conn->state = RP__CONN_IN_USE;
+    if (cp->opts.min_idle_conns)
+        pump_dials(cp);
+    return conn;
 }
 
 static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)

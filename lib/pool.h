@@ -26,6 +26,8 @@ struct rp_pool {
     uint32_t misuse_count;
 };
 
+rp_conn *rp__pool_try_get(rp_pool *pool);
+
 /* Counts and logs a caller's mistake (double put, wrong pool, ...). */
 void rp__pool_misuse(rp_pool *pool, const char *op, const char *why);
 
