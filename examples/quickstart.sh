@@ -22,6 +22,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
     addr="unix:$work/redis.sock"
 fi
+echo "== build/examples/hello -a $addr"
+build/examples/hello -a "$addr"
 echo "== build/examples/pool_ping -a $addr"
 build/examples/pool_ping -a "$addr"
 echo "== build/examples/pool_bench -a $addr -n 2000000"

@@ -30,9 +30,6 @@ struct rp__conn_pool {
     rp_pool_options opts;
     rp__addr addr;
     bool closed;
-    rp_close_cb close_cb;
-    void *close_data;
-    rp__deferred close_item;
 
     rp__reqs reqs;        /* every get, and the waiters for a turn */
     unsigned turns_used;
@@ -704,28 +701,12 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
 
 /* ---------------------------------------------------------------- close */
 
-static void pool_free(rp__conn_pool *cp)
-{
-    rp__loop_pool_closed(pool_loop(cp));
-    rp__reqs_free(&cp->reqs);
-    free(cp);
-}
-
-static void close_item_run(rp__deferred *item)
-{
-    rp__conn_pool *cp = RP__CONTAINER_OF(item, rp__conn_pool, close_item);
-    if (cp->close_cb)
-        cp->close_cb(&cp->base, cp->close_data);
-    pool_free(cp);
-}
-
 /* The close callback runs once the last socket is closed and every
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
 {
-    if (cp->records || cp->reqs.outstanding || cp->close_item.queued)
-        return;
-    rp__defer(pool_loop(cp), &cp->close_item, close_item_run);
+    if (!cp->records && !cp->reqs.outstanding)
+        rp__pool_finish_close(&cp->base);
 }
 
 static void after_callback(rp__reqs *reqs)
@@ -741,8 +722,8 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     if (cp->closed)
         return RP_ECLOSED;
     cp->closed = true;
-    cp->close_cb = cb;
-    cp->close_data = data;
+    cp->base.close_cb = cb;
+    cp->base.close_data = data;
     rp__timer_disarm(pool_loop(cp), &cp->maintenance);
     rp__timer_disarm(pool_loop(cp), &cp->probe);
     /* Callbacks run later, and nothing they do can add to the queues of
@@ -855,13 +836,11 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
         return rc;
     }
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
-    cp->base.vt = &conn_pool_vtable;
-    cp->base.loop = loop;
+    rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
     rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
-    rp__loop_pool_opened(loop);
     pump_dials(cp);
     *out = &cp->base;
     return 0;

@@ -19,12 +19,23 @@ typedef struct rp__pool_vtable {
     int (*close)(rp_pool *pool, rp_close_cb cb, void *data);
 } rp__pool_vtable;
 
+/* The first member of every pool kind. */
 struct rp_pool {
     const rp__pool_vtable *vt;
     rp_loop *loop;
+    struct rp__reqs *reqs;    /* its get requests */
     uint32_t pool_timeout_ms; /* wrappers wait as long as their parent */
     uint32_t misuse_count;
+    rp_close_cb close_cb;
+    void *close_data;
+    rp__deferred close_item;
 };
+
+/* Registers a new pool with its loop. */
+void rp__pool_init(rp_pool *pool, const rp__pool_vtable *vt, rp_loop *loop, struct rp__reqs *reqs);
+/* Runs the close callback later, then frees the pool: called once the
+ * pool kind knows nothing refers to it any more. Idempotent. */
+void rp__pool_finish_close(rp_pool *pool);
 
 rp_conn *rp__pool_try_get(rp_pool *pool);
 

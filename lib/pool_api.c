@@ -1,8 +1,35 @@
 /* The public rp_pool_ functions: argument checks, then the pool's table. */
 #include "pool.h"
 
+#include "request.h"
+
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+void rp__pool_init(rp_pool *pool, const rp__pool_vtable *vt, rp_loop *loop, struct rp__reqs *reqs)
+{
+    pool->vt = vt;
+    pool->loop = loop;
+    pool->reqs = reqs;
+    rp__loop_pool_opened(loop);
+}
+
+static void close_item_run(rp__deferred *item)
+{
+    rp_pool *pool = RP__CONTAINER_OF(item, rp_pool, close_item);
+    if (pool->close_cb)
+        pool->close_cb(pool, pool->close_data);
+    rp__loop_pool_closed(pool->loop);
+    rp__reqs_free(pool->reqs);
+    free(pool); /* the base is the first member of every pool kind */
+}
+
+void rp__pool_finish_close(rp_pool *pool)
+{
+    if (!pool->close_item.queued)
+        rp__defer(pool->loop, &pool->close_item, close_item_run);
+}
 
 void rp__pool_misuse(rp_pool *pool, const char *op, const char *why)
 {

@@ -31,9 +31,6 @@ typedef struct wrap_pool {
     bool closed;
     int shared;     /* sticky: closes on the last of these */
     sticky_state state;
-    rp_close_cb close_cb;
-    void *close_data;
-    rp__deferred close_item;
     struct pending_close *extra_closes; /* sticky: closes that only unshare */
 } wrap_pool;
 
@@ -58,28 +55,12 @@ static bool wrong_conn(wrap_pool *wp, const rp_conn *conn, const char *op)
     return true;
 }
 
-static void wrap_free(wrap_pool *wp)
-{
-    rp__loop_pool_closed(wp->base.loop);
-    rp__reqs_free(&wp->reqs);
-    free(wp);
-}
-
-static void close_item_run(rp__deferred *item)
-{
-    wrap_pool *wp = RP__CONTAINER_OF(item, wrap_pool, close_item);
-    if (wp->close_cb)
-        wp->close_cb(&wp->base, wp->close_data);
-    wrap_free(wp);
-}
-
 /* The close callback runs once every request had its callback and the
  * connection, if any, went back. */
 static void finish_close_if_done(wrap_pool *wp)
 {
-    if (!wp->closed || wp->reqs.outstanding || wp->conn || wp->extra_closes || wp->close_item.queued)
-        return;
-    rp__defer(wp->base.loop, &wp->close_item, close_item_run);
+    if (wp->closed && !wp->reqs.outstanding && !wp->conn && !wp->extra_closes)
+        rp__pool_finish_close(&wp->base);
 }
 
 static void after_callback(rp__reqs *reqs) { finish_close_if_done(RP__CONTAINER_OF(reqs, wrap_pool, reqs)); }
@@ -89,13 +70,11 @@ static int wrap_new(wrap_pool **out, rp_pool *parent, const rp__pool_vtable *vt)
     wrap_pool *wp = calloc(1, sizeof *wp);
     if (!wp)
         return -ENOMEM;
-    wp->base.vt = vt;
-    wp->base.loop = parent->loop;
+    rp__pool_init(&wp->base, vt, parent->loop, &wp->reqs);
     wp->base.pool_timeout_ms = parent->pool_timeout_ms;
     wp->parent = parent;
     wp->shared = 1;
     rp__reqs_init(&wp->reqs, &wp->base, parent->pool_timeout_ms, after_callback);
-    rp__loop_pool_opened(wp->base.loop);
     *out = wp;
     return 0;
 }
@@ -196,8 +175,8 @@ static int single_close(rp_pool *pool, rp_close_cb cb, void *data)
     if (wp->closed)
         return RP_ECLOSED;
     wp->closed = true;
-    wp->close_cb = cb;
-    wp->close_data = data;
+    wp->base.close_cb = cb;
+    wp->base.close_data = data;
     wp->conn = NULL;
     finish_close_if_done(wp);
     return 0;
@@ -441,8 +420,8 @@ static int sticky_close(rp_pool *pool, rp_close_cb cb, void *data)
         return sticky_unshare(wp, cb, data);
     wp->closed = true;
     wp->state = STICKY_CLOSED;
-    wp->close_cb = cb;
-    wp->close_data = data;
+    wp->base.close_cb = cb;
+    wp->base.close_data = data;
     rp__reqs_fail_waiters(&wp->reqs, RP_ECLOSED);
     if (wp->conn && !wp->conn_out)
         sticky_release(wp);
