@@ -239,3 +239,26 @@ Test(loop, a_full_submission_queue_drops_nothing)
     cr_expect_eq(rp_pool_len(pool), 40);
     fx_close_and_free(loop, pool);
 }
+
+Test(loop, stats_count_kernel_work_and_a_reused_connection_costs_none)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool_put(pool, fx_get_conn(loop, pool)); /* a dial: SQEs and enters */
+    fx_run_for(loop, 20);                        /* its last task work */
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    cr_expect_gt(before.sqes, 0);
+    cr_expect_gt(before.enters, 0);
+    cr_expect_geq(before.syscalls, before.enters + 1, "socket() was not counted");
+    for (int i = 0; i < 100; i++)
+        rp_pool_put(pool, fx_get_conn(loop, pool));
+    rp_loop_stats_get(loop, &after);
+    cr_expect_eq(after.sqes, before.sqes, "a get+put within the health window prepared an SQE");
+    cr_expect_eq(after.syscalls, before.syscalls, "a get+put within the health window made a syscall");
+    cr_expect_gt(after.iterations, before.iterations);
+    fx_close_and_free(loop, pool);
+}

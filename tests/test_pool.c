@@ -610,3 +610,40 @@ Test(pool, put_from_inside_an_io_callback_keeps_the_connection)
     cr_expect_eq(rp_pool_idle_len(pool), 1);
     fx_close_and_free(loop, pool);
 }
+
+typedef struct setup_seen {
+    int calls;
+    int status;
+} setup_seen;
+
+static void refuse_setup(rp_conn *conn, void *data)
+{
+    setup_seen *seen = data;
+    seen->calls++;
+    cr_expect_geq(rp_conn_fd(conn), 0);
+    rp_conn_setup_done(conn, seen->status);
+}
+
+Test(pool, on_connect_sets_up_each_new_connection_and_can_fail_the_dial)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    setup_seen seen = {.status = -EACCES};
+    opts.on_connect = refuse_setup;
+    opts.on_connect_data = &seen;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(seen.calls, 1);
+    cr_expect_eq(got.status, -EACCES, "the set-up's status did not reach the get");
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(stats().dial_errors, 1);
+    seen.status = 0;
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(seen.calls, 2);
+    cr_expect_eq(rp_conn_setup_done(conn, 0), -EINVAL, "a second setup_done was accepted");
+    cr_expect_eq(rp_conn_setup_done(NULL, 0), -EINVAL);
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
