@@ -30,6 +30,26 @@ static rp_stats stats(void)
     return st;
 }
 
+/* A listener whose backlog is full: a connect to it never answers. */
+typedef struct unanswered {
+    int listener, port, fillers[2];
+} unanswered;
+
+static unanswered unanswered_open(void)
+{
+    unanswered u;
+    u.listener = fx_listener(0, &u.port);
+    fx_fill_backlog(u.port, u.fillers, 2);
+    return u;
+}
+
+static void unanswered_close(unanswered *u)
+{
+    close(u->fillers[0]);
+    close(u->fillers[1]);
+    close(u->listener);
+}
+
 static fx_got get_and_wait(unsigned timeout_ms)
 {
     fx_got got = {0};
@@ -66,22 +86,18 @@ Test(faults, dial_to_missing_unix_socket_reports_enoent)
 
 Test(faults, dial_timeout_fires_on_time)
 {
-    int port, fillers[2];
-    int listener = fx_listener(0, &port);
-    fx_fill_backlog(port, fillers, 2);
+    unanswered u = unanswered_open();
     rp_pool_options opts;
     fx_pool_options(&opts, 2);
     opts.dial_timeout_ms = 200;
-    open_pool_at(port, &opts);
+    open_pool_at(u.port, &opts);
     uint64_t start = fx_now_ms();
     fx_got got = get_and_wait(3000);
     uint64_t waited = fx_now_ms() - start;
     cr_expect_eq(got.status, -ETIMEDOUT, "got %s", rp_strerror(got.status));
     cr_expect(waited >= 200 && waited <= 300, "dial timed out after %lu ms", (unsigned long)waited);
     fx_close_and_free(loop, pool);
-    close(fillers[0]);
-    close(fillers[1]);
-    close(listener);
+    unanswered_close(&u);
 }
 
 Test(faults, consecutive_dial_failures_fail_fast_then_probe_recovers)
@@ -127,13 +143,11 @@ Test(faults, a_success_resets_the_consecutive_count)
 
 Test(faults, waiter_cancel_never_cancels_a_dial_under_way)
 {
-    int port, fillers[2];
-    int listener = fx_listener(0, &port);
-    fx_fill_backlog(port, fillers, 2);
+    unanswered u = unanswered_open();
     rp_pool_options opts;
     fx_pool_options(&opts, 2);
     opts.dial_timeout_ms = 5000;
-    open_pool_at(port, &opts);
+    open_pool_at(u.port, &opts);
     fx_got got = {0};
     int64_t id = rp_pool_get(pool, fx_get_cb, &got);
     fx_run_for(loop, 50);
@@ -144,28 +158,24 @@ Test(faults, waiter_cancel_never_cancels_a_dial_under_way)
     cr_expect_eq(stats().dials_in_flight, 1, "the cancel stopped the dial");
     /* Make room in the backlog: the retransmitted SYN now completes. */
     for (int i = 0; i < 2; i++)
-        close(accept(listener, NULL, NULL));
+        close(accept(u.listener, NULL, NULL));
     uint64_t deadline = fx_now_ms() + 4000;
     while (rp_pool_idle_len(pool) < 1 && fx_now_ms() < deadline)
         fx_run_for(loop, 20);
     cr_expect_eq(rp_pool_idle_len(pool), 1, "the finished dial did not reach the idle list");
     cr_expect_eq(stats().dial_errors, 0);
     fx_close_and_free(loop, pool);
-    close(fillers[0]);
-    close(fillers[1]);
-    close(listener);
+    unanswered_close(&u);
 }
 
 Test(faults, max_concurrent_dials_caps_dials_in_flight)
 {
-    int port, fillers[2];
-    int listener = fx_listener(0, &port);
-    fx_fill_backlog(port, fillers, 2);
+    unanswered u = unanswered_open();
     rp_pool_options opts;
     fx_pool_options(&opts, 4);
     opts.max_concurrent_dials = 1;
     opts.dial_timeout_ms = 300;
-    open_pool_at(port, &opts);
+    open_pool_at(u.port, &opts);
     fx_got got[3] = {0};
     for (int i = 0; i < 3; i++)
         cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got[i]), 0);
@@ -176,9 +186,7 @@ Test(faults, max_concurrent_dials_caps_dials_in_flight)
         cr_expect_eq(got[i].status, -ETIMEDOUT);
     cr_expect(got[0].order < got[1].order && got[1].order < got[2].order, "dial errors out of FIFO order");
     fx_close_and_free(loop, pool);
-    close(fillers[0]);
-    close(fillers[1]);
-    close(listener);
+    unanswered_close(&u);
 }
 
 Test(faults, server_restart_then_pool_reconnects)
