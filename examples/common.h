@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include <ringpool.h>
 
@@ -76,6 +78,31 @@ static inline void example_print_reply(const char *what, const redisReply *reply
                reply->str);
     else
         printf("%s: (array of %zu)\n", what, reply->elements);
+}
+
+/* Wall-clock and CPU (user + sys) seconds, for the benchmarks. */
+static inline double example_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline double example_cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Runs the loop until the pool holds `want` idle connections; returns 0,
+ * or the first dial error. */
+static inline int example_wait_idle(rp_loop *loop, rp_pool *pool, int want)
+{
+    rp_stats st;
+    for (rp_pool_stats(pool, &st); rp_pool_idle_len(pool) < want && !st.dial_errors; rp_pool_stats(pool, &st))
+        rp_loop_run(loop, RP_RUN_ONCE);
+    return st.dial_errors ? st.last_dial_error : 0;
 }
 
 #endif

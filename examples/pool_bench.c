@@ -6,9 +6,6 @@
  *           connection straight to the oldest waiter. */
 #include <ringpool.h>
 
-#include <sys/resource.h>
-#include <time.h>
-
 #include "common.h"
 
 static const char usage[] =
@@ -37,21 +34,6 @@ static void cycle(rp_pool *pool, rp_conn *conn, int status, void *data)
         b->failed = 1;
 }
 
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 /* Runs `chains` concurrent get+put chains over `conns` dialled connections. */
 static int run(const char *name, const char *addr, long cycles, long conns, long chains)
 {
@@ -70,16 +52,19 @@ static int run(const char *name, const char *addr, long cycles, long conns, long
         fprintf(stderr, "pool_bench: %s\n", rp_strerror(rc));
         return 1;
     }
-    while (rp_pool_idle_len(pool) < conns)
-        rp_loop_run(loop, RP_RUN_ONCE);
+    rc = example_wait_idle(loop, pool, (int)conns);
+    if (rc < 0) {
+        fprintf(stderr, "pool_bench: %s: %s\n", addr, rp_strerror(rc));
+        return 1;
+    }
     bench *b = calloc((size_t)chains, sizeof *b);
     for (long i = 0; i < chains; i++) {
         b[i] = (bench){.pool = pool, .remaining = cycles / chains};
         rp_pool_get(pool, cycle, &b[i]);
     }
-    double start = seconds(), cpu_start = cpu_seconds();
+    double start = example_seconds(), cpu_start = example_cpu_seconds();
     rp_loop_run(loop, RP_RUN_DEFAULT);
-    double elapsed = seconds() - start, cpu = cpu_seconds() - cpu_start;
+    double elapsed = example_seconds() - start, cpu = example_cpu_seconds() - cpu_start;
     long done = cycles / chains * chains;
     int failed = 0;
     for (long i = 0; i < chains; i++)

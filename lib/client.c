@@ -201,22 +201,29 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
     rp__timer_arm(client->loop, &cmd->backoff, rp__loop_now(client->loop) + retry_backoff_ns(client, cmd->retries++));
 }
 
+/* Queues the command on conn; a connection that refuses it is removed. */
+static int cmd_send(client_cmd *cmd, rp_conn *conn)
+{
+    int rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+    if (rc < 0)
+        rp_pool_remove(cmd->client->pool, conn, rc);
+    else
+        cmd->state = CMD_SENT;
+    return rc;
+}
+
 static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
+    (void)pool;
     client_cmd *cmd = data;
-    if (status == 0)
-        status = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
-    if (status == 0) {
-        cmd->state = CMD_SENT;
+    if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
-    }
-    if (conn)
-        rp_pool_remove(pool, conn, status);
     cmd_complete(cmd, NULL, status == -ECANCELED && cmd->client->closing ? RP_ECLOSED : status);
 }
 
 static void cmd_fail_later(client_cmd *cmd, int status)
 {
+    cmd->state = CMD_DONE; /* close must not queue it a second time */
     cmd->status = status;
     rp__defer(cmd->client->loop, &cmd->finish, cmd_finish_run);
 }
@@ -228,12 +235,9 @@ static void cmd_get(client_cmd *cmd)
     rp_client *client = cmd->client;
     rp_conn *conn = rp__pool_try_get(client->pool);
     if (conn) {
-        int rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
-        cmd->state = CMD_SENT;
-        if (rc < 0) {
-            rp_pool_remove(client->pool, conn, rc);
+        int rc = cmd_send(cmd, conn);
+        if (rc < 0)
             cmd_fail_later(cmd, rc);
-        }
         return;
     }
     cmd->state = CMD_GETTING;
@@ -368,9 +372,7 @@ int rp_client_close(rp_client *client, rp_client_close_cb cb, void *data)
             continue; /* on_conn gets -ECANCELED: RP_ECLOSED */
         if (cmd->state == CMD_BACKOFF) {
             rp__timer_disarm(client->loop, &cmd->backoff);
-            cmd->state = CMD_DONE;
-            cmd->status = RP_ECLOSED;
-            rp__defer(client->loop, &cmd->finish, cmd_finish_run);
+            cmd_fail_later(cmd, RP_ECLOSED);
         }
     }
     close_if_drained(client);

@@ -81,6 +81,11 @@ struct rp__deferred {
     rp__deferred *next;
     bool queued;
 };
+typedef struct rp__deferred_queue {
+    rp__deferred *head, *tail;
+    unsigned len;
+} rp__deferred_queue;
+
 void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *));
 /* Queues item to run right before the loop next submits, so work issued
  * in one pass (commands to one connection) goes out in one SQE. */
@@ -91,8 +96,6 @@ bool rp__undefer(rp_loop *loop, rp__deferred *item);
 uint64_t rp__loop_now(rp_loop *loop);
 void rp__loop_pool_opened(rp_loop *loop);
 void rp__loop_pool_closed(rp_loop *loop);
-/* Counts a piece of work (a ref'd timer or op) that keeps DEFAULT running. */
-void rp__loop_ref(rp_loop *loop, int delta);
 /* One uniform 32-bit random number (xorshift; not for secrets). */
 uint32_t rp__loop_random(rp_loop *loop);
 

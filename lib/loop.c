@@ -30,9 +30,9 @@ struct rp_loop {
     bool poked;             /* host fd signalled for work queued outside run */
     rp_loop_stats stats;
 
-    rp__deferred *defer_head, *defer_tail;
+    rp__deferred_queue deferred;
     unsigned defer_budget;  /* items left in this iteration's snapshot */
-    rp__deferred *prepare_head, *prepare_tail; /* run just before a submit */
+    rp__deferred_queue prepared; /* run just before a submit */
 
     rp__timer_heap timers;
     rp__op ktimer_op;       /* the one kernel timeout, for the earliest timer */
@@ -69,7 +69,6 @@ uint64_t rp__loop_now(rp_loop *loop)
     return loop->now_ns;
 }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
-void rp__loop_ref(rp_loop *loop, int delta) { loop->refs += (unsigned)delta; }
 void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }
 void rp__loop_pool_closed(rp_loop *loop) { loop->pools_open--; }
 
@@ -262,16 +261,41 @@ static void run_timers(rp_loop *loop)
 
 /* ------------------------------------------------------------- deferred */
 
-void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
+static void queue_push(rp__deferred_queue *q, rp__deferred *item, void (*run)(rp__deferred *))
 {
     item->run = run;
     item->next = NULL;
     item->queued = true;
-    if (loop->defer_tail)
-        loop->defer_tail->next = item;
+    if (q->tail)
+        q->tail->next = item;
     else
-        loop->defer_head = item;
-    loop->defer_tail = item;
+        q->head = item;
+    q->tail = item;
+    q->len++;
+}
+
+static rp__deferred *queue_pop(rp__deferred_queue *q)
+{
+    rp__deferred *item = q->head;
+    if (!item)
+        return NULL;
+    q->head = item->next;
+    if (!q->head)
+        q->tail = NULL;
+    q->len--;
+    item->queued = false;
+    return item;
+}
+
+void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
+{
+    queue_push(&loop->deferred, item, run);
+    poke_host(loop);
+}
+
+void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
+{
+    queue_push(&loop->prepared, item, run);
     poke_host(loop);
 }
 
@@ -279,62 +303,39 @@ bool rp__undefer(rp_loop *loop, rp__deferred *item)
 {
     if (!item->queued)
         return false;
+    rp__deferred_queue *q = &loop->deferred;
     rp__deferred *prev = NULL;
     unsigned position = 0;
-    for (rp__deferred *it = loop->defer_head; it != item; it = it->next, position++)
+    for (rp__deferred *it = q->head; it != item; it = it->next, position++)
         prev = it;
     if (prev)
         prev->next = item->next;
     else
-        loop->defer_head = item->next;
-    if (loop->defer_tail == item)
-        loop->defer_tail = prev;
+        q->head = item->next;
+    if (q->tail == item)
+        q->tail = prev;
+    q->len--;
     if (position < loop->defer_budget)
         loop->defer_budget--;
     item->queued = false;
     return true;
 }
 
-void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *))
-{
-    item->run = run;
-    item->next = NULL;
-    item->queued = true;
-    if (loop->prepare_tail)
-        loop->prepare_tail->next = item;
-    else
-        loop->prepare_head = item;
-    loop->prepare_tail = item;
-    poke_host(loop);
-}
-
 static void run_prepared(rp_loop *loop)
 {
     rp__deferred *item;
-    while ((item = loop->prepare_head)) {
-        loop->prepare_head = item->next;
-        if (!loop->prepare_head)
-            loop->prepare_tail = NULL;
-        item->queued = false;
+    while ((item = queue_pop(&loop->prepared)))
         item->run(item);
-    }
 }
 
 /* Runs what was queued when the pass began; what those callbacks queue
  * waits for the next iteration, so a callback chain cannot starve I/O. */
 static void run_deferred(rp_loop *loop)
 {
-    unsigned count = 0;
-    for (rp__deferred *it = loop->defer_head; it; it = it->next)
-        count++;
-    loop->defer_budget = count;
+    loop->defer_budget = loop->deferred.len;
     while (loop->defer_budget) {
-        rp__deferred *item = loop->defer_head;
-        loop->defer_head = item->next;
-        if (!loop->defer_head)
-            loop->defer_tail = NULL;
-        loop->defer_budget--;
-        item->queued = false;
+        loop->defer_budget--; /* before the run: rp__undefer counts on it */
+        rp__deferred *item = queue_pop(&loop->deferred);
         item->run(item);
     }
 }
@@ -487,7 +488,7 @@ int rp_loop_fd(const rp_loop *loop)
 
 /* ------------------------------------------------------------------ run */
 
-static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->defer_head || loop->prepare_head; }
+static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->deferred.head || loop->prepared.head; }
 
 static bool kernel_has_work(const rp_loop *loop)
 {
@@ -502,7 +503,7 @@ static void loop_iteration(rp_loop *loop, bool may_block)
 {
     may_block = may_block && !reap_cqes(loop) && loop_alive(loop);
     run_prepared(loop);
-    if (may_block && !loop->defer_head && !loop->prepare_head && !io_uring_cq_ready(&loop->ring)) {
+    if (may_block && !loop->deferred.head && !loop->prepared.head && !io_uring_cq_ready(&loop->ring)) {
         loop->stats.enters++;
         io_uring_submit_and_wait(&loop->ring, 1);
     } else if (kernel_has_work(loop)) {
@@ -542,7 +543,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     rp__loop_submit(loop);
     loop->in_run = false;
     /* Work left for the next pass must wake an embedding host again. */
-    if (loop->defer_head || loop->prepare_head)
+    if (loop->deferred.head || loop->prepared.head)
         poke_host(loop);
     return loop_alive(loop);
 }

@@ -141,6 +141,12 @@ static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t 
     return cp->opts.conn_max_idle_time_ms && now - conn->used_ns >= ms_ns(cp->opts.conn_max_idle_time_ms);
 }
 
+/* Used within the health window: handed out with no check. */
+static bool conn_recently_used(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+{
+    return now - conn->used_ns < ms_ns(cp->opts.health_check_idle_ms);
+}
+
 static void conn_free_if_drained(rp__conn_pool *cp, rp_conn *conn)
 {
     if (conn->state != RP__CONN_CLOSED || !rp__conn_releasable(conn))
@@ -485,7 +491,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
             conn_close_stale(cp, conn);
             continue;
         }
-        if (now - conn->used_ns >= ms_ns(cp->opts.health_check_idle_ms)) {
+        if (!conn_recently_used(cp, conn, now)) {
             check_start(cp, conn, req);
             return;
         }
@@ -519,7 +525,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
         return NULL;
     rp_conn *conn = cp->opts.pool_fifo ? cp->idle_tail : cp->idle_head;
     uint64_t now = now_ns(cp);
-    if (!conn || conn_expired(cp, conn, now) || now - conn->used_ns >= ms_ns(cp->opts.health_check_idle_ms))
+    if (!conn || conn_expired(cp, conn, now) || !conn_recently_used(cp, conn, now))
         return NULL;
     idle_unlink(cp, conn);
     cp->turns_used++;
@@ -760,7 +766,7 @@ static void maintenance_fired(rp__timer *timer)
             conn_close_stale(cp, conn);
             continue;
         }
-        if (!conn->watching && now - conn->used_ns >= ms_ns(cp->opts.health_check_idle_ms)) {
+        if (!conn->watching && !conn_recently_used(cp, conn, now)) {
             conn->watching = true;
             watch_submit(cp, conn, 0);
         }

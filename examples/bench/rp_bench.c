@@ -11,12 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ringpool.h>
 
+#include "../common.h"
 #include "histogram.h"
 
 static const char usage[] =
@@ -193,13 +192,7 @@ static void *worker_main(void *arg)
         return NULL;
     }
     rp_pool *pool = rp_client_pool(w->client);
-    while (rp_pool_idle_len(pool) < opts.pool.pool_size && rp_pool_len(pool) >= 0) {
-        rp_stats st;
-        rp_pool_stats(pool, &st);
-        if (st.dial_errors)
-            break;
-        rp_loop_run(w->loop, RP_RUN_ONCE);
-    }
+    example_wait_idle(w->loop, pool, opts.pool.pool_size); /* a dial error shows as failures */
     slot *slots = calloc((size_t)in_flight, sizeof *slots);
     rp_loop_stats before;
     rp_loop_stats_get(w->loop, &before);
@@ -229,26 +222,12 @@ static void *worker_main(void *arg)
 
 /* ------------------------------------------------------------ reporting */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
 static double ms(uint64_t ns) { return (double)ns / 1e6; }
 
 static int run_test(const config *cfg, const test_def *test, const char *value)
 {
     worker *workers = calloc((size_t)cfg->loops, sizeof *workers);
-    double start = now_s(), cpu_start = cpu_s();
+    double start = example_seconds(), cpu_start = example_cpu_seconds();
     for (int i = 0; i < cfg->loops; i++) {
         worker *w = &workers[i];
         w->cfg = cfg;
@@ -269,7 +248,7 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         if (all_finished)
             break;
         usleep(20000);
-        double t = now_s();
+        double t = example_seconds();
         if (!cfg->quiet && !cfg->csv && t - last >= 0.25) {
             fprintf(stderr, "\r%s: rps=%.1f (%ld of %ld)   ", test->name, (double)done / (t - start), done,
                     cfg->requests);
@@ -286,7 +265,7 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         loops.syscalls += workers[i].loop_stats.syscalls;
         failures += workers[i].failures;
     }
-    double elapsed = now_s() - start, cpu = cpu_s() - cpu_start;
+    double elapsed = example_seconds() - start, cpu = example_cpu_seconds() - cpu_start;
     double rps = (double)all.total / elapsed;
     if (!cfg->quiet && !cfg->csv)
         fprintf(stderr, "\r%*s\r", 60, "");
