@@ -22,44 +22,28 @@ static const char *example_path(const char *name)
     return path;
 }
 
-/* Runs an example to completion; returns its exit status and output. */
-static int run_example(const char *name, char *out, size_t cap)
+/* Runs a shell command; returns its exit status and output. */
+static int run_command(const char *cmd, char *out, size_t cap)
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "%s -a %s 2>&1", example_path(name), fx_redis_addr);
     FILE *pipe = popen(cmd, "r");
     size_t n = fread(out, 1, cap - 1, pipe);
     out[n] = '\0';
     return WEXITSTATUS(pclose(pipe));
 }
 
-Test(examples, hello_sets_and_gets)
+/* Runs an example against the fixture's server: it must exit 0 and say `expected`. */
+static void expect_example(const char *name, const char *expected)
 {
-    char out[4096];
-    cr_expect_eq(run_example("hello", out, sizeof out), 0, "%s", out);
-    cr_expect(strstr(out, "GET greeting: hello, ringpool") != NULL, "%s", out);
+    char cmd[1200], out[4096];
+    snprintf(cmd, sizeof cmd, "%s -a %s 2>&1", example_path(name), fx_redis_addr);
+    cr_expect_eq(run_command(cmd, out, sizeof out), 0, "%s: %s", name, out);
+    cr_expect(strstr(out, expected) != NULL, "%s: %s", name, out);
 }
 
-Test(examples, pipeline_gets_every_reply_in_order)
-{
-    char out[4096];
-    cr_expect_eq(run_example("pipeline", out, sizeof out), 0, "%s", out);
-    cr_expect(strstr(out, "10000 replies in order, 0 errors") != NULL, "%s", out);
-}
-
-Test(examples, transaction_loses_no_increment)
-{
-    char out[4096];
-    cr_expect_eq(run_example("transaction", out, sizeof out), 0, "%s", out);
-    cr_expect(strstr(out, "tx:counter = 800") != NULL, "%s", out);
-}
-
-Test(examples, pubsub_receives_what_it_publishes)
-{
-    char out[4096];
-    cr_expect_eq(run_example("pubsub", out, sizeof out), 0, "%s", out);
-    cr_expect(strstr(out, "news: message 3") != NULL, "%s", out);
-}
+Test(examples, hello_sets_and_gets) { expect_example("hello", "GET greeting: hello, ringpool"); }
+Test(examples, pipeline_gets_every_reply_in_order) { expect_example("pipeline", "10000 replies in order, 0 errors"); }
+Test(examples, transaction_loses_no_increment) { expect_example("transaction", "tx:counter = 800"); }
+Test(examples, pubsub_receives_what_it_publishes) { expect_example("pubsub", "news: message 3"); }
 
 Test(examples, help_describes_the_options)
 {
@@ -67,10 +51,7 @@ Test(examples, help_describes_the_options)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char cmd[1100], out[2048];
         snprintf(cmd, sizeof cmd, "%s --help", example_path(names[i]));
-        FILE *pipe = popen(cmd, "r");
-        size_t n = fread(out, 1, sizeof out - 1, pipe);
-        out[n] = '\0';
-        cr_expect_eq(WEXITSTATUS(pclose(pipe)), 0);
+        cr_expect_eq(run_command(cmd, out, sizeof out), 0);
         cr_expect(strstr(out, "usage:") && strstr(out, "-a ADDR"), "%s --help: %s", names[i], out);
     }
 }

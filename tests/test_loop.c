@@ -58,6 +58,33 @@ Test(loop, free_is_ebusy_while_a_pool_is_open)
     fx_close_and_free(loop, pool);
 }
 
+/* A pool whose one connection is held, with a get waiting 10 s for it:
+ * pending work that keeps the loop alive. */
+typedef struct waiting_pool {
+    rp_pool *pool;
+    rp_conn *held;
+    fx_got waiter;
+} waiting_pool;
+
+static void open_waiting_pool(waiting_pool *w)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 10000;
+    cr_assert_eq(rp_pool_new(&w->pool, loop, &opts), 0);
+    w->held = fx_get_conn(loop, w->pool);
+    cr_assert_gt(rp_pool_get(w->pool, fx_get_cb, &w->waiter), 0);
+}
+
+/* The held connection goes to the waiter; then everything closes. */
+static void finish_waiting_pool(waiting_pool *w)
+{
+    rp_pool_put(w->pool, w->held);
+    cr_assert(fx_run_until_count(loop, &w->waiter.calls, 1, 1000));
+    rp_pool_put(w->pool, w->waiter.conn);
+    fx_close_and_free(loop, w->pool);
+}
+
 static atomic_int posted_count;
 static pthread_t loop_thread;
 static atomic_bool wrong_thread;
@@ -99,14 +126,8 @@ Test(loop, posted_work_wakes_a_blocked_once_run)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     loop_thread = pthread_self();
-    rp_pool *pool;
-    rp_pool_options opts;
-    fx_pool_options(&opts, 1);
-    opts.pool_timeout_ms = 10000;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    rp_conn *held = fx_get_conn(loop, pool);
-    fx_got waiter = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0); /* keeps the loop alive */
+    waiting_pool w = {0};
+    open_waiting_pool(&w);
     pthread_t thread;
     pthread_create(&thread, NULL, post_many, loop);
     uint64_t start = fx_now_ms();
@@ -115,10 +136,7 @@ Test(loop, posted_work_wakes_a_blocked_once_run)
     pthread_join(thread, NULL);
     cr_expect_eq(atomic_load(&posted_count), 5000);
     cr_expect_lt(fx_now_ms() - start, 5000);
-    rp_pool_put(pool, held);
-    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
-    rp_pool_put(pool, waiter.conn);
-    fx_close_and_free(loop, pool);
+    finish_waiting_pool(&w);
 }
 
 static void *stop_later(void *arg)
@@ -131,14 +149,8 @@ static void *stop_later(void *arg)
 Test(loop, stop_from_another_thread_ends_a_default_run)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    rp_pool *pool;
-    rp_pool_options opts;
-    fx_pool_options(&opts, 1);
-    opts.pool_timeout_ms = 10000;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    rp_conn *held = fx_get_conn(loop, pool);
-    fx_got waiter = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0);
+    waiting_pool w = {0};
+    open_waiting_pool(&w);
     pthread_t thread;
     pthread_create(&thread, NULL, stop_later, loop);
     uint64_t start = fx_now_ms();
@@ -146,11 +158,8 @@ Test(loop, stop_from_another_thread_ends_a_default_run)
     uint64_t took = fx_now_ms() - start;
     pthread_join(thread, NULL);
     cr_expect(took >= 90 && took < 1000, "stopped after %lu ms", (unsigned long)took);
-    cr_expect_eq(waiter.calls, 0);
-    rp_pool_put(pool, held);
-    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
-    rp_pool_put(pool, waiter.conn);
-    fx_close_and_free(loop, pool);
+    cr_expect_eq(w.waiter.calls, 0);
+    finish_waiting_pool(&w);
 }
 
 /* A host loop: epoll on rp_loop_fd, NOWAIT runs on each wake. */

@@ -18,6 +18,14 @@ static void open_parent(int pool_size, uint32_t pool_timeout_ms)
     cr_assert_eq(rp_pool_new(&parent, loop, &opts), 0);
 }
 
+static rp_pool *open_sticky(int parent_size, uint32_t pool_timeout_ms)
+{
+    rp_pool *sticky;
+    open_parent(parent_size, pool_timeout_ms);
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    return sticky;
+}
+
 static fx_got get_and_wait(rp_pool *pool)
 {
     fx_got got = {0};
@@ -110,9 +118,7 @@ Test(wrap, single_after_close_is_eclosed_and_cancel_works)
 
 Test(wrap, sticky_first_get_takes_from_parent_then_sticks)
 {
-    open_parent(4, 1000);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 1000);
     cr_expect_eq(rp_pool_len(sticky), 0, "default state holds nothing");
     fx_got first = get_and_wait(sticky);
     cr_assert_eq(first.status, 0);
@@ -131,9 +137,7 @@ Test(wrap, sticky_first_get_takes_from_parent_then_sticks)
 
 Test(wrap, sticky_get_waits_fifo_while_the_connection_is_out)
 {
-    open_parent(4, 1000);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 1000);
     fx_got first = get_and_wait(sticky);
     fx_got waiters[3] = {0};
     for (int i = 0; i < 3; i++)
@@ -156,9 +160,7 @@ Test(wrap, sticky_get_waits_fifo_while_the_connection_is_out)
 
 Test(wrap, sticky_wait_times_out_with_the_parents_pool_timeout)
 {
-    open_parent(4, 150);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 150);
     fx_got first = get_and_wait(sticky);
     uint64_t start = fx_now_ms();
     fx_got waiter = get_and_wait(sticky);
@@ -175,9 +177,7 @@ Test(wrap, sticky_wait_times_out_with_the_parents_pool_timeout)
 
 Test(wrap, sticky_remove_is_sticky_until_reset)
 {
-    open_parent(4, 1000);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 1000);
     fx_got first = get_and_wait(sticky);
     fx_got waiter = {0};
     cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
@@ -201,9 +201,7 @@ Test(wrap, sticky_remove_is_sticky_until_reset)
 
 Test(wrap, sticky_close_removes_a_bad_connection)
 {
-    open_parent(4, 1000);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 1000);
     fx_got first = get_and_wait(sticky);
     rp_pool_remove(sticky, first.conn, -EPIPE);
     cr_expect_eq(rp_sticky_pool_reset(parent), -EINVAL, "reset of a ConnPool");
@@ -233,9 +231,7 @@ Test(wrap, sticky_shared_closes_on_the_last_close)
 
 Test(wrap, sticky_close_with_waiters_and_connection_out)
 {
-    open_parent(4, 1000);
-    rp_pool *sticky;
-    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    rp_pool *sticky = open_sticky(4, 1000);
     fx_got first = get_and_wait(sticky);
     fx_got waiter = {0};
     cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
