@@ -56,6 +56,10 @@ RP_EXTERN const char *rp_strerror(int code);
 typedef struct rp_loop rp_loop;
 typedef struct rp_loop_options {
     unsigned entries; /* submission queue size; 0 = default (256) */
+    /* Before sleeping, spin up to this long waiting for a completion: a
+     * reply that comes back within the window skips the wake-up (tens of
+     * microseconds on a VM), at the cost of a busy CPU. 0 = never spin. */
+    unsigned busy_poll_us;
 } rp_loop_options;
 typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
 
@@ -82,6 +86,7 @@ typedef struct rp_loop_stats {
     uint64_t syscalls;
     uint64_t iterations;
     uint64_t sqes;
+    uint64_t busy_poll_hits; /* sleeps avoided by busy_poll_us */
 } rp_loop_stats;
 RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
 /* The loop's cached monotonic clock in nanoseconds, updated every iteration. */

@@ -146,9 +146,9 @@ static void *stop_later(void *arg)
     return NULL;
 }
 
-Test(loop, stop_from_another_thread_ends_a_default_run)
+static void check_stop_ends_a_default_run(const rp_loop_options *loop_opts)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_loop_new(&loop, loop_opts), 0);
     waiting_pool w = {0};
     open_waiting_pool(&w);
     pthread_t thread;
@@ -160,6 +160,81 @@ Test(loop, stop_from_another_thread_ends_a_default_run)
     cr_expect(took >= 90 && took < 1000, "stopped after %lu ms", (unsigned long)took);
     cr_expect_eq(w.waiter.calls, 0);
     finish_waiting_pool(&w);
+}
+
+Test(loop, stop_from_another_thread_ends_a_default_run) { check_stop_ends_a_default_run(NULL); }
+
+/* The spin watches the ring, so the stop's eventfd ends it at once. */
+Test(loop, stop_ends_a_busy_poll)
+{
+    rp_loop_options opts = {.busy_poll_us = 5000000};
+    check_stop_ends_a_default_run(&opts);
+}
+
+/* The fixture's helpers run NOWAIT, which never spins: these block. */
+static void run_once_until(const int *count, int want)
+{
+    while (*count < want)
+        rp_loop_run(loop, RP_RUN_ONCE);
+}
+
+static void count_ok(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    cr_expect_eq(status, 0);
+    cr_expect(reply && reply->type == REDIS_REPLY_STATUS && !strcmp(reply->str, "OK"));
+    ++*(int *)data;
+}
+
+/* Each reply is 5 ms away, so it can never complete inline with its send. */
+static uint64_t busy_poll_hits_after_slow_replies(unsigned busy_poll_us)
+{
+    rp_loop_options loop_opts = {.busy_poll_us = busy_poll_us};
+    cr_assert_eq(rp_loop_new(&loop, &loop_opts), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    const char *sleep_5ms[] = {"DEBUG", "SLEEP", "0.005"};
+    int replies = 0;
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(rp_conn_command(conn, count_ok, &replies, 3, sleep_5ms, NULL), 0);
+        run_once_until(&replies, i + 1);
+    }
+    rp_pool_put(pool, conn);
+    rp_loop_stats stats;
+    rp_loop_stats_get(loop, &stats);
+    fx_close_and_free(loop, pool);
+    return stats.busy_poll_hits;
+}
+
+Test(loop, busy_poll_catches_replies_before_sleeping)
+{
+    cr_expect_eq(busy_poll_hits_after_slow_replies(0), 0);
+    cr_expect_eq(busy_poll_hits_after_slow_replies(1000000), 5);
+}
+
+/* A spin longer than the pool timeout still ends when the timer is due. */
+Test(loop, busy_poll_never_delays_a_timer)
+{
+    rp_loop_options loop_opts = {.busy_poll_us = 5000000};
+    cr_assert_eq(rp_loop_new(&loop, &loop_opts), 0);
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 100;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got got = {0};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    run_once_until(&got.calls, 1);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(got.status, RP_EPOOLTIMEOUT);
+    cr_expect(took >= 95 && took < 1000, "timed out after %lu ms", (unsigned long)took);
+    rp_pool_put(pool, held);
+    fx_close_and_free(loop, pool);
 }
 
 /* A host loop: epoll on rp_loop_fd, NOWAIT runs on each wake. */

@@ -2,16 +2,19 @@
 # Runs redis-benchmark and rp-bench alternately (A B A B, ROUNDS rounds) with
 # the same flags against a redis-server of its own on a free loopback port,
 # and prints the medians and their ratio for each test.
-#   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] -- [redis-benchmark flags]
+#   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
+# -e passes a flag to rp-bench only, e.g. -e --busy-poll=20.
 # Example: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
 set -euo pipefail
 rounds=3
 rp_bench=""
+rp_only=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     case "$1" in
     -r) rounds=$2; shift 2 ;;
     -b) rp_bench=$2; shift 2 ;;
-    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -e) rp_only+=("$2"); shift 2 ;;
+    -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -31,7 +34,7 @@ for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; slee
 
 for round in $(seq "$rounds"); do
     redis-benchmark -p "$port" "${flags[@]}" --csv 2>/dev/null | tail -n +2 | sed 's/^/redis-benchmark,/' >> "$work/results"
-    "$rp_bench" -p "$port" "${flags[@]}" --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
+    "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"} --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
     echo "round $round of $rounds done" >&2
 done
 

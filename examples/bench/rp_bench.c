@@ -21,7 +21,7 @@
 static const char usage[] =
     "usage: rp-bench [-h HOST] [-p PORT] [-a ADDR] [-c CLIENTS] [-n REQUESTS] [-t TESTS]\n"
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
-    "                [--pool-size CONNS] [--loops THREADS]\n"
+    "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
@@ -35,11 +35,13 @@ static const char usage[] =
     "  --csv          redis-benchmark's --csv output\n"
     "  --pool-size N  connections (default CLIENTS)\n"
     "  --loops N      threads, each with its own loop and pool (default 1)\n"
+    "  --busy-poll U  each loop spins up to U microseconds before sleeping (default 0)\n"
     "  --help         this text\n";
 
 typedef struct config {
     char addr[256];
     int clients, pipeline, loops, pool_size;
+    unsigned busy_poll_us;
     long requests, keyspace;
     size_t data_size;
     bool quiet, csv;
@@ -186,7 +188,8 @@ static void *worker_main(void *arg)
     opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
-    if (rp_loop_new(&w->loop, NULL) < 0 || rp_client_new(&w->client, w->loop, &opts) < 0) {
+    rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
+    if (rp_loop_new(&w->loop, &loop_opts) < 0 || rp_client_new(&w->client, w->loop, &opts) < 0) {
         w->failures = (int)w->quota;
         atomic_store(&w->finished, true);
         return NULL;
@@ -302,7 +305,8 @@ static int parse(int argc, char **argv, config *cfg)
 {
     static const struct option longs[] = {
         {"csv", no_argument, NULL, 'C'}, {"pool-size", required_argument, NULL, 'S'},
-        {"loops", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
+        {"loops", required_argument, NULL, 'L'},
+        {"busy-poll", required_argument, NULL, 'B'}, {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
     cfg->addr[0] = '\0';
@@ -321,6 +325,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'C': cfg->csv = true; break;
         case 'S': cfg->pool_size = atoi(optarg); break;
         case 'L': cfg->loops = atoi(optarg); break;
+        case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
         case 'H': printf("%s", usage); exit(0);
         default: fprintf(stderr, "%s", usage); return -1;
         }
