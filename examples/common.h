@@ -80,13 +80,16 @@ static inline void example_print_reply(const char *what, const redisReply *reply
         printf("%s: (array of %zu)\n", what, reply->elements);
 }
 
-/* Wall-clock and CPU (user + sys) seconds, for the benchmarks. */
-static inline double example_seconds(void)
+/* Monotonic nanoseconds now, wall-clock and CPU (user + sys) seconds, for
+ * the benchmarks. */
+static inline uint64_t example_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+static inline double example_seconds(void) { return (double)example_now_ns() / 1e9; }
 
 static inline double example_cpu_seconds(void)
 {
