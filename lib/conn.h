@@ -18,7 +18,7 @@ typedef enum {
 
 typedef struct rp__conn_io {
     rp__op op;
-    struct __kernel_timespec ts;
+    rp__timer deadline; /* cancels the op when the read/write timeout passes */
     rp_io_cb cb;
     void *data;
     char *buf;

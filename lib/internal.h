@@ -14,16 +14,18 @@
 /* ------------------------------------------------------------ operations */
 
 /* An in-flight io_uring operation. Its address is the SQE's user_data, and
- * done() runs when its CQE arrives. A linked timeout posts no CQE
- * (IOSQE_CQE_SKIP_SUCCESS): the kernel would post it after the main one,
- * often only after another trip into the kernel, and waiting for it cost
- * every request a second io_uring_enter. A main result of -ECANCELED
- * (-EINTR for connect) that nobody asked for is the timeout. */
+ * done() runs when its CQE arrives. An op with a deadline is bounded either
+ * by a linked timeout or by a loop timer that cancels it (rp__op_expire).
+ * A linked timeout posts no CQE (IOSQE_CQE_SKIP_SUCCESS): the kernel would
+ * post it after the main one, often only after another trip into the
+ * kernel, and waiting for it cost every request a second io_uring_enter.
+ * A result of -ECANCELED (-EINTR for connect) that rp__op_cancel did not
+ * ask for is the deadline. */
 typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
     int32_t res;
-    bool has_link;
+    bool has_deadline;
     bool timed_out;
     bool cancel_requested;
     bool pending;
@@ -38,14 +40,17 @@ void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uri
 void rp__loop_count_syscalls(rp_loop *loop, unsigned n);
 /* Submits what is queued now. */
 void rp__loop_submit(rp_loop *loop);
-/* Marks op in flight; with_link: it carries a linked timeout. */
-void rp__op_start(rp_loop *loop, rp__op *op, bool with_link, bool keeps_loop_alive);
+/* Marks op in flight; with_deadline: a linked timeout or rp__op_expire
+ * may end it. */
+void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop_alive);
 /* Fills `second` with a link timeout for the op in `first`. */
 void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
                          struct __kernel_timespec *ts, uint32_t ms);
 /* Asks the kernel to cancel op; op->done still runs once it completes. */
 void rp__op_cancel(rp_loop *loop, rp__op *op);
-/* A completed op whose error came from its own link timeout. */
+/* The op's deadline passed: cancels it so that it reports -ETIMEDOUT. */
+void rp__op_expire(rp_loop *loop, rp__op *op);
+/* A completed op whose error came from its own deadline. */
 int rp__op_result(const rp__op *op);
 
 /* ---------------------------------------------------------------- timers */

@@ -129,10 +129,10 @@ void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out)
     out->syscalls += out->enters;
 }
 
-void rp__op_start(rp_loop *loop, rp__op *op, bool with_link, bool keeps_loop_alive)
+void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop_alive)
 {
     op->res = 0;
-    op->has_link = with_link;
+    op->has_deadline = with_deadline;
     op->timed_out = false;
     op->cancel_requested = false;
     op->pending = true;
@@ -153,11 +153,18 @@ void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring
     io_uring_sqe_set_data64(second, (uint64_t)(uintptr_t)op | 1u);
 }
 
-void rp__op_cancel(rp_loop *loop, rp__op *op)
+static void submit_cancel(rp_loop *loop, rp__op *op)
 {
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
     io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
     io_uring_sqe_set_data64(sqe, 0);
+}
+
+void rp__op_expire(rp_loop *loop, rp__op *op) { submit_cancel(loop, op); }
+
+void rp__op_cancel(rp_loop *loop, rp__op *op)
+{
+    submit_cancel(loop, op);
     op->cancel_requested = true;
 }
 
@@ -174,7 +181,7 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
         loop->refs--;
     op->res = res;
     op->pending = false;
-    op->timed_out = op->has_link && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
+    op->timed_out = op->has_deadline && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
     op->done(op);
 }
 
@@ -555,6 +562,9 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
         return -EBUSY;
     loop->in_run = true;
     loop->poked = false;
+    /* Deadlines armed before the first wait count from now, not from
+     * whenever the last run ended. */
+    loop->now_ns = clock_now_ns();
     if (mode == RP_RUN_NOWAIT) {
         uint64_t drained;
         if (loop->host_registered) {

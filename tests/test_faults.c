@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -336,4 +337,38 @@ Test(faults, emfile_is_reported_as_the_dial_error)
     cr_expect_eq(ok.status, 0, "the pool did not recover once fds were free");
     rp_pool_put(pool, ok.conn);
     fx_close_and_free(loop, pool);
+}
+
+static void record_send(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    *(ssize_t *)data = result;
+}
+
+/* A peer that never reads: the socket buffers fill and the send stalls
+ * after partial writes. One deadline covers the whole send. */
+Test(faults, write_timeout_bounds_a_stalled_send)
+{
+    int port;
+    int listener = fx_listener(16, &port); /* never accepted, never read */
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.write_timeout_ms = 200;
+    open_pool_at(port, &opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t len = 64u << 20;
+    char *big = calloc(1, len);
+    ssize_t result = 1;
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_conn_send(conn, big, len, record_send, &result), 0);
+    while (result == 1 && fx_now_ms() - start < 5000)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(result, -ETIMEDOUT, "send ended with %zd", result);
+    cr_expect(took >= 200 && took < 700, "write timeout after %lu ms", (unsigned long)took);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a timed-out connection went back to the pool");
+    fx_close_and_free(loop, pool);
+    free(big);
+    close(listener);
 }
