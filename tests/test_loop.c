@@ -13,6 +13,15 @@ TestSuite(loop, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
 
 static rp_loop *loop;
 
+/* The test's loop, with a pool on it. */
+static rp_pool *open_loop_and_pool(const rp_loop_options *loop_opts, const rp_pool_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, loop_opts), 0);
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, opts), 0);
+    return pool;
+}
+
 Test(loop, default_run_returns_when_nothing_is_pending)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
@@ -49,11 +58,9 @@ Test(loop, strerror_names_every_code)
 
 Test(loop, free_is_ebusy_while_a_pool_is_open)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    rp_pool *pool;
     rp_pool_options opts;
     fx_pool_options(&opts, 2);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_loop_and_pool(NULL, &opts);
     cr_expect_eq(rp_loop_free(loop), -EBUSY);
     fx_close_and_free(loop, pool);
 }
@@ -190,11 +197,9 @@ static void count_ok(rp_conn *conn, const redisReply *reply, int status, void *d
 static uint64_t busy_poll_hits_after_slow_replies(unsigned busy_poll_us)
 {
     rp_loop_options loop_opts = {.busy_poll_us = busy_poll_us};
-    cr_assert_eq(rp_loop_new(&loop, &loop_opts), 0);
-    rp_pool *pool;
     rp_pool_options opts;
     fx_pool_options(&opts, 1);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_loop_and_pool(&loop_opts, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     const char *sleep_5ms[] = {"DEBUG", "SLEEP", "0.005"};
     int replies = 0;
@@ -219,12 +224,10 @@ Test(loop, busy_poll_catches_replies_before_sleeping)
 Test(loop, busy_poll_never_delays_a_timer)
 {
     rp_loop_options loop_opts = {.busy_poll_us = 5000000};
-    cr_assert_eq(rp_loop_new(&loop, &loop_opts), 0);
-    rp_pool *pool;
     rp_pool_options opts;
     fx_pool_options(&opts, 1);
     opts.pool_timeout_ms = 100;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_loop_and_pool(&loop_opts, &opts);
     rp_conn *held = fx_get_conn(loop, pool);
     fx_got got = {0};
     uint64_t start = fx_now_ms();
@@ -298,11 +301,9 @@ Test(loop, embeds_in_a_host_epoll_loop)
 Test(loop, a_full_submission_queue_drops_nothing)
 {
     rp_loop_options lopts = {.entries = 4};
-    cr_assert_eq(rp_loop_new(&loop, &lopts), 0);
-    rp_pool *pool;
     rp_pool_options opts;
     fx_pool_options(&opts, 40);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_loop_and_pool(&lopts, &opts);
     fx_got got[40] = {0};
     int done = 0;
     for (int i = 0; i < 40; i++)
@@ -326,11 +327,9 @@ Test(loop, a_full_submission_queue_drops_nothing)
 
 Test(loop, stats_count_kernel_work_and_a_reused_connection_costs_none)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    rp_pool *pool;
     rp_pool_options opts;
     fx_pool_options(&opts, 2);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_loop_and_pool(NULL, &opts);
     rp_pool_put(pool, fx_get_conn(loop, pool)); /* a dial: SQEs and enters */
     fx_run_for(loop, 20);                        /* its last task work */
     rp_loop_stats before, after;
