@@ -81,8 +81,9 @@ void rp__conn_io_init(rp_conn *conn)
 /* The deadline is a loop timer, not a linked timeout: arming and disarming
  * an hrtimer in the kernel for every send and recv cost about 8% of the
  * client's CPU at 250k requests/s, the heap costs next to nothing, and a
- * timer that does fire cancels the op. A send's deadline covers all of
- * its partial writes. */
+ * timer that does fire cancels the op. It counts from a fresh clock read
+ * (16 ns), as a linked timeout did from its submit. A send's deadline
+ * covers all of its partial writes. */
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data)
 {
     if (!conn || !cb || !buf || !len)
@@ -100,7 +101,7 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->timeout_ms = timeout_ms;
     if (timeout_ms) {
         rp_loop *loop = rp__conn_loop(conn);
-        int rc = rp__timer_arm(loop, &io->deadline, rp__loop_now(loop) + timeout_ms * RP__NS_PER_MS);
+        int rc = rp__timer_arm(loop, &io->deadline, rp__loop_now_fresh(loop) + timeout_ms * RP__NS_PER_MS);
         if (rc < 0)
             return rc;
     }

@@ -99,6 +99,9 @@ void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__d
 bool rp__undefer(rp_loop *loop, rp__deferred *item);
 
 uint64_t rp__loop_now(rp_loop *loop);
+/* Reads the clock into the cache: for a deadline that must count from the
+ * moment its op starts, however long the callbacks before it ran. */
+uint64_t rp__loop_now_fresh(rp_loop *loop);
 void rp__loop_pool_opened(rp_loop *loop);
 void rp__loop_pool_closed(rp_loop *loop);
 /* One uniform 32-bit random number (xorshift; not for secrets). */

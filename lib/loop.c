@@ -69,6 +69,7 @@ uint64_t rp__loop_now(rp_loop *loop)
         loop->now_ns = clock_now_ns();
     return loop->now_ns;
 }
+uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
 void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }
 void rp__loop_pool_closed(rp_loop *loop) { loop->pools_open--; }

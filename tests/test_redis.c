@@ -308,6 +308,40 @@ Test(redis, silent_server_times_out)
     fake_close(&f);
 }
 
+/* The first reply's callback works for 200 ms, then sends a command the
+ * server answers 150 ms later: the 300 ms read timeout counts from the
+ * send, not from the wake-up that ran the callback. */
+typedef struct slow_callback {
+    rp_conn *conn;
+    reply_log first, second;
+} slow_callback;
+
+static void work_then_command(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    slow_callback *slow = data;
+    log_reply(conn, reply, status, &slow->first);
+    uint64_t until = fx_now_ms() + 200;
+    while (fx_now_ms() < until)
+        ;
+    command(slow->conn, &slow->second, 3, (const char *[]){"DEBUG", "SLEEP", "0.15"});
+}
+
+Test(redis, read_timeout_counts_from_the_send_after_a_slow_callback)
+{
+    open_pool_at(fx_redis_addr, 300);
+    slow_callback slow = {.conn = fx_get_conn(loop, pool)};
+    const char *ping[] = {"PING"};
+    cr_assert_eq(rp_conn_command(slow.conn, work_then_command, &slow, 1, ping, NULL), 0);
+    run_until_replies(&slow.second, 1);
+    cr_expect_eq(slow.first.status, 0);
+    cr_expect_eq(slow.second.status, 0, "DEBUG SLEEP ended with %s", rp_strerror(slow.second.status));
+    cr_expect_eq(slow.second.type, REDIS_REPLY_STATUS);
+    rp_pool_put(pool, slow.conn);
+    free(slow.first.str);
+    free(slow.second.str);
+    fx_close_and_free(loop, pool);
+}
+
 Test(redis, commands_leave_in_one_send)
 {
     fake f;
