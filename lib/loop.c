@@ -60,16 +60,11 @@ static uint64_t clock_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(); }
 /* Callbacks use the iteration's cached time; a call from outside the loop
  * (an embedding host's handler) may come long after it, so it reads the
  * clock. */
-uint64_t rp__loop_now(rp_loop *loop)
-{
-    if (!loop->in_run)
-        loop->now_ns = clock_now_ns();
-    return loop->now_ns;
-}
-uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(); }
+uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
 void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }
 void rp__loop_pool_closed(rp_loop *loop) { loop->pools_open--; }
@@ -508,11 +503,6 @@ static bool kernel_has_work(const rp_loop *loop)
 
 static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->ring) || kernel_has_work(loop); }
 
-/* Spins on the ring's shared memory until a completion (or task work that
- * will post one) shows up or the window closes: true if work arrived. The
- * submit goes first, so what the kernel finishes inline is seen at once
- * and is not counted as a sleep avoided. A due timer's kernel timeout ends
- * the spin like any completion. */
 /* Tells the CPU this is a spin: a hyperthread sibling gets the core's
  * resources, and leaving the loop costs no pipeline flush. */
 static inline void cpu_relax(void)
@@ -524,6 +514,11 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* Spins on the ring's shared memory until a completion (or task work that
+ * will post one) shows up or the window closes: true if work arrived. The
+ * submit goes first, so what the kernel finishes inline is seen at once
+ * and is not counted as a sleep avoided. A due timer's kernel timeout ends
+ * the spin like any completion. */
 static bool busy_poll(rp_loop *loop)
 {
     if (io_uring_sq_ready(&loop->ring)) {
@@ -561,7 +556,7 @@ static void loop_iteration(rp_loop *loop, bool may_block)
         io_uring_submit_and_get_events(&loop->ring);
     }
     loop->stats.iterations++;
-    loop->now_ns = clock_now_ns();
+    rp__loop_now_fresh(loop);
     reap_cqes(loop);
     run_timers(loop);
     run_deferred(loop);
@@ -575,9 +570,9 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
         return -EBUSY;
     loop->in_run = true;
     loop->poked = false;
-    /* Deadlines armed before the first wait count from now, not from
-     * whenever the last run ended. */
-    loop->now_ns = clock_now_ns();
+    /* Callbacks run before the first wait see the time now, not the time
+     * the last run ended. */
+    rp__loop_now_fresh(loop);
     if (mode == RP_RUN_NOWAIT) {
         uint64_t drained;
         if (loop->host_registered) {
