@@ -44,8 +44,13 @@ static void send_done(rp__op *op)
     if (res > 0) {
         io->done += (size_t)res;
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
-            io_submit(conn, io, true);
-            return;
+            if (!io->timeout_ms || rp__timer_armed(&io->deadline)) {
+                io_submit(conn, io, true);
+                return;
+            }
+            /* The deadline fired while this part was written: its cancel
+             * found nothing, and the rest must not go out unbounded. */
+            res = -ETIMEDOUT;
         }
     }
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
