@@ -1,13 +1,17 @@
-/* Connection I/O: send and recv through the loop, each bounded by its
- * read or write timeout. A send completes only once every byte is written. */
+/* Connections: send and recv through the loop, each bounded by its read
+ * or write timeout (a send completes only once every byte is written), the
+ * zero-length recv that watches an idle socket, and closing. */
 #include "conn.h"
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
-    rp_loop *loop = rp__conn_loop(conn);
+    rp_loop *loop = conn->loop;
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
     if (is_send)
         io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
@@ -19,7 +23,9 @@ static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
 
 static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
 {
-    rp__timer_disarm(rp__conn_loop(conn), &io->deadline);
+    rp__timer_disarm(conn->loop, &io->deadline);
+    /* Idle time counts from the last I/O, as go-redis's used-at does. */
+    conn->used_ns = rp__loop_now(conn->loop);
     /* The connection was closed under the op: whatever the socket said
      * after shutdown, the op was cancelled. */
     if (conn->state == RP__CONN_CLOSED)
@@ -65,22 +71,93 @@ static void recv_done(rp__op *op)
 static void send_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, send.deadline);
-    rp__op_expire(rp__conn_loop(conn), &conn->send.op);
+    rp__op_expire(conn->loop, &conn->send.op);
 }
 
 static void recv_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, recv.deadline);
-    rp__op_expire(rp__conn_loop(conn), &conn->recv.op);
+    rp__op_expire(conn->loop, &conn->recv.op);
 }
 
-void rp__conn_io_init(rp_conn *conn)
+static void watch_done(rp__op *op)
 {
+    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, watch_op);
+    if (conn->state == RP__CONN_CLOSED)
+        rp__conn_op_finished(conn);
+    else
+        conn->events->watched(conn, op->res);
+}
+
+void rp__conn_watch(rp_conn *conn, bool check)
+{
+    int flags = check ? MSG_DONTWAIT : 0;
+    struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
+    io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
+    /* A check answers at once; a watch may wait for hours and must not
+     * keep the loop running. */
+    rp__op_start(conn->loop, &conn->watch_op, false, check);
+}
+
+void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_events *events)
+{
+    memset(conn, 0, sizeof *conn);
+    conn->loop = loop;
+    conn->owner = owner;
+    conn->events = events;
+    conn->fd = -1;
     conn->send.op.done = send_done;
     conn->recv.op.done = recv_done;
+    conn->watch_op.done = watch_done;
     /* The op in flight keeps the loop alive, not its deadline. */
     rp__timer_init(&conn->send.deadline, send_expired, false);
     rp__timer_init(&conn->recv.deadline, recv_expired, false);
+}
+
+/* Nothing refers to the record any more: no op, no reply, no callback. */
+static bool conn_releasable(const rp_conn *conn)
+{
+    return conn->state == RP__CONN_CLOSED && !rp__conn_busy(conn) && !conn->in_callback && !conn->in_setup;
+}
+
+void rp__conn_op_finished(rp_conn *conn)
+{
+    if (!conn_releasable(conn))
+        return;
+    if (conn->ext_free)
+        conn->ext_free(conn->ext);
+    conn->ext = NULL;
+    conn->ext_free = NULL;
+    conn->events->released(conn);
+}
+
+/* Pending ops are cancelled and the socket shut down first, so the peer
+ * sees FIN now rather than when the kernel drops its last reference. */
+void rp__conn_close(rp_conn *conn)
+{
+    conn->state = RP__CONN_CLOSED;
+    rp__op *ops[] = {&conn->watch_op, &conn->dial_op, &conn->send.op, &conn->recv.op};
+    bool any_pending = false;
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        if (ops[i]->pending) {
+            rp__op_cancel(conn->loop, ops[i]);
+            any_pending = true;
+        }
+    }
+    if (conn->fd >= 0) {
+        if (any_pending) {
+            /* Queued SQEs must take their file reference before the fd
+             * number is closed and perhaps reused by the next socket. */
+            rp__loop_submit(conn->loop);
+            shutdown(conn->fd, SHUT_RDWR);
+            rp__loop_count_syscalls(conn->loop, 1);
+        }
+        close(conn->fd);
+        rp__loop_count_syscalls(conn->loop, 1);
+        conn->fd = -1;
+    }
+    rp__conn_op_finished(conn);
 }
 
 /* The deadline is a loop timer, not a linked timeout: arming and disarming
@@ -105,7 +182,7 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->done = 0;
     io->timeout_ms = timeout_ms;
     if (timeout_ms) {
-        rp_loop *loop = rp__conn_loop(conn);
+        rp_loop *loop = conn->loop;
         int rc = rp__timer_arm(loop, &io->deadline, rp__loop_now_fresh(loop) + timeout_ms * RP__NS_PER_MS);
         if (rc < 0)
             return rc;

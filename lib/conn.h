@@ -1,20 +1,29 @@
-/* The connection record, shared by the pool (which owns it) and the
- * connection I/O layer. */
+/* The connection record and its layer: dialling (dial.c), I/O, the
+ * zero-length recv that watches or checks an idle socket, and closing
+ * (conn.c). A connection knows nothing of who owns it: it reports to its
+ * owner (the pool) through the events it was given. */
 #ifndef RP_CONN_H
 #define RP_CONN_H
 
 #include "internal.h"
 
-typedef struct rp__conn_pool rp__conn_pool;
-
 typedef enum {
     RP__CONN_DIALING,
     RP__CONN_IDLE,
-    RP__CONN_CHECKING, /* health check before hand-out */
-    RP__CONN_SETUP,    /* dialled; the pool's on_connect runs */
+    RP__CONN_CHECKING,    /* health check before hand-out */
+    RP__CONN_SETUP,       /* dialled; the pool's on_connect runs */
+    RP__CONN_HANDING_OUT, /* given to a request whose callback has not run */
     RP__CONN_IN_USE,
-    RP__CONN_CLOSED,   /* fd closed; record lives until its ops drain */
+    RP__CONN_CLOSED,      /* fd closed; record lives until its ops drain */
 } rp__conn_state;
+
+/* What a connection tells its owner. Each runs once per event, never
+ * inside the call that started the operation. */
+typedef struct rp__conn_events {
+    void (*dialed)(rp_conn *conn, int status);  /* 0, or the dial's error */
+    void (*watched)(rp_conn *conn, int result); /* the zero-length recv ended */
+    void (*released)(rp_conn *conn);            /* closed, and nothing refers to it */
+} rp__conn_events;
 
 typedef struct rp__conn_io {
     rp__op op;
@@ -27,34 +36,48 @@ typedef struct rp__conn_io {
 } rp__conn_io;
 
 struct rp_conn {
-    rp__conn_pool *owner;
+    rp_loop *loop;
+    const rp__conn_events *events;
+    void *owner;
     int fd;
     uint8_t state;
-    bool pooled;       /* holds a turn while in use; false for rp_pool_new_conn */
+    bool pooled;       /* counts toward pool_size; false for rp_pool_new_conn */
+    bool holds_turn;   /* its holder took one of the pool's turns */
     bool broken;       /* an I/O error or end of stream: never reused */
     bool watching;     /* the idle watch is armed */
     uint8_t in_callback; /* a user callback runs: the record must outlive it */
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
     uint32_t read_timeout_ms, write_timeout_ms;
-    uint64_t created_ns, used_ns, expires_ns;
-    rp_conn *prev, *next;           /* idle list */
-    rp_conn *all_prev, *all_next;   /* the pool's every record */
+    uint64_t created_ns, used_ns, expires_ns; /* used_ns: last hand-out or I/O */
+    rp_conn *prev, *next;           /* the owner's lists */
+    rp_conn *all_prev, *all_next;
     struct rp__req *for_req;       /* the request a dial or check serves */
     rp__op watch_op;                /* zero-length recv: idle watch or check */
     rp__op dial_op;
     struct __kernel_timespec dial_ts;
     rp__conn_io send, recv;
-    /* The protocol layer above (redis.c): its state, freed with the
-     * record, and how many replies it still expects (put removes a
-     * connection that has any; the record outlives them). */
+    /* The protocol layer above (redis.c): its state, freed when the
+     * connection is released, and how many replies it still expects (put
+     * removes a connection that has any; the record outlives them). */
     void *ext;
     void (*ext_free)(void *ext);
     unsigned ext_pending;
 };
 
-rp_loop *rp__conn_loop(const rp_conn *conn);
-void rp__conn_io_init(rp_conn *conn);
-/* Called by the I/O layer after an op's callback: frees a closed record. */
+/* Prepares a record (new or reused) for a connection owned by owner. */
+void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_events *events);
+/* Opens a non-blocking socket and connects it, bounded by timeout_ms;
+ * events->dialed reports the outcome. < 0: nothing started. */
+int rp__conn_dial(rp_conn *conn, const rp__addr *addr, uint32_t timeout_ms);
+/* A zero-length recv: with check, it answers at once (-EAGAIN: healthy);
+ * without, it stays pending until FIN, RST or stray bytes (an idle watch
+ * that needs no buffer). events->watched reports it. */
+void rp__conn_watch(rp_conn *conn, bool check);
+/* Cancels what is in flight and closes the socket; the owner hears
+ * events->released once nothing refers to the record. */
+void rp__conn_close(rp_conn *conn);
+/* Called after anything that may have been the last reference to a
+ * closed record (an op's callback, a reply): releases it if drained. */
 void rp__conn_op_finished(rp_conn *conn);
 
 static inline bool rp__conn_ops_pending(const rp_conn *conn)
@@ -67,12 +90,6 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
 static inline bool rp__conn_busy(const rp_conn *conn)
 {
     return rp__conn_ops_pending(conn) || conn->ext_pending;
-}
-
-/* Nothing refers to the record any more: no op, no reply, no callback. */
-static inline bool rp__conn_releasable(const rp_conn *conn)
-{
-    return !rp__conn_busy(conn) && !conn->in_callback && !conn->in_setup;
 }
 
 /* I/O is allowed while a caller holds it and while on_connect sets it up. */

@@ -5,16 +5,19 @@
  * longer than the health window) or, failing that, waits for a dial. Dials
  * are not owned by requests: a finished dial goes to the oldest request
  * that needs one, or to the idle list, so a waiter's timeout or cancel
- * never wastes a dial under way. */
+ * never wastes a dial under way.
+ *
+ * The turn travels with the connection handed out (conn->holds_turn) and
+ * comes back when the holder puts or removes it, whatever becomes of the
+ * connection. Hand-offs that may chain (a freed turn served at once, a
+ * failed dial failing the next request) run in loops guarded against
+ * re-entry, never by recursion, so no queue length can exhaust the stack. */
 #include "conn.h"
 #include "pool.h"
 #include "request.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define RP__PROBE_INTERVAL_MS 1000u
@@ -25,11 +28,14 @@ enum {
     REQ_DIALING,                  /* rp_pool_new_conn: waits for its own dial */
 };
 
+typedef struct rp__conn_pool rp__conn_pool;
 struct rp__conn_pool {
     rp_pool base;
     rp_pool_options opts;
     rp__addr addr;
     bool closed;
+    bool handing_out_turns;
+    bool pumping, pump_again; /* pump_dials runs; it was asked again meanwhile */
 
     rp__reqs reqs;        /* every get, and the waiters for a turn */
     unsigned turns_used;
@@ -38,10 +44,13 @@ struct rp__conn_pool {
     unsigned idle_len;
     unsigned pooled_open; /* pooled connections open (go-redis poolSize) */
     unsigned open_conns;  /* every open connection */
-    rp_conn *all_conns;   /* every record not yet freed */
-    unsigned records;
-    unsigned dialing;     /* pooled dials in flight */
+    unsigned dialing;     /* pooled dials in flight, set-up included */
+    unsigned new_conn_dials;
+    unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
     unsigned consecutive_dial_errors;
+    rp_conn *all_conns;   /* every record in use */
+    unsigned records;
+    rp_conn *spare_head, *spare_tail; /* released records, reused oldest first */
     rp_stats stats;
 
     rp__timer maintenance; /* idle watches and expiry */
@@ -49,15 +58,69 @@ struct rp__conn_pool {
 };
 
 static const rp__pool_vtable conn_pool_vtable;
+static const rp__conn_events conn_events;
 static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
-static void conn_close(rp__conn_pool *cp, rp_conn *conn);
 static void finish_close_if_done(rp__conn_pool *cp);
 
 static rp_loop *pool_loop(const rp__conn_pool *cp) { return cp->base.loop; }
 static uint64_t now_ns(const rp__conn_pool *cp) { return rp__loop_now(pool_loop(cp)); }
 static uint64_t ms_ns(uint32_t ms) { return (uint64_t)ms * RP__NS_PER_MS; }
-rp_loop *rp__conn_loop(const rp_conn *conn) { return conn->owner->base.loop; }
+static rp__conn_pool *owner_of(const rp_conn *conn) { return conn->owner; }
+
+/* ------------------------------------------------------------- records */
+
+/* Records are kept for the pool's life and reused oldest first, so a
+ * stale pointer (a double put) still reads a record of this pool, which
+ * says it is not in use, rather than freed memory. */
+static rp_conn *record_take(rp__conn_pool *cp)
+{
+    rp_conn *conn = cp->spare_head;
+    if (conn) {
+        cp->spare_head = conn->next;
+        if (!cp->spare_head)
+            cp->spare_tail = NULL;
+    } else if (!(conn = malloc(sizeof *conn))) {
+        return NULL;
+    }
+    rp__conn_init(conn, pool_loop(cp), cp, &conn_events);
+    return conn;
+}
+
+static void record_spare(rp__conn_pool *cp, rp_conn *conn)
+{
+    conn->state = RP__CONN_CLOSED;
+    conn->next = NULL;
+    if (cp->spare_tail)
+        cp->spare_tail->next = conn;
+    else
+        cp->spare_head = conn;
+    cp->spare_tail = conn;
+}
+
+static void record_track(rp__conn_pool *cp, rp_conn *conn)
+{
+    conn->all_next = cp->all_conns;
+    if (cp->all_conns)
+        cp->all_conns->all_prev = conn;
+    cp->all_conns = conn;
+    cp->records++;
+}
+
+static void conn_released(rp_conn *conn)
+{
+    rp__conn_pool *cp = owner_of(conn);
+    if (conn->all_prev)
+        conn->all_prev->all_next = conn->all_next;
+    else
+        cp->all_conns = conn->all_next;
+    if (conn->all_next)
+        conn->all_next->all_prev = conn->all_prev;
+    cp->records--;
+    record_spare(cp, conn);
+    if (cp->closed)
+        finish_close_if_done(cp);
+}
 
 /* ------------------------------------------------------------ idle list */
 
@@ -96,80 +159,75 @@ static rp_conn *idle_pop(rp__conn_pool *cp)
     return conn;
 }
 
-/* -------------------------------------------------------------- requests */
+/* ----------------------------------------------------------------- turns */
 
-static void req_complete(rp__conn_pool *cp, rp__req *req, rp_conn *conn, int status)
+/* Gives free turns to waiters, oldest first. A waiter that fails at once
+ * frees its turn again: this loop, not a nested call, passes it on. */
+static void hand_out_turns(rp__conn_pool *cp)
 {
-    rp__req_complete(&cp->reqs, req, conn, status);
+    if (cp->handing_out_turns)
+        return;
+    cp->handing_out_turns = true;
+    rp__req *waiter;
+    while (cp->turns_used < (unsigned)cp->opts.pool_size && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
+        cp->turns_used++;
+        waiter->holds_turn = true;
+        serve(cp, waiter);
+    }
+    cp->handing_out_turns = false;
 }
 
 static void release_turn(rp__conn_pool *cp)
 {
-    rp__req *waiter = rp__reqs_next_waiter(&cp->reqs);
-    if (!waiter) {
-        cp->turns_used--;
-        return;
-    }
-    waiter->holds_turn = true;
-    serve(cp, waiter);
+    cp->turns_used--;
+    hand_out_turns(cp);
 }
 
 static void req_fail(rp__conn_pool *cp, rp__req *req, int status)
 {
-    if (req->holds_turn) {
-        req->holds_turn = false;
+    bool turn = req->holds_turn;
+    req->holds_turn = false;
+    rp__req_complete(&cp->reqs, req, NULL, status);
+    if (turn)
         release_turn(cp);
-    }
-    req_complete(cp, req, NULL, status);
 }
 
-/* The turn, if any, now travels with the connection. */
+/* The turn, if any, now travels with the connection. Its holder is the
+ * request until the callback runs (conn_claimed). */
 static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
 {
+    conn->holds_turn = req->holds_turn;
     req->holds_turn = false;
     conn->used_ns = now_ns(cp);
-    conn->state = RP__CONN_IN_USE;
-    req_complete(cp, req, conn, 0);
+    conn->state = RP__CONN_HANDING_OUT;
+    rp__req_complete(&cp->reqs, req, conn, 0);
+}
+
+static void conn_claimed(rp_conn *conn)
+{
+    if (conn->state == RP__CONN_HANDING_OUT)
+        conn->state = RP__CONN_IN_USE;
 }
 
 /* ----------------------------------------------------------- connections */
+
+static uint64_t idle_ns(const rp_conn *conn, uint64_t now) { return now > conn->used_ns ? now - conn->used_ns : 0; }
 
 static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
     if (now >= conn->expires_ns)
         return true;
-    return cp->opts.conn_max_idle_time_ms && now - conn->used_ns >= ms_ns(cp->opts.conn_max_idle_time_ms);
+    return cp->opts.conn_max_idle_time_ms && idle_ns(conn, now) >= ms_ns(cp->opts.conn_max_idle_time_ms);
 }
 
 /* Used within the health window: handed out with no check. */
 static bool conn_recently_used(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
-    return now - conn->used_ns < ms_ns(cp->opts.health_check_idle_ms);
+    return idle_ns(conn, now) < ms_ns(cp->opts.health_check_idle_ms);
 }
 
-static void conn_free_if_drained(rp__conn_pool *cp, rp_conn *conn)
-{
-    if (conn->state != RP__CONN_CLOSED || !rp__conn_releasable(conn))
-        return;
-    if (conn->all_prev)
-        conn->all_prev->all_next = conn->all_next;
-    else
-        cp->all_conns = conn->all_next;
-    if (conn->all_next)
-        conn->all_next->all_prev = conn->all_prev;
-    if (conn->ext_free)
-        conn->ext_free(conn->ext);
-    free(conn);
-    cp->records--;
-    if (cp->closed)
-        finish_close_if_done(cp);
-}
-
-void rp__conn_op_finished(rp_conn *conn) { conn_free_if_drained(conn->owner, conn); }
-
-/* Pending ops are cancelled and the socket shut down first, so the peer
- * sees FIN now rather than when the kernel drops its last reference. */
-static void conn_close(rp__conn_pool *cp, rp_conn *conn)
+/* Takes the connection out of the pool's books and closes it. */
+static void conn_remove(rp__conn_pool *cp, rp_conn *conn)
 {
     if (conn->state == RP__CONN_IDLE)
         idle_unlink(cp, conn);
@@ -178,32 +236,16 @@ static void conn_close(rp__conn_pool *cp, rp_conn *conn)
         if (conn->pooled)
             cp->pooled_open--;
     }
-    conn->state = RP__CONN_CLOSED;
-    rp__op *ops[] = {&conn->watch_op, &conn->dial_op, &conn->send.op, &conn->recv.op};
-    bool any_pending = false;
-    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        if (ops[i]->pending) {
-            rp__op_cancel(pool_loop(cp), ops[i]);
-            any_pending = true;
-        }
-    }
-    if (any_pending) {
-        /* Queued SQEs must take their file reference before the fd
-         * number is closed and perhaps reused by the next socket. */
-        rp__loop_submit(pool_loop(cp));
-        shutdown(conn->fd, SHUT_RDWR);
-        rp__loop_count_syscalls(pool_loop(cp), 1);
-    }
-    close(conn->fd);
-    rp__loop_count_syscalls(pool_loop(cp), 1);
-    conn->fd = -1;
-    conn_free_if_drained(cp, conn);
+    rp__conn_close(conn);
 }
 
-static void conn_close_stale(rp__conn_pool *cp, rp_conn *conn)
+/* As go-redis's StaleConns: every connection removed while the pool is
+ * open, whatever the reason; not those closed with the pool. */
+static void conn_discard(rp__conn_pool *cp, rp_conn *conn)
 {
-    cp->stats.stale_conns++;
-    conn_close(cp, conn);
+    if (!cp->closed)
+        cp->stats.stale_conns++;
+    conn_remove(cp, conn);
 }
 
 static void maintenance_arm(rp__conn_pool *cp, uint64_t deadline)
@@ -224,27 +266,21 @@ static uint64_t conn_next_event(const rp__conn_pool *cp, const rp_conn *conn)
     return next;
 }
 
+static void idle_add(rp__conn_pool *cp, rp_conn *conn)
+{
+    idle_push(cp, conn);
+    maintenance_arm(cp, conn_next_event(cp, conn));
+}
+
 /* A connection nobody holds: the oldest request waiting for a dial takes
  * it, else it joins the idle list. */
 static void conn_available(rp__conn_pool *cp, rp_conn *conn)
 {
     rp__req *req = rp__req_queue_pop(&cp->needs_conn);
-    if (req) {
+    if (req)
         req_deliver(cp, req, conn);
-        return;
-    }
-    idle_push(cp, conn);
-    maintenance_arm(cp, conn_next_event(cp, conn));
-}
-
-/* The zero-length recv: pending (no MSG_DONTWAIT) it is the idle watch;
- * with MSG_DONTWAIT it is a check that answers at once. */
-static void watch_submit(rp__conn_pool *cp, rp_conn *conn, int flags)
-{
-    struct io_uring_sqe *sqe = rp__loop_sqe(pool_loop(cp));
-    io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
-    rp__op_start(pool_loop(cp), &conn->watch_op, false, flags != 0);
+    else
+        idle_add(cp, conn);
 }
 
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
@@ -256,45 +292,41 @@ static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
     if (conn->watching)
         rp__op_cancel(pool_loop(cp), &conn->watch_op);
     else
-        watch_submit(cp, conn, MSG_DONTWAIT);
+        rp__conn_watch(conn, true);
 }
 
 static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
 {
     rp__req *req = conn->for_req;
     conn->for_req = NULL;
+    if (!req)
+        cp->orphan_checks--;
     if (!healthy) {
-        conn_close_stale(cp, conn);
+        conn_discard(cp, conn);
         if (req)
             serve(cp, req);
-        pump_dials(cp);
-        return;
-    }
-    if (req) {
+    } else if (req) {
         cp->stats.hits++;
         req_deliver(cp, req, conn);
     } else {
         conn_available(cp, conn);
     }
+    pump_dials(cp);
 }
 
-static void watch_done(rp__op *op)
+static void conn_watched(rp_conn *conn, int result)
 {
-    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, watch_op);
-    rp__conn_pool *cp = conn->owner;
+    rp__conn_pool *cp = owner_of(conn);
     bool was_watching = conn->watching;
     conn->watching = false;
-    if (conn->state == RP__CONN_CLOSED) {
-        conn_free_if_drained(cp, conn);
-    } else if (conn->state == RP__CONN_CHECKING) {
+    if (conn->state == RP__CONN_CHECKING) {
         /* A cancelled watch or an empty non-blocking read: still healthy. */
-        int want = was_watching ? -ECANCELED : -EAGAIN;
-        check_done(cp, conn, op->res == want);
-    } else {
-        /* FIN, RST or stray bytes on an idle connection. */
-        conn_close_stale(cp, conn);
-        pump_dials(cp);
+        check_done(cp, conn, result == (was_watching ? -ECANCELED : -EAGAIN));
+        return;
     }
+    /* FIN, RST or stray bytes on an idle connection. */
+    conn_discard(cp, conn);
+    pump_dials(cp);
 }
 
 /* ------------------------------------------------------------------ dial */
@@ -309,24 +341,59 @@ static bool dials_fail_fast(const rp__conn_pool *cp)
     return cp->consecutive_dial_errors >= (unsigned)cp->opts.pool_size;
 }
 
-static void dial_failed(rp__conn_pool *cp, rp__req *for_req, int err)
+/* Connections due to become free for requests waiting for one. */
+static unsigned conns_coming(const rp__conn_pool *cp) { return cp->dialing + cp->orphan_checks; }
+
+static unsigned requests_uncovered(const rp__conn_pool *cp)
+{
+    unsigned coming = conns_coming(cp);
+    return cp->needs_conn.len > coming ? cp->needs_conn.len - coming : 0;
+}
+
+/* Open, being dialled, or promised to a waiting request by a dial that
+ * max_concurrent_dials holds back: what max_active_conns bounds. */
+static unsigned conns_committed(const rp__conn_pool *cp)
+{
+    return cp->open_conns + cp->dialing + cp->new_conn_dials + requests_uncovered(cp);
+}
+
+static bool exhausted(const rp__conn_pool *cp)
+{
+    return cp->opts.max_active_conns && conns_committed(cp) >= (unsigned)cp->opts.max_active_conns;
+}
+
+static void count_dial_error(rp__conn_pool *cp, int status)
 {
     cp->stats.dial_errors++;
-    cp->stats.last_dial_error = err;
+    cp->stats.last_dial_error = status;
     if (++cp->consecutive_dial_errors == (unsigned)cp->opts.pool_size)
         probe_arm(cp);
+}
+
+/* The server answered: fail-fast ends. */
+static void dial_connected(rp__conn_pool *cp)
+{
+    if (dials_fail_fast(cp))
+        rp__timer_disarm(pool_loop(cp), &cp->probe);
+    cp->consecutive_dial_errors = 0;
+}
+
+/* The request a failed dial was for, or else the oldest waiting for one,
+ * gets its error. False when nobody took it. */
+static bool dial_failed_for(rp__conn_pool *cp, rp__req *for_req, int status)
+{
     rp__req *req = for_req ? for_req : rp__req_queue_pop(&cp->needs_conn);
     if (req)
-        req_fail(cp, req, err);
+        req_fail(cp, req, status);
+    return req != NULL;
 }
 
 static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
 {
-    bool was_failing = dials_fail_fast(cp);
-    cp->consecutive_dial_errors = 0;
+    dial_connected(cp);
     cp->open_conns++;
     /* As go-redis: past pool_size a connection serves its caller once and
-     * closes on put (a check for a cancelled get can leave one spare). */
+     * closes on put. */
     if (conn->pooled && cp->pooled_open >= (unsigned)cp->opts.pool_size)
         conn->pooled = false;
     if (conn->pooled)
@@ -334,49 +401,53 @@ static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
     conn->created_ns = conn->used_ns = now_ns(cp);
     conn->expires_ns = UINT64_MAX;
     if (cp->opts.conn_max_lifetime_ms) {
-        uint64_t jitter = cp->opts.conn_max_lifetime_jitter_ms
-                              ? rp__loop_random(pool_loop(cp)) % (cp->opts.conn_max_lifetime_jitter_ms + 1)
-                              : 0;
+        uint64_t jitter_range = (uint64_t)cp->opts.conn_max_lifetime_jitter_ms + 1;
+        uint64_t jitter = ms_ns((uint32_t)(rp__loop_random(pool_loop(cp)) % jitter_range));
         uint64_t lifetime = ms_ns(cp->opts.conn_max_lifetime_ms);
-        conn->expires_ns = conn->created_ns + lifetime - RP__MIN(ms_ns((uint32_t)jitter), lifetime);
+        conn->expires_ns = conn->created_ns + lifetime - RP__MIN(jitter, lifetime);
     }
-    if (for_req) {
+    if (for_req)
         req_deliver(cp, for_req, conn);
-    } else {
+    else
         conn_available(cp, conn);
-    }
-    if (was_failing)
-        rp__timer_disarm(pool_loop(cp), &cp->probe);
 }
 
 /* A dial ends after its connect and, when the pool has on_connect, after
- * the set-up; until then it counts as a dial in flight. */
-static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status)
+ * the set-up; until then it counts as a dial in flight. Only a failed
+ * connect counts toward fail-fast: a refused set-up (go-redis: a failed
+ * init) just removes the connection. */
+static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup)
 {
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
     if (conn->pooled)
         cp->dialing--;
+    else
+        cp->new_conn_dials--;
     if (conn->state == RP__CONN_CLOSED) {
-        conn_free_if_drained(cp, conn); /* the pool closed under it */
+        rp__conn_op_finished(conn); /* the pool closed under it */
         return;
     }
-    if (status < 0) {
-        conn_close(cp, conn);
-        dial_failed(cp, for_req, status);
-    } else {
+    if (status == 0) {
         dial_succeeded(cp, conn, for_req);
+    } else {
+        rp__conn_close(conn);
+        if (in_setup) {
+            dial_connected(cp);
+            cp->stats.stale_conns++;
+        } else {
+            count_dial_error(cp, status);
+        }
+        dial_failed_for(cp, for_req, status);
     }
     pump_dials(cp);
 }
 
-static void dial_done(rp__op *op)
+static void conn_dialed(rp_conn *conn, int status)
 {
-    rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, dial_op);
-    rp__conn_pool *cp = conn->owner;
-    int res = rp__op_result(op);
-    if (res < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
-        dial_finish(cp, conn, res);
+    rp__conn_pool *cp = owner_of(conn);
+    if (status < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
+        dial_finish(cp, conn, status, false);
         return;
     }
     conn->state = RP__CONN_SETUP;
@@ -393,7 +464,7 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     conn->in_setup = false;
     if (conn->state == RP__CONN_SETUP)
         conn->state = RP__CONN_DIALING;
-    dial_finish(conn->owner, conn, status);
+    dial_finish(owner_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
 }
 
@@ -401,67 +472,69 @@ int rp_conn_setup_done(rp_conn *conn, int status)
  * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
 static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
 {
-    rp_conn *conn = calloc(1, sizeof *conn);
+    rp_conn *conn = record_take(cp);
     if (!conn)
         return -ENOMEM;
-    conn->fd = socket(cp->addr.sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    rp__loop_count_syscalls(pool_loop(cp), 1);
-    if (conn->fd < 0) {
-        int err = -errno;
-        free(conn);
-        return err;
-    }
-    conn->owner = cp;
-    conn->state = RP__CONN_DIALING;
     conn->pooled = pooled;
     conn->for_req = for_req;
     conn->read_timeout_ms = cp->opts.read_timeout_ms;
     conn->write_timeout_ms = cp->opts.write_timeout_ms;
-    conn->watch_op.done = watch_done;
-    conn->dial_op.done = dial_done;
-    rp__conn_io_init(conn);
-    conn->all_next = cp->all_conns;
-    if (cp->all_conns)
-        cp->all_conns->all_prev = conn;
-    cp->all_conns = conn;
-    cp->records++;
+    int rc = rp__conn_dial(conn, &cp->addr, cp->opts.dial_timeout_ms);
+    if (rc < 0) {
+        record_spare(cp, conn);
+        return rc;
+    }
+    record_track(cp, conn);
     if (pooled)
         cp->dialing++;
-
-    struct io_uring_sqe *connect_sqe, *timeout_sqe;
-    rp__loop_sqe_pair(pool_loop(cp), &connect_sqe, &timeout_sqe);
-    io_uring_prep_connect(connect_sqe, conn->fd, (struct sockaddr *)&cp->addr.sa, cp->addr.len);
-    rp__op_link_timeout(&conn->dial_op, connect_sqe, timeout_sqe, &conn->dial_ts, cp->opts.dial_timeout_ms);
-    rp__op_start(pool_loop(cp), &conn->dial_op, true, true);
+    else
+        cp->new_conn_dials++;
     return 0;
 }
 
 static bool want_dial(const rp__conn_pool *cp)
 {
-    if (cp->dialing >= (unsigned)cp->opts.max_concurrent_dials)
+    if (cp->closed || dials_fail_fast(cp) || cp->dialing >= (unsigned)cp->opts.max_concurrent_dials)
         return false;
-    if (cp->needs_conn.len > cp->dialing)
+    if (cp->opts.max_active_conns &&
+        cp->open_conns + cp->dialing + cp->new_conn_dials >= (unsigned)cp->opts.max_active_conns)
+        return false;
+    if (requests_uncovered(cp))
         return true;
-    unsigned spare = cp->dialing - cp->needs_conn.len;
-    unsigned room = (unsigned)cp->opts.pool_size - RP__MIN((unsigned)cp->opts.pool_size, cp->pooled_open + cp->dialing);
+    unsigned spare = conns_coming(cp) - cp->needs_conn.len;
+    unsigned pool_size = (unsigned)cp->opts.pool_size;
+    unsigned room = pool_size - RP__MIN(pool_size, cp->pooled_open + cp->dialing);
     return room > 0 && cp->idle_len + spare < (unsigned)cp->opts.min_idle_conns;
 }
 
-/* Starts the dials that waiting requests and min_idle_conns call for. */
+/* Starts the dials that waiting requests and min_idle_conns call for. A
+ * dial that cannot even start fails the oldest waiting request, so every
+ * request ends; in fail-fast mode the requests no dial covers fail at once. */
 static void pump_dials(rp__conn_pool *cp)
 {
-    while (!cp->closed && !dials_fail_fast(cp) && want_dial(cp)) {
-        int rc = dial_start(cp, true, NULL);
-        if (rc < 0) {
-            dial_failed(cp, NULL, rc);
-            return;
+    if (cp->pumping) {
+        cp->pump_again = true;
+        return;
+    }
+    cp->pumping = true;
+    do {
+        cp->pump_again = false;
+        while (want_dial(cp)) {
+            int rc = dial_start(cp, true, NULL);
+            if (rc < 0) {
+                count_dial_error(cp, rc);
+                if (!dial_failed_for(cp, NULL, rc))
+                    break; /* only min_idle_conns wanted it: try again later */
+            }
         }
-    }
-    if (dials_fail_fast(cp)) {
-        rp__req *req;
-        while ((req = rp__req_queue_pop(&cp->needs_conn)))
-            req_fail(cp, req, cp->stats.last_dial_error);
-    }
+        /* Dial results go to the oldest: the newest are the uncovered. */
+        while (dials_fail_fast(cp) && requests_uncovered(cp)) {
+            rp__req *newest = cp->needs_conn.tail;
+            rp__req_queue_unlink(&cp->needs_conn, newest);
+            req_fail(cp, newest, cp->stats.last_dial_error);
+        }
+    } while (cp->pump_again);
+    cp->pumping = false;
 }
 
 static void probe_fired(rp__timer *timer)
@@ -469,17 +542,11 @@ static void probe_fired(rp__timer *timer)
     rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, probe);
     int rc = cp->dialing ? 0 : dial_start(cp, true, NULL);
     if (rc < 0)
-        dial_failed(cp, NULL, rc);
+        count_dial_error(cp, rc);
     probe_arm(cp);
 }
 
 /* ------------------------------------------------------------------ serve */
-
-static bool exhausted(const rp__conn_pool *cp)
-{
-    return cp->opts.max_active_conns && cp->needs_conn.len >= cp->dialing &&
-           cp->pooled_open + cp->dialing >= (unsigned)cp->opts.max_active_conns;
-}
 
 /* req holds a turn: give it an idle connection, or make it wait for a dial. */
 static void serve(rp__conn_pool *cp, rp__req *req)
@@ -488,24 +555,24 @@ static void serve(rp__conn_pool *cp, rp__req *req)
     uint64_t now = now_ns(cp);
     while ((conn = idle_pop(cp))) {
         if (conn_expired(cp, conn, now)) {
-            conn_close_stale(cp, conn);
+            conn_discard(cp, conn);
             continue;
         }
         if (!conn_recently_used(cp, conn, now)) {
             check_start(cp, conn, req);
-            return;
+        } else {
+            cp->stats.hits++;
+            req_deliver(cp, req, conn);
         }
-        cp->stats.hits++;
-        req_deliver(cp, req, conn);
         if (cp->opts.min_idle_conns)
             pump_dials(cp);
         return;
     }
     cp->stats.misses++;
-    bool spare_dial = cp->dialing > cp->needs_conn.len;
-    if (exhausted(cp)) {
+    bool conn_coming = conns_coming(cp) > cp->needs_conn.len;
+    if (!conn_coming && exhausted(cp)) {
         req_fail(cp, req, RP_EPOOLEXHAUSTED);
-    } else if (dials_fail_fast(cp) && !spare_dial) {
+    } else if (!conn_coming && dials_fail_fast(cp)) {
         req_fail(cp, req, cp->stats.last_dial_error);
     } else {
         req->state = REQ_NEEDS_CONN;
@@ -530,6 +597,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
     idle_unlink(cp, conn);
     cp->turns_used++;
     cp->stats.hits++;
+    conn->holds_turn = true;
     conn->used_ns = now;
     conn->state = RP__CONN_IN_USE;
     if (cp->opts.min_idle_conns)
@@ -560,20 +628,24 @@ static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)
     return id;
 }
 
+/* go-redis NewConn: outside the idle set, and within max_active_conns. */
 static int cp_new_conn(rp_pool *pool, rp_get_cb cb, void *data)
 {
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (cp->closed)
         return RP_ECLOSED;
+    if (exhausted(cp))
+        return RP_EPOOLEXHAUSTED;
     rp__req *req = rp__req_new(&cp->reqs, cb, data);
     if (!req)
         return -ENOMEM;
     if (dials_fail_fast(cp)) {
-        req_complete(cp, req, NULL, cp->stats.last_dial_error);
+        rp__req_complete(&cp->reqs, req, NULL, cp->stats.last_dial_error);
         return 0;
     }
     int rc = dial_start(cp, false, req);
     if (rc < 0) {
+        count_dial_error(cp, rc);
         rp__req_discard(&cp->reqs, req);
         return rc;
     }
@@ -590,6 +662,8 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
         why = "NULL connection";
     else if (conn->owner != cp)
         why = "connection belongs to another pool";
+    else if (conn->state == RP__CONN_HANDING_OUT)
+        why = "connection was already given to another get (double put?)";
     else if (conn->state != RP__CONN_IN_USE)
         why = "connection is not in use (double put or remove?)";
     if (why)
@@ -597,49 +671,41 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
     return why != NULL;
 }
 
-/* Gives back the turn a caller's connection held and closes the connection. */
-static void conn_drop(rp__conn_pool *cp, rp_conn *conn, bool stale)
+/* A holder gives a connection back: kept (put) when it is still good, or
+ * closed (remove, or put of a broken, expired or non-pooled one). Its
+ * turn goes back to the pool either way, or straight to the oldest waiter
+ * along with the connection. */
+static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
-    bool pooled = conn->pooled;
-    if (stale)
-        cp->stats.stale_conns++;
-    conn_close(cp, conn);
-    if (pooled && !cp->closed)
-        release_turn(cp);
-    else if (pooled)
-        cp->turns_used--;
-    pump_dials(cp);
-}
-
-static void conn_return(rp__conn_pool *cp, rp_conn *conn)
-{
+    bool turn = conn->holds_turn;
+    conn->holds_turn = false;
     uint64_t now = now_ns(cp);
-    bool reusable = conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn);
-    if (!reusable || conn_expired(cp, conn, now)) {
-        conn_drop(cp, conn, reusable);
-        return;
-    }
-    conn->used_ns = now;
-    rp__req *waiter = rp__reqs_next_waiter(&cp->reqs);
-    if (waiter) {
+    keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
+           !conn_expired(cp, conn, now);
+    rp__req *waiter;
+    if (keep && cp->needs_conn.len) {
+        req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
+    } else if (keep && turn && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
+        waiter->holds_turn = true;
+        turn = false;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
-        return;
+    } else if (keep && !(cp->opts.max_idle_conns && cp->idle_len >= (unsigned)cp->opts.max_idle_conns)) {
+        conn->used_ns = now;
+        idle_add(cp, conn);
+    } else {
+        conn_discard(cp, conn);
+        pump_dials(cp);
     }
-    if (cp->opts.max_idle_conns && cp->idle_len >= (unsigned)cp->opts.max_idle_conns) {
-        conn_drop(cp, conn, false);
-        return;
-    }
-    cp->turns_used--;
-    idle_push(cp, conn);
-    maintenance_arm(cp, conn_next_event(cp, conn));
+    if (turn)
+        release_turn(cp);
 }
 
 static void cp_put(rp_pool *pool, rp_conn *conn)
 {
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (!conn_misused(cp, conn, "rp_pool_put"))
-        conn_return(cp, conn);
+        conn_return(cp, conn, true);
 }
 
 static void cp_remove(rp_pool *pool, rp_conn *conn, int reason)
@@ -647,7 +713,14 @@ static void cp_remove(rp_pool *pool, rp_conn *conn, int reason)
     (void)reason;
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (!conn_misused(cp, conn, "rp_pool_remove"))
-        conn_drop(cp, conn, false);
+        conn_return(cp, conn, false);
+}
+
+static void cp_close_conn(rp_pool *pool, rp_conn *conn)
+{
+    rp__conn_pool *cp = (rp__conn_pool *)pool;
+    if (!conn_misused(cp, conn, "rp_pool_close_conn"))
+        conn_return(cp, conn, false);
 }
 
 static int cp_cancel(rp_pool *pool, int64_t id)
@@ -667,11 +740,16 @@ static int cp_cancel(rp_pool *pool, int64_t id)
         /* The check goes on; a healthy connection returns to the pool. */
         req->conn->for_req = NULL;
         req->conn = NULL;
+        cp->orphan_checks++;
         break;
     case RP__REQ_READY: {
+        if (req->status == -ECANCELED)
+            return -ENOENT;
         rp_conn *conn = rp__req_undeliver(&cp->reqs, req);
-        if (conn)
-            conn_return(cp, conn);
+        if (conn) {
+            conn->state = RP__CONN_IN_USE;
+            conn_return(cp, conn, true);
+        }
         break;
     }
     default:
@@ -679,13 +757,6 @@ static int cp_cancel(rp_pool *pool, int64_t id)
     }
     req_fail(cp, req, -ECANCELED);
     return 0;
-}
-
-static void cp_close_conn(rp_pool *pool, rp_conn *conn)
-{
-    rp__conn_pool *cp = (rp__conn_pool *)pool;
-    if (!conn_misused(cp, conn, "rp_pool_close_conn"))
-        conn_drop(cp, conn, false);
 }
 
 /* ----------------------------------------------------------- inspection */
@@ -711,8 +782,15 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
 {
-    if (!cp->records && !cp->reqs.outstanding)
-        rp__pool_finish_close(&cp->base);
+    if (cp->records || cp->reqs.outstanding)
+        return;
+    rp_conn *conn, *next;
+    for (conn = cp->spare_head; conn; conn = next) {
+        next = conn->next;
+        free(conn);
+    }
+    cp->spare_head = cp->spare_tail = NULL;
+    rp__pool_finish_close(&cp->base);
 }
 
 static void after_callback(rp__reqs *reqs)
@@ -737,17 +815,18 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     rp__reqs_fail_waiters(&cp->reqs, RP_ECLOSED);
     rp__req *req;
     while ((req = rp__req_queue_pop(&cp->needs_conn)))
-        req_complete(cp, req, NULL, RP_ECLOSED);
+        rp__req_complete(&cp->reqs, req, NULL, RP_ECLOSED);
     rp_conn *conn = cp->all_conns, *next;
     for (; conn; conn = next) {
         next = conn->all_next;
-        if (conn->state == RP__CONN_IN_USE || conn->state == RP__CONN_CLOSED)
-            continue; /* in use: closes when it comes back */
+        if (conn->state == RP__CONN_IN_USE || conn->state == RP__CONN_HANDING_OUT ||
+            conn->state == RP__CONN_CLOSED)
+            continue; /* held: closes when it comes back */
         if (conn->for_req) {
-            req_complete(cp, conn->for_req, NULL, RP_ECLOSED);
+            rp__req_complete(&cp->reqs, conn->for_req, NULL, RP_ECLOSED);
             conn->for_req = NULL;
         }
-        conn_close(cp, conn);
+        conn_remove(cp, conn);
     }
     finish_close_if_done(cp);
     return 0;
@@ -763,18 +842,24 @@ static void maintenance_fired(rp__timer *timer)
     for (; conn; conn = following) {
         following = conn->next;
         if (conn_expired(cp, conn, now)) {
-            conn_close_stale(cp, conn);
+            conn_discard(cp, conn);
             continue;
         }
         if (!conn->watching && !conn_recently_used(cp, conn, now)) {
             conn->watching = true;
-            watch_submit(cp, conn, 0);
+            rp__conn_watch(conn, false);
         }
         next = RP__MIN(next, conn_next_event(cp, conn));
     }
     maintenance_arm(cp, next);
     pump_dials(cp);
 }
+
+static const rp__conn_events conn_events = {
+    .dialed = conn_dialed,
+    .watched = conn_watched,
+    .released = conn_released,
+};
 
 static const rp__pool_vtable conn_pool_vtable = {
     .get = cp_get,
@@ -847,6 +932,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
     rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
+    cp->reqs.before_callback = conn_claimed;
     pump_dials(cp);
     *out = &cp->base;
     return 0;

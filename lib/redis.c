@@ -226,7 +226,7 @@ static void flush_item_run(rp__deferred *item)
 static void schedule_flush(rp__redis *redis)
 {
     if (!redis->flush_item.queued && !redis->sending_now)
-        rp__loop_before_submit(rp__conn_loop(redis->conn), &redis->flush_item, flush_item_run);
+        rp__loop_before_submit(redis->conn->loop, &redis->flush_item, flush_item_run);
 }
 
 /* ----------------------------------------------------------------- reader */

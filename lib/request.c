@@ -125,6 +125,8 @@ static void req_run(rp__deferred *item)
     rp_conn *conn = req->conn;
     int status = req->status;
     rp__req_discard(reqs, req); /* the callback may reuse the record */
+    if (conn && reqs->before_callback)
+        reqs->before_callback(conn);
     cb(reqs->pool, conn, status, data);
     if (reqs->after_callback)
         reqs->after_callback(reqs);
@@ -162,14 +164,12 @@ int rp__reqs_wait(rp__reqs *reqs, rp__req *req)
     }
     req->state = RP__REQ_QUEUED;
     rp__req_queue_push(&reqs->waiters, req);
-    reqs->wait_count++;
     return 0;
 }
 
 void rp__reqs_unwait(rp__reqs *reqs, rp__req *req)
 {
     rp__req_queue_unlink(&reqs->waiters, req);
-    reqs->wait_duration_ns += rp__loop_now(reqs->loop) - req->queued_ns;
     if (!reqs->waiters.len)
         rp__timer_disarm(reqs->loop, &reqs->wait_timer);
 }
@@ -177,8 +177,11 @@ void rp__reqs_unwait(rp__reqs *reqs, rp__req *req)
 rp__req *rp__reqs_next_waiter(rp__reqs *reqs)
 {
     rp__req *req = reqs->waiters.head;
-    if (req)
-        rp__reqs_unwait(reqs, req);
+    if (!req)
+        return NULL;
+    rp__reqs_unwait(reqs, req);
+    reqs->wait_count++;
+    reqs->wait_duration_ns += rp__loop_now(reqs->loop) - req->queued_ns;
     return req;
 }
 
@@ -199,6 +202,8 @@ static void wait_timer_fired(rp__timer *timer)
 void rp__reqs_fail_waiters(rp__reqs *reqs, int status)
 {
     rp__req *req;
-    while ((req = rp__reqs_next_waiter(reqs)))
+    while ((req = reqs->waiters.head)) {
+        rp__reqs_unwait(reqs, req);
         rp__req_complete(reqs, req, NULL, status);
+    }
 }

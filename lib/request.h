@@ -27,6 +27,7 @@ struct rp__req {
     uint8_t state;
     bool holds_turn; /* a pool's own bookkeeping */
     uint64_t queued_ns;
+    int64_t inner_id; /* a wrapper's get on its parent, while it runs */
 };
 
 typedef struct rp__req_queue {
@@ -51,6 +52,9 @@ struct rp__reqs {
     uint32_t timeout_ms;
     uint32_t timeouts, wait_count;
     uint64_t wait_duration_ns;
+    /* Runs right before a callback that hands over a connection: the
+     * connection now has a holder. */
+    void (*before_callback)(rp_conn *conn);
     /* Runs after each delivered callback, so a closing pool can finish. */
     void (*after_callback)(rp__reqs *reqs);
 };
@@ -67,7 +71,9 @@ void rp__req_complete(rp__reqs *reqs, rp__req *req, rp_conn *conn, int status);
 rp_conn *rp__req_undeliver(rp__reqs *reqs, rp__req *req);
 
 /* The waiter queue: waiters leave in arrival order, when served, when
- * cancelled, or with RP_EPOOLTIMEOUT after timeout_ms. */
+ * cancelled, or with RP_EPOOLTIMEOUT after timeout_ms. As go-redis,
+ * wait_count and wait_duration_ns count only the waits that were served
+ * (rp__reqs_next_waiter). */
 int rp__reqs_wait(rp__reqs *reqs, rp__req *req);
 void rp__reqs_unwait(rp__reqs *reqs, rp__req *req);
 rp__req *rp__reqs_next_waiter(rp__reqs *reqs);
