@@ -130,9 +130,11 @@ typedef struct rp_stats {
     uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
     uint32_t total_conns; /* open connections, idle and in use */
     uint32_t idle_conns;
-    uint32_t stale_conns; /* removed as unhealthy, too old or idle too long */
+    uint32_t stale_conns; /* removed while the pool is open, as go-redis counts:
+                             unhealthy, too old, idle too long, trimmed,
+                             removed or closed by the caller, failed set-up */
     /* Additions. */
-    uint32_t wait_count;        /* gets that had to wait for a turn */
+    uint32_t wait_count;        /* gets that waited for a turn and got one */
     uint64_t wait_duration_ns;  /* total time those gets waited */
     uint32_t dial_errors;       /* failed dials, all time */
     int      last_dial_error;   /* the last dial's error, 0 if none failed */
@@ -148,6 +150,8 @@ RP_EXTERN int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data);
 RP_EXTERN int     rp_pool_cancel(rp_pool *pool, int64_t request);
 RP_EXTERN void    rp_pool_put(rp_pool *pool, rp_conn *conn);
 RP_EXTERN void    rp_pool_remove(rp_pool *pool, rp_conn *conn, int reason);
+/* go-redis NewConn: dials a connection outside the idle set (put closes
+ * it). RP_EPOOLEXHAUSTED at max_active_conns. */
 RP_EXTERN int     rp_pool_new_conn(rp_pool *pool, rp_get_cb cb, void *data);
 RP_EXTERN void    rp_pool_close_conn(rp_pool *pool, rp_conn *conn);
 RP_EXTERN int     rp_pool_len(const rp_pool *pool);

@@ -261,19 +261,21 @@ static int sticky_init(wrap_pool *wp, rp__req *req)
         return (int)id;
     wp->state = STICKY_INITING;
     req->state = RP__REQ_OWN;
+    req->inner_id = id;
     return 0;
 }
 
 /* The connection is free (or the pool went default): serve the oldest. */
 static void sticky_get_next(wrap_pool *wp)
 {
+    if (wp->bad) {
+        rp__reqs_fail_waiters(&wp->reqs, RP_EBADCONN);
+        return;
+    }
     rp__req *req = rp__reqs_next_waiter(&wp->reqs);
     if (!req)
         return;
-    if (wp->bad) {
-        rp__reqs_fail_waiters(&wp->reqs, RP_EBADCONN);
-        rp__req_complete(&wp->reqs, req, NULL, RP_EBADCONN);
-    } else if (wp->state == STICKY_INITED) {
+    if (wp->state == STICKY_INITED) {
         hand_out(wp, req);
     } else {
         int rc = sticky_init(wp, req);
@@ -322,8 +324,15 @@ static int sticky_cancel(rp_pool *pool, int64_t id)
 {
     wrap_pool *wp = (wrap_pool *)pool;
     rp__req *req = rp__req_find(&wp->reqs, id);
-    if (!req || req->state == RP__REQ_OWN)
-        return -ENOENT; /* the parent's get is not ours to cancel */
+    if (!req)
+        return -ENOENT;
+    if (req->state == RP__REQ_OWN) {
+        /* The parent's get ends with -ECANCELED, and parent_got passes
+         * that on; a second cancel finds nothing left to cancel. */
+        int64_t inner = req->inner_id;
+        req->inner_id = 0;
+        return inner ? rp_pool_cancel(wp->parent, inner) : -ENOENT;
+    }
     if (req->state == RP__REQ_QUEUED)
         rp__reqs_unwait(&wp->reqs, req);
     else if (rp__req_undeliver(&wp->reqs, req))

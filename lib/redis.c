@@ -39,6 +39,7 @@ typedef struct rp__redis {
     size_t reply_bytes, max_reply_bytes;
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
+    unsigned subscribes_unconfirmed; /* channels the server has yet to confirm */
     char rbuf[RECV_BUFFER_SIZE];
 } rp__redis;
 
@@ -149,6 +150,7 @@ static void fail_all(rp__redis *redis, int error)
     redis->cmds = NULL;
     redis->head = redis->count = redis->cap = 0;
     redis->push_cb = NULL;
+    redis->subscribes_unconfirmed = 0;
     redis->out.len = 0;
     update_pending(redis);
     conn->in_callback++;
@@ -231,13 +233,25 @@ static void schedule_flush(rp__redis *redis)
 
 /* ----------------------------------------------------------------- reader */
 
-static bool is_final_unsubscribe(const redisReply *reply)
+/* base "subscribe" matches subscribe, psubscribe and ssubscribe;
+ * likewise "unsubscribe". */
+static bool is_subscription_push(const redisReply *reply, const char *base)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
         return false;
-    const redisReply *kind = reply->element[0], *count = reply->element[2];
-    return kind->type == REDIS_REPLY_STRING && count->type == REDIS_REPLY_INTEGER && count->integer == 0 &&
-           (!strcmp(kind->str, "unsubscribe") || !strcmp(kind->str, "punsubscribe"));
+    const char *kind = reply->element[0]->str;
+    return !strcmp(kind, base) || ((kind[0] == 'p' || kind[0] == 's') && !strcmp(kind + 1, base));
+}
+
+/* Subscriber mode ends when nothing is subscribed and no subscribe is
+ * still awaiting its confirmation: "unsubscribe ... 0" followed by the
+ * confirmation of a SUBSCRIBE sent meanwhile is not the end. */
+static bool ends_subscriber_mode(rp__redis *redis, const redisReply *reply)
+{
+    if (redis->subscribes_unconfirmed && (reply->type == REDIS_REPLY_ERROR || is_subscription_push(reply, "subscribe")))
+        redis->subscribes_unconfirmed--;
+    return is_subscription_push(reply, "unsubscribe") && reply->element[2]->type == REDIS_REPLY_INTEGER &&
+           reply->element[2]->integer == 0 && !redis->subscribes_unconfirmed;
 }
 
 /* Hands one reply to its owner; false if nobody was owed one. */
@@ -255,7 +269,7 @@ static bool dispatch_reply(rp__redis *redis, redisReply *reply)
     if (!redis->push_cb)
         return false;
     rp_push_cb push_cb = redis->push_cb;
-    bool last = is_final_unsubscribe(reply);
+    bool last = ends_subscriber_mode(redis, reply);
     if (last) {
         redis->push_cb = NULL;
         update_pending(redis);
@@ -416,8 +430,11 @@ int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const 
     if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
         redis->push_cb = was;
         update_pending(redis);
+        return rc;
     }
-    return rc;
+    /* One confirmation per channel, or one error for none. */
+    redis->subscribes_unconfirmed += argc > 1 ? (unsigned)argc - 1 : 1;
+    return 0;
 }
 
 int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen)

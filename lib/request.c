@@ -94,6 +94,7 @@ rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
     req->conn = NULL;
     req->status = 0;
     req->holds_turn = false;
+    req->inner_id = 0;
     req->ready.queued = false;
     reqs->outstanding++;
     return req;
