@@ -372,3 +372,95 @@ Test(faults, write_timeout_bounds_a_stalled_send)
     free(big);
     close(listener);
 }
+
+/* ------------------------------------------------ regressions (review) */
+
+enum { MANY_GETS = 200000 };
+static unsigned char many_calls[MANY_GETS];
+static int many_done, many_wrong_status;
+
+static void count_many(rp_pool *p, rp_conn *conn, int status, void *data)
+{
+    (void)p;
+    unsigned char *calls = data;
+    (*calls)++;
+    many_done++;
+    if (status != -ECONNREFUSED || conn)
+        many_wrong_status++;
+}
+
+Test(faults, many_queued_gets_against_a_refusing_server_each_fail_once)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.pool_timeout_ms = 30000;
+    opts.dial_timeout_ms = 200;
+    open_pool_at(fx_closed_port(), &opts);
+    for (int i = 0; i < MANY_GETS; i++)
+        cr_assert_gt(rp_pool_get(pool, count_many, &many_calls[i]), 0, "get %d refused", i);
+    uint64_t deadline = fx_now_ms() + 20000;
+    while (many_done < MANY_GETS && fx_now_ms() < deadline) {
+        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0)
+            usleep(200); /* no sleep while work is pending: failures may take an iteration each */
+    }
+    cr_assert_eq(many_done, MANY_GETS, "%d of %d callbacks ran", many_done, MANY_GETS);
+    fx_run_for(loop, 10);
+    cr_expect_eq(many_done, MANY_GETS);
+    cr_expect_eq(many_wrong_status, 0, "%d gets did not fail with the dial's error", many_wrong_status);
+    int not_once = 0;
+    for (int i = 0; i < MANY_GETS; i++)
+        not_once += many_calls[i] != 1;
+    cr_expect_eq(not_once, 0, "%d callbacks did not run exactly once", not_once);
+    fx_close_and_free(loop, pool);
+}
+
+/* Leaves exactly one fd number free: the next socket() works, the one
+ * after fails with EMFILE. The caller asserts nothing until it restores
+ * the limit (a report may need an fd of its own). */
+static int leave_one_fd(struct rlimit *saved)
+{
+    getrlimit(RLIMIT_NOFILE, saved);
+    int probe = dup(0);
+    close(probe);
+    struct rlimit low = *saved;
+    low.rlim_cur = (rlim_t)probe + 1;
+    return setrlimit(RLIMIT_NOFILE, &low);
+}
+
+Test(faults, socket_failure_with_gets_queued_for_dials_answers_every_get)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_concurrent_dials = 1; /* the other gets queue for a dial */
+    opts.dial_timeout_ms = 200;
+    open_pool_at(fx_redis_port, &opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    struct rlimit saved;
+    int limited = leave_one_fd(&saved);
+    fx_got got[3] = {0};
+    int64_t ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] = rp_pool_get(pool, fx_get_cb, &got[i]);
+    rp_pool_put(pool, held); /* must go to a waiting get, not to the idle list */
+    rp_loop_run(loop, RP_RUN_DEFAULT);
+    setrlimit(RLIMIT_NOFILE, &saved);
+    cr_assert_eq(limited, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(ids[i], 0, "get %d refused: %s", i, rp_strerror((int)ids[i]));
+    bool held_handed_on = false;
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(got[i].calls, 1, "get %d: %d callbacks when rp_loop_run returned", i, got[i].calls);
+        if (got[i].calls == 1 && got[i].status != 0)
+            cr_expect_lt(got[i].status, 0);
+        held_handed_on |= got[i].calls == 1 && got[i].status == 0 && got[i].conn == held;
+    }
+    cr_expect(held_handed_on, "the put connection went to the idle list (idle %d) while gets waited",
+              rp_pool_idle_len(pool));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_leq(got[i].calls, 1, "get %d: callback ran %d times", i, got[i].calls);
+        if (got[i].calls && got[i].status == 0)
+            rp_pool_put(pool, got[i].conn);
+    }
+    fx_close_and_free(loop, pool);
+}

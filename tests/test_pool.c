@@ -2,8 +2,11 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 TestSuite(pool, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
 
@@ -646,5 +649,414 @@ Test(pool, on_connect_sets_up_each_new_connection_and_can_fail_the_dial)
     cr_expect_eq(rp_conn_setup_done(conn, 0), -EINVAL, "a second setup_done was accepted");
     cr_expect_eq(rp_conn_setup_done(NULL, 0), -EINVAL);
     rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------ regressions (review) */
+
+static void expect_cycles_succeed(int n)
+{
+    for (int i = 0; i < n; i++) {
+        fx_got got = {0};
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+        cr_assert(fx_run_until_count(loop, &got.calls, 1, 2000), "get %d never completed", i);
+        cr_assert_eq(got.status, 0, "get/put cycle %d failed: %s (idle %d, total %d)", i, rp_strerror(got.status),
+                     rp_pool_idle_len(pool), rp_pool_len(pool));
+        rp_pool_put(pool, got.conn);
+        fx_run_for(loop, 2);
+        cr_assert_eq(got.calls, 1);
+    }
+}
+
+Test(pool, cancel_during_health_check_leaks_no_turn)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.health_check_idle_ms = 1;
+    opts.pool_timeout_ms = 300;
+    opts.pool_fifo = true; /* the cycles take any spare connection first */
+    open_pool(&opts);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    usleep(5000); /* idle past the window: the next get checks it */
+    fx_got cancelled = {0}, next = {0};
+    int64_t id = rp_pool_get(pool, fx_get_cb, &cancelled);
+    cr_assert_gt(id, 0);
+    cr_assert_eq(rp_pool_cancel(pool, id), 0);
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &next), 0);
+    cr_assert(fx_run_until_count(loop, &next.calls, 1, 2000));
+    cr_expect_eq(cancelled.calls, 1);
+    cr_expect_eq(cancelled.status, -ECANCELED);
+    cr_assert_eq(next.status, 0, "%s", rp_strerror(next.status));
+    rp_pool_put(pool, next.conn);
+    fx_run_for(loop, 50); /* let every check and dial settle */
+    cr_expect_eq(next.calls, 1);
+    expect_cycles_succeed(5);
+    cr_expect_leq(stats().total_conns, 1, "pool_size 1 but %u connections open", stats().total_conns);
+    fx_close_and_free(loop, pool);
+}
+
+static void expect_same_stats(rp_stats a, rp_stats b, const char *what)
+{
+    cr_expect(a.hits == b.hits && a.misses == b.misses && a.timeouts == b.timeouts &&
+                  a.total_conns == b.total_conns && a.idle_conns == b.idle_conns &&
+                  a.stale_conns == b.stale_conns && a.wait_count == b.wait_count &&
+                  a.dial_errors == b.dial_errors && a.dials_in_flight == b.dials_in_flight,
+              "%s changed the stats", what);
+}
+
+Test(pool, double_put_after_the_first_put_closed_it_is_misuse)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_idle_conns = 1;
+    open_pool(&opts);
+    rp_conn *kept = fx_get_conn(loop, pool), *trimmed = fx_get_conn(loop, pool);
+    rp_pool_put(pool, kept);
+    rp_pool_put(pool, trimmed); /* over max_idle_conns: closed */
+    cr_assert_eq(rp_pool_len(pool), 1);
+    rp_stats before = stats();
+    rp_pool_put(pool, trimmed);
+    cr_expect_eq(rp_pool_misuse_count(pool), 1);
+    expect_same_stats(before, stats(), "a put of a trimmed connection");
+    rp_conn *removed = fx_get_conn(loop, pool);
+    rp_pool_remove(pool, removed, 0);
+    before = stats();
+    rp_pool_put(pool, removed);
+    cr_expect_eq(rp_pool_misuse_count(pool), 2);
+    expect_same_stats(before, stats(), "a put of a removed connection");
+    expect_cycles_succeed(2);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, double_put_after_a_handoff_is_misuse_and_never_hands_out_twice)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 200;
+    open_pool(&opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got waiter = {0}, third = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &waiter), 0);
+    rp_pool_put(pool, held); /* straight to the waiter */
+    rp_pool_put(pool, held); /* the caller no longer holds it */
+    cr_expect_eq(rp_pool_misuse_count(pool), 1, "the second put was accepted");
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    cr_assert_eq(waiter.status, 0);
+    cr_expect_eq(waiter.conn, held);
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &third), 0);
+    cr_assert(fx_run_until_count(loop, &third.calls, 1, 1000));
+    cr_expect_neq(third.conn, waiter.conn, "one connection handed out to two holders");
+    cr_expect_eq(third.status, RP_EPOOLTIMEOUT, "%s", rp_strerror(third.status));
+    fx_run_for(loop, 10);
+    cr_expect_eq(waiter.calls, 1);
+    cr_expect_eq(third.calls, 1);
+    if (third.conn && third.conn != waiter.conn)
+        rp_pool_put(pool, third.conn);
+    rp_pool_put(pool, waiter.conn);
+    fx_close_and_free(loop, pool);
+}
+
+typedef struct outcomes {
+    int calls, ok, exhausted, other;
+    rp_conn *conns[16];
+} outcomes;
+
+static void count_outcome(rp_pool *p, rp_conn *conn, int status, void *data)
+{
+    (void)p;
+    outcomes *out = data;
+    out->calls++;
+    if (status == 0)
+        out->conns[out->ok++] = conn;
+    else if (status == RP_EPOOLEXHAUSTED)
+        out->exhausted++;
+    else
+        out->other++;
+}
+
+#define MAX_OF(a, b) ((a) > (b) ? (a) : (b))
+
+static unsigned active_conns(void)
+{
+    rp_stats st = stats();
+    return st.total_conns + st.dials_in_flight;
+}
+
+Test(pool, max_active_conns_holds_with_dials_queued)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 10);
+    opts.max_active_conns = 2;
+    opts.max_concurrent_dials = 1;
+    open_pool(&opts);
+    outcomes out = {0};
+    for (int i = 0; i < 6; i++)
+        cr_assert_gt(rp_pool_get(pool, count_outcome, &out), 0);
+    unsigned peak = active_conns();
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (out.calls < 6 && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        peak = MAX_OF(peak, active_conns());
+        usleep(100);
+    }
+    fx_run_for(loop, 50);
+    peak = MAX_OF(peak, active_conns());
+    cr_expect_eq(out.calls, 6, "%d of 6 callbacks ran", out.calls);
+    cr_expect_leq(peak, 2, "%u connections open or dialling with max_active_conns 2", peak);
+    cr_expect_eq(out.ok, 2);
+    cr_expect_eq(out.exhausted, 4);
+    cr_expect_eq(out.other, 0);
+    for (int i = 0; i < out.ok; i++)
+        rp_pool_put(pool, out.conns[i]);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, new_conn_respects_max_active_conns)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_active_conns = 1;
+    open_pool(&opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got got = {0};
+    int rc = rp_pool_new_conn(pool, fx_get_cb, &got);
+    fx_run_for(loop, 100);
+    if (rc == 0) {
+        cr_expect_eq(got.calls, 1);
+        cr_expect_eq(got.status, RP_EPOOLEXHAUSTED, "got %s", rp_strerror(got.status));
+    } else {
+        cr_expect_eq(rc, RP_EPOOLEXHAUSTED, "returned %s", rp_strerror(rc));
+        cr_expect_eq(got.calls, 0);
+    }
+    cr_expect_eq(rp_pool_len(pool), 1, "a connection past max_active_conns was dialled");
+    cr_expect_eq(stats().dials_in_flight, 0);
+    if (got.conn)
+        rp_pool_close_conn(pool, got.conn);
+    rp_pool_put(pool, held);
+    fx_close_and_free(loop, pool);
+}
+
+static void wait_for_idle(int want, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    while (rp_pool_idle_len(pool) < want && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_assert_eq(rp_pool_idle_len(pool), want, "the idle set never reached %d", want);
+}
+
+static void open_min_idle_pool(void)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 3);
+    opts.min_idle_conns = 1;
+    opts.health_check_idle_ms = 1;
+    open_pool(&opts);
+    wait_for_idle(1, 3000);
+    fx_run_for(loop, 20); /* idle past the health window */
+}
+
+Test(pool, min_idle_conns_refilled_after_a_checked_get)
+{
+    open_min_idle_pool();
+    rp_conn *conn = fx_get_conn(loop, pool); /* the idle one, checked first */
+    fx_run_for(loop, 100);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "no replacement was dialled while the checked one is out");
+    cr_expect_eq(rp_pool_len(pool), 2);
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, min_idle_conns_refilled_after_a_remove)
+{
+    open_min_idle_pool();
+    rp_conn *conn = fx_get_conn(loop, pool);
+    rp_pool_remove(pool, conn, 0);
+    fx_run_for(loop, 100);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the idle set was not refilled after a remove");
+    cr_expect_eq(rp_pool_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, lifetime_jitter_at_uint32_max_is_not_a_division_by_zero)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.conn_max_lifetime_ms = 60000;
+    opts.conn_max_lifetime_jitter_ms = UINT32_MAX;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(got.status, 0, "%s", rp_strerror(got.status));
+    if (got.conn)
+        rp_pool_put(pool, got.conn);
+    fx_run_for(loop, 10);
+    cr_expect_eq(got.calls, 1);
+    fx_close_and_free(loop, pool);
+}
+
+static bool closed_flag;
+static void closed_cb_for_options(rp_pool *p, void *data)
+{
+    (void)p;
+    *(bool *)data = true;
+}
+
+typedef enum { OPT_INT, OPT_U32 } opt_kind;
+typedef struct opt_field {
+    const char *name;
+    size_t offset;
+    opt_kind kind;
+} opt_field;
+
+#define INT_OPT(f) {#f, offsetof(rp_pool_options, f), OPT_INT}
+#define U32_OPT(f) {#f, offsetof(rp_pool_options, f), OPT_U32}
+
+Test(pool, every_option_at_zero_one_and_max_gets_and_puts)
+{
+    static const opt_field fields[] = {
+        INT_OPT(pool_size), INT_OPT(min_idle_conns), INT_OPT(max_idle_conns), INT_OPT(max_active_conns),
+        INT_OPT(max_concurrent_dials), U32_OPT(dial_timeout_ms), U32_OPT(pool_timeout_ms),
+        U32_OPT(read_timeout_ms), U32_OPT(write_timeout_ms), U32_OPT(conn_max_idle_time_ms),
+        U32_OPT(conn_max_lifetime_ms), U32_OPT(conn_max_lifetime_jitter_ms), U32_OPT(health_check_idle_ms),
+    };
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
+        for (int v = 0; v < 3; v++) {
+            rp_pool_options opts;
+            fx_pool_options(&opts, 4);
+            char *field = (char *)&opts + fields[f].offset;
+            if (fields[f].kind == OPT_INT)
+                *(int *)field = v == 2 ? INT_MAX : v;
+            else
+                *(uint32_t *)field = v == 2 ? UINT32_MAX : (uint32_t)v;
+            const char *value = v == 2 ? "max" : v ? "1" : "0";
+            int rc = rp_pool_new(&pool, loop, &opts);
+            if (rc < 0) {
+                cr_expect_eq(rc, -EINVAL, "%s = %s: %s", fields[f].name, value, rp_strerror(rc));
+                continue;
+            }
+            fx_got got = {0};
+            int64_t id = rp_pool_get(pool, fx_get_cb, &got);
+            cr_expect_gt(id, 0, "%s = %s: get returned %s", fields[f].name, value, rp_strerror((int)id));
+            if (id > 0)
+                cr_expect(fx_run_until_count(loop, &got.calls, 1, 3000), "%s = %s: get never completed",
+                          fields[f].name, value);
+            if (got.status == 0 && got.conn) {
+                fx_ping(loop, got.conn);
+                rp_pool_put(pool, got.conn);
+            } else {
+                cr_expect_lt(got.status, 0, "%s = %s: no connection and no error", fields[f].name, value);
+            }
+            fx_run_for(loop, 5);
+            cr_expect_leq(got.calls, 1, "%s = %s: callback ran %d times", fields[f].name, value, got.calls);
+            closed_flag = false;
+            cr_assert_eq(rp_pool_close(pool, closed_cb_for_options, &closed_flag), 0);
+            cr_assert(fx_run_until(loop, &closed_flag, 3000), "%s = %s: close never finished", fields[f].name,
+                      value);
+        }
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(pool, idle_time_counts_from_last_use_not_checkout)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.conn_max_idle_time_ms = 300;
+    open_pool(&opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    for (int i = 0; i < 12; i++) {
+        cr_assert(fx_ping(loop, conn), "ping %d failed", i);
+        fx_run_for(loop, 50);
+    }
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "a connection in use for 600 ms was closed as idle");
+    cr_expect_eq(stats().stale_conns, 0);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, refused_setup_is_not_a_dial_error)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    setup_seen seen = {.status = -EACCES};
+    opts.on_connect = refuse_setup;
+    opts.on_connect_data = &seen;
+    open_pool(&opts);
+    for (int i = 0; i < 5; i++) {
+        fx_got got = {0};
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+        cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+        cr_expect_eq(got.status, -EACCES, "get %d: %s", i, rp_strerror(got.status));
+        fx_run_for(loop, 2);
+        cr_expect_eq(got.calls, 1);
+    }
+    cr_expect_eq(seen.calls, 5, "on_connect ran %d times for 5 gets: the pool failed fast", seen.calls);
+    cr_expect_eq(stats().dial_errors, 0, "a refused set-up counted as a dial error");
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+typedef struct stale_at_close {
+    uint32_t before;
+    bool closed;
+} stale_at_close;
+
+static void expect_stale_unchanged_by_close(rp_pool *p, void *data)
+{
+    stale_at_close *ctx = data;
+    rp_stats st;
+    rp_pool_stats(p, &st);
+    cr_expect_eq(st.stale_conns, ctx->before, "rp_pool_close counted its closes as stale");
+    ctx->closed = true;
+}
+
+Test(pool, stale_conns_counts_removes_and_max_idle_trims)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    opts.max_idle_conns = 1;
+    open_pool(&opts);
+    rp_conn *conns[3];
+    for (int i = 0; i < 3; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    rp_pool_remove(pool, conns[0], 0);
+    cr_expect_eq(stats().stale_conns, 1, "rp_pool_remove was not counted");
+    rp_pool_put(pool, conns[1]);
+    rp_pool_put(pool, conns[2]); /* over max_idle_conns */
+    cr_expect_eq(stats().total_conns, 1);
+    cr_expect_eq(stats().stale_conns, 2, "the max_idle_conns trim was not counted");
+    stale_at_close ctx = {.before = stats().stale_conns};
+    cr_assert_eq(rp_pool_close(pool, expect_stale_unchanged_by_close, &ctx), 0);
+    cr_assert(fx_run_until(loop, &ctx.closed, 3000));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(pool, wait_count_ignores_waits_that_got_no_connection)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 200;
+    open_pool(&opts);
+    rp_conn *held = fx_get_conn(loop, pool);
+    fx_got timed_out = {0}, cancelled = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &timed_out), 0);
+    cr_assert(fx_run_until_count(loop, &timed_out.calls, 1, 2000));
+    cr_expect_eq(timed_out.status, RP_EPOOLTIMEOUT);
+    int64_t id = rp_pool_get(pool, fx_get_cb, &cancelled);
+    cr_assert_gt(id, 0);
+    fx_run_for(loop, 10);
+    cr_assert_eq(rp_pool_cancel(pool, id), 0);
+    cr_assert(fx_run_until_count(loop, &cancelled.calls, 1, 1000));
+    cr_expect_eq(cancelled.status, -ECANCELED);
+    rp_stats st = stats();
+    cr_expect_eq(st.timeouts, 1);
+    cr_expect_eq(st.wait_count, 0, "wait_count counted %u waits that got no connection", st.wait_count);
+    cr_expect_eq(st.wait_duration_ns, 0);
+    fx_run_for(loop, 5);
+    cr_expect_eq(timed_out.calls, 1);
+    cr_expect_eq(cancelled.calls, 1);
+    rp_pool_put(pool, held);
     fx_close_and_free(loop, pool);
 }

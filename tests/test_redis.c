@@ -386,6 +386,7 @@ typedef struct sub_log {
     int messages, confirmations, finals;
     int final_status;
     char last[64];
+    char channel[64]; /* of the last message */
 } sub_log;
 
 static void on_push(rp_conn *conn, const redisReply *msg, int status, void *data)
@@ -401,6 +402,7 @@ static void on_push(rp_conn *conn, const redisReply *msg, int status, void *data
     if (!strcmp(kind, "message")) {
         log->messages++;
         snprintf(log->last, sizeof log->last, "%s", msg->element[2]->str);
+        snprintf(log->channel, sizeof log->channel, "%s", msg->element[1]->str);
     } else {
         log->confirmations++;
     }
@@ -462,5 +464,50 @@ Test(redis, subscriber_sees_the_connection_fail_once)
     cr_expect_eq(log.finals, 1);
     cr_expect_eq(log.final_status, RP_EEOF);
     rp_pool_remove(pool, subscriber, log.final_status);
+    fx_close_and_free(loop, pool);
+}
+
+static void run_until_at_least(const int *count, int want)
+{
+    uint64_t deadline = fx_now_ms() + 1000;
+    while (*count < want && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+}
+
+Test(redis, unsubscribe_then_subscribe_back_to_back_stays_subscribed)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *subscriber = fx_get_conn(loop, pool);
+    sub_log log = {0};
+    cr_assert_eq(rp_conn_subscribe(subscriber, on_push, &log, 2, (const char *[]){"SUBSCRIBE", "a"}, NULL), 0);
+    run_until_at_least(&log.confirmations, 1);
+    cr_assert_eq(log.confirmations, 1);
+    /* Issued in one iteration: the server's "unsubscribe a, 0 left" comes
+     * before the confirmation of b. */
+    cr_assert_eq(rp_conn_unsubscribe(subscriber, 2, (const char *[]){"UNSUBSCRIBE", "a"}, NULL), 0);
+    cr_assert_eq(rp_conn_subscribe(subscriber, on_push, &log, 2, (const char *[]){"SUBSCRIBE", "b"}, NULL), 0);
+    run_until_at_least(&log.confirmations, 3);
+    cr_expect_eq(log.confirmations, 3);
+    fx_redis_command("PUBLISH b hello\r\n");
+    run_until_at_least(&log.messages, 1);
+    cr_expect_eq(log.messages, 1, "the message on b never arrived");
+    cr_expect_str_eq(log.channel, "b");
+    cr_expect_str_eq(log.last, "hello");
+    cr_expect_eq(log.finals, 0, "a final (NULL, %s) call while still subscribed to b", rp_strerror(log.final_status));
+    int finals = log.finals;
+    int rc = rp_conn_unsubscribe(subscriber, 1, (const char *[]){"UNSUBSCRIBE"}, NULL);
+    cr_expect_eq(rc, 0, "the subscriber connection went bad: %s", rp_strerror(rc));
+    if (rc == 0) {
+        run_until_at_least(&log.finals, finals + 1);
+        cr_expect_eq(log.finals, 1);
+        cr_expect_eq(log.final_status, 0);
+        reply_log pong = {0};
+        command(subscriber, &pong, 1, (const char *[]){"PING"});
+        run_until_replies(&pong, 1);
+        cr_expect_str_eq(pong.str, "PONG");
+        free(pong.str);
+    }
+    rp_pool_put(pool, subscriber);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the subscriber connection did not go back healthy");
     fx_close_and_free(loop, pool);
 }

@@ -265,3 +265,27 @@ Test(wrap, sticky_parent_failure_reaches_the_caller_and_stays_default)
     close_and_wait(sticky);
     fx_close_and_free(loop, parent);
 }
+
+Test(wrap, sticky_first_get_is_cancellable)
+{
+    rp_pool *sticky = open_sticky(2, 1000);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(sticky, fx_get_cb, &got);
+    cr_assert_gt(id, 0);
+    cr_expect_eq(rp_pool_cancel(sticky, id), 0, "cancel of the first get refused");
+    fx_run_for(loop, 100);
+    cr_expect_eq(got.calls, 1);
+    cr_expect_eq(got.status, -ECANCELED, "got %s", rp_strerror(got.status));
+    cr_expect_null(got.conn);
+    if (got.conn)
+        rp_pool_put(sticky, got.conn);
+    cr_expect_eq(rp_pool_len(parent) - rp_pool_idle_len(parent), rp_pool_len(sticky),
+                 "the parent has a connection out that the sticky pool does not hold");
+    fx_got next = get_and_wait(sticky);
+    cr_expect_eq(next.status, 0, "a get after the cancel failed: %s", rp_strerror(next.status));
+    if (next.conn)
+        rp_pool_put(sticky, next.conn);
+    close_and_wait(sticky);
+    cr_expect_eq(rp_pool_idle_len(parent), rp_pool_len(parent), "the parent leaked a connection");
+    fx_close_and_free(loop, parent);
+}
