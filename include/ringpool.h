@@ -51,6 +51,16 @@ enum {
 /* Names any code this library returns: its own codes and -errno values. */
 RP_EXTERN const char *rp_strerror(int code);
 
+/* Replaces the allocator of every allocation the library makes (hiredis's
+ * reader keeps its own): call it before creating anything, with functions
+ * that behave as the C library's. -EINVAL if any is NULL. */
+typedef void *(*rp_malloc_fn)(size_t size);
+typedef void *(*rp_realloc_fn)(void *ptr, size_t size);
+typedef void *(*rp_calloc_fn)(size_t count, size_t size);
+typedef void (*rp_free_fn)(void *ptr);
+RP_EXTERN int rp_set_allocator(rp_malloc_fn malloc_fn, rp_realloc_fn realloc_fn, rp_calloc_fn calloc_fn,
+                               rp_free_fn free_fn);
+
 /* ------------------------------------------------------------------ loop */
 
 typedef struct rp_loop rp_loop;
@@ -232,10 +242,20 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
 /* ---------------------------------------------------------------- client */
 
 /* An async Redis client over a pool. A command gets a connection, sends,
- * waits for its reply and puts the connection back; when the connection
- * proved bad (EOF, reset, timeout, protocol error; never a Redis error
- * reply) it is removed and the command retried, up to max_retries times,
- * after go-redis's backoff (8 ms doubling to 512 ms, with jitter). New
+ * waits for its reply and puts the connection back (removes it when it
+ * proved bad). It is sent again, up to max_retries times after go-redis's
+ * backoff, only when that is safe:
+ * - it provably did not run: the get or dial failed, the connection was
+ *   found dead before the write, the write failed before any of its bytes
+ *   reached the kernel, or the server refused it unrun (LOADING, READONLY,
+ *   MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients reached);
+ * - or running it twice is harmless: read-only by the server's COMMAND
+ *   flags (read once per client; a built-in table until then), or marked
+ *   RP_CMD_IDEMPOTENT.
+ * Otherwise a failure after its bytes may have reached the server ends the
+ * command with its error, the outcome unknown: RP_EEOF, -ECONNRESET,
+ * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. retry_unsafe restores
+ * go-redis's rule (retry whatever failed on a bad connection). New
  * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
  * SETNAME, pipelined in one round trip; a refusal reaches the command as
  * the server's error reply (WRONGPASS ...), never as a timeout. */
@@ -248,6 +268,9 @@ typedef struct rp_client_options {
     const char *client_name;  /* CLIENT SETNAME when set */
     int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
     size_t      max_reply_bytes; /* default (0) 512 MiB: larger replies fail with -EMSGSIZE */
+    bool        retry_unsafe;    /* also retry commands whose outcome is unknown (go-redis) */
+    uint32_t    min_retry_backoff_ms; /* default (0) 8 */
+    uint32_t    max_retry_backoff_ms; /* default (0) 512 */
 } rp_client_options;
 typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);
@@ -256,6 +279,14 @@ RP_EXTERN void     rp_client_options_init(rp_client_options *opts);
 RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_client_options *opts);
 RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
                                      int argc, const char *const *argv, const size_t *argvlen);
+/* rp_client_command with options; returns a positive id naming the command,
+ * or a negative code (and then the callback never runs). */
+#define RP_CMD_IDEMPOTENT 1u /* running it twice is harmless: retry it like a read */
+typedef struct rp_command_options {
+    unsigned flags; /* RP_CMD_* */
+} rp_command_options;
+RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
+                                        void *data, int argc, const char *const *argv, const size_t *argvlen);
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
 /* Commands already sent complete with their replies, the others with

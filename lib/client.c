@@ -1,17 +1,20 @@
 /* rp_client: an async Redis client over the pool. A command gets a
  * connection, sends, waits for its reply and puts the connection back, or
- * removes it when it proved bad and then retries, with go-redis's backoff,
- * up to max_retries times. New connections are set up (AUTH, SELECT,
- * CLIENT SETNAME, pipelined in one round trip) by the pool's on_connect. */
+ * removes it when it proved bad. It is sent again, after go-redis's
+ * backoff and up to max_retries times, only when that is safe (retry.c).
+ * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
+ * one round trip) by the pool's on_connect; the first one also reads the
+ * server's COMMAND table, to know which commands are read-only. */
 #include "pool.h"
+#include "redis.h"
+#include "retry.h"
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#define MIN_RETRY_BACKOFF_MS 8u
-#define MAX_RETRY_BACKOFF_MS 512u
+#define DEFAULT_MIN_RETRY_BACKOFF_MS 8u
+#define DEFAULT_MAX_RETRY_BACKOFF_MS 512u
 
 typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_DONE } cmd_state;
 
@@ -25,6 +28,7 @@ struct client_cmd {
     const char **argv; /* copies, kept for retries */
     size_t *argvlen;
     int retries;
+    bool idempotent; /* the caller says running it twice is harmless */
     cmd_state state;
     int64_t get_id;
     rp__timer backoff;
@@ -37,6 +41,11 @@ struct rp_client {
     rp_pool *pool;
     char *username, *password, *client_name;
     int db, max_retries;
+    bool retry_unsafe;
+    uint32_t min_backoff_ms, max_backoff_ms;
+    rp__readonly_table readonly;
+    bool readonly_requested; /* COMMAND is on its way, or was read */
+    int64_t last_id;
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
     client_cmd *cmds;      /* every command not yet completed */
@@ -62,25 +71,42 @@ typedef struct setup_ctx {
     int status;
 } setup_ctx;
 
-static void setup_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+static void setup_step_done(rp_conn *conn, setup_ctx *ctx, int status)
 {
-    setup_ctx *ctx = data;
     if (!ctx->status && status < 0)
         ctx->status = status;
-    if (!ctx->status && reply && reply->type == REDIS_REPLY_ERROR) {
-        snprintf(ctx->client->setup_error, sizeof ctx->client->setup_error, "%s", reply->str);
-        ctx->status = RP_ESETUP;
-    }
     if (--ctx->pending)
         return;
     int result = ctx->status;
-    free(ctx);
+    rp__free(ctx);
     rp_conn_setup_done(conn, result);
 }
 
-static int setup_send(rp_conn *conn, setup_ctx *ctx, int argc, const char **argv)
+static void setup_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
-    int rc = rp_conn_command(conn, setup_reply, ctx, argc, argv, NULL);
+    setup_ctx *ctx = data;
+    if (!ctx->status && reply && reply->type == REDIS_REPLY_ERROR) {
+        snprintf(ctx->client->setup_error, sizeof ctx->client->setup_error, "%s", reply->str);
+        status = RP_ESETUP;
+    }
+    setup_step_done(conn, ctx, status);
+}
+
+/* COMMAND's answer is a fact about the server, not part of the set-up: a
+ * refusal (ACL) leaves the built-in table in charge. */
+static void command_table_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    setup_ctx *ctx = data;
+    if (reply)
+        rp__readonly_table_load(&ctx->client->readonly, reply);
+    else
+        ctx->client->readonly_requested = false; /* the next connection asks */
+    setup_step_done(conn, ctx, status);
+}
+
+static int setup_send(rp_conn *conn, setup_ctx *ctx, rp_conn_reply_cb cb, int argc, const char **argv)
+{
+    int rc = rp_conn_command(conn, cb, ctx, argc, argv, NULL);
     if (rc == 0)
         ctx->pending++;
     return rc;
@@ -93,15 +119,19 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
     char db[16];
     if (client->password) {
         const char *auth[] = {"AUTH", client->username, client->password};
-        rc = client->username ? setup_send(conn, ctx, 3, auth)
-                              : setup_send(conn, ctx, 2, (const char *[]){"AUTH", client->password});
+        rc = client->username ? setup_send(conn, ctx, setup_reply, 3, auth)
+                              : setup_send(conn, ctx, setup_reply, 2, (const char *[]){"AUTH", client->password});
     }
     if (rc == 0 && client->db) {
         snprintf(db, sizeof db, "%d", client->db);
-        rc = setup_send(conn, ctx, 2, (const char *[]){"SELECT", db});
+        rc = setup_send(conn, ctx, setup_reply, 2, (const char *[]){"SELECT", db});
     }
     if (rc == 0 && client->client_name)
-        rc = setup_send(conn, ctx, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
+        rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
+    if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
+        rc = setup_send(conn, ctx, command_table_reply, 1, (const char *[]){"COMMAND"});
+        client->readonly_requested = rc == 0;
+    }
     return rc;
 }
 
@@ -109,7 +139,7 @@ static void setup_conn(rp_conn *conn, void *data)
 {
     rp_client *client = data;
     rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
-    setup_ctx *ctx = calloc(1, sizeof *ctx);
+    setup_ctx *ctx = rp__calloc(1, sizeof *ctx);
     if (ctx)
         ctx->client = client;
     int rc = ctx ? setup_commands(client, conn, ctx) : -ENOMEM;
@@ -118,7 +148,7 @@ static void setup_conn(rp_conn *conn, void *data)
             ctx->status = rc; /* the queued ones still answer */
         return;
     }
-    free(ctx);
+    rp__free(ctx);
     rp_conn_setup_done(conn, rc);
 }
 
@@ -149,7 +179,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     } else {
         cmd->cb(client, reply, status, cmd->data);
     }
-    free(cmd);
+    rp__free(cmd);
     close_if_drained(client);
 }
 
@@ -162,19 +192,26 @@ static void cmd_finish_run(rp__deferred *item)
 static void cmd_get(client_cmd *cmd);
 
 /* EOF, reset, timeout, a protocol error: the connection, not the command,
- * failed. A Redis error reply never gets here. */
+ * failed, and the command may or may not have run. */
 static bool conn_proved_bad(int status)
 {
     return status == RP_EEOF || status == -ECONNRESET || status == -EPIPE || status == -ETIMEDOUT ||
            status == -ECONNABORTED || status == -EPROTO;
 }
 
-/* go-redis's backoff: 8 ms doubling to 512 ms, with random jitter. */
-static uint64_t retry_backoff_ns(rp_client *client, int retry)
+/* A get that failed sent nothing: every such failure is worth another try
+ * but those that would fail the same way again. */
+static bool get_failure_retryable(int status)
 {
-    uint64_t d = (uint64_t)MIN_RETRY_BACKOFF_MS << (retry < 6 ? retry : 6);
-    d = MIN_RETRY_BACKOFF_MS + rp__loop_random(client->loop) % d;
-    return RP__MIN(d, (uint64_t)MAX_RETRY_BACKOFF_MS) * RP__NS_PER_MS;
+    return status != RP_ECLOSED && status != -ECANCELED && status != RP_ESETUP && status != -ENOMEM &&
+           status != RP_EPOOLEXHAUSTED;
+}
+
+static bool safe_to_repeat(const client_cmd *cmd)
+{
+    const rp_client *client = cmd->client;
+    return cmd->idempotent || client->retry_unsafe ||
+           rp__command_readonly(&client->readonly, cmd->argv[0], cmd->argvlen[0]);
 }
 
 static void backoff_fired(rp__timer *timer)
@@ -183,22 +220,36 @@ static void backoff_fired(rp__timer *timer)
     cmd_get(cmd);
 }
 
+/* Sends the command again after the backoff, when may_retry and retries
+ * are left; completes it with (reply, status) otherwise. */
+static void cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
+{
+    rp_client *client = cmd->client;
+    if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
+        cmd_complete(cmd, reply, status == -ECANCELED && client->closing ? RP_ECLOSED : status);
+        return;
+    }
+    cmd->retries++;
+    cmd->state = CMD_BACKOFF;
+    uint64_t wait = rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms, client->max_backoff_ms);
+    rp__timer_arm(client->loop, &cmd->backoff, rp__loop_now(client->loop) + wait);
+}
+
 static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     client_cmd *cmd = data;
     rp_client *client = cmd->client;
     if (status == 0) {
-        rp_pool_put(client->pool, conn);
-        cmd_complete(cmd, reply, 0);
+        if (rp__reply_conn_unusable(reply))
+            rp_pool_remove(client->pool, conn, RP_EBADCONN);
+        else
+            rp_pool_put(client->pool, conn);
+        cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
         return;
     }
+    bool unsent = rp__redis_failed_unsent(conn);
     rp_pool_remove(client->pool, conn, status);
-    if (!conn_proved_bad(status) || cmd->retries >= client->max_retries || client->closing) {
-        cmd_complete(cmd, NULL, status);
-        return;
-    }
-    cmd->state = CMD_BACKOFF;
-    rp__timer_arm(client->loop, &cmd->backoff, rp__loop_now(client->loop) + retry_backoff_ns(client, cmd->retries++));
+    cmd_retry_or_complete(cmd, NULL, status, unsent || (conn_proved_bad(status) && safe_to_repeat(cmd)));
 }
 
 /* Queues the command on conn; a connection that refuses it is removed. */
@@ -212,13 +263,14 @@ static int cmd_send(client_cmd *cmd, rp_conn *conn)
     return rc;
 }
 
+/* A connection refusing the command (found dead first) sent nothing. */
 static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     client_cmd *cmd = data;
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
-    cmd_complete(cmd, NULL, status == -ECANCELED && cmd->client->closing ? RP_ECLOSED : status);
+    cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : get_failure_retryable(status));
 }
 
 static void cmd_fail_later(client_cmd *cmd, int status)
@@ -234,12 +286,9 @@ static void cmd_get(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
     rp_conn *conn = rp__pool_try_get(client->pool);
-    if (conn) {
-        int rc = cmd_send(cmd, conn);
-        if (rc < 0)
-            cmd_fail_later(cmd, rc);
+    if (conn && cmd_send(cmd, conn) == 0)
         return;
-    }
+    /* None idle, or it was found dead before the write (and removed). */
     cmd->state = CMD_GETTING;
     int64_t id = rp_pool_get(client->pool, on_conn, cmd);
     if (id < 0)
@@ -254,7 +303,7 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     size_t bytes = sizeof(client_cmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
     for (int i = 0; i < argc; i++)
         bytes += argvlen ? argvlen[i] : strlen(argv[i]);
-    client_cmd *cmd = calloc(1, bytes);
+    client_cmd *cmd = rp__calloc(1, bytes);
     if (!cmd)
         return NULL;
     cmd->argv = (const char **)(cmd + 1);
@@ -272,10 +321,12 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     return cmd;
 }
 
-int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, const char *const *argv,
-                      const size_t *argvlen)
+int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
+                             int argc, const char *const *argv, const size_t *argvlen)
 {
     if (!client || !cb || argc <= 0 || !argv)
+        return -EINVAL;
+    if (opts && (opts->flags & ~(unsigned)RP_CMD_IDEMPOTENT))
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
@@ -284,27 +335,37 @@ int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, c
         return -ENOMEM;
     cmd->cb = cb;
     cmd->data = data;
+    cmd->idempotent = opts && (opts->flags & RP_CMD_IDEMPOTENT);
+    int64_t id = ++client->last_id;
     cmd->next = client->cmds;
     if (client->cmds)
         client->cmds->prev = cmd;
     client->cmds = cmd;
     cmd_get(cmd);
-    return 0;
+    return id;
+}
+
+int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, const char *const *argv,
+                      const size_t *argvlen)
+{
+    int64_t id = rp_client_command_ex(client, NULL, cb, data, argc, argv, argvlen);
+    return id < 0 ? (int)id : 0;
 }
 
 /* ------------------------------------------------------------ lifecycle */
 
 static void free_client(rp_client *client)
 {
-    free(client->username);
-    free(client->password);
-    free(client->client_name);
-    free(client);
+    rp__free(client->username);
+    rp__free(client->password);
+    rp__free(client->client_name);
+    rp__readonly_table_free(&client->readonly);
+    rp__free(client);
 }
 
 static int copy_string(char **out, const char *in)
 {
-    if (in && !(*out = strdup(in)))
+    if (in && !(*out = rp__strdup(in)))
         return -ENOMEM;
     return 0;
 }
@@ -313,12 +374,15 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
 {
     if (!out || !loop || !opts || opts->db < 0 || (opts->username && !opts->password))
         return -EINVAL;
-    rp_client *client = calloc(1, sizeof *client);
+    rp_client *client = rp__calloc(1, sizeof *client);
     if (!client)
         return -ENOMEM;
     client->loop = loop;
     client->db = opts->db;
     client->max_retries = opts->max_retries > 0 ? opts->max_retries : 0;
+    client->retry_unsafe = opts->retry_unsafe;
+    client->min_backoff_ms = opts->min_retry_backoff_ms ? opts->min_retry_backoff_ms : DEFAULT_MIN_RETRY_BACKOFF_MS;
+    client->max_backoff_ms = opts->max_retry_backoff_ms ? opts->max_retry_backoff_ms : DEFAULT_MAX_RETRY_BACKOFF_MS;
     client->max_reply_bytes = opts->max_reply_bytes ? opts->max_reply_bytes : 512u * 1024 * 1024;
     int rc = copy_string(&client->username, opts->username);
     if (rc == 0)

@@ -118,7 +118,15 @@ void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_eve
 /* Nothing refers to the record any more: no op, no reply, no callback. */
 static bool conn_releasable(const rp_conn *conn)
 {
-    return conn->state == RP__CONN_CLOSED && !rp__conn_busy(conn) && !conn->in_callback && !conn->in_setup;
+    return conn->state == RP__CONN_CLOSED && !rp__conn_ops_pending(conn) && !conn->ext_pending &&
+           !conn->in_callback && !conn->in_setup;
+}
+
+void rp__conn_report_broken(rp_conn *conn)
+{
+    conn->broken = true;
+    if (conn->state != RP__CONN_CLOSED)
+        conn->events->broke(conn);
 }
 
 void rp__conn_op_finished(rp_conn *conn)
@@ -170,7 +178,7 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
 {
     if (!conn || !cb || !buf || !len)
         return -EINVAL;
-    if (!rp__conn_usable(conn))
+    if (conn->state == RP__CONN_CLOSED)
         return RP_ECLOSED;
     rp__conn_io *io = is_send ? &conn->send : &conn->recv;
     if (io->op.pending)
@@ -191,13 +199,29 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     return 0;
 }
 
+void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop_alive)
+{
+    rp__op *op = &conn->recv.op;
+    if (deadline_ns) {
+        rp__timer_arm(conn->loop, &conn->recv.deadline, deadline_ns);
+        op->has_deadline = true;
+    } else {
+        rp__timer_disarm(conn->loop, &conn->recv.deadline);
+    }
+    rp__op_keep_loop_alive(conn->loop, op, keeps_loop_alive);
+}
+
 int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data)
 {
+    if (conn && !rp__conn_usable(conn))
+        return RP_ECLOSED;
     return rp__conn_start_io(conn, true, (void *)buf, len, conn ? conn->write_timeout_ms : 0, cb, data);
 }
 
 int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)
 {
+    if (conn && !rp__conn_usable(conn))
+        return RP_ECLOSED;
     return rp__conn_start_io(conn, false, buf, cap, conn ? conn->read_timeout_ms : 0, cb, data);
 }
 

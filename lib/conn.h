@@ -23,6 +23,7 @@ typedef struct rp__conn_events {
     void (*dialed)(rp_conn *conn, int status);  /* 0, or the dial's error */
     void (*watched)(rp_conn *conn, int result); /* the zero-length recv ended */
     void (*released)(rp_conn *conn);            /* closed, and nothing refers to it */
+    void (*broke)(rp_conn *conn);               /* the protocol layer found it unusable */
 } rp__conn_events;
 
 typedef struct rp__conn_io {
@@ -44,7 +45,10 @@ struct rp_conn {
     bool pooled;       /* counts toward pool_size; false for rp_pool_new_conn */
     bool holds_turn;   /* its holder took one of the pool's turns */
     bool broken;       /* an I/O error or end of stream: never reused */
-    bool watching;     /* the idle watch is armed */
+    bool watching;     /* the pool's idle watch is armed */
+    bool recv_watch;   /* the recv in flight is the protocol layer's own idle
+                          watch: it owes nothing, and stray bytes, FIN or RST
+                          complete it (the pool needs no watch or check) */
     uint8_t in_callback; /* a user callback runs: the record must outlive it */
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
     uint32_t read_timeout_ms, write_timeout_ms;
@@ -86,11 +90,17 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
            conn->recv.op.pending;
 }
 
-/* A caller's put must not reuse it: I/O or replies still outstanding. */
+/* A caller's put must not reuse it: I/O or replies still outstanding (the
+ * protocol layer's idle watch is neither). */
 static inline bool rp__conn_busy(const rp_conn *conn)
 {
-    return rp__conn_ops_pending(conn) || conn->ext_pending;
+    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
+           (conn->recv.op.pending && !conn->recv_watch) || conn->ext_pending;
 }
+
+/* The protocol layer found the connection unusable: marks it broken and
+ * tells the owner (an idle connection is removed at once). */
+void rp__conn_report_broken(rp_conn *conn);
 
 /* I/O is allowed while a caller holds it and while on_connect sets it up. */
 static inline bool rp__conn_usable(const rp_conn *conn)
@@ -98,7 +108,11 @@ static inline bool rp__conn_usable(const rp_conn *conn)
     return conn->state == RP__CONN_IN_USE || conn->state == RP__CONN_SETUP;
 }
 
-/* rp_conn_send / rp_conn_recv with an explicit timeout (0 = none). */
+/* rp_conn_send / rp_conn_recv with an explicit timeout (0 = none). Unlike
+ * them it also starts I/O on an idle connection (a protocol layer's watch). */
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data);
+/* Bounds the recv in flight by an absolute deadline (0: none), and says
+ * whether it keeps rp_loop_run(RP_RUN_DEFAULT) running. */
+void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop_alive);
 
 #endif

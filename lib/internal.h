@@ -46,6 +46,8 @@ void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop
 /* Fills `second` with a link timeout for the op in `first`. */
 void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
                          struct __kernel_timespec *ts, uint32_t ms);
+/* Whether the op in flight keeps rp_loop_run(RP_RUN_DEFAULT) running. */
+void rp__op_keep_loop_alive(rp_loop *loop, rp__op *op, bool keep);
 /* Asks the kernel to cancel op; op->done still runs once it completes. */
 void rp__op_cancel(rp_loop *loop, rp__op *op);
 /* The op's deadline passed: cancels it so that it reports -ETIMEDOUT. */
@@ -115,6 +117,13 @@ typedef struct rp__addr {
     socklen_t len;
 } rp__addr;
 int rp__addr_parse(rp__addr *out, const char *text);
+
+/* Every allocation goes through rp_set_allocator's functions. */
+void *rp__malloc(size_t size);
+void *rp__realloc(void *ptr, size_t size);
+void *rp__calloc(size_t count, size_t size);
+void rp__free(void *ptr);
+char *rp__strdup(const char *text);
 
 /* Reports a caller's mistake: counted by the caller, logged here. */
 void rp__log_misuse(const char *what);

@@ -137,6 +137,15 @@ void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop
         loop->refs++;
 }
 
+void rp__op_keep_loop_alive(rp_loop *loop, rp__op *op, bool keep)
+{
+    if (op->pending && op->keeps_loop_alive && !keep)
+        loop->refs--;
+    if (op->pending && !op->keeps_loop_alive && keep)
+        loop->refs++;
+    op->keeps_loop_alive = keep;
+}
+
 void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
                          struct __kernel_timespec *ts, uint32_t ms)
 {
@@ -363,7 +372,7 @@ static void run_posted(rp_loop *loop)
     while (list) {
         rp__posted *next = list->next;
         list->fn(list->arg);
-        free(list);
+        rp__free(list);
         list = next;
     }
 }
@@ -379,7 +388,7 @@ int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg)
 {
     if (!loop || !fn)
         return -EINVAL;
-    rp__posted *item = malloc(sizeof *item);
+    rp__posted *item = rp__malloc(sizeof *item);
     if (!item)
         return -ENOMEM;
     item->next = NULL;
@@ -424,13 +433,13 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
 {
     if (!out)
         return -EINVAL;
-    rp_loop *loop = calloc(1, sizeof *loop);
+    rp_loop *loop = rp__calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
     unsigned entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
     int rc = ring_init(loop, entries);
     if (rc < 0) {
-        free(loop);
+        rp__free(loop);
         return rc;
     }
     loop->host_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -443,7 +452,7 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
         if (loop->post_fd >= 0)
             close(loop->post_fd);
         io_uring_queue_exit(&loop->ring);
-        free(loop);
+        rp__free(loop);
         return rc;
     }
     pthread_mutex_init(&loop->post_lock, NULL);
@@ -469,8 +478,8 @@ int rp_loop_free(rp_loop *loop)
     close(loop->host_fd);
     close(loop->post_fd);
     pthread_mutex_destroy(&loop->post_lock);
-    free(loop->timers.slots);
-    free(loop);
+    rp__free(loop->timers.slots);
+    rp__free(loop);
     return 0;
 }
 
@@ -541,9 +550,25 @@ static bool busy_poll(rp_loop *loop)
 /* What already sits in the CQ is handled before deciding to block, and the
  * work it queues is flushed first, so one io_uring_enter both submits and
  * waits; having handled something, the iteration does not block. */
+/* Completions the kernel holds back as task work (DEFER_TASKRUN) are
+ * brought in before anything is sent: a connection whose server closed it,
+ * or sent bytes unasked, while the loop was busy must be seen as such
+ * before a command goes out on it, not after. */
+static unsigned reap_before_sending(rp_loop *loop)
+{
+    unsigned handled = reap_cqes(loop);
+    if (loop->prepared.head && (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+        loop->stats.enters++;
+        io_uring_get_events(&loop->ring);
+        handled += reap_cqes(loop);
+    }
+    return handled;
+}
+
 static void loop_iteration(rp_loop *loop, bool may_block)
 {
-    may_block = may_block && !reap_cqes(loop) && loop_alive(loop);
+    bool handled = reap_before_sending(loop) != 0;
+    may_block = may_block && !handled && loop_alive(loop);
     run_prepared(loop);
     may_block = may_block && !loop->deferred.head && !loop->prepared.head && !io_uring_cq_ready(&loop->ring);
     if (may_block && loop->busy_poll_ns && busy_poll(loop))

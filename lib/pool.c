@@ -80,7 +80,7 @@ static rp_conn *record_take(rp__conn_pool *cp)
         cp->spare_head = conn->next;
         if (!cp->spare_head)
             cp->spare_tail = NULL;
-    } else if (!(conn = malloc(sizeof *conn))) {
+    } else if (!(conn = rp__malloc(sizeof *conn))) {
         return NULL;
     }
     rp__conn_init(conn, pool_loop(cp), cp, &conn_events);
@@ -220,10 +220,11 @@ static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t 
     return cp->opts.conn_max_idle_time_ms && idle_ns(conn, now) >= ms_ns(cp->opts.conn_max_idle_time_ms);
 }
 
-/* Used within the health window: handed out with no check. */
-static bool conn_recently_used(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+/* Handed out with no check: used within the health window, or watched by
+ * the protocol layer's own recv, which FIN, RST or stray bytes complete. */
+static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
-    return idle_ns(conn, now) < ms_ns(cp->opts.health_check_idle_ms);
+    return conn->recv_watch || idle_ns(conn, now) < ms_ns(cp->opts.health_check_idle_ms);
 }
 
 /* Takes the connection out of the pool's books and closes it. */
@@ -261,7 +262,7 @@ static uint64_t conn_next_event(const rp__conn_pool *cp, const rp_conn *conn)
     uint64_t next = conn->expires_ns;
     if (cp->opts.conn_max_idle_time_ms)
         next = RP__MIN(next, conn->used_ns + ms_ns(cp->opts.conn_max_idle_time_ms));
-    if (!conn->watching)
+    if (!conn->watching && !conn->recv_watch)
         next = RP__MIN(next, conn->used_ns + ms_ns(cp->opts.health_check_idle_ms));
     return next;
 }
@@ -311,6 +312,17 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     } else {
         conn_available(cp, conn);
     }
+    pump_dials(cp);
+}
+
+/* The protocol layer's watch saw FIN, RST or stray bytes. A held
+ * connection is removed when its holder puts it. */
+static void conn_broke(rp_conn *conn)
+{
+    rp__conn_pool *cp = owner_of(conn);
+    if (conn->state != RP__CONN_IDLE)
+        return;
+    conn_discard(cp, conn);
     pump_dials(cp);
 }
 
@@ -558,7 +570,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
             conn_discard(cp, conn);
             continue;
         }
-        if (!conn_recently_used(cp, conn, now)) {
+        if (!conn_known_healthy(cp, conn, now)) {
             check_start(cp, conn, req);
         } else {
             cp->stats.hits++;
@@ -592,7 +604,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
         return NULL;
     rp_conn *conn = cp->opts.pool_fifo ? cp->idle_tail : cp->idle_head;
     uint64_t now = now_ns(cp);
-    if (!conn || conn_expired(cp, conn, now) || !conn_recently_used(cp, conn, now))
+    if (!conn || conn_expired(cp, conn, now) || !conn_known_healthy(cp, conn, now))
         return NULL;
     idle_unlink(cp, conn);
     cp->turns_used++;
@@ -787,7 +799,7 @@ static void finish_close_if_done(rp__conn_pool *cp)
     rp_conn *conn, *next;
     for (conn = cp->spare_head; conn; conn = next) {
         next = conn->next;
-        free(conn);
+        rp__free(conn);
     }
     cp->spare_head = cp->spare_tail = NULL;
     rp__pool_finish_close(&cp->base);
@@ -845,7 +857,7 @@ static void maintenance_fired(rp__timer *timer)
             conn_discard(cp, conn);
             continue;
         }
-        if (!conn->watching && !conn_recently_used(cp, conn, now)) {
+        if (!conn->watching && !conn_known_healthy(cp, conn, now)) {
             conn->watching = true;
             rp__conn_watch(conn, false);
         }
@@ -859,6 +871,7 @@ static const rp__conn_events conn_events = {
     .dialed = conn_dialed,
     .watched = conn_watched,
     .released = conn_released,
+    .broke = conn_broke,
 };
 
 static const rp__pool_vtable conn_pool_vtable = {
@@ -915,7 +928,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
 {
     if (!out || !loop || !opts)
         return -EINVAL;
-    rp__conn_pool *cp = calloc(1, sizeof *cp);
+    rp__conn_pool *cp = rp__calloc(1, sizeof *cp);
     if (!cp)
         return -ENOMEM;
     cp->opts = *opts;
@@ -923,7 +936,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     if (rc == 0)
         rc = rp__addr_parse(&cp->addr, opts->addr);
     if (rc < 0) {
-        free(cp);
+        rp__free(cp);
         return rc;
     }
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */

@@ -22,7 +22,7 @@ static void close_item_run(rp__deferred *item)
         pool->close_cb(pool, pool->close_data);
     rp__loop_pool_closed(pool->loop);
     rp__reqs_free(pool->reqs);
-    free(pool); /* the base is the first member of every pool kind */
+    rp__free(pool); /* the base is the first member of every pool kind */
 }
 
 void rp__pool_finish_close(rp_pool *pool)

@@ -67,7 +67,7 @@ static void after_callback(rp__reqs *reqs) { finish_close_if_done(RP__CONTAINER_
 
 static int wrap_new(wrap_pool **out, rp_pool *parent, const rp__pool_vtable *vt)
 {
-    wrap_pool *wp = calloc(1, sizeof *wp);
+    wrap_pool *wp = rp__calloc(1, sizeof *wp);
     if (!wp)
         return -ENOMEM;
     rp__pool_init(&wp->base, vt, parent->loop, &wp->reqs);
@@ -400,14 +400,14 @@ static void unshare_run(rp__deferred *item)
     wp->extra_closes = pc->next; /* they run in the order they were queued */
     if (pc->cb)
         pc->cb(&wp->base, pc->data);
-    free(pc);
+    rp__free(pc);
     finish_close_if_done(wp);
 }
 
 /* A sharer's close only unshares; its callback still runs, later. */
 static int sticky_unshare(wrap_pool *wp, rp_close_cb cb, void *data)
 {
-    pending_close *pc = calloc(1, sizeof *pc);
+    pending_close *pc = rp__calloc(1, sizeof *pc);
     if (!pc)
         return -ENOMEM;
     *pc = (pending_close){.wp = wp, .cb = cb, .data = data};

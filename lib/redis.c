@@ -2,15 +2,20 @@
  * pipelined in FIFO order.
  *
  * Commands issued before the loop next submits are written into one buffer
- * and go out in one send. While replies are owed, one recv is armed; what
- * it reads is fed to the reader and each reply goes to the oldest command.
- * An error (EOF, reset, timeout, a protocol error, a reply over the size
- * limit) fails every command still owed, each exactly once, and is sticky. */
+ * and go out in one send. Once a command has been sent, a recv stays armed
+ * for the life of the connection: while replies are owed it is bounded by
+ * the oldest command's deadline (read_timeout_ms from that command's send
+ * to the last byte of its reply, however the reply trickles in); while
+ * nothing is owed it is the idle watch, so bytes the server sends unasked
+ * fail the connection then, and are never taken for the next command's
+ * reply. An error (EOF, reset, timeout, a protocol error, a reply over the
+ * size limit) fails every command still owed, each exactly once, and is
+ * sticky. */
 #include "conn.h"
+#include "redis.h"
+#include "reply.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define RECV_BUFFER_SIZE (64 * 1024)
@@ -19,6 +24,8 @@
 typedef struct pending_cmd {
     rp_conn_reply_cb cb;
     void *data;
+    uint64_t start;       /* stream offset of its first byte */
+    uint64_t deadline_ns; /* its whole reply is due by then; 0: none (yet) */
 } pending_cmd;
 
 typedef struct byte_buffer {
@@ -29,14 +36,18 @@ typedef struct byte_buffer {
 typedef struct rp__redis {
     rp_conn *conn;
     redisReader *reader;
+    rp__reply_limit limit;
     byte_buffer out;     /* encoded, waiting for the next flush */
     byte_buffer sending; /* owned by the send in flight */
     pending_cmd *cmds;   /* ring of commands owed a reply, oldest at head */
     unsigned head, count, cap;
+    unsigned undated;    /* the newest commands, not yet handed to a send */
+    uint64_t queued_bytes, written_bytes; /* stream offsets */
     rp__deferred flush_item;
     bool sending_now, receiving;
+    bool failing_unsent; /* while fail_all calls back for a command never sent */
     int error;
-    size_t reply_bytes, max_reply_bytes;
+    size_t reply_bytes;  /* of the reply being read */
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
     unsigned subscribes_unconfirmed; /* channels the server has yet to confirm */
@@ -47,34 +58,35 @@ static void redis_free(void *ext)
 {
     rp__redis *redis = ext;
     redisReaderFree(redis->reader);
-    free(redis->out.data);
-    free(redis->sending.data);
-    free(redis->cmds);
-    free(redis);
+    rp__free(redis->out.data);
+    rp__free(redis->sending.data);
+    rp__free(redis->cmds);
+    rp__free(redis);
 }
 
 static rp__redis *redis_of(rp_conn *conn)
 {
     if (conn->ext)
         return conn->ext;
-    rp__redis *redis = calloc(1, sizeof *redis);
+    rp__redis *redis = rp__calloc(1, sizeof *redis);
     if (!redis)
         return NULL;
-    redis->reader = redisReaderCreate();
+    redis->limit.max_bytes = DEFAULT_MAX_REPLY_BYTES;
+    redis->reader = rp__reader_new(&redis->limit);
     if (!redis->reader) {
-        free(redis);
+        rp__free(redis);
         return NULL;
     }
     redis->conn = conn;
-    redis->max_reply_bytes = DEFAULT_MAX_REPLY_BYTES;
     conn->ext = redis;
     conn->ext_free = redis_free;
     return redis;
 }
 
+/* Replies owed, a subscription, or a flush queued: each holds the record. */
 static void update_pending(rp__redis *redis)
 {
-    redis->conn->ext_pending = redis->count + (redis->push_cb ? 1u : 0u);
+    redis->conn->ext_pending = redis->count + (redis->push_cb ? 1u : 0u) + (redis->flush_item.queued ? 1u : 0u);
 }
 
 /* ---------------------------------------------------------------- writer */
@@ -86,7 +98,7 @@ static int buffer_reserve(byte_buffer *buf, size_t more)
     size_t cap = buf->cap ? buf->cap : 256;
     while (cap < buf->len + more)
         cap *= 2;
-    char *data = realloc(buf->data, cap);
+    char *data = rp__realloc(buf->data, cap);
     if (!data)
         return -ENOMEM;
     buf->data = data;
@@ -137,31 +149,40 @@ static int encode_command(byte_buffer *out, int argc, const char *const *argv, c
 
 /* Every command owed a reply fails once; the caller frees a closed record
  * afterwards (rp__conn_op_finished). The ring is detached first, so
- * commands issued from these callbacks meet the sticky error instead. */
+ * commands issued from these callbacks meet the sticky error instead.
+ * The owner hears of it too: an idle connection is removed at once. */
 static void fail_all(rp__redis *redis, int error)
 {
     rp_conn *conn = redis->conn;
     if (!redis->error)
         redis->error = error;
-    conn->broken = true;
     pending_cmd *cmds = redis->cmds;
     unsigned head = redis->head, count = redis->count, cap = redis->cap;
     rp_push_cb push_cb = redis->push_cb;
     redis->cmds = NULL;
-    redis->head = redis->count = redis->cap = 0;
+    redis->head = redis->count = redis->cap = redis->undated = 0;
     redis->push_cb = NULL;
     redis->subscribes_unconfirmed = 0;
     redis->out.len = 0;
     update_pending(redis);
     conn->in_callback++;
+    rp__conn_report_broken(conn);
     for (unsigned i = 0; i < count; i++) {
         pending_cmd *cmd = &cmds[(head + i) % cap];
+        redis->failing_unsent = cmd->start >= redis->written_bytes;
         cmd->cb(conn, NULL, error, cmd->data);
     }
+    redis->failing_unsent = false;
     if (push_cb)
         push_cb(conn, NULL, error, redis->push_data);
     conn->in_callback--;
-    free(cmds);
+    rp__free(cmds);
+}
+
+bool rp__redis_failed_unsent(const rp_conn *conn)
+{
+    const rp__redis *redis = conn->ext;
+    return redis && redis->failing_unsent;
 }
 
 /* ----------------------------------------------------------------- flush */
@@ -169,29 +190,52 @@ static void fail_all(rp__redis *redis, int error)
 static void recv_done(rp_conn *conn, ssize_t result, void *data);
 static void flush(rp__redis *redis);
 
+/* The recv's deadline is the oldest owed command's; with nothing owed it
+ * is the idle watch, which has none and does not keep the loop running. */
+static void bound_recv(rp__redis *redis)
+{
+    rp_conn *conn = redis->conn;
+    conn->recv_watch = !conn->ext_pending;
+    if (redis->receiving)
+        rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0,
+                               conn->ext_pending != 0);
+}
+
 static void arm_recv(rp__redis *redis)
 {
-    if (redis->receiving || !redis->conn->ext_pending)
+    if (redis->receiving || redis->error)
         return;
-    /* A subscriber waits for messages as long as it takes. */
-    uint32_t timeout = redis->count ? redis->conn->read_timeout_ms : 0;
     /* Never read past the size limit of the reply in progress, so one
      * that exceeds it cannot also complete within the same read. */
-    size_t room = redis->reply_bytes < redis->max_reply_bytes ? redis->max_reply_bytes - redis->reply_bytes : 0;
+    size_t max = redis->limit.max_bytes;
+    size_t room = redis->reply_bytes < max ? max - redis->reply_bytes : 0;
     size_t cap = RP__MIN(sizeof redis->rbuf, room + 1);
-    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, timeout, recv_done, redis);
-    if (rc < 0)
+    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, 0, recv_done, redis);
+    if (rc < 0) {
         fail_all(redis, rc);
-    else
-        redis->receiving = true;
+        return;
+    }
+    redis->receiving = true;
+    bound_recv(redis);
+}
+
+/* The commands in this send owe their replies within read_timeout_ms of
+ * now (a fresh clock: callbacks before it may have run long). */
+static void date_commands(rp__redis *redis)
+{
+    uint32_t timeout_ms = redis->conn->read_timeout_ms;
+    uint64_t deadline = timeout_ms ? rp__loop_now_fresh(redis->conn->loop) + timeout_ms * RP__NS_PER_MS : 0;
+    for (unsigned i = redis->count - redis->undated; i < redis->count; i++)
+        redis->cmds[(redis->head + i) % redis->cap].deadline_ns = deadline;
+    redis->undated = 0;
 }
 
 static void send_done(rp_conn *conn, ssize_t result, void *data)
 {
-    (void)conn;
     rp__redis *redis = data;
     redis->sending_now = false;
     redis->sending.len = 0;
+    redis->written_bytes += result < 0 ? conn->send.done : (size_t)result;
     if (result < 0)
         fail_all(redis, (int)result);
     else if (redis->out.len && !redis->flush_item.queued)
@@ -212,12 +256,17 @@ static void flush(rp__redis *redis)
         return;
     }
     redis->sending_now = true;
-    arm_recv(redis);
+    date_commands(redis);
+    if (redis->receiving)
+        bound_recv(redis);
+    else
+        arm_recv(redis);
 }
 
 static void flush_item_run(rp__deferred *item)
 {
     rp__redis *redis = RP__CONTAINER_OF(item, rp__redis, flush_item);
+    update_pending(redis);
     if (!rp__conn_usable(redis->conn) && !redis->error)
         fail_all(redis, -ECANCELED); /* removed before it was sent */
     else
@@ -227,8 +276,10 @@ static void flush_item_run(rp__deferred *item)
 
 static void schedule_flush(rp__redis *redis)
 {
-    if (!redis->flush_item.queued && !redis->sending_now)
+    if (!redis->flush_item.queued && !redis->sending_now) {
         rp__loop_before_submit(redis->conn->loop, &redis->flush_item, flush_item_run);
+        update_pending(redis);
+    }
 }
 
 /* ----------------------------------------------------------------- reader */
@@ -291,20 +342,24 @@ static int read_replies(rp__redis *redis)
     void *reply;
     while ((rc = redisReaderGetReply(redis->reader, &reply) == REDIS_OK ? 0 : -EPROTO) == 0 && reply) {
         if (n == cap) {
-            redisReply **grown = malloc(2 * cap * sizeof *grown);
+            redisReply **grown = rp__malloc(2 * cap * sizeof *grown);
             if (!grown) {
-                freeReplyObject(reply);
+                rp__reply_free(reply);
                 rc = -ENOMEM;
                 break;
             }
             memcpy(grown, replies, n * sizeof *grown);
             if (replies != stack_replies)
-                free(replies);
+                rp__free(replies);
             replies = grown;
             cap *= 2;
         }
         replies[n++] = reply;
     }
+    if (rc < 0 && redis->limit.exceeded)
+        rc = -EMSGSIZE; /* an array declared longer than the limit allows */
+    else if (rc == 0 && rp__reader_declares_too_much(redis->reader, redis->limit.max_bytes))
+        rc = -EMSGSIZE;
     size_t unparsed = redis->reader->len - redis->reader->pos;
     bool stray = !redis->push_cb && (n > redis->count || (n == redis->count && unparsed));
     if (stray || rc < 0)
@@ -312,10 +367,10 @@ static int read_replies(rp__redis *redis)
     for (size_t i = 0; i < n; i++) {
         if (!dispatch_reply(redis, replies[i]))
             rc = -EPROTO;
-        freeReplyObject(replies[i]);
+        rp__reply_free(replies[i]);
     }
     if (replies != stack_replies)
-        free(replies);
+        rp__free(replies);
     /* What is left unparsed belongs to the reply now being read. */
     if (n)
         redis->reply_bytes = unparsed;
@@ -336,13 +391,11 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     int rc = redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK ? 0 : -ENOMEM;
     if (rc == 0)
         rc = read_replies(redis);
-    if (rc == 0 && redis->reply_bytes > redis->max_reply_bytes)
+    if (rc == 0 && redis->reply_bytes > redis->limit.max_bytes)
         rc = -EMSGSIZE;
-    if (rc == 0 && !rp__conn_usable(conn) && conn->ext_pending)
-        rc = -ECANCELED; /* removed with replies still owed */
     if (rc < 0)
         fail_all(redis, rc);
-    else if (rp__conn_usable(conn))
+    else
         arm_recv(redis);
 }
 
@@ -350,10 +403,13 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
 
 static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen)
 {
+    size_t before = redis->out.len;
     int rc = encode_command(&redis->out, argc, argv, argvlen);
-    if (rc == 0)
-        schedule_flush(redis);
-    return rc;
+    if (rc < 0)
+        return rc;
+    redis->queued_bytes += redis->out.len - before;
+    schedule_flush(redis);
+    return 0;
 }
 
 static int check_args(rp_conn *conn, int argc, const char *const *argv)
@@ -379,18 +435,19 @@ static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data)
 {
     if (redis->count == redis->cap) {
         unsigned cap = redis->cap ? redis->cap * 2 : 16;
-        pending_cmd *cmds = malloc(cap * sizeof *cmds);
+        pending_cmd *cmds = rp__malloc(cap * sizeof *cmds);
         if (!cmds)
             return -ENOMEM;
         for (unsigned i = 0; i < redis->count; i++)
             cmds[i] = redis->cmds[(redis->head + i) % redis->cap];
-        free(redis->cmds);
+        rp__free(redis->cmds);
         redis->cmds = cmds;
         redis->head = 0;
         redis->cap = cap;
     }
-    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data};
+    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data, redis->queued_bytes, 0};
     redis->count++;
+    redis->undated++;
     update_pending(redis);
     return 0;
 }
@@ -409,6 +466,7 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
         return rc;
     if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
         redis->count--;
+        redis->undated--;
         update_pending(redis);
     }
     return rc;
@@ -455,6 +513,6 @@ int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes)
     rp__redis *redis = redis_of(conn);
     if (!redis)
         return -ENOMEM;
-    redis->max_reply_bytes = max_bytes;
+    redis->limit.max_bytes = max_bytes;
     return 0;
 }

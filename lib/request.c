@@ -53,8 +53,8 @@ void rp__reqs_init(rp__reqs *reqs, rp_pool *pool, uint32_t timeout_ms, void (*af
 void rp__reqs_free(rp__reqs *reqs)
 {
     for (uint32_t i = 0; i < reqs->slot_count; i++)
-        free(reqs->slots[i]);
-    free(reqs->slots);
+        rp__free(reqs->slots[i]);
+    rp__free(reqs->slots);
 }
 
 /* Records live in slots that never move, so an id (sequence << 24 | slot)
@@ -64,12 +64,12 @@ static int slots_grow(rp__reqs *reqs)
     uint32_t count = reqs->slot_count ? reqs->slot_count * 2 : 16;
     if (count > SLOT_MASK + 1u)
         return -ENOMEM;
-    rp__req **slots = realloc(reqs->slots, count * sizeof *slots);
+    rp__req **slots = rp__realloc(reqs->slots, count * sizeof *slots);
     if (!slots)
         return -ENOMEM;
     reqs->slots = slots;
     for (uint32_t i = reqs->slot_count; i < count; i++) {
-        rp__req *req = calloc(1, sizeof *req);
+        rp__req *req = rp__calloc(1, sizeof *req);
         if (!req)
             break;
         req->id = i;

@@ -45,7 +45,7 @@ int rp__heap_push(rp__timer_heap *heap, rp__timer *timer)
 {
     if (heap->len == heap->cap) {
         uint32_t cap = heap->cap ? heap->cap * 2 : 64;
-        rp__timer **slots = realloc(heap->slots, cap * sizeof *slots);
+        rp__timer **slots = rp__realloc(heap->slots, cap * sizeof *slots);
         if (!slots)
             return -ENOMEM;
         heap->slots = slots;

@@ -228,13 +228,16 @@ Test(client, gives_up_after_max_retries_with_backoff)
     open_client(&opts);
     uint64_t start = fx_now_ms();
     result r = {0};
-    /* Every attempt times out: the server sleeps longer than the reads. */
-    cr_assert_eq(rp_client_command(client, on_result, &r, 3, (const char *[]){"DEBUG", "SLEEP", "0.3"}, NULL),
+    /* Every attempt times out: the server sleeps longer than the reads.
+     * Marked idempotent, so a timeout (outcome unknown) is retried. */
+    rp_command_options idempotent = {.flags = RP_CMD_IDEMPOTENT};
+    cr_assert_gt(rp_client_command_ex(client, &idempotent, on_result, &r, 3,
+                                      (const char *[]){"DEBUG", "SLEEP", "0.3"}, NULL),
                  0);
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
     uint64_t took = fx_now_ms() - start;
     cr_expect_eq(r.status, -ETIMEDOUT);
-    /* Three attempts of 100 ms, plus two backoffs of 8-16 and 8-32 ms. */
+    /* Three attempts of 100 ms, plus two backoffs of 8-24 and 8-40 ms. */
     cr_expect(took >= 316 && took < 2000, "took %lu ms", (unsigned long)took);
     rp_stats st;
     rp_pool_stats(rp_client_pool(client), &st);

@@ -1,0 +1,38 @@
+/* The allocator every allocation of the library goes through, so a program
+ * can count, cap or fail them (libuv's uv_replace_allocator). hiredis's
+ * reader allocates its own buffer and struct with the C library. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static rp_malloc_fn use_malloc = malloc;
+static rp_realloc_fn use_realloc = realloc;
+static rp_calloc_fn use_calloc = calloc;
+static rp_free_fn use_free = free;
+
+int rp_set_allocator(rp_malloc_fn malloc_fn, rp_realloc_fn realloc_fn, rp_calloc_fn calloc_fn, rp_free_fn free_fn)
+{
+    if (!malloc_fn || !realloc_fn || !calloc_fn || !free_fn)
+        return -EINVAL;
+    use_malloc = malloc_fn;
+    use_realloc = realloc_fn;
+    use_calloc = calloc_fn;
+    use_free = free_fn;
+    return 0;
+}
+
+void *rp__malloc(size_t size) { return use_malloc(size); }
+void *rp__realloc(void *ptr, size_t size) { return use_realloc(ptr, size); }
+void *rp__calloc(size_t count, size_t size) { return use_calloc(count, size); }
+void rp__free(void *ptr) { use_free(ptr); }
+
+char *rp__strdup(const char *text)
+{
+    size_t len = strlen(text) + 1;
+    char *copy = rp__malloc(len);
+    if (copy)
+        memcpy(copy, text, len);
+    return copy;
+}

@@ -1,0 +1,21 @@
+/* hiredis's reader with reply objects of our own (reply.c). */
+#ifndef RP_REPLY_H
+#define RP_REPLY_H
+
+#include "internal.h"
+
+#include <hiredis/hiredis.h>
+
+/* The reader's privdata: the size limit of one reply, and whether a
+ * declared length went past it. */
+typedef struct rp__reply_limit {
+    size_t max_bytes;
+    bool exceeded;
+} rp__reply_limit;
+
+redisReader *rp__reader_new(rp__reply_limit *limit);
+void rp__reply_free(void *reply);
+/* The bulk string being read declared more than max_bytes. */
+bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes);
+
+#endif
