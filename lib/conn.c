@@ -189,12 +189,8 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->len = len;
     io->done = 0;
     io->timeout_ms = timeout_ms;
-    if (timeout_ms) {
-        rp_loop *loop = conn->loop;
-        int rc = rp__timer_arm(loop, &io->deadline, rp__loop_now_fresh(loop) + timeout_ms * RP__NS_PER_MS);
-        if (rc < 0)
-            return rc;
-    }
+    if (timeout_ms)
+        rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
     io_submit(conn, io, is_send);
     return 0;
 }

@@ -61,23 +61,25 @@ typedef struct rp__timer rp__timer;
 struct rp__timer {
     void (*fire)(rp__timer *timer);
     uint64_t deadline_ns;
-    uint32_t heap_index; /* UINT32_MAX when not armed */
+    rp__timer *parent, *left, *right; /* the heap's links */
+    bool armed;
     bool keeps_loop_alive;
 };
 
 void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop_alive);
-int rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns);
+/* Arms (or moves) the timer; it never fails. */
+void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns);
 void rp__timer_disarm(rp_loop *loop, rp__timer *timer);
-static inline bool rp__timer_armed(const rp__timer *timer) { return timer->heap_index != UINT32_MAX; }
+static inline bool rp__timer_armed(const rp__timer *timer) { return timer->armed; }
 
 /* The heap itself, owned by the loop (timer.c). */
 typedef struct rp__timer_heap {
-    rp__timer **slots;
-    uint32_t len, cap;
+    rp__timer *root;
+    uint32_t len;
 } rp__timer_heap;
-int rp__heap_push(rp__timer_heap *heap, rp__timer *timer);
+void rp__heap_push(rp__timer_heap *heap, rp__timer *timer);
 void rp__heap_remove(rp__timer_heap *heap, rp__timer *timer);
-static inline rp__timer *rp__heap_min(const rp__timer_heap *heap) { return heap->len ? heap->slots[0] : NULL; }
+static inline rp__timer *rp__heap_min(const rp__timer_heap *heap) { return heap->root; }
 
 /* ----------------------------------------------- deferred callbacks */
 

@@ -235,22 +235,19 @@ void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop
 {
     timer->fire = fire;
     timer->deadline_ns = 0;
-    timer->heap_index = UINT32_MAX;
+    timer->armed = false;
     timer->keeps_loop_alive = keeps_loop_alive;
 }
 
-int rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
+void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
 {
     rp__timer_disarm(loop, timer);
     timer->deadline_ns = deadline_ns;
-    int rc = rp__heap_push(&loop->timers, timer);
-    if (rc < 0)
-        return rc;
+    rp__heap_push(&loop->timers, timer);
     if (timer->keeps_loop_alive)
         loop->refs++;
     if (rp__heap_min(&loop->timers) == timer)
         ktimer_sync(loop);
-    return 0;
 }
 
 void rp__timer_disarm(rp_loop *loop, rp__timer *timer)
@@ -478,7 +475,6 @@ int rp_loop_free(rp_loop *loop)
     close(loop->host_fd);
     close(loop->post_fd);
     pthread_mutex_destroy(&loop->post_lock);
-    rp__free(loop->timers.slots);
     rp__free(loop);
     return 0;
 }

@@ -632,11 +632,7 @@ static int64_t cp_get(rp_pool *pool, rp_get_cb cb, void *data)
         serve(cp, req);
         return id;
     }
-    int rc = rp__reqs_wait(&cp->reqs, req);
-    if (rc < 0) {
-        rp__req_discard(&cp->reqs, req);
-        return rc;
-    }
+    rp__reqs_wait(&cp->reqs, req);
     return id;
 }
 

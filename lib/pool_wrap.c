@@ -295,16 +295,16 @@ static int64_t sticky_get(rp_pool *pool, rp_get_cb cb, void *data)
     if (!req)
         return -ENOMEM;
     int64_t id = req->id;
-    int rc;
-    if (wp->state == STICKY_DEFAULT)
-        rc = sticky_init(wp, req);
-    else if (!wp->conn_out && wp->state == STICKY_INITED)
-        rc = (hand_out(wp, req), 0);
-    else
-        rc = rp__reqs_wait(&wp->reqs, req);
-    if (rc < 0) {
-        rp__req_discard(&wp->reqs, req);
-        return rc;
+    if (wp->state == STICKY_INITED && !wp->conn_out) {
+        hand_out(wp, req);
+    } else if (wp->state != STICKY_DEFAULT) {
+        rp__reqs_wait(&wp->reqs, req);
+    } else {
+        int rc = sticky_init(wp, req);
+        if (rc < 0) {
+            rp__req_discard(&wp->reqs, req);
+            return rc;
+        }
     }
     return id;
 }

@@ -358,6 +358,8 @@ static int read_replies(rp__redis *redis)
     }
     if (rc < 0 && redis->limit.exceeded)
         rc = -EMSGSIZE; /* an array declared longer than the limit allows */
+    else if (rc < 0 && redis->reader->err == REDIS_ERR_OOM)
+        rc = -ENOMEM;
     else if (rc == 0 && rp__reader_declares_too_much(redis->reader, redis->limit.max_bytes))
         rc = -EMSGSIZE;
     size_t unparsed = redis->reader->len - redis->reader->pos;

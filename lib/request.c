@@ -154,18 +154,13 @@ rp_conn *rp__req_undeliver(rp__reqs *reqs, rp__req *req)
 /* Waiters queue in arrival order and share one timeout, so the queue is
  * also in deadline order: one timer, at the oldest waiter's deadline,
  * serves them all, and a waiter leaving early costs no timer work. */
-int rp__reqs_wait(rp__reqs *reqs, rp__req *req)
+void rp__reqs_wait(rp__reqs *reqs, rp__req *req)
 {
     req->queued_ns = rp__loop_now(reqs->loop);
-    if (!reqs->waiters.len) {
-        uint64_t deadline = req->queued_ns + (uint64_t)reqs->timeout_ms * RP__NS_PER_MS;
-        int rc = rp__timer_arm(reqs->loop, &reqs->wait_timer, deadline);
-        if (rc < 0)
-            return rc;
-    }
+    if (!reqs->waiters.len)
+        rp__timer_arm(reqs->loop, &reqs->wait_timer, req->queued_ns + (uint64_t)reqs->timeout_ms * RP__NS_PER_MS);
     req->state = RP__REQ_QUEUED;
     rp__req_queue_push(&reqs->waiters, req);
-    return 0;
 }
 
 void rp__reqs_unwait(rp__reqs *reqs, rp__req *req)

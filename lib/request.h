@@ -74,7 +74,7 @@ rp_conn *rp__req_undeliver(rp__reqs *reqs, rp__req *req);
  * cancelled, or with RP_EPOOLTIMEOUT after timeout_ms. As go-redis,
  * wait_count and wait_duration_ns count only the waits that were served
  * (rp__reqs_next_waiter). */
-int rp__reqs_wait(rp__reqs *reqs, rp__req *req);
+void rp__reqs_wait(rp__reqs *reqs, rp__req *req);
 void rp__reqs_unwait(rp__reqs *reqs, rp__req *req);
 rp__req *rp__reqs_next_waiter(rp__reqs *reqs);
 /* Completes every waiter with status (a closing pool). */

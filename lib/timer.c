@@ -1,69 +1,107 @@
-/* A binary min-heap of timer deadlines. Each timer knows its slot, so
- * removal (a waiter served before its deadline) is O(log n). */
+/* A binary min-heap of timer deadlines, linked through the timers
+ * themselves (as libuv's): arming a timer never allocates, so it cannot
+ * fail, and removal is O(log n). A node's place is the binary form of its
+ * 1-based position: after the leading 1, each bit says left (0) or right. */
 #include "internal.h"
 
-#include <errno.h>
-#include <stdlib.h>
-
-static void place(rp__timer_heap *heap, uint32_t index, rp__timer *timer)
+/* The child takes its parent's place, and the parent the child's. */
+static void swap_with_parent(rp__timer_heap *heap, rp__timer *parent, rp__timer *child)
 {
-    heap->slots[index] = timer;
-    timer->heap_index = index;
-}
-
-static void sift_up(rp__timer_heap *heap, uint32_t index)
-{
-    rp__timer *timer = heap->slots[index];
-    while (index > 0) {
-        uint32_t parent = (index - 1) / 2;
-        if (heap->slots[parent]->deadline_ns <= timer->deadline_ns)
-            break;
-        place(heap, index, heap->slots[parent]);
-        index = parent;
+    rp__timer *grand = parent->parent, *sibling;
+    rp__timer *child_left = child->left, *child_right = child->right;
+    if (parent->left == child) {
+        sibling = parent->right;
+        child->left = parent;
+        child->right = sibling;
+    } else {
+        sibling = parent->left;
+        child->right = parent;
+        child->left = sibling;
     }
-    place(heap, index, timer);
+    if (sibling)
+        sibling->parent = child;
+    child->parent = grand;
+    if (!grand)
+        heap->root = child;
+    else if (grand->left == parent)
+        grand->left = child;
+    else
+        grand->right = child;
+    parent->parent = child;
+    parent->left = child_left;
+    parent->right = child_right;
+    if (child_left)
+        child_left->parent = parent;
+    if (child_right)
+        child_right->parent = parent;
 }
 
-static void sift_down(rp__timer_heap *heap, uint32_t index)
+/* The link that holds (or will hold) the node at 1-based position n. */
+static rp__timer **slot_at(rp__timer_heap *heap, uint32_t n, rp__timer **parent)
 {
-    rp__timer *timer = heap->slots[index];
+    rp__timer **slot = &heap->root;
+    *parent = NULL;
+    for (int bit = 30 - __builtin_clz(n); bit >= 0; bit--) {
+        *parent = *slot;
+        slot = (n >> bit) & 1 ? &(*parent)->right : &(*parent)->left;
+    }
+    return slot;
+}
+
+static void sift_up(rp__timer_heap *heap, rp__timer *timer)
+{
+    while (timer->parent && timer->deadline_ns < timer->parent->deadline_ns)
+        swap_with_parent(heap, timer->parent, timer);
+}
+
+static void sift_down(rp__timer_heap *heap, rp__timer *timer)
+{
     for (;;) {
-        uint32_t child = 2 * index + 1;
-        if (child >= heap->len)
-            break;
-        if (child + 1 < heap->len && heap->slots[child + 1]->deadline_ns < heap->slots[child]->deadline_ns)
-            child++;
-        if (timer->deadline_ns <= heap->slots[child]->deadline_ns)
-            break;
-        place(heap, index, heap->slots[child]);
-        index = child;
+        rp__timer *smallest = timer;
+        if (timer->left && timer->left->deadline_ns < smallest->deadline_ns)
+            smallest = timer->left;
+        if (timer->right && timer->right->deadline_ns < smallest->deadline_ns)
+            smallest = timer->right;
+        if (smallest == timer)
+            return;
+        swap_with_parent(heap, timer, smallest);
     }
-    place(heap, index, timer);
 }
 
-int rp__heap_push(rp__timer_heap *heap, rp__timer *timer)
+void rp__heap_push(rp__timer_heap *heap, rp__timer *timer)
 {
-    if (heap->len == heap->cap) {
-        uint32_t cap = heap->cap ? heap->cap * 2 : 64;
-        rp__timer **slots = rp__realloc(heap->slots, cap * sizeof *slots);
-        if (!slots)
-            return -ENOMEM;
-        heap->slots = slots;
-        heap->cap = cap;
-    }
-    place(heap, heap->len++, timer);
-    sift_up(heap, timer->heap_index);
-    return 0;
+    rp__timer *parent;
+    rp__timer **slot = slot_at(heap, ++heap->len, &parent);
+    timer->left = timer->right = NULL;
+    timer->parent = parent;
+    *slot = timer;
+    timer->armed = true;
+    sift_up(heap, timer);
 }
 
+/* The last node fills the removed one's place, then finds its own. */
 void rp__heap_remove(rp__timer_heap *heap, rp__timer *timer)
 {
-    uint32_t index = timer->heap_index;
-    rp__timer *last = heap->slots[--heap->len];
-    timer->heap_index = UINT32_MAX;
+    rp__timer *parent;
+    rp__timer **slot = slot_at(heap, heap->len--, &parent);
+    rp__timer *last = *slot;
+    *slot = NULL;
+    timer->armed = false;
     if (last == timer)
         return;
-    place(heap, index, last);
-    sift_up(heap, index);
-    sift_down(heap, last->heap_index);
+    last->left = timer->left;
+    last->right = timer->right;
+    last->parent = timer->parent;
+    if (last->left)
+        last->left->parent = last;
+    if (last->right)
+        last->right->parent = last;
+    if (!timer->parent)
+        heap->root = last;
+    else if (timer->parent->left == timer)
+        timer->parent->left = last;
+    else
+        timer->parent->right = last;
+    sift_down(heap, last);
+    sift_up(heap, last);
 }
