@@ -132,15 +132,22 @@ void fx_redis_restart(void)
     redis_spawn();
 }
 
-void fx_redis_command(const char *cmd)
+int fx_redis_send(const char *cmd)
 {
     int fd = loopback_socket(fx_redis_port);
     cr_assert_geq(fd, 0);
     cr_assert_eq(write(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+    return fd;
+}
+
+void fx_redis_wait_reply(int fd)
+{
     char buf[256];
     cr_assert_gt(read(fd, buf, sizeof buf), 0);
     close(fd);
 }
+
+void fx_redis_command(const char *cmd) { fx_redis_wait_reply(fx_redis_send(cmd)); }
 
 void fx_setup_no_redis(void)
 {

@@ -55,5 +55,9 @@ rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool);
 bool fx_ping(rp_loop *loop, rp_conn *conn);
 /* Sends a raw command to the fixture's redis on a separate blocking socket. */
 void fx_redis_command(const char *cmd);
+/* The same in two halves: send now (returns the socket), wait for the
+ * reply and close later. */
+int fx_redis_send(const char *cmd);
+void fx_redis_wait_reply(int fd);
 
 #endif

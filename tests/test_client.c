@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 TestSuite(client, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 
@@ -286,4 +287,93 @@ Test(client, close_completes_sent_commands_and_fails_the_rest)
         cr_expect_eq(queued[i].status, RP_ECLOSED);
     }
     cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* ------------------------------------------------------------ safe retries */
+
+/* The server stalls (DEBUG SLEEP on a socket of the test's own) with an
+ * INCR in flight, past the read timeout; it runs what it received once it
+ * wakes. Returns the counter's value afterwards. */
+static long long incr_through_a_stall(rp_client_options *opts, result *r)
+{
+    open_client(opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    int stall = fx_redis_send("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.0\r\n");
+    usleep(50000); /* the server is asleep */
+    cr_assert_eq(rp_client_command(client, on_result, r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r->calls, 1, 10000));
+    fx_redis_wait_reply(stall);
+    fx_run_for(loop, 100); /* commands the stall held run now */
+    result get = run(2, (const char *[]){"GET", "k"});
+    close_client();
+    return strtoll(get.str, NULL, 10);
+}
+
+Test(client, a_timed_out_incr_is_not_sent_again)
+{
+    rp_client_options opts;
+    default_options(&opts, 4);
+    opts.pool.read_timeout_ms = 200;
+    result r = {0};
+    long long counter = incr_through_a_stall(&opts, &r);
+    cr_expect_eq(r.status, -ETIMEDOUT, "got %s", rp_strerror(r.status));
+    cr_expect_leq(counter, 1, "INCR applied %lld times", counter);
+}
+
+Test(client, retry_unsafe_restores_go_redis_rule)
+{
+    rp_client_options opts;
+    default_options(&opts, 4);
+    opts.pool.read_timeout_ms = 200;
+    opts.retry_unsafe = true;
+    result r = {0};
+    long long counter = incr_through_a_stall(&opts, &r);
+    cr_expect_gt(counter, 1, "the unsafe INCR was not resent");
+}
+
+Test(client, a_refused_dial_is_retried_and_succeeds_when_the_server_returns)
+{
+    rp_client_options opts;
+    default_options(&opts, 4);
+    open_client(&opts);
+    fx_redis_stop();
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
+    rp_stats st = {0};
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (!st.dial_errors && !r.calls && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        rp_pool_stats(rp_client_pool(client), &st);
+    }
+    cr_assert_eq(st.dial_errors, 1, "the first dial was not refused");
+    cr_assert_eq(r.calls, 0, "a refused dial ended the command");
+    fx_redis_restart(); /* back within the first backoff */
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000));
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    close_client();
+}
+
+Test(client, readonly_is_retried_on_another_connection_then_returned)
+{
+    rp_client_options opts;
+    default_options(&opts, 4);
+    opts.max_retries = 2;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    char replicaof[96];
+    char port[8];
+    snprintf(port, sizeof port, "%d", fx_closed_port());
+    snprintf(replicaof, sizeof replicaof, "*3\r\n$9\r\nREPLICAOF\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n", strlen(port), port);
+    fx_redis_command(replicaof);
+    result r = run(3, (const char *[]){"SET", "k", "v"});
+    cr_expect_eq(r.status, 0);
+    cr_expect_eq(r.type, REDIS_REPLY_ERROR);
+    cr_expect(!strncmp(r.str, "READONLY", 8), "%s", r.str);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.stale_conns, 3, "each READONLY connection should be removed (%u)", st.stale_conns);
+    fx_redis_command("*3\r\n$9\r\nREPLICAOF\r\n$2\r\nNO\r\n$3\r\nONE\r\n");
+    cr_expect_str_eq(run(3, (const char *[]){"SET", "k", "v"}).str, "OK");
+    close_client();
 }
