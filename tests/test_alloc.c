@@ -156,24 +156,33 @@ static bool pool_scenario(void)
     return all_ok;
 }
 
-/* Pipelined commands, then retries: the server kills every connection
- * and the next batch meets them dead before its bytes are sent. */
-static bool client_scenario(void)
+/* A loop and a client whose idle connections are handed out unchecked,
+ * as a busy client's are; false if either could not be created. */
+static bool open_client(rp_loop **loop, rp_client **client)
 {
     memset(&t, 0, sizeof t);
-    rp_loop *loop;
-    rp_client *client;
-    if (rp_loop_new(&loop, NULL) < 0)
+    if (rp_loop_new(loop, NULL) < 0)
         return false;
     rp_client_options opts;
     rp_client_options_init(&opts);
     pool_opts(&opts.pool);
     opts.pool.health_check_idle_ms = 60000;
     opts.pool.min_idle_conns = 0;
-    if (rp_client_new(&client, loop, &opts) < 0) {
-        cr_assert_eq(rp_loop_free(loop), 0);
+    if (rp_client_new(client, *loop, &opts) < 0) {
+        cr_assert_eq(rp_loop_free(*loop), 0);
         return false;
     }
+    return true;
+}
+
+/* Pipelined commands, then retries: the server kills every connection
+ * and the next batch meets them dead before its bytes are sent. */
+static bool client_scenario(void)
+{
+    rp_loop *loop;
+    rp_client *client;
+    if (!open_client(&loop, &client))
+        return false;
     for (int batch = 0; batch < 2; batch++) {
         for (int i = 0; i < 5; i++)
             accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 3,
@@ -243,19 +252,10 @@ static bool pubsub_scenario(void)
  * get RP_ECLOSED. */
 static bool close_scenario(void)
 {
-    memset(&t, 0, sizeof t);
     rp_loop *loop;
     rp_client *client;
-    if (rp_loop_new(&loop, NULL) < 0)
+    if (!open_client(&loop, &client))
         return false;
-    rp_client_options opts;
-    rp_client_options_init(&opts);
-    pool_opts(&opts.pool);
-    opts.pool.min_idle_conns = 0;
-    if (rp_client_new(&client, loop, &opts) < 0) {
-        cr_assert_eq(rp_loop_free(loop), 0);
-        return false;
-    }
     for (int i = 0; i < 6; i++)
         accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 2,
                                    (const char *[]){"INCR", "n"}, NULL));
