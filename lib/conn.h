@@ -102,6 +102,13 @@ static inline bool rp__conn_busy(const rp_conn *conn)
  * tells the owner (an idle connection is removed at once). */
 void rp__conn_report_broken(rp_conn *conn);
 
+/* The get's callback is about to run: the connection has its holder. */
+static inline void rp__conn_claim(rp_conn *conn)
+{
+    if (conn->state == RP__CONN_HANDING_OUT)
+        conn->state = RP__CONN_IN_USE;
+}
+
 /* I/O is allowed while a caller holds it and while on_connect sets it up. */
 static inline bool rp__conn_usable(const rp_conn *conn)
 {

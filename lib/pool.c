@@ -193,7 +193,7 @@ static void req_fail(rp__conn_pool *cp, rp__req *req, int status)
 }
 
 /* The turn, if any, now travels with the connection. Its holder is the
- * request until the callback runs (conn_claimed). */
+ * request until the callback runs (rp__conn_claim). */
 static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
 {
     conn->holds_turn = req->holds_turn;
@@ -201,12 +201,6 @@ static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
     conn->used_ns = now_ns(cp);
     conn->state = RP__CONN_HANDING_OUT;
     rp__req_complete(&cp->reqs, req, conn, 0);
-}
-
-static void conn_claimed(rp_conn *conn)
-{
-    if (conn->state == RP__CONN_HANDING_OUT)
-        conn->state = RP__CONN_IN_USE;
 }
 
 /* ----------------------------------------------------------- connections */
@@ -522,12 +516,16 @@ static bool want_dial(const rp__conn_pool *cp)
 /* Starts the dials that waiting requests and min_idle_conns call for. A
  * dial that cannot even start fails the oldest waiting request, so every
  * request ends; in fail-fast mode the requests no dial covers fail at once. */
+static bool fail_fast_pending(const rp__conn_pool *cp) { return dials_fail_fast(cp) && requests_uncovered(cp); }
+
 static void pump_dials(rp__conn_pool *cp)
 {
     if (cp->pumping) {
         cp->pump_again = true;
         return;
     }
+    if (!want_dial(cp) && !fail_fast_pending(cp))
+        return;
     cp->pumping = true;
     do {
         cp->pump_again = false;
@@ -540,7 +538,7 @@ static void pump_dials(rp__conn_pool *cp)
             }
         }
         /* Dial results go to the oldest: the newest are the uncovered. */
-        while (dials_fail_fast(cp) && requests_uncovered(cp)) {
+        while (fail_fast_pending(cp)) {
             rp__req *newest = cp->needs_conn.tail;
             rp__req_queue_unlink(&cp->needs_conn, newest);
             req_fail(cp, newest, cp->stats.last_dial_error);
@@ -941,7 +939,6 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, probe_fired, false);
     rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
-    cp->reqs.before_callback = conn_claimed;
     pump_dials(cp);
     *out = &cp->base;
     return 0;

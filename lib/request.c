@@ -1,5 +1,7 @@
 #include "request.h"
 
+#include "conn.h"
+
 #include "pool.h"
 
 #include <errno.h>
@@ -126,8 +128,8 @@ static void req_run(rp__deferred *item)
     rp_conn *conn = req->conn;
     int status = req->status;
     rp__req_discard(reqs, req); /* the callback may reuse the record */
-    if (conn && reqs->before_callback)
-        reqs->before_callback(conn);
+    if (conn)
+        rp__conn_claim(conn);
     cb(reqs->pool, conn, status, data);
     if (reqs->after_callback)
         reqs->after_callback(reqs);

@@ -52,9 +52,6 @@ struct rp__reqs {
     uint32_t timeout_ms;
     uint32_t timeouts, wait_count;
     uint64_t wait_duration_ns;
-    /* Runs right before a callback that hands over a connection: the
-     * connection now has a holder. */
-    void (*before_callback)(rp_conn *conn);
     /* Runs after each delivered callback, so a closing pool can finish. */
     void (*after_callback)(rp__reqs *reqs);
 };
