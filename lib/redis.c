@@ -355,6 +355,7 @@ static int read_replies(rp__redis *redis)
             cap *= 2;
         }
         replies[n++] = reply;
+        redis->limit.declared_bytes = 0; /* the next reply has the whole limit */
     }
     if (rc < 0 && redis->limit.exceeded)
         rc = -EMSGSIZE; /* an array declared longer than the limit allows */

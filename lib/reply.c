@@ -1,16 +1,34 @@
 /* Reply objects for hiredis's reader, built with the library's allocator.
- * They are redisReply structs as hiredis builds them, and the size limit
- * sees an array's declared length before anything is allocated for it. */
+ * They are redisReply structs as hiredis builds them, with two guards
+ * against a server that declares more than it sends: an array's element
+ * table grows as elements arrive (a declared length costs nothing by
+ * itself), and the arrays of one reply may together declare no more
+ * elements than the size limit could hold. */
 #include "reply.h"
 
 #include <string.h>
 
+#define FIRST_TABLE 8
+
+/* While an array is read, its `elements` counts the ones filled so far; the
+ * table doubles when that count reaches a power of two past FIRST_TABLE. */
 static void *attach(const redisReadTask *task, redisReply *reply)
 {
-    if (task->parent) {
-        redisReply *parent = task->parent->obj;
-        parent->element[task->idx] = reply;
+    if (!task->parent)
+        return reply;
+    redisReply *parent = task->parent->obj;
+    size_t filled = parent->elements;
+    if (filled == 0 || (filled >= FIRST_TABLE && !(filled & (filled - 1)))) {
+        size_t cap = filled ? 2 * filled : FIRST_TABLE;
+        redisReply **table = rp__realloc(parent->element, cap * sizeof *table);
+        if (!table) {
+            rp__reply_free(reply);
+            return NULL;
+        }
+        parent->element = table;
     }
+    parent->element[filled] = reply;
+    parent->elements = filled + 1;
     return reply;
 }
 
@@ -37,23 +55,19 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
     return attach(task, reply);
 }
 
-/* Every element takes at least three bytes ("+\r\n"). */
+/* Every element takes at least three bytes ("+\r\n"): what the arrays of
+ * one reply declare must fit the limit. */
 static void *create_array(const redisReadTask *task, int elements)
 {
     rp__reply_limit *limit = task->privdata;
-    if (elements < 0 || (size_t)elements > limit->max_bytes / 3) {
+    size_t need = elements > 0 ? (size_t)elements * 3 : 0;
+    if (elements < 0 || need > limit->max_bytes - RP__MIN(limit->declared_bytes, limit->max_bytes)) {
         limit->exceeded = true;
         return NULL;
     }
+    limit->declared_bytes += need;
     redisReply *reply = reply_new(REDIS_REPLY_ARRAY);
-    if (!reply)
-        return NULL;
-    if (elements && !(reply->element = rp__calloc((size_t)elements, sizeof *reply->element))) {
-        rp__free(reply);
-        return NULL;
-    }
-    reply->elements = (size_t)elements;
-    return attach(task, reply);
+    return reply ? attach(task, reply) : NULL;
 }
 
 static void *create_integer(const redisReadTask *task, long long value)

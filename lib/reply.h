@@ -6,10 +6,12 @@
 
 #include <hiredis/hiredis.h>
 
-/* The reader's privdata: the size limit of one reply, and whether a
- * declared length went past it. */
+/* The reader's privdata: the size limit of one reply, what the arrays of
+ * the reply being read declared (reset when it completes), and whether a
+ * declared length went past the limit. */
 typedef struct rp__reply_limit {
     size_t max_bytes;
+    size_t declared_bytes;
     bool exceeded;
 } rp__reply_limit;
 

@@ -256,6 +256,20 @@ static void closed_cb(rp_pool *pool, void *data)
     *(bool *)data = true;
 }
 
+static void client_closed_cb(rp_client *client, void *data)
+{
+    (void)client;
+    *(bool *)data = true;
+}
+
+void fx_client_close_and_free(rp_loop *loop, rp_client *client)
+{
+    bool closed = false;
+    cr_assert_eq(rp_client_close(client, client_closed_cb, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000), "the client close callback never ran");
+    cr_assert_eq(rp_loop_free(loop), 0);
+}
+
 void fx_close_and_free(rp_loop *loop, rp_pool *pool)
 {
     rp_stats st;

@@ -41,6 +41,10 @@ void fx_pool_options(rp_pool_options *opts, int pool_size);
  * and checks stats' total_conns against rp_pool_len on the way. */
 void fx_close_and_free(rp_loop *loop, rp_pool *pool);
 
+/* Closes the client, runs the loop until its close callback ran, and
+ * frees the loop. */
+void fx_client_close_and_free(rp_loop *loop, rp_client *client);
+
 /* A get's outcome, for tests that record callbacks. */
 typedef struct fx_got {
     int calls;

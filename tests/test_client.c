@@ -54,21 +54,7 @@ static result run(int argc, const char **argv)
     return r;
 }
 
-static bool closed;
-static void on_closed(rp_client *c, void *data)
-{
-    (void)c;
-    (void)data;
-    closed = true;
-}
-
-static void close_client(void)
-{
-    closed = false;
-    cr_assert_eq(rp_client_close(client, on_closed, NULL), 0);
-    cr_assert(fx_run_until(loop, &closed, 5000));
-    cr_expect_eq(rp_loop_free(loop), 0);
-}
+static void close_client(void) { fx_client_close_and_free(loop, client); }
 
 Test(client, set_then_get)
 {
@@ -259,6 +245,14 @@ Test(client, error_replies_are_not_retried)
     cr_expect_eq(st.misses, 1);
     cr_expect_eq(rp_pool_idle_len(rp_client_pool(client)), 1);
     close_client();
+}
+
+static bool closed;
+static void on_closed(rp_client *c, void *data)
+{
+    (void)c;
+    (void)data;
+    closed = true;
 }
 
 Test(client, close_completes_sent_commands_and_fails_the_rest)

@@ -1,0 +1,573 @@
+/* Hostile servers: a scripted listener of our own on 127.0.0.1, run by a
+ * thread, answers a real rp_client with what no real server would send.
+ * Each caller's callback must run exactly once, with the right reply or a
+ * clear error, in bounded time, and the client must close cleanly. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+TestSuite(hostile, .init = fx_setup_no_redis, .fini = fx_teardown, .timeout = 60);
+
+/* ------------------------------------------------------ scripted server */
+
+enum { HS_CONNS = 16, HS_BUF = 8192, HS_ARGS = 8, HS_ARGLEN = 256 };
+
+typedef struct hs_conn {
+    int fd;     /* -1 once the script closed it */
+    int index;  /* accept order, from 0 */
+    size_t len;
+    char buf[HS_BUF];
+} hs_conn;
+
+/* Called on the server thread for each whole command received. */
+typedef void (*hs_script)(hs_conn *c, int argc, char argv[][HS_ARGLEN]);
+
+static struct {
+    int listener, port;
+    char addr[64];
+    pthread_t thread;
+    atomic_bool stop;
+    hs_script script;
+    pthread_mutex_t lock;
+    struct { char name[16]; int count; } seen[8];
+} hs = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* How many times the server has received a command so far. */
+static int hs_seen(const char *name)
+{
+    int n = 0;
+    pthread_mutex_lock(&hs.lock);
+    for (size_t i = 0; i < 8; i++)
+        if (!strcasecmp(hs.seen[i].name, name))
+            n = hs.seen[i].count;
+    pthread_mutex_unlock(&hs.lock);
+    return n;
+}
+
+/* Counts one more of name. */
+static void hs_count(const char *name)
+{
+    pthread_mutex_lock(&hs.lock);
+    for (size_t i = 0; i < 8; i++) {
+        if (!hs.seen[i].name[0])
+            snprintf(hs.seen[i].name, sizeof hs.seen[i].name, "%s", name);
+        if (!strcasecmp(hs.seen[i].name, name)) {
+            hs.seen[i].count++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&hs.lock);
+}
+
+static void hs_sleep_ms(unsigned ms) { usleep(ms * 1000u); }
+
+static bool hs_write(hs_conn *c, const void *bytes, size_t len)
+{
+    return c->fd >= 0 && send(c->fd, bytes, len, MSG_NOSIGNAL) == (ssize_t)len;
+}
+
+static void hs_say(hs_conn *c, const char *text) { hs_write(c, text, strlen(text)); }
+
+/* One byte at a time, delay_ms apart, until the client goes away. */
+static void hs_trickle(hs_conn *c, const char *bytes, size_t len, unsigned delay_ms)
+{
+    for (size_t i = 0; i < len && !atomic_load(&hs.stop); i++) {
+        if (!hs_write(c, bytes + i, 1))
+            return;
+        hs_sleep_ms(delay_ms);
+    }
+}
+
+static void hs_fin(hs_conn *c)
+{
+    close(c->fd);
+    c->fd = -1;
+}
+
+static void hs_rst(hs_conn *c)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    hs_fin(c);
+}
+
+/* RESP command parser: bytes consumed by one whole command, 0 if it is
+ * not all here yet, -1 if it is not a command we can hold. */
+static long parse_line(const char *p, const char *end, char kind, long *value)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return 0;
+    if (*p != kind)
+        return -1;
+    *value = strtol(p + 1, NULL, 10);
+    return nl + 1 - p;
+}
+
+static long hs_parse(const char *buf, size_t len, int *argc, char argv[][HS_ARGLEN])
+{
+    const char *p = buf, *end = buf + len;
+    long n, argn, used = parse_line(p, end, '*', &n);
+    if (used <= 0)
+        return used;
+    if (n <= 0 || n > HS_ARGS)
+        return -1;
+    p += used;
+    for (long i = 0; i < n; i++) {
+        if ((used = parse_line(p, end, '$', &argn)) <= 0)
+            return used;
+        p += used;
+        if (argn < 0 || argn >= HS_ARGLEN)
+            return -1;
+        if (end - p < argn + 2)
+            return 0;
+        memcpy(argv[i], p, (size_t)argn);
+        argv[i][argn] = '\0';
+        p += argn + 2;
+    }
+    *argc = (int)n;
+    return p - buf;
+}
+
+/* Reads what the client sent; runs the script per whole command. */
+static void hs_serve(hs_conn *c)
+{
+    ssize_t got = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+    if (got <= 0) {
+        hs_fin(c);
+        return;
+    }
+    c->len += (size_t)got;
+    char argv[HS_ARGS][HS_ARGLEN];
+    int argc;
+    long used;
+    while (c->fd >= 0 && (used = hs_parse(c->buf, c->len, &argc, argv)) != 0) {
+        if (used < 0) {
+            hs_fin(c);
+            return;
+        }
+        memmove(c->buf, c->buf + used, c->len - (size_t)used);
+        c->len -= (size_t)used;
+        hs_count(argv[0]);
+        if (!strcasecmp(argv[0], "COMMAND")) /* the client's set-up: keep its built-in table */
+            hs_say(c, "-ERR unknown command 'COMMAND'\r\n");
+        else
+            hs.script(c, argc, argv);
+    }
+}
+
+static void *hs_main(void *arg)
+{
+    (void)arg;
+    static hs_conn conns[HS_CONNS];
+    int n = 0;
+    while (!atomic_load(&hs.stop)) {
+        struct pollfd pfd[HS_CONNS + 1] = {{.fd = hs.listener, .events = POLLIN}};
+        for (int i = 0; i < n; i++)
+            pfd[i + 1] = (struct pollfd){.fd = conns[i].fd, .events = POLLIN};
+        if (poll(pfd, (nfds_t)n + 1, 10) <= 0)
+            continue;
+        for (int i = 0; i < n; i++)
+            if (conns[i].fd >= 0 && pfd[i + 1].revents)
+                hs_serve(&conns[i]);
+        if ((pfd[0].revents & POLLIN) && n < HS_CONNS) {
+            int fd = accept(hs.listener, NULL, NULL);
+            int one = 1;
+            struct timeval bound = {.tv_sec = 2}; /* a write never hangs the thread */
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound);
+            conns[n] = (hs_conn){.fd = fd, .index = n};
+            n++;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (conns[i].fd >= 0)
+            close(conns[i].fd);
+    close(hs.listener);
+    return NULL;
+}
+
+static void hs_start(hs_script script)
+{
+    hs.script = script;
+    hs.listener = fx_listener(16, &hs.port);
+    snprintf(hs.addr, sizeof hs.addr, "127.0.0.1:%d", hs.port);
+    cr_assert_eq(pthread_create(&hs.thread, NULL, hs_main, NULL), 0);
+}
+
+static void hs_stop(void)
+{
+    atomic_store(&hs.stop, true);
+    pthread_join(hs.thread, NULL);
+}
+
+/* ---------------------------------------------------------------- client */
+
+static rp_loop *loop;
+static rp_client *client;
+
+typedef struct result {
+    int calls, status, type;
+    long long integer;
+    char str[128];
+} result;
+
+static void on_result(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    result *r = data;
+    r->calls++;
+    r->status = status;
+    if (reply) {
+        r->type = reply->type;
+        r->integer = reply->integer;
+        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
+    }
+}
+
+/* A client of one connection to a server running script. */
+static void hostile_open(hs_script script, uint32_t read_timeout_ms, int max_retries)
+{
+    hs_start(script);
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = hs.addr;
+    opts.pool.pool_size = 1;
+    opts.pool.read_timeout_ms = read_timeout_ms;
+    opts.max_retries = max_retries;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+}
+
+/* Runs one command to its end; *took_ms is how long that was. The callback
+ * must run once, and not again a little later. */
+static result run_ex(unsigned flags, uint64_t *took_ms, int argc, const char **argv)
+{
+    result r = {0};
+    rp_command_options opts = {.flags = flags};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_client_command_ex(client, &opts, on_result, &r, argc, argv, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
+    if (took_ms)
+        *took_ms = fx_now_ms() - start;
+    fx_run_for(loop, 20);
+    cr_assert_eq(r.calls, 1, "%s: the callback ran %d times", argv[0], r.calls);
+    return r;
+}
+
+#define RUN(...) run_ex(0, NULL, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
+
+static rp_stats client_stats(void)
+{
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    return st;
+}
+
+static void hostile_close(void)
+{
+    fx_client_close_and_free(loop, client);
+    hs_stop();
+}
+
+/* ----------------------------------------------------------------- tests */
+
+/* Each ECHO answered, then 30 ms later a reply nobody asked for. */
+static void echo_then_stray(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    char reply[300];
+    snprintf(reply, sizeof reply, "$%zu\r\n%s\r\n", strlen(argv[argc - 1]), argv[argc - 1]);
+    hs_say(c, reply);
+    hs_sleep_ms(30);
+    hs_say(c, "+STRAY\r\n");
+}
+
+Test(hostile, stray_reply_never_reaches_the_wrong_caller)
+{
+    hostile_open(echo_then_stray, 3000, 0);
+    for (int i = 0; i < 6; i++) {
+        char tok[16];
+        snprintf(tok, sizeof tok, "tok-%d", i);
+        result r = RUN("ECHO", tok);
+        cr_expect_eq(r.status, 0, "ECHO %s: %s", tok, rp_strerror(r.status));
+        cr_expect_str_eq(r.str, tok, "ECHO %s got \"%s\"", tok, r.str);
+        fx_run_for(loop, 30); /* with run_ex's 20: the next ECHO 50 ms after the reply */
+    }
+    rp_stats st = client_stats();
+    cr_expect(st.stale_conns >= 1 && st.misses > 1, "bad connections kept: stale %u, dials %u", st.stale_conns,
+              st.misses);
+    hostile_close();
+}
+
+static const char *trickle_bytes;
+
+static void declare_then_trickle(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, trickle_bytes);
+    static char body[4096];
+    memset(body, 'x', sizeof body);
+    hs_trickle(c, body, sizeof body, 50);
+}
+
+Test(hostile, trickle_over_the_size_limit_fails_at_once)
+{
+    trickle_bytes = "$99999999999\r\n";
+    hostile_open(declare_then_trickle, 300, 0);
+    uint64_t took;
+    result r = run_ex(0, &took, 2, (const char *[]){"GET", "k"});
+    cr_expect_eq(r.status, -EMSGSIZE, "got %s", rp_strerror(r.status));
+    cr_expect_lt(took, 150, "took %lu ms", (unsigned long)took);
+    hostile_close();
+}
+
+Test(hostile, trickle_under_the_limit_times_out_on_the_whole_reply)
+{
+    trickle_bytes = "$1000000\r\n";
+    hostile_open(declare_then_trickle, 300, 0);
+    uint64_t took;
+    result r = run_ex(0, &took, 2, (const char *[]){"GET", "k"});
+    cr_expect_eq(r.status, -ETIMEDOUT, "got %s", rp_strerror(r.status));
+    cr_expect(took >= 290 && took < 1500, "timed out after %lu ms", (unsigned long)took);
+    hostile_close();
+}
+
+/* 4 KiB of a fixed-seed generator, its first byte no RESP type. */
+static void garbage(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    char bytes[4096];
+    uint32_t x = 12345u + (uint32_t)c->index;
+    for (size_t i = 0; i < sizeof bytes; i++) {
+        x = x * 1103515245u + 12345u;
+        bytes[i] = (char)(x >> 16);
+    }
+    if (strchr("+-:$*", bytes[0]))
+        bytes[0] = '?';
+    hs_write(c, bytes, sizeof bytes);
+}
+
+Test(hostile, random_garbage_is_a_protocol_error)
+{
+    hostile_open(garbage, 1000, 0);
+    for (int i = 0; i < 4; i++) {
+        result r = RUN("PING");
+        cr_expect_eq(r.status, -EPROTO, "attempt %d got %s", i, rp_strerror(r.status));
+    }
+    hostile_close();
+}
+
+static void deep_arrays(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    enum { DEPTH = 100000 };
+    static char bytes[DEPTH * 4 + 5];
+    for (size_t i = 0; i < DEPTH; i++)
+        memcpy(bytes + 4 * i, "*1\r\n", 4);
+    memcpy(bytes + 4 * DEPTH, ":1\r\n", 4);
+    hs_write(c, bytes, sizeof bytes - 1);
+}
+
+Test(hostile, deeply_nested_arrays_are_a_protocol_error)
+{
+    hostile_open(deep_arrays, 1000, 0);
+    uint64_t took;
+    result r = run_ex(0, &took, 1, (const char *[]){"PING"});
+    cr_expect_eq(r.status, -EPROTO, "got %s", rp_strerror(r.status));
+    cr_expect_lt(took, 500, "took %lu ms", (unsigned long)took);
+    hostile_close();
+}
+
+/* The first connection answers one PING twice; later ones behave. */
+static void double_pong(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    if (!strcasecmp(argv[0], "ECHO"))
+        hs_say(c, "$5\r\nafter\r\n");
+    else
+        hs_say(c, c->index == 0 ? "+PONG\r\n+PONG\r\n" : "+PONG\r\n");
+    (void)argc;
+}
+
+Test(hostile, more_replies_than_asked_never_reach_the_next_command)
+{
+    hostile_open(double_pong, 1000, 3);
+    result ping = RUN("PING");
+    cr_expect(ping.status == -EPROTO || (ping.status == 0 && !strcmp(ping.str, "PONG")), "PING got %s \"%s\"",
+              rp_strerror(ping.status), ping.str);
+    result next = RUN("ECHO", "after");
+    cr_expect_eq(next.status, 0, "got %s", rp_strerror(next.status));
+    cr_expect_str_eq(next.str, "after", "the extra PONG answered the next command");
+    cr_expect_geq(client_stats().stale_conns, 1, "the out-of-step connection was not removed");
+    hostile_close();
+}
+
+static void byte_per_write(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_trickle(c, "$5\r\nhello\r\n", 11, 2);
+}
+
+Test(hostile, reply_one_byte_per_write_is_reassembled)
+{
+    hostile_open(byte_per_write, 3000, 0);
+    result r = RUN("GET", "k");
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect_eq(r.type, REDIS_REPLY_STRING);
+    cr_expect_str_eq(r.str, "hello");
+    hostile_close();
+}
+
+static void half_then_rst(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, "$10\r\nhello");
+    hs_sleep_ms(10);
+    hs_rst(c);
+}
+
+static void rst_mid_reply(int max_retries)
+{
+    hostile_open(half_then_rst, 1000, max_retries);
+    result r = RUN("INCR", "k");
+    cr_expect(r.status == -ECONNRESET || r.status == RP_EEOF, "got %s", rp_strerror(r.status));
+    cr_expect_eq(hs_seen("INCR"), 1, "INCR, outcome unknown, was sent again");
+    hostile_close();
+}
+
+Test(hostile, rst_mid_reply_fails_the_command_once) { rst_mid_reply(0); }
+Test(hostile, rst_mid_reply_is_not_retried_for_incr) { rst_mid_reply(3); }
+
+static void silent(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)c;
+    (void)argc;
+    (void)argv;
+}
+
+Test(hostile, silent_server_times_out)
+{
+    hostile_open(silent, 200, 0);
+    uint64_t took;
+    result r = run_ex(0, &took, 1, (const char *[]){"PING"});
+    cr_expect_eq(r.status, -ETIMEDOUT, "got %s", rp_strerror(r.status));
+    cr_expect(took >= 190 && took < 1000, "timed out after %lu ms", (unsigned long)took);
+    hostile_close();
+}
+
+static void huge_array(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, "*2000000000\r\n");
+}
+
+/* The largest single allocation the library asks for. */
+static atomic_size_t largest;
+static void note(size_t size)
+{
+    size_t was = atomic_load(&largest);
+    while (size > was && !atomic_compare_exchange_weak(&largest, &was, size))
+        ;
+}
+static void *count_malloc(size_t size) { note(size); return malloc(size); }
+static void *count_realloc(void *p, size_t size) { note(size); return realloc(p, size); }
+static void *count_calloc(size_t n, size_t size) { note(n * size); return calloc(n, size); }
+
+Test(hostile, array_longer_than_the_limit_allows_fails_before_allocating)
+{
+    cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+    hostile_open(huge_array, 1000, 0);
+    uint64_t took;
+    result r = run_ex(0, &took, 2, (const char *[]){"LRANGE", "k"});
+    cr_expect_eq(r.status, -EMSGSIZE, "got %s", rp_strerror(r.status));
+    cr_expect_lt(took, 150, "took %lu ms", (unsigned long)took);
+    cr_expect_lt(atomic_load(&largest), (size_t)1 << 20, "allocated %zu bytes at once", atomic_load(&largest));
+    hostile_close();
+}
+
+/* The first of each command is read, then the connection closed (FIN)
+ * unanswered; the second is answered. */
+static void fin_first_time(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    if (hs_seen(argv[0]) == 1)
+        hs_fin(c);
+    else
+        hs_say(c, !strcasecmp(argv[0], "GET") ? "$3\r\nval\r\n" : ":1\r\n");
+}
+
+static result fin_once(unsigned flags, const char *name)
+{
+    hostile_open(fin_first_time, 1000, 3);
+    result r = run_ex(flags, NULL, 2, (const char *[]){name, "k"});
+    hostile_close();
+    return r;
+}
+
+Test(hostile, fin_after_incr_is_not_resent)
+{
+    result r = fin_once(0, "INCR");
+    cr_expect_eq(r.status, RP_EEOF, "got %s", rp_strerror(r.status));
+    cr_expect_eq(hs_seen("INCR"), 1, "INCR, outcome unknown, was sent again");
+}
+
+Test(hostile, fin_after_get_is_retried)
+{
+    result r = fin_once(0, "GET");
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect_str_eq(r.str, "val");
+    cr_expect_eq(hs_seen("GET"), 2);
+}
+
+Test(hostile, fin_after_idempotent_incr_is_retried)
+{
+    result r = fin_once(RP_CMD_IDEMPOTENT, "INCR");
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    cr_expect_eq(hs_seen("INCR"), 2);
+}
+
+/* Three nested arrays, each just under the per-array element cap: 36
+ * bytes that no reply within the limit can follow (the outer array needs
+ * 3 bytes for each of its elements, the first of which needs as many
+ * again). Each is a 1.4 GB element table if it is allocated. */
+static void nested_huge_arrays(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    for (int i = 0; i < 3; i++)
+        hs_say(c, "*178956970\r\n");
+}
+
+Test(hostile, nested_arrays_declared_past_the_limit_fail_at_once_without_stalling_the_loop)
+{
+    mallopt(M_PERTURB, 0); /* meson's MALLOC_PERTURB_ would make calloc touch every byte */
+    cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+    hostile_open(nested_huge_arrays, 1000, 0);
+    uint64_t took, start = fx_now_ms();
+    result r = run_ex(0, &took, 2, (const char *[]){"LRANGE", "k"});
+    cr_expect_eq(r.status, -EMSGSIZE, "got %s (largest allocation %zu bytes)", rp_strerror(r.status),
+                 atomic_load(&largest));
+    cr_expect_lt(took, 300, "took %lu ms", (unsigned long)took);
+    hostile_close();
+    uint64_t total = fx_now_ms() - start;
+    cr_expect_lt(total, 1000, "the loop was stalled: command and close took %lu ms", (unsigned long)total);
+}
