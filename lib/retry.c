@@ -131,7 +131,7 @@ bool rp__reply_not_executed(const redisReply *reply)
 bool rp__reply_conn_unusable(const redisReply *reply)
 {
     return reply->type == REDIS_REPLY_ERROR &&
-           (starts_with(reply, "READONLY") || !strncmp(reply->str, "ERR max number of clients reached", reply->len));
+           (starts_with(reply, "READONLY") || starts_with(reply, "ERR max number of clients reached"));
 }
 
 /* go-redis's RetryBackoff for the attempt-th retry (1, 2, ...): a random

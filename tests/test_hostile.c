@@ -202,6 +202,7 @@ static void *hs_main(void *arg)
 
 static void hs_start(hs_script script)
 {
+    atomic_store(&hs.stop, false);
     hs.script = script;
     hs.listener = fx_listener(16, &hs.port);
     snprintf(hs.addr, sizeof hs.addr, "127.0.0.1:%d", hs.port);
@@ -543,6 +544,49 @@ Test(hostile, fin_after_idempotent_incr_is_retried)
     cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
     cr_expect_eq(r.integer, 1);
     cr_expect_eq(hs_seen("INCR"), 2);
+}
+
+/* Each refusal a server makes of a command it did not run, answered to
+ * every other INCR; the ones between are answered. */
+static const char *refusal;
+
+static void refuse_every_other_incr(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, hs_seen("INCR") % 2 ? refusal : ":1\r\n");
+}
+
+Test(hostile, errors_of_commands_the_server_did_not_run_are_retried)
+{
+    static const char *const refusals[] = {
+        "-LOADING Redis is loading the dataset in memory\r\n",
+        "-READONLY You can't write against a read only replica.\r\n",
+        "-MASTERDOWN Link with MASTER is down\r\n",
+        "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+        "-CLUSTERDOWN The cluster is down\r\n",
+        "-ERR max number of clients reached\r\n",
+    };
+    for (size_t i = 0; i < sizeof refusals / sizeof *refusals; i++) {
+        refusal = refusals[i];
+        hostile_open(refuse_every_other_incr, 1000, 3);
+        result r = run_ex(0, NULL, 2, (const char *[]){"INCR", "k"});
+        cr_expect_eq(r.status, 0, "%s: got %s", refusal, rp_strerror(r.status));
+        cr_expect_eq(r.integer, 1, "%s was not retried: %s", refusal, r.str);
+        cr_expect_eq(hs_seen("INCR"), 2 * (int)(i + 1));
+        hostile_close();
+    }
+}
+
+Test(hostile, a_refusal_is_returned_after_the_last_retry)
+{
+    refusal = "-LOADING Redis is loading the dataset in memory\r\n";
+    hostile_open(refuse_every_other_incr, 1000, 0);
+    result r = run_ex(0, NULL, 2, (const char *[]){"INCR", "k"});
+    cr_expect_eq(r.status, 0);
+    cr_expect_eq(r.type, REDIS_REPLY_ERROR);
+    cr_expect(!strncmp(r.str, "LOADING", 7), "%s", r.str);
+    hostile_close();
 }
 
 /* Three nested arrays, each just under the per-array element cap: 36
