@@ -17,6 +17,7 @@
 int fx_redis_port;
 char fx_redis_addr[64];
 static pid_t redis_pid;
+static const char *const *redis_extra_args;
 static int fds_at_start;
 
 uint64_t fx_now_ms(void)
@@ -92,11 +93,20 @@ static void redis_spawn(void)
 {
     char port[16];
     snprintf(port, sizeof port, "%d", fx_redis_port);
+    const char *argv[64] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "::1", "--save", "",
+                            "--appendonly", "no", "--enable-debug-command", "yes", "--logfile", "/dev/null",
+                            "--daemonize", "no"};
+    size_t argc = 16;
+    for (size_t i = 0; redis_extra_args && redis_extra_args[i]; i++) {
+        cr_assert_lt(argc, sizeof argv / sizeof *argv - 1, "too many redis-server arguments");
+        argv[argc++] = redis_extra_args[i]; /* later arguments win */
+    }
     redis_pid = fork();
     if (redis_pid == 0) {
+        /* The signal comes when the thread that forked exits, not the
+         * process: restart redis from a thread that outlives its use. */
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "::1", "--save", "",
-               "--appendonly", "no", "--enable-debug-command", "yes", "--logfile", "/dev/null", "--daemonize", "no", (char *)NULL);
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
@@ -110,12 +120,17 @@ static void redis_spawn(void)
     cr_assert_fail("redis-server did not start on port %d", fx_redis_port);
 }
 
-void fx_redis_start(void)
+void fx_redis_start_with(const char *const *extra_args)
 {
+    redis_extra_args = extra_args;
     fx_redis_port = fx_closed_port();
     snprintf(fx_redis_addr, sizeof fx_redis_addr, "127.0.0.1:%d", fx_redis_port);
     redis_spawn();
 }
+
+void fx_redis_start(void) { fx_redis_start_with(NULL); }
+
+pid_t fx_redis_pid(void) { return redis_pid; }
 
 void fx_redis_stop(void)
 {

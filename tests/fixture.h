@@ -6,13 +6,19 @@
 #include <criterion/criterion.h>
 #include <ringpool.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 extern int fx_redis_port;
 extern char fx_redis_addr[64];
 
 void fx_redis_start(void);
+/* Starts redis with more arguments (NULL-terminated, after the fixture's
+ * own, so they win); restarts use them too. The array must outlive it. */
+void fx_redis_start_with(const char *const *extra_args);
 void fx_redis_stop(void);
 void fx_redis_restart(void);
+/* The running redis-server's pid, 0 if none. */
+pid_t fx_redis_pid(void);
 
 /* Suite hooks: start redis (or not), record open fds; the fini checks
  * that no fd leaked. */
