@@ -5,6 +5,7 @@
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. */
+#include "commands.h"
 #include "pool.h"
 #include "redis.h"
 #include "retry.h"
@@ -78,6 +79,7 @@ static void setup_step_done(rp_conn *conn, setup_ctx *ctx, int status)
     if (--ctx->pending)
         return;
     int result = ctx->status;
+    rp_conn_set_max_reply_bytes(conn, ctx->client->max_reply_bytes); /* COMMAND is done */
     rp__free(ctx);
     rp_conn_setup_done(conn, result);
 }
@@ -129,6 +131,9 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
     if (rc == 0 && client->client_name)
         rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
     if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
+        /* The server's table is ours to read, whatever the caller's reply limit. */
+        if (client->max_reply_bytes < 64u * 1024 * 1024)
+            rp_conn_set_max_reply_bytes(conn, 64u * 1024 * 1024);
         rc = setup_send(conn, ctx, command_table_reply, 1, (const char *[]){"COMMAND"});
         client->readonly_requested = rc == 0;
     }
@@ -207,9 +212,12 @@ static bool get_failure_retryable(int status)
            status != RP_EPOOLEXHAUSTED;
 }
 
+/* A blocking command is never sent again: it may have taken its item. */
 static bool safe_to_repeat(const client_cmd *cmd)
 {
     const rp_client *client = cmd->client;
+    if (rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) >= 0)
+        return false;
     return cmd->idempotent || client->retry_unsafe ||
            rp__command_readonly(&client->readonly, cmd->argv[0], cmd->argvlen[0]);
 }

@@ -171,6 +171,7 @@ void rp__op_cancel(rp_loop *loop, rp__op *op)
 {
     submit_cancel(loop, op);
     op->cancel_requested = true;
+    rp__op_keep_loop_alive(loop, op, true); /* whoever cancelled it waits for it */
 }
 
 int rp__op_result(const rp__op *op) { return op->timed_out ? -ETIMEDOUT : op->res; }
@@ -608,6 +609,8 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     } while (mode == RP_RUN_DEFAULT && loop_alive(loop) &&
              !atomic_load_explicit(&loop->stop, memory_order_relaxed));
     atomic_store_explicit(&loop->stop, false, memory_order_relaxed);
+    if (loop->prepared.head)
+        reap_before_sending(loop);
     run_prepared(loop);
     rp__loop_submit(loop);
     loop->in_run = false;

@@ -11,6 +11,7 @@
  * reply. An error (EOF, reset, timeout, a protocol error, a reply over the
  * size limit) fails every command still owed, each exactly once, and is
  * sticky. */
+#include "commands.h"
 #include "conn.h"
 #include "redis.h"
 #include "reply.h"
@@ -26,6 +27,7 @@ typedef struct pending_cmd {
     void *data;
     uint64_t start;       /* stream offset of its first byte */
     uint64_t deadline_ns; /* its whole reply is due by then; 0: none (yet) */
+    uint32_t timeout_ms;  /* from its send; 0: none */
 } pending_cmd;
 
 typedef struct byte_buffer {
@@ -165,11 +167,13 @@ static void fail_all(rp__redis *redis, int error)
     redis->subscribes_unconfirmed = 0;
     redis->out.len = 0;
     update_pending(redis);
+    /* A send still in flight may have handed any of its bytes over. */
+    uint64_t maybe_written = redis->written_bytes + (redis->sending_now ? redis->sending.len : 0);
     conn->in_callback++;
     rp__conn_report_broken(conn);
     for (unsigned i = 0; i < count; i++) {
         pending_cmd *cmd = &cmds[(head + i) % cap];
-        redis->failing_unsent = cmd->start >= redis->written_bytes;
+        redis->failing_unsent = cmd->start >= maybe_written;
         cmd->cb(conn, NULL, error, cmd->data);
     }
     redis->failing_unsent = false;
@@ -223,10 +227,11 @@ static void arm_recv(rp__redis *redis)
  * now (a fresh clock: callbacks before it may have run long). */
 static void date_commands(rp__redis *redis)
 {
-    uint32_t timeout_ms = redis->conn->read_timeout_ms;
-    uint64_t deadline = timeout_ms ? rp__loop_now_fresh(redis->conn->loop) + timeout_ms * RP__NS_PER_MS : 0;
-    for (unsigned i = redis->count - redis->undated; i < redis->count; i++)
-        redis->cmds[(redis->head + i) % redis->cap].deadline_ns = deadline;
+    uint64_t now = rp__loop_now_fresh(redis->conn->loop);
+    for (unsigned i = redis->count - redis->undated; i < redis->count; i++) {
+        pending_cmd *cmd = &redis->cmds[(redis->head + i) % redis->cap];
+        cmd->deadline_ns = cmd->timeout_ms ? now + cmd->timeout_ms * RP__NS_PER_MS : 0;
+    }
     redis->undated = 0;
 }
 
@@ -364,11 +369,14 @@ static int read_replies(rp__redis *redis)
     else if (rc == 0 && rp__reader_declares_too_much(redis->reader, redis->limit.max_bytes))
         rc = -EMSGSIZE;
     size_t unparsed = redis->reader->len - redis->reader->pos;
-    bool stray = !redis->push_cb && (n > redis->count || (n == redis->count && unparsed));
+    /* Only commands already handed to a send can have a reply. */
+    unsigned sent = redis->count - redis->undated;
+    bool stray = !redis->push_cb && (n > sent || (n == sent && unparsed));
     if (stray || rc < 0)
         redis->conn->broken = true;
+    size_t owed = redis->push_cb ? n : RP__MIN(n, (size_t)sent);
     for (size_t i = 0; i < n; i++) {
-        if (!dispatch_reply(redis, replies[i]))
+        if (i >= owed || !dispatch_reply(redis, replies[i]))
             rc = -EPROTO;
         rp__reply_free(replies[i]);
     }
@@ -434,7 +442,18 @@ static rp__redis *usable_redis(rp_conn *conn, int *rc)
     return *rc ? NULL : redis;
 }
 
-static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data)
+/* read_timeout_ms, plus the time a blocking command may block by its own
+ * timeout (go-redis does the same); none for one that blocks for ever. */
+static uint32_t reply_timeout_ms(const rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen)
+{
+    uint32_t timeout = conn->read_timeout_ms;
+    int64_t block = timeout ? rp__command_block_ms(argc, argv, argvlen) : -1;
+    if (block < 0)
+        return timeout;
+    return block == 0 ? 0 : (uint32_t)RP__MIN((uint64_t)timeout + (uint64_t)block, UINT32_MAX);
+}
+
+static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data, uint32_t timeout_ms)
 {
     if (redis->count == redis->cap) {
         unsigned cap = redis->cap ? redis->cap * 2 : 16;
@@ -448,7 +467,7 @@ static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data)
         redis->head = 0;
         redis->cap = cap;
     }
-    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data, redis->queued_bytes, 0};
+    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data, redis->queued_bytes, 0, timeout_ms};
     redis->count++;
     redis->undated++;
     update_pending(redis);
@@ -465,7 +484,7 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
     if (redis->push_cb)
         return -EBUSY; /* a subscriber takes only (un)subscribe commands */
     /* Owed before it is queued: the record must outlive the flush. */
-    if ((rc = push_pending(redis, cb, data)) < 0)
+    if ((rc = push_pending(redis, cb, data, reply_timeout_ms(conn, argc, argv, argvlen))) < 0)
         return rc;
     if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
         redis->count--;

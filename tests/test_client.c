@@ -247,6 +247,12 @@ Test(client, error_replies_are_not_retried)
     close_client();
 }
 
+static void close_flag_cb(rp_client *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
 static bool closed;
 static void on_closed(rp_client *c, void *data)
 {
@@ -369,5 +375,77 @@ Test(client, readonly_is_retried_on_another_connection_then_returned)
     cr_expect_eq(st.stale_conns, 3, "each READONLY connection should be removed (%u)", st.stale_conns);
     fx_redis_command("*3\r\n$9\r\nREPLICAOF\r\n$2\r\nNO\r\n$3\r\nONE\r\n");
     cr_expect_str_eq(run(3, (const char *[]){"SET", "k", "v"}).str, "OK");
+    close_client();
+}
+
+/* ------------------------------------------------- what keeps a run going */
+
+Test(client, a_default_run_returns_only_after_close_with_a_command_in_flight)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    result idle[2] = {{0}};
+    for (int i = 0; i < 2; i++) /* two connections, both idle after this */
+        cr_assert_eq(rp_client_command(client, on_result, &idle[i], 1, (const char *[]){"PING"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &idle[1].calls, 1, 5000));
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &r, 1, (const char *[]){"PING"}, NULL), 0);
+    bool closed_now = false;
+    cr_assert_eq(rp_client_close(client, close_flag_cb, &closed_now), 0);
+    cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_eq(r.calls, 1);
+    cr_expect(closed_now, "RP_RUN_DEFAULT returned before the close callback ran");
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, a_small_reply_limit_still_reads_the_command_table)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.max_reply_bytes = 4096; /* COMMAND's reply is about 90 KB */
+    open_client(&opts);
+    result r = run(3, (const char *[]){"SET", "k", "v"});
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect_str_eq(r.str, "OK");
+    char big[8192];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    run(3, (const char *[]){"SET", "big", big});
+    cr_expect_eq(run(2, (const char *[]){"GET", "big"}).status, -EMSGSIZE, "the caller's limit no longer holds");
+    close_client();
+}
+
+/* ------------------------------------------------------ blocking commands */
+
+Test(client, a_blocking_command_may_block_past_the_read_timeout)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.read_timeout_ms = 200;
+    open_client(&opts);
+    uint64_t start = fx_now_ms();
+    result r = run(3, (const char *[]){"BLPOP", "empty", "1"});
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect(r.type == REDIS_REPLY_NIL || r.type == REDIS_REPLY_ARRAY, "type %d", r.type);
+    cr_expect(took >= 900 && took < 3000, "took %lu ms", (unsigned long)took);
+    close_client();
+}
+
+Test(client, a_command_blocking_for_ever_has_no_deadline)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.read_timeout_ms = 200;
+    open_client(&opts);
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &r, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
+    fx_run_for(loop, 600);
+    cr_expect_eq(r.calls, 0, "BLPOP q 0 ended after %s", rp_strerror(r.status));
+    fx_redis_command("*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$4\r\nitem\r\n");
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    cr_expect_eq(r.status, 0);
+    cr_expect_eq(r.type, REDIS_REPLY_ARRAY);
     close_client();
 }

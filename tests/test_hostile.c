@@ -313,6 +313,23 @@ Test(hostile, stray_reply_never_reaches_the_wrong_caller)
     hostile_close();
 }
 
+/* The stray bytes arrive while the loop is not running, before the next
+ * command is queued on the connection: they are seen before it is sent,
+ * and it goes to another connection. */
+Test(hostile, stray_bytes_that_arrived_before_a_command_are_not_its_reply)
+{
+    hostile_open(echo_then_stray, 3000, 3);
+    for (int i = 0; i < 4; i++) {
+        char tok[16];
+        snprintf(tok, sizeof tok, "tok-%d", i);
+        result r = RUN("ECHO", tok);
+        cr_expect_eq(r.status, 0, "ECHO %s: %s", tok, rp_strerror(r.status));
+        cr_expect_str_eq(r.str, tok, "ECHO %s got \"%s\"", tok, r.str);
+        usleep(60000);
+    }
+    hostile_close();
+}
+
 static const char *trickle_bytes;
 
 static void declare_then_trickle(hs_conn *c, int argc, char argv[][HS_ARGLEN])
@@ -536,6 +553,16 @@ Test(hostile, fin_after_get_is_retried)
     cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
     cr_expect_str_eq(r.str, "val");
     cr_expect_eq(hs_seen("GET"), 2);
+}
+
+/* XREAD is read-only, but with BLOCK it is a blocking command: never resent. */
+Test(hostile, fin_after_a_blocking_read_is_not_resent)
+{
+    hostile_open(fin_first_time, 1000, 3);
+    result r = run_ex(0, NULL, 6, (const char *[]){"XREAD", "BLOCK", "100", "STREAMS", "s", "$"});
+    hostile_close();
+    cr_expect_eq(r.status, RP_EEOF, "got %s", rp_strerror(r.status));
+    cr_expect_eq(hs_seen("XREAD"), 1, "a blocking XREAD was sent again");
 }
 
 Test(hostile, fin_after_idempotent_incr_is_retried)

@@ -1060,3 +1060,37 @@ Test(pool, wait_count_ignores_waits_that_got_no_connection)
     rp_pool_put(pool, held);
     fx_close_and_free(loop, pool);
 }
+
+static rp_conn *first_conn;
+static fx_got second_get;
+
+static void get_again_from_callback(rp_pool *p, rp_conn *conn, int status, void *data)
+{
+    (void)status;
+    (void)data;
+    first_conn = conn;
+    cr_assert_gt(rp_pool_get(p, fx_get_cb, &second_get), 0);
+}
+
+/* The second get finds a watched idle connection and cancels its watch:
+ * the run must wait for that cancel, and so for the get's callback. */
+Test(pool, a_default_run_waits_for_a_get_served_by_cancelling_a_watch)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.health_check_idle_ms = 20;
+    open_pool(&opts);
+    rp_conn *a = fx_get_conn(loop, pool), *b = fx_get_conn(loop, pool);
+    rp_pool_put(pool, b);
+    usleep(60000);
+    rp_loop_run(loop, RP_RUN_NOWAIT); /* the maintenance timer arms b's idle watch */
+    rp_pool_put(pool, a);
+    cr_assert_gt(rp_pool_get(pool, get_again_from_callback, NULL), 0);
+    cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_eq(second_get.calls, 1, "RP_RUN_DEFAULT returned before the second get's callback");
+    cr_expect_eq(second_get.status, 0);
+    rp_pool_put(pool, first_conn);
+    if (second_get.conn)
+        rp_pool_put(pool, second_get.conn);
+    fx_close_and_free(loop, pool);
+}

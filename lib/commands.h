@@ -1,0 +1,27 @@
+/* What the library knows about Redis commands (commands.c). */
+#ifndef RP_COMMANDS_H
+#define RP_COMMANDS_H
+
+#include "internal.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+
+/* Names of the commands COMMAND flags readonly; until it is loaded, a
+ * built-in table answers. */
+typedef struct rp__readonly_table {
+    char **names; /* lower case, sorted */
+    size_t count;
+} rp__readonly_table;
+
+int rp__readonly_table_load(rp__readonly_table *table, const redisReply *command_reply);
+void rp__readonly_table_free(rp__readonly_table *table);
+bool rp__command_readonly(const rp__readonly_table *table, const char *name, size_t len);
+
+/* How long a blocking command (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN,
+ * BZPOPMAX, BLMPOP, BZMPOP, XREAD/XREADGROUP with BLOCK, WAIT, WAITAOF)
+ * may block by its own timeout argument, in ms: 0 for ever, -1 if it is
+ * not a blocking command. argvlen may be NULL (NUL-terminated arguments). */
+int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *argvlen);
+
+#endif
