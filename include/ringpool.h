@@ -216,7 +216,9 @@ RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, vo
  * command still owed on the connection, each once, marks the connection bad
  * (rp_pool_put then removes it) and is returned by later commands on it.
  * A Redis error reply (-ERR ...) is a reply of type REDIS_REPLY_ERROR with
- * status 0. The reply lives until the callback returns. */
+ * status 0. The reply lives until the callback returns. read_timeout_ms
+ * bounds each command from its send to its reply's last byte; a blocking
+ * command's own timeout is added to it (none if it blocks for ever). */
 typedef void (*rp_conn_reply_cb)(rp_conn *conn, const redisReply *reply, int status, void *data);
 RP_EXTERN int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data,
                               int argc, const char *const *argv, const size_t *argvlen);
@@ -251,7 +253,7 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
  *   MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients reached);
  * - or running it twice is harmless: read-only by the server's COMMAND
  *   flags (read once per client; a built-in table until then), or marked
- *   RP_CMD_IDEMPOTENT.
+ *   RP_CMD_IDEMPOTENT; never a blocking command (BLPOP, XREAD BLOCK, ...).
  * Otherwise a failure after its bytes may have reached the server ends the
  * command with its error, the outcome unknown: RP_EEOF, -ECONNRESET,
  * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. retry_unsafe restores
