@@ -289,11 +289,23 @@ typedef struct rp_command_options {
 } rp_command_options;
 RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
                                         void *data, int argc, const char *const *argv, const size_t *argvlen);
+/* Cancels the command with this id (from rp_client_command_ex): its
+ * callback gets -ECANCELED later in this loop iteration. A command not yet
+ * sent is never sent; one already sent may still run on the server, and
+ * its reply, when it comes, is skipped (the connection stays in the pool).
+ * -ENOENT if the command has completed or its completion is queued. */
+RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
-/* Commands already sent complete with their replies, the others with
- * RP_ECLOSED; then the pool closes and cb runs. */
+/* Graceful: commands already sent complete with their replies (each bounded
+ * by the read timeout, or not at all with read_timeout_ms 0 or a command
+ * that blocks for ever), the others with RP_ECLOSED; then the pool closes and
+ * cb runs. */
 RP_EXTERN int      rp_client_close(rp_client *client, rp_client_close_cb cb, void *data);
+/* Abortive: every command completes with RP_ECLOSED in this loop iteration,
+ * sent or not, and every connection is closed without waiting for the
+ * server; then cb runs. RP_ECLOSED if the client is already closing. */
+RP_EXTERN int      rp_client_abort(rp_client *client, rp_client_close_cb cb, void *data);
 
 #ifdef __cplusplus
 }

@@ -31,7 +31,9 @@ struct client_cmd {
     int retries;
     bool idempotent; /* the caller says running it twice is harmless */
     cmd_state state;
+    int64_t id;
     int64_t get_id;
+    rp_conn *conn;   /* while CMD_SENT */
     rp__timer backoff;
     rp__deferred finish; /* a result decided outside any callback */
     int status;
@@ -264,10 +266,12 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
 static int cmd_send(client_cmd *cmd, rp_conn *conn)
 {
     int rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
-    if (rc < 0)
+    if (rc < 0) {
         rp_pool_remove(cmd->client->pool, conn, rc);
-    else
+    } else {
         cmd->state = CMD_SENT;
+        cmd->conn = conn;
+    }
     return rc;
 }
 
@@ -276,6 +280,8 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     client_cmd *cmd = data;
+    if (cmd->state == CMD_DONE)
+        return; /* abandoned (cancel, close): its end is already queued */
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
     cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : get_failure_retryable(status));
@@ -344,7 +350,7 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     cmd->cb = cb;
     cmd->data = data;
     cmd->idempotent = opts && (opts->flags & RP_CMD_IDEMPOTENT);
-    int64_t id = ++client->last_id;
+    int64_t id = cmd->id = ++client->last_id;
     cmd->next = client->cmds;
     if (client->cmds)
         client->cmds->prev = cmd;
@@ -428,9 +434,69 @@ static void close_if_drained(rp_client *client)
     }
 }
 
-/* Commands already sent finish with their replies; the rest get
- * RP_ECLOSED, later, from the loop. Then the pool closes. */
-int rp_client_close(rp_client *client, rp_client_close_cb cb, void *data)
+/* ------------------------------------------------------ cancel, close */
+
+/* The reply of a cancelled command: skipped, and the connection, still
+ * good, goes back to the pool. */
+static void skip_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)reply;
+    rp_client *client = data;
+    if (status == 0)
+        rp_pool_put(client->pool, conn);
+    else
+        rp_pool_remove(client->pool, conn, status);
+}
+
+/* The reply of a command whose connection an abort closed. */
+static void drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    (void)reply;
+    (void)status;
+    (void)data;
+}
+
+/* Ends cmd now with status (its callback runs later in this iteration):
+ * a get under way is cancelled, a backoff stopped, a command not yet sent
+ * taken back, a sent one's reply skipped (keep_conn) or its connection
+ * closed. */
+static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
+{
+    rp_client *client = cmd->client;
+    if (cmd->state == CMD_GETTING) {
+        rp_pool_cancel(client->pool, cmd->get_id);
+        cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
+    } else if (cmd->state == CMD_BACKOFF) {
+        rp__timer_disarm(client->loop, &cmd->backoff);
+    } else if (cmd->state == CMD_SENT) {
+        int forgotten = rp__redis_forget(cmd->conn, cmd, keep_conn ? skip_reply : drop_reply, client);
+        if (forgotten == 1 && keep_conn)
+            rp_pool_put(client->pool, cmd->conn);
+        else if (!keep_conn)
+            rp_pool_remove(client->pool, cmd->conn, status);
+    }
+    cmd_fail_later(cmd, status);
+}
+
+int rp_client_cancel(rp_client *client, int64_t id)
+{
+    if (!client || id <= 0)
+        return -EINVAL;
+    client_cmd *cmd = client->cmds;
+    while (cmd && cmd->id != id)
+        cmd = cmd->next;
+    if (!cmd || cmd->state == CMD_DONE)
+        return -ENOENT;
+    cmd_abandon(cmd, -ECANCELED, true);
+    return 0;
+}
+
+/* Graceful: commands already sent finish with their replies (bounded by
+ * the read timeout); the rest get RP_ECLOSED, later, from the loop.
+ * Abortive: every command gets RP_ECLOSED now and every connection closes.
+ * Then the pool closes. */
+static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bool abort)
 {
     if (!client)
         return -EINVAL;
@@ -439,14 +505,12 @@ int rp_client_close(rp_client *client, rp_client_close_cb cb, void *data)
     client->closing = true;
     client->close_cb = cb;
     client->close_data = data;
-    for (client_cmd *cmd = client->cmds; cmd; cmd = cmd->next) {
-        if (cmd->state == CMD_GETTING && rp_pool_cancel(client->pool, cmd->get_id) == 0)
-            continue; /* on_conn gets -ECANCELED: RP_ECLOSED */
-        if (cmd->state == CMD_BACKOFF) {
-            rp__timer_disarm(client->loop, &cmd->backoff);
-            cmd_fail_later(cmd, RP_ECLOSED);
-        }
-    }
+    for (client_cmd *cmd = client->cmds; cmd; cmd = cmd->next)
+        if (cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || (abort && cmd->state == CMD_SENT))
+            cmd_abandon(cmd, RP_ECLOSED, false);
     close_if_drained(client);
     return 0;
 }
+
+int rp_client_close(rp_client *client, rp_client_close_cb cb, void *data) { return client_close(client, cb, data, false); }
+int rp_client_abort(rp_client *client, rp_client_close_cb cb, void *data) { return client_close(client, cb, data, true); }

@@ -99,7 +99,7 @@ void rp__defer(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *));
 /* Queues item to run right before the loop next submits, so work issued
  * in one pass (commands to one connection) goes out in one SQE. */
 void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__deferred *));
-/* Removes a queued item; true if it was queued. */
+/* Removes an item queued by either of the above; true if it was queued. */
 bool rp__undefer(rp_loop *loop, rp__deferred *item);
 
 uint64_t rp__loop_now(rp_loop *loop);

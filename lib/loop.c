@@ -310,15 +310,16 @@ void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__d
     poke_host(loop);
 }
 
-bool rp__undefer(rp_loop *loop, rp__deferred *item)
+/* Position of item in q, which then no longer holds it; -1 if absent. */
+static long queue_unlink(rp__deferred_queue *q, rp__deferred *item)
 {
-    if (!item->queued)
-        return false;
-    rp__deferred_queue *q = &loop->deferred;
     rp__deferred *prev = NULL;
-    unsigned position = 0;
-    for (rp__deferred *it = q->head; it != item; it = it->next, position++)
+    long position = 0;
+    for (rp__deferred *it = q->head; it != item; it = it->next, position++) {
+        if (!it)
+            return -1;
         prev = it;
+    }
     if (prev)
         prev->next = item->next;
     else
@@ -326,9 +327,19 @@ bool rp__undefer(rp_loop *loop, rp__deferred *item)
     if (q->tail == item)
         q->tail = prev;
     q->len--;
-    if (position < loop->defer_budget)
-        loop->defer_budget--;
     item->queued = false;
+    return position;
+}
+
+bool rp__undefer(rp_loop *loop, rp__deferred *item)
+{
+    if (!item->queued)
+        return false;
+    long position = queue_unlink(&loop->deferred, item);
+    if (position < 0)
+        return queue_unlink(&loop->prepared, item) >= 0;
+    if ((unsigned long)position < loop->defer_budget)
+        loop->defer_budget--;
     return true;
 }
 

@@ -494,6 +494,32 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
     return rc;
 }
 
+int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_data)
+{
+    rp__redis *redis = conn->ext;
+    unsigned i = 0;
+    while (redis && i < redis->count && redis->cmds[(redis->head + i) % redis->cap].data != data)
+        i++;
+    if (!redis || i == redis->count)
+        return -ENOENT;
+    pending_cmd *cmd = &redis->cmds[(redis->head + i) % redis->cap];
+    size_t tail_bytes = (size_t)(redis->queued_bytes - cmd->start);
+    if (i == redis->count - 1 && redis->undated && tail_bytes <= redis->out.len) {
+        /* The newest, still in the buffer the next flush would send. */
+        redis->out.len -= tail_bytes;
+        redis->queued_bytes = cmd->start;
+        redis->count--;
+        redis->undated--;
+        if (!redis->out.len)
+            rp__undefer(conn->loop, &redis->flush_item);
+        update_pending(redis);
+        return 1;
+    }
+    cmd->cb = cb;
+    cmd->data = cb_data;
+    return 0;
+}
+
 int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const char *const *argv,
                       const size_t *argvlen)
 {

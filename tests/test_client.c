@@ -449,3 +449,71 @@ Test(client, a_command_blocking_for_ever_has_no_deadline)
     cr_expect_eq(r.type, REDIS_REPLY_ARRAY);
     close_client();
 }
+
+/* ------------------------------------------------------- cancel and abort */
+
+static int64_t command_id(result *r, int argc, const char **argv)
+{
+    int64_t id = rp_client_command_ex(client, NULL, on_result, r, argc, argv, NULL);
+    cr_assert_gt(id, 0);
+    return id;
+}
+
+Test(client, a_command_cancelled_before_its_send_is_never_sent)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG"); /* a connection, idle */
+    result r = {0};
+    int64_t id = command_id(&r, 2, (const char *[]){"INCR", "k"});
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    cr_expect_eq(r.calls, 0, "the callback ran inside rp_client_cancel");
+    cr_expect_eq(rp_client_cancel(client, id), -ENOENT);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    cr_expect_eq(r.status, -ECANCELED);
+    result get = run(2, (const char *[]){"GET", "k"});
+    cr_expect_eq(get.type, REDIS_REPLY_NIL, "the cancelled INCR ran: %s", get.str);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.stale_conns, 0, "a connection was lost to the cancel");
+    close_client();
+}
+
+Test(client, a_command_cancelled_after_its_send_ends_now_and_its_reply_is_skipped)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
+    result blocked = {0};
+    int64_t id = command_id(&blocked, 3, (const char *[]){"BLPOP", "q", "0"});
+    fx_run_for(loop, 100); /* sent, and blocking */
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    cr_assert(fx_run_until_count(loop, &blocked.calls, 1, 1000));
+    cr_expect_eq(blocked.status, -ECANCELED);
+    fx_redis_command("*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$4\r\nitem\r\n"); /* its late reply */
+    result ping = run(1, (const char *[]){"PING"});
+    cr_expect_str_eq(ping.str, "PONG", "the next command got the cancelled one's reply");
+    cr_expect_eq(blocked.calls, 1);
+    close_client();
+}
+
+Test(client, abort_ends_a_command_blocked_for_ever_at_once)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.pool.read_timeout_ms = 0;
+    open_client(&opts);
+    result blocked = {0};
+    cr_assert_eq(rp_client_command(client, on_result, &blocked, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
+    fx_run_for(loop, 100);
+    bool done = false;
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_client_abort(client, close_flag_cb, &done), 0);
+    cr_expect_eq(rp_client_close(client, close_flag_cb, &done), RP_ECLOSED);
+    cr_assert(fx_run_until(loop, &done, 2000), "the abort did not finish");
+    cr_expect_lt(fx_now_ms() - start, 200, "the abort waited for the server");
+    cr_expect_eq(blocked.calls, 1);
+    cr_expect_eq(blocked.status, RP_ECLOSED);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
