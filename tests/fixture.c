@@ -271,6 +271,19 @@ static void closed_cb(rp_pool *pool, void *data)
     *(bool *)data = true;
 }
 
+void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    fx_result *r = data;
+    r->calls++;
+    r->status = status;
+    if (reply) {
+        r->type = reply->type;
+        r->integer = reply->integer;
+        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
+    }
+}
+
 static void client_closed_cb(rp_client *client, void *data)
 {
     (void)client;

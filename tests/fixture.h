@@ -51,6 +51,14 @@ void fx_close_and_free(rp_loop *loop, rp_pool *pool);
  * frees the loop. */
 void fx_client_close_and_free(rp_loop *loop, rp_client *client);
 
+/* A client command's outcome, for tests that record callbacks. */
+typedef struct fx_result {
+    int calls, status, type;
+    long long integer;
+    char str[128];
+} fx_result;
+void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data);
+
 /* A get's outcome, for tests that record callbacks. */
 typedef struct fx_got {
     int calls;

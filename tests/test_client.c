@@ -12,26 +12,7 @@ TestSuite(client, .init = fx_setup, .fini = fx_teardown, .timeout = 60);
 static rp_loop *loop;
 static rp_client *client;
 
-typedef struct result {
-    int calls;
-    int status;
-    int type;
-    long long integer;
-    char str[128];
-} result;
-
-static void on_result(rp_client *c, const redisReply *reply, int status, void *data)
-{
-    (void)c;
-    result *r = data;
-    r->calls++;
-    r->status = status;
-    if (reply) {
-        r->type = reply->type;
-        r->integer = reply->integer;
-        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
-    }
-}
+typedef fx_result result;
 
 static void open_client(rp_client_options *opts)
 {
@@ -49,7 +30,7 @@ static void default_options(rp_client_options *opts, int pool_size)
 static result run(int argc, const char **argv)
 {
     result r = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &r, argc, argv, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, argc, argv, NULL), 0);
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
     return r;
 }
@@ -91,7 +72,7 @@ Test(client, bad_arguments_and_closed_client)
     default_options(&opts, 2);
     cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
     cr_expect_eq(rp_client_command(client, NULL, NULL, 1, (const char *[]){"PING"}, NULL), -EINVAL);
-    cr_expect_eq(rp_client_command(client, on_result, &r, 0, (const char *[]){"PING"}, NULL), -EINVAL);
+    cr_expect_eq(rp_client_command(client, fx_result_cb, &r, 0, (const char *[]){"PING"}, NULL), -EINVAL);
     close_client();
 }
 
@@ -218,7 +199,7 @@ Test(client, gives_up_after_max_retries_with_backoff)
     /* Every attempt times out: the server sleeps longer than the reads.
      * Marked idempotent, so a timeout (outcome unknown) is retried. */
     rp_command_options idempotent = {.flags = RP_CMD_IDEMPOTENT};
-    cr_assert_gt(rp_client_command_ex(client, &idempotent, on_result, &r, 3,
+    cr_assert_gt(rp_client_command_ex(client, &idempotent, fx_result_cb, &r, 3,
                                       (const char *[]){"DEBUG", "SLEEP", "0.3"}, NULL),
                  0);
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
@@ -268,16 +249,16 @@ Test(client, close_completes_sent_commands_and_fails_the_rest)
     open_client(&opts);
     cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
     result sent = {0}, queued[3] = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &sent, 3, (const char *[]){"DEBUG", "SLEEP", "0.1"}, NULL),
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &sent, 3, (const char *[]){"DEBUG", "SLEEP", "0.1"}, NULL),
                  0);
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(rp_client_command(client, on_result, &queued[i], 1, (const char *[]){"PING"}, NULL), 0);
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &queued[i], 1, (const char *[]){"PING"}, NULL), 0);
     fx_run_for(loop, 20); /* the first is sent; the rest wait for the one connection */
     closed = false;
     cr_assert_eq(rp_client_close(client, on_closed, NULL), 0);
     cr_expect_eq(rp_client_close(client, on_closed, NULL), RP_ECLOSED);
     result late = {0};
-    cr_expect_eq(rp_client_command(client, on_result, &late, 1, (const char *[]){"PING"}, NULL), RP_ECLOSED);
+    cr_expect_eq(rp_client_command(client, fx_result_cb, &late, 1, (const char *[]){"PING"}, NULL), RP_ECLOSED);
     cr_assert(fx_run_until(loop, &closed, 5000));
     cr_expect_eq(sent.calls, 1);
     cr_expect_eq(sent.status, 0);
@@ -300,7 +281,7 @@ static long long incr_through_a_stall(rp_client_options *opts, result *r)
     cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
     int stall = fx_redis_send("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.0\r\n");
     usleep(50000); /* the server is asleep */
-    cr_assert_eq(rp_client_command(client, on_result, r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &r->calls, 1, 10000));
     fx_redis_wait_reply(stall);
     fx_run_for(loop, 100); /* commands the stall held run now */
@@ -338,7 +319,7 @@ Test(client, a_refused_dial_is_retried_and_succeeds_when_the_server_returns)
     open_client(&opts);
     fx_redis_stop();
     result r = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 2, (const char *[]){"INCR", "k"}, NULL), 0);
     rp_stats st = {0};
     uint64_t deadline = fx_now_ms() + 3000;
     while (!st.dial_errors && !r.calls && fx_now_ms() < deadline) {
@@ -387,10 +368,10 @@ Test(client, a_default_run_returns_only_after_close_with_a_command_in_flight)
     open_client(&opts);
     result idle[2] = {{0}};
     for (int i = 0; i < 2; i++) /* two connections, both idle after this */
-        cr_assert_eq(rp_client_command(client, on_result, &idle[i], 1, (const char *[]){"PING"}, NULL), 0);
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &idle[i], 1, (const char *[]){"PING"}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &idle[1].calls, 1, 5000));
     result r = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &r, 1, (const char *[]){"PING"}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 1, (const char *[]){"PING"}, NULL), 0);
     bool closed_now = false;
     cr_assert_eq(rp_client_close(client, close_flag_cb, &closed_now), 0);
     cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
@@ -440,7 +421,7 @@ Test(client, a_command_blocking_for_ever_has_no_deadline)
     opts.pool.read_timeout_ms = 200;
     open_client(&opts);
     result r = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &r, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
     fx_run_for(loop, 600);
     cr_expect_eq(r.calls, 0, "BLPOP q 0 ended after %s", rp_strerror(r.status));
     fx_redis_command("*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$4\r\nitem\r\n");
@@ -454,7 +435,7 @@ Test(client, a_command_blocking_for_ever_has_no_deadline)
 
 static int64_t command_id(result *r, int argc, const char **argv)
 {
-    int64_t id = rp_client_command_ex(client, NULL, on_result, r, argc, argv, NULL);
+    int64_t id = rp_client_command_ex(client, NULL, fx_result_cb, r, argc, argv, NULL);
     cr_assert_gt(id, 0);
     return id;
 }
@@ -505,7 +486,7 @@ Test(client, abort_ends_a_command_blocked_for_ever_at_once)
     opts.pool.read_timeout_ms = 0;
     open_client(&opts);
     result blocked = {0};
-    cr_assert_eq(rp_client_command(client, on_result, &blocked, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &blocked, 3, (const char *[]){"BLPOP", "q", "0"}, NULL), 0);
     fx_run_for(loop, 100);
     bool done = false;
     uint64_t start = fx_now_ms();

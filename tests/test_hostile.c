@@ -220,24 +220,7 @@ static void hs_stop(void)
 static rp_loop *loop;
 static rp_client *client;
 
-typedef struct result {
-    int calls, status, type;
-    long long integer;
-    char str[128];
-} result;
-
-static void on_result(rp_client *c, const redisReply *reply, int status, void *data)
-{
-    (void)c;
-    result *r = data;
-    r->calls++;
-    r->status = status;
-    if (reply) {
-        r->type = reply->type;
-        r->integer = reply->integer;
-        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
-    }
-}
+typedef fx_result result;
 
 /* A client of one connection to a server running script. */
 static void hostile_open(hs_script script, uint32_t read_timeout_ms, int max_retries)
@@ -260,7 +243,7 @@ static result run_ex(unsigned flags, uint64_t *took_ms, int argc, const char **a
     result r = {0};
     rp_command_options opts = {.flags = flags};
     uint64_t start = fx_now_ms();
-    cr_assert_gt(rp_client_command_ex(client, &opts, on_result, &r, argc, argv, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &opts, fx_result_cb, &r, argc, argv, NULL), 0);
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
     if (took_ms)
         *took_ms = fx_now_ms() - start;
