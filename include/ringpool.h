@@ -285,7 +285,10 @@ RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *da
  * or a negative code (and then the callback never runs). */
 #define RP_CMD_IDEMPOTENT 1u /* running it twice is harmless: retry it like a read */
 typedef struct rp_command_options {
-    unsigned flags; /* RP_CMD_* */
+    unsigned flags;      /* RP_CMD_* */
+    uint32_t timeout_ms; /* the whole command, retries included, must end
+                            within this from the call, or it ends with
+                            -ETIMEDOUT (as a cancel); 0 = no such bound */
 } rp_command_options;
 RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
                                         void *data, int argc, const char *const *argv, const size_t *argvlen);

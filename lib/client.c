@@ -35,6 +35,7 @@ struct client_cmd {
     int64_t get_id;
     rp_conn *conn;   /* while CMD_SENT */
     rp__timer backoff;
+    rp__timer deadline; /* the caller's timeout_ms for the whole command */
     rp__deferred finish; /* a result decided outside any callback */
     int status;
 };
@@ -177,6 +178,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
 {
     rp_client *client = cmd->client;
     cmd->state = CMD_DONE;
+    rp__timer_disarm(client->loop, &cmd->deadline);
     cmd_unlink(client, cmd);
     if (status == RP_ESETUP) {
         /* The server's own words, as the reply to this command. */
@@ -311,6 +313,17 @@ static void cmd_get(client_cmd *cmd)
         cmd->get_id = id;
 }
 
+static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn);
+
+/* The caller's deadline for the whole command passed: wherever it is (a
+ * get, a backoff, a reply awaited), it ends with -ETIMEDOUT. */
+static void deadline_fired(rp__timer *timer)
+{
+    client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, deadline);
+    if (cmd->state != CMD_DONE)
+        cmd_abandon(cmd, -ETIMEDOUT, true);
+}
+
 /* One allocation holds the command and copies of its arguments. */
 static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv, const size_t *argvlen)
 {
@@ -332,6 +345,7 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     cmd->argc = argc;
     cmd->client = client;
     rp__timer_init(&cmd->backoff, backoff_fired, true);
+    rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
 }
 
@@ -350,6 +364,8 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     cmd->cb = cb;
     cmd->data = data;
     cmd->idempotent = opts && (opts->flags & RP_CMD_IDEMPOTENT);
+    if (opts && opts->timeout_ms)
+        rp__timer_arm(client->loop, &cmd->deadline, rp__loop_now_fresh(client->loop) + opts->timeout_ms * RP__NS_PER_MS);
     int64_t id = cmd->id = ++client->last_id;
     cmd->next = client->cmds;
     if (client->cmds)

@@ -498,3 +498,23 @@ Test(client, abort_ends_a_command_blocked_for_ever_at_once)
     cr_expect_eq(blocked.status, RP_ECLOSED);
     cr_expect_eq(rp_loop_free(loop), 0);
 }
+
+Test(client, a_command_deadline_bounds_the_whole_command)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    result r = {0};
+    rp_command_options bounded = {.timeout_ms = 150};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_client_command_ex(client, &bounded, fx_result_cb, &r, 3,
+                                      (const char *[]){"DEBUG", "SLEEP", "0.5"}, NULL),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r.status, -ETIMEDOUT, "got %s", rp_strerror(r.status));
+    cr_expect(took >= 140 && took < 450, "took %lu ms", (unsigned long)took);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "the connection was not kept in step");
+    close_client();
+}
