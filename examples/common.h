@@ -30,6 +30,10 @@ static inline void example_parse(int argc, char **argv, example_args *args, cons
             exit(2);
         }
         const char *value = argv[++i];
+        if (flag[1] != 'a' && atol(value) <= 0) {
+            fprintf(stderr, "%s takes a positive number, not %s\n\n%s", flag, value, usage);
+            exit(2);
+        }
         switch (flag[1]) {
         case 'a': args->addr = value; break;
         case 'n': args->n = atol(value); break;

@@ -165,7 +165,7 @@ static rp_conn *idle_pop(rp__conn_pool *cp)
  * frees its turn again: this loop, not a nested call, passes it on. */
 static void hand_out_turns(rp__conn_pool *cp)
 {
-    if (cp->handing_out_turns)
+    if (cp->handing_out_turns || !cp->reqs.waiters.head)
         return;
     cp->handing_out_turns = true;
     rp__req *waiter;
@@ -513,11 +513,11 @@ static bool want_dial(const rp__conn_pool *cp)
     return room > 0 && cp->idle_len + spare < (unsigned)cp->opts.min_idle_conns;
 }
 
+static bool fail_fast_pending(const rp__conn_pool *cp) { return dials_fail_fast(cp) && requests_uncovered(cp); }
+
 /* Starts the dials that waiting requests and min_idle_conns call for. A
  * dial that cannot even start fails the oldest waiting request, so every
  * request ends; in fail-fast mode the requests no dial covers fail at once. */
-static bool fail_fast_pending(const rp__conn_pool *cp) { return dials_fail_fast(cp) && requests_uncovered(cp); }
-
 static void pump_dials(rp__conn_pool *cp)
 {
     if (cp->pumping) {
@@ -691,7 +691,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
     rp__req *waiter;
     if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
-    } else if (keep && turn && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
+    } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
         waiter->holds_turn = true;
         turn = false;
         cp->stats.hits++;
