@@ -222,3 +222,11 @@ int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)
 }
 
 int rp_conn_fd(const rp_conn *conn) { return conn ? conn->fd : -EINVAL; }
+
+void rp_conn_set_data(rp_conn *conn, void *data)
+{
+    if (conn)
+        conn->user_data = data;
+}
+
+void *rp_conn_data(const rp_conn *conn) { return conn ? conn->user_data : NULL; }

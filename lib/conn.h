@@ -66,6 +66,7 @@ struct rp_conn {
     void *ext;
     void (*ext_free)(void *ext);
     unsigned ext_pending;
+    void *user_data; /* rp_conn_set_data */
 };
 
 /* Prepares a record (new or reused) for a connection owned by owner. */

@@ -1094,3 +1094,21 @@ Test(pool, a_default_run_waits_for_a_get_served_by_cancelling_a_watch)
         rp_pool_put(pool, second_get.conn);
     fx_close_and_free(loop, pool);
 }
+
+Test(pool, user_data_stays_with_the_connection_across_put_and_get)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_null(rp_conn_data(conn));
+    int mine;
+    rp_conn_set_data(conn, &mine);
+    rp_pool_put(pool, conn);
+    rp_conn *again = fx_get_conn(loop, pool);
+    cr_assert_eq(again, conn);
+    cr_expect_eq(rp_conn_data(again), &mine, "the slot was not kept across put and get");
+    rp_pool_remove(pool, again, 0);
+    rp_conn *fresh = fx_get_conn(loop, pool);
+    cr_expect_null(rp_conn_data(fresh), "a new connection carried an old slot");
+    rp_pool_put(pool, fresh);
+    fx_close_and_free(loop, pool);
+}

@@ -1,0 +1,233 @@
+/* ringpool core: the loop, the pools and connection I/O, with no Redis and
+ * no hiredis. ringpool.h includes this and ringpool/redis.h.
+ *
+ * One loop owns the io_uring and every socket. Pools hand out connections
+ * through completion callbacks with go-redis ConnPool semantics.
+ *
+ * Conventions (as libuv): functions that can fail return 0 (or a count) or a
+ * negative code: -errno, or one of the RP_E* codes below, which never collide
+ * with errno values. A call that returns a negative code never calls its
+ * callback; an accepted request calls its callback exactly once, and never
+ * from inside the call that made it.
+ *
+ * Contracts:
+ * - Arguments: argv and argvlen are copied during the call (rp_conn_command,
+ *   rp_client_command*); option strings (addr, password, ...) likewise. A
+ *   buffer given to rp_conn_send / rp_conn_recv must live until its callback.
+ * - Results: rp_conn_send completes with len once every byte is written, or
+ *   a negative code (never a short count); rp_conn_recv with the byte count,
+ *   0 at end of stream, or a negative code. A reply (redisReply) lives until
+ *   its callback returns.
+ * - Put and remove: a put of a connection with I/O or replies in flight
+ *   removes it, and the ops in flight end with -ECANCELED. A put of a broken
+ *   connection (an I/O error or end of stream was seen) removes it.
+ * - Cancel: a get, a command or a pool wait cancelled before its callback
+ *   ran gets -ECANCELED, later in the same loop iteration; -ENOENT otherwise.
+ * - Zero in options: sizes and waits take their default (pool_size,
+ *   dial_timeout_ms, pool_timeout_ms, max_concurrent_dials); read and write
+ *   timeouts, idle and lifetime limits and max_* limits mean "none";
+ *   health_check_idle_ms 0 checks every idle connection before hand-out
+ *   (one the Redis layer's recv watches needs no check).
+ * - Stats count what go-redis counts (see rp_stats); last_dial_error keeps
+ *   the last failure after dials succeed again (dial_errors counts them). */
+#ifndef RINGPOOL_CORE_H
+#define RINGPOOL_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RP_BUILDING_LIBRARY)
+#define RP_EXTERN __attribute__((visibility("default")))
+#else
+#define RP_EXTERN
+#endif
+
+#define RP_VERSION_MAJOR 0
+#define RP_VERSION_MINOR 1
+#define RP_VERSION_PATCH 0
+
+/* The library's own codes: far below any errno value. */
+#define RP_ERRNO_MAP(XX)                                                       \
+    XX(ECLOSED, -30001, "pool or loop closed")                                 \
+    XX(EPOOLTIMEOUT, -30002, "timed out waiting for a free connection")        \
+    XX(EPOOLEXHAUSTED, -30003, "max_active_conns reached")                     \
+    XX(EBADCONN, -30004, "connection went bad")                                \
+    XX(EEOF, -30005, "server closed the connection")                           \
+    XX(ESETUP, -30006, "the server refused the connection's set-up")
+
+enum {
+#define RP__ERR_ENUM(name, value, text) RP_##name = (value),
+    RP_ERRNO_MAP(RP__ERR_ENUM)
+#undef RP__ERR_ENUM
+};
+
+/* Names any code this library returns: its own codes and -errno values. */
+RP_EXTERN const char *rp_strerror(int code);
+
+/* Replaces the allocator of every allocation the library makes (hiredis's
+ * reader keeps its own): call it before creating anything, with functions
+ * that behave as the C library's. -EINVAL if any is NULL. */
+typedef void *(*rp_malloc_fn)(size_t size);
+typedef void *(*rp_realloc_fn)(void *ptr, size_t size);
+typedef void *(*rp_calloc_fn)(size_t count, size_t size);
+typedef void (*rp_free_fn)(void *ptr);
+RP_EXTERN int rp_set_allocator(rp_malloc_fn malloc_fn, rp_realloc_fn realloc_fn, rp_calloc_fn calloc_fn,
+                               rp_free_fn free_fn);
+
+/* ------------------------------------------------------------------ loop */
+
+typedef struct rp_loop rp_loop;
+typedef struct rp_loop_options {
+    unsigned entries; /* submission queue size; 0 = default (256) */
+    /* Before sleeping, spin up to this long waiting for a completion: a
+     * reply that comes back within the window skips the wake-up (tens of
+     * microseconds on a VM), at the cost of a busy CPU. 0 = never spin. */
+    unsigned busy_poll_us;
+} rp_loop_options;
+typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
+
+/* Creates the ring on the calling thread, which must be the one that runs
+ * the loop. -ENOMEM when RLIMIT_MEMLOCK is too small for the ring. */
+RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
+/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until at
+ * least one completion is handled. NOWAIT: handles what is ready. Returns 1
+ * while work is still pending, 0 otherwise. */
+RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
+RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
+/* Readable whenever rp_loop_run(loop, RP_RUN_NOWAIT) has work, timers
+ * included: put it in a host epoll/libuv loop. */
+RP_EXTERN int rp_loop_fd(const rp_loop *loop);
+/* Runs fn(arg) on the loop thread soon. Any thread. */
+RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
+/* -EBUSY while a pool is open. */
+RP_EXTERN int rp_loop_free(rp_loop *loop);
+/* What the loop did, for benchmarks: io_uring_enter calls, every syscall
+ * the library made (enters included; eventfd, socket, close, ...), loop
+ * iterations and SQEs prepared. */
+typedef struct rp_loop_stats {
+    uint64_t enters;
+    uint64_t syscalls;
+    uint64_t iterations;
+    uint64_t sqes;
+    uint64_t busy_poll_hits; /* sleeps avoided by busy_poll_us */
+} rp_loop_stats;
+RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
+/* The loop's cached monotonic clock in nanoseconds, updated every iteration. */
+RP_EXTERN uint64_t rp_loop_now(const rp_loop *loop);
+
+/* ------------------------------------------------------------------ pool */
+
+typedef struct rp_pool rp_pool;
+typedef struct rp_conn rp_conn;
+
+typedef struct rp_pool_options {
+    const char *addr;               /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path" */
+    bool     pool_fifo;             /* false: LIFO (default) */
+    int      pool_size;             /* default 10 * number of CPUs */
+    int      min_idle_conns;        /* default 0 */
+    int      max_idle_conns;        /* default 0 = no limit */
+    int      max_active_conns;      /* default 0 = no limit */
+    uint32_t dial_timeout_ms;       /* default 5000 */
+    uint32_t pool_timeout_ms;       /* default 4000 */
+    uint32_t read_timeout_ms;       /* default 3000; 0 = none */
+    uint32_t write_timeout_ms;      /* default 3000; 0 = none */
+    uint32_t conn_max_idle_time_ms; /* default 30 min; 0 = none */
+    uint32_t conn_max_lifetime_ms;  /* default 0 = none */
+    /* Additions beside go-redis's options. */
+    int      max_concurrent_dials;  /* default 0 = pool_size */
+    uint32_t conn_max_lifetime_jitter_ms; /* default 0: each connection's
+                                      lifetime is shortened by a random
+                                      0..jitter so a fleet is not recycled at once */
+    uint32_t health_check_idle_ms;  /* default 500: a connection idle longer is
+                                      checked before use and watched while idle */
+    /* go-redis OnConnect: sets up each new connection before anyone gets
+     * it (I/O is allowed on it). It must call rp_conn_setup_done exactly
+     * once; a negative status fails that dial with the status. */
+    void   (*on_connect)(rp_conn *conn, void *data);
+    void    *on_connect_data;
+} rp_pool_options;
+
+typedef struct rp_stats {
+    uint32_t hits;        /* free connection found in the pool */
+    uint32_t misses;      /* none free: a new one was dialled */
+    uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
+    uint32_t total_conns; /* open connections, idle and in use */
+    uint32_t idle_conns;
+    uint32_t stale_conns; /* removed while the pool is open, as go-redis counts:
+                             unhealthy, too old, idle too long, trimmed,
+                             removed or closed by the caller, failed set-up */
+    /* Additions. */
+    uint32_t wait_count;        /* gets that waited for a turn and got one */
+    uint64_t wait_duration_ns;  /* total time those gets waited */
+    uint32_t dial_errors;       /* failed dials, all time */
+    int      last_dial_error;   /* the last dial's error, 0 if none failed */
+    uint32_t dials_in_flight;   /* pool dials under way (max_concurrent_dials caps it) */
+} rp_stats;
+
+typedef void (*rp_get_cb)(rp_pool *pool, rp_conn *conn, int status, void *data);
+typedef void (*rp_close_cb)(rp_pool *pool, void *data);
+
+RP_EXTERN void    rp_pool_options_init(rp_pool_options *opts);
+RP_EXTERN int     rp_pool_new(rp_pool **pool, rp_loop *loop, const rp_pool_options *opts);
+RP_EXTERN int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data);
+RP_EXTERN int     rp_pool_cancel(rp_pool *pool, int64_t request);
+RP_EXTERN void    rp_pool_put(rp_pool *pool, rp_conn *conn);
+RP_EXTERN void    rp_pool_remove(rp_pool *pool, rp_conn *conn, int reason);
+/* go-redis NewConn: dials a connection outside the idle set (put closes
+ * it). RP_EPOOLEXHAUSTED at max_active_conns. */
+RP_EXTERN int     rp_pool_new_conn(rp_pool *pool, rp_get_cb cb, void *data);
+RP_EXTERN void    rp_pool_close_conn(rp_pool *pool, rp_conn *conn);
+RP_EXTERN int     rp_pool_len(const rp_pool *pool);
+RP_EXTERN int     rp_pool_idle_len(const rp_pool *pool);
+RP_EXTERN void    rp_pool_stats(const rp_pool *pool, rp_stats *out);
+RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
+
+/* go-redis SingleConnPool: every get yields conn (borrowed: closing the
+ * single pool gives nothing back; its owner puts or removes conn on the
+ * parent). Put keeps it; remove records the reason, and later gets fail
+ * with RP_EBADCONN; after close they fail with RP_ECLOSED. Len and idle
+ * len are 0, as in go-redis. */
+RP_EXTERN int     rp_single_pool_new(rp_pool **pool, rp_pool *parent, rp_conn *conn);
+/* go-redis StickyConnPool: the first get takes a connection from parent;
+ * later gets yield that same connection, waiting (FIFO, with the parent's
+ * pool timeout) while it is out. Remove records the reason: gets fail with
+ * RP_EBADCONN until rp_sticky_pool_reset gives the connection back to the
+ * parent as removed (-EBUSY while it is out). rp_sticky_pool_new on a
+ * sticky pool shares it: each sharer closes it, and the last close puts
+ * the connection back to the parent (or removes it if it went bad). */
+RP_EXTERN int     rp_sticky_pool_new(rp_pool **pool, rp_pool *parent);
+RP_EXTERN int     rp_sticky_pool_reset(rp_pool *pool);
+/* The reason remove recorded on a single or sticky pool (0 if none). */
+RP_EXTERN int     rp_pool_bad_conn_reason(const rp_pool *pool);
+
+/* Misuse (double put, put to the wrong pool, NULL connection) is never
+ * silent: the pool stays consistent and counts it here; the library also
+ * logs it to stderr unless RINGPOOL_QUIET is set in the environment. */
+RP_EXTERN uint32_t rp_pool_misuse_count(const rp_pool *pool);
+
+RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
+/* A slot for the caller's own pointer: kept while the connection lives,
+ * across puts and gets, and NULL for a new connection. */
+RP_EXTERN void    rp_conn_set_data(rp_conn *conn, void *data);
+RP_EXTERN void   *rp_conn_data(const rp_conn *conn);
+/* Ends on_connect's set-up of conn: 0 hands it out, < 0 fails the dial. */
+RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
+
+/* ------------------------------------------------------- connection I/O */
+
+/* One send and one recv may be in flight on a connection at a time; a
+ * second returns -EBUSY. */
+typedef void (*rp_io_cb)(rp_conn *conn, ssize_t result, void *data);
+RP_EXTERN int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data);
+RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGPOOL_CORE_H */

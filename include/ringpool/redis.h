@@ -1,0 +1,123 @@
+/* ringpool's Redis layer and client: our RESP writer, hiredis's reader
+ * (redisReply), and rp_client. ringpool.h includes this. */
+#ifndef RINGPOOL_REDIS_H
+#define RINGPOOL_REDIS_H
+
+#include <hiredis/hiredis.h> /* redisReply */
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- redis */
+
+/* Commands are written with our RESP encoder and replies parsed with
+ * hiredis's reader. Commands sent on one connection before their replies
+ * arrive are pipelined; replies are matched in order. A reply callback gets
+ * the parsed reply and 0, or NULL and a negative code: RP_EEOF, -ECONNRESET,
+ * -ETIMEDOUT (read_timeout_ms), -EPROTO (bytes that are not RESP, or more
+ * replies than commands), -EMSGSIZE (a reply over the size limit),
+ * -ECANCELED (the connection was removed first). Such an error fails every
+ * command still owed on the connection, each once, marks the connection bad
+ * (rp_pool_put then removes it) and is returned by later commands on it.
+ * A Redis error reply (-ERR ...) is a reply of type REDIS_REPLY_ERROR with
+ * status 0. The reply lives until the callback returns. read_timeout_ms
+ * bounds each command from its send to its reply's last byte; a blocking
+ * command's own timeout is added to it (none if it blocks for ever). */
+typedef void (*rp_conn_reply_cb)(rp_conn *conn, const redisReply *reply, int status, void *data);
+RP_EXTERN int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data,
+                              int argc, const char *const *argv, const size_t *argvlen);
+/* Replies larger than this fail with -EMSGSIZE (default 512 MiB). */
+RP_EXTERN int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes);
+
+/* Pub/Sub. rp_conn_subscribe sends a SUBSCRIBE or PSUBSCRIBE command and puts
+ * the connection in subscriber mode: every reply from then on (subscribe
+ * confirmations, messages, unsubscribe confirmations) goes to cb with status
+ * 0. When the server confirms that no subscription is left, cb gets one last
+ * call with (NULL, 0) and the connection takes commands again; if the
+ * connection fails first, the last call is (NULL, error). More channels:
+ * call rp_conn_subscribe again with the same cb and data. rp_conn_command
+ * returns -EBUSY while subscribed. Take a subscriber's connection out of the
+ * shared pool, with rp_single_pool_new or rp_pool_new_conn. */
+typedef void (*rp_push_cb)(rp_conn *conn, const redisReply *msg, int status, void *data);
+RP_EXTERN int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data,
+                                int argc, const char *const *argv, const size_t *argvlen);
+/* Sends UNSUBSCRIBE or PUNSUBSCRIBE (or PING) on a subscribed connection;
+ * its replies go to the subscription's callback. */
+RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen);
+
+/* ---------------------------------------------------------------- client */
+
+/* An async Redis client over a pool. A command gets a connection, sends,
+ * waits for its reply and puts the connection back (removes it when it
+ * proved bad). It is sent again, up to max_retries times after go-redis's
+ * backoff, only when that is safe:
+ * - it provably did not run: the get or dial failed, the connection was
+ *   found dead before the write, the write failed before any of its bytes
+ *   reached the kernel, or the server refused it unrun (LOADING, READONLY,
+ *   MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients reached);
+ * - or running it twice is harmless: read-only by the server's COMMAND
+ *   flags (read once per client; a built-in table until then), or marked
+ *   RP_CMD_IDEMPOTENT; never a blocking command (BLPOP, XREAD BLOCK, ...).
+ * Otherwise a failure after its bytes may have reached the server ends the
+ * command with its error, the outcome unknown: RP_EEOF, -ECONNRESET,
+ * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. retry_unsafe restores
+ * go-redis's rule (retry whatever failed on a bad connection). New
+ * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
+ * SETNAME, pipelined in one round trip; a refusal reaches the command as
+ * the server's error reply (WRONGPASS ...), never as a timeout. */
+typedef struct rp_client rp_client;
+typedef struct rp_client_options {
+    rp_pool_options pool;
+    const char *username;     /* AUTH on each new connection when password is set */
+    const char *password;
+    int         db;           /* SELECT when not 0 */
+    const char *client_name;  /* CLIENT SETNAME when set */
+    int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
+    size_t      max_reply_bytes; /* default (0) 512 MiB: larger replies fail with -EMSGSIZE */
+    bool        retry_unsafe;    /* also retry commands whose outcome is unknown (go-redis) */
+    uint32_t    min_retry_backoff_ms; /* default (0) 8 */
+    uint32_t    max_retry_backoff_ms; /* default (0) 512 */
+} rp_client_options;
+typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
+typedef void (*rp_client_close_cb)(rp_client *client, void *data);
+
+RP_EXTERN void     rp_client_options_init(rp_client_options *opts);
+RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_client_options *opts);
+RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
+                                     int argc, const char *const *argv, const size_t *argvlen);
+/* rp_client_command with options; returns a positive id naming the command,
+ * or a negative code (and then the callback never runs). */
+#define RP_CMD_IDEMPOTENT 1u /* running it twice is harmless: retry it like a read */
+typedef struct rp_command_options {
+    unsigned flags;      /* RP_CMD_* */
+    uint32_t timeout_ms; /* the whole command, retries included, must end
+                            within this from the call, or it ends with
+                            -ETIMEDOUT (as a cancel); 0 = no such bound */
+} rp_command_options;
+RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
+                                        void *data, int argc, const char *const *argv, const size_t *argvlen);
+/* Cancels the command with this id (from rp_client_command_ex): its
+ * callback gets -ECANCELED later in this loop iteration. A command not yet
+ * sent is never sent; one already sent may still run on the server, and
+ * its reply, when it comes, is skipped (the connection stays in the pool).
+ * -ENOENT if the command has completed or its completion is queued. */
+RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
+/* The client's pool: connections from it are set up like the client's own. */
+RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
+/* Graceful: commands already sent complete with their replies (each bounded
+ * by the read timeout, or not at all with read_timeout_ms 0 or a command
+ * that blocks for ever), the others with RP_ECLOSED; then the pool closes and
+ * cb runs. */
+RP_EXTERN int      rp_client_close(rp_client *client, rp_client_close_cb cb, void *data);
+/* Abortive: every command completes with RP_ECLOSED in this loop iteration,
+ * sent or not, and every connection is closed without waiting for the
+ * server; then cb runs. RP_ECLOSED if the client is already closing. */
+RP_EXTERN int      rp_client_abort(rp_client *client, rp_client_close_cb cb, void *data);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGPOOL_REDIS_H */
