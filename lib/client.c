@@ -36,6 +36,7 @@ struct client_cmd {
     rp_conn *conn;   /* while CMD_SENT */
     rp__timer backoff;
     rp__timer deadline; /* the caller's timeout_ms for the whole command */
+    uint64_t started_ns; /* for the command_end hook, when one is set */
     rp__deferred finish; /* a result decided outside any callback */
     int status;
 };
@@ -49,6 +50,7 @@ struct rp_client {
     uint32_t min_backoff_ms, max_backoff_ms;
     rp__readonly_table readonly;
     bool readonly_requested; /* COMMAND is on its way, or was read */
+    rp_hooks hooks;
     int64_t last_id;
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
@@ -66,6 +68,14 @@ void rp_client_options_init(rp_client_options *opts)
 }
 
 rp_pool *rp_client_pool(rp_client *client) { return client ? client->pool : NULL; }
+
+int rp_client_set_hooks(rp_client *client, const rp_hooks *hooks)
+{
+    if (!client || client->closing)
+        return client ? RP_ECLOSED : -EINVAL;
+    client->hooks = hooks ? *hooks : (rp_hooks){0};
+    return rp_pool_set_hooks(client->pool, hooks);
+}
 
 /* ----------------------------------------------------------------- set-up */
 
@@ -180,14 +190,18 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     cmd->state = CMD_DONE;
     rp__timer_disarm(client->loop, &cmd->deadline);
     cmd_unlink(client, cmd);
+    redisReply refusal;
     if (status == RP_ESETUP) {
         /* The server's own words, as the reply to this command. */
-        redisReply refusal = {.type = REDIS_REPLY_ERROR, .str = client->setup_error,
-                              .len = strlen(client->setup_error)};
-        cmd->cb(client, &refusal, 0, cmd->data);
-    } else {
-        cmd->cb(client, reply, status, cmd->data);
+        refusal = (redisReply){.type = REDIS_REPLY_ERROR, .str = client->setup_error,
+                               .len = strlen(client->setup_error)};
+        reply = &refusal;
+        status = 0;
     }
+    if (client->hooks.command_end)
+        client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
+                                  rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
+    cmd->cb(client, reply, status, cmd->data);
     rp__free(cmd);
     close_if_drained(client);
 }
@@ -367,6 +381,10 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     if (opts && opts->timeout_ms)
         rp__timer_arm(client->loop, &cmd->deadline, rp__loop_now_fresh(client->loop) + opts->timeout_ms * RP__NS_PER_MS);
     int64_t id = cmd->id = ++client->last_id;
+    if (client->hooks.command_start)
+        client->hooks.command_start(client->hooks.data, argc, cmd->argv, cmd->argvlen);
+    if (client->hooks.command_end)
+        cmd->started_ns = rp__loop_now_fresh(client->loop);
     cmd->next = client->cmds;
     if (client->cmds)
         client->cmds->prev = cmd;

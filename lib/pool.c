@@ -17,6 +17,7 @@
 #include "request.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ struct rp__conn_pool {
     rp_pool base;
     rp_pool_options opts;
     rp__addr addr;
+    char addr_text[128];  /* as given, for the dial hooks */
     bool closed;
     bool handing_out_turns;
     bool pumping, pump_again; /* pump_dials runs; it was asked again meanwhile */
@@ -222,7 +224,7 @@ static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uin
 }
 
 /* Takes the connection out of the pool's books and closes it. */
-static void conn_remove(rp__conn_pool *cp, rp_conn *conn)
+static void conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason)
 {
     if (conn->state == RP__CONN_IDLE)
         idle_unlink(cp, conn);
@@ -230,17 +232,19 @@ static void conn_remove(rp__conn_pool *cp, rp_conn *conn)
         cp->open_conns--;
         if (conn->pooled)
             cp->pooled_open--;
+        if (cp->base.hooks.conn_close)
+            cp->base.hooks.conn_close(cp->base.hooks.data, conn, reason);
     }
     rp__conn_close(conn);
 }
 
 /* As go-redis's StaleConns: every connection removed while the pool is
  * open, whatever the reason; not those closed with the pool. */
-static void conn_discard(rp__conn_pool *cp, rp_conn *conn)
+static void conn_discard(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason)
 {
     if (!cp->closed)
         cp->stats.stale_conns++;
-    conn_remove(cp, conn);
+    conn_remove(cp, conn, cp->closed ? RP_CLOSE_POOL : reason);
 }
 
 static void maintenance_arm(rp__conn_pool *cp, uint64_t deadline)
@@ -297,7 +301,7 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     if (!req)
         cp->orphan_checks--;
     if (!healthy) {
-        conn_discard(cp, conn);
+        conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         if (req)
             serve(cp, req);
     } else if (req) {
@@ -316,7 +320,7 @@ static void conn_broke(rp_conn *conn)
     rp__conn_pool *cp = owner_of(conn);
     if (conn->state != RP__CONN_IDLE)
         return;
-    conn_discard(cp, conn);
+    conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
     pump_dials(cp);
 }
 
@@ -331,7 +335,7 @@ static void conn_watched(rp_conn *conn, int result)
         return;
     }
     /* FIN, RST or stray bytes on an idle connection. */
-    conn_discard(cp, conn);
+    conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
     pump_dials(cp);
 }
 
@@ -426,6 +430,9 @@ static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_se
 {
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
+    if (cp->base.hooks.dial_end) /* created_ns holds the dial's start until it succeeds */
+        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(pool_loop(cp)) - conn->created_ns,
+                                status);
     if (conn->pooled)
         cp->dialing--;
     else
@@ -437,6 +444,8 @@ static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_se
     if (status == 0) {
         dial_succeeded(cp, conn, for_req);
     } else {
+        if (in_setup && cp->base.hooks.conn_close)
+            cp->base.hooks.conn_close(cp->base.hooks.data, conn, RP_CLOSE_SETUP);
         rp__conn_close(conn);
         if (in_setup) {
             dial_connected(cp);
@@ -485,8 +494,14 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->for_req = for_req;
     conn->read_timeout_ms = cp->opts.read_timeout_ms;
     conn->write_timeout_ms = cp->opts.write_timeout_ms;
+    const rp_hooks *hooks = &cp->base.hooks;
+    if (hooks->dial_start)
+        hooks->dial_start(hooks->data, cp->addr_text);
+    conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(pool_loop(cp)) : 0;
     int rc = rp__conn_dial(conn, &cp->addr, cp->opts.dial_timeout_ms);
     if (rc < 0) {
+        if (hooks->dial_end)
+            hooks->dial_end(hooks->data, cp->addr_text, 0, rc);
         record_spare(cp, conn);
         return rc;
     }
@@ -565,7 +580,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
     uint64_t now = now_ns(cp);
     while ((conn = idle_pop(cp))) {
         if (conn_expired(cp, conn, now)) {
-            conn_discard(cp, conn);
+            conn_discard(cp, conn, RP_CLOSE_EXPIRED);
             continue;
         }
         if (!conn_known_healthy(cp, conn, now)) {
@@ -677,6 +692,18 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
     return why != NULL;
 }
 
+/* Why a connection given back closes, for the conn_close hook. */
+static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_conn *conn, bool removed, uint64_t now)
+{
+    if (removed)
+        return RP_CLOSE_REMOVED;
+    if (conn->broken || rp__conn_busy(conn))
+        return RP_CLOSE_BROKEN;
+    if (conn_expired(cp, conn, now))
+        return RP_CLOSE_EXPIRED;
+    return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
+}
+
 /* A holder gives a connection back: kept (put) when it is still good, or
  * closed (remove, or put of a broken, expired or non-pooled one). Its
  * turn goes back to the pool either way, or straight to the oldest waiter
@@ -686,6 +713,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
     uint64_t now = now_ns(cp);
+    bool removed = !keep;
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
            !conn_expired(cp, conn, now);
     rp__req *waiter;
@@ -700,7 +728,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
         conn->used_ns = now;
         idle_add(cp, conn);
     } else {
-        conn_discard(cp, conn);
+        conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
         pump_dials(cp);
     }
     if (turn)
@@ -832,7 +860,7 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
             rp__req_complete(&cp->reqs, conn->for_req, NULL, RP_ECLOSED);
             conn->for_req = NULL;
         }
-        conn_remove(cp, conn);
+        conn_remove(cp, conn, RP_CLOSE_POOL);
     }
     finish_close_if_done(cp);
     return 0;
@@ -848,7 +876,7 @@ static void maintenance_fired(rp__timer *timer)
     for (; conn; conn = following) {
         following = conn->next;
         if (conn_expired(cp, conn, now)) {
-            conn_discard(cp, conn);
+            conn_discard(cp, conn, RP_CLOSE_EXPIRED);
             continue;
         }
         if (!conn->watching && !conn_known_healthy(cp, conn, now)) {
@@ -933,6 +961,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
         rp__free(cp);
         return rc;
     }
+    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", opts->addr);
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
     rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;

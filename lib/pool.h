@@ -26,6 +26,7 @@ struct rp_pool {
     struct rp__reqs *reqs;    /* its get requests */
     uint32_t pool_timeout_ms; /* wrappers wait as long as their parent */
     uint32_t misuse_count;
+    rp_hooks hooks;
     rp_close_cb close_cb;
     void *close_data;
     rp__deferred close_item;

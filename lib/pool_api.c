@@ -36,7 +36,19 @@ void rp__pool_misuse(rp_pool *pool, const char *op, const char *why)
     char text[160];
     pool->misuse_count++;
     snprintf(text, sizeof text, "%s: %s", op, why);
-    rp__log_misuse(text);
+    if (pool->hooks.log)
+        pool->hooks.log(pool->hooks.data, text);
+    else
+        rp__log_misuse(text);
+}
+
+int rp_pool_set_hooks(rp_pool *pool, const rp_hooks *hooks)
+{
+    if (!pool)
+        return -EINVAL;
+    pool->hooks = hooks ? *hooks : (rp_hooks){0};
+    pool->reqs->timed = pool->hooks.get_end != NULL;
+    return 0;
 }
 
 int64_t rp_pool_get(rp_pool *pool, rp_get_cb cb, void *data)

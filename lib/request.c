@@ -97,6 +97,8 @@ rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
     req->status = 0;
     req->holds_turn = false;
     req->inner_id = 0;
+    if (reqs->timed)
+        req->started_ns = rp__loop_now_fresh(reqs->loop);
     req->ready.queued = false;
     reqs->outstanding++;
     return req;
@@ -127,9 +129,14 @@ static void req_run(rp__deferred *item)
     void *data = req->data;
     rp_conn *conn = req->conn;
     int status = req->status;
+    uint64_t started_ns = req->started_ns;
     rp__req_discard(reqs, req); /* the callback may reuse the record */
     if (conn)
         rp__conn_claim(conn);
+    if (reqs->timed) {
+        const rp_hooks *hooks = &reqs->pool->hooks;
+        hooks->get_end(hooks->data, rp__loop_now_fresh(reqs->loop) - started_ns, status);
+    }
     cb(reqs->pool, conn, status, data);
     if (reqs->after_callback)
         reqs->after_callback(reqs);

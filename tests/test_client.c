@@ -518,3 +518,57 @@ Test(client, a_command_deadline_bounds_the_whole_command)
     cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "the connection was not kept in step");
     close_client();
 }
+
+/* ------------------------------------------------------------------ hooks */
+
+typedef struct command_log {
+    int starts, ends, last_status, last_retries;
+    uint64_t last_ns;
+    char name[16];
+} command_log;
+
+static void on_command_start(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    (void)argc;
+    command_log *log = data;
+    log->starts++;
+    snprintf(log->name, sizeof log->name, "%.*s", (int)argvlen[0], argv[0]);
+}
+
+static void on_command_end(void *data, int argc, const char *const *argv, const size_t *argvlen,
+                           uint64_t duration_ns, int status, int retries)
+{
+    (void)argc;
+    (void)argv;
+    (void)argvlen;
+    command_log *log = data;
+    log->ends++;
+    log->last_ns = duration_ns;
+    log->last_status = status;
+    log->last_retries = retries;
+}
+
+Test(client, command_hooks_see_each_command_with_its_duration_status_and_retries)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    command_log log = {0};
+    rp_hooks hooks = {.data = &log, .command_start = on_command_start, .command_end = on_command_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    run(3, (const char *[]){"SET", "k", "v"});
+    cr_expect_eq(log.starts, 1);
+    cr_expect_eq(log.ends, 1);
+    cr_expect_str_eq(log.name, "SET");
+    cr_expect_eq(log.last_status, 0);
+    cr_expect_eq(log.last_retries, 0);
+    cr_expect_gt(log.last_ns, 0);
+    run(1, (const char *[]){"NOSUCHCOMMAND"});
+    cr_expect_eq(log.last_status, 0, "an error reply is a reply");
+    fx_redis_restart(); /* the idle connection dies: the next command is retried */
+    usleep(50000);
+    run(2, (const char *[]){"GET", "k"});
+    cr_expect_eq(log.ends, 3);
+    cr_expect_eq(log.last_retries, 1, "the retry was not counted");
+    close_client();
+}

@@ -44,10 +44,15 @@ Test(examples, hello_sets_and_gets) { expect_example("hello", "GET greeting: hel
 Test(examples, pipeline_gets_every_reply_in_order) { expect_example("pipeline", "10000 replies in order, 0 errors"); }
 Test(examples, transaction_loses_no_increment) { expect_example("transaction", "tx:counter = 800"); }
 Test(examples, pubsub_receives_what_it_publishes) { expect_example("pubsub", "news: message 3"); }
+Test(examples, latency_hooks_prints_percentiles_of_every_command)
+{
+    expect_example("latency_hooks", "20000 commands, 0 failed");
+}
 
 Test(examples, help_describes_the_options)
 {
-    const char *names[] = {"hello", "pipeline", "transaction", "pubsub", "embed_epoll", "pool_ping", "pool_bench"};
+    const char *names[] = {"hello", "pipeline", "transaction", "pubsub", "embed_epoll", "pool_ping", "pool_bench",
+                           "latency_hooks"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char cmd[1100], out[2048];
         snprintf(cmd, sizeof cmd, "%s --help", example_path(names[i]));

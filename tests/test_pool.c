@@ -1112,3 +1112,114 @@ Test(pool, user_data_stays_with_the_connection_across_put_and_get)
     rp_pool_put(pool, fresh);
     fx_close_and_free(loop, pool);
 }
+
+/* ------------------------------------------------------------------ hooks */
+
+typedef struct hook_log {
+    int dial_starts, dial_ends, gets, closes, logs;
+    int last_dial_status, last_get_status;
+    rp_close_reason last_close;
+    uint64_t last_dial_ns;
+    char addr[64], message[160];
+} hook_log;
+
+static void on_dial_start(void *data, const char *addr)
+{
+    hook_log *log = data;
+    log->dial_starts++;
+    snprintf(log->addr, sizeof log->addr, "%s", addr);
+}
+
+static void on_dial_end(void *data, const char *addr, uint64_t duration_ns, int status)
+{
+    (void)addr;
+    hook_log *log = data;
+    log->dial_ends++;
+    log->last_dial_status = status;
+    log->last_dial_ns = duration_ns;
+}
+
+static void on_get_end(void *data, uint64_t duration_ns, int status)
+{
+    (void)duration_ns;
+    hook_log *log = data;
+    log->gets++;
+    log->last_get_status = status;
+}
+
+static void on_conn_close(void *data, rp_conn *conn, rp_close_reason reason)
+{
+    (void)conn;
+    hook_log *log = data;
+    log->closes++;
+    log->last_close = reason;
+}
+
+static void on_log(void *data, const char *message)
+{
+    hook_log *log = data;
+    log->logs++;
+    snprintf(log->message, sizeof log->message, "%s", message);
+}
+
+static void set_hooks(hook_log *log)
+{
+    rp_hooks hooks = {.data = log, .dial_start = on_dial_start, .dial_end = on_dial_end, .get_end = on_get_end,
+                      .conn_close = on_conn_close, .log = on_log};
+    cr_assert_eq(rp_pool_set_hooks(pool, &hooks), 0);
+}
+
+Test(pool, hooks_see_dials_gets_closes_and_misuse)
+{
+    open_default_pool(2);
+    hook_log log = {0};
+    set_hooks(&log);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(log.dial_starts, 1);
+    cr_expect_eq(log.dial_ends, 1);
+    cr_expect_eq(log.last_dial_status, 0);
+    cr_expect_gt(log.last_dial_ns, 0);
+    cr_expect_str_eq(log.addr, fx_redis_addr);
+    cr_expect_eq(log.gets, 1);
+    cr_expect_eq(log.last_get_status, 0);
+    rp_pool_remove(pool, conn, 0);
+    cr_expect_eq(log.closes, 1);
+    cr_expect_eq(log.last_close, RP_CLOSE_REMOVED);
+    rp_pool_put(pool, conn); /* a double put: logged through the hook */
+    cr_expect_eq(log.logs, 1);
+    cr_expect(strstr(log.message, "rp_pool_put") != NULL, "%s", log.message);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    fx_close_and_free(loop, pool);
+    cr_expect_eq(log.closes, 2);
+    cr_expect_eq(log.last_close, RP_CLOSE_POOL);
+}
+
+Test(pool, hooks_see_a_refused_dial_and_an_expired_connection)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.conn_max_lifetime_ms = 50;
+    open_pool(&opts);
+    hook_log log = {0};
+    set_hooks(&log);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    fx_run_for(loop, 150);
+    cr_expect_eq(log.closes, 1);
+    cr_expect_eq(log.last_close, RP_CLOSE_EXPIRED);
+    cr_expect_eq(rp_pool_set_hooks(pool, NULL), 0);
+    fx_close_and_free(loop, pool);
+    cr_expect_eq(log.closes, 1, "a cleared hook still ran");
+
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fx_closed_port());
+    fx_pool_options(&opts, 2);
+    opts.addr = addr;
+    open_pool(&opts);
+    set_hooks(&log);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(log.last_dial_status, -ECONNREFUSED);
+    cr_expect_eq(log.last_get_status, -ECONNREFUSED);
+    fx_close_and_free(loop, pool);
+}

@@ -206,6 +206,42 @@ RP_EXTERN int     rp_sticky_pool_reset(rp_pool *pool);
 /* The reason remove recorded on a single or sticky pool (0 if none). */
 RP_EXTERN int     rp_pool_bad_conn_reason(const rp_pool *pool);
 
+/* Hooks for logging, metrics and tracing (go-redis Hooks). Every member may
+ * be NULL; a hook nobody set costs a branch. They run on the loop thread,
+ * must not block, and may call rp_ functions. data is passed back. */
+typedef enum rp_close_reason {
+    RP_CLOSE_POOL,     /* the pool closed */
+    RP_CLOSE_REMOVED,  /* the caller removed it (rp_pool_remove, rp_pool_close_conn) */
+    RP_CLOSE_BROKEN,   /* put after an I/O error or end of stream, or with I/O in flight */
+    RP_CLOSE_EXPIRED,  /* conn_max_lifetime_ms or conn_max_idle_time_ms */
+    RP_CLOSE_UNHEALTHY, /* the health check or idle watch saw FIN, RST or stray bytes */
+    RP_CLOSE_TRIMMED,  /* max_idle_conns, or a connection dialled past pool_size */
+    RP_CLOSE_SETUP,    /* on_connect failed it */
+} rp_close_reason;
+
+typedef struct rp_hooks {
+    void *data;
+    /* A dial begins; it ends with its duration (set-up included) and 0 or
+     * its error. */
+    void (*dial_start)(void *data, const char *addr);
+    void (*dial_end)(void *data, const char *addr, uint64_t duration_ns, int status);
+    /* A connection that was open closes. */
+    void (*conn_close)(void *data, rp_conn *conn, rp_close_reason reason);
+    /* A get ends: how long from rp_pool_get to its callback, and its status. */
+    void (*get_end)(void *data, uint64_t duration_ns, int status);
+    /* rp_client only: a command begins, and ends with its duration (from
+     * the call to the callback), its status (0 for any reply, error replies
+     * included) and how many times it was sent again. */
+    void (*command_start)(void *data, int argc, const char *const *argv, const size_t *argvlen);
+    void (*command_end)(void *data, int argc, const char *const *argv, const size_t *argvlen,
+                        uint64_t duration_ns, int status, int retries);
+    /* Replaces the library's messages to stderr (misuse reports). */
+    void (*log)(void *data, const char *message);
+} rp_hooks;
+
+/* Copies hooks into the pool (NULL clears them). -EINVAL for a NULL pool. */
+RP_EXTERN int     rp_pool_set_hooks(rp_pool *pool, const rp_hooks *hooks);
+
 /* Misuse (double put, put to the wrong pool, NULL connection) is never
  * silent: the pool stays consistent and counts it here; the library also
  * logs it to stderr unless RINGPOOL_QUIET is set in the environment. */

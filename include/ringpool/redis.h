@@ -105,6 +105,8 @@ RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_opti
  * its reply, when it comes, is skipped (the connection stays in the pool).
  * -ENOENT if the command has completed or its completion is queued. */
 RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
+/* Sets the hooks of the client and of its pool (NULL clears them). */
+RP_EXTERN int      rp_client_set_hooks(rp_client *client, const rp_hooks *hooks);
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
