@@ -494,10 +494,12 @@ static void drop_reply(rp_conn *conn, const redisReply *reply, int status, void 
 /* Ends cmd now with status (its callback runs later in this iteration):
  * a get under way is cancelled, a backoff stopped, a command not yet sent
  * taken back, a sent one's reply skipped (keep_conn) or its connection
- * closed. */
+ * closed. A blocking command's connection is closed either way: its reply
+ * may be a long time coming, and the pool needs the connection now. */
 static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
 {
     rp_client *client = cmd->client;
+    keep_conn = keep_conn && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0;
     if (cmd->state == CMD_GETTING) {
         rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */

@@ -466,16 +466,35 @@ Test(client, a_command_cancelled_after_its_send_ends_now_and_its_reply_is_skippe
     rp_client_options opts;
     default_options(&opts, 1);
     open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    result slow = {0};
+    int64_t id = command_id(&slow, 3, (const char *[]){"DEBUG", "SLEEP", "0.2"});
+    fx_run_for(loop, 50); /* sent, and running */
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    cr_assert(fx_run_until_count(loop, &slow.calls, 1, 100), "the cancel waited for the server");
+    cr_expect_eq(slow.status, -ECANCELED);
+    result ping = run(1, (const char *[]){"PING"}); /* waits for the one connection */
+    cr_expect_str_eq(ping.str, "PONG", "the next command got the cancelled one's reply");
+    cr_expect_eq(slow.calls, 1);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.stale_conns, 0, "the connection was closed, not kept");
+    close_client();
+}
+
+Test(client, a_cancelled_blocking_command_gives_its_connection_up)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
     result blocked = {0};
     int64_t id = command_id(&blocked, 3, (const char *[]){"BLPOP", "q", "0"});
-    fx_run_for(loop, 100); /* sent, and blocking */
+    fx_run_for(loop, 100); /* sent, and blocking for ever */
     cr_assert_eq(rp_client_cancel(client, id), 0);
     cr_assert(fx_run_until_count(loop, &blocked.calls, 1, 1000));
     cr_expect_eq(blocked.status, -ECANCELED);
-    fx_redis_command("*3\r\n$5\r\nRPUSH\r\n$1\r\nq\r\n$4\r\nitem\r\n"); /* its late reply */
-    result ping = run(1, (const char *[]){"PING"});
-    cr_expect_str_eq(ping.str, "PONG", "the next command got the cancelled one's reply");
-    cr_expect_eq(blocked.calls, 1);
+    result ping = run(1, (const char *[]){"PING"}); /* pool_size 1: needs the connection back */
+    cr_expect_str_eq(ping.str, "PONG");
     close_client();
 }
 
@@ -570,5 +589,21 @@ Test(client, command_hooks_see_each_command_with_its_duration_status_and_retries
     run(2, (const char *[]){"GET", "k"});
     cr_expect_eq(log.ends, 3);
     cr_expect_eq(log.last_retries, 1, "the retry was not counted");
+    close_client();
+}
+
+Test(client, blpop_5_completes_after_5_s_with_the_default_read_timeout)
+{
+    rp_client_options opts;
+    default_options(&opts, 2); /* read_timeout_ms 3000 */
+    open_client(&opts);
+    uint64_t start = fx_now_ms();
+    result r = run(3, (const char *[]){"BLPOP", "nothing", "5"});
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r.status, 0, "got %s", rp_strerror(r.status));
+    cr_expect(took >= 4900 && took < 7000, "took %lu ms", (unsigned long)took);
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.misses, 1, "BLPOP was sent again on another connection");
     close_client();
 }

@@ -1119,7 +1119,7 @@ typedef struct hook_log {
     int dial_starts, dial_ends, gets, closes, logs;
     int last_dial_status, last_get_status;
     rp_close_reason last_close;
-    uint64_t last_dial_ns;
+    uint64_t last_dial_ns, last_get_ns;
     char addr[64], message[160];
 } hook_log;
 
@@ -1141,10 +1141,10 @@ static void on_dial_end(void *data, const char *addr, uint64_t duration_ns, int 
 
 static void on_get_end(void *data, uint64_t duration_ns, int status)
 {
-    (void)duration_ns;
     hook_log *log = data;
     log->gets++;
     log->last_get_status = status;
+    log->last_get_ns = duration_ns;
 }
 
 static void on_conn_close(void *data, rp_conn *conn, rp_close_reason reason)
@@ -1182,6 +1182,7 @@ Test(pool, hooks_see_dials_gets_closes_and_misuse)
     cr_expect_str_eq(log.addr, fx_redis_addr);
     cr_expect_eq(log.gets, 1);
     cr_expect_eq(log.last_get_status, 0);
+    cr_expect_geq(log.last_get_ns, log.last_dial_ns, "the get took less than its dial");
     rp_pool_remove(pool, conn, 0);
     cr_expect_eq(log.closes, 1);
     cr_expect_eq(log.last_close, RP_CLOSE_REMOVED);

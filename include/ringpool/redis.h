@@ -102,7 +102,8 @@ RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_opti
 /* Cancels the command with this id (from rp_client_command_ex): its
  * callback gets -ECANCELED later in this loop iteration. A command not yet
  * sent is never sent; one already sent may still run on the server, and
- * its reply, when it comes, is skipped (the connection stays in the pool).
+ * its reply, when it comes, is skipped (the connection stays in the pool;
+ * a blocking command's is closed, as its reply may never come).
  * -ENOENT if the command has completed or its completion is queued. */
 RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 /* Sets the hooks of the client and of its pool (NULL clears them). */
