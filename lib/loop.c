@@ -555,9 +555,6 @@ static bool busy_poll(rp_loop *loop)
     return false;
 }
 
-/* What already sits in the CQ is handled before deciding to block, and the
- * work it queues is flushed first, so one io_uring_enter both submits and
- * waits; having handled something, the iteration does not block. */
 /* Completions the kernel holds back as task work (DEFER_TASKRUN) are
  * brought in before anything is sent: a connection whose server closed it,
  * or sent bytes unasked, while the loop was busy must be seen as such
@@ -573,6 +570,9 @@ static unsigned reap_before_sending(rp_loop *loop)
     return handled;
 }
 
+/* What already sits in the CQ is handled before deciding to block, and the
+ * work it queues is flushed first, so one io_uring_enter both submits and
+ * waits; having handled something, the iteration does not block. */
 static void loop_iteration(rp_loop *loop, bool may_block)
 {
     bool handled = reap_before_sending(loop) != 0;

@@ -200,26 +200,27 @@ static void bound_recv(rp__redis *redis)
 {
     rp_conn *conn = redis->conn;
     conn->recv_watch = !conn->ext_pending;
-    if (redis->receiving)
-        rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0,
-                               conn->ext_pending != 0);
+    rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0, conn->ext_pending != 0);
 }
 
+/* Posts the recv if none is posted, then bounds it for what is owed now. */
 static void arm_recv(rp__redis *redis)
 {
-    if (redis->receiving || redis->error)
+    if (redis->error)
         return;
-    /* Never read past the size limit of the reply in progress, so one
-     * that exceeds it cannot also complete within the same read. */
-    size_t max = redis->limit.max_bytes;
-    size_t room = redis->reply_bytes < max ? max - redis->reply_bytes : 0;
-    size_t cap = RP__MIN(sizeof redis->rbuf, room + 1);
-    int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, 0, recv_done, redis);
-    if (rc < 0) {
-        fail_all(redis, rc);
-        return;
+    if (!redis->receiving) {
+        /* Never read past the size limit of the reply in progress, so one
+         * that exceeds it cannot also complete within the same read. */
+        size_t max = redis->limit.max_bytes;
+        size_t room = redis->reply_bytes < max ? max - redis->reply_bytes : 0;
+        size_t cap = RP__MIN(sizeof redis->rbuf, room + 1);
+        int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, 0, recv_done, redis);
+        if (rc < 0) {
+            fail_all(redis, rc);
+            return;
+        }
+        redis->receiving = true;
     }
-    redis->receiving = true;
     bound_recv(redis);
 }
 
@@ -262,10 +263,7 @@ static void flush(rp__redis *redis)
     }
     redis->sending_now = true;
     date_commands(redis);
-    if (redis->receiving)
-        bound_recv(redis);
-    else
-        arm_recv(redis);
+    arm_recv(redis);
 }
 
 static void flush_item_run(rp__deferred *item)

@@ -1,7 +1,6 @@
 #include "request.h"
 
 #include "conn.h"
-
 #include "pool.h"
 
 #include <errno.h>
