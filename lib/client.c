@@ -22,7 +22,7 @@ typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_DONE } cmd_state;
 typedef struct client_cmd client_cmd;
 struct client_cmd {
     rp_client *client;
-    client_cmd *prev, *next;
+    rp__link link;     /* the client's commands */
     rp_reply_cb cb;
     void *data;
     int argc;
@@ -54,7 +54,7 @@ struct rp_client {
     int64_t last_id;
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
-    client_cmd *cmds;      /* every command not yet completed */
+    rp__list cmds;         /* every command not yet completed */
     bool closing;
     rp_client_close_cb close_cb;
     void *close_data;
@@ -172,15 +172,7 @@ static void setup_conn(rp_conn *conn, void *data)
 
 /* ------------------------------------------------------------- commands */
 
-static void cmd_unlink(rp_client *client, client_cmd *cmd)
-{
-    if (cmd->prev)
-        cmd->prev->next = cmd->next;
-    else
-        client->cmds = cmd->next;
-    if (cmd->next)
-        cmd->next->prev = cmd->prev;
-}
+static client_cmd *cmd_of(rp__link *link) { return RP__CONTAINER_OF(link, client_cmd, link); }
 
 static void close_if_drained(rp_client *client);
 
@@ -189,7 +181,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     rp_client *client = cmd->client;
     cmd->state = CMD_DONE;
     rp__timer_disarm(client->loop, &cmd->deadline);
-    cmd_unlink(client, cmd);
+    rp__list_unlink(&client->cmds, &cmd->link);
     redisReply refusal;
     if (status == RP_ESETUP) {
         /* The server's own words, as the reply to this command. */
@@ -385,10 +377,7 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
         client->hooks.command_start(client->hooks.data, argc, cmd->argv, cmd->argvlen);
     if (client->hooks.command_end)
         cmd->started_ns = rp__loop_now_fresh(client->loop);
-    cmd->next = client->cmds;
-    if (client->cmds)
-        client->cmds->prev = cmd;
-    client->cmds = cmd;
+    rp__list_push_front(&client->cmds, &cmd->link);
     cmd_get(cmd);
     return id;
 }
@@ -461,7 +450,7 @@ static void pool_closed(rp_pool *pool, void *data)
 
 static void close_if_drained(rp_client *client)
 {
-    if (client->closing && !client->cmds && client->pool) {
+    if (client->closing && !client->cmds.len && client->pool) {
         rp_pool *pool = client->pool;
         client->pool = NULL;
         rp_pool_close(pool, pool_closed, client);
@@ -519,13 +508,16 @@ int rp_client_cancel(rp_client *client, int64_t id)
 {
     if (!client || id <= 0)
         return -EINVAL;
-    client_cmd *cmd = client->cmds;
-    while (cmd && cmd->id != id)
-        cmd = cmd->next;
-    if (!cmd || cmd->state == CMD_DONE)
-        return -ENOENT;
-    cmd_abandon(cmd, -ECANCELED, true);
-    return 0;
+    for (rp__link *link = client->cmds.head; link; link = link->next) {
+        client_cmd *cmd = cmd_of(link);
+        if (cmd->id != id)
+            continue;
+        if (cmd->state == CMD_DONE)
+            return -ENOENT;
+        cmd_abandon(cmd, -ECANCELED, true);
+        return 0;
+    }
+    return -ENOENT;
 }
 
 /* Graceful: commands already sent finish with their replies (bounded by
@@ -541,9 +533,11 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     client->closing = true;
     client->close_cb = cb;
     client->close_data = data;
-    for (client_cmd *cmd = client->cmds; cmd; cmd = cmd->next)
+    for (rp__link *link = client->cmds.head; link; link = link->next) {
+        client_cmd *cmd = cmd_of(link);
         if (cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || (abort && cmd->state == CMD_SENT))
             cmd_abandon(cmd, RP_ECLOSED, false);
+    }
     close_if_drained(client);
     return 0;
 }

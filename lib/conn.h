@@ -53,8 +53,8 @@ struct rp_conn {
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
     uint32_t read_timeout_ms, write_timeout_ms;
     uint64_t created_ns, used_ns, expires_ns; /* used_ns: last hand-out or I/O */
-    rp_conn *prev, *next;           /* the owner's lists */
-    rp_conn *all_prev, *all_next;
+    rp__link idle_link;             /* the owner's idle list, or its spare records */
+    rp__link all_link;              /* the owner's records in use */
     struct rp__req *for_req;       /* the request a dial or check serves */
     rp__op watch_op;                /* zero-length recv: idle watch or check */
     rp__op dial_op;

@@ -10,6 +10,66 @@
 
 #define RP__NS_PER_MS 1000000ull
 #define RP__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define RP__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ------------------------------------------------------------------ lists */
+
+/* An intrusive doubly linked list: the owner of an element embeds a link
+ * per list it can be in, and finds itself again with RP__CONTAINER_OF. */
+typedef struct rp__link rp__link;
+struct rp__link {
+    rp__link *prev, *next;
+};
+typedef struct rp__list {
+    rp__link *head, *tail;
+    unsigned len;
+} rp__list;
+
+static inline void rp__list_push_front(rp__list *list, rp__link *link)
+{
+    link->prev = NULL;
+    link->next = list->head;
+    if (list->head)
+        list->head->prev = link;
+    else
+        list->tail = link;
+    list->head = link;
+    list->len++;
+}
+
+static inline void rp__list_push_back(rp__list *list, rp__link *link)
+{
+    link->next = NULL;
+    link->prev = list->tail;
+    if (list->tail)
+        list->tail->next = link;
+    else
+        list->head = link;
+    list->tail = link;
+    list->len++;
+}
+
+static inline void rp__list_unlink(rp__list *list, rp__link *link)
+{
+    if (link->prev)
+        link->prev->next = link->next;
+    else
+        list->head = link->next;
+    if (link->next)
+        link->next->prev = link->prev;
+    else
+        list->tail = link->prev;
+    list->len--;
+}
+
+/* Unlinks and returns the first (or last) link; NULL when empty. */
+static inline rp__link *rp__list_pop(rp__list *list, bool from_back)
+{
+    rp__link *link = from_back ? list->tail : list->head;
+    if (link)
+        rp__list_unlink(list, link);
+    return link;
+}
 
 /* ------------------------------------------------------------ operations */
 
@@ -130,6 +190,5 @@ char *rp__strdup(const char *text);
 /* Reports a caller's mistake: counted by the caller, logged here. */
 void rp__log_misuse(const char *what);
 
-#define RP__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #endif

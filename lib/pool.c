@@ -41,18 +41,16 @@ struct rp__conn_pool {
 
     rp__reqs reqs;        /* every get, and the waiters for a turn */
     unsigned turns_used;
-    rp__req_queue needs_conn; /* REQ_NEEDS_CONN, oldest first */
-    rp_conn *idle_head, *idle_tail; /* put pushes at head */
-    unsigned idle_len;
+    rp__list needs_conn;  /* REQ_NEEDS_CONN, oldest first */
+    rp__list idle;        /* put pushes at the front */
     unsigned pooled_open; /* pooled connections open (go-redis poolSize) */
     unsigned open_conns;  /* every open connection */
     unsigned dialing;     /* pooled dials in flight, set-up included */
     unsigned new_conn_dials;
     unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
     unsigned consecutive_dial_errors;
-    rp_conn *all_conns;   /* every record in use */
-    unsigned records;
-    rp_conn *spare_head, *spare_tail; /* released records, reused oldest first */
+    rp__list all;         /* every record in use */
+    rp__list spare;       /* released records, reused oldest first */
     rp_stats stats;
 
     rp__timer maintenance; /* idle watches and expiry */
@@ -69,6 +67,7 @@ static rp_loop *pool_loop(const rp__conn_pool *cp) { return cp->base.loop; }
 static uint64_t now_ns(const rp__conn_pool *cp) { return rp__loop_now(pool_loop(cp)); }
 static uint64_t ms_ns(uint32_t ms) { return (uint64_t)ms * RP__NS_PER_MS; }
 static rp__conn_pool *owner_of(const rp_conn *conn) { return conn->owner; }
+static rp_conn *idle_conn(rp__link *link) { return link ? RP__CONTAINER_OF(link, rp_conn, idle_link) : NULL; }
 
 /* ------------------------------------------------------------- records */
 
@@ -77,14 +76,9 @@ static rp__conn_pool *owner_of(const rp_conn *conn) { return conn->owner; }
  * says it is not in use, rather than freed memory. */
 static rp_conn *record_take(rp__conn_pool *cp)
 {
-    rp_conn *conn = cp->spare_head;
-    if (conn) {
-        cp->spare_head = conn->next;
-        if (!cp->spare_head)
-            cp->spare_tail = NULL;
-    } else if (!(conn = rp__malloc(sizeof *conn))) {
+    rp_conn *conn = idle_conn(rp__list_pop(&cp->spare, false));
+    if (!conn && !(conn = rp__malloc(sizeof *conn)))
         return NULL;
-    }
     rp__conn_init(conn, pool_loop(cp), cp, &conn_events);
     return conn;
 }
@@ -92,33 +86,13 @@ static rp_conn *record_take(rp__conn_pool *cp)
 static void record_spare(rp__conn_pool *cp, rp_conn *conn)
 {
     conn->state = RP__CONN_CLOSED;
-    conn->next = NULL;
-    if (cp->spare_tail)
-        cp->spare_tail->next = conn;
-    else
-        cp->spare_head = conn;
-    cp->spare_tail = conn;
-}
-
-static void record_track(rp__conn_pool *cp, rp_conn *conn)
-{
-    conn->all_next = cp->all_conns;
-    if (cp->all_conns)
-        cp->all_conns->all_prev = conn;
-    cp->all_conns = conn;
-    cp->records++;
+    rp__list_push_back(&cp->spare, &conn->idle_link);
 }
 
 static void conn_released(rp_conn *conn)
 {
     rp__conn_pool *cp = owner_of(conn);
-    if (conn->all_prev)
-        conn->all_prev->all_next = conn->all_next;
-    else
-        cp->all_conns = conn->all_next;
-    if (conn->all_next)
-        conn->all_next->all_prev = conn->all_prev;
-    cp->records--;
+    rp__list_unlink(&cp->all, &conn->all_link);
     record_spare(cp, conn);
     if (cp->closed)
         finish_close_if_done(cp);
@@ -129,37 +103,18 @@ static void conn_released(rp_conn *conn)
 static void idle_push(rp__conn_pool *cp, rp_conn *conn)
 {
     conn->state = RP__CONN_IDLE;
-    conn->prev = NULL;
-    conn->next = cp->idle_head;
-    if (cp->idle_head)
-        cp->idle_head->prev = conn;
-    else
-        cp->idle_tail = conn;
-    cp->idle_head = conn;
-    cp->idle_len++;
+    rp__list_push_front(&cp->idle, &conn->idle_link);
 }
 
-static void idle_unlink(rp__conn_pool *cp, rp_conn *conn)
-{
-    if (conn->prev)
-        conn->prev->next = conn->next;
-    else
-        cp->idle_head = conn->next;
-    if (conn->next)
-        conn->next->prev = conn->prev;
-    else
-        cp->idle_tail = conn->prev;
-    cp->idle_len--;
-}
+static void idle_unlink(rp__conn_pool *cp, rp_conn *conn) { rp__list_unlink(&cp->idle, &conn->idle_link); }
 
 /* LIFO takes the most recently put connection, FIFO the oldest. */
-static rp_conn *idle_pop(rp__conn_pool *cp)
+static rp_conn *idle_next(const rp__conn_pool *cp)
 {
-    rp_conn *conn = cp->opts.pool_fifo ? cp->idle_tail : cp->idle_head;
-    if (conn)
-        idle_unlink(cp, conn);
-    return conn;
+    return idle_conn(cp->opts.pool_fifo ? cp->idle.tail : cp->idle.head);
 }
+
+static rp_conn *idle_pop(rp__conn_pool *cp) { return idle_conn(rp__list_pop(&cp->idle, cp->opts.pool_fifo)); }
 
 /* ----------------------------------------------------------------- turns */
 
@@ -505,7 +460,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
         record_spare(cp, conn);
         return rc;
     }
-    record_track(cp, conn);
+    rp__list_push_front(&cp->all, &conn->all_link);
     if (pooled)
         cp->dialing++;
     else
@@ -525,7 +480,7 @@ static bool want_dial(const rp__conn_pool *cp)
     unsigned spare = conns_coming(cp) - cp->needs_conn.len;
     unsigned pool_size = (unsigned)cp->opts.pool_size;
     unsigned room = pool_size - RP__MIN(pool_size, cp->pooled_open + cp->dialing);
-    return room > 0 && cp->idle_len + spare < (unsigned)cp->opts.min_idle_conns;
+    return room > 0 && cp->idle.len + spare < (unsigned)cp->opts.min_idle_conns;
 }
 
 static bool fail_fast_pending(const rp__conn_pool *cp) { return dials_fail_fast(cp) && requests_uncovered(cp); }
@@ -554,9 +509,7 @@ static void pump_dials(rp__conn_pool *cp)
         }
         /* Dial results go to the oldest: the newest are the uncovered. */
         while (fail_fast_pending(cp)) {
-            rp__req *newest = cp->needs_conn.tail;
-            rp__req_queue_unlink(&cp->needs_conn, newest);
-            req_fail(cp, newest, cp->stats.last_dial_error);
+            req_fail(cp, rp__req_of(rp__list_pop(&cp->needs_conn, true)), cp->stats.last_dial_error);
         }
     } while (cp->pump_again);
     cp->pumping = false;
@@ -601,7 +554,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
         req_fail(cp, req, cp->stats.last_dial_error);
     } else {
         req->state = REQ_NEEDS_CONN;
-        rp__req_queue_push(&cp->needs_conn, req);
+        rp__list_push_back(&cp->needs_conn, &req->link);
         pump_dials(cp);
     }
 }
@@ -615,7 +568,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
     if (pool->vt != &conn_pool_vtable || cp->closed || cp->reqs.waiters.len ||
         cp->turns_used >= (unsigned)cp->opts.pool_size)
         return NULL;
-    rp_conn *conn = cp->opts.pool_fifo ? cp->idle_tail : cp->idle_head;
+    rp_conn *conn = idle_next(cp);
     uint64_t now = now_ns(cp);
     if (!conn || conn_expired(cp, conn, now) || !conn_known_healthy(cp, conn, now))
         return NULL;
@@ -724,7 +677,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
         turn = false;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
-    } else if (keep && !(cp->opts.max_idle_conns && cp->idle_len >= (unsigned)cp->opts.max_idle_conns)) {
+    } else if (keep && !(cp->opts.max_idle_conns && cp->idle.len >= (unsigned)cp->opts.max_idle_conns)) {
         conn->used_ns = now;
         idle_add(cp, conn);
     } else {
@@ -768,7 +721,7 @@ static int cp_cancel(rp_pool *pool, int64_t id)
         rp__reqs_unwait(&cp->reqs, req);
         break;
     case REQ_NEEDS_CONN:
-        rp__req_queue_unlink(&cp->needs_conn, req);
+        rp__list_unlink(&cp->needs_conn, &req->link);
         break;
     case REQ_CHECKING:
         /* The check goes on; a healthy connection returns to the pool. */
@@ -796,7 +749,7 @@ static int cp_cancel(rp_pool *pool, int64_t id)
 /* ----------------------------------------------------------- inspection */
 
 static int cp_len(const rp_pool *pool) { return (int)((const rp__conn_pool *)pool)->open_conns; }
-static int cp_idle_len(const rp_pool *pool) { return (int)((const rp__conn_pool *)pool)->idle_len; }
+static int cp_idle_len(const rp_pool *pool) { return (int)((const rp__conn_pool *)pool)->idle.len; }
 
 static void cp_stats(const rp_pool *pool, rp_stats *out)
 {
@@ -806,7 +759,7 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
     out->wait_count = cp->reqs.wait_count;
     out->wait_duration_ns = cp->reqs.wait_duration_ns;
     out->total_conns = cp->open_conns;
-    out->idle_conns = cp->idle_len;
+    out->idle_conns = cp->idle.len;
     out->dials_in_flight = cp->dialing;
 }
 
@@ -816,14 +769,11 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
 {
-    if (cp->records || cp->reqs.outstanding)
+    if (cp->all.len || cp->reqs.outstanding)
         return;
-    rp_conn *conn, *next;
-    for (conn = cp->spare_head; conn; conn = next) {
-        next = conn->next;
-        rp__free(conn);
-    }
-    cp->spare_head = cp->spare_tail = NULL;
+    rp__link *spare;
+    while ((spare = rp__list_pop(&cp->spare, false)))
+        rp__free(idle_conn(spare));
     rp__pool_finish_close(&cp->base);
 }
 
@@ -850,9 +800,10 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     rp__req *req;
     while ((req = rp__req_queue_pop(&cp->needs_conn)))
         rp__req_complete(&cp->reqs, req, NULL, RP_ECLOSED);
-    rp_conn *conn = cp->all_conns, *next;
-    for (; conn; conn = next) {
-        next = conn->all_next;
+    rp__link *link = cp->all.head, *next;
+    for (; link; link = next) {
+        next = link->next; /* a record closed here may leave the list */
+        rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
         if (conn->state == RP__CONN_IN_USE || conn->state == RP__CONN_HANDING_OUT ||
             conn->state == RP__CONN_CLOSED)
             continue; /* held: closes when it comes back */
@@ -872,9 +823,10 @@ static void maintenance_fired(rp__timer *timer)
 {
     rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, maintenance);
     uint64_t now = now_ns(cp), next = UINT64_MAX;
-    rp_conn *conn = cp->idle_head, *following;
-    for (; conn; conn = following) {
-        following = conn->next;
+    rp__link *link = cp->idle.head, *following;
+    for (; link; link = following) {
+        following = link->next;
+        rp_conn *conn = idle_conn(link);
         if (conn_expired(cp, conn, now)) {
             conn_discard(cp, conn, RP_CLOSE_EXPIRED);
             continue;

@@ -9,39 +9,6 @@
 #define SLOT_BITS 24
 #define SLOT_MASK ((1u << SLOT_BITS) - 1)
 
-void rp__req_queue_push(rp__req_queue *q, rp__req *req)
-{
-    req->next = NULL;
-    req->prev = q->tail;
-    if (q->tail)
-        q->tail->next = req;
-    else
-        q->head = req;
-    q->tail = req;
-    q->len++;
-}
-
-void rp__req_queue_unlink(rp__req_queue *q, rp__req *req)
-{
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        q->head = req->next;
-    if (req->next)
-        req->next->prev = req->prev;
-    else
-        q->tail = req->prev;
-    q->len--;
-}
-
-rp__req *rp__req_queue_pop(rp__req_queue *q)
-{
-    rp__req *req = q->head;
-    if (req)
-        rp__req_queue_unlink(q, req);
-    return req;
-}
-
 static void wait_timer_fired(rp__timer *timer);
 
 void rp__reqs_init(rp__reqs *reqs, rp_pool *pool, uint32_t timeout_ms, void (*after_callback)(rp__reqs *))
@@ -74,19 +41,17 @@ static int slots_grow(rp__reqs *reqs)
         if (!req)
             break;
         req->id = i;
-        req->next = reqs->free_list;
-        reqs->free_list = req;
+        rp__list_push_front(&reqs->free_list, &req->link);
         slots[reqs->slot_count++] = req;
     }
-    return reqs->free_list ? 0 : -ENOMEM;
+    return reqs->free_list.len ? 0 : -ENOMEM;
 }
 
 rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
 {
-    if (!reqs->free_list && slots_grow(reqs) < 0)
+    if (!reqs->free_list.len && slots_grow(reqs) < 0)
         return NULL;
-    rp__req *req = reqs->free_list;
-    reqs->free_list = req->next;
+    rp__req *req = rp__req_queue_pop(&reqs->free_list);
     uint64_t slot = (uint64_t)req->id & SLOT_MASK;
     req->id = (int64_t)((++reqs->seq << SLOT_BITS) | slot);
     req->owner = reqs;
@@ -106,8 +71,7 @@ rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
 void rp__req_discard(rp__reqs *reqs, rp__req *req)
 {
     req->state = RP__REQ_FREE;
-    req->next = reqs->free_list;
-    reqs->free_list = req;
+    rp__list_push_front(&reqs->free_list, &req->link);
     reqs->outstanding--;
 }
 
@@ -168,19 +132,19 @@ void rp__reqs_wait(rp__reqs *reqs, rp__req *req)
     if (!reqs->waiters.len)
         rp__timer_arm(reqs->loop, &reqs->wait_timer, req->queued_ns + (uint64_t)reqs->timeout_ms * RP__NS_PER_MS);
     req->state = RP__REQ_QUEUED;
-    rp__req_queue_push(&reqs->waiters, req);
+    rp__list_push_back(&reqs->waiters, &req->link);
 }
 
 void rp__reqs_unwait(rp__reqs *reqs, rp__req *req)
 {
-    rp__req_queue_unlink(&reqs->waiters, req);
+    rp__list_unlink(&reqs->waiters, &req->link);
     if (!reqs->waiters.len)
         rp__timer_disarm(reqs->loop, &reqs->wait_timer);
 }
 
 rp__req *rp__reqs_next_waiter(rp__reqs *reqs)
 {
-    rp__req *req = reqs->waiters.head;
+    rp__req *req = rp__req_of(reqs->waiters.head);
     if (!req)
         return NULL;
     rp__reqs_unwait(reqs, req);
@@ -194,7 +158,7 @@ static void wait_timer_fired(rp__timer *timer)
     rp__reqs *reqs = RP__CONTAINER_OF(timer, rp__reqs, wait_timer);
     uint64_t timeout = (uint64_t)reqs->timeout_ms * RP__NS_PER_MS;
     rp__req *req;
-    while ((req = reqs->waiters.head) && req->queued_ns + timeout <= rp__loop_now(reqs->loop)) {
+    while ((req = rp__req_of(reqs->waiters.head)) && req->queued_ns + timeout <= rp__loop_now(reqs->loop)) {
         rp__reqs_unwait(reqs, req);
         reqs->timeouts++;
         rp__req_complete(reqs, req, NULL, RP_EPOOLTIMEOUT);
@@ -206,7 +170,7 @@ static void wait_timer_fired(rp__timer *timer)
 void rp__reqs_fail_waiters(rp__reqs *reqs, int status)
 {
     rp__req *req;
-    while ((req = reqs->waiters.head)) {
+    while ((req = rp__req_of(reqs->waiters.head))) {
         rp__reqs_unwait(reqs, req);
         rp__req_complete(reqs, req, NULL, status);
     }

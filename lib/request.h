@@ -17,7 +17,7 @@ typedef struct rp__reqs rp__reqs;
 typedef struct rp__req rp__req;
 struct rp__req {
     rp__deferred ready;
-    rp__req *prev, *next; /* the queue its state puts it in */
+    rp__link link; /* the queue its state puts it in, or the free list */
     rp__reqs *owner;
     int64_t id;
     rp_get_cb cb;
@@ -31,24 +31,19 @@ struct rp__req {
     int64_t inner_id; /* a wrapper's get on its parent, while it runs */
 };
 
-typedef struct rp__req_queue {
-    rp__req *head, *tail;
-    unsigned len;
-} rp__req_queue;
-
-void rp__req_queue_push(rp__req_queue *q, rp__req *req);
-void rp__req_queue_unlink(rp__req_queue *q, rp__req *req);
-rp__req *rp__req_queue_pop(rp__req_queue *q);
+/* A queue of requests is an rp__list of their links. */
+static inline rp__req *rp__req_of(rp__link *link) { return link ? RP__CONTAINER_OF(link, rp__req, link) : NULL; }
+static inline rp__req *rp__req_queue_pop(rp__list *queue) { return rp__req_of(rp__list_pop(queue, false)); }
 
 struct rp__reqs {
     rp_pool *pool;
     rp_loop *loop;
     rp__req **slots;
-    rp__req *free_list;
+    rp__list free_list;
     uint32_t slot_count;
     unsigned outstanding; /* allocated and not yet delivered */
     uint64_t seq;
-    rp__req_queue waiters;
+    rp__list waiters;
     rp__timer wait_timer;
     uint32_t timeout_ms;
     bool timed; /* the pool has a get_end hook: gets note their start */
