@@ -155,6 +155,9 @@ static int64_t parse_block_ms(const char *arg, size_t len, bool in_ms)
 int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *argvlen)
 {
     const char *name = argv[0];
+    char first = (char)(name[0] | 0x20); /* every command passes here: most leave at once */
+    if (first != 'b' && first != 'w' && first != 'x')
+        return -1;
     size_t len = arg_len(argv, argvlen, 0);
     if (arg_is(name, len, "xread") || arg_is(name, len, "xreadgroup")) {
         int at = xread_block_arg(argc, argv, argvlen);
