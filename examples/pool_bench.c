@@ -3,8 +3,13 @@
  *  idle:    C chains over C idle connections; each callback puts its
  *           connection back and asks for the next one (get+put cycles).
  *  handoff: W chains over C connections (W > C); every put hands the
- *           connection straight to the oldest waiter. */
+ *           connection straight to the oldest waiter.
+ *  embedded: one chain over one connection, driven by a host epoll loop
+ *           with rp_loop_fd registered: the host asks rp_loop_timeout and
+ *           runs RP_RUN_NOWAIT, sleeping in epoll_wait only when told to. */
 #include <ringpool.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "common.h"
 
@@ -14,7 +19,10 @@ static const char usage[] =
     "  -a ADDR     host:port or unix:/path (default 127.0.0.1:6379)\n"
     "  -n CYCLES   get+put cycles per benchmark (default 10000000)\n"
     "  -c CONNS    connections (default 64 for idle, 4 for handoff)\n"
-    "  -w WAITERS  concurrent gets in the hand-off benchmark (default 1000)\n";
+    "  -w WAITERS  concurrent gets in the hand-off benchmark (default 1000)\n"
+    "  Rows: idle, handoff, chained (one get per callback, standalone loop) and\n"
+    "  embedded (the same chain driven by a host epoll loop through rp_loop_fd\n"
+    "  and rp_loop_timeout).\n";
 
 typedef struct bench {
     rp_pool *pool;
@@ -34,8 +42,27 @@ static void cycle(rp_pool *pool, rp_conn *conn, int status, void *data)
         b->failed = 1;
 }
 
+static void run_standalone(rp_loop *loop) { rp_loop_run(loop, RP_RUN_DEFAULT); }
+
+/* A host loop as an embedding server writes it. */
+static void run_embedded(rp_loop *loop)
+{
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev);
+    for (;;) {
+        int timeout = rp_loop_timeout(loop);
+        if (timeout != 0)
+            epoll_wait(epfd, &ev, 1, timeout);
+        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0)
+            break;
+    }
+    close(epfd);
+}
+
 /* Runs `chains` concurrent get+put chains over `conns` dialled connections. */
-static int run(const char *name, const char *addr, long cycles, long conns, long chains)
+static int run(const char *name, const char *addr, long cycles, long conns, long chains,
+               void (*drive)(rp_loop *loop))
 {
     rp_loop *loop;
     rp_pool *pool;
@@ -62,19 +89,22 @@ static int run(const char *name, const char *addr, long cycles, long conns, long
         b[i] = (bench){.pool = pool, .remaining = cycles / chains};
         rp_pool_get(pool, cycle, &b[i]);
     }
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
     double start = example_seconds(), cpu_start = example_cpu_seconds();
-    rp_loop_run(loop, RP_RUN_DEFAULT);
+    drive(loop);
     double elapsed = example_seconds() - start, cpu = example_cpu_seconds() - cpu_start;
+    rp_loop_stats_get(loop, &after);
     long done = cycles / chains * chains;
     int failed = 0;
     for (long i = 0; i < chains; i++)
         failed |= b[i].failed;
     rp_stats st;
     rp_pool_stats(pool, &st);
-    printf("%-8s %10ld cycles  %6.1f ns/op  %6.1f ns CPU/op  %5.2f M ops/s  (conns %ld, concurrent gets %ld, "
-           "hits %u, misses %u)\n",
+    printf("%-8s %10ld cycles  %6.1f ns/op  %6.1f ns CPU/op  %5.2f M ops/s  %.4f syscalls/op  (conns %ld, "
+           "concurrent gets %ld, hits %u, misses %u)\n",
            name, done, elapsed * 1e9 / (double)done, cpu * 1e9 / (double)done, (double)done / elapsed / 1e6,
-           conns, chains, st.hits, st.misses);
+           (double)(after.syscalls - before.syscalls) / (double)done, conns, chains, st.hits, st.misses);
     free(b);
     rp_pool_close(pool, NULL, NULL);
     rp_loop_run(loop, RP_RUN_DEFAULT);
@@ -86,7 +116,9 @@ int main(int argc, char **argv)
 {
     example_args args = {.addr = "127.0.0.1:6379", .n = 10000000, .c = 0, .w = 1000};
     example_parse(argc, argv, &args, usage);
-    int rc = run("idle", args.addr, args.n, args.c ? args.c : 64, args.c ? args.c : 64);
-    rc |= run("handoff", args.addr, args.n, args.c ? args.c : 4, args.w);
+    int rc = run("idle", args.addr, args.n, args.c ? args.c : 64, args.c ? args.c : 64, run_standalone);
+    rc |= run("handoff", args.addr, args.n, args.c ? args.c : 4, args.w, run_standalone);
+    rc |= run("chained", args.addr, args.n, 1, 1, run_standalone);
+    rc |= run("embedded", args.addr, args.n, 1, 1, run_embedded);
     return rc;
 }

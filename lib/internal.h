@@ -166,8 +166,9 @@ uint64_t rp__loop_now(rp_loop *loop);
 /* Reads the clock into the cache: for a deadline that must count from the
  * moment its op starts, however long the callbacks before it ran. */
 uint64_t rp__loop_now_fresh(rp_loop *loop);
-void rp__loop_pool_opened(rp_loop *loop);
-void rp__loop_pool_closed(rp_loop *loop);
+/* Pools and user timers hold the loop: rp_loop_free waits for them. */
+void rp__loop_handle_opened(rp_loop *loop);
+void rp__loop_handle_closed(rp_loop *loop);
 /* One uniform 32-bit random number (xorshift; not for secrets). */
 uint32_t rp__loop_random(rp_loop *loop);
 

@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -25,9 +26,11 @@ struct rp_loop {
     uint64_t now_ns;
     uint64_t random_state;
     unsigned refs;          /* ref'd timers and ops in flight */
-    unsigned pools_open;
+    unsigned handles_open;  /* pools and rp_timers not yet closed */
     bool in_run;
-    bool poked;             /* host fd signalled for work queued outside run */
+    bool in_timers;         /* run_timers is firing timers */
+    bool woke;              /* host_wake called since the run began */
+    unsigned handled;       /* CQEs, timers and callbacks this run handled */
     rp_loop_stats stats;
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
 
@@ -42,6 +45,11 @@ struct rp_loop {
 
     int host_fd;            /* eventfd behind rp_loop_fd */
     bool host_registered;   /* signalled by the ring: only once someone asked */
+    bool host_asks;         /* the host calls rp_loop_timeout before it sleeps */
+    bool fd_poked;          /* host_fd holds our own signal, not yet drained */
+    unsigned drained_tail;  /* CQ tail when host_fd was last drained */
+    void (*host_wake)(void *host);
+    void *host;
 
     /* Other threads' work: a locked queue, off the get/put path, and an
      * eventfd whose read is always armed in the ring. */
@@ -66,8 +74,8 @@ uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(
  * clock. */
 uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
-void rp__loop_pool_opened(rp_loop *loop) { loop->pools_open++; }
-void rp__loop_pool_closed(rp_loop *loop) { loop->pools_open--; }
+void rp__loop_handle_opened(rp_loop *loop) { loop->handles_open++; }
+void rp__loop_handle_closed(rp_loop *loop) { loop->handles_open--; }
 
 uint32_t rp__loop_random(rp_loop *loop)
 {
@@ -79,14 +87,35 @@ uint32_t rp__loop_random(rp_loop *loop)
     return (uint32_t)(x >> 32);
 }
 
-/* Work queued outside rp_loop_run must wake a host that embeds the loop. */
+static bool kernel_has_work(const rp_loop *loop)
+{
+    return io_uring_sq_ready(&loop->ring) ||
+           (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->ring) || kernel_has_work(loop); }
+
+/* Something rp_loop_run(RP_RUN_NOWAIT) would handle right away. */
+static bool ready_now(const rp_loop *loop) { return loop->deferred.head || loop->prepared.head || work_visible(loop); }
+
+/* Work queued outside rp_loop_run must reach a host that embeds the loop.
+ * An adapter is told in user space. A host that asks rp_loop_timeout before
+ * it sleeps sees the work itself. Only a host that watches nothing but the
+ * fd pays for an eventfd write, and only while the fd holds none. */
 static void poke_host(rp_loop *loop)
 {
-    if (loop->in_run || loop->poked || !loop->host_registered)
+    if (loop->in_run)
         return;
-    loop->poked = true;
-    loop->stats.syscalls++;
-    eventfd_write(loop->host_fd, 1);
+    if (loop->host_wake) {
+        if (!loop->woke) {
+            loop->woke = true;
+            loop->host_wake(loop->host);
+        }
+    } else if (loop->host_registered && !loop->host_asks && !loop->fd_poked) {
+        loop->fd_poked = true;
+        loop->stats.syscalls++;
+        eventfd_write(loop->host_fd, 1);
+    }
 }
 
 /* ------------------------------------------------------------ SQEs, ops */
@@ -183,6 +212,7 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
     if (user_data & 1)
         return; /* a linked timeout that failed before its op ran: the op reports */
     rp__op *op = (rp__op *)(uintptr_t)user_data;
+    loop->handled++;
     if (op->keeps_loop_alive)
         loop->refs--;
     op->res = res;
@@ -243,6 +273,10 @@ void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop
 void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
 {
     rp__timer_disarm(loop, timer);
+    /* A timer armed for "now" by a timer callback waits for the next
+     * iteration: re-arming in a callback must not spin run_timers. */
+    if (loop->in_timers && deadline_ns <= loop->now_ns)
+        deadline_ns = loop->now_ns + 1;
     timer->deadline_ns = deadline_ns;
     rp__heap_push(&loop->timers, timer);
     if (timer->keeps_loop_alive)
@@ -263,10 +297,13 @@ void rp__timer_disarm(rp_loop *loop, rp__timer *timer)
 static void run_timers(rp_loop *loop)
 {
     rp__timer *timer;
+    loop->in_timers = true;
     while ((timer = rp__heap_min(&loop->timers)) && timer->deadline_ns <= loop->now_ns) {
         rp__timer_disarm(loop, timer);
+        loop->handled++;
         timer->fire(timer);
     }
+    loop->in_timers = false;
     ktimer_sync(loop);
 }
 
@@ -346,8 +383,10 @@ bool rp__undefer(rp_loop *loop, rp__deferred *item)
 static void run_prepared(rp_loop *loop)
 {
     rp__deferred *item;
-    while ((item = queue_pop(&loop->prepared)))
+    while ((item = queue_pop(&loop->prepared))) {
+        loop->handled++;
         item->run(item);
+    }
 }
 
 /* Runs what was queued when the pass began; what those callbacks queue
@@ -358,6 +397,7 @@ static void run_deferred(rp_loop *loop)
     while (loop->defer_budget) {
         loop->defer_budget--; /* before the run: rp__undefer counts on it */
         rp__deferred *item = queue_pop(&loop->deferred);
+        loop->handled++;
         item->run(item);
     }
 }
@@ -471,6 +511,7 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     loop->ktimer_op.done = ktimer_done;
     loop->post_op.done = post_done;
     post_arm(loop);
+    rp__loop_submit(loop); /* an idle loop has nothing to submit later */
     *out = loop;
     return 0;
 }
@@ -479,7 +520,7 @@ int rp_loop_free(rp_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->pools_open || loop->in_run)
+    if (loop->handles_open || loop->host_wake || loop->in_run)
         return -EBUSY;
     /* Posted work that never ran still owns its queue records. */
     run_posted(loop);
@@ -503,7 +544,8 @@ int rp_loop_fd(const rp_loop *loop)
         if (rc < 0)
             return rc;
         mut->host_registered = true;
-        eventfd_write(mut->host_fd, 1); /* work may already be waiting */
+        if (ready_now(mut))
+            poke_host(mut);
     }
     return loop->host_fd;
 }
@@ -512,13 +554,6 @@ int rp_loop_fd(const rp_loop *loop)
 
 static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->deferred.head || loop->prepared.head; }
 
-static bool kernel_has_work(const rp_loop *loop)
-{
-    return io_uring_sq_ready(&loop->ring) ||
-           (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
-}
-
-static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->ring) || kernel_has_work(loop); }
 
 /* Tells the CPU this is a spin: a hyperthread sibling gets the core's
  * resources, and leaving the loop costs no pipeline flush. */
@@ -595,6 +630,27 @@ static void loop_iteration(rp_loop *loop, bool may_block)
     run_deferred(loop);
 }
 
+/* The ring signals host_fd for every batch of completions (and, with
+ * DEFER_TASKRUN, for task work queued for them); the count must be read
+ * back or a level-triggered host spins. A read is a syscall, so it is made
+ * only when completions arrived since the last one, or when the host woke
+ * the loop for nothing (a signal that lagged completions already handled).
+ * What shows up after the read is reported to a host that only watches
+ * the fd; one that asks rp_loop_timeout sees it there. */
+static void drain_host_fd(rp_loop *loop)
+{
+    unsigned tail = io_uring_smp_load_acquire(loop->ring.cq.ktail);
+    if (tail == loop->drained_tail && loop->handled)
+        return;
+    uint64_t count;
+    loop->drained_tail = tail;
+    loop->fd_poked = false;
+    loop->stats.syscalls++;
+    eventfd_read(loop->host_fd, &count);
+    if (work_visible(loop))
+        poke_host(loop);
+}
+
 int rp_loop_run(rp_loop *loop, rp_run_mode mode)
 {
     if (!loop || mode < RP_RUN_DEFAULT || mode > RP_RUN_NOWAIT)
@@ -602,17 +658,11 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     if (loop->in_run)
         return -EBUSY;
     loop->in_run = true;
-    loop->poked = false;
+    loop->woke = false;
+    loop->handled = 0;
     /* Callbacks run before the first wait see the time now, not the time
      * the last run ended. */
     rp__loop_now_fresh(loop);
-    if (mode == RP_RUN_NOWAIT) {
-        uint64_t drained;
-        if (loop->host_registered) {
-            loop->stats.syscalls++;
-            eventfd_read(loop->host_fd, &drained);
-        }
-    }
     do {
         bool may_block = mode != RP_RUN_NOWAIT && loop_alive(loop) &&
                          !atomic_load_explicit(&loop->stop, memory_order_relaxed);
@@ -625,8 +675,43 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     run_prepared(loop);
     rp__loop_submit(loop);
     loop->in_run = false;
+    if (loop->host_registered)
+        drain_host_fd(loop);
     /* Work left for the next pass must wake an embedding host again. */
     if (loop->deferred.head || loop->prepared.head)
         poke_host(loop);
     return loop_alive(loop);
 }
+
+static int ms_until(uint64_t deadline_ns, uint64_t now_ns)
+{
+    if (deadline_ns <= now_ns)
+        return 0;
+    uint64_t ms = (deadline_ns - now_ns + RP__NS_PER_MS - 1) / RP__NS_PER_MS;
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+int rp_loop_timeout(const rp_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    rp_loop *mut = (rp_loop *)loop;
+    mut->host_asks = true;
+    if (ready_now(loop))
+        return 0;
+    rp__timer *next = rp__heap_min(&loop->timers);
+    return next ? ms_until(next->deadline_ns, clock_now_ns()) : -1;
+}
+
+int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host)
+{
+    if (!loop || (!wake && host))
+        return -EINVAL;
+    if (wake && loop->host_wake)
+        return -EBUSY;
+    loop->host_wake = wake;
+    loop->host = host;
+    return 0;
+}
+
+void *rp_loop_host(const rp_loop *loop) { return loop ? loop->host : NULL; }

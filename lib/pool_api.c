@@ -12,7 +12,7 @@ void rp__pool_init(rp_pool *pool, const rp__pool_vtable *vt, rp_loop *loop, stru
     pool->vt = vt;
     pool->loop = loop;
     pool->reqs = reqs;
-    rp__loop_pool_opened(loop);
+    rp__loop_handle_opened(loop);
 }
 
 static void close_item_run(rp__deferred *item)
@@ -20,7 +20,7 @@ static void close_item_run(rp__deferred *item)
     rp_pool *pool = RP__CONTAINER_OF(item, rp_pool, close_item);
     if (pool->close_cb)
         pool->close_cb(pool, pool->close_data);
-    rp__loop_pool_closed(pool->loop);
+    rp__loop_handle_closed(pool->loop);
     rp__reqs_free(pool->reqs);
     rp__free(pool); /* the base is the first member of every pool kind */
 }

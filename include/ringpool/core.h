@@ -100,12 +100,30 @@ RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
  * while work is still pending, 0 otherwise. */
 RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
 RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
-/* Readable whenever rp_loop_run(loop, RP_RUN_NOWAIT) has work, timers
- * included: put it in a host epoll/libuv loop. */
+/* Embedding (README, "Embedding"). rp_loop_fd becomes readable when the
+ * kernel or another thread has work for rp_loop_run(loop, RP_RUN_NOWAIT):
+ * completions, timers' kernel timeouts, rp_loop_post, rp_loop_stop. Work
+ * the loop queues for itself (callbacks made ready by a call from the
+ * host's own handlers, or left by a run) needs no syscall: a host that
+ * calls rp_loop_timeout right before it sleeps sees it there. A host that
+ * never calls rp_loop_timeout gets the fd signalled for it instead. */
 RP_EXTERN int rp_loop_fd(const rp_loop *loop);
+/* How long the host may sleep before it must call rp_loop_run(loop,
+ * RP_RUN_NOWAIT): 0 when work is ready now, the milliseconds (rounded up)
+ * to the next timer, or -1 when only the fd can bring work (libuv's
+ * uv_backend_timeout). -EINVAL for a NULL loop. */
+RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
+/* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
+ * runs on the loop thread whenever work becomes ready that the host would
+ * not otherwise see (queued from the host's own handlers, or left by a
+ * run): the host should run the loop soon, without sleeping. One host per
+ * loop: -EBUSY if another is set; wake NULL (with host NULL) detaches.
+ * rp_loop_free returns -EBUSY while a host is set. */
+RP_EXTERN int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host);
+RP_EXTERN void *rp_loop_host(const rp_loop *loop);
 /* Runs fn(arg) on the loop thread soon. Any thread. */
 RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
-/* -EBUSY while a pool is open. */
+/* -EBUSY while a pool or timer is open or a host is set. */
 RP_EXTERN int rp_loop_free(rp_loop *loop);
 /* What the loop did, for benchmarks: io_uring_enter calls, every syscall
  * the library made (enters included; eventfd, socket, close, ...), loop
@@ -120,6 +138,25 @@ typedef struct rp_loop_stats {
 RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
 /* The loop's cached monotonic clock in nanoseconds, updated every iteration. */
 RP_EXTERN uint64_t rp_loop_now(const rp_loop *loop);
+
+/* Timers for programs built on the loop, as libuv's uv_timer_t: on the
+ * loop's heap behind its one kernel timeout. The callback runs on the loop
+ * thread, never inside rp_timer_start; a timer with repeat_ms runs again
+ * every repeat_ms (re-armed before its callback, which may stop or free
+ * it). A running timer keeps rp_loop_run(RP_RUN_DEFAULT) going. */
+typedef struct rp_timer rp_timer;
+typedef void (*rp_timer_cb)(rp_timer *timer, void *data);
+RP_EXTERN int  rp_timer_new(rp_timer **timer, rp_loop *loop);
+RP_EXTERN int  rp_timer_start(rp_timer *timer, rp_timer_cb cb, void *data, uint64_t timeout_ms,
+                              uint64_t repeat_ms);
+RP_EXTERN int  rp_timer_stop(rp_timer *timer);
+/* Restarts a repeating timer from now (stops a one-shot one); -EINVAL if
+ * it was never started. */
+RP_EXTERN int  rp_timer_again(rp_timer *timer);
+RP_EXTERN int  rp_timer_set_repeat(rp_timer *timer, uint64_t repeat_ms);
+RP_EXTERN bool rp_timer_active(const rp_timer *timer);
+/* Stops and frees it; allowed inside its own callback. */
+RP_EXTERN void rp_timer_free(rp_timer *timer);
 
 /* ------------------------------------------------------------------ pool */
 
