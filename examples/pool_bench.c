@@ -8,10 +8,9 @@
  *           with rp_loop_fd registered: the host asks rp_loop_timeout and
  *           runs RP_RUN_NOWAIT, sleeping in epoll_wait only when told to. */
 #include <ringpool.h>
-#include <sys/epoll.h>
-#include <unistd.h>
 
 #include "common.h"
+#include "hosts.h"
 
 static const char usage[] =
     "usage: pool_bench [-a ADDR] [-n CYCLES] [-c CONNS] [-w WAITERS]\n"
@@ -44,21 +43,7 @@ static void cycle(rp_pool *pool, rp_conn *conn, int status, void *data)
 
 static void run_standalone(rp_loop *loop) { rp_loop_run(loop, RP_RUN_DEFAULT); }
 
-/* A host loop as an embedding server writes it. */
-static void run_embedded(rp_loop *loop)
-{
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev);
-    for (;;) {
-        int timeout = rp_loop_timeout(loop);
-        if (timeout != 0)
-            epoll_wait(epfd, &ev, 1, timeout);
-        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0)
-            break;
-    }
-    close(epfd);
-}
+static void run_embedded(rp_loop *loop) { example_host_epoll(loop); }
 
 /* Runs `chains` concurrent get+put chains over `conns` dialled connections. */
 static int run(const char *name, const char *addr, long cycles, long conns, long chains,

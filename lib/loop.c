@@ -47,7 +47,10 @@ struct rp_loop {
     bool host_registered;   /* signalled by the ring: only once someone asked */
     bool host_asks;         /* the host calls rp_loop_timeout before it sleeps */
     bool fd_poked;          /* host_fd holds our own signal, not yet drained */
-    unsigned drained_tail;  /* CQ tail when host_fd was last drained */
+    bool kernel_woke;       /* the kernel had work for us when the run began */
+    unsigned tail_at_rest;  /* CQ tail when the last run ended */
+    rp__op drain_op;        /* a non-blocking read of host_fd */
+    uint64_t drain_buf;
     void (*host_wake)(void *host);
     void *host;
 
@@ -261,6 +264,8 @@ static void ktimer_sync(rp_loop *loop)
 
 /* Expired timers run in the iteration; the CQE only wakes the loop. */
 static void ktimer_done(rp__op *op) { (void)op; }
+/* The drain of host_fd has done its work by completing. */
+static void drain_done(rp__op *op) { (void)op; }
 
 void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop_alive)
 {
@@ -510,6 +515,7 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     loop->random_state = loop->now_ns ^ (uint64_t)(uintptr_t)loop ^ 0x9e3779b97f4a7c15ull;
     loop->ktimer_op.done = ktimer_done;
     loop->post_op.done = post_done;
+    loop->drain_op.done = drain_done;
     post_arm(loop);
     rp__loop_submit(loop); /* an idle loop has nothing to submit later */
     *out = loop;
@@ -630,23 +636,45 @@ static void loop_iteration(rp_loop *loop, bool may_block)
     run_deferred(loop);
 }
 
-/* The ring signals host_fd for every batch of completions (and, with
- * DEFER_TASKRUN, for task work queued for them); the count must be read
- * back or a level-triggered host spins. A read is a syscall, so it is made
- * only when completions arrived since the last one, or when the host woke
- * the loop for nothing (a signal that lagged completions already handled).
- * What shows up after the read is reported to a host that only watches
- * the fd; one that asks rp_loop_timeout sees it there. */
-static void drain_host_fd(rp_loop *loop)
+/* host_fd, the eventfd behind rp_loop_fd, is signalled by the ring only
+ * while no run is under way: what arrives during a run is handled by it.
+ * Its count must be read back or a level-triggered host spins, and that
+ * read rides in the run's last submit as a non-blocking READ, so it costs
+ * no syscall of its own. It is needed when the kernel brought work while
+ * the loop was out (a signal was sent), or when the host woke the loop for
+ * nothing (a signal that lagged work already handled). */
+static void host_fd_quiet(rp_loop *loop)
 {
-    unsigned tail = io_uring_smp_load_acquire(loop->ring.cq.ktail);
-    if (tail == loop->drained_tail && loop->handled)
+    io_uring_cq_eventfd_toggle(&loop->ring, false);
+    loop->kernel_woke = (IO_URING_READ_ONCE(*loop->ring.sq.kflags) & IORING_SQ_TASKRUN) ||
+                        io_uring_smp_load_acquire(loop->ring.cq.ktail) != loop->tail_at_rest;
+}
+
+static void host_fd_drain(rp_loop *loop)
+{
+    if ((!loop->kernel_woke && loop->handled) || loop->drain_op.pending)
         return;
-    uint64_t count;
-    loop->drained_tail = tail;
+    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    io_uring_prep_read(sqe, loop->host_fd, &loop->drain_buf, sizeof loop->drain_buf, 0);
+    sqe->rw_flags = RWF_NOWAIT; /* an empty count completes at once, never waits */
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->drain_op);
+    rp__op_start(loop, &loop->drain_op, false, false);
     loop->fd_poked = false;
-    loop->stats.syscalls++;
-    eventfd_read(loop->host_fd, &count);
+}
+
+/* The drain's own completion, when nothing precedes it, is not work for
+ * the host. What is visible once signals are back on is, and a host that
+ * only watches the fd must be told. */
+static void host_fd_listen(rp_loop *loop)
+{
+    struct io_uring_cqe *cqe;
+    if (io_uring_cq_ready(&loop->ring) && io_uring_peek_cqe(&loop->ring, &cqe) == 0 &&
+        cqe->user_data == (uint64_t)(uintptr_t)&loop->drain_op) {
+        io_uring_cqe_seen(&loop->ring, cqe);
+        loop->drain_op.pending = false;
+    }
+    loop->tail_at_rest = io_uring_smp_load_acquire(loop->ring.cq.ktail);
+    io_uring_cq_eventfd_toggle(&loop->ring, true);
     if (work_visible(loop))
         poke_host(loop);
 }
@@ -660,6 +688,8 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     loop->in_run = true;
     loop->woke = false;
     loop->handled = 0;
+    if (loop->host_registered)
+        host_fd_quiet(loop);
     /* Callbacks run before the first wait see the time now, not the time
      * the last run ended. */
     rp__loop_now_fresh(loop);
@@ -673,10 +703,12 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     if (loop->prepared.head)
         reap_before_sending(loop);
     run_prepared(loop);
+    if (loop->host_registered)
+        host_fd_drain(loop);
     rp__loop_submit(loop);
     loop->in_run = false;
     if (loop->host_registered)
-        drain_host_fd(loop);
+        host_fd_listen(loop);
     /* Work left for the next pass must wake an embedding host again. */
     if (loop->deferred.head || loop->prepared.head)
         poke_host(loop);
@@ -690,6 +722,8 @@ static int ms_until(uint64_t deadline_ns, uint64_t now_ns)
     uint64_t ms = (deadline_ns - now_ns + RP__NS_PER_MS - 1) / RP__NS_PER_MS;
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
+
+int rp_loop_alive(const rp_loop *loop) { return loop ? loop_alive(loop) : -EINVAL; }
 
 int rp_loop_timeout(const rp_loop *loop)
 {

@@ -16,12 +16,14 @@
 #include <ringpool.h>
 
 #include "../common.h"
+#include "../hosts.h"
 #include "histogram.h"
 
 static const char usage[] =
     "usage: rp-bench [-h HOST] [-p PORT] [-a ADDR] [-c CLIENTS] [-n REQUESTS] [-t TESTS]\n"
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
+    "                [--embed epoll|libuv|libevent|uring]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
@@ -36,6 +38,9 @@ static const char usage[] =
     "  --pool-size N  connections (default CLIENTS)\n"
     "  --loops N      threads, each with its own loop and pool (default 1)\n"
     "  --busy-poll U  each loop spins up to U microseconds before sleeping (default 0)\n"
+    "  --embed HOST   each loop runs inside a host loop through rp_loop_fd and\n"
+    "                 rp_loop_timeout: a raw epoll loop, libuv, libevent, or a\n"
+    "                 host's own io_uring (default: the loop runs standalone)\n"
     "  --help         this text\n";
 
 typedef struct config {
@@ -46,6 +51,7 @@ typedef struct config {
     size_t data_size;
     bool quiet, csv;
     char tests[128];
+    example_host embed; /* a host loop from hosts.h, or NULL: standalone */
 } config;
 
 typedef struct test_def {
@@ -212,7 +218,10 @@ static void *worker_main(void *arg)
         s->argvlen[2] = cfg->data_size;
         next_round(s);
     }
-    rp_loop_run(w->loop, RP_RUN_DEFAULT);
+    if (cfg->embed)
+        cfg->embed(w->loop);
+    else
+        rp_loop_run(w->loop, RP_RUN_DEFAULT);
     rp_loop_stats_get(w->loop, &w->loop_stats);
     w->loop_stats.enters -= before.enters;
     w->loop_stats.syscalls -= before.syscalls;
@@ -307,7 +316,8 @@ static int parse(int argc, char **argv, config *cfg)
     static const struct option longs[] = {
         {"csv", no_argument, NULL, 'C'}, {"pool-size", required_argument, NULL, 'S'},
         {"loops", required_argument, NULL, 'L'},
-        {"busy-poll", required_argument, NULL, 'B'}, {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
+        {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
+        {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
     cfg->addr[0] = '\0';
@@ -327,6 +337,12 @@ static int parse(int argc, char **argv, config *cfg)
         case 'S': cfg->pool_size = atoi(optarg); break;
         case 'L': cfg->loops = atoi(optarg); break;
         case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
+        case 'E':
+            if (!(cfg->embed = example_host_find(optarg))) {
+                fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);
+                return -1;
+            }
+            break;
         case 'H': printf("%s", usage); exit(0);
         default: fprintf(stderr, "%s", usage); return -1;
         }

@@ -113,6 +113,9 @@ RP_EXTERN int rp_loop_fd(const rp_loop *loop);
  * to the next timer, or -1 when only the fd can bring work (libuv's
  * uv_backend_timeout). -EINVAL for a NULL loop. */
 RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
+/* 1 while work is pending that keeps rp_loop_run(RP_RUN_DEFAULT) going (a
+ * request, I/O, a timer), 0 otherwise (libuv's uv_loop_alive). */
+RP_EXTERN int rp_loop_alive(const rp_loop *loop);
 /* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
  * runs on the loop thread whenever work becomes ready that the host would
  * not otherwise see (queued from the host's own handlers, or left by a
