@@ -48,6 +48,7 @@ struct rp_loop {
     bool host_asks;         /* the host calls rp_loop_timeout before it sleeps */
     bool fd_poked;          /* host_fd holds our own signal, not yet drained */
     bool kernel_woke;       /* the kernel had work for us when the run began */
+    bool idle_drained;      /* drained for nothing; no signal came since */
     unsigned tail_at_rest;  /* CQ tail when the last run ended */
     rp__op drain_op;        /* a non-blocking read of host_fd */
     uint64_t drain_buf;
@@ -116,6 +117,7 @@ static void poke_host(rp_loop *loop)
         }
     } else if (loop->host_registered && !loop->host_asks && !loop->fd_poked) {
         loop->fd_poked = true;
+        loop->idle_drained = false;
         loop->stats.syscalls++;
         eventfd_write(loop->host_fd, 1);
     }
@@ -641,8 +643,9 @@ static void loop_iteration(rp_loop *loop, bool may_block)
  * Its count must be read back or a level-triggered host spins, and that
  * read rides in the run's last submit as a non-blocking READ, so it costs
  * no syscall of its own. It is needed when the kernel brought work while
- * the loop was out (a signal was sent), or when the host woke the loop for
- * nothing (a signal that lagged work already handled). */
+ * the loop was out (a signal was sent), and once when the host ran the
+ * loop for nothing (a signal may have lagged work already handled; a host
+ * that runs the loop on every turn pays for that once per quiet spell). */
 static void host_fd_quiet(rp_loop *loop)
 {
     io_uring_cq_eventfd_toggle(&loop->ring, false);
@@ -652,8 +655,14 @@ static void host_fd_quiet(rp_loop *loop)
 
 static void host_fd_drain(rp_loop *loop)
 {
-    if ((!loop->kernel_woke && loop->handled) || loop->drain_op.pending)
+    if (loop->drain_op.pending)
         return;
+    if (loop->kernel_woke)
+        loop->idle_drained = false;
+    else if (loop->handled || loop->idle_drained)
+        return;
+    else
+        loop->idle_drained = true;
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
     io_uring_prep_read(sqe, loop->host_fd, &loop->drain_buf, sizeof loop->drain_buf, 0);
     sqe->rw_flags = RWF_NOWAIT; /* an empty count completes at once, never waits */

@@ -173,6 +173,33 @@ Test(embed, a_host_that_only_watches_the_fd_is_still_woken)
     fx_close_and_free(loop, pool);
 }
 
+/* A host that runs the loop on every turn of its own, for its own fds'
+ * sake, pays nothing for runs that find nothing. */
+Test(embed, runs_that_find_nothing_cost_no_syscall)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    for (int i = 0; i < 1000; i++)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    rp_loop_stats_get(loop, &after);
+    cr_expect_leq(after.syscalls - before.syscalls, 1, "%lu syscalls for 1000 empty runs",
+                  (unsigned long)(after.syscalls - before.syscalls));
+    cr_expect_eq(epoll_wait(epfd, &ev, 1, 0), 0, "the fd stays readable with nothing to do");
+    rp_pool_put(pool, conn);
+    close(epfd);
+    fx_close_and_free(loop, pool);
+}
+
 static int wakes;
 static void count_wake(void *host) { (*(int *)host)++; }
 
