@@ -18,8 +18,9 @@
  * last frees it: the thread, if it had not posted the answer yet (it then
  * never touches the loop, which may be gone by then), or else the posted
  * completion, which finds it abandoned. One process-wide lock orders the
- * thread's "post unless abandoned" against the abandon; it is taken once
- * per lookup, never on the get/put path. */
+ * thread's "post unless abandoned" against the abandon; the loop thread
+ * takes it only when a lookup ends or is abandoned, never on the get/put
+ * path. */
 #include "internal.h"
 
 #include <errno.h>
@@ -99,10 +100,15 @@ static void answer_deliver(rp__resolver *res, const rp__lookup *job)
 }
 
 /* On the loop thread, or inside rp_loop_free for an answer posted just
- * before its resolver abandoned it. */
+ * before its resolver abandoned it. rp_loop_post may still touch the loop
+ * after it queued the job (its eventfd write), and the thread posts under
+ * lookups_lock: taking the lock once waits for it to be done, so the
+ * loop can be freed as soon as this returns. */
 static void lookup_done(void *arg)
 {
     rp__lookup *job = arg;
+    pthread_mutex_lock(&lookups_lock);
+    pthread_mutex_unlock(&lookups_lock);
     rp__resolver *res = job->resolver;
     if (res) {
         rp__op_keep_loop_alive(job->loop, &job->hold, false);

@@ -133,9 +133,11 @@ typedef struct rp_pool_options {
      * name is looked up off the loop thread when a dial needs it, as
      * go-redis does on every dial, and the answer is kept for a second;
      * a dial tries its addresses in order until one connects. A failed
-     * lookup fails the dials that waited for it with RP_EADDRINFO. A
-     * lookup under way keeps rp_loop_run(RP_RUN_DEFAULT) running; closing
-     * the pool abandons it. Numeric addresses and paths need no lookup. */
+     * lookup fails the dials that waited for it with RP_EADDRINFO. The
+     * system resolver's own timeouts bound a lookup, dial_timeout_ms each
+     * connect. A lookup under way keeps rp_loop_run(RP_RUN_DEFAULT)
+     * running; closing the pool abandons it. Numeric addresses and paths
+     * need no lookup. */
     const char *addr;
     bool     pool_fifo;             /* false: LIFO (default) */
     int      pool_size;             /* default 10 * number of CPUs */
