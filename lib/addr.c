@@ -1,21 +1,27 @@
-/* Address parsing for dials: "host:port", "[v6]:port", "unix:/path". A host
- * name is resolved here, once, when the pool is created. */
+/* Address parsing for dials: "host:port", "[v6]:port", "unix:/path". Only
+ * the text is checked when the pool is created, so a typo is -EINVAL at
+ * once and creation never waits for a resolver. A numeric address or a
+ * path is the one address every dial uses; a host name is looked up later,
+ * off the loop thread, when a dial needs it (resolve.c). */
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
-static int parse_port(const char *text, char *out, size_t cap)
+/* Decimal digits only, 1 to 65535. */
+static int parse_port(const char *text, rp__hostport *name, uint16_t *port)
 {
-    char *end;
-    errno = 0;
-    long port = strtol(text, &end, 10);
-    if (errno || end == text || *end || port < 1 || port > 65535 || (size_t)(end - text) >= cap)
+    size_t len = strspn(text, "0123456789");
+    if (len == 0 || text[len] || len >= sizeof name->port)
         return -EINVAL;
-    memcpy(out, text, (size_t)(end - text) + 1);
+    long value = strtol(text, NULL, 10);
+    if (value < 1 || value > 65535)
+        return -EINVAL;
+    memcpy(name->port, text, len + 1);
+    *port = (uint16_t)value;
     return 0;
 }
 
@@ -31,8 +37,8 @@ static int parse_unix(rp__addr *out, const char *path)
     return 0;
 }
 
-/* Splits "host:port" or "[v6]:port" into host and port strings. */
-static int split_host_port(const char *text, char *host, size_t host_cap, char *port, size_t port_cap)
+/* Splits "host:port" or "[v6]:port" into host and port. */
+static int split_host_port(const char *text, rp__hostport *name, uint16_t *port)
 {
     const char *host_start = text, *host_end, *colon;
     if (*text == '[') {
@@ -48,30 +54,59 @@ static int split_host_port(const char *text, char *host, size_t host_cap, char *
         host_end = colon;
     }
     size_t host_len = (size_t)(host_end - host_start);
-    if (host_len == 0 || host_len >= host_cap)
+    if (host_len == 0 || host_len >= sizeof name->host)
         return -EINVAL;
-    memcpy(host, host_start, host_len);
-    host[host_len] = '\0';
-    return parse_port(colon + 1, port, port_cap);
+    memcpy(name->host, host_start, host_len);
+    name->host[host_len] = '\0';
+    return parse_port(colon + 1, name, port);
 }
 
-int rp__addr_parse(rp__addr *out, const char *text)
+/* A numeric v4 or v6 host fills out; false for a name. */
+static bool parse_numeric(rp__addr *out, const char *host, uint16_t port)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->sa;
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        out->len = sizeof *sin;
+        return true;
+    }
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        out->len = sizeof *sin6;
+        return true;
+    }
+    return false;
+}
+
+int rp__addr_parse(const char *text, rp__addr *addr, rp__hostport *name)
 {
     if (!text)
         return -EINVAL;
-    memset(out, 0, sizeof *out);
+    memset(addr, 0, sizeof *addr);
     if (strncmp(text, "unix:", 5) == 0)
-        return parse_unix(out, text + 5);
-    char host[256], port[8];
-    int rc = split_host_port(text, host, sizeof host, port, sizeof port);
+        return parse_unix(addr, text + 5);
+    uint16_t port;
+    int rc = split_host_port(text, name, &port);
     if (rc < 0)
         return rc;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res;
-    if (getaddrinfo(host, port, &hints, &res) != 0)
-        return -EINVAL;
-    memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
-    out->len = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
+    return parse_numeric(addr, name->host, port) ? 0 : RP__ADDR_NAME;
+}
+
+rp__addrs *rp__addrs_new(unsigned len)
+{
+    rp__addrs *addrs = rp__calloc(1, sizeof *addrs + len * sizeof addrs->addr[0]);
+    if (addrs) {
+        addrs->refs = 1;
+        addrs->len = len;
+    }
+    return addrs;
+}
+
+void rp__addrs_unref(rp__addrs *addrs)
+{
+    if (--addrs->refs == 0)
+        rp__free(addrs);
 }

@@ -9,6 +9,7 @@
 
 typedef enum {
     RP__CONN_DIALING,
+    RP__CONN_RESOLVING,   /* the owner's dial waits for addresses: no socket yet */
     RP__CONN_IDLE,
     RP__CONN_CHECKING,    /* health check before hand-out */
     RP__CONN_SETUP,       /* dialled; the pool's on_connect runs */
@@ -53,12 +54,16 @@ struct rp_conn {
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
     uint32_t read_timeout_ms, write_timeout_ms;
     uint64_t created_ns, used_ns, expires_ns; /* used_ns: last hand-out or I/O */
-    rp__link idle_link;             /* the owner's idle list, or its spare records */
+    rp__link idle_link;             /* the owner's idle list, its spare records, or
+                                       its dials waiting for addresses */
     rp__link all_link;              /* the owner's records in use */
     struct rp__req *for_req;       /* the request a dial or check serves */
     rp__op watch_op;                /* zero-length recv: idle watch or check */
     rp__op dial_op;
     struct __kernel_timespec dial_ts;
+    rp__addrs *dial_addrs;          /* held while the dial tries them */
+    unsigned dial_next;             /* the next of them to try */
+    uint32_t dial_timeout_ms;
     rp__conn_io send, recv;
     /* The protocol layer above (redis.c): its state, freed when the
      * connection is released, and how many replies it still expects (put
@@ -71,9 +76,10 @@ struct rp_conn {
 
 /* Prepares a record (new or reused) for a connection owned by owner. */
 void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_events *events);
-/* Opens a non-blocking socket and connects it, bounded by timeout_ms;
- * events->dialed reports the outcome. < 0: nothing started. */
-int rp__conn_dial(rp_conn *conn, const rp__addr *addr, uint32_t timeout_ms);
+/* Opens a non-blocking socket and connects it to the first of addrs that
+ * takes it, each connect bounded by timeout_ms; events->dialed reports the
+ * outcome. < 0: nothing started. */
+int rp__conn_dial(rp_conn *conn, rp__addrs *addrs, uint32_t timeout_ms);
 /* A zero-length recv: with check, it answers at once (-EAGAIN: healthy);
  * without, it stays pending until FIN, RST or stray bytes (an idle watch
  * that needs no buffer). events->watched reports it. */

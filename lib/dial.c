@@ -1,30 +1,81 @@
 /* Dialling: a non-blocking socket, and IORING_OP_CONNECT linked to a
  * timeout so the kernel bounds the connect. The outcome goes to the
  * connection's owner (events->dialed): 0, -ETIMEDOUT for the deadline, or
- * the connect's own error. */
+ * the connect's own error.
+ *
+ * A name may give several addresses (localhost: ::1, then 127.0.0.1). They
+ * are tried in order: a connect that fails (refused, unreachable, a family
+ * the host lacks) moves on to the next at once, and the dial reports the
+ * last error. A connect that times out ends the dial: the next address
+ * would likely wait as long, and the caller's wait would grow by a
+ * dial_timeout_ms per address. Each connect gets the whole timeout. */
 #include "conn.h"
 
 #include <errno.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+static void connect_submit(rp_conn *conn, const rp__addr *addr)
+{
+    struct io_uring_sqe *connect_sqe, *timeout_sqe;
+    rp__loop_sqe_pair(conn->loop, &connect_sqe, &timeout_sqe);
+    io_uring_prep_connect(connect_sqe, conn->fd, (const struct sockaddr *)&addr->sa, addr->len);
+    rp__op_link_timeout(&conn->dial_op, connect_sqe, timeout_sqe, &conn->dial_ts, conn->dial_timeout_ms);
+    rp__op_start(conn->loop, &conn->dial_op, true, true);
+}
+
+/* Connects to the next address that gets a socket; called while one is left. */
+static int connect_next(rp_conn *conn)
+{
+    const rp__addrs *addrs = conn->dial_addrs;
+    int rc = 0;
+    while (conn->dial_next < addrs->len) {
+        const rp__addr *addr = &addrs->addr[conn->dial_next++];
+        conn->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        rp__loop_count_syscalls(conn->loop, 1);
+        if (conn->fd >= 0) {
+            connect_submit(conn, addr);
+            return 0;
+        }
+        rc = -errno;
+    }
+    return rc;
+}
+
+static bool may_try_next(const rp_conn *conn, int status)
+{
+    return status < 0 && status != -ETIMEDOUT && conn->state != RP__CONN_CLOSED &&
+           conn->dial_next < conn->dial_addrs->len;
+}
 
 static void dial_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, dial_op);
-    conn->events->dialed(conn, rp__op_result(op));
+    int status = rp__op_result(op);
+    if (may_try_next(conn, status)) {
+        close(conn->fd);
+        rp__loop_count_syscalls(conn->loop, 1);
+        status = connect_next(conn);
+        if (status == 0)
+            return;
+    }
+    rp__addrs_unref(conn->dial_addrs);
+    conn->dial_addrs = NULL;
+    conn->events->dialed(conn, status);
 }
 
-int rp__conn_dial(rp_conn *conn, const rp__addr *addr, uint32_t timeout_ms)
+int rp__conn_dial(rp_conn *conn, rp__addrs *addrs, uint32_t timeout_ms)
 {
-    conn->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    rp__loop_count_syscalls(conn->loop, 1);
-    if (conn->fd < 0)
-        return -errno;
     conn->state = RP__CONN_DIALING;
     conn->dial_op.done = dial_done;
-    struct io_uring_sqe *connect_sqe, *timeout_sqe;
-    rp__loop_sqe_pair(conn->loop, &connect_sqe, &timeout_sqe);
-    io_uring_prep_connect(connect_sqe, conn->fd, (const struct sockaddr *)&addr->sa, addr->len);
-    rp__op_link_timeout(&conn->dial_op, connect_sqe, timeout_sqe, &conn->dial_ts, timeout_ms);
-    rp__op_start(conn->loop, &conn->dial_op, true, true);
+    conn->dial_addrs = addrs;
+    conn->dial_next = 0;
+    conn->dial_timeout_ms = timeout_ms;
+    int rc = connect_next(conn);
+    if (rc < 0) {
+        conn->dial_addrs = NULL;
+        return rc;
+    }
+    rp__addrs_ref(addrs);
     return 0;
 }

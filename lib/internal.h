@@ -166,6 +166,10 @@ uint64_t rp__loop_now(rp_loop *loop);
 /* Reads the clock into the cache: for a deadline that must count from the
  * moment its op starts, however long the callbacks before it ran. */
 uint64_t rp__loop_now_fresh(rp_loop *loop);
+/* Work outside the ring (a lookup on a thread) that keeps
+ * rp_loop_run(RP_RUN_DEFAULT) going. */
+void rp__loop_ref(rp_loop *loop);
+void rp__loop_unref(rp_loop *loop);
 /* Pools and user timers hold the loop: rp_loop_free waits for them. */
 void rp__loop_handle_opened(rp_loop *loop);
 void rp__loop_handle_closed(rp_loop *loop);
@@ -179,7 +183,49 @@ typedef struct rp__addr {
     struct sockaddr_storage sa;
     socklen_t len;
 } rp__addr;
-int rp__addr_parse(rp__addr *out, const char *text);
+
+/* The addresses a dial tries in order. The dials under way and the
+ * resolver's cache share a list, which lives while any holds a reference
+ * (loop thread only). */
+typedef struct rp__addrs {
+    unsigned refs;
+    unsigned len;
+    rp__addr addr[];
+} rp__addrs;
+/* A list of len addresses and one reference, the caller's; NULL without memory. */
+rp__addrs *rp__addrs_new(unsigned len);
+static inline void rp__addrs_ref(rp__addrs *addrs) { addrs->refs++; }
+void rp__addrs_unref(rp__addrs *addrs);
+
+/* A host name and port as the text gave them, for the resolver. */
+typedef struct rp__hostport {
+    char host[256];
+    char port[6];
+} rp__hostport;
+
+enum { RP__ADDR_NAME = 1 };
+/* Checks the text and looks nothing up: "host:port", "[v6]:port" or
+ * "unix:/path". 0: a numeric address or a path, in *addr; RP__ADDR_NAME: a
+ * host name to resolve, in *name; -EINVAL for malformed text. */
+int rp__addr_parse(const char *text, rp__addr *addr, rp__hostport *name);
+
+/* ------------------------------------------------------------- resolver */
+
+/* Looks a host name up off the loop thread when a dial needs it, and keeps
+ * the answer for a moment (resolve.c). */
+typedef struct rp__resolver rp__resolver;
+/* The lookup rp__resolver_addrs started has ended, on the loop thread:
+ * status 0 with the answer (valid while done runs; take a reference to
+ * keep it), or NULL with RP_EADDRINFO and the system's message, or
+ * -ENOMEM. */
+typedef void (*rp__resolved_fn)(void *data, rp__addrs *answer, int status, const char *error);
+
+int rp__resolver_new(rp__resolver **out, rp_loop *loop, const rp__hostport *name, rp__resolved_fn done, void *data);
+/* 0 with *out the addresses to dial now, or 0 with *out NULL: a lookup is
+ * under way and done() reports it. < 0: no lookup could start. */
+int rp__resolver_addrs(rp__resolver *res, rp__addrs **out);
+/* A lookup under way is abandoned: done() never runs. */
+void rp__resolver_free(rp__resolver *res);
 
 /* Every allocation goes through rp_set_allocator's functions. */
 void *rp__malloc(size_t size);

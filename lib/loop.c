@@ -78,6 +78,8 @@ uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(
  * clock. */
 uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
+void rp__loop_ref(rp_loop *loop) { loop->refs++; }
+void rp__loop_unref(rp_loop *loop) { loop->refs--; }
 void rp__loop_handle_opened(rp_loop *loop) { loop->handles_open++; }
 void rp__loop_handle_closed(rp_loop *loop) { loop->handles_open--; }
 
@@ -457,9 +459,11 @@ int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg)
     else
         loop->post_head = item;
     loop->post_tail = item;
-    pthread_mutex_unlock(&loop->post_lock);
+    /* Under the lock: once the loop thread has taken the queue, this
+     * thread no longer touches the loop, which may then be freed. */
     if (was_empty)
         eventfd_write(loop->post_fd, 1);
+    pthread_mutex_unlock(&loop->post_lock);
     return 0;
 }
 

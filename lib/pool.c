@@ -33,7 +33,10 @@ typedef struct rp__conn_pool rp__conn_pool;
 struct rp__conn_pool {
     rp_pool base;
     rp_pool_options opts;
-    rp__addr addr;
+    rp__addrs *addrs;         /* a numeric address or a path: every dial's */
+    rp__resolver *resolver;   /* a host name instead (both NULL once closed) */
+    rp__list resolving;       /* dials waiting for the resolver, oldest first */
+    const char *resolve_error; /* the last failed lookup's message */
     char addr_text[128];  /* as given, for the dial hooks */
     bool closed;
     bool handing_out_turns;
@@ -178,12 +181,35 @@ static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uin
     return conn->recv_watch || idle_ns(conn, now) < ms_ns(cp->opts.health_check_idle_ms);
 }
 
-/* Takes the connection out of the pool's books and closes it. */
+/* A dial ends, whatever its outcome: its hook, and one dial less in flight. */
+static void dial_ended(rp__conn_pool *cp, rp_conn *conn, int status)
+{
+    if (cp->base.hooks.dial_end) /* created_ns holds the dial's start until it succeeds */
+        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(pool_loop(cp)) - conn->created_ns,
+                                status);
+    if (conn->pooled)
+        cp->dialing--;
+    else
+        cp->new_conn_dials--;
+}
+
+/* Counted in open_conns: past its dial and set-up. */
+static bool conn_open(const rp_conn *conn)
+{
+    return conn->state != RP__CONN_DIALING && conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_SETUP;
+}
+
+/* Takes the connection out of the pool's books and closes it. A dial that
+ * waits for addresses has nothing in flight to report its end later. */
 static void conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason)
 {
     if (conn->state == RP__CONN_IDLE)
         idle_unlink(cp, conn);
-    if (conn->state != RP__CONN_DIALING && conn->state != RP__CONN_SETUP) {
+    if (conn->state == RP__CONN_RESOLVING) {
+        rp__list_unlink(&cp->resolving, &conn->idle_link);
+        dial_ended(cp, conn, -ECANCELED);
+    }
+    if (conn_open(conn)) {
         cp->open_conns--;
         if (conn->pooled)
             cp->pooled_open--;
@@ -385,13 +411,7 @@ static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_se
 {
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
-    if (cp->base.hooks.dial_end) /* created_ns holds the dial's start until it succeeds */
-        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(pool_loop(cp)) - conn->created_ns,
-                                status);
-    if (conn->pooled)
-        cp->dialing--;
-    else
-        cp->new_conn_dials--;
+    dial_ended(cp, conn, status);
     if (conn->state == RP__CONN_CLOSED) {
         rp__conn_op_finished(conn); /* the pool closed under it */
         return;
@@ -438,6 +458,42 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     return 0;
 }
 
+/* Connects at once to a numeric address, a path or a fresh answer;
+ * otherwise the dial waits for the lookup. */
+static int dial_connect(rp__conn_pool *cp, rp_conn *conn)
+{
+    rp__addrs *addrs = cp->addrs;
+    if (!addrs) {
+        int rc = rp__resolver_addrs(cp->resolver, &addrs);
+        if (rc < 0)
+            return rc;
+        if (!addrs) {
+            conn->state = RP__CONN_RESOLVING;
+            rp__list_push_back(&cp->resolving, &conn->idle_link);
+            return 0;
+        }
+    }
+    return rp__conn_dial(conn, addrs, cp->opts.dial_timeout_ms);
+}
+
+/* The lookup ended: the dials that waited for it connect, or fail with its
+ * error. Those a failure makes pump_dials start wait behind them for the
+ * next lookup; a hook that closes the pool empties the list. */
+static void addrs_resolved(void *data, rp__addrs *answer, int status, const char *error)
+{
+    rp__conn_pool *cp = data;
+    if (status == RP_EADDRINFO)
+        cp->resolve_error = error;
+    for (unsigned n = cp->resolving.len; n; n--) {
+        rp_conn *conn = idle_conn(rp__list_pop(&cp->resolving, false));
+        if (!conn)
+            break;
+        int rc = answer ? rp__conn_dial(conn, answer, cp->opts.dial_timeout_ms) : status;
+        if (rc < 0)
+            dial_finish(cp, conn, rc, false);
+    }
+}
+
 /* Starts a dial; a request that must have this very connection passes
  * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
 static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
@@ -453,7 +509,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     if (hooks->dial_start)
         hooks->dial_start(hooks->data, cp->addr_text);
     conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(pool_loop(cp)) : 0;
-    int rc = rp__conn_dial(conn, &cp->addr, cp->opts.dial_timeout_ms);
+    int rc = dial_connect(cp, conn);
     if (rc < 0) {
         if (hooks->dial_end)
             hooks->dial_end(hooks->data, cp->addr_text, 0, rc);
@@ -765,6 +821,18 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
 
 /* ---------------------------------------------------------------- close */
 
+/* Dials under way hold their own reference to their addresses, and a
+ * lookup under way is abandoned, not waited for. */
+static void target_release(rp__conn_pool *cp)
+{
+    if (cp->addrs)
+        rp__addrs_unref(cp->addrs);
+    else
+        rp__resolver_free(cp->resolver);
+    cp->addrs = NULL;
+    cp->resolver = NULL;
+}
+
 /* The close callback runs once the last socket is closed and every
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
@@ -794,6 +862,7 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     cp->base.close_data = data;
     rp__timer_disarm(pool_loop(cp), &cp->maintenance);
     rp__timer_disarm(pool_loop(cp), &cp->probe);
+    target_release(cp);
     /* Callbacks run later, and nothing they do can add to the queues of
      * a closed pool. */
     rp__reqs_fail_waiters(&cp->reqs, RP_ECLOSED);
@@ -898,6 +967,23 @@ static int options_normalize(rp_pool_options *opts)
     return 0;
 }
 
+/* A numeric address or a path is the list every dial uses; a host name
+ * gets a resolver, which starts no thread until a dial needs it. */
+static int target_init(rp__conn_pool *cp, rp_loop *loop, const char *text)
+{
+    rp__addr addr;
+    rp__hostport name;
+    int rc = rp__addr_parse(text, &addr, &name);
+    if (rc == RP__ADDR_NAME)
+        return rp__resolver_new(&cp->resolver, loop, &name, addrs_resolved, cp);
+    if (rc < 0)
+        return rc;
+    if (!(cp->addrs = rp__addrs_new(1)))
+        return -ENOMEM;
+    cp->addrs->addr[0] = addr;
+    return 0;
+}
+
 int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
 {
     if (!out || !loop || !opts)
@@ -908,7 +994,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     cp->opts = *opts;
     int rc = options_normalize(&cp->opts);
     if (rc == 0)
-        rc = rp__addr_parse(&cp->addr, opts->addr);
+        rc = target_init(cp, loop, opts->addr);
     if (rc < 0) {
         rp__free(cp);
         return rc;
@@ -923,4 +1009,11 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     pump_dials(cp);
     *out = &cp->base;
     return 0;
+}
+
+const char *rp_pool_resolve_error(const rp_pool *pool)
+{
+    if (!pool || pool->vt != &conn_pool_vtable)
+        return NULL;
+    return ((const rp__conn_pool *)pool)->resolve_error;
 }

@@ -27,15 +27,19 @@ uint64_t fx_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int count_fds(void)
+static int count_entries(const char *path)
 {
-    DIR *dir = opendir("/proc/self/fd");
+    DIR *dir = opendir(path);
     int n = 0;
     for (struct dirent *e; (e = readdir(dir));)
         n += e->d_name[0] != '.';
     closedir(dir);
-    return n - 1; /* the directory's own fd */
+    return n;
 }
+
+static int count_fds(void) { return count_entries("/proc/self/fd") - 1; /* the directory's own fd */ }
+
+int fx_thread_count(void) { return count_entries("/proc/self/task"); }
 
 static int loopback_socket(int port)
 {

@@ -35,6 +35,8 @@ void fx_fill_backlog(int port, int *fds, int n);
 int fx_closed_port(void);
 
 uint64_t fx_now_ms(void);
+/* The threads of this process, from /proc/self/task. */
+int fx_thread_count(void);
 /* Runs the loop until *flag is true or timeout_ms passes; returns *flag. */
 bool fx_run_until(rp_loop *loop, const bool *flag, unsigned timeout_ms);
 bool fx_run_until_count(rp_loop *loop, const int *count, int want, unsigned timeout_ms);

@@ -336,9 +336,14 @@ Test(pool, invalid_options_are_rejected)
 Test(pool, malformed_addresses_are_rejected)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    /* Names are checked as text only: none of these is looked up. */
+    char long_host[300];
+    memset(long_host, 'a', sizeof long_host);
+    memcpy(long_host + sizeof long_host - 6, ":6379", 6);
     const char *bad[] = {NULL, "", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
                          "127.0.0.1:12x", ":6379", "::1:6379", "[::1]6379", "[::1", "unix:",
-                         "no-such-host.invalid:6379"};
+                         "localhost", "localhost:", "localhost:0", "localhost:+6379", "localhost: 6379",
+                         "localhost:http", "[]:6379", long_host};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rp_pool_options opts;
         fx_pool_options(&opts, 2);

@@ -59,7 +59,8 @@ extern "C" {
     XX(EPOOLEXHAUSTED, -30003, "max_active_conns reached")                     \
     XX(EBADCONN, -30004, "connection went bad")                                \
     XX(EEOF, -30005, "server closed the connection")                           \
-    XX(ESETUP, -30006, "the server refused the connection's set-up")
+    XX(ESETUP, -30006, "the server refused the connection's set-up")           \
+    XX(EADDRINFO, -30007, "address could not be resolved")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),
@@ -167,7 +168,17 @@ typedef struct rp_pool rp_pool;
 typedef struct rp_conn rp_conn;
 
 typedef struct rp_pool_options {
-    const char *addr;               /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path" */
+    /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path".
+     * rp_pool_new checks only the text (-EINVAL when malformed). A host
+     * name is looked up off the loop thread when a dial needs it, as
+     * go-redis does on every dial, and the answer is kept for a second;
+     * a dial tries its addresses in order until one connects. A failed
+     * lookup fails the dials that waited for it with RP_EADDRINFO. The
+     * system resolver's own timeouts bound a lookup, dial_timeout_ms each
+     * connect. A lookup under way keeps rp_loop_run(RP_RUN_DEFAULT)
+     * running; closing the pool abandons it. Numeric addresses and paths
+     * need no lookup. */
+    const char *addr;
     bool     pool_fifo;             /* false: LIFO (default) */
     int      pool_size;             /* default 10 * number of CPUs */
     int      min_idle_conns;        /* default 0 */
@@ -227,6 +238,10 @@ RP_EXTERN int     rp_pool_len(const rp_pool *pool);
 RP_EXTERN int     rp_pool_idle_len(const rp_pool *pool);
 RP_EXTERN void    rp_pool_stats(const rp_pool *pool, rp_stats *out);
 RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
+/* Why the last failed lookup of the pool's host name failed (getaddrinfo's
+ * gai_strerror text), kept after later lookups succeed; NULL if none
+ * failed, and on single and sticky pools, whose dials are their parent's. */
+RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
 
 /* go-redis SingleConnPool: every get yields conn (borrowed: closing the
  * single pool gives nothing back; its owner puts or removes conn on the
@@ -261,8 +276,8 @@ typedef enum rp_close_reason {
 
 typedef struct rp_hooks {
     void *data;
-    /* A dial begins; it ends with its duration (set-up included) and 0 or
-     * its error. */
+    /* A dial begins; it ends with its duration (a host name's lookup and
+     * the set-up included) and 0 or its error. */
     void (*dial_start)(void *data, const char *addr);
     void (*dial_end)(void *data, const char *addr, uint64_t duration_ns, int status);
     /* A connection that was open closes. */
