@@ -2,6 +2,7 @@
 #ifndef RP_EXAMPLES_COMMON_H
 #define RP_EXAMPLES_COMMON_H
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +31,12 @@ static inline void example_parse(int argc, char **argv, example_args *args, cons
             exit(2);
         }
         const char *value = argv[++i];
-        if (flag[1] != 'a' && atol(value) <= 0) {
-            fprintf(stderr, "%s takes a positive number, not %s\n\n%s", flag, value, usage);
+        /* -l is a port (0: any free one); the others count something. */
+        long least = flag[1] == 'l' ? 0 : 1, most = flag[1] == 'l' ? 65535 : LONG_MAX;
+        char *end;
+        long number = strtol(value, &end, 10);
+        if (flag[1] != 'a' && (end == value || *end || number < least || number > most)) {
+            fprintf(stderr, "%s takes a number from %ld to %ld, not %s\n\n%s", flag, least, most, value, usage);
             exit(2);
         }
         switch (flag[1]) {

@@ -295,3 +295,31 @@ static void host_runs_everything(example_host run)
 
 Test(adapters, an_io_uring_host_runs_commands_and_timers) { host_runs_everything(example_host_uring); }
 Test(adapters, an_epoll_host_runs_commands_and_timers) { host_runs_everything(example_host_epoll); }
+
+/* A reply callback that detaches: the adapter must not touch what the
+ * detach closed or freed once the run returns. */
+static host *detaching_host;
+
+static void detach_in_callback(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    (void)reply;
+    (void)status;
+    cr_expect_eq(detaching_host->detach(loop), 0);
+    (*(int *)data)++;
+}
+
+static void detach_inside_a_callback(host *h)
+{
+    rp_client *client = attach_client(h);
+    detaching_host = h;
+    int replies = 0;
+    cr_assert_eq(rp_client_command(client, detach_in_callback, &replies, 1, (const char *[]){"PING"}, NULL), 0);
+    h->run_until(h, &replies, 1, 5000);
+    cr_assert_eq(replies, 1);
+    cr_expect(h->close(h), "%s: the adapter left something registered", h->name);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(adapters, libuv_detach_inside_a_callback) { detach_inside_a_callback(&hosts[0]); }
+Test(adapters, libevent_detach_inside_a_callback) { detach_inside_a_callback(&hosts[1]); }

@@ -47,8 +47,11 @@ static inline void rp_libevent__run(evutil_socket_t fd, short events, void *arg)
     (void)fd;
     (void)events;
     rp_libevent *a = (rp_libevent *)arg;
-    rp_loop_run(a->loop, RP_RUN_NOWAIT);
-    rp_libevent__schedule(a, rp_loop_timeout(a->loop));
+    rp_loop *loop = a->loop;
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    if (rp_loop_host(loop) != a)
+        return; /* a callback detached, and a is freed */
+    rp_libevent__schedule(a, rp_loop_timeout(loop));
 }
 
 static inline void rp_libevent__wake(void *host) { rp_libevent__schedule((rp_libevent *)host, 0); }

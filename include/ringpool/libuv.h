@@ -38,10 +38,14 @@ static inline void rp_libuv__on_timer(uv_timer_t *handle);
 static inline void rp_libuv__on_idle(uv_idle_t *handle);
 
 /* After every run: sleep as long as ringpool allows, and hold uv_run only
- * while ringpool has work pending. */
+ * while ringpool has work pending. The adapter's memory outlives a detach
+ * made by a callback of the run: libuv frees it after the closes. */
 static inline void rp_libuv__run(rp_libuv *a)
 {
-    if (rp_loop_run(a->loop, RP_RUN_NOWAIT) > 0)
+    int alive = rp_loop_run(a->loop, RP_RUN_NOWAIT);
+    if (a->magic != RP_LIBUV__MAGIC)
+        return; /* a callback detached: the handles are closing */
+    if (alive > 0)
         uv_ref((uv_handle_t *)&a->poll);
     else
         uv_unref((uv_handle_t *)&a->poll);
