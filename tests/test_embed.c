@@ -85,6 +85,21 @@ Test(embed, timeout_is_zero_while_a_completion_waits)
     fx_close_and_free(loop, pool);
 }
 
+/* The test's loop with rp_loop_fd in a host epoll set (*epfd), and a pool
+ * of one connection on it. */
+static rp_pool *open_embedded(int *epfd)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    *epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    cr_assert_eq(epoll_ctl(*epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    return pool;
+}
+
 /* A host that asks rp_loop_timeout before each sleep, as a libuv host does. */
 typedef struct chain {
     rp_pool *pool;
@@ -118,14 +133,8 @@ static void host_turns(int epfd, const long *remaining, unsigned timeout_ms)
 
 Test(embed, a_chained_get_costs_no_syscall_when_the_host_asks_the_timeout)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN};
-    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
-    rp_pool_options opts;
-    fx_pool_options(&opts, 1);
-    rp_pool *pool;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    int epfd;
+    rp_pool *pool = open_embedded(&epfd);
     rp_pool_put(pool, fx_get_conn(loop, pool));
 
     chain c = {.pool = pool, .remaining = 2};
@@ -148,14 +157,9 @@ Test(embed, a_chained_get_costs_no_syscall_when_the_host_asks_the_timeout)
 /* A host that only watches the fd still sees work queued outside a run. */
 Test(embed, a_host_that_only_watches_the_fd_is_still_woken)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN};
-    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
-    rp_pool_options opts;
-    fx_pool_options(&opts, 1);
-    rp_pool *pool;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    int epfd;
+    rp_pool *pool = open_embedded(&epfd);
+    struct epoll_event ev;
     chain c = {.pool = pool, .remaining = 1000};
     cr_assert_gt(rp_pool_get(pool, chain_next, &c), 0);
     uint64_t deadline = fx_now_ms() + 5000;
@@ -177,14 +181,9 @@ Test(embed, a_host_that_only_watches_the_fd_is_still_woken)
  * sake, pays nothing for runs that find nothing. */
 Test(embed, runs_that_find_nothing_cost_no_syscall)
 {
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    int epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN};
-    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, rp_loop_fd(loop), &ev), 0);
-    rp_pool_options opts;
-    fx_pool_options(&opts, 1);
-    rp_pool *pool;
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    int epfd;
+    rp_pool *pool = open_embedded(&epfd);
+    struct epoll_event ev;
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_assert(fx_ping(loop, conn));
     rp_loop_stats before, after;
