@@ -5,9 +5,7 @@
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. */
-#include "commands.h"
-#include "pool.h"
-#include "redis.h"
+#include "client.h"
 #include "retry.h"
 
 #include <errno.h>
@@ -16,49 +14,6 @@
 
 #define DEFAULT_MIN_RETRY_BACKOFF_MS 8u
 #define DEFAULT_MAX_RETRY_BACKOFF_MS 512u
-
-typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_DONE } cmd_state;
-
-typedef struct client_cmd client_cmd;
-struct client_cmd {
-    rp_client *client;
-    rp__link link;     /* the client's commands */
-    rp_reply_cb cb;
-    void *data;
-    int argc;
-    const char **argv; /* copies, kept for retries */
-    size_t *argvlen;
-    int retries;
-    bool idempotent; /* the caller says running it twice is harmless */
-    cmd_state state;
-    int64_t id;
-    int64_t get_id;
-    rp_conn *conn;   /* while CMD_SENT */
-    rp__timer backoff;
-    rp__timer deadline; /* the caller's timeout_ms for the whole command */
-    uint64_t started_ns; /* for the command_end hook, when one is set */
-    rp__deferred finish; /* a result decided outside any callback */
-    int status;
-};
-
-struct rp_client {
-    rp_loop *loop;
-    rp_pool *pool;
-    char *username, *password, *client_name;
-    int db, max_retries;
-    bool retry_unsafe;
-    uint32_t min_backoff_ms, max_backoff_ms;
-    rp__readonly_table readonly;
-    bool readonly_requested; /* COMMAND is on its way, or was read */
-    rp_hooks hooks;
-    int64_t last_id;
-    size_t max_reply_bytes;
-    char setup_error[256]; /* the server's refusal of the last set-up */
-    rp__list cmds;         /* every command not yet completed */
-    bool closing;
-    rp_client_close_cb close_cb;
-    void *close_data;
-};
 
 void rp_client_options_init(rp_client_options *opts)
 {
@@ -216,7 +171,7 @@ static bool conn_proved_bad(int status)
 
 /* A get that failed sent nothing: every such failure is worth another try
  * but those that would fail the same way again. */
-static bool get_failure_retryable(int status)
+bool rp__get_failure_retryable(int status)
 {
     return status != RP_ECLOSED && status != -ECANCELED && status != RP_ESETUP && status != -ENOMEM &&
            status != RP_EPOOLEXHAUSTED;
@@ -232,6 +187,12 @@ static bool safe_to_repeat(const client_cmd *cmd)
            rp__command_readonly(&client->readonly, cmd->argv[0], cmd->argvlen[0]);
 }
 
+/* Inside the reply callback of a command whose connection failed. */
+bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status)
+{
+    return rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
+}
+
 static void backoff_fired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, backoff);
@@ -240,7 +201,7 @@ static void backoff_fired(rp__timer *timer)
 
 /* Sends the command again after the backoff, when may_retry and retries
  * are left; completes it with (reply, status) otherwise. */
-static void cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
+void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
 {
     rp_client *client = cmd->client;
     if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
@@ -262,12 +223,12 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
             rp_pool_remove(client->pool, conn, RP_EBADCONN);
         else
             rp_pool_put(client->pool, conn);
-        cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
+        rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
         return;
     }
-    bool unsent = rp__redis_failed_unsent(conn);
+    bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
     rp_pool_remove(client->pool, conn, status);
-    cmd_retry_or_complete(cmd, NULL, status, unsent || (conn_proved_bad(status) && safe_to_repeat(cmd)));
+    rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
 }
 
 /* Queues the command on conn; a connection that refuses it is removed. */
@@ -292,10 +253,10 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
         return; /* abandoned (cancel, close): its end is already queued */
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
-    cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : get_failure_retryable(status));
+    rp__cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : rp__get_failure_retryable(status));
 }
 
-static void cmd_fail_later(client_cmd *cmd, int status)
+void rp__cmd_fail_later(client_cmd *cmd, int status)
 {
     cmd->state = CMD_DONE; /* close must not queue it a second time */
     cmd->status = status;
@@ -307,6 +268,10 @@ static void cmd_fail_later(client_cmd *cmd, int status)
 static void cmd_get(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
+    if (rp__autopipeline_takes(client, cmd)) {
+        rp__autopipeline_send(cmd);
+        return;
+    }
     rp_conn *conn = rp__pool_try_get(client->pool);
     if (conn && cmd_send(cmd, conn) == 0)
         return;
@@ -314,7 +279,7 @@ static void cmd_get(client_cmd *cmd)
     cmd->state = CMD_GETTING;
     int64_t id = rp_pool_get(client->pool, on_conn, cmd);
     if (id < 0)
-        cmd_fail_later(cmd, (int)id);
+        rp__cmd_fail_later(cmd, (int)id);
     else
         cmd->get_id = id;
 }
@@ -344,6 +309,7 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     char *copy = (char *)(cmd->argvlen + argc);
     for (int i = 0; i < argc; i++) {
         cmd->argvlen[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        cmd->bytes += cmd->argvlen[i];
         memcpy(copy, argv[i], cmd->argvlen[i]);
         cmd->argv[i] = copy;
         copy += cmd->argvlen[i];
@@ -397,6 +363,7 @@ static void free_client(rp_client *client)
     rp__free(client->password);
     rp__free(client->client_name);
     rp__readonly_table_free(&client->readonly);
+    rp__free(client->lanes);
     rp__free(client);
 }
 
@@ -421,7 +388,9 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
     client->min_backoff_ms = opts->min_retry_backoff_ms ? opts->min_retry_backoff_ms : DEFAULT_MIN_RETRY_BACKOFF_MS;
     client->max_backoff_ms = opts->max_retry_backoff_ms ? opts->max_retry_backoff_ms : DEFAULT_MAX_RETRY_BACKOFF_MS;
     client->max_reply_bytes = opts->max_reply_bytes ? opts->max_reply_bytes : 512u * 1024 * 1024;
-    int rc = copy_string(&client->username, opts->username);
+    int rc = rp__autopipeline_init(client, opts);
+    if (rc == 0)
+        rc = copy_string(&client->username, opts->username);
     if (rc == 0)
         rc = copy_string(&client->password, opts->password);
     if (rc == 0)
@@ -472,7 +441,7 @@ static void skip_reply(rp_conn *conn, const redisReply *reply, int status, void 
 }
 
 /* The reply of a command whose connection an abort closed. */
-static void drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     (void)conn;
     (void)reply;
@@ -489,19 +458,21 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
 {
     rp_client *client = cmd->client;
     keep_conn = keep_conn && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0;
-    if (cmd->state == CMD_GETTING) {
+    if (cmd->lane || cmd->state == CMD_WAITING) {
+        rp__autopipeline_abandon(cmd, keep_conn);
+    } else if (cmd->state == CMD_GETTING) {
         rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
         rp__timer_disarm(client->loop, &cmd->backoff);
     } else if (cmd->state == CMD_SENT) {
-        int forgotten = rp__redis_forget(cmd->conn, cmd, keep_conn ? skip_reply : drop_reply, client);
+        int forgotten = rp__redis_forget(cmd->conn, cmd, keep_conn ? skip_reply : rp__drop_reply, client);
         if (forgotten == 1 && keep_conn)
             rp_pool_put(client->pool, cmd->conn);
         else if (!keep_conn)
             rp_pool_remove(client->pool, cmd->conn, status);
     }
-    cmd_fail_later(cmd, status);
+    rp__cmd_fail_later(cmd, status);
 }
 
 int rp_client_cancel(rp_client *client, int64_t id)
@@ -535,9 +506,11 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     client->close_data = data;
     for (rp__link *link = client->cmds.head; link; link = link->next) {
         client_cmd *cmd = cmd_of(link);
-        if (cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || (abort && cmd->state == CMD_SENT))
+        if (cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || cmd->state == CMD_WAITING ||
+            (abort && cmd->state == CMD_SENT))
             cmd_abandon(cmd, RP_ECLOSED, false);
     }
+    rp__autopipeline_close(client);
     close_if_drained(client);
     return 0;
 }

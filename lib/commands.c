@@ -171,3 +171,23 @@ int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *ar
     }
     return -1;
 }
+
+/* Commands that change or read the state of their connection, or that
+ * hold it (transactions, subscriptions, MONITOR): sharing the connection
+ * would hand that state to other callers' commands. */
+static const char *const connection_bound[] = {
+    "asking", "auth", "client", "discard", "exec", "hello", "monitor", "multi", "psubscribe", "punsubscribe",
+    "quit", "readonly", "readwrite", "reset", "select", "ssubscribe", "subscribe", "sunsubscribe",
+    "unsubscribe", "unwatch", "watch",
+};
+
+bool rp__command_needs_own_conn(int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (rp__command_block_ms(argc, argv, argvlen) >= 0)
+        return true;
+    size_t len = arg_len(argv, argvlen, 0);
+    for (size_t i = 0; i < sizeof connection_bound / sizeof *connection_bound; i++)
+        if (arg_is(argv[0], len, connection_bound[i]))
+            return true;
+    return false;
+}

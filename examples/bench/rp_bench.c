@@ -23,7 +23,7 @@ static const char usage[] =
     "usage: rp-bench [-h HOST] [-p PORT] [-a ADDR] [-c CLIENTS] [-n REQUESTS] [-t TESTS]\n"
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
-    "                [--embed epoll|libuv|libevent|uring]\n"
+    "                [--embed epoll|libuv|libevent|uring] [--autopipeline[=CONNS]]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
@@ -38,6 +38,8 @@ static const char usage[] =
     "  --pool-size N  connections (default CLIENTS)\n"
     "  --loops N      threads, each with its own loop and pool (default 1)\n"
     "  --busy-poll U  each loop spins up to U microseconds before sleeping (default 0)\n"
+    "  --autopipeline[=N]  commands share up to N connections per loop,\n"
+    "                 pipelined (default N 1; the pool then has N connections)\n"
     "  --embed HOST   each loop runs inside a host loop through rp_loop_fd and\n"
     "                 rp_loop_timeout: a raw epoll loop, libuv, libevent, or a\n"
     "                 host's own io_uring (default: the loop runs standalone)\n"
@@ -45,7 +47,7 @@ static const char usage[] =
 
 typedef struct config {
     char addr[256];
-    int clients, pipeline, loops, pool_size;
+    int clients, pipeline, loops, pool_size, autopipeline;
     unsigned busy_poll_us;
     long requests, keyspace;
     size_t data_size;
@@ -193,6 +195,7 @@ static void *worker_main(void *arg)
     rp_client_options_init(&opts);
     opts.pool.addr = cfg->addr;
     opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
+    opts.autopipeline_conns = cfg->autopipeline;
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
     rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
@@ -317,6 +320,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"csv", no_argument, NULL, 'C'}, {"pool-size", required_argument, NULL, 'S'},
         {"loops", required_argument, NULL, 'L'},
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
+        {"autopipeline", optional_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
@@ -337,6 +341,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'S': cfg->pool_size = atoi(optarg); break;
         case 'L': cfg->loops = atoi(optarg); break;
         case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
+        case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
         case 'E':
             if (!(cfg->embed = example_host_find(optarg))) {
                 fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);
@@ -350,9 +355,9 @@ static int parse(int argc, char **argv, config *cfg)
     if (!cfg->addr[0])
         snprintf(cfg->addr, sizeof cfg->addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
     if (!cfg->pool_size)
-        cfg->pool_size = cfg->clients;
+        cfg->pool_size = cfg->autopipeline ? cfg->autopipeline * cfg->loops : cfg->clients;
     if (cfg->clients < 1 || cfg->requests < 1 || cfg->pipeline < 1 || cfg->loops < 1 || cfg->pool_size < 1 ||
-        cfg->loops > cfg->clients) {
+        cfg->loops > cfg->clients || cfg->autopipeline < 0) {
         fprintf(stderr, "rp-bench: -c, -n, -P, --loops and --pool-size must be positive, --loops <= -c\n");
         return -1;
     }

@@ -80,6 +80,17 @@ typedef struct rp_client_options {
     bool        retry_unsafe;    /* also retry commands whose outcome is unknown (go-redis) */
     uint32_t    min_retry_backoff_ms; /* default (0) 8 */
     uint32_t    max_retry_backoff_ms; /* default (0) 512 */
+    /* Auto-pipelining (README): 0 (default), each command holds a
+     * connection from send to reply, as go-redis's pool. N > 0: commands
+     * from every caller share up to N of the pool's connections; those
+     * queued in one loop iteration leave in one send per connection. A
+     * connection takes commands while it owes fewer than max_owed replies,
+     * then the next is used; then commands wait, in order, for room (the
+     * pool's timeout bounds the wait). Blocking and connection-state
+     * commands, and commands over max_bytes, take a connection of their own. */
+    int         autopipeline_conns;
+    unsigned    autopipeline_max_owed;  /* default (0) 1024 */
+    size_t      autopipeline_max_bytes; /* default (0) 1 MiB of arguments */
 } rp_client_options;
 typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);

@@ -1,0 +1,245 @@
+/* Auto-pipelining: commands from every caller share up to nlanes pooled
+ * connections (lanes). A command goes to the open lane that owes the
+ * fewest replies, while that is under lane_max_owed; when every open lane
+ * is full another is taken from the pool; when all are, commands wait, in
+ * order, for room (bounded by the pool's timeout). Commands queued on a
+ * lane during one loop iteration leave in one send (redis.c), and replies
+ * come back in order. A lane that owes nothing goes back to the pool, so
+ * with one caller the path is the exclusive one's. Failures are the
+ * exclusive path's too: a lane that fails fails each command it owes, and
+ * each is retried or completed by the same rule (client.c). */
+#include "client.h"
+#include "retry.h"
+
+#include <errno.h>
+
+#define DEFAULT_MAX_OWED 1024u
+#define DEFAULT_MAX_BYTES (1u << 20)
+
+int rp__autopipeline_init(rp_client *client, const rp_client_options *opts)
+{
+    if (opts->autopipeline_conns < 0)
+        return -EINVAL;
+    client->nlanes = opts->autopipeline_conns;
+    client->lane_max_owed = opts->autopipeline_max_owed ? opts->autopipeline_max_owed : DEFAULT_MAX_OWED;
+    client->lane_max_bytes = opts->autopipeline_max_bytes ? opts->autopipeline_max_bytes : DEFAULT_MAX_BYTES;
+    if (!client->nlanes)
+        return 0;
+    client->lanes = rp__calloc((size_t)client->nlanes, sizeof *client->lanes);
+    if (!client->lanes)
+        return -ENOMEM;
+    for (int i = 0; i < client->nlanes; i++)
+        client->lanes[i].client = client;
+    return 0;
+}
+
+bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd)
+{
+    return client->nlanes && cmd->bytes <= client->lane_max_bytes &&
+           !rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
+}
+
+/* A lane that owes nothing gives its connection back (out, if it failed). */
+static void lane_settle(rp__lane *lane)
+{
+    if (lane->owed || !lane->conn)
+        return;
+    rp_conn *conn = lane->conn;
+    int error = lane->error;
+    lane->conn = NULL;
+    lane->error = 0;
+    if (error)
+        rp_pool_remove(lane->client->pool, conn, error);
+    else
+        rp_pool_put(lane->client->pool, conn);
+}
+
+static void lane_fail(rp__lane *lane, int error)
+{
+    if (!lane->error)
+        lane->error = error;
+}
+
+static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void *data);
+
+/* A connection that refuses the command (out of memory) takes no more. */
+static void lane_send(rp__lane *lane, client_cmd *cmd)
+{
+    int rc = rp_conn_command(lane->conn, lane_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+    if (rc < 0) {
+        lane_fail(lane, rc);
+        lane_settle(lane);
+        rp__cmd_fail_later(cmd, rc);
+        return;
+    }
+    cmd->state = CMD_SENT;
+    cmd->lane = lane;
+    cmd->conn = lane->conn;
+    lane->owed++;
+}
+
+static client_cmd *waiting_pop(rp_client *client)
+{
+    rp__link *link = rp__list_pop(&client->waiting, false);
+    if (!link)
+        return NULL;
+    client_cmd *cmd = RP__CONTAINER_OF(link, client_cmd, wait_link);
+    rp__timer_disarm(client->loop, &cmd->room_wait);
+    return cmd;
+}
+
+/* Waiting commands, oldest first, while the lane has room. */
+static void lane_feed(rp__lane *lane)
+{
+    rp_client *client = lane->client;
+    while (lane->conn && !lane->error && lane->owed < client->lane_max_owed && client->waiting.len)
+        lane_send(lane, waiting_pop(client));
+}
+
+static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    client_cmd *cmd = data;
+    rp__lane *lane = cmd->lane;
+    lane->owed--;
+    cmd->lane = NULL;
+    if (status == 0) {
+        if (rp__reply_conn_unusable(reply))
+            lane_fail(lane, RP_EBADCONN);
+        rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
+    } else {
+        bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
+        lane_fail(lane, status);
+        rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
+    }
+    lane_feed(lane);
+    lane_settle(lane);
+}
+
+/* The reply of a cancelled command: skipped; the lane owes one less. */
+static void lane_skip_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    (void)reply;
+    rp__lane *lane = data;
+    lane->owed--;
+    if (status < 0)
+        lane_fail(lane, status);
+    lane_feed(lane);
+    lane_settle(lane);
+}
+
+/* Every waiting command hoped for the lane whose get failed. Those that
+ * callbacks queue meanwhile wait for a lane of their own. */
+static void fail_waiting(rp_client *client, int status)
+{
+    rp__list failed = client->waiting;
+    client->waiting = (rp__list){0};
+    rp__link *link;
+    while ((link = rp__list_pop(&failed, false))) {
+        client_cmd *cmd = RP__CONTAINER_OF(link, client_cmd, wait_link);
+        rp__timer_disarm(client->loop, &cmd->room_wait);
+        rp__cmd_retry_or_complete(cmd, NULL, status, rp__get_failure_retryable(status));
+    }
+}
+
+static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    rp__lane *lane = data;
+    lane->getting = false;
+    if (status < 0) {
+        fail_waiting(lane->client, status);
+        return;
+    }
+    lane->conn = conn;
+    lane_feed(lane);
+    lane_settle(lane);
+}
+
+static rp__lane *lane_with_room(rp_client *client)
+{
+    rp__lane *best = NULL;
+    for (int i = 0; i < client->nlanes; i++) {
+        rp__lane *lane = &client->lanes[i];
+        if (lane->conn && !lane->error && lane->owed < client->lane_max_owed && (!best || lane->owed < best->owed))
+            best = lane;
+    }
+    return best;
+}
+
+/* Another lane: an idle connection at once (returned), or a get under way
+ * (NULL). NULL too while a get is already under way, or every lane is in
+ * use; < 0 in *status if the get could not start. */
+static rp__lane *lane_open(rp_client *client, int *status)
+{
+    rp__lane *free_lane = NULL;
+    for (int i = 0; i < client->nlanes; i++) {
+        rp__lane *lane = &client->lanes[i];
+        if (lane->getting)
+            return NULL;
+        if (!lane->conn && !free_lane)
+            free_lane = lane;
+    }
+    if (!free_lane)
+        return NULL;
+    if ((free_lane->conn = rp__pool_try_get(client->pool)))
+        return free_lane;
+    int64_t id = rp_pool_get(client->pool, lane_got, free_lane);
+    if (id < 0)
+        *status = (int)id;
+    free_lane->getting = id > 0;
+    free_lane->get_id = id;
+    return NULL;
+}
+
+static void room_wait_expired(rp__timer *timer)
+{
+    client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
+    rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
+    rp__cmd_retry_or_complete(cmd, NULL, RP_EPOOLTIMEOUT, rp__get_failure_retryable(RP_EPOOLTIMEOUT));
+}
+
+void rp__autopipeline_send(client_cmd *cmd)
+{
+    rp_client *client = cmd->client;
+    int status = 0;
+    rp__lane *lane = client->waiting.len ? NULL : lane_with_room(client);
+    if (!lane)
+        lane = lane_open(client, &status);
+    if (lane) {
+        lane_send(lane, cmd);
+    } else if (status < 0) {
+        rp__cmd_fail_later(cmd, status);
+    } else {
+        cmd->state = CMD_WAITING;
+        rp__list_push_back(&client->waiting, &cmd->wait_link);
+        rp__timer_init(&cmd->room_wait, room_wait_expired, true);
+        rp__timer_arm(client->loop, &cmd->room_wait,
+                      rp__loop_now(client->loop) + client->pool->pool_timeout_ms * RP__NS_PER_MS);
+    }
+}
+
+void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
+{
+    rp_client *client = cmd->client;
+    if (cmd->state == CMD_WAITING) {
+        rp__list_unlink(&client->waiting, &cmd->wait_link);
+        rp__timer_disarm(client->loop, &cmd->room_wait);
+        return;
+    }
+    rp__lane *lane = cmd->lane;
+    cmd->lane = NULL;
+    int forgotten = rp__redis_forget(lane->conn, cmd, keep_conn ? lane_skip_reply : rp__drop_reply, lane);
+    if (forgotten == 1 || !keep_conn)
+        lane->owed--; /* no reply to wait for */
+    if (!keep_conn)
+        lane_fail(lane, RP_ECLOSED);
+    lane_settle(lane);
+}
+
+void rp__autopipeline_close(rp_client *client)
+{
+    for (int i = 0; i < client->nlanes; i++)
+        if (client->lanes[i].getting)
+            rp_pool_cancel(client->pool, client->lanes[i].get_id);
+}

@@ -1,0 +1,98 @@
+/* The client's command records, shared by client.c (a connection per
+ * command, retries, cancel and close) and autopipeline.c (commands that
+ * share connections). */
+#ifndef RP_CLIENT_H
+#define RP_CLIENT_H
+
+#include "commands.h"
+#include "pool.h"
+#include "redis.h"
+
+/* WAITING: queued for room on a shared connection (autopipeline.c). */
+typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_WAITING, CMD_DONE } cmd_state;
+
+typedef struct rp__lane rp__lane;
+
+typedef struct client_cmd client_cmd;
+struct client_cmd {
+    rp_client *client;
+    rp__link link;     /* the client's commands */
+    rp_reply_cb cb;
+    void *data;
+    int argc;
+    const char **argv; /* copies, kept for retries */
+    size_t *argvlen;
+    size_t bytes;      /* of its arguments */
+    int retries;
+    bool idempotent; /* the caller says running it twice is harmless */
+    cmd_state state;
+    int64_t id;
+    int64_t get_id;
+    rp_conn *conn;   /* while CMD_SENT */
+    rp__lane *lane;  /* while CMD_SENT on a shared connection */
+    rp__link wait_link; /* while CMD_WAITING */
+    rp__timer backoff;  /* a retry's backoff */
+    rp__timer room_wait; /* while CMD_WAITING: the pool's timeout */
+    rp__timer deadline; /* the caller's timeout_ms for the whole command */
+    uint64_t started_ns; /* for the command_end hook, when one is set */
+    rp__deferred finish; /* a result decided outside any callback */
+    int status;
+};
+
+/* A connection commands share (autopipeline.c): taken from the pool while
+ * it owes replies, put back when it owes none. */
+struct rp__lane {
+    rp_client *client;
+    rp_conn *conn;   /* NULL while empty or getting */
+    int64_t get_id;
+    bool getting;
+    int error;       /* it failed: takes nothing more, removed when it owes none */
+    unsigned owed;   /* commands sent on it whose reply has not come */
+};
+
+struct rp_client {
+    rp_loop *loop;
+    rp_pool *pool;
+    char *username, *password, *client_name;
+    int db, max_retries;
+    bool retry_unsafe;
+    uint32_t min_backoff_ms, max_backoff_ms;
+    rp__readonly_table readonly;
+    bool readonly_requested; /* COMMAND is on its way, or was read */
+    rp_hooks hooks;
+    int64_t last_id;
+    size_t max_reply_bytes;
+    char setup_error[256]; /* the server's refusal of the last set-up */
+    rp__list cmds;         /* every command not yet completed */
+    bool closing;
+    rp_client_close_cb close_cb;
+    void *close_data;
+    /* Auto-pipelining; nlanes 0 when off. */
+    rp__lane *lanes;
+    int nlanes;
+    unsigned lane_max_owed;
+    size_t lane_max_bytes;
+    rp__list waiting;      /* commands waiting for room, oldest first */
+};
+
+/* client.c, for autopipeline.c. */
+void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry);
+bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status);
+bool rp__get_failure_retryable(int status);
+void rp__cmd_fail_later(client_cmd *cmd, int status);
+void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data);
+
+/* autopipeline.c. */
+int rp__autopipeline_init(rp_client *client, const rp_client_options *opts);
+/* Whether cmd shares a connection: auto-pipelining is on, and cmd may
+ * leave its connection to others (not blocking, no connection state, not
+ * over the size threshold). */
+bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
+/* Sends cmd on a shared connection, or queues it for room. */
+void rp__autopipeline_send(client_cmd *cmd);
+/* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */
+void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn);
+/* The client closes: lanes still getting give their gets up. */
+void rp__autopipeline_close(rp_client *client);
+
+#endif
