@@ -265,9 +265,9 @@ static bool close_scenario(void)
     return t.accepted == 6;
 }
 
-/* A large reply: its connection's recv buffer grows step by step while
- * the reply is read (a grow that fails leaves the reads in the buffer
- * they had), and goes back to the small one once nothing is owed. */
+/* A large reply: its connection's recv buffer grows while the reply is
+ * read (a grow that fails leaves the reads in the buffer they had), and
+ * goes back to the small one once nothing is owed. */
 static bool large_reply_scenario(void)
 {
     rp_loop *loop;
