@@ -6,11 +6,25 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-TestSuite(buffers, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+#include <sys/resource.h>
 
 enum { CONNS = 1000, BIG = 10 * 1024 * 1024 };
 #define IDLE_BOUND ((size_t)CONNS * 8 * 1024)
+
+/* A thousand sockets here and as many in redis-server, which sizes its
+ * maxclients by the fd limit it inherits: raise the soft limit first. */
+static void setup(void)
+{
+    struct rlimit lim;
+    rlim_t want = CONNS + 200;
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < want && lim.rlim_max >= want) {
+        lim.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    fx_setup();
+}
+
+TestSuite(buffers, .init = setup, .fini = fx_teardown, .timeout = 120);
 
 static rp_loop *loop;
 static rp_client *client;
