@@ -24,6 +24,8 @@ void rp_client_options_init(rp_client_options *opts)
 
 rp_pool *rp_client_pool(rp_client *client) { return client ? client->pool : NULL; }
 
+size_t rp_client_buffer_bytes(const rp_client *client) { return client ? client->buffer_bytes : 0; }
+
 int rp_client_set_hooks(rp_client *client, const rp_hooks *hooks)
 {
     if (!client || client->closing)
@@ -111,11 +113,15 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
 static void setup_conn(rp_conn *conn, void *data)
 {
     rp_client *client = data;
-    rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
-    setup_ctx *ctx = rp__calloc(1, sizeof *ctx);
-    if (ctx)
+    int rc = rp__redis_count_buffers(conn, &client->buffer_bytes);
+    setup_ctx *ctx = rc == 0 ? rp__calloc(1, sizeof *ctx) : NULL;
+    if (ctx) {
         ctx->client = client;
-    int rc = ctx ? setup_commands(client, conn, ctx) : -ENOMEM;
+        rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
+        rc = setup_commands(client, conn, ctx);
+    } else if (rc == 0) {
+        rc = -ENOMEM;
+    }
     if (ctx && ctx->pending) {
         if (rc < 0)
             ctx->status = rc; /* the queued ones still answer */

@@ -64,6 +64,7 @@ struct rp_client {
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
     rp__list cmds;         /* every command not yet completed */
+    size_t buffer_bytes;   /* held by its connections' receive buffers */
     bool closing;
     rp_client_close_cb close_cb;
     void *close_data;

@@ -14,4 +14,8 @@ bool rp__redis_failed_unsent(const rp_conn *conn);
  * cb_data instead (returns 0). -ENOENT if no such command is owed. */
 int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_data);
 
+/* From now until conn is released, what its receive buffers hold is
+ * counted in *total (a client's rp_client_buffer_bytes). */
+int rp__redis_count_buffers(rp_conn *conn, size_t *total);
+
 #endif

@@ -6,6 +6,7 @@
  * elements than the size limit could hold. */
 #include "reply.h"
 
+#include <hiredis/sds.h>
 #include <string.h>
 
 #define FIRST_TABLE 8
@@ -127,4 +128,21 @@ bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes)
         declared = declared * 10 + (unsigned long long)(*p - '0');
     }
     return declared > max_bytes;
+}
+
+size_t rp__reader_buffer_bytes(const redisReader *reader) { return sdsalloc(reader->buf); }
+
+/* hiredis frees a large buffer it has emptied only when the next bytes
+ * arrive, which for an idle connection may be never. If no empty buffer
+ * can be had, the large one stays until then. */
+void rp__reader_release_buffer(redisReader *reader)
+{
+    if (reader->pos != reader->len || sdsalloc(reader->buf) <= reader->maxbuf)
+        return;
+    sds empty = sdsempty();
+    if (!empty)
+        return;
+    sdsfree(reader->buf);
+    reader->buf = empty;
+    reader->pos = reader->len = 0;
 }

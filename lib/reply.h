@@ -20,4 +20,9 @@ void rp__reply_free(void *reply);
 /* The bulk string being read declared more than max_bytes. */
 bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes);
 
+/* What the reader's own buffer holds (allocated by hiredis, with libc). */
+size_t rp__reader_buffer_bytes(const redisReader *reader);
+/* Between replies: gives a buffer over the reader's maxbuf back. */
+void rp__reader_release_buffer(redisReader *reader);
+
 #endif

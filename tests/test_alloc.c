@@ -265,6 +265,28 @@ static bool close_scenario(void)
     return t.accepted == 6;
 }
 
+/* A large reply: its connection's recv buffer grows while the reply is
+ * read (a grow that fails leaves the reads in the buffer they had), and
+ * goes back to the small one once nothing is owed. */
+static bool large_reply_scenario(void)
+{
+    rp_loop *loop;
+    rp_client *client;
+    if (!open_client(&loop, &client))
+        return false;
+    static char value[256 * 1024];
+    memset(value, 'x', sizeof value);
+    accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 3,
+                               (const char *[]){"SET", "big", value}, (const size_t[]){3, 3, sizeof value}));
+    run_until_all_called(loop, "large reply");
+    accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 2, (const char *[]){"GET", "big"},
+                               NULL));
+    run_until_all_called(loop, "large reply");
+    bool all_ok = t.accepted == 2 && t.status[0] == 0 && t.status[1] == 0;
+    close_client_and_loop(loop, client);
+    return all_ok;
+}
+
 /* Every allocation up to 300, then a spread of the rest (the client's
  * first connection reads the COMMAND table: thousands of small ones). */
 static void sweep(const char *name, bool (*scenario)(void))
@@ -293,3 +315,4 @@ Test(alloc, pool_gets_puts_and_close_survive_each_failing_allocation) { sweep("p
 Test(alloc, client_commands_and_retries_survive_each_failing_allocation) { sweep("client", client_scenario); }
 Test(alloc, pubsub_survives_each_failing_allocation) { sweep("pubsub", pubsub_scenario); }
 Test(alloc, close_with_commands_in_flight_survives_each_failing_allocation) { sweep("close", close_scenario); }
+Test(alloc, a_large_reply_survives_each_failing_allocation) { sweep("large reply", large_reply_scenario); }

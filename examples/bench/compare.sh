@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs redis-benchmark and rp-bench alternately (A B A B, ROUNDS rounds) with
 # the same flags against a redis-server of its own on a free loopback port,
-# and prints the medians and their ratio for each test.
+# and prints the medians and their ratio for each test, and each tool's
+# median peak RSS (the kernel's high-water mark, VmHWM, through GNU time).
 #   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
 # -e passes a flag to rp-bench only, e.g. -e --busy-poll=20.
 # Example: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
@@ -14,7 +15,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     -r) rounds=$2; shift 2 ;;
     -b) rp_bench=$2; shift 2 ;;
     -e) rp_only+=("$2"); shift 2 ;;
-    -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -32,17 +33,28 @@ redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
 
+# Runs a command and appends its peak RSS in kB to the file $1. GNU time's
+# own few hundred kB are the floor: a wrapper counts in what its forked
+# child held before exec, so a python one would report its own 13 MB.
+peak_rss() {
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f %M -a -o "$1" "${@:2}"
+    else
+        "${@:2}"
+    fi
+}
+
 for round in $(seq "$rounds"); do
-    redis-benchmark -p "$port" "${flags[@]}" --csv 2>/dev/null | tail -n +2 | sed 's/^/redis-benchmark,/' >> "$work/results"
-    "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"} --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
+    peak_rss "$work/rss-redis-benchmark" redis-benchmark -p "$port" "${flags[@]}" --csv 2>/dev/null | tail -n +2 | sed 's/^/redis-benchmark,/' >> "$work/results"
+    peak_rss "$work/rss-rp-bench" "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"} --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
     echo "round $round of $rounds done" >&2
 done
 
 # Medians of requests/s and p50/p99 latency per tool and test, then ratios.
-python3 - "$work/results" <<'PY'
-import csv, statistics, sys
+python3 - "$work" <<'PY'
+import csv, os, statistics, sys
 runs = {}
-for row in csv.reader(open(sys.argv[1])):
+for row in csv.reader(open(os.path.join(sys.argv[1], "results"))):
     tool, test = row[0], row[1]
     test = "PING" if test.startswith("PING") else test
     runs.setdefault((test, tool), []).append((float(row[2]), float(row[5]), float(row[7])))
@@ -55,4 +67,13 @@ for test in tests:
     med = lambda rows, i: statistics.median(r[i] for r in rows)
     print(f"{test:<8}{med(rb,0):>21.0f}{med(rp,0):>14.0f}{med(rp,0)/med(rb,0):>7.2f}"
           f"{med(rb,1):>10.3f} / {med(rp,1):<6.3f}{med(rb,2):>10.3f} / {med(rp,2):<6.3f}")
+rss = {}
+for tool in ("redis-benchmark", "rp-bench"):
+    path = os.path.join(sys.argv[1], "rss-" + tool)
+    if os.path.exists(path):
+        rss[tool] = statistics.median(int(line) for line in open(path)) / 1024
+if len(rss) == 2:
+    print(f"peak RSS (median): redis-benchmark {rss['redis-benchmark']:.1f} MiB, rp-bench {rss['rp-bench']:.1f} MiB")
+else:
+    print("peak RSS: not measured (it takes /usr/bin/time, Debian's time package)")
 PY

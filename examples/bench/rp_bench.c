@@ -3,8 +3,8 @@
  * Each test runs -n requests with -c in flight, spread over --loops
  * threads (one loop and one client each). It prints requests/s, latency
  * percentiles from an HDR-style histogram, client CPU time and the
- * syscalls the loops made per request. --csv prints redis-benchmark's
- * --csv shape. */
+ * syscalls the loops made per request, and at the end the process's peak
+ * RSS. --csv prints redis-benchmark's --csv shape. */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -312,6 +312,20 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
     return failures ? 1 : 0;
 }
 
+/* The kernel's high-water mark of the process's resident memory; -1 if
+ * /proc cannot tell. */
+static long peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f) && sscanf(line, "VmHWM: %ld kB", &kb) != 1)
+        ;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int parse(int argc, char **argv, config *cfg)
@@ -389,6 +403,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof all_tests / sizeof all_tests[0]; i++)
         if (wanted(&cfg, all_tests[i].flag))
             rc |= run_test(&cfg, &all_tests[i], value);
+    if (!cfg.csv)
+        printf("peak RSS (VmHWM): %ld kB\n", peak_rss_kb());
     free(value);
     return rc;
 }

@@ -121,6 +121,11 @@ RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 RP_EXTERN int      rp_client_set_hooks(rp_client *client, const rp_hooks *hooks);
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
+/* Bytes the client's connections hold in receive buffers now: each one's
+ * recv buffer and hiredis reader's buffer. An idle connection holds a few
+ * KiB; one reading a large reply holds about the reply's size until it has
+ * been read, and gives it back once nothing more is owed on it. */
+RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
  * that blocks for ever), the others with RP_ECLOSED; then the pool closes and
