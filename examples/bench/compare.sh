@@ -2,7 +2,9 @@
 # Runs redis-benchmark and rp-bench alternately (A B A B, ROUNDS rounds) with
 # the same flags against a redis-server of its own on a free loopback port,
 # and prints the medians and their ratio for each test, and each tool's
-# median peak RSS (the kernel's high-water mark, VmHWM, through GNU time).
+# median peak RSS (the kernel's high-water mark, VmHWM, through GNU time)
+# and the server's CPU time per request under each tool (from
+# /proc/<redis-server>/stat before and after each run).
 #   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
 # -e passes a flag to rp-bench only, e.g. -e --busy-poll=20.
 # Example: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
@@ -44,15 +46,30 @@ peak_rss() {
     fi
 }
 
+# The server's user+system CPU so far, in clock ticks.
+server_ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
+
+# Runs one tool's benchmark ($1: its name, then the command), keeping its
+# results, its peak RSS and the server CPU it cost.
+measure() {
+    local tool=$1 before
+    shift
+    before=$(server_ticks)
+    peak_rss "$work/rss-$tool" "$@" --csv 2>/dev/null | tail -n +2 | sed "s/^/$tool,/" >> "$work/results"
+    echo "$tool,$(($(server_ticks) - before))" >> "$work/server-ticks"
+}
+
 for round in $(seq "$rounds"); do
-    peak_rss "$work/rss-redis-benchmark" redis-benchmark -p "$port" "${flags[@]}" --csv 2>/dev/null | tail -n +2 | sed 's/^/redis-benchmark,/' >> "$work/results"
-    peak_rss "$work/rss-rp-bench" "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"} --csv | tail -n +2 | sed 's/^/rp-bench,/' >> "$work/results"
+    measure redis-benchmark redis-benchmark -p "$port" "${flags[@]}"
+    measure rp-bench "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"}
     echo "round $round of $rounds done" >&2
 done
 
 # Medians of requests/s and p50/p99 latency per tool and test, then ratios.
-python3 - "$work" <<'PY'
+python3 - "$work" "$(getconf CLK_TCK)" "$rounds" "${flags[@]}" <<'PY'
 import csv, os, statistics, sys
+flags = sys.argv[4:]
+requests = int(flags[flags.index("-n") + 1]) if "-n" in flags else 100000
 runs = {}
 for row in csv.reader(open(os.path.join(sys.argv[1], "results"))):
     tool, test = row[0], row[1]
@@ -72,6 +89,13 @@ for tool in ("redis-benchmark", "rp-bench"):
     path = os.path.join(sys.argv[1], "rss-" + tool)
     if os.path.exists(path):
         rss[tool] = statistics.median(int(line) for line in open(path)) / 1024
+ticks = {}
+for row in csv.reader(open(os.path.join(sys.argv[1], "server-ticks"))):
+    ticks.setdefault(row[0], []).append(int(row[1]))
+for tool, values in sorted(ticks.items()):
+    tests_per_run = sum(1 for t, tl in runs if tl == tool)
+    per_request = statistics.median(values) / int(sys.argv[2]) / (requests * max(tests_per_run, 1)) * 1e6
+    print(f"server CPU per request (median): {tool} {per_request:.2f} us")
 if len(rss) == 2:
     print(f"peak RSS (median): redis-benchmark {rss['redis-benchmark']:.1f} MiB, rp-bench {rss['rp-bench']:.1f} MiB")
 else:

@@ -40,6 +40,8 @@ static const char usage[] =
     "  --busy-poll U  each loop spins up to U microseconds before sleeping (default 0)\n"
     "  --autopipeline[=N]  commands share up to N connections per loop,\n"
     "                 pipelined (default N 1; the pool then has N connections)\n"
+    "  --autopipeline-max-bytes B  commands larger than B bytes take a\n"
+    "                 connection of their own (default 1 MiB)\n"
     "  --embed HOST   each loop runs inside a host loop through rp_loop_fd and\n"
     "                 rp_loop_timeout: a raw epoll loop, libuv, libevent, or a\n"
     "                 host's own io_uring (default: the loop runs standalone)\n"
@@ -48,6 +50,7 @@ static const char usage[] =
 typedef struct config {
     char addr[256];
     int clients, pipeline, loops, pool_size, autopipeline;
+    size_t autopipeline_max_bytes;
     unsigned busy_poll_us;
     long requests, keyspace;
     size_t data_size;
@@ -196,6 +199,7 @@ static void *worker_main(void *arg)
     opts.pool.addr = cfg->addr;
     opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
     opts.autopipeline_conns = cfg->autopipeline;
+    opts.autopipeline_max_bytes = cfg->autopipeline_max_bytes;
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
     rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
@@ -335,6 +339,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"loops", required_argument, NULL, 'L'},
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
         {"autopipeline", optional_argument, NULL, 'A'},
+        {"autopipeline-max-bytes", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
@@ -356,6 +361,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'L': cfg->loops = atoi(optarg); break;
         case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
         case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
+        case 'M': cfg->autopipeline_max_bytes = (size_t)atol(optarg); break;
         case 'E':
             if (!(cfg->embed = example_host_find(optarg))) {
                 fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);
