@@ -417,12 +417,14 @@ static void pool_closed(rp_pool *pool, void *data)
     free_client(client);
 }
 
+/* The pool outlives this call: connections still out (a lane's, or one
+ * owed a cancelled command's reply) are put back into it later, and its
+ * close waits for them. */
 static void close_if_drained(rp_client *client)
 {
-    if (client->closing && !client->cmds.len && client->pool) {
-        rp_pool *pool = client->pool;
-        client->pool = NULL;
-        rp_pool_close(pool, pool_closed, client);
+    if (client->closing && !client->cmds.len && !client->pool_closing) {
+        client->pool_closing = true;
+        rp_pool_close(client->pool, pool_closed, client);
     }
 }
 

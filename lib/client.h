@@ -65,6 +65,7 @@ struct rp_client {
     char setup_error[256]; /* the server's refusal of the last set-up */
     rp__list cmds;         /* every command not yet completed */
     bool closing;
+    bool pool_closing;     /* every command has completed: rp_pool_close was called */
     rp_client_close_cb close_cb;
     void *close_data;
     /* Auto-pipelining; nlanes 0 when off. */
