@@ -102,7 +102,11 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
     rp__lane *lane = cmd->lane;
     lane->owed--;
     cmd->lane = NULL;
-    if (status == 0) {
+    if (cmd->state == CMD_DONE) {
+        /* Abandoned while the lane's failure was being delivered (see
+         * rp__autopipeline_abandon): its end is already queued. */
+        lane_fail(lane, status);
+    } else if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             lane_fail(lane, RP_EBADCONN);
         rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
@@ -228,8 +232,13 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
         return;
     }
     rp__lane *lane = cmd->lane;
-    cmd->lane = NULL;
     int forgotten = rp__redis_forget(lane->conn, cmd, keep_conn ? lane_skip_reply : rp__drop_reply, lane);
+    /* Not found: the lane failed and is calling its commands back, and an
+     * earlier one's callback abandons cmd. lane_reply, still to come for
+     * cmd, accounts for it. */
+    if (forgotten < 0)
+        return;
+    cmd->lane = NULL;
     if (forgotten == 1 || !keep_conn)
         lane->owed--; /* no reply to wait for */
     if (!keep_conn)
