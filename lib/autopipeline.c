@@ -2,12 +2,14 @@
  * connections (lanes). A command goes to the open lane that owes the
  * fewest replies, while that is under lane_max_owed; when every open lane
  * is full another is taken from the pool; when all are, commands wait, in
- * order, for room (bounded by the pool's timeout). Commands queued on a
- * lane during one loop iteration leave in one send (redis.c), and replies
- * come back in order. A lane that owes nothing goes back to the pool, so
- * with one caller the path is the exclusive one's. Failures are the
- * exclusive path's too: a lane that fails fails each command it owes, and
- * each is retried or completed by the same rule (client.c). */
+ * order, for room (bounded by the pool's timeout), served by whatever
+ * makes room: a reply, a cancel, a new lane, a failed lane's free slot.
+ * Commands queued on a lane during one loop iteration leave in one send
+ * (redis.c), and replies come back in order. A lane that owes nothing goes
+ * back to the pool, so with one caller the path is the exclusive one's.
+ * Failures are the exclusive path's too: a lane that fails fails each
+ * command it owes, and each is retried or completed by the same rule
+ * (client.c). */
 #include "client.h"
 #include "retry.h"
 
@@ -96,6 +98,8 @@ static void lane_feed(rp__lane *lane)
         lane_send(lane, waiting_pop(client));
 }
 
+static void lane_update(rp__lane *lane);
+
 static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     client_cmd *cmd = data;
@@ -115,8 +119,7 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
         lane_fail(lane, status);
         rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
     }
-    lane_feed(lane);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
 /* The reply of a cancelled command: skipped; the lane owes one less. */
@@ -128,12 +131,9 @@ static void lane_skip_reply(rp_conn *conn, const redisReply *reply, int status, 
     lane->owed--;
     if (status < 0)
         lane_fail(lane, status);
-    lane_feed(lane);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
-/* Every waiting command hoped for the lane whose get failed. Those that
- * callbacks queue meanwhile wait for a lane of their own. */
 static void fail_waiting(rp_client *client, int status)
 {
     rp__list failed = client->waiting;
@@ -146,18 +146,28 @@ static void fail_waiting(rp_client *client, int status)
     }
 }
 
+static bool any_lane_open(const rp_client *client)
+{
+    for (int i = 0; i < client->nlanes; i++)
+        if (client->lanes[i].conn)
+            return true;
+    return false;
+}
+
+/* A failed get leaves the waiting commands to the open lanes, if any, as
+ * their replies make room; with none, nothing would, and they fail (those
+ * that callbacks queue meanwhile wait for a lane of their own). */
 static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     rp__lane *lane = data;
     lane->getting = false;
-    if (status < 0) {
+    if (status == 0) {
+        lane->conn = conn;
+        lane_update(lane);
+    } else if (!any_lane_open(lane->client)) {
         fail_waiting(lane->client, status);
-        return;
     }
-    lane->conn = conn;
-    lane_feed(lane);
-    lane_settle(lane);
 }
 
 static rp__lane *lane_with_room(rp_client *client)
@@ -196,6 +206,29 @@ static rp__lane *lane_open(rp_client *client, int *status)
     return NULL;
 }
 
+/* Waiting commands, oldest first, to the lanes with room, then to lanes
+ * opened for them: every open lane is full before another is taken. A get
+ * that cannot start leaves them waiting, bounded by their room_wait. A
+ * closing client sends nothing more: its close ends them. */
+static void serve_waiting(rp_client *client)
+{
+    int status = 0;
+    rp__lane *lane;
+    while (!client->closing && client->waiting.len &&
+           ((lane = lane_with_room(client)) || (lane = lane_open(client, &status))))
+        lane_feed(lane);
+}
+
+/* The lane owes less, or has just opened: waiting commands take the room;
+ * then a lane that owes nothing gives its connection back, and if it had
+ * failed, a new lane may take its place for those still waiting. */
+static void lane_update(rp__lane *lane)
+{
+    serve_waiting(lane->client);
+    lane_settle(lane);
+    serve_waiting(lane->client);
+}
+
 static void room_wait_expired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
@@ -207,8 +240,8 @@ void rp__autopipeline_send(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
     int status = 0;
-    rp__lane *lane = client->waiting.len ? NULL : lane_with_room(client);
-    if (!lane)
+    rp__lane *lane = NULL;
+    if (!client->waiting.len && !(lane = lane_with_room(client)))
         lane = lane_open(client, &status);
     if (lane) {
         lane_send(lane, cmd);
@@ -220,6 +253,7 @@ void rp__autopipeline_send(client_cmd *cmd)
         rp__timer_init(&cmd->room_wait, room_wait_expired, true);
         rp__timer_arm(client->loop, &cmd->room_wait,
                       rp__loop_now(client->loop) + client->pool->pool_timeout_ms * RP__NS_PER_MS);
+        serve_waiting(client); /* older ones go first, if a lane can take them now */
     }
 }
 
@@ -243,7 +277,7 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
         lane->owed--; /* no reply to wait for */
     if (!keep_conn)
         lane_fail(lane, RP_ECLOSED);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
 void rp__autopipeline_close(rp_client *client)
