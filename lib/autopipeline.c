@@ -41,6 +41,12 @@ bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd)
            !rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
 }
 
+bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd)
+{
+    return client->nlanes && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0 &&
+           rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
+}
+
 /* A lane that owes nothing gives its connection back (out, if it failed). */
 static void lane_settle(rp__lane *lane)
 {

@@ -89,6 +89,11 @@ int rp__autopipeline_init(rp_client *client, const rp_client_options *opts);
  * leave its connection to others (not blocking, no connection state, not
  * over the size threshold). */
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
+/* Whether cmd, on a connection of its own, leaves state on it (SELECT,
+ * CLIENT SETNAME, MULTI, SUBSCRIBE, ...) while lanes share the pool's
+ * connections: that connection must then leave the pool, or a lane would
+ * take it and hand its state to every caller. */
+bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd);
 /* Sends cmd on a shared connection, or queues it for room. */
 void rp__autopipeline_send(client_cmd *cmd);
 /* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */
