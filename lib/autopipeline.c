@@ -2,12 +2,14 @@
  * connections (lanes). A command goes to the open lane that owes the
  * fewest replies, while that is under lane_max_owed; when every open lane
  * is full another is taken from the pool; when all are, commands wait, in
- * order, for room (bounded by the pool's timeout). Commands queued on a
- * lane during one loop iteration leave in one send (redis.c), and replies
- * come back in order. A lane that owes nothing goes back to the pool, so
- * with one caller the path is the exclusive one's. Failures are the
- * exclusive path's too: a lane that fails fails each command it owes, and
- * each is retried or completed by the same rule (client.c). */
+ * order, for room (bounded by the pool's timeout), served by whatever
+ * makes room: a reply, a cancel, a new lane, a failed lane's free slot.
+ * Commands queued on a lane during one loop iteration leave in one send
+ * (redis.c), and replies come back in order. A lane that owes nothing goes
+ * back to the pool, so with one caller the path is the exclusive one's.
+ * Failures are the exclusive path's too: a lane that fails fails each
+ * command it owes, and each is retried or completed by the same rule
+ * (client.c). */
 #include "client.h"
 #include "retry.h"
 
@@ -37,6 +39,12 @@ bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd)
 {
     return client->nlanes && cmd->bytes <= client->lane_max_bytes &&
            !rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
+}
+
+bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd)
+{
+    return client->nlanes && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0 &&
+           rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
 }
 
 /* A lane that owes nothing gives its connection back (out, if it failed). */
@@ -96,13 +104,19 @@ static void lane_feed(rp__lane *lane)
         lane_send(lane, waiting_pop(client));
 }
 
+static void lane_update(rp__lane *lane);
+
 static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     client_cmd *cmd = data;
     rp__lane *lane = cmd->lane;
     lane->owed--;
     cmd->lane = NULL;
-    if (status == 0) {
+    if (cmd->state == CMD_DONE) {
+        /* Abandoned while the lane's failure was being delivered (see
+         * rp__autopipeline_abandon): its end is already queued. */
+        lane_fail(lane, status);
+    } else if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             lane_fail(lane, RP_EBADCONN);
         rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
@@ -111,8 +125,7 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
         lane_fail(lane, status);
         rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
     }
-    lane_feed(lane);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
 /* The reply of a cancelled command: skipped; the lane owes one less. */
@@ -124,12 +137,9 @@ static void lane_skip_reply(rp_conn *conn, const redisReply *reply, int status, 
     lane->owed--;
     if (status < 0)
         lane_fail(lane, status);
-    lane_feed(lane);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
-/* Every waiting command hoped for the lane whose get failed. Those that
- * callbacks queue meanwhile wait for a lane of their own. */
 static void fail_waiting(rp_client *client, int status)
 {
     rp__list failed = client->waiting;
@@ -142,18 +152,28 @@ static void fail_waiting(rp_client *client, int status)
     }
 }
 
+static bool any_lane_open(const rp_client *client)
+{
+    for (int i = 0; i < client->nlanes; i++)
+        if (client->lanes[i].conn)
+            return true;
+    return false;
+}
+
+/* A failed get leaves the waiting commands to the open lanes, if any, as
+ * their replies make room; with none, nothing would, and they fail (those
+ * that callbacks queue meanwhile wait for a lane of their own). */
 static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     rp__lane *lane = data;
     lane->getting = false;
-    if (status < 0) {
+    if (status == 0) {
+        lane->conn = conn;
+        lane_update(lane);
+    } else if (!any_lane_open(lane->client)) {
         fail_waiting(lane->client, status);
-        return;
     }
-    lane->conn = conn;
-    lane_feed(lane);
-    lane_settle(lane);
 }
 
 static rp__lane *lane_with_room(rp_client *client)
@@ -192,6 +212,29 @@ static rp__lane *lane_open(rp_client *client, int *status)
     return NULL;
 }
 
+/* Waiting commands, oldest first, to the lanes with room, then to lanes
+ * opened for them: every open lane is full before another is taken. A get
+ * that cannot start leaves them waiting, bounded by their room_wait. A
+ * closing client sends nothing more: its close ends them. */
+static void serve_waiting(rp_client *client)
+{
+    int status = 0;
+    rp__lane *lane;
+    while (!client->closing && client->waiting.len &&
+           ((lane = lane_with_room(client)) || (lane = lane_open(client, &status))))
+        lane_feed(lane);
+}
+
+/* The lane owes less, or has just opened: waiting commands take the room;
+ * then a lane that owes nothing gives its connection back, and if it had
+ * failed, a new lane may take its place for those still waiting. */
+static void lane_update(rp__lane *lane)
+{
+    serve_waiting(lane->client);
+    lane_settle(lane);
+    serve_waiting(lane->client);
+}
+
 static void room_wait_expired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
@@ -203,8 +246,8 @@ void rp__autopipeline_send(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
     int status = 0;
-    rp__lane *lane = client->waiting.len ? NULL : lane_with_room(client);
-    if (!lane)
+    rp__lane *lane = NULL;
+    if (!client->waiting.len && !(lane = lane_with_room(client)))
         lane = lane_open(client, &status);
     if (lane) {
         lane_send(lane, cmd);
@@ -216,6 +259,7 @@ void rp__autopipeline_send(client_cmd *cmd)
         rp__timer_init(&cmd->room_wait, room_wait_expired, true);
         rp__timer_arm(client->loop, &cmd->room_wait,
                       rp__loop_now(client->loop) + client->pool->pool_timeout_ms * RP__NS_PER_MS);
+        serve_waiting(client); /* older ones go first, if a lane can take them now */
     }
 }
 
@@ -228,13 +272,18 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
         return;
     }
     rp__lane *lane = cmd->lane;
-    cmd->lane = NULL;
     int forgotten = rp__redis_forget(lane->conn, cmd, keep_conn ? lane_skip_reply : rp__drop_reply, lane);
+    /* Not found: the lane failed and is calling its commands back, and an
+     * earlier one's callback abandons cmd. lane_reply, still to come for
+     * cmd, accounts for it. */
+    if (forgotten < 0)
+        return;
+    cmd->lane = NULL;
     if (forgotten == 1 || !keep_conn)
         lane->owed--; /* no reply to wait for */
     if (!keep_conn)
         lane_fail(lane, RP_ECLOSED);
-    lane_settle(lane);
+    lane_update(lane);
 }
 
 void rp__autopipeline_close(rp_client *client)

@@ -227,6 +227,8 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
     if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             rp_pool_remove(client->pool, conn, RP_EBADCONN);
+        else if (rp__autopipeline_conn_keeps_state(client, cmd))
+            rp_pool_remove(client->pool, conn, 0);
         else
             rp_pool_put(client->pool, conn);
         rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
@@ -423,12 +425,14 @@ static void pool_closed(rp_pool *pool, void *data)
     free_client(client);
 }
 
+/* The pool outlives this call: connections still out (a lane's, or one
+ * owed a cancelled command's reply) are put back into it later, and its
+ * close waits for them. */
 static void close_if_drained(rp_client *client)
 {
-    if (client->closing && !client->cmds.len && client->pool) {
-        rp_pool *pool = client->pool;
-        client->pool = NULL;
-        rp_pool_close(pool, pool_closed, client);
+    if (client->closing && !client->cmds.len && !client->pool_closing) {
+        client->pool_closing = true;
+        rp_pool_close(client->pool, pool_closed, client);
     }
 }
 
@@ -459,11 +463,13 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
  * a get under way is cancelled, a backoff stopped, a command not yet sent
  * taken back, a sent one's reply skipped (keep_conn) or its connection
  * closed. A blocking command's connection is closed either way: its reply
- * may be a long time coming, and the pool needs the connection now. */
+ * may be a long time coming, and the pool needs the connection now; so is
+ * one that would keep a state command's state. */
 static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
 {
     rp_client *client = cmd->client;
-    keep_conn = keep_conn && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0;
+    keep_conn = keep_conn && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0 &&
+                !rp__autopipeline_conn_keeps_state(client, cmd);
     if (cmd->lane || cmd->state == CMD_WAITING) {
         rp__autopipeline_abandon(cmd, keep_conn);
     } else if (cmd->state == CMD_GETTING) {

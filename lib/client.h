@@ -66,6 +66,7 @@ struct rp_client {
     rp__list cmds;         /* every command not yet completed */
     size_t buffer_bytes;   /* held by its connections' receive buffers */
     bool closing;
+    bool pool_closing;     /* every command has completed: rp_pool_close was called */
     rp_client_close_cb close_cb;
     void *close_data;
     /* Auto-pipelining; nlanes 0 when off. */
@@ -89,6 +90,11 @@ int rp__autopipeline_init(rp_client *client, const rp_client_options *opts);
  * leave its connection to others (not blocking, no connection state, not
  * over the size threshold). */
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
+/* Whether cmd, on a connection of its own, leaves state on it (SELECT,
+ * CLIENT SETNAME, MULTI, SUBSCRIBE, ...) while lanes share the pool's
+ * connections: that connection must then leave the pool, or a lane would
+ * take it and hand its state to every caller. */
+bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd);
 /* Sends cmd on a shared connection, or queues it for room. */
 void rp__autopipeline_send(client_cmd *cmd);
 /* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */

@@ -157,8 +157,9 @@ static bool pool_scenario(void)
 }
 
 /* A loop and a client whose idle connections are handed out unchecked,
- * as a busy client's are; false if either could not be created. */
-static bool open_client(rp_loop **loop, rp_client **client)
+ * as a busy client's are, auto-pipelined on lanes owing at most two when
+ * lanes > 0; false if either could not be created. */
+static bool open_client(rp_loop **loop, rp_client **client, int lanes)
 {
     memset(&t, 0, sizeof t);
     if (rp_loop_new(loop, NULL) < 0)
@@ -168,6 +169,8 @@ static bool open_client(rp_loop **loop, rp_client **client)
     pool_opts(&opts.pool);
     opts.pool.health_check_idle_ms = 60000;
     opts.pool.min_idle_conns = 0;
+    opts.autopipeline_conns = lanes;
+    opts.autopipeline_max_owed = 2;
     if (rp_client_new(client, *loop, &opts) < 0) {
         cr_assert_eq(rp_loop_free(*loop), 0);
         return false;
@@ -177,11 +180,11 @@ static bool open_client(rp_loop **loop, rp_client **client)
 
 /* Pipelined commands, then retries: the server kills every connection
  * and the next batch meets them dead before its bytes are sent. */
-static bool client_scenario(void)
+static bool commands_and_retries(int lanes)
 {
     rp_loop *loop;
     rp_client *client;
-    if (!open_client(&loop, &client))
+    if (!open_client(&loop, &client, lanes))
         return false;
     for (int batch = 0; batch < 2; batch++) {
         for (int i = 0; i < 5; i++)
@@ -197,6 +200,10 @@ static bool client_scenario(void)
     close_client_and_loop(loop, client);
     return all_ok;
 }
+
+static bool client_scenario(void) { return commands_and_retries(0); }
+/* Five commands on lanes of two: a lane, a spill to the second, waiting. */
+static bool autopipeline_scenario(void) { return commands_and_retries(2); }
 
 static void on_message(rp_conn *conn, const redisReply *msg, int status, void *data)
 {
@@ -254,7 +261,7 @@ static bool close_scenario(void)
 {
     rp_loop *loop;
     rp_client *client;
-    if (!open_client(&loop, &client))
+    if (!open_client(&loop, &client, 0))
         return false;
     for (int i = 0; i < 6; i++)
         accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 2,
@@ -272,7 +279,7 @@ static bool large_reply_scenario(void)
 {
     rp_loop *loop;
     rp_client *client;
-    if (!open_client(&loop, &client))
+    if (!open_client(&loop, &client, 0))
         return false;
     static char value[256 * 1024];
     memset(value, 'x', sizeof value);
@@ -313,6 +320,10 @@ Test(alloc, set_allocator_refuses_null_functions)
 
 Test(alloc, pool_gets_puts_and_close_survive_each_failing_allocation) { sweep("pool", pool_scenario); }
 Test(alloc, client_commands_and_retries_survive_each_failing_allocation) { sweep("client", client_scenario); }
+Test(alloc, autopipelined_commands_and_retries_survive_each_failing_allocation)
+{
+    sweep("autopipeline", autopipeline_scenario);
+}
 Test(alloc, pubsub_survives_each_failing_allocation) { sweep("pubsub", pubsub_scenario); }
 Test(alloc, close_with_commands_in_flight_survives_each_failing_allocation) { sweep("close", close_scenario); }
 Test(alloc, a_large_reply_survives_each_failing_allocation) { sweep("large reply", large_reply_scenario); }

@@ -1,0 +1,714 @@
+/* Auto-pipelining (rp_client_options.autopipeline_conns) against a real
+ * redis-server: replies matched across callers, batching, the cap on what a
+ * shared connection (lane) owes, waiting for room, the commands that take a
+ * connection of their own, failures, close, abort and cancel. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#define _DEFAULT_SOURCE
+#include "fixture.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+TestSuite(autopipeline, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+static rp_loop *loop;
+static rp_client *client;
+
+typedef fx_result result;
+
+#define PING 1, (const char *[]){"PING"}
+#define INCR_N 2, (const char *[]){"INCR", "n"}
+
+static void ap_options(rp_client_options *opts, int lanes, unsigned max_owed)
+{
+    rp_client_options_init(opts);
+    opts->pool.addr = fx_redis_addr;
+    opts->pool.pool_size = 8;
+    opts->autopipeline_conns = lanes;
+    opts->autopipeline_max_owed = max_owed;
+}
+
+static void open_client(const rp_client_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, opts), 0);
+}
+
+static void issue(result *r, int argc, const char **argv)
+{
+    cr_assert_eq(rp_client_command(client, fx_result_cb, r, argc, argv, NULL), 0, "%s refused", argv[0]);
+}
+
+static int64_t issue_ex(result *r, int argc, const char **argv)
+{
+    int64_t id = rp_client_command_ex(client, NULL, fx_result_cb, r, argc, argv, NULL);
+    cr_assert_gt(id, 0, "%s refused", argv[0]);
+    return id;
+}
+
+static result run(int argc, const char **argv)
+{
+    result r = {0};
+    issue(&r, argc, argv);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
+    return r;
+}
+
+/* The first connection, idle in the pool: the COMMAND table is read, and
+ * what follows shows only its own dials. */
+static void warm_up(void) { cr_assert_str_eq(run(PING).str, "PONG"); }
+
+static rp_stats stats(void)
+{
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    return st;
+}
+
+/* A lane that owes nothing gives its connection back: none is held. */
+static void expect_all_idle(const char *when)
+{
+    int idle = rp_pool_idle_len(rp_client_pool(client));
+    cr_expect_eq(idle, (int)stats().total_conns, "%s: %d idle of %u", when, idle, stats().total_conns);
+}
+
+/* Runs until each of rs has been called back; then each exactly once. */
+static void wait_each_once(result *rs, int n, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    for (int i = 0; i < n; i++) {
+        uint64_t now = fx_now_ms();
+        cr_assert(fx_run_until_count(loop, &rs[i].calls, 1, now < deadline ? (unsigned)(deadline - now) : 0),
+                  "command %d of %d never called back", i, n);
+    }
+    fx_run_for(loop, 20); /* a second call would come now */
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(rs[i].calls, 1, "command %d called back %d times", i, rs[i].calls);
+}
+
+static void close_client(void) { fx_client_close_and_free(loop, client); }
+
+static void close_flag_cb(rp_client *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
+/* ------------------------------------------------- matching and batching */
+
+#define CHAINS 200
+#define ROUNDS 10
+
+/* A caller that sets its own key to a value of its own, reads it back, and
+ * does it again: a reply handed to the wrong command shows as a wrong
+ * value or type, or as a callback this chain was not waiting for. */
+typedef struct chain {
+    int index, round;
+    bool reading;  /* its GET is out, else its SET */
+    bool awaiting; /* a callback is owed */
+    char key[16], value[32];
+} chain;
+
+static chain chains[CHAINS];
+static int chains_done;
+
+static void chain_reply(rp_client *c, const redisReply *reply, int status, void *data);
+
+static void chain_send(chain *ch)
+{
+    ch->awaiting = true;
+    if (!ch->reading)
+        snprintf(ch->value, sizeof ch->value, "v%d.%d", ch->index, ch->round);
+    int rc = ch->reading ? rp_client_command(client, chain_reply, ch, 2, (const char *[]){"GET", ch->key}, NULL)
+                         : rp_client_command(client, chain_reply, ch, 3, (const char *[]){"SET", ch->key, ch->value},
+                                             NULL);
+    cr_assert_eq(rc, 0, "chain %d: %s", ch->index, rp_strerror(rc));
+}
+
+static void chain_reply(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    chain *ch = data;
+    cr_assert(ch->awaiting, "chain %d called back when it owed nothing", ch->index);
+    ch->awaiting = false;
+    cr_assert_eq(status, 0, "chain %d: %s", ch->index, rp_strerror(status));
+    if (!ch->reading) {
+        cr_assert(reply->type == REDIS_REPLY_STATUS && !strcmp(reply->str, "OK"), "chain %d: SET got type %d",
+                  ch->index, reply->type);
+    } else {
+        cr_assert_eq(reply->type, REDIS_REPLY_STRING, "chain %d: GET got type %d", ch->index, reply->type);
+        cr_assert_str_eq(reply->str, ch->value, "chain %d got another command's reply", ch->index);
+        if (++ch->round == ROUNDS) {
+            chains_done++;
+            return;
+        }
+    }
+    ch->reading = !ch->reading;
+    chain_send(ch);
+}
+
+Test(autopipeline, replies_match_their_commands_across_interleaved_callers)
+{
+    rp_client_options opts;
+    ap_options(&opts, 2, 64); /* two lanes full at 64: some commands wait */
+    open_client(&opts);
+    chains_done = 0;
+    for (int i = 0; i < CHAINS; i++) {
+        chains[i] = (chain){.index = i};
+        snprintf(chains[i].key, sizeof chains[i].key, "k%d", i);
+        chain_send(&chains[i]);
+    }
+    cr_assert(fx_run_until_count(loop, &chains_done, CHAINS, 30000), "%d of %d chains finished", chains_done, CHAINS);
+    fx_run_for(loop, 20);
+    for (int i = 0; i < CHAINS; i++)
+        cr_expect(!chains[i].awaiting && chains[i].round == ROUNDS, "chain %d", i);
+    cr_expect_leq(stats().total_conns, 2);
+    expect_all_idle("after the chains");
+    close_client();
+}
+
+#define BATCH 200
+
+Test(autopipeline, commands_issued_together_leave_in_one_send_on_one_connection)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    static result r[BATCH];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < BATCH; i++)
+        issue(&r[i], INCR_N);
+    wait_each_once(r, BATCH, 10000);
+    rp_loop_stats_get(loop, &after);
+    for (int i = 0; i < BATCH; i++)
+        cr_expect_eq(r[i].integer, i + 1, "INCR %d got %lld", i, r[i].integer);
+    /* One send and a recv or two (2 SQEs on a quiet machine): a send per
+     * command, or per few, would be hundreds. */
+    uint64_t sqes = after.sqes - before.sqes;
+    cr_expect_leq(sqes, 6, "%lu SQEs for %d commands", (unsigned long)sqes, BATCH);
+    rp_stats st = stats();
+    cr_expect_eq(st.total_conns, 1);
+    cr_expect_eq(st.misses, 1, "the batch dialled");
+    cr_expect_eq(st.hits, 1, "the batch took the idle connection once");
+    close_client();
+}
+
+Test(autopipeline, a_full_connection_spills_to_the_next_up_to_the_cap)
+{
+    rp_client_options opts;
+    ap_options(&opts, 3, 10);
+    open_client(&opts);
+    warm_up();
+    /* The server sleeps with the first lane's commands: no reply makes
+     * room, so 25 commands need three lanes of 10. */
+    result r[25] = {{0}};
+    issue(&r[0], 3, (const char *[]){"DEBUG", "SLEEP", "0.2"});
+    for (int i = 1; i < 25; i++)
+        issue(&r[i], INCR_N);
+    wait_each_once(r, 25, 5000);
+    cr_expect_str_eq(r[0].str, "OK");
+    bool seen[25] = {false};
+    for (int i = 1; i < 25; i++) {
+        cr_assert_eq(r[i].status, 0, "INCR %d: %s", i, rp_strerror(r[i].status));
+        cr_assert(r[i].integer >= 1 && r[i].integer <= 24 && !seen[r[i].integer], "INCR %d got %lld", i,
+                  r[i].integer);
+        seen[r[i].integer] = true;
+    }
+    rp_stats st = stats();
+    cr_expect_eq(st.total_conns, 3, "%u connections for 25 commands at 10 a lane", st.total_conns);
+    expect_all_idle("after the spill");
+    close_client();
+}
+
+/* ------------------------------------------------------- waiting for room */
+
+/* One lane that owes at most one reply, held by DEBUG SLEEP 1; n INCRs wait
+ * for room behind it. Returns when they were issued. */
+static uint64_t wait_behind_a_sleeping_lane(uint32_t pool_timeout_ms, result *sleep, result *waiting, int n)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 1);
+    opts.pool.pool_timeout_ms = pool_timeout_ms;
+    opts.max_retries = 0; /* RP_EPOOLTIMEOUT as it is, not retried */
+    open_client(&opts);
+    warm_up();
+    uint64_t start = fx_now_ms();
+    issue(sleep, 3, (const char *[]){"DEBUG", "SLEEP", "1"});
+    for (int i = 0; i < n; i++)
+        issue(&waiting[i], INCR_N);
+    return start;
+}
+
+Test(autopipeline, waiting_for_room_ends_at_the_pool_timeout)
+{
+    result sleep = {0}, waiting[3] = {{0}};
+    uint64_t start = wait_behind_a_sleeping_lane(200, &sleep, waiting, 3);
+    wait_each_once(waiting, 3, 5000);
+    uint64_t took = fx_now_ms() - start;
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(waiting[i].status, RP_EPOOLTIMEOUT, "%d: %s", i, rp_strerror(waiting[i].status));
+    cr_expect(took >= 190 && took < 900, "took %lu ms", (unsigned long)took);
+    cr_expect_eq(sleep.calls, 0, "the wait outlasted the sleep that held the lane");
+    wait_each_once(&sleep, 1, 5000);
+    cr_expect_str_eq(sleep.str, "OK");
+    cr_expect_eq(run(2, (const char *[]){"GET", "n"}).type, REDIS_REPLY_NIL, "a timed-out INCR ran");
+    close_client();
+}
+
+Test(autopipeline, waiting_commands_go_in_order_once_room_appears)
+{
+    result sleep = {0}, waiting[3] = {{0}};
+    uint64_t start = wait_behind_a_sleeping_lane(3000, &sleep, waiting, 3);
+    wait_each_once(waiting, 3, 5000);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_str_eq(sleep.str, "OK");
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(waiting[i].status, 0, "%d: %s", i, rp_strerror(waiting[i].status));
+        cr_expect_eq(waiting[i].integer, i + 1, "INCR %d ran as number %lld", i, waiting[i].integer);
+    }
+    cr_expect(took >= 950 && took < 2500, "took %lu ms", (unsigned long)took);
+    close_client();
+}
+
+/* ---------------------------------------- commands with connections of their own */
+
+Test(autopipeline, a_blocking_command_takes_its_own_connection_and_holds_no_lane)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    result blpop = {0}, incr[50] = {{0}};
+    uint64_t start = fx_now_ms();
+    issue(&blpop, 3, (const char *[]){"BLPOP", "q", "1"});
+    for (int i = 0; i < 50; i++)
+        issue(&incr[i], INCR_N);
+    wait_each_once(incr, 50, 5000);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_lt(took, 500, "the lane waited %lu ms behind BLPOP", (unsigned long)took);
+    cr_expect_eq(blpop.calls, 0, "BLPOP ended early: %s", rp_strerror(blpop.status));
+    for (int i = 0; i < 50; i++)
+        cr_expect_eq(incr[i].integer, i + 1);
+    wait_each_once(&blpop, 1, 3000);
+    cr_expect_eq(blpop.status, 0, "%s", rp_strerror(blpop.status));
+    cr_expect_eq(blpop.type, REDIS_REPLY_NIL);
+    cr_expect_eq(stats().total_conns, 2);
+    close_client();
+}
+
+Test(autopipeline, connection_state_set_through_the_client_is_not_handed_on)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    cr_expect_str_eq(run(2, (const char *[]){"SELECT", "1"}).str, "OK");
+    cr_expect_str_eq(run(3, (const char *[]){"SET", "k", "v"}).str, "OK");
+    result moved = run(3, (const char *[]){"MOVE", "k", "1"}); /* 1 only if k lives outside db 1 */
+    cr_expect_eq(moved.integer, 1, "the lane ran in SELECT's db: %s", moved.str);
+    cr_expect_str_eq(run(3, (const char *[]){"CLIENT", "SETNAME", "leaked"}).str, "OK");
+    cr_expect_str_eq(run(PING).str, "PONG");
+    result name = run(2, (const char *[]){"CLIENT", "GETNAME"});
+    cr_expect_eq(name.type, REDIS_REPLY_NIL, "the name reached another command: %s", name.str);
+    close_client();
+}
+
+/* A transaction needs its commands on one connection (rp_sticky_pool_new,
+ * examples/transaction.c). Through rp_client each is a command of its own:
+ * MULTI opens a transaction on a connection that is closed after its reply,
+ * the SET runs at once, and EXEC finds no transaction. */
+Test(autopipeline, multi_and_exec_through_the_client_each_take_a_connection)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    result r[3] = {{0}};
+    issue(&r[0], 1, (const char *[]){"MULTI"});
+    wait_each_once(r, 1, 5000);
+    issue(&r[1], 3, (const char *[]){"SET", "k", "v"});
+    wait_each_once(r, 2, 5000);
+    issue(&r[2], 1, (const char *[]){"EXEC"});
+    wait_each_once(r, 3, 5000);
+    cr_expect_str_eq(r[0].str, "OK");
+    cr_expect_str_eq(r[1].str, "OK", "the SET was queued in MULTI's transaction");
+    cr_expect_eq(r[2].type, REDIS_REPLY_ERROR);
+    cr_expect(strstr(r[2].str, "without MULTI") != NULL, "%s", r[2].str);
+    cr_expect_str_eq(run(2, (const char *[]){"GET", "k"}).str, "v");
+    close_client();
+}
+
+/* rp_client_command(SUBSCRIBE) gets the server's confirmation as its reply;
+ * a subscription of its own is rp_conn_subscribe's. */
+Test(autopipeline, subscribe_through_the_client_leaves_no_subscriber_in_the_pool)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    result sub = {0};
+    issue(&sub, 2, (const char *[]){"SUBSCRIBE", "ch"});
+    wait_each_once(&sub, 1, 5000);
+    cr_expect_eq(sub.status, 0, "%s", rp_strerror(sub.status));
+    cr_expect_eq(sub.type, REDIS_REPLY_ARRAY);
+    result ping = run(PING); /* a subscriber would answer [pong, ""] */
+    cr_expect_eq(ping.type, REDIS_REPLY_STATUS);
+    cr_expect_str_eq(ping.str, "PONG");
+    close_client();
+}
+
+Test(autopipeline, a_command_over_max_bytes_takes_a_connection_of_its_own)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    opts.autopipeline_max_bytes = 100;
+    open_client(&opts);
+    warm_up();
+    char big[1001];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    result r[11] = {{0}};
+    for (int i = 0; i < 10; i++) /* the lane takes the idle connection */
+        issue(&r[i], INCR_N);
+    issue(&r[10], 3, (const char *[]){"SET", "big", big});
+    wait_each_once(r, 11, 5000);
+    cr_expect_str_eq(r[10].str, "OK");
+    cr_expect_eq(run(2, (const char *[]){"STRLEN", "big"}).integer, 1000);
+    rp_stats st = stats();
+    cr_expect_eq(st.total_conns, 2, "the big SET shared the lane");
+    cr_expect_eq(st.misses, 2);
+    close_client();
+}
+
+/* ------------------------------------------------------------ failures */
+
+#define BEHIND 100
+static result stalled[BEHIND + 1];
+
+/* DEBUG SLEEP 2 on the one lane, read timeout 300 ms, BEHIND INCRs queued
+ * behind it. Returns when they were issued. */
+static uint64_t stall_the_lane(rp_reply_cb cb)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    opts.pool.read_timeout_ms = 300;
+    open_client(&opts);
+    warm_up();
+    memset(stalled, 0, sizeof stalled);
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_client_command(client, cb, &stalled[0], 3, (const char *[]){"DEBUG", "SLEEP", "2"}, NULL), 0);
+    for (int i = 1; i <= BEHIND; i++)
+        cr_assert_eq(rp_client_command(client, cb, &stalled[i], INCR_N, NULL), 0);
+    return start;
+}
+
+Test(autopipeline, a_stalled_lane_fails_every_command_once_at_the_read_timeout)
+{
+    uint64_t start = stall_the_lane(fx_result_cb);
+    wait_each_once(stalled, BEHIND + 1, 5000);
+    uint64_t took = fx_now_ms() - start;
+    for (int i = 0; i <= BEHIND; i++)
+        cr_expect_eq(stalled[i].status, -ETIMEDOUT, "%d: %s", i, rp_strerror(stalled[i].status));
+    cr_expect(took >= 280 && took < 1500, "took %lu ms", (unsigned long)took);
+    fx_run_for(loop, took < 2000 ? (unsigned)(2200 - took) : 200); /* the server wakes */
+    cr_expect_str_eq(run(PING).str, "PONG", "the client did not recover");
+    long long n = strtoll(run(2, (const char *[]){"GET", "n"}).str, NULL, 10);
+    cr_expect_leq(n, BEHIND, "an INCR ran twice: n = %lld", n);
+    close_client();
+}
+
+static bool aborted, abort_closed;
+
+static void abort_on_first_failure(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    if (status < 0 && !aborted) {
+        aborted = true;
+        cr_assert_eq(rp_client_abort(c, close_flag_cb, &abort_closed), 0);
+    }
+}
+
+/* The lane's failure reaches its commands one by one; the first one's
+ * callback ends every other. */
+Test(autopipeline, a_callback_may_abort_the_client_while_its_lane_fails)
+{
+    aborted = abort_closed = false;
+    stall_the_lane(abort_on_first_failure);
+    cr_assert(fx_run_until(loop, &abort_closed, 5000), "the abort never finished");
+    fx_run_for(loop, 20);
+    cr_expect_eq(stalled[0].status, -ETIMEDOUT, "%s", rp_strerror(stalled[0].status));
+    for (int i = 0; i <= BEHIND; i++)
+        cr_expect_eq(stalled[i].calls, 1, "command %d called back %d times", i, stalled[i].calls);
+    for (int i = 1; i <= BEHIND; i++)
+        cr_expect_eq(stalled[i].status, RP_ECLOSED, "%d: %s", i, rp_strerror(stalled[i].status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(autopipeline, commands_waiting_on_a_lane_that_fails_move_to_a_new_one)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 1);
+    opts.pool.read_timeout_ms = 400;
+    opts.pool.pool_timeout_ms = 4000;
+    opts.max_retries = 0;
+    open_client(&opts);
+    warm_up();
+    result r[2] = {{0}};
+    uint64_t start = fx_now_ms();
+    issue(&r[0], 3, (const char *[]){"DEBUG", "SLEEP", "0.6"}); /* the lane fails at 400 ms */
+    issue(&r[1], PING);                                         /* waits for room until then */
+    wait_each_once(r, 2, 6000);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r[0].status, -ETIMEDOUT, "%s", rp_strerror(r[0].status));
+    cr_expect_eq(r[1].status, 0, "%s", rp_strerror(r[1].status));
+    cr_expect_str_eq(r[1].str, "PONG");
+    cr_expect_lt(took, 1500, "the waiting PING sat %lu ms on a dead lane", (unsigned long)took);
+    close_client();
+}
+
+/* Counters must survive the SIGKILL: the server writes its AOF before it
+ * replies (appendfsync always), and a restart reads it back. */
+static char aof_dir[64];
+static const char *aof_args[] = {"--appendonly", "yes", "--appendfsync", "always", "--dir", aof_dir, NULL};
+
+static void restart_with_an_aof(void)
+{
+    struct stat st;
+    bool shm = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) && access("/dev/shm", W_OK) == 0;
+    snprintf(aof_dir, sizeof aof_dir, "%s/ringpool-ap-XXXXXX", shm ? "/dev/shm" : "/tmp");
+    cr_assert_not_null(mkdtemp(aof_dir), "mkdtemp: %s", strerror(errno));
+    fx_redis_stop();
+    fx_redis_start_with(aof_args);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_the_aof(void)
+{
+    fx_redis_stop();
+    nftw(aof_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+#define IN_FLIGHT 10000
+#define KILL_AFTER 1000
+static result flight[IN_FLIGHT];
+static int flight_done;
+
+static void count_flight(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    if (++flight_done == KILL_AFTER)
+        fx_redis_restart(); /* SIGKILL with the rest in flight */
+}
+
+/* Even commands INCR n, odd ones GET n. An acknowledged INCR ran once; one
+ * that failed may have run (at most once): the counter lies between. */
+static void check_the_counter(long long counter)
+{
+    int acked = 0, unknown = 0;
+    static bool seen[IN_FLIGHT + 1];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < IN_FLIGHT; i++) {
+        const result *r = &flight[i];
+        bool incr = i % 2 == 0;
+        cr_assert_eq(r->calls, 1, "command %d called back %d times", i, r->calls);
+        if (r->status < 0 || r->type == REDIS_REPLY_ERROR) {
+            unknown += incr && r->status < 0;
+            continue;
+        }
+        cr_assert(incr ? r->type == REDIS_REPLY_INTEGER : r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL,
+                  "command %d got another's reply (type %d)", i, r->type);
+        if (incr) {
+            cr_assert(r->integer > 0 && r->integer <= IN_FLIGHT && !seen[r->integer], "INCR %d got %lld", i,
+                      r->integer);
+            seen[r->integer] = true;
+            acked++;
+        }
+    }
+    cr_expect_gt(unknown, 0, "the kill met no INCR in flight");
+    cr_expect(counter >= acked && counter <= acked + unknown, "counter %lld, %d acknowledged, %d unknown", counter,
+              acked, unknown);
+}
+
+Test(autopipeline, a_server_killed_with_thousands_in_flight)
+{
+    restart_with_an_aof();
+    rp_client_options opts;
+    ap_options(&opts, 4, 2000); /* 8000 on the lanes, the rest waiting */
+    open_client(&opts);
+    warm_up();
+    memset(flight, 0, sizeof flight);
+    flight_done = 0;
+    for (int i = 0; i < IN_FLIGHT; i++)
+        cr_assert_eq(rp_client_command(client, count_flight, &flight[i], 2,
+                                       (const char *[]){i % 2 ? "GET" : "INCR", "n"}, NULL),
+                     0);
+    cr_assert(fx_run_until_count(loop, &flight_done, IN_FLIGHT, 60000), "%d of %d called back", flight_done,
+              IN_FLIGHT);
+    fx_run_for(loop, 20);
+    cr_expect_str_eq(run(PING).str, "PONG", "the client did not recover");
+    check_the_counter(strtoll(run(2, (const char *[]){"GET", "n"}).str, NULL, 10));
+    close_client();
+    remove_the_aof();
+}
+
+/* ------------------------------------------------- close, abort, cancel */
+
+/* One lane owing at most two: DEBUG SLEEP 0.2 and an INCR are sent, three
+ * INCRs wait for room. */
+static void two_sent_three_waiting(result *r)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 2);
+    open_client(&opts);
+    warm_up();
+    issue(&r[0], 3, (const char *[]){"DEBUG", "SLEEP", "0.2"});
+    for (int i = 1; i < 5; i++)
+        issue(&r[i], INCR_N);
+    fx_run_for(loop, 50);
+    cr_assert_eq(r[0].calls + r[1].calls, 0, "the server answered before it woke");
+}
+
+Test(autopipeline, close_completes_sent_commands_and_ends_waiting_ones)
+{
+    result r[5] = {{0}};
+    two_sent_three_waiting(r);
+    bool closed = false;
+    cr_assert_eq(rp_client_close(client, close_flag_cb, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000), "the close callback never ran");
+    for (int i = 0; i < 5; i++)
+        cr_expect_eq(r[i].calls, 1, "command %d called back %d times", i, r[i].calls);
+    cr_expect_str_eq(r[0].str, "OK");
+    cr_expect_eq(r[1].status, 0, "%s", rp_strerror(r[1].status));
+    cr_expect_eq(r[1].integer, 1);
+    for (int i = 2; i < 5; i++)
+        cr_expect_eq(r[i].status, RP_ECLOSED, "%d: %s", i, rp_strerror(r[i].status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(autopipeline, abort_ends_every_command_at_once)
+{
+    result r[5] = {{0}};
+    two_sent_three_waiting(r);
+    bool closed = false;
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_client_abort(client, close_flag_cb, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 2000), "the abort never finished");
+    cr_expect_lt(fx_now_ms() - start, 150, "the abort waited for the server");
+    fx_run_for(loop, 300); /* past the server's sleep: nothing more comes */
+    for (int i = 0; i < 5; i++) {
+        cr_expect_eq(r[i].calls, 1, "command %d called back %d times", i, r[i].calls);
+        cr_expect_eq(r[i].status, RP_ECLOSED, "%d: %s", i, rp_strerror(r[i].status));
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* One lane owing at most two. ECHO a is cancelled before its send; then
+ * DEBUG SLEEP 0.2 and ECHO b are sent, SET k v1 and ECHO d wait, and ECHO b
+ * (sent) and the SET (waiting) are cancelled. */
+static void cancel_unsent_sent_and_waiting(result *r)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 2);
+    open_client(&opts);
+    cr_expect_str_eq(run(3, (const char *[]){"SET", "k", "v0"}).str, "OK");
+    cr_assert_eq(rp_client_cancel(client, issue_ex(&r[0], 2, (const char *[]){"ECHO", "a"})), 0);
+    issue(&r[1], 3, (const char *[]){"DEBUG", "SLEEP", "0.2"});
+    int64_t sent = issue_ex(&r[2], 2, (const char *[]){"ECHO", "b"});
+    int64_t waiting = issue_ex(&r[3], 3, (const char *[]){"SET", "k", "v1"});
+    issue(&r[4], 2, (const char *[]){"ECHO", "d"});
+    fx_run_for(loop, 50);
+    cr_assert_eq(rp_client_cancel(client, sent), 0);
+    cr_assert_eq(rp_client_cancel(client, waiting), 0);
+    cr_expect_eq(r[2].calls + r[3].calls, 0, "a callback ran inside rp_client_cancel");
+    cr_expect_eq(rp_client_cancel(client, sent), -ENOENT);
+}
+
+Test(autopipeline, cancelled_commands_end_once_and_the_lane_stays_in_step)
+{
+    result r[5] = {{0}};
+    cancel_unsent_sent_and_waiting(r);
+    wait_each_once(r, 5, 5000);
+    cr_expect_eq(r[0].status, -ECANCELED, "unsent: %s", rp_strerror(r[0].status));
+    cr_expect_str_eq(r[1].str, "OK");
+    cr_expect_eq(r[2].status, -ECANCELED, "sent: %s", rp_strerror(r[2].status));
+    cr_expect_eq(r[3].status, -ECANCELED, "waiting: %s", rp_strerror(r[3].status));
+    cr_expect_str_eq(r[4].str, "d", "ECHO d got %s", r[4].str);
+    for (int i = 0; i < 10; i++) {
+        char word[8];
+        snprintf(word, sizeof word, "e%d", i);
+        cr_expect_str_eq(run(2, (const char *[]){"ECHO", word}).str, word);
+    }
+    cr_expect_str_eq(run(2, (const char *[]){"GET", "k"}).str, "v0", "the cancelled SET ran");
+    expect_all_idle("after the cancels");
+    cr_expect_eq(stats().stale_conns, 0, "a connection was lost to the cancels");
+    close_client();
+}
+
+/* The cancelled commands' replies are still owed when the client closes:
+ * on the lane, and on a connection of its own (over max_bytes). */
+Test(autopipeline, close_waits_for_the_replies_of_cancelled_commands)
+{
+    result r[5] = {{0}};
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    opts.autopipeline_max_bytes = 16; /* DEBUG SLEEP 0.2 and PING share the lane */
+    open_client(&opts);
+    warm_up();
+    issue(&r[0], 3, (const char *[]){"DEBUG", "SLEEP", "0.2"});
+    int64_t on_lane = issue_ex(&r[1], 1, (const char *[]){"PING"});
+    int64_t own = issue_ex(&r[2], 2, (const char *[]){"ECHO", "over sixteen bytes"});
+    fx_run_for(loop, 50);
+    cr_assert_eq(rp_client_cancel(client, on_lane), 0);
+    cr_assert_eq(rp_client_cancel(client, own), 0);
+    cr_assert_eq(rp_client_cancel(client, rp_client_command_ex(client, NULL, fx_result_cb, &r[3], PING, NULL)), 0);
+    bool closed = false;
+    cr_assert_eq(rp_client_close(client, close_flag_cb, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000), "the close callback never ran");
+    cr_expect_str_eq(r[0].str, "OK");
+    for (int i = 1; i < 4; i++)
+        cr_expect_eq(r[i].status, -ECANCELED, "%d: %s", i, rp_strerror(r[i].status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* -------------------------------------------------------------- options */
+
+Test(autopipeline, a_negative_lane_count_is_refused)
+{
+    rp_client_options opts;
+    ap_options(&opts, -1, 0);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    client = NULL;
+    cr_expect_eq(rp_client_new(&client, loop, &opts), -EINVAL);
+    cr_expect_null(client);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(autopipeline, one_caller_at_a_time_gets_the_connection_back_after_each_reply)
+{
+    rp_client_options opts;
+    ap_options(&opts, 2, 0);
+    open_client(&opts);
+    for (int i = 0; i < 20; i++) {
+        cr_expect_eq(run(INCR_N).integer, i + 1);
+        expect_all_idle("after a reply");
+    }
+    rp_stats st = stats();
+    cr_expect_eq(st.total_conns, 1);
+    cr_expect_eq(st.misses, 1);
+    close_client();
+}
