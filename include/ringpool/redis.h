@@ -87,7 +87,9 @@ typedef struct rp_client_options {
      * connection takes commands while it owes fewer than max_owed replies,
      * then the next is used; then commands wait, in order, for room (the
      * pool's timeout bounds the wait). Blocking and connection-state
-     * commands, and commands over max_bytes, take a connection of their own. */
+     * commands, and commands over max_bytes, take a connection of their own;
+     * one that ran a state command (SELECT, MULTI, SUBSCRIBE, ...) is then
+     * closed, so its state never reaches the shared ones. */
     int         autopipeline_conns;
     unsigned    autopipeline_max_owed;  /* default (0) 1024 */
     size_t      autopipeline_max_bytes; /* default (0) 1 MiB of arguments */
