@@ -23,6 +23,7 @@ typedef struct rp__posted {
 
 struct rp_loop {
     struct io_uring ring;
+    unsigned entries;
     uint64_t now_ns;
     uint64_t random_state;
     unsigned refs;          /* ref'd timers and ops in flight */
@@ -475,17 +476,25 @@ void rp_loop_stop(rp_loop *loop)
 
 /* ------------------------------------------------------------ lifecycle */
 
-static int ring_init(rp_loop *loop, unsigned entries)
+/* Standalone, the loop sleeps in its own io_uring_enter, which also runs
+ * the task work completions wait in: DEFER_TASKRUN is the fastest setup
+ * here. Embedded, it sleeps in the host's wait instead, and every wake-up
+ * then cost a second enter just to run that task work; COOP_TASKRUN runs it
+ * on the way back from the host's wait (measured under an epoll host at
+ * -c 50: 0.32 -> 0.23 syscalls per request, standalone 0.26). */
+static int ring_init(struct io_uring *ring, unsigned entries, bool hosted)
 {
-    static const unsigned flag_chain[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
-            IORING_SETUP_SUBMIT_ALL,
-        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-        0,
+    static const unsigned chains[2][3] = {
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+             IORING_SETUP_SUBMIT_ALL,
+         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0},
+        {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+             IORING_SETUP_SUBMIT_ALL,
+         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG, 0},
     };
     int rc = -EINVAL;
-    for (size_t i = 0; i < sizeof flag_chain / sizeof flag_chain[0] && rc == -EINVAL; i++)
-        rc = io_uring_queue_init(entries, &loop->ring, flag_chain[i]);
+    for (size_t i = 0; i < 3 && rc == -EINVAL; i++)
+        rc = io_uring_queue_init(entries, ring, chains[hosted][i]);
     return rc;
 }
 
@@ -496,8 +505,8 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     rp_loop *loop = rp__calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
-    unsigned entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
-    int rc = ring_init(loop, entries);
+    loop->entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
+    int rc = ring_init(&loop->ring, loop->entries, false);
     if (rc < 0) {
         rp__free(loop);
         return rc;
@@ -546,12 +555,28 @@ int rp_loop_free(rp_loop *loop)
 
 /* The eventfd is registered with the ring on first use: a loop nobody
  * embeds does not pay for a signal on every completion. */
+/* A loop asked for its fd before it has anything under way but its post
+ * read moves to a ring set up for a host (ring_init); one that is already
+ * busy keeps its ring, and works as well, at one more enter per wake-up. */
+static void ring_for_host(rp_loop *loop)
+{
+    struct io_uring ring;
+    if (loop->refs || loop->handles_open || loop->in_run || rp__heap_min(&loop->timers) || ready_now(loop) ||
+        ring_init(&ring, loop->entries, true) < 0)
+        return;
+    io_uring_queue_exit(&loop->ring); /* cancels the post read */
+    loop->ring = ring;
+    post_arm(loop);
+    rp__loop_submit(loop);
+}
+
 int rp_loop_fd(const rp_loop *loop)
 {
     if (!loop)
         return -EINVAL;
     rp_loop *mut = (rp_loop *)loop;
     if (!mut->host_registered) {
+        ring_for_host(mut);
         int rc = io_uring_register_eventfd(&mut->ring, mut->host_fd);
         if (rc < 0)
             return rc;
