@@ -33,6 +33,7 @@
  * 32 KiB: 33% more). Growing in one step rather than by doubling: the
  * steps each connection left free in the heap added 15% to the peak RSS
  * of 1000 connections reading 100 KB values. */
+#define EARLY_FLUSH_MIN 16 /* commands: fewer leave with the pass's submit */
 #define RECV_BUFFER_MIN (4 * 1024)
 #define RECV_BUFFER_MAX (64 * 1024)
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
@@ -548,6 +549,26 @@ static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data, uint3
     return 0;
 }
 
+/* Commands queued in a pass normally leave together at its end. When a
+ * pass queues many on one connection (replies coming back to many callers,
+ * each sending its next command), holding them all until the end leaves
+ * the server idle while the rest are made, then the client idle while the
+ * server works. Once the new batch is as large as what the server still
+ * owes, it leaves at once, so the two overlap: measured at -c 50 with
+ * auto-pipelining, 570k -> 800k requests/s, at one more enter per pass.
+ * Like a submit forced by a full ring, it skips the look for stray bytes
+ * before a send (reap_before_sending): this connection is busy receiving
+ * replies in this very pass. */
+static void flush_early_when_worth_it(rp__redis *redis)
+{
+    if (redis->undated < EARLY_FLUSH_MIN || redis->undated * 2 < redis->count || !redis->flush_item.queued ||
+        redis->sending_now)
+        return;
+    rp__undefer(redis->conn->loop, &redis->flush_item);
+    flush_item_run(&redis->flush_item);
+    rp__loop_submit(redis->conn->loop);
+}
+
 int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, const char *const *argv,
                     const size_t *argvlen)
 {
@@ -564,6 +585,8 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
         redis->count--;
         redis->undated--;
         update_pending(redis);
+    } else {
+        flush_early_when_worth_it(redis);
     }
     return rc;
 }

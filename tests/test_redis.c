@@ -112,6 +112,34 @@ Test(redis, pipelined_replies_match_commands_in_order)
     fx_close_and_free(loop, pool);
 }
 
+/* A large batch leaves as soon as it is as large as what the server owes,
+ * without waiting for the pass to end; small ones wait and go together. */
+Test(redis, a_large_batch_leaves_early_and_a_small_one_waits)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    static reply_log logs[40];
+    memset(logs, 0, sizeof logs);
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    for (int i = 0; i < 15; i++)
+        command(conn, &logs[i], 1, (const char *[]){"PING"});
+    rp_loop_stats_get(loop, &after);
+    cr_expect_eq(after.enters, before.enters, "15 commands left before the pass ended");
+    for (int i = 15; i < 40; i++)
+        command(conn, &logs[i], 1, (const char *[]){"PING"});
+    rp_loop_stats_get(loop, &after);
+    cr_expect_eq(after.enters, before.enters + 1, "the 16th command sent the batch at once");
+    run_until_replies(logs, 40);
+    for (int i = 0; i < 40; i++) {
+        cr_expect_eq(logs[i].calls, 1);
+        cr_expect_str_eq(logs[i].str, "PONG");
+        free(logs[i].str);
+    }
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
 Test(redis, error_reply_is_a_reply_and_the_connection_stays_good)
 {
     open_pool_at(fx_redis_addr, 3000);
