@@ -568,6 +568,10 @@ static void ring_for_host(rp_loop *loop)
     loop->ring = ring;
     post_arm(loop);
     rp__loop_submit(loop);
+    /* A post made while the rings changed may have been read by the old
+     * ring's teardown: the new read must look at the queue anyway. */
+    loop->stats.syscalls++;
+    eventfd_write(loop->post_fd, 1);
 }
 
 int rp_loop_fd(const rp_loop *loop)
