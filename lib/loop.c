@@ -561,8 +561,10 @@ int rp_loop_free(rp_loop *loop)
 static void ring_for_host(rp_loop *loop)
 {
     struct io_uring ring;
+    /* A kernel timeout or drain still in flight would vanish with the old
+     * ring, and its op would stay pending for ever. */
     if (loop->refs || loop->handles_open || loop->in_run || rp__heap_min(&loop->timers) || ready_now(loop) ||
-        ring_init(&ring, loop->entries, true) < 0)
+        loop->ktimer_op.pending || loop->drain_op.pending || ring_init(&ring, loop->entries, true) < 0)
         return;
     io_uring_queue_exit(&loop->ring); /* cancels the post read */
     loop->ring = ring;
@@ -787,6 +789,7 @@ int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host)
         return -EBUSY;
     loop->host_wake = wake;
     loop->host = host;
+    loop->host_asks = false; /* the next host may only watch the fd */
     return 0;
 }
 

@@ -3,6 +3,7 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -341,4 +342,55 @@ Test(embed, a_zero_timer_restarted_in_its_callback_waits_for_the_next_iteration)
     cr_expect_eq(count, 1000);
     rp_timer_free(timer);
     cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* A loop whose last timer is gone still has that timer's kernel timeout in
+ * flight: asking for the fd then must not move the loop to a new ring, or
+ * the timeout would vanish with the old one and no later timer would ever
+ * wake the loop (a blocking run, or a host watching the fd). */
+Test(embed, a_timer_after_the_fd_was_asked_for_still_wakes_the_loop)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_timer *timer;
+    int fired = 0;
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    cr_assert_eq(rp_timer_start(timer, count_timer, &fired, 10000, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT); /* submits the kernel timeout */
+    rp_timer_free(timer);
+    cr_assert_geq(rp_loop_fd(loop), 0);
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    cr_assert_eq(rp_timer_start(timer, count_timer, &fired, 20, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    struct pollfd p = {.fd = rp_loop_fd(loop), .events = POLLIN};
+    cr_expect_eq(poll(&p, 1, 2000), 1, "the fd never signalled the due timer");
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(fired, 1);
+    rp_timer_free(timer);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* After an adapter detaches, a host that only watches the fd is poked
+ * again for work queued outside a run. */
+static void no_wake(void *host) { (void)host; }
+
+Test(embed, a_detached_adapter_leaves_the_fd_to_a_host_that_only_watches_it)
+{
+    int epfd;
+    rp_pool *pool = open_embedded(&epfd);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    cr_assert_eq(rp_loop_set_host(loop, no_wake, NULL), 0);
+    rp_loop_timeout(loop); /* as an adapter does */
+    cr_assert_eq(rp_loop_set_host(loop, NULL, NULL), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    struct epoll_event ev;
+    while (epoll_wait(epfd, &ev, 1, 0) > 0)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_expect_eq(epoll_wait(epfd, &ev, 1, 1000), 1, "a get from the host's handler did not wake it");
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(got.calls, 1);
+    rp_pool_put(pool, got.conn);
+    close(epfd);
+    fx_close_and_free(loop, pool);
 }
