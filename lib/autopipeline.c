@@ -37,14 +37,7 @@ int rp__autopipeline_init(rp_client *client, const rp_client_options *opts)
 
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd)
 {
-    return client->nlanes && cmd->bytes <= client->lane_max_bytes &&
-           !rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
-}
-
-bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd)
-{
-    return client->nlanes && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0 &&
-           rp__command_needs_own_conn(cmd->argc, cmd->argv, cmd->argvlen);
+    return client->nlanes && cmd->bytes <= client->lane_max_bytes && !cmd->blocking && !cmd->binds_conn;
 }
 
 /* A lane that owes nothing gives its connection back (out, if it failed). */
@@ -167,7 +160,7 @@ static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     rp__lane *lane = data;
-    lane->getting = false;
+    lane->get_id = 0;
     if (status == 0) {
         lane->conn = conn;
         lane_update(lane);
@@ -195,7 +188,7 @@ static rp__lane *lane_open(rp_client *client, int *status)
     rp__lane *free_lane = NULL;
     for (int i = 0; i < client->nlanes; i++) {
         rp__lane *lane = &client->lanes[i];
-        if (lane->getting)
+        if (lane->get_id)
             return NULL;
         if (!lane->conn && !free_lane)
             free_lane = lane;
@@ -207,8 +200,7 @@ static rp__lane *lane_open(rp_client *client, int *status)
     int64_t id = rp_pool_get(client->pool, lane_got, free_lane);
     if (id < 0)
         *status = (int)id;
-    free_lane->getting = id > 0;
-    free_lane->get_id = id;
+    free_lane->get_id = id > 0 ? id : 0;
     return NULL;
 }
 
@@ -289,6 +281,6 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
 void rp__autopipeline_close(rp_client *client)
 {
     for (int i = 0; i < client->nlanes; i++)
-        if (client->lanes[i].getting)
+        if (client->lanes[i].get_id)
             rp_pool_cancel(client->pool, client->lanes[i].get_id);
 }

@@ -187,7 +187,7 @@ bool rp__get_failure_retryable(int status)
 static bool safe_to_repeat(const client_cmd *cmd)
 {
     const rp_client *client = cmd->client;
-    if (rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) >= 0)
+    if (cmd->blocking)
         return false;
     return cmd->idempotent || client->retry_unsafe ||
            rp__command_readonly(&client->readonly, cmd->argv[0], cmd->argvlen[0]);
@@ -227,7 +227,7 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
     if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             rp_pool_remove(client->pool, conn, RP_EBADCONN);
-        else if (rp__autopipeline_conn_keeps_state(client, cmd))
+        else if (cmd->binds_conn)
             rp_pool_remove(client->pool, conn, 0);
         else
             rp_pool_put(client->pool, conn);
@@ -324,6 +324,9 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     }
     cmd->argc = argc;
     cmd->client = client;
+    cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
+    /* The name scan is paid only by clients with lanes on. */
+    cmd->binds_conn = client->nlanes && rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
     rp__timer_init(&cmd->backoff, backoff_fired, true);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
@@ -468,8 +471,7 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
 static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
 {
     rp_client *client = cmd->client;
-    keep_conn = keep_conn && rp__command_block_ms(cmd->argc, cmd->argv, cmd->argvlen) < 0 &&
-                !rp__autopipeline_conn_keeps_state(client, cmd);
+    keep_conn = keep_conn && !cmd->blocking && !cmd->binds_conn;
     if (cmd->lane || cmd->state == CMD_WAITING) {
         rp__autopipeline_abandon(cmd, keep_conn);
     } else if (cmd->state == CMD_GETTING) {

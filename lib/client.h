@@ -25,6 +25,11 @@ struct client_cmd {
     size_t bytes;      /* of its arguments */
     int retries;
     bool idempotent; /* the caller says running it twice is harmless */
+    bool blocking;   /* BLPOP, XREAD BLOCK, ...: never sent again */
+    /* With lanes on, a state command (SELECT, CLIENT SETNAME, MULTI,
+     * SUBSCRIBE, ...): its connection leaves the pool afterwards, or a lane
+     * would take it and hand its state to every caller. */
+    bool binds_conn;
     cmd_state state;
     int64_t id;
     int64_t get_id;
@@ -44,8 +49,7 @@ struct client_cmd {
 struct rp__lane {
     rp_client *client;
     rp_conn *conn;   /* NULL while empty or getting */
-    int64_t get_id;
-    bool getting;
+    int64_t get_id;  /* the get under way for it, 0 if none */
     int error;       /* it failed: takes nothing more, removed when it owes none */
     unsigned owed;   /* commands sent on it whose reply has not come */
 };
@@ -90,11 +94,6 @@ int rp__autopipeline_init(rp_client *client, const rp_client_options *opts);
  * leave its connection to others (not blocking, no connection state, not
  * over the size threshold). */
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
-/* Whether cmd, on a connection of its own, leaves state on it (SELECT,
- * CLIENT SETNAME, MULTI, SUBSCRIBE, ...) while lanes share the pool's
- * connections: that connection must then leave the pool, or a lane would
- * take it and hand its state to every caller. */
-bool rp__autopipeline_conn_keeps_state(const rp_client *client, const client_cmd *cmd);
 /* Sends cmd on a shared connection, or queues it for room. */
 void rp__autopipeline_send(client_cmd *cmd);
 /* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */

@@ -181,13 +181,10 @@ static const char *const connection_bound[] = {
     "unsubscribe", "unwatch", "watch",
 };
 
-bool rp__command_needs_own_conn(int argc, const char *const *argv, const size_t *argvlen)
+bool rp__command_binds_conn(const char *name, size_t len)
 {
-    if (rp__command_block_ms(argc, argv, argvlen) >= 0)
-        return true;
-    size_t len = arg_len(argv, argvlen, 0);
     for (size_t i = 0; i < sizeof connection_bound / sizeof *connection_bound; i++)
-        if (arg_is(argv[0], len, connection_bound[i]))
+        if (arg_is(name, len, connection_bound[i]))
             return true;
     return false;
 }

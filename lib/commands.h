@@ -24,10 +24,10 @@ bool rp__command_readonly(const rp__readonly_table *table, const char *name, siz
  * not a blocking command. argvlen may be NULL (NUL-terminated arguments). */
 int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *argvlen);
 
-/* Whether a command must have a connection to itself: it blocks, or it
- * uses or changes its connection's state (AUTH, HELLO, SELECT, CLIENT,
- * RESET, QUIT, MONITOR, WATCH, UNWATCH, MULTI, EXEC, DISCARD, the
- * (P/S)(UN)SUBSCRIBE family, READONLY, READWRITE, ASKING). */
-bool rp__command_needs_own_conn(int argc, const char *const *argv, const size_t *argvlen);
+/* Whether the command named name uses or changes its connection's state
+ * (AUTH, HELLO, SELECT, CLIENT, RESET, QUIT, MONITOR, WATCH, UNWATCH,
+ * MULTI, EXEC, DISCARD, the (P/S)(UN)SUBSCRIBE family, READONLY,
+ * READWRITE, ASKING), so that it must not share its connection. */
+bool rp__command_binds_conn(const char *name, size_t len);
 
 #endif

@@ -553,8 +553,6 @@ int rp_loop_free(rp_loop *loop)
     return 0;
 }
 
-/* The eventfd is registered with the ring on first use: a loop nobody
- * embeds does not pay for a signal on every completion. */
 /* A loop asked for its fd before it has anything under way but its post
  * read moves to a ring set up for a host (ring_init); one that is already
  * busy keeps its ring, and works as well, at one more enter per wake-up. */
@@ -576,6 +574,8 @@ static void ring_for_host(rp_loop *loop)
     eventfd_write(loop->post_fd, 1);
 }
 
+/* The eventfd is registered with the ring on first use: a loop nobody
+ * embeds does not pay for a signal on every completion. */
 int rp_loop_fd(const rp_loop *loop)
 {
     if (!loop)
@@ -596,7 +596,6 @@ int rp_loop_fd(const rp_loop *loop)
 /* ------------------------------------------------------------------ run */
 
 static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->deferred.head || loop->prepared.head; }
-
 
 /* Tells the CPU this is a spin: a hyperthread sibling gets the core's
  * resources, and leaving the loop costs no pipeline flush. */
@@ -707,8 +706,7 @@ static void host_fd_drain(rp_loop *loop)
 }
 
 /* The drain's own completion, when nothing precedes it, is not work for
- * the host. What is visible once signals are back on is, and a host that
- * only watches the fd must be told. */
+ * the host; signals are back on before the run's end looks for work left. */
 static void host_fd_listen(rp_loop *loop)
 {
     struct io_uring_cqe *cqe;
@@ -719,8 +717,6 @@ static void host_fd_listen(rp_loop *loop)
     }
     loop->tail_at_rest = io_uring_smp_load_acquire(loop->ring.cq.ktail);
     io_uring_cq_eventfd_toggle(&loop->ring, true);
-    if (work_visible(loop))
-        poke_host(loop);
 }
 
 int rp_loop_run(rp_loop *loop, rp_run_mode mode)
@@ -753,8 +749,9 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     loop->in_run = false;
     if (loop->host_registered)
         host_fd_listen(loop);
-    /* Work left for the next pass must wake an embedding host again. */
-    if (loop->deferred.head || loop->prepared.head)
+    /* Work left for the next pass, or that arrived while signals were
+     * off, must wake an embedding host again. */
+    if (ready_now(loop))
         poke_host(loop);
     return loop_alive(loop);
 }
