@@ -122,21 +122,30 @@ static void pool_opts(rp_pool_options *opts)
     opts->pool_timeout_ms = 1000;
 }
 
+/* A fresh scenario's loop and pool; false if an allocation failed (and
+ * then nothing is left open). */
+static bool open_loop_and_pool(rp_loop **loop, rp_pool **pool, const rp_pool_options *opts)
+{
+    memset(&t, 0, sizeof t);
+    if (rp_loop_new(loop, NULL) < 0)
+        return false;
+    if (rp_pool_new(pool, *loop, opts) < 0) {
+        cr_assert_eq(rp_loop_free(*loop), 0);
+        return false;
+    }
+    return true;
+}
+
 /* Gets with dials and a waiter, puts from the callbacks, a cancel, and a
  * close while a connection is out (put after the close). */
 static bool pool_scenario(void)
 {
-    memset(&t, 0, sizeof t);
     rp_loop *loop;
     rp_pool *pool;
-    if (rp_loop_new(&loop, NULL) < 0)
-        return false;
     rp_pool_options opts;
     pool_opts(&opts);
-    if (rp_pool_new(&pool, loop, &opts) < 0) {
-        cr_assert_eq(rp_loop_free(loop), 0);
+    if (!open_loop_and_pool(&loop, &pool, &opts))
         return false;
-    }
     t.put_back = pool;
     for (int i = 0; i < 4; i++)
         accepted(rp_pool_get(pool, on_get, (void *)(intptr_t)t.accepted));
@@ -220,17 +229,12 @@ static void on_message(rp_conn *conn, const redisReply *msg, int status, void *d
  * unsubscribe that ends the subscription. */
 static bool pubsub_scenario(void)
 {
-    memset(&t, 0, sizeof t);
     rp_loop *loop;
     rp_pool *pool;
-    if (rp_loop_new(&loop, NULL) < 0)
-        return false;
     rp_pool_options opts;
     fx_pool_options(&opts, 2);
-    if (rp_pool_new(&pool, loop, &opts) < 0) {
-        cr_assert_eq(rp_loop_free(loop), 0);
+    if (!open_loop_and_pool(&loop, &pool, &opts))
         return false;
-    }
     bool ok = accepted(rp_pool_new_conn(pool, on_get, (void *)(intptr_t)t.accepted));
     run_until_all_called(loop, "pubsub");
     rp_conn *sub = t.conn[0];
