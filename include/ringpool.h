@@ -7,5 +7,6 @@
  * which needs no hiredis. */
 #include "ringpool/core.h"
 #include "ringpool/redis.h"
+#include "ringpool/cluster.h"
 
 #endif /* RINGPOOL_H */

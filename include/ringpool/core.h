@@ -60,7 +60,9 @@ extern "C" {
     XX(EBADCONN, -30004, "connection went bad")                                \
     XX(EEOF, -30005, "server closed the connection")                           \
     XX(ESETUP, -30006, "the server refused the connection's set-up")           \
-    XX(EADDRINFO, -30007, "address could not be resolved")
+    XX(EADDRINFO, -30007, "address could not be resolved")                     \
+    XX(ECROSSSLOT, -30008, "the command's keys hash to different slots")       \
+    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),

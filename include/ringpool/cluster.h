@@ -1,0 +1,107 @@
+/* ringpool's Redis Cluster client: one rp_client (and its pool) per node,
+ * all on one loop; commands routed by their keys' hash slot, redirects
+ * followed, the topology kept fresh. ringpool.h includes this. */
+#ifndef RINGPOOL_CLUSTER_H
+#define RINGPOOL_CLUSTER_H
+
+#include "redis.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RP_CLUSTER_SLOTS 16384
+
+/* The hash slot of a key: CRC16 (XMODEM) mod 16384 of the key, or of the
+ * part between the first '{' and the next '}' when that part is not empty
+ * ({user1000}.following and {user1000}.followers share a slot). */
+RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
+
+/* A cluster client (README, "Cluster"). The topology comes from CLUSTER
+ * SHARDS (CLUSTER SLOTS on servers without it), asked of a known node or a
+ * seed; it is read again after a MOVED (at most one read in flight, and not
+ * more often than every 100 ms), when a node fails and every
+ * refresh_interval_ms. Nodes that left are closed; new ones get a client.
+ *
+ * Routing: a command goes to the master of its keys' slot. Its keys are
+ * found from the server's COMMAND table (read once): first, last and step
+ * of each command and subcommand, and the numkeys argument of EVAL, FCALL,
+ * ZUNION, LMPOP and the like, and the STREAMS of XREAD. Keys in different
+ * slots fail the command before it is sent, with RP_ECROSSSLOT. A command
+ * without keys goes to any master (key_index overrides: route by that
+ * argument). With read_from_replicas, read-only commands go round-robin to
+ * the slot's replicas (each connection sends READONLY at set-up), or its
+ * master when none is known.
+ *
+ * Redirects: MOVED updates the slot at once, refreshes the topology and
+ * sends the command to the node named; ASK sends ASKING and the command
+ * together on one connection of the node named, once. TRYAGAIN,
+ * CLUSTERDOWN, LOADING, READONLY (a master became a replica), and a
+ * failure the node client gave up on when the command provably did not run
+ * or may safely run twice (rp_client's rule), are sent again after the
+ * node client's backoff, the topology refreshed. All of these together are
+ * bounded by max_redirects; past that the command ends with its last
+ * reply or error. Every accepted command's callback runs exactly once. */
+typedef struct rp_cluster rp_cluster;
+typedef struct rp_cluster_options {
+    const char *const *seeds; /* "host:port" of one or more nodes */
+    int nseeds;
+    /* Each node's client: its pool, timeouts, password, retries,
+     * auto-pipelining. node.pool.addr is set per node; node.db must be 0. */
+    rp_client_options node;
+    int max_redirects;            /* default 3 (go-redis); negative: none */
+    bool read_from_replicas;      /* read-only commands to replicas */
+    uint32_t refresh_interval_ms; /* periodic topology refresh; default (0) 5000 */
+} rp_cluster_options;
+
+typedef void (*rp_cluster_reply_cb)(rp_cluster *cluster, const redisReply *reply, int status, void *data);
+typedef void (*rp_cluster_close_cb)(rp_cluster *cluster, void *data);
+
+RP_EXTERN void rp_cluster_options_init(rp_cluster_options *opts);
+/* -EINVAL for no seeds, a malformed seed address, or node.db not 0. The
+ * first topology is read in the background; commands made before it
+ * arrives wait for it (RP_ECLUSTERDOWN if no seed answers). */
+RP_EXTERN int rp_cluster_new(rp_cluster **cluster, rp_loop *loop, const rp_cluster_options *opts);
+RP_EXTERN int rp_cluster_command(rp_cluster *cluster, rp_cluster_reply_cb cb, void *data, int argc,
+                                 const char *const *argv, const size_t *argvlen);
+typedef struct rp_cluster_command_options {
+    unsigned flags;      /* RP_CMD_* */
+    uint32_t timeout_ms; /* the whole command, redirects included; 0 = none */
+    int key_index;       /* > 0: argv[key_index] is the key that routes it */
+} rp_cluster_command_options;
+/* Returns a positive id for rp_cluster_cancel, or a negative code:
+ * RP_ECROSSSLOT, -EINVAL (key_index out of range), RP_ECLOSED. */
+RP_EXTERN int64_t rp_cluster_command_ex(rp_cluster *cluster, const rp_cluster_command_options *opts,
+                                        rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
+                                        const size_t *argvlen);
+/* As rp_client_cancel: the callback gets -ECANCELED later in this loop
+ * iteration; -ENOENT if the command has completed or its end is queued. */
+RP_EXTERN int rp_cluster_cancel(rp_cluster *cluster, int64_t id);
+/* Graceful, as rp_client_close: commands at a node finish there, the rest
+ * (waiting for the topology or a retry) end with RP_ECLOSED; then every
+ * node's client closes and cb runs. */
+RP_EXTERN int rp_cluster_close(rp_cluster *cluster, rp_cluster_close_cb cb, void *data);
+
+/* Per node: its address, role, slots served, and its pool's stats. Fills
+ * up to max entries; returns the number of nodes. */
+typedef struct rp_cluster_node_info {
+    char addr[64];
+    bool master;
+    int slots;
+    rp_stats stats;
+} rp_cluster_node_info;
+RP_EXTERN int rp_cluster_nodes(const rp_cluster *cluster, rp_cluster_node_info *out, int max);
+
+typedef struct rp_cluster_stats {
+    uint64_t moved;          /* MOVED replies followed */
+    uint64_t asked;          /* ASK replies followed */
+    uint64_t retries;        /* commands sent again for any other reason */
+    uint64_t refreshes;      /* topologies read and applied */
+    uint64_t refresh_errors; /* reads that found no node to answer */
+} rp_cluster_stats;
+RP_EXTERN void rp_cluster_get_stats(const rp_cluster *cluster, rp_cluster_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RINGPOOL_CLUSTER_H */
