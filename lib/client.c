@@ -98,6 +98,8 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
         snprintf(db, sizeof db, "%d", client->db);
         rc = setup_send(conn, ctx, setup_reply, 2, (const char *[]){"SELECT", db});
     }
+    if (rc == 0 && client->readonly_conns)
+        rc = setup_send(conn, ctx, setup_reply, 1, (const char *[]){"READONLY"});
     if (rc == 0 && client->client_name)
         rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
     if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
@@ -154,7 +156,10 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     if (client->hooks.command_end)
         client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                                   rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
-    cmd->cb(client, reply, status, cmd->data);
+    if (cmd->attempt_cb)
+        cmd->attempt_cb(reply, status, cmd->may_retry, cmd->data);
+    else
+        cmd->cb(client, reply, status, cmd->data);
     rp__free(cmd);
     close_if_drained(client);
 }
@@ -211,6 +216,7 @@ void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int sta
 {
     rp_client *client = cmd->client;
     if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
+        cmd->may_retry = may_retry && status != -ECANCELED;
         cmd_complete(cmd, reply, status == -ECANCELED && client->closing ? RP_ECLOSED : status);
         return;
     }
@@ -242,7 +248,11 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
 /* Queues the command on conn; a connection that refuses it is removed. */
 static int cmd_send(client_cmd *cmd, rp_conn *conn)
 {
-    int rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+    int rc = 0;
+    if (cmd->asking)
+        rc = rp_conn_command(conn, rp__drop_reply, NULL, 1, (const char *[]){"ASKING"}, NULL);
+    if (rc == 0)
+        rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
     if (rc < 0) {
         rp_pool_remove(cmd->client->pool, conn, rc);
     } else {
@@ -304,7 +314,7 @@ static void deadline_fired(rp__timer *timer)
 }
 
 /* One allocation holds the command and copies of its arguments. */
-static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv, const size_t *argvlen)
+static client_cmd *cmd_new_copy(int argc, const char *const *argv, const size_t *argvlen)
 {
     size_t bytes = sizeof(client_cmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
     for (int i = 0; i < argc; i++)
@@ -322,6 +332,27 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
         cmd->argv[i] = copy;
         copy += cmd->argvlen[i];
     }
+    return cmd;
+}
+
+/* The arguments stay the caller's (rp__client_attempt). */
+static client_cmd *cmd_new_borrowed(int argc, const char *const *argv, const size_t *argvlen)
+{
+    client_cmd *cmd = rp__calloc(1, sizeof *cmd);
+    if (!cmd)
+        return NULL;
+    cmd->argv = (const char **)argv;
+    cmd->argvlen = (size_t *)argvlen;
+    for (int i = 0; i < argc; i++)
+        cmd->bytes += argvlen[i];
+    return cmd;
+}
+
+static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char *const *argv, const size_t *argvlen)
+{
+    client_cmd *cmd = borrow ? cmd_new_borrowed(argc, argv, argvlen) : cmd_new_copy(argc, argv, argvlen);
+    if (!cmd)
+        return NULL;
     cmd->argc = argc;
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
@@ -330,6 +361,20 @@ static client_cmd *cmd_new(rp_client *client, int argc, const char *const *argv,
     rp__timer_init(&cmd->backoff, backoff_fired, true);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
+}
+
+/* Registers a new command and sends it; returns its id. */
+static int64_t cmd_start(client_cmd *cmd)
+{
+    rp_client *client = cmd->client;
+    int64_t id = cmd->id = ++client->last_id;
+    if (client->hooks.command_start)
+        client->hooks.command_start(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen);
+    if (client->hooks.command_end)
+        cmd->started_ns = rp__loop_now_fresh(client->loop);
+    rp__list_push_front(&client->cmds, &cmd->link);
+    cmd_get(cmd);
+    return id;
 }
 
 int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
@@ -341,7 +386,7 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
-    client_cmd *cmd = cmd_new(client, argc, argv, argvlen);
+    client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
     cmd->cb = cb;
@@ -349,14 +394,22 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     cmd->idempotent = opts && (opts->flags & RP_CMD_IDEMPOTENT);
     if (opts && opts->timeout_ms)
         rp__timer_arm(client->loop, &cmd->deadline, rp__loop_now_fresh(client->loop) + opts->timeout_ms * RP__NS_PER_MS);
-    int64_t id = cmd->id = ++client->last_id;
-    if (client->hooks.command_start)
-        client->hooks.command_start(client->hooks.data, argc, cmd->argv, cmd->argvlen);
-    if (client->hooks.command_end)
-        cmd->started_ns = rp__loop_now_fresh(client->loop);
-    rp__list_push_front(&client->cmds, &cmd->link);
-    cmd_get(cmd);
-    return id;
+    return cmd_start(cmd);
+}
+
+int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__attempt_cb cb, void *data,
+                           int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (client->closing)
+        return RP_ECLOSED;
+    client_cmd *cmd = cmd_new(client, true, argc, argv, argvlen);
+    if (!cmd)
+        return -ENOMEM;
+    cmd->attempt_cb = cb;
+    cmd->data = data;
+    cmd->idempotent = flags & RP_CMD_IDEMPOTENT;
+    cmd->asking = asking;
+    return cmd_start(cmd);
 }
 
 int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, const char *const *argv,
@@ -520,8 +573,9 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     client->close_data = data;
     for (rp__link *link = client->cmds.head; link; link = link->next) {
         client_cmd *cmd = cmd_of(link);
-        if (cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || cmd->state == CMD_WAITING ||
-            (abort && cmd->state == CMD_SENT))
+        bool unsent = cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || cmd->state == CMD_WAITING;
+        cmd->may_retry = unsent; /* another client may send it */
+        if (unsent || (abort && cmd->state == CMD_SENT))
             cmd_abandon(cmd, RP_ECLOSED, false);
     }
     rp__autopipeline_close(client);

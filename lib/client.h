@@ -13,11 +13,17 @@ typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_WAITING, CMD_DONE } cmd_s
 
 typedef struct rp__lane rp__lane;
 
+/* The end of a command made by rp__client_attempt: may_retry says whether
+ * sending it again would be safe by rp_client's rule (it provably did not
+ * run, or may run twice), whatever the client's own retries were. */
+typedef void (*rp__attempt_cb)(const redisReply *reply, int status, bool may_retry, void *data);
+
 typedef struct client_cmd client_cmd;
 struct client_cmd {
     rp_client *client;
     rp__link link;     /* the client's commands */
     rp_reply_cb cb;
+    rp__attempt_cb attempt_cb; /* instead of cb, for cluster.c */
     void *data;
     int argc;
     const char **argv; /* copies, kept for retries */
@@ -30,6 +36,8 @@ struct client_cmd {
      * SUBSCRIBE, ...): its connection leaves the pool afterwards, or a lane
      * would take it and hand its state to every caller. */
     bool binds_conn;
+    bool asking;     /* ASKING goes first, on the same connection (cluster.c) */
+    bool may_retry;  /* at the end: sending it again would be safe */
     cmd_state state;
     int64_t id;
     int64_t get_id;
@@ -79,7 +87,14 @@ struct rp_client {
     unsigned lane_max_owed;
     size_t lane_max_bytes;
     rp__list waiting;      /* commands waiting for room, oldest first */
+    bool readonly_conns;   /* READONLY at set-up: a cluster's replica reads */
 };
+
+/* For cluster.c: rp_client_command_ex with rp__attempt_cb, its arguments
+ * borrowed (they must outlive the callback; argvlen is required), and
+ * ASKING sent just before it on its connection when asking. */
+int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__attempt_cb cb, void *data,
+                           int argc, const char *const *argv, const size_t *argvlen);
 
 /* client.c, for autopipeline.c. */
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry);
@@ -92,7 +107,7 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
 int rp__autopipeline_init(rp_client *client, const rp_client_options *opts);
 /* Whether cmd shares a connection: auto-pipelining is on, and cmd may
  * leave its connection to others (not blocking, no connection state, not
- * over the size threshold). */
+ * over the size threshold, no ASKING before it). */
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
 /* Sends cmd on a shared connection, or queues it for room. */
 void rp__autopipeline_send(client_cmd *cmd);

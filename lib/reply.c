@@ -146,3 +146,18 @@ void rp__reader_release_buffer(redisReader *reader)
     reader->buf = empty;
     reader->pos = reader->len = 0;
 }
+
+bool rp__reply_is_text(const redisReply *reply)
+{
+    return reply && (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS);
+}
+
+const redisReply *rp__reply_map_get(const redisReply *map, const char *key)
+{
+    if (!map || map->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < map->elements; i += 2)
+        if (rp__reply_is_text(map->element[i]) && !strcmp(map->element[i]->str, key))
+            return map->element[i + 1];
+    return NULL;
+}

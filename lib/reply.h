@@ -25,4 +25,9 @@ size_t rp__reader_buffer_bytes(const redisReader *reader);
 /* Between replies: gives a buffer over the reader's maxbuf back. */
 void rp__reader_release_buffer(redisReader *reader);
 
+/* Reading replies: a string or status; the value after key in a flat
+ * [key, value, ...] array (CLUSTER SHARDS, COMMAND's key specs), or NULL. */
+bool rp__reply_is_text(const redisReply *reply);
+const redisReply *rp__reply_map_get(const redisReply *map, const char *key);
+
 #endif

@@ -1,0 +1,884 @@
+/* rp_cluster: Redis Cluster over one rp_client per node, all on one loop.
+ * A command is routed by its keys' slot (keyspec.c) to the slot's master
+ * (or a replica), and follows MOVED and ASK to where its slot went. The
+ * layout (topology.c) is read at start, after redirects and failures
+ * (at most one read in flight, rate-limited) and periodically. The node
+ * clients do the sending and their own retries; the cluster adds the
+ * retries a cluster needs, bounded by max_redirects. */
+#include "client.h"
+#include "keyspec.h"
+#include "retry.h"
+#include "topology.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_REFRESH_INTERVAL_MS 5000u
+#define MIN_REFRESH_GAP_NS (100 * RP__NS_PER_MS)
+#define RECENT_FAILURE_NS (1000 * RP__NS_PER_MS)
+
+typedef struct cnode {
+    rp_cluster *cluster;
+    rp__link link; /* cluster->nodes */
+    char addr[RP__ADDR_MAX];
+    rp_client *client;
+    bool master;
+    bool listed;  /* in the topology being applied */
+    bool closing; /* left the topology: its client is closing */
+    int slots;
+    uint64_t failed_ns;     /* its last failure, 0 if none */
+    uint64_t asked_refresh; /* the refresh that last asked it */
+} cnode;
+
+typedef struct cshard {
+    cnode *master;
+    cnode *replicas[RP__MAX_REPLICAS];
+    int nreplicas;
+    unsigned next; /* round-robin among the replicas */
+} cshard;
+
+typedef enum { CC_WAITING, CC_AT_NODE, CC_BACKOFF, CC_DONE } ccmd_state;
+
+typedef struct ccmd {
+    rp_cluster *cluster;
+    rp__link link;      /* cluster->cmds */
+    rp__link wait_link; /* cluster->waiting, while CC_WAITING */
+    rp_cluster_reply_cb cb;
+    void *data;
+    int argc;
+    const char **argv; /* copies, lent to each node's attempt */
+    size_t *argvlen;
+    unsigned flags;
+    int key_index;
+    int slot;            /* RP__NO_KEYS: any master */
+    bool routed;         /* slot and readonly are known */
+    bool readonly;
+    bool avoid_replicas; /* a replica failed it: the master serves it now */
+    int redirects;
+    ccmd_state state;
+    cnode *node;         /* while CC_AT_NODE */
+    int64_t node_id;
+    cnode *ask;          /* after ASK: the next send goes there, with ASKING */
+    int abandoned;       /* cancelled or timed out at a node: its status */
+    int64_t id;
+    rp__timer backoff;
+    rp__timer deadline;
+    rp__deferred finish;
+    int status;
+} ccmd;
+
+struct rp_cluster {
+    rp_loop *loop;
+    rp_client_options node_opts; /* its strings are the cluster's copies */
+    char **seeds;
+    int nseeds;
+    int max_redirects;
+    bool read_from_replicas;
+    uint64_t refresh_interval_ns;
+    rp__list nodes;
+    int nodes_open; /* node clients not yet closed */
+    cnode *slot_master[RP_CLUSTER_SLOTS];
+    uint16_t slot_shard[RP_CLUSTER_SLOTS]; /* shards index + 1; 0: none */
+    cshard *shards;
+    int nshards;
+    rp__keyspec_table keys;
+    bool keys_pending; /* COMMAND asked; commands wait for its answer */
+    bool keys_loaded;  /* answered, or refused: the fallback rule stays */
+    bool have_topology;
+    bool refreshing;
+    bool refresh_wanted; /* asked for while one was in flight */
+    bool use_slots;      /* the server has no CLUSTER SHARDS */
+    uint64_t refresh_count;
+    uint64_t refresh_started_ns;
+    rp__timer refresh_soon;
+    rp__timer refresh_periodic;
+    rp__list cmds;
+    rp__list waiting; /* for the first topology */
+    int64_t last_id;
+    rp_cluster_stats stats;
+    bool closing;
+    bool finished;
+    rp_cluster_close_cb close_cb;
+    void *close_data;
+    rp__deferred close_item;
+};
+
+static void refresh_request(rp_cluster *c);
+static void cmd_dispatch(ccmd *cmd);
+static void cmd_fail_later(ccmd *cmd, int status);
+static void maybe_finish_close(rp_cluster *c);
+
+/* ---------------------------------------------------------------- nodes */
+
+static cnode *node_find(rp_cluster *c, const char *addr)
+{
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (!node->closing && !strcmp(node->addr, addr))
+            return node;
+    }
+    return NULL;
+}
+
+/* The node at addr, with a client of its own if it is new; NULL without
+ * memory (or for an address the client rejects). */
+static cnode *node_get(rp_cluster *c, const char *addr, int *error)
+{
+    cnode *node = node_find(c, addr);
+    if (node)
+        return node;
+    node = rp__calloc(1, sizeof *node);
+    if (!node || snprintf(node->addr, sizeof node->addr, "%s", addr) >= (int)sizeof node->addr) {
+        rp__free(node);
+        *error = node ? -EINVAL : -ENOMEM;
+        return NULL;
+    }
+    rp_client_options opts = c->node_opts;
+    opts.pool.addr = node->addr;
+    *error = rp_client_new(&node->client, c->loop, &opts);
+    if (*error < 0) {
+        rp__free(node);
+        return NULL;
+    }
+    node->client->readonly_conns = c->read_from_replicas;
+    node->cluster = c;
+    c->nodes_open++;
+    rp__list_push_back(&c->nodes, &node->link);
+    return node;
+}
+
+static void node_closed(rp_client *client, void *data)
+{
+    (void)client;
+    cnode *node = data;
+    rp_cluster *c = node->cluster;
+    rp__list_unlink(&c->nodes, &node->link);
+    rp__free(node);
+    c->nodes_open--;
+    maybe_finish_close(c);
+}
+
+/* Commands at the node finish there; those not yet sent come back with
+ * RP_ECLOSED and may_retry, and go where their slot is now. */
+static void node_close(cnode *node)
+{
+    node->closing = true;
+    rp_client_close(node->client, node_closed, node);
+}
+
+static bool recently_failed(const cnode *node, uint64_t now)
+{
+    return node->failed_ns && now - node->failed_ns < RECENT_FAILURE_NS;
+}
+
+static void node_failed(cnode *node, int status)
+{
+    if (status == RP_ECLOSED || status == -ECANCELED || status == -ENOMEM)
+        return;
+    node->failed_ns = rp__loop_now(node->cluster->loop);
+    refresh_request(node->cluster);
+}
+
+/* ------------------------------------------------------------- topology */
+
+static int shards_build(rp_cluster *c, const rp__topology *topo, cshard *shards)
+{
+    int error = 0;
+    for (int i = 0; i < topo->nshards; i++) {
+        const rp__shard_desc *desc = &topo->shards[i];
+        if (!(shards[i].master = node_get(c, desc->master, &error)))
+            return error;
+        shards[i].master->listed = shards[i].master->master = true;
+        for (int r = 0; r < desc->nreplicas; r++) {
+            cnode *replica = node_get(c, desc->replicas[r], &error);
+            if (!replica)
+                return error;
+            replica->listed = true;
+            shards[i].replicas[shards[i].nreplicas++] = replica;
+        }
+    }
+    return 0;
+}
+
+/* Routes every slot by topo; nodes it does not name are closed. */
+static int topology_apply(rp_cluster *c, const rp__topology *topo)
+{
+    cshard *shards = rp__calloc((size_t)topo->nshards, sizeof *shards);
+    if (!shards)
+        return -ENOMEM;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        node->listed = node->master = false;
+        node->slots = 0;
+    }
+    int rc = shards_build(c, topo, shards);
+    if (rc < 0) {
+        rp__free(shards);
+        return rc;
+    }
+    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++) {
+        c->slot_shard[slot] = topo->owner[slot];
+        c->slot_master[slot] = topo->owner[slot] ? shards[topo->owner[slot] - 1].master : NULL;
+        if (c->slot_master[slot])
+            c->slot_master[slot]->slots++;
+    }
+    rp__free(c->shards);
+    c->shards = shards;
+    c->nshards = topo->nshards;
+    c->have_topology = true;
+    for (rp__link *link = c->nodes.head, *next; link; link = next) {
+        next = link->next;
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (!node->listed && !node->closing)
+            node_close(node);
+    }
+    return 0;
+}
+
+static const char *const shards_argv[] = {"CLUSTER", "SHARDS"};
+static const char *const slots_argv[] = {"CLUSTER", "SLOTS"};
+static const size_t cluster_argvlen[] = {7, 6};
+static const char *const command_argv[] = {"COMMAND"};
+static const size_t command_argvlen[] = {7};
+
+static int topology_read(rp_cluster *c, const redisReply *reply)
+{
+    rp__topology *topo = rp__calloc(1, sizeof *topo);
+    if (!topo)
+        return -ENOMEM;
+    int rc = c->use_slots ? rp__topology_from_slots(topo, reply) : rp__topology_from_shards(topo, reply);
+    if (rc == 0)
+        rc = topology_apply(c, topo);
+    rp__topology_free(topo);
+    rp__free(topo);
+    return rc;
+}
+
+/* Commands wait for the first topology and the COMMAND table. */
+static bool routing_ready(const rp_cluster *c) { return c->have_topology && !c->keys_pending; }
+
+/* Waiting commands go once routing is ready, or fail when no node could
+ * give the first topology. */
+static void waiting_release(rp_cluster *c, int status)
+{
+    if (!routing_ready(c) && status == 0)
+        return;
+    rp__link *link;
+    while ((link = rp__list_pop(&c->waiting, false))) {
+        ccmd *cmd = RP__CONTAINER_OF(link, ccmd, wait_link);
+        if (routing_ready(c)) {
+            cmd_dispatch(cmd);
+        } else {
+            cmd_fail_later(cmd, RP_ECLUSTERDOWN);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- refresh */
+
+/* The next node to ask: one not asked yet in this refresh, those that
+ * failed lately last; then the seeds. */
+static cnode *refresh_pick(rp_cluster *c)
+{
+    uint64_t now = rp__loop_now(c->loop);
+    cnode *fallback = NULL;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (node->closing || node->asked_refresh == c->refresh_count)
+            continue;
+        if (!recently_failed(node, now))
+            return node;
+        fallback = fallback ? fallback : node;
+    }
+    if (fallback)
+        return fallback;
+    int error;
+    for (int i = 0; i < c->nseeds; i++) {
+        cnode *seed = node_get(c, c->seeds[i], &error);
+        if (seed && seed->asked_refresh != c->refresh_count)
+            return seed;
+    }
+    return NULL;
+}
+
+static void refresh_ask(rp_cluster *c);
+
+static void refresh_end(rp_cluster *c, int status)
+{
+    c->refreshing = false;
+    if (status == 0)
+        c->stats.refreshes++;
+    else
+        c->stats.refresh_errors++;
+    waiting_release(c, status);
+    if (c->closing)
+        return;
+    rp__timer_arm(c->loop, &c->refresh_periodic, rp__loop_now(c->loop) + c->refresh_interval_ns);
+    if (c->refresh_wanted)
+        refresh_request(c);
+}
+
+static void keys_reply(const redisReply *reply, int status, bool may_retry, void *data)
+{
+    (void)may_retry;
+    rp_cluster *c = data;
+    c->keys_pending = false;
+    if (reply && reply->type == REDIS_REPLY_ARRAY)
+        c->keys_loaded = rp__keyspec_load(&c->keys, reply) == 0;
+    else
+        c->keys_loaded = reply != NULL; /* refused (ACL): argv[1] routes */
+    (void)status;
+    waiting_release(c, 0);
+}
+
+static void topology_reply(const redisReply *reply, int status, bool may_retry, void *data)
+{
+    (void)may_retry;
+    cnode *node = data;
+    rp_cluster *c = node->cluster;
+    if (c->closing) {
+        refresh_end(c, RP_ECLOSED);
+        return;
+    }
+    if (reply && reply->type == REDIS_REPLY_ERROR && !c->use_slots && strstr(reply->str, "nknown subcommand")) {
+        c->use_slots = true; /* before Redis 7: ask the same node again */
+        node->asked_refresh = 0;
+    } else if (reply && topology_read(c, reply) == 0) {
+        refresh_end(c, 0);
+        return;
+    } else if (status < 0) {
+        node_failed(node, status);
+    }
+    refresh_ask(c);
+}
+
+static void refresh_ask(rp_cluster *c)
+{
+    cnode *node = refresh_pick(c);
+    if (!node) {
+        refresh_end(c, RP_ECLUSTERDOWN);
+        return;
+    }
+    node->asked_refresh = c->refresh_count;
+    if (!c->keys_loaded && !c->keys_pending)
+        c->keys_pending = rp__client_attempt(node->client, 0, false, keys_reply, c, 1, command_argv,
+                                             command_argvlen) > 0;
+    int64_t id = rp__client_attempt(node->client, 0, false, topology_reply, node, 2,
+                                    c->use_slots ? slots_argv : shards_argv, cluster_argvlen);
+    if (id < 0)
+        refresh_end(c, (int)id);
+}
+
+static void refresh_start(rp_cluster *c)
+{
+    c->refreshing = true;
+    c->refresh_wanted = false;
+    c->refresh_count++;
+    c->refresh_started_ns = rp__loop_now(c->loop);
+    rp__timer_disarm(c->loop, &c->refresh_soon);
+    refresh_ask(c);
+}
+
+/* At most one read in flight, and one per MIN_REFRESH_GAP_NS. */
+static void refresh_request(rp_cluster *c)
+{
+    if (c->closing)
+        return;
+    if (c->refreshing) {
+        c->refresh_wanted = true;
+        return;
+    }
+    uint64_t earliest = c->refresh_started_ns + MIN_REFRESH_GAP_NS;
+    if (!c->refresh_started_ns || rp__loop_now(c->loop) >= earliest)
+        refresh_start(c);
+    else if (!rp__timer_armed(&c->refresh_soon))
+        rp__timer_arm(c->loop, &c->refresh_soon, earliest);
+}
+
+static void refresh_soon_fired(rp__timer *timer)
+{
+    refresh_request(RP__CONTAINER_OF(timer, rp_cluster, refresh_soon));
+}
+
+static void refresh_periodic_fired(rp__timer *timer)
+{
+    refresh_request(RP__CONTAINER_OF(timer, rp_cluster, refresh_periodic));
+}
+
+/* ------------------------------------------------------------ routing */
+
+static cnode *any_master(rp_cluster *c)
+{
+    cnode *node = c->slot_master[rp__loop_random(c->loop) % RP_CLUSTER_SLOTS];
+    for (rp__link *link = c->nodes.head; !node && link; link = link->next) {
+        cnode *candidate = RP__CONTAINER_OF(link, cnode, link);
+        if (!candidate->closing && (candidate->master || !link->next))
+            node = candidate;
+    }
+    return node;
+}
+
+static cnode *route(rp_cluster *c, ccmd *cmd)
+{
+    if (cmd->slot == RP__NO_KEYS)
+        return any_master(c);
+    uint16_t shard = c->slot_shard[cmd->slot];
+    if (c->read_from_replicas && cmd->readonly && !cmd->avoid_replicas && shard && c->shards[shard - 1].nreplicas) {
+        cshard *s = &c->shards[shard - 1];
+        return s->replicas[s->next++ % (unsigned)s->nreplicas];
+    }
+    return c->slot_master[cmd->slot] ? c->slot_master[cmd->slot] : any_master(c);
+}
+
+/* ------------------------------------------------------------ commands */
+
+static void cmd_complete(ccmd *cmd, const redisReply *reply, int status)
+{
+    rp_cluster *c = cmd->cluster;
+    cmd->state = CC_DONE;
+    rp__timer_disarm(c->loop, &cmd->deadline);
+    rp__timer_disarm(c->loop, &cmd->backoff);
+    rp__list_unlink(&c->cmds, &cmd->link);
+    cmd->cb(c, reply, status, cmd->data);
+    rp__free(cmd);
+    maybe_finish_close(c);
+}
+
+static void cmd_finish_run(rp__deferred *item)
+{
+    ccmd *cmd = RP__CONTAINER_OF(item, ccmd, finish);
+    cmd_complete(cmd, NULL, cmd->status);
+}
+
+static void cmd_fail_later(ccmd *cmd, int status)
+{
+    cmd->state = CC_DONE; /* a cancel or close finds nothing left to do */
+    cmd->status = status;
+    rp__defer(cmd->cluster->loop, &cmd->finish, cmd_finish_run);
+}
+
+/* Sends it again after a backoff, while redirects are left. */
+static bool cmd_retry_later(ccmd *cmd)
+{
+    rp_cluster *c = cmd->cluster;
+    if (c->closing || cmd->redirects >= c->max_redirects)
+        return false;
+    cmd->redirects++;
+    c->stats.retries++;
+    cmd->state = CC_BACKOFF;
+    uint64_t wait = rp__retry_backoff_ns(c->loop, cmd->redirects, c->node_opts.min_retry_backoff_ms,
+                                         c->node_opts.max_retry_backoff_ms);
+    rp__timer_arm(c->loop, &cmd->backoff, rp__loop_now(c->loop) + wait);
+    return true;
+}
+
+static bool error_is(const redisReply *reply, const char *code)
+{
+    size_t len = strlen(code);
+    return reply->len >= len && !memcmp(reply->str, code, len) && (reply->len == len || reply->str[len] == ' ');
+}
+
+/* "MOVED <slot> <host:port>" or "ASK ...": the slot and the node named;
+ * an empty host is the host of the node that answered. */
+static bool parse_redirect(const redisReply *reply, const cnode *from, int *slot, char *addr)
+{
+    char host[RP__ADDR_MAX];
+    const char *target = strchr(reply->str, ' ');
+    target = target ? strchr(target + 1, ' ') : NULL;
+    if (!target || !*++target)
+        return false;
+    *slot = atoi(strchr(reply->str, ' ') + 1);
+    const char *port = strrchr(target, ':');
+    if (!port || *slot < 0 || *slot >= RP_CLUSTER_SLOTS || (size_t)(port - target) >= sizeof host)
+        return false;
+    if (port == target) {
+        const char *from_port = strrchr(from->addr, ':');
+        snprintf(host, sizeof host, "%.*s", (int)(from_port - from->addr), from->addr);
+    } else {
+        snprintf(host, sizeof host, "%.*s", (int)(port - target), target);
+    }
+    bool v6 = strchr(host, ':') && host[0] != '[';
+    int len = v6 ? snprintf(addr, RP__ADDR_MAX, "[%s]%s", host, port) : snprintf(addr, RP__ADDR_MAX, "%s%s", host, port);
+    return len > 0 && len < RP__ADDR_MAX;
+}
+
+/* MOVED: the slot is the named node's from now on; ASK: this command
+ * alone goes there, after ASKING. */
+static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool moved)
+{
+    rp_cluster *c = cmd->cluster;
+    char addr[RP__ADDR_MAX];
+    int slot, error;
+    if (cmd->redirects >= c->max_redirects || !parse_redirect(reply, from, &slot, addr))
+        return false;
+    cnode *target = node_get(c, addr, &error);
+    if (!target)
+        return false;
+    if (moved) {
+        c->stats.moved++;
+        c->slot_master[slot] = target;
+        refresh_request(c);
+    } else {
+        c->stats.asked++;
+        cmd->ask = target;
+    }
+    cmd->redirects++;
+    cmd_dispatch(cmd);
+    return true;
+}
+
+/* An error reply the cluster acts on; false leaves it to the caller. */
+static bool cmd_follow(ccmd *cmd, cnode *node, const redisReply *reply)
+{
+    if (error_is(reply, "MOVED") || error_is(reply, "ASK"))
+        return cmd_redirect(cmd, node, reply, error_is(reply, "MOVED"));
+    if (error_is(reply, "TRYAGAIN")) /* a migration is under way: its keys are split */
+        return cmd_retry_later(cmd);
+    if (error_is(reply, "CLUSTERDOWN") || error_is(reply, "LOADING") || error_is(reply, "READONLY") ||
+        error_is(reply, "MASTERDOWN")) {
+        cmd->avoid_replicas = !node->master;
+        refresh_request(cmd->cluster);
+        return cmd_retry_later(cmd);
+    }
+    return false;
+}
+
+static void at_node_done(const redisReply *reply, int status, bool may_retry, void *data)
+{
+    ccmd *cmd = data;
+    cnode *node = cmd->node;
+    cmd->node = NULL;
+    if (cmd->abandoned) {
+        cmd_complete(cmd, NULL, cmd->abandoned);
+        return;
+    }
+    if (!cmd->cluster->closing) {
+        if (status == 0 && reply->type == REDIS_REPLY_ERROR && cmd_follow(cmd, node, reply))
+            return;
+        if (status < 0) {
+            node_failed(node, status);
+            cmd->avoid_replicas = !node->master;
+            if (may_retry && cmd_retry_later(cmd))
+                return;
+        }
+    }
+    cmd_complete(cmd, reply, status);
+}
+
+static void cmd_dispatch(ccmd *cmd)
+{
+    rp_cluster *c = cmd->cluster;
+    if (!routing_ready(c)) {
+        cmd->state = CC_WAITING;
+        rp__list_push_back(&c->waiting, &cmd->wait_link);
+        if (!c->refreshing)
+            refresh_request(c);
+        return;
+    }
+    if (!cmd->routed) {
+        cmd->slot = rp__command_slot(&c->keys, cmd->key_index, cmd->argc, cmd->argv, cmd->argvlen, &cmd->readonly);
+        cmd->routed = true;
+        if (cmd->slot == RP_ECROSSSLOT) {
+            cmd_fail_later(cmd, RP_ECROSSSLOT);
+            return;
+        }
+    }
+    cnode *node = cmd->ask ? cmd->ask : route(c, cmd);
+    bool asking = cmd->ask != NULL;
+    cmd->ask = NULL;
+    int64_t id = node ? rp__client_attempt(node->client, cmd->flags, asking, at_node_done, cmd, cmd->argc, cmd->argv,
+                                           cmd->argvlen)
+                      : RP_ECLUSTERDOWN;
+    if (id < 0) {
+        cmd_fail_later(cmd, (int)id);
+        return;
+    }
+    cmd->state = CC_AT_NODE;
+    cmd->node = node;
+    cmd->node_id = id;
+}
+
+static void backoff_fired(rp__timer *timer)
+{
+    cmd_dispatch(RP__CONTAINER_OF(timer, ccmd, backoff));
+}
+
+static int cmd_abandon(ccmd *cmd, int status);
+
+static void deadline_fired(rp__timer *timer)
+{
+    cmd_abandon(RP__CONTAINER_OF(timer, ccmd, deadline), -ETIMEDOUT);
+}
+
+/* One allocation holds the command and copies of its arguments. */
+static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const size_t *argvlen)
+{
+    size_t bytes = sizeof(ccmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    for (int i = 0; i < argc; i++)
+        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
+    ccmd *cmd = rp__calloc(1, bytes);
+    if (!cmd)
+        return NULL;
+    cmd->argv = (const char **)(cmd + 1);
+    cmd->argvlen = (size_t *)(cmd->argv + argc);
+    char *copy = (char *)(cmd->argvlen + argc);
+    for (int i = 0; i < argc; i++) {
+        cmd->argvlen[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        memcpy(copy, argv[i], cmd->argvlen[i]);
+        cmd->argv[i] = copy;
+        copy += cmd->argvlen[i];
+    }
+    cmd->argc = argc;
+    cmd->cluster = c;
+    rp__timer_init(&cmd->backoff, backoff_fired, true);
+    rp__timer_init(&cmd->deadline, deadline_fired, false);
+    return cmd;
+}
+
+int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *opts, rp_cluster_reply_cb cb,
+                              void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    if (!c || !cb || argc <= 0 || !argv)
+        return -EINVAL;
+    if (opts && ((opts->flags & ~(unsigned)RP_CMD_IDEMPOTENT) || opts->key_index < 0 || opts->key_index >= argc))
+        return -EINVAL;
+    if (c->closing)
+        return RP_ECLOSED;
+    ccmd *cmd = cmd_new(c, argc, argv, argvlen);
+    if (!cmd)
+        return -ENOMEM;
+    if (routing_ready(c)) {
+        cmd->slot = rp__command_slot(&c->keys, opts ? opts->key_index : 0, argc, cmd->argv, cmd->argvlen,
+                                     &cmd->readonly);
+        if (cmd->slot == RP_ECROSSSLOT) {
+            rp__free(cmd);
+            return RP_ECROSSSLOT;
+        }
+        cmd->routed = true;
+    }
+    cmd->cb = cb;
+    cmd->data = data;
+    cmd->flags = opts ? opts->flags : 0;
+    cmd->key_index = opts ? opts->key_index : 0;
+    if (opts && opts->timeout_ms)
+        rp__timer_arm(c->loop, &cmd->deadline, rp__loop_now_fresh(c->loop) + opts->timeout_ms * RP__NS_PER_MS);
+    cmd->id = ++c->last_id;
+    rp__list_push_front(&c->cmds, &cmd->link);
+    cmd_dispatch(cmd);
+    return cmd->id;
+}
+
+int rp_cluster_command(rp_cluster *c, rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
+                       const size_t *argvlen)
+{
+    int64_t id = rp_cluster_command_ex(c, NULL, cb, data, argc, argv, argvlen);
+    return id < 0 ? (int)id : 0;
+}
+
+/* Ends cmd with status: at once if it waits here, through its node's
+ * cancel (later in this iteration) if it is at one. */
+static int cmd_abandon(ccmd *cmd, int status)
+{
+    rp_cluster *c = cmd->cluster;
+    switch (cmd->state) {
+    case CC_WAITING:
+        rp__list_unlink(&c->waiting, &cmd->wait_link);
+        break;
+    case CC_BACKOFF:
+        rp__timer_disarm(c->loop, &cmd->backoff);
+        break;
+    case CC_AT_NODE:
+        if (cmd->abandoned || rp_client_cancel(cmd->node->client, cmd->node_id) < 0)
+            return -ENOENT;
+        cmd->abandoned = status;
+        return 0;
+    case CC_DONE:
+        return -ENOENT;
+    }
+    cmd_fail_later(cmd, status);
+    return 0;
+}
+
+int rp_cluster_cancel(rp_cluster *c, int64_t id)
+{
+    if (!c || id <= 0)
+        return -EINVAL;
+    for (rp__link *link = c->cmds.head; link; link = link->next) {
+        ccmd *cmd = RP__CONTAINER_OF(link, ccmd, link);
+        if (cmd->id == id)
+            return cmd_abandon(cmd, -ECANCELED);
+    }
+    return -ENOENT;
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+void rp_cluster_options_init(rp_cluster_options *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    rp_client_options_init(&opts->node);
+    opts->max_redirects = 3;
+}
+
+static void cluster_free(rp_cluster *c)
+{
+    for (int i = 0; i < c->nseeds; i++)
+        rp__free(c->seeds[i]);
+    rp__free(c->seeds);
+    rp__free((char *)c->node_opts.username);
+    rp__free((char *)c->node_opts.password);
+    rp__free((char *)c->node_opts.client_name);
+    rp__free(c->shards);
+    rp__keyspec_free(&c->keys);
+    rp__free(c);
+}
+
+static int copy_text(const char **out, const char *in)
+{
+    if (in && !(*out = rp__strdup(in)))
+        return -ENOMEM;
+    return 0;
+}
+
+/* The caller's strings become the cluster's: nodes are made later. */
+static int cluster_copy_options(rp_cluster *c, const rp_cluster_options *opts)
+{
+    c->node_opts = opts->node;
+    c->node_opts.username = c->node_opts.password = c->node_opts.client_name = NULL;
+    if (!c->node_opts.min_retry_backoff_ms)
+        c->node_opts.min_retry_backoff_ms = 8;
+    if (!c->node_opts.max_retry_backoff_ms)
+        c->node_opts.max_retry_backoff_ms = 512;
+    int rc = copy_text(&c->node_opts.username, opts->node.username);
+    if (rc == 0)
+        rc = copy_text(&c->node_opts.password, opts->node.password);
+    if (rc == 0)
+        rc = copy_text(&c->node_opts.client_name, opts->node.client_name);
+    if (rc == 0 && !(c->seeds = rp__calloc((size_t)opts->nseeds, sizeof *c->seeds)))
+        rc = -ENOMEM;
+    for (int i = 0; rc == 0 && i < opts->nseeds; i++, c->nseeds++)
+        if (!opts->seeds[i] || !(c->seeds[i] = rp__strdup(opts->seeds[i])))
+            rc = opts->seeds[i] ? -ENOMEM : -EINVAL;
+    return rc;
+}
+
+/* Each seed gets its client now, which checks its address and options. */
+static int cluster_add_seeds(rp_cluster *c)
+{
+    int rc = 0;
+    for (int i = 0; i < c->nseeds; i++)
+        if (!node_get(c, c->seeds[i], &rc))
+            return rc;
+    return 0;
+}
+
+static void cluster_close_nodes(rp_cluster *c)
+{
+    for (rp__link *link = c->nodes.head, *next; link; link = next) {
+        next = link->next;
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (!node->closing)
+            node_close(node);
+    }
+}
+
+int rp_cluster_new(rp_cluster **out, rp_loop *loop, const rp_cluster_options *opts)
+{
+    if (!out || !loop || !opts || !opts->seeds || opts->nseeds <= 0 || opts->node.db != 0)
+        return -EINVAL;
+    rp_cluster *c = rp__calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->loop = loop;
+    c->max_redirects = opts->max_redirects > 0 ? opts->max_redirects : 0;
+    c->read_from_replicas = opts->read_from_replicas;
+    c->refresh_interval_ns =
+        (opts->refresh_interval_ms ? opts->refresh_interval_ms : DEFAULT_REFRESH_INTERVAL_MS) * RP__NS_PER_MS;
+    rp__timer_init(&c->refresh_soon, refresh_soon_fired, true);
+    rp__timer_init(&c->refresh_periodic, refresh_periodic_fired, false);
+    int rc = cluster_copy_options(c, opts);
+    if (rc == 0)
+        rc = cluster_add_seeds(c);
+    if (rc < 0) {
+        /* Seed clients made so far have nothing under way: their close
+         * only frees them, and nothing here waits for it. */
+        c->closing = c->finished = true;
+        cluster_close_nodes(c);
+        if (!c->nodes_open)
+            cluster_free(c);
+        return rc;
+    }
+    refresh_start(c);
+    *out = c;
+    return 0;
+}
+
+static void close_run(rp__deferred *item)
+{
+    rp_cluster *c = RP__CONTAINER_OF(item, rp_cluster, close_item);
+    if (c->close_cb)
+        c->close_cb(c, c->close_data);
+    cluster_free(c);
+}
+
+static void maybe_finish_close(rp_cluster *c)
+{
+    if (!c->closing || c->nodes_open || c->cmds.len)
+        return;
+    if (c->finished) { /* rp_cluster_new gave up: nothing to call */
+        cluster_free(c);
+        return;
+    }
+    c->finished = true;
+    rp__defer(c->loop, &c->close_item, close_run);
+}
+
+int rp_cluster_close(rp_cluster *c, rp_cluster_close_cb cb, void *data)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->closing)
+        return RP_ECLOSED;
+    c->closing = true;
+    c->close_cb = cb;
+    c->close_data = data;
+    rp__timer_disarm(c->loop, &c->refresh_soon);
+    rp__timer_disarm(c->loop, &c->refresh_periodic);
+    for (rp__link *link = c->cmds.head; link; link = link->next) {
+        ccmd *cmd = RP__CONTAINER_OF(link, ccmd, link);
+        if (cmd->state == CC_WAITING || cmd->state == CC_BACKOFF)
+            cmd_abandon(cmd, RP_ECLOSED);
+    }
+    cluster_close_nodes(c);
+    maybe_finish_close(c);
+    return 0;
+}
+
+int rp_cluster_nodes(const rp_cluster *c, rp_cluster_node_info *out, int max)
+{
+    if (!c || max < 0 || (max && !out))
+        return -EINVAL;
+    int count = 0;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        const cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (node->closing)
+            continue;
+        if (count < max) {
+            rp_cluster_node_info *info = &out[count];
+            memcpy(info->addr, node->addr, sizeof info->addr);
+            info->master = node->master;
+            info->slots = node->slots;
+            rp_pool_stats(rp_client_pool(node->client), &info->stats);
+        }
+        count++;
+    }
+    return count;
+}
+
+void rp_cluster_get_stats(const rp_cluster *c, rp_cluster_stats *out)
+{
+    if (c && out)
+        *out = c->stats;
+}
