@@ -24,6 +24,7 @@ static const char usage[] =
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
     "                [--embed epoll|libuv|libevent|uring] [--autopipeline[=CONNS]]\n"
+    "                [--cluster]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
@@ -45,6 +46,10 @@ static const char usage[] =
     "  --embed HOST   each loop runs inside a host loop through rp_loop_fd and\n"
     "                 rp_loop_timeout: a raw epoll loop, libuv, libevent, or a\n"
     "                 host's own io_uring (default: the loop runs standalone)\n"
+    "  --cluster      the address is a seed of a Redis Cluster: commands go\n"
+    "                 through rp_cluster, each in-flight slot's keys under a\n"
+    "                 hash tag of its own (as redis-benchmark --cluster); the\n"
+    "                 pool and auto-pipelining options apply per node\n"
     "  --help         this text\n";
 
 typedef struct config {
@@ -54,7 +59,7 @@ typedef struct config {
     unsigned busy_poll_us;
     long requests, keyspace;
     size_t data_size;
-    bool quiet, csv;
+    bool quiet, csv, cluster;
     char tests[128];
     example_host embed; /* a host loop from hosts.h, or NULL: standalone */
 } config;
@@ -82,8 +87,8 @@ typedef struct slot {
     int owed;        /* replies still owed this round */
     uint64_t started; /* read fresh, not the loop's cached time: a user's
                        * latency runs from the call to the callback */
-    const char *prefix;
-    char key[40];
+    char prefix[24];
+    char key[48];
     const char *argv[3];
     size_t argvlen[3];
 } slot;
@@ -95,6 +100,7 @@ struct worker {
     pthread_t thread;
     rp_loop *loop;
     rp_client *client;
+    rp_cluster *cluster; /* --cluster: instead of client */
     long quota, issued;
     atomic_long done;
     atomic_bool finished;
@@ -125,12 +131,22 @@ static void finish_request(slot *s, bool ok)
     atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed);
 }
 
+static void on_reply(const redisReply *reply, int status, slot *s)
+{
+    finish_request(s, status == 0 && reply->type != REDIS_REPLY_ERROR);
+    next_round(s);
+}
+
 static void on_client_reply(rp_client *client, const redisReply *reply, int status, void *data)
 {
     (void)client;
-    slot *s = data;
-    finish_request(s, status == 0 && reply->type != REDIS_REPLY_ERROR);
-    next_round(s);
+    on_reply(reply, status, data);
+}
+
+static void on_cluster_reply(rp_cluster *cluster, const redisReply *reply, int status, void *data)
+{
+    (void)cluster;
+    on_reply(reply, status, data);
 }
 
 static void on_conn_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
@@ -183,10 +199,54 @@ static void next_round(slot *s)
     w->issued++;
     fill_args(s);
     s->started = example_now_ns();
-    if (rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen) < 0) {
+    int rc = w->cluster ? rp_cluster_command(w->cluster, on_cluster_reply, s, argc_of(s), s->argv, s->argvlen)
+                        : rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen);
+    if (rc < 0) {
         w->failures++;
         atomic_fetch_add(&w->done, 1);
     }
+}
+
+static void cluster_ready(rp_cluster *cluster, const redisReply *reply, int status, void *data)
+{
+    (void)cluster;
+    (void)reply;
+    *(int *)data = status < 0 ? status : 1;
+}
+
+/* The first command waits for the cluster's layout. */
+static int cluster_open(worker *w, const rp_client_options *node)
+{
+    const char *seeds[] = {w->cfg->addr};
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.seeds = seeds;
+    opts.nseeds = 1;
+    opts.node = *node;
+    opts.node.pool.min_idle_conns = 0; /* replicas would get idle connections too */
+    int ready = 0, rc = rp_cluster_new(&w->cluster, w->loop, &opts);
+    if (rc == 0)
+        rc = rp_cluster_command(w->cluster, cluster_ready, &ready, 1, (const char *[]){"PING"}, NULL);
+    while (rc == 0 && !ready)
+        rp_loop_run(w->loop, RP_RUN_ONCE);
+    return rc < 0 ? rc : ready < 0 ? ready : 0;
+}
+
+static void slot_init(slot *s, worker *w, int index)
+{
+    const config *cfg = w->cfg;
+    const char *name = w->test->cmd[0] == 'L' ? "mylist" : w->test->cmd[0] == 'I' ? "counter" : "key";
+    s->w = w;
+    if (cfg->cluster)
+        snprintf(s->prefix, sizeof s->prefix, "%s{%d}", name, index);
+    else
+        snprintf(s->prefix, sizeof s->prefix, "%s", name);
+    snprintf(s->key, sizeof s->key, "%s%s", s->prefix, name[0] == 'm' ? "" : ":__rand_int__");
+    s->argv[0] = w->test->cmd;
+    s->argvlen[0] = strlen(w->test->cmd);
+    s->argv[1] = s->key;
+    s->argv[2] = w->value;
+    s->argvlen[2] = cfg->data_size;
 }
 
 static void *worker_main(void *arg)
@@ -206,27 +266,19 @@ static void *worker_main(void *arg)
     /* An embedded loop's fd is asked for before any pool exists, as the
      * README says: its ring is then set up for a host. */
     if (rp_loop_new(&w->loop, &loop_opts) < 0 || (cfg->embed && rp_loop_fd(w->loop) < 0) ||
-        rp_client_new(&w->client, w->loop, &opts) < 0) {
+        (cfg->cluster ? cluster_open(w, &opts) : rp_client_new(&w->client, w->loop, &opts)) < 0) {
         w->failures = (int)w->quota;
         atomic_store(&w->finished, true);
         return NULL;
     }
-    rp_pool *pool = rp_client_pool(w->client);
-    example_wait_idle(w->loop, pool, opts.pool.pool_size); /* a dial error shows as failures */
+    if (w->client) /* a dial error shows as failures */
+        example_wait_idle(w->loop, rp_client_pool(w->client), opts.pool.pool_size);
     slot *slots = calloc((size_t)in_flight, sizeof *slots);
     rp_loop_stats before;
     rp_loop_stats_get(w->loop, &before);
     for (int i = 0; i < in_flight; i++) {
-        slot *s = &slots[i];
-        s->w = w;
-        s->prefix = w->test->cmd[0] == 'L' ? "mylist" : w->test->cmd[0] == 'I' ? "counter" : "key";
-        snprintf(s->key, sizeof s->key, "%s%s", s->prefix, s->prefix[0] == 'm' ? "" : ":__rand_int__");
-        s->argv[0] = w->test->cmd;
-        s->argvlen[0] = strlen(w->test->cmd);
-        s->argv[1] = s->key;
-        s->argv[2] = w->value;
-        s->argvlen[2] = cfg->data_size;
-        next_round(s);
+        slot_init(&slots[i], w, i);
+        next_round(&slots[i]);
     }
     if (cfg->embed)
         cfg->embed(w->loop);
@@ -235,7 +287,10 @@ static void *worker_main(void *arg)
     rp_loop_stats_get(w->loop, &w->loop_stats);
     w->loop_stats.enters -= before.enters;
     w->loop_stats.syscalls -= before.syscalls;
-    rp_client_close(w->client, NULL, NULL);
+    if (w->cluster)
+        rp_cluster_close(w->cluster, NULL, NULL);
+    else
+        rp_client_close(w->client, NULL, NULL);
     rp_loop_run(w->loop, RP_RUN_DEFAULT);
     rp_loop_free(w->loop);
     free(slots);
@@ -342,7 +397,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"loops", required_argument, NULL, 'L'},
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
         {"autopipeline", optional_argument, NULL, 'A'},
-        {"autopipeline-max-bytes", required_argument, NULL, 'M'},
+        {"autopipeline-max-bytes", required_argument, NULL, 'M'}, {"cluster", no_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
@@ -365,6 +420,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
         case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
         case 'M': cfg->autopipeline_max_bytes = (size_t)atol(optarg); break;
+        case 'K': cfg->cluster = true; break;
         case 'E':
             if (!(cfg->embed = example_host_find(optarg))) {
                 fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);
@@ -382,6 +438,10 @@ static int parse(int argc, char **argv, config *cfg)
     if (cfg->clients < 1 || cfg->requests < 1 || cfg->pipeline < 1 || cfg->loops < 1 || cfg->pool_size < 1 ||
         cfg->loops > cfg->clients || cfg->autopipeline < 0) {
         fprintf(stderr, "rp-bench: -c, -n, -P, --loops and --pool-size must be positive, --loops <= -c\n");
+        return -1;
+    }
+    if (cfg->cluster && cfg->pipeline > 1) {
+        fprintf(stderr, "rp-bench: -P is not supported with --cluster (try --autopipeline)\n");
         return -1;
     }
     return 0;
