@@ -557,6 +557,10 @@ static void at_node_done(const redisReply *reply, int status, bool may_retry, vo
     if (!cmd->cluster->closing) {
         if (status == 0 && reply->type == REDIS_REPLY_ERROR && cmd_follow(cmd, node, reply))
             return;
+        if (status == RP_ECLOSED && may_retry) { /* unsent, at a node that left the layout */
+            cmd_dispatch(cmd);
+            return;
+        }
         if (status < 0) {
             node_failed(node, status);
             cmd->avoid_replicas = !node->master;
@@ -759,9 +763,21 @@ static int cluster_copy_options(rp_cluster *c, const rp_cluster_options *opts)
     if (rc == 0 && !(c->seeds = rp__calloc((size_t)opts->nseeds, sizeof *c->seeds)))
         rc = -ENOMEM;
     for (int i = 0; rc == 0 && i < opts->nseeds; i++, c->nseeds++)
-        if (!opts->seeds[i] || !(c->seeds[i] = rp__strdup(opts->seeds[i])))
-            rc = opts->seeds[i] ? -ENOMEM : -EINVAL;
+        if (!(c->seeds[i] = rp__strdup(opts->seeds[i])))
+            rc = -ENOMEM;
     return rc;
+}
+
+/* Every seed's text is checked before any node is made. */
+static bool seeds_valid(const rp_cluster_options *opts)
+{
+    rp__addr addr;
+    rp__hostport name;
+    for (int i = 0; i < opts->nseeds; i++)
+        if (!opts->seeds[i] || strlen(opts->seeds[i]) >= RP__ADDR_MAX ||
+            rp__addr_parse(opts->seeds[i], &addr, &name) < 0)
+            return false;
+    return true;
 }
 
 /* Each seed gets its client now, which checks its address and options. */
@@ -786,7 +802,7 @@ static void cluster_close_nodes(rp_cluster *c)
 
 int rp_cluster_new(rp_cluster **out, rp_loop *loop, const rp_cluster_options *opts)
 {
-    if (!out || !loop || !opts || !opts->seeds || opts->nseeds <= 0 || opts->node.db != 0)
+    if (!out || !loop || !opts || !opts->seeds || opts->nseeds <= 0 || opts->node.db != 0 || !seeds_valid(opts))
         return -EINVAL;
     rp_cluster *c = rp__calloc(1, sizeof *c);
     if (!c)
