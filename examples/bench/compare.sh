@@ -5,19 +5,25 @@
 # median peak RSS (the kernel's high-water mark, VmHWM, through GNU time)
 # and the server's CPU time per request under each tool (from
 # /proc/<redis-server>/stat before and after each run).
-#   examples/bench/compare.sh [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
+#   examples/bench/compare.sh [-k] [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
 # -e passes a flag to rp-bench only, e.g. -e --busy-poll=20.
-# Example: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
+# -k (--cluster) starts a throwaway Redis Cluster instead, 3 masters and 3
+# replicas on free loopback ports, and runs both tools with --cluster and
+# node 0 as their seed; the server CPU is then that of all six nodes.
+# Examples: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
+#           examples/bench/compare.sh -k -e --autopipeline -- -c 50 -n 1000000 -t set,get
 set -euo pipefail
 rounds=3
 rp_bench=""
 rp_only=()
+cluster=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     case "$1" in
     -r) rounds=$2; shift 2 ;;
     -b) rp_bench=$2; shift 2 ;;
     -e) rp_only+=("$2"); shift 2 ;;
-    -h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -k | --cluster) cluster=(--cluster); shift ;;
+    -h | --help) sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -28,12 +34,88 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 [ -n "$rp_bench" ] || rp_bench="$here/build/examples/rp-bench"
 [ -x "$rp_bench" ] || { echo "compare.sh: build rp-bench first (meson compile -C build)" >&2; exit 1; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# N free loopback ports, all held at once so that they differ.
+free_ports() {
+    python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"
+}
+
 work=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/redis.log" &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+server_pids=()
+# The servers are gone before their directory is: a node writes its
+# nodes.conf as it shuts down.
+cleanup() {
+    if [ ${#server_pids[@]} -gt 0 ]; then
+        kill "${server_pids[@]}" 2>/dev/null || true
+        wait "${server_pids[@]}" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command ($2 on) until it succeeds, for up to $1 seconds.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    until "${@:2}" >/dev/null 2>&1; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.1
+    done
+}
+
+start_server() {
+    port=$(free_ports 1)
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "$work/redis.log" &
+    server_pids=($!)
+    wait_for 5 redis-cli -p "$port" ping || { echo "compare.sh: redis-server did not start" >&2; exit 1; }
+}
+
+# Every node says cluster_state:ok, and every replica's link to its master
+# is up: before that, redirects and a replica's full sync would be timed.
+cluster_ready() {
+    local p state replication
+    for p in "${ports[@]}"; do
+        state=$(redis-cli -p "$p" cluster info) && replication=$(redis-cli -p "$p" info replication) || return 1
+        [[ $state == *cluster_state:ok* ]] || return 1
+        [[ $replication == *role:master* || $replication == *master_link_status:up* ]] || return 1
+    done
+}
+
+# Six nodes, each with its cluster bus on a port of its own (a free port
+# plus 10000, the default, may be past 65535), joined by redis-cli.
+start_cluster() {
+    local all i
+    read -r -a all <<<"$(free_ports 12)"
+    ports=("${all[@]:0:6}")
+    for i in 0 1 2 3 4 5; do
+        redis-server --port "${ports[$i]}" --cluster-port "${all[$((i + 6))]}" --bind 127.0.0.1 \
+            --cluster-enabled yes --cluster-config-file "nodes-$i.conf" --cluster-node-timeout 1000 \
+            --save "" --appendonly no --dir "$work" --logfile "$work/node-$i.log" &
+        server_pids+=($!)
+    done
+    for i in 0 1 2 3 4 5; do
+        wait_for 5 redis-cli -p "${ports[$i]}" ping || { echo "compare.sh: node $i did not start" >&2; exit 1; }
+    done
+    redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 1 --cluster-yes \
+        >"$work/create.log" 2>&1 || { cat "$work/create.log" >&2; exit 1; }
+    wait_for 30 cluster_ready || { echo "compare.sh: the cluster did not come up" >&2; exit 1; }
+    port=${ports[0]}
+    echo "cluster: 3 masters + 3 replicas on 127.0.0.1 ports ${ports[*]}, seed $port" >&2
+}
+
+# The masters as node 0 sees them: a change during the runs is a failover.
+cluster_masters() { redis-cli -p "$port" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ {print $2}' | sort; }
+
+if [ ${#cluster[@]} -gt 0 ]; then
+    start_cluster
+    masters=$(cluster_masters)
+else
+    start_server
+fi
 
 # Runs a command and appends its peak RSS in kB to the file $1. GNU time's
 # own few hundred kB are the floor: a wrapper counts in what its forked
@@ -46,29 +128,42 @@ peak_rss() {
     fi
 }
 
-# The server's user+system CPU so far, in clock ticks.
-server_ticks() { awk '{print $14 + $15}' "/proc/$redis_pid/stat"; }
+# The servers' user+system CPU so far, in clock ticks: all the nodes of a
+# cluster, replicas included.
+server_ticks() {
+    local pid stats=()
+    for pid in "${server_pids[@]}"; do stats+=("/proc/$pid/stat"); done
+    awk '{sum += $14 + $15} END {print sum}' "${stats[@]}"
+}
 
 # Runs one tool's benchmark ($1: its name, then the command), keeping its
-# results, its peak RSS and the server CPU it cost.
+# results, its peak RSS and the server CPU it cost. Only the quoted rows
+# after the header are results: redis-benchmark --cluster first prints
+# the masters it found.
 measure() {
     local tool=$1 before
     shift
     before=$(server_ticks)
-    peak_rss "$work/rss-$tool" "$@" --csv 2>/dev/null | tail -n +2 | sed "s/^/$tool,/" >> "$work/results"
+    peak_rss "$work/rss-$tool" "$@" --csv 2>/dev/null | sed -n "/^\"test\"/d; s/^\"/$tool,\"/p" >> "$work/results"
     echo "$tool,$(($(server_ticks) - before))" >> "$work/server-ticks"
 }
 
 for round in $(seq "$rounds"); do
-    measure redis-benchmark redis-benchmark -p "$port" "${flags[@]}"
-    measure rp-bench "$rp_bench" -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"}
+    measure redis-benchmark redis-benchmark ${cluster[@]+"${cluster[@]}"} -p "$port" "${flags[@]}"
+    measure rp-bench "$rp_bench" ${cluster[@]+"${cluster[@]}"} -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"}
     echo "round $round of $rounds done" >&2
 done
+if [ ${#cluster[@]} -gt 0 ] && [ "$(cluster_masters)" != "$masters" ]; then
+    echo "compare.sh: warning: the masters changed during the runs (a failover): the figures are suspect" >&2
+fi
+servers="server"
+[ ${#cluster[@]} -eq 0 ] || servers="cluster (6 nodes)"
 
 # Medians of requests/s and p50/p99 latency per tool and test, then ratios.
-python3 - "$work" "$(getconf CLK_TCK)" "$rounds" "${flags[@]}" <<'PY'
+python3 - "$work" "$(getconf CLK_TCK)" "$rounds" "$servers" "${flags[@]}" <<'PY'
 import csv, os, statistics, sys
-flags = sys.argv[4:]
+servers = sys.argv[4]
+flags = sys.argv[5:]
 requests = int(flags[flags.index("-n") + 1]) if "-n" in flags else 100000
 runs = {}
 for row in csv.reader(open(os.path.join(sys.argv[1], "results"))):
@@ -95,7 +190,7 @@ for row in csv.reader(open(os.path.join(sys.argv[1], "server-ticks"))):
 for tool, values in sorted(ticks.items()):
     tests_per_run = sum(1 for t, tl in runs if tl == tool)
     per_request = statistics.median(values) / int(sys.argv[2]) / (requests * max(tests_per_run, 1)) * 1e6
-    print(f"server CPU per request (median): {tool} {per_request:.2f} us")
+    print(f"{servers} CPU per request (median): {tool} {per_request:.2f} us")
 if len(rss) == 2:
     print(f"peak RSS (median): redis-benchmark {rss['redis-benchmark']:.1f} MiB, rp-bench {rss['rp-bench']:.1f} MiB")
 else:
