@@ -173,9 +173,11 @@ static bool recently_failed(const cnode *node, uint64_t now)
     return node->failed_ns && now - node->failed_ns < RECENT_FAILURE_NS;
 }
 
+/* A failure of the node, not of this client's own limits or of one reply. */
 static void node_failed(cnode *node, int status)
 {
-    if (status == RP_ECLOSED || status == -ECANCELED || status == -ENOMEM)
+    if (status == RP_ECLOSED || status == -ECANCELED || status == -ENOMEM || status == RP_EPOOLTIMEOUT ||
+        status == RP_EPOOLEXHAUSTED || status == -EMSGSIZE)
         return;
     node->failed_ns = rp__loop_now(node->cluster->loop);
     refresh_request(node->cluster);
@@ -263,16 +265,16 @@ static bool routing_ready(const rp_cluster *c) { return c->have_topology && !c->
  * give the first topology. */
 static void waiting_release(rp_cluster *c, int status)
 {
-    if (!routing_ready(c) && status == 0)
+    bool fail = status < 0 && !c->have_topology;
+    if (!routing_ready(c) && !fail)
         return;
     rp__link *link;
     while ((link = rp__list_pop(&c->waiting, false))) {
         ccmd *cmd = RP__CONTAINER_OF(link, ccmd, wait_link);
-        if (routing_ready(c)) {
-            cmd_dispatch(cmd);
-        } else {
+        if (fail)
             cmd_fail_later(cmd, RP_ECLUSTERDOWN);
-        }
+        else
+            cmd_dispatch(cmd);
     }
 }
 
@@ -320,16 +322,18 @@ static void refresh_end(rp_cluster *c, int status)
         refresh_request(c);
 }
 
+/* COMMAND's answer. A refusal (ACL) leaves argv[1] routing for good; a
+ * failed node leaves the next refresh to ask again. */
 static void keys_reply(const redisReply *reply, int status, bool may_retry, void *data)
 {
+    (void)status;
     (void)may_retry;
     rp_cluster *c = data;
     c->keys_pending = false;
     if (reply && reply->type == REDIS_REPLY_ARRAY)
         c->keys_loaded = rp__keyspec_load(&c->keys, reply) == 0;
     else
-        c->keys_loaded = reply != NULL; /* refused (ACL): argv[1] routes */
-    (void)status;
+        c->keys_loaded = reply != NULL;
     waiting_release(c, 0);
 }
 
@@ -538,7 +542,7 @@ static bool cmd_follow(ccmd *cmd, cnode *node, const redisReply *reply)
         return cmd_retry_later(cmd);
     if (error_is(reply, "CLUSTERDOWN") || error_is(reply, "LOADING") || error_is(reply, "READONLY") ||
         error_is(reply, "MASTERDOWN")) {
-        cmd->avoid_replicas = !node->master;
+        cmd->avoid_replicas |= !node->master;
         refresh_request(cmd->cluster);
         return cmd_retry_later(cmd);
     }
@@ -563,7 +567,7 @@ static void at_node_done(const redisReply *reply, int status, bool may_retry, vo
         }
         if (status < 0) {
             node_failed(node, status);
-            cmd->avoid_replicas = !node->master;
+            cmd->avoid_replicas |= !node->master;
             if (may_retry && cmd_retry_later(cmd))
                 return;
         }
