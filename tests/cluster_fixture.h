@@ -1,0 +1,89 @@
+/* Test fixture: a real Redis Cluster on loopback, redis-servers with
+ * --cluster-enabled yes in a temporary directory, and the steps tests need
+ * to change it under a client: kills, failovers, new nodes, slot moves.
+ * Nodes are numbered in the order they started; a killed node keeps its
+ * number. Every helper cr_asserts on failure. */
+#ifndef RP_TEST_CLUSTER_FIXTURE_H
+#define RP_TEST_CLUSTER_FIXTURE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define FXC_MAX_NODES 8
+
+/* Six nodes, nodes 0-2 masters of slots 0-5460, 5461-10922 and
+ * 10923-16383, each with a replica among nodes 3-5 (which one is
+ * redis-cli's choice: ask fxc_replica_of), joined with redis-cli --cluster
+ * create; returns once fxc_wait_ok passes. */
+void fxc_start(void);
+/* Kills every node (SIGKILL), reaps them and removes the directory; safe
+ * to call twice. fxc_count() is 0 after it. */
+void fxc_stop(void);
+
+/* Nodes started so far, killed ones included. */
+int fxc_count(void);
+int fxc_port(int node);
+/* 0 once killed. */
+pid_t fxc_pid(int node);
+/* "127.0.0.1:PORT" */
+const char *fxc_addr(int node);
+
+/* Runs a command on a node over a fresh blocking TCP socket (RESP, the
+ * arguments as given, NULL-terminated) and returns the reply as text in a
+ * malloc'd string: status and bulk strings as is, integers in decimal,
+ * errors as their message ("MOVED 3999 127.0.0.1:7002"), nil as "(nil)",
+ * arrays as their elements' text joined with '\n' (nested arrays
+ * flattened). NULL if the node cannot be reached or sends no reply within
+ * 5 s. */
+char *fxc_command(int node, const char *arg, ...);
+/* The same, asserting a reply that is not an error, discarding it. */
+void fxc_command_ok(int node, const char *arg, ...);
+
+/* The node serving the slot now in the view (CLUSTER NODES) of the first
+ * live master; -1 if no node does. */
+int fxc_master_of_slot(int slot);
+/* A live node whose ROLE says it replicates that master; -1 if none. */
+int fxc_replica_of(int master);
+/* ROLE's first element is "master"; false for an unreachable node. */
+bool fxc_is_master(int node);
+/* SIGKILL, reaped; its pid becomes 0. */
+void fxc_kill(int node);
+/* Starts a new empty node, introduces it with CLUSTER MEET from the first
+ * live node and returns its number once fxc_wait_ok passes (so every live
+ * node lists it, and it knows every slot's owner). It is a master without
+ * slots. */
+int fxc_add_node(void);
+
+/* A slot's move from one master to another, in the steps a test needs. */
+/* CLUSTER SETSLOT IMPORTING on `to`, then MIGRATING on `from`. */
+void fxc_migrate_start(int slot, int from, int to);
+/* Moves every key of the slot, CLUSTER GETKEYSINSLOT and MIGRATE ... KEYS
+ * in batches of 100. */
+void fxc_migrate_keys(int slot, int from, int to);
+/* CLUSTER SETSLOT slot NODE <to> on `to`, `from`, then every other live
+ * master; the replicas learn it by gossip (fxc_wait_ok waits for that). */
+void fxc_migrate_finish(int slot, int from, int to);
+/* All three. */
+void fxc_migrate_slot(int slot, int from, int to);
+
+/* CLUSTER FAILOVER on the replica; waits until its ROLE says master and
+ * fxc_wait_ok passes. */
+void fxc_failover(int replica);
+/* The same with an option: "FORCE", "TAKEOVER", or NULL for none. */
+void fxc_failover_with(int replica, const char *option);
+
+/* Waits until every live node reports cluster_state:ok, their CLUSTER NODES
+ * views agree on the owner of every slot (a live node) and on every live
+ * node's role and master, no view marks a live node as failing, and every
+ * live replica's link to its master is up and has caught up with the
+ * master's replication offset (INFO replication): a write a master took
+ * before survives its failover. Asserts, saying what was still wrong, if
+ * that takes longer than timeout_ms. */
+void fxc_wait_ok(unsigned timeout_ms);
+
+/* Writes into buf a key that hashes to `slot`, the first "key:<n>" for
+ * n = 0, 1, ... (a table built on first use makes it cheap). */
+void fxc_key_for_slot(int slot, char *buf, size_t size);
+
+#endif
