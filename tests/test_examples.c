@@ -52,7 +52,7 @@ Test(examples, latency_hooks_prints_percentiles_of_every_command)
 Test(examples, help_describes_the_options)
 {
     const char *names[] = {"hello", "pipeline", "transaction", "pubsub", "embed_epoll", "pool_ping", "pool_bench",
-                           "latency_hooks"};
+                           "latency_hooks", "cluster"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char cmd[1100], out[2048];
         snprintf(cmd, sizeof cmd, "%s --help", example_path(names[i]));
