@@ -36,3 +36,26 @@ char *rp__strdup(const char *text)
         memcpy(copy, text, len);
     return copy;
 }
+
+void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const size_t *argvlen,
+                           const char ***argv_out, size_t **len_out)
+{
+    size_t bytes = head + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    for (int i = 0; i < argc; i++)
+        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
+    char *block = rp__calloc(1, bytes);
+    if (!block)
+        return NULL;
+    const char **args = (const char **)(block + head);
+    size_t *lens = (size_t *)(args + argc);
+    char *copy = (char *)(lens + argc);
+    for (int i = 0; i < argc; i++) {
+        lens[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        memcpy(copy, argv[i], lens[i]);
+        args[i] = copy;
+        copy += lens[i];
+    }
+    *argv_out = args;
+    *len_out = lens;
+    return block;
+}

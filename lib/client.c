@@ -316,22 +316,15 @@ static void deadline_fired(rp__timer *timer)
 /* One allocation holds the command and copies of its arguments. */
 static client_cmd *cmd_new_copy(int argc, const char *const *argv, const size_t *argvlen)
 {
-    size_t bytes = sizeof(client_cmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
-    for (int i = 0; i < argc; i++)
-        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
-    client_cmd *cmd = rp__calloc(1, bytes);
+    const char **args;
+    size_t *lens;
+    client_cmd *cmd = rp__calloc_with_args(sizeof *cmd, argc, argv, argvlen, &args, &lens);
     if (!cmd)
         return NULL;
-    cmd->argv = (const char **)(cmd + 1);
-    cmd->argvlen = (size_t *)(cmd->argv + argc);
-    char *copy = (char *)(cmd->argvlen + argc);
-    for (int i = 0; i < argc; i++) {
-        cmd->argvlen[i] = argvlen ? argvlen[i] : strlen(argv[i]);
-        cmd->bytes += cmd->argvlen[i];
-        memcpy(copy, argv[i], cmd->argvlen[i]);
-        cmd->argv[i] = copy;
-        copy += cmd->argvlen[i];
-    }
+    cmd->argv = args;
+    cmd->argvlen = lens;
+    for (int i = 0; i < argc; i++)
+        cmd->bytes += lens[i];
     return cmd;
 }
 

@@ -623,21 +623,13 @@ static void deadline_fired(rp__timer *timer)
 /* One allocation holds the command and copies of its arguments. */
 static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const size_t *argvlen)
 {
-    size_t bytes = sizeof(ccmd) + (size_t)argc * (sizeof(char *) + sizeof(size_t));
-    for (int i = 0; i < argc; i++)
-        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
-    ccmd *cmd = rp__calloc(1, bytes);
+    const char **args;
+    size_t *lens;
+    ccmd *cmd = rp__calloc_with_args(sizeof *cmd, argc, argv, argvlen, &args, &lens);
     if (!cmd)
         return NULL;
-    cmd->argv = (const char **)(cmd + 1);
-    cmd->argvlen = (size_t *)(cmd->argv + argc);
-    char *copy = (char *)(cmd->argvlen + argc);
-    for (int i = 0; i < argc; i++) {
-        cmd->argvlen[i] = argvlen ? argvlen[i] : strlen(argv[i]);
-        memcpy(copy, argv[i], cmd->argvlen[i]);
-        cmd->argv[i] = copy;
-        copy += cmd->argvlen[i];
-    }
+    cmd->argv = args;
+    cmd->argvlen = lens;
     cmd->argc = argc;
     cmd->cluster = c;
     rp__timer_init(&cmd->backoff, backoff_fired, true);

@@ -233,6 +233,11 @@ void *rp__realloc(void *ptr, size_t size);
 void *rp__calloc(size_t count, size_t size);
 void rp__free(void *ptr);
 char *rp__strdup(const char *text);
+/* One zeroed allocation: head bytes, then argc argument pointers, their
+ * lengths and copies of the arguments (argvlen NULL: NUL-terminated), to
+ * which *argv_out and *len_out point. Commands keep theirs for resends. */
+void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const size_t *argvlen,
+                           const char ***argv_out, size_t **len_out);
 
 /* Reports a caller's mistake: counted by the caller, logged here. */
 void rp__log_misuse(const char *what);

@@ -278,7 +278,11 @@ static void closed_cb(rp_pool *pool, void *data)
 void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data)
 {
     (void)client;
-    fx_result *r = data;
+    fx_result_record(data, reply, status);
+}
+
+void fx_result_record(fx_result *r, const redisReply *reply, int status)
+{
     r->calls++;
     r->status = status;
     if (reply) {

@@ -60,6 +60,8 @@ typedef struct fx_result {
     char str[128];
 } fx_result;
 void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data);
+/* What fx_result_cb records, for callbacks of other shapes. */
+void fx_result_record(fx_result *r, const redisReply *reply, int status);
 
 /* A get's outcome, for tests that record callbacks. */
 typedef struct fx_got {

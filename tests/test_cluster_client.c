@@ -42,11 +42,19 @@ static void open_with(const rp_cluster_options *opts)
     cr_assert_eq(rp_cluster_new(&cluster, loop, opts), 0);
 }
 
-static void open_cluster(void)
+/* Options for the fixture's cluster, node 0 the seed. */
+static rp_cluster_options fixture_options(void)
 {
-    const char *seeds[] = {fxc_addr(0)};
+    static const char *seeds[1];
+    seeds[0] = fxc_addr(0);
     rp_cluster_options opts;
     options(&opts, seeds);
+    return opts;
+}
+
+static void open_cluster(void)
+{
+    rp_cluster_options opts = fixture_options();
     open_with(&opts);
 }
 
@@ -69,14 +77,7 @@ static void close_cluster(void)
 static void result_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
 {
     (void)c;
-    fx_result *r = data;
-    r->calls++;
-    r->status = status;
-    if (reply) {
-        r->type = reply->type;
-        r->integer = reply->integer;
-        snprintf(r->str, sizeof r->str, "%.*s", (int)reply->len, reply->str ? reply->str : "");
-    }
+    fx_result_record(data, reply, status);
 }
 
 /* Sends argv and runs the loop until its reply. */
@@ -396,9 +397,7 @@ Test(cluster_client, ask_during_migration)
  * max_redirects times, then handed to the caller. */
 Test(cluster_client, tryagain_bounded_by_max_redirects)
 {
-    const char *seeds[] = {fxc_addr(0)};
-    rp_cluster_options opts;
-    options(&opts, seeds);
+    rp_cluster_options opts = fixture_options();
     opts.node.max_retries = 0;
     opts.max_redirects = 2;
     open_with(&opts);
@@ -426,9 +425,7 @@ Test(cluster_client, tryagain_bounded_by_max_redirects)
  * the command succeeds. */
 Test(cluster_client, clusterdown_retried_then_recovers)
 {
-    const char *seeds[] = {fxc_addr(0)};
-    rp_cluster_options opts;
-    options(&opts, seeds);
+    rp_cluster_options opts = fixture_options();
     opts.node.max_retries = 0;
     open_with(&opts);
     int slot = slot_of_node(0);
@@ -554,9 +551,7 @@ static bool node_listed(const char *addr)
  * replica would otherwise answer MOVED) and writes to masters. */
 Test(cluster_client, reads_from_replicas)
 {
-    const char *seeds[] = {fxc_addr(0)};
-    rp_cluster_options opts;
-    options(&opts, seeds);
+    rp_cluster_options opts = fixture_options();
     opts.read_from_replicas = true;
     opts.refresh_interval_ms = 100;
     open_with(&opts);
@@ -624,9 +619,7 @@ Test(cluster_client, cancel_and_timeout_at_a_node)
 
 Test(cluster_client, periodic_refresh)
 {
-    const char *seeds[] = {fxc_addr(0)};
-    rp_cluster_options opts;
-    options(&opts, seeds);
+    rp_cluster_options opts = fixture_options();
     opts.refresh_interval_ms = 100;
     open_with(&opts);
     cr_assert_eq(RUN("PING").status, 0);
@@ -667,13 +660,20 @@ Test(cluster_errors, invalid_options)
     cr_assert_eq(rp_loop_free(loop), 0, "a refused cluster left something on the loop");
 }
 
-Test(cluster_errors, bad_commands)
+/* Options whose one seed is a closed port on loopback. */
+static rp_cluster_options unreachable_options(void)
 {
-    char seed[32];
+    static char seed[32];
+    static const char *seeds[] = {seed};
     snprintf(seed, sizeof seed, "127.0.0.1:%d", fx_closed_port());
-    const char *seeds[] = {seed};
     rp_cluster_options opts;
     options(&opts, seeds);
+    return opts;
+}
+
+Test(cluster_errors, bad_commands)
+{
+    rp_cluster_options opts = unreachable_options();
     open_with(&opts);
     const char *argv[] = {"GET", "k"};
     fx_result r = {0};
@@ -694,11 +694,7 @@ Test(cluster_errors, bad_commands)
  * RP_ECLUSTERDOWN, and the failed read is counted. */
 Test(cluster_errors, unreachable_seeds)
 {
-    char seed[32];
-    snprintf(seed, sizeof seed, "127.0.0.1:%d", fx_closed_port());
-    const char *seeds[] = {seed};
-    rp_cluster_options opts;
-    options(&opts, seeds);
+    rp_cluster_options opts = unreachable_options();
     opts.node.max_retries = 1;
     open_with(&opts);
     fx_result r[3] = {{0}};
