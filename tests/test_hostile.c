@@ -625,3 +625,183 @@ Test(hostile, nested_arrays_declared_past_the_limit_fail_at_once_without_stallin
     uint64_t total = fx_now_ms() - start;
     cr_expect_lt(total, 1000, "the loop was stalled: command and close took %lu ms", (unsigned long)total);
 }
+
+/* ------------------------------------------------- a fake cluster node */
+
+/* One node serving every slot; CLUSTER SHARDS unknown, as before Redis 7,
+ * so the layout comes from CLUSTER SLOTS. Other commands go to
+ * fake_node.command. */
+static struct {
+    hs_script command;
+    bool asking[HS_CONNS]; /* per connection: ASKING came last */
+    bool garbage_layout;
+} fake_node;
+
+static void fake_cluster_node(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    char layout[160];
+    if (strcasecmp(argv[0], "CLUSTER")) {
+        fake_node.command(c, argc, argv);
+    } else if (fake_node.garbage_layout) {
+        hs_say(c, "*1\r\n$7\r\ngarbage\r\n");
+    } else if (argc > 1 && !strcasecmp(argv[1], "SLOTS")) {
+        snprintf(layout, sizeof layout, "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", hs.port);
+        hs_say(c, layout);
+    } else {
+        hs_say(c, "-ERR unknown subcommand 'shards'. Try CLUSTER HELP.\r\n");
+    }
+}
+
+static rp_cluster *cluster;
+
+static void cluster_open(hs_script command)
+{
+    fake_node.command = command;
+    hs_start(fake_cluster_node);
+    const char *seeds[] = {hs.addr};
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.seeds = seeds;
+    opts.nseeds = 1;
+    opts.node.pool.pool_size = 2;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), 0);
+}
+
+static void cluster_result_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    fx_result_record(data, reply, status);
+}
+
+/* One command to its end; its callback must run once. */
+static result cluster_run(int argc, const char **argv)
+{
+    result r = {0};
+    cr_assert_eq(rp_cluster_command(cluster, cluster_result_cb, &r, argc, argv, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "no reply to %s", argv[0]);
+    fx_run_for(loop, 50);
+    cr_assert_eq(r.calls, 1, "%s: the callback ran %d times", argv[0], r.calls);
+    return r;
+}
+
+static rp_cluster_stats cluster_stats(void)
+{
+    rp_cluster_stats st;
+    rp_cluster_get_stats(cluster, &st);
+    return st;
+}
+
+static void cluster_closed(rp_cluster *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
+static void cluster_close(void)
+{
+    bool closed = false;
+    cr_assert_eq(rp_cluster_close(cluster, cluster_closed, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 10000));
+    cr_assert_eq(rp_loop_free(loop), 0);
+    hs_stop();
+}
+
+static void answer_hello(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, "$5\r\nhello\r\n");
+}
+
+Test(hostile, cluster_reads_slots_when_shards_is_unknown)
+{
+    cluster_open(answer_hello);
+    result r = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect_str_eq(r.str, "hello");
+    cr_expect_eq(cluster_stats().refreshes, 1);
+    cr_expect_eq(hs_seen("CLUSTER"), 2, "SHARDS, then SLOTS");
+    rp_cluster_node_info info[2];
+    cr_assert_eq(rp_cluster_nodes(cluster, info, 2), 1);
+    cr_expect(info[0].master && info[0].slots == RP_CLUSTER_SLOTS);
+    cluster_close();
+}
+
+Test(hostile, cluster_layout_that_is_not_one_fails_waiting_commands)
+{
+    fake_node.garbage_layout = true;
+    cluster_open(answer_hello);
+    result r = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect_eq(r.status, RP_ECLUSTERDOWN, "%s", rp_strerror(r.status));
+    cr_expect_eq(hs_seen("GET"), 0);
+    cr_expect_geq(cluster_stats().refresh_errors, 1);
+    cluster_close();
+}
+
+static void moved_to_itself(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    char moved[64];
+    snprintf(moved, sizeof moved, "-MOVED 7 127.0.0.1:%d\r\n", hs.port);
+    hs_say(c, moved);
+}
+
+Test(hostile, cluster_moved_for_ever_ends_after_max_redirects)
+{
+    cluster_open(moved_to_itself);
+    result r = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect_eq(r.type, REDIS_REPLY_ERROR);
+    cr_expect(!strncmp(r.str, "MOVED 7", 7), "%s", r.str);
+    cr_expect_eq(cluster_stats().moved, 3);
+    cr_expect_eq(hs_seen("GET"), 4, "the first send and three redirects");
+    cluster_close();
+}
+
+/* ASK is answered only when ASKING came just before, on the same
+ * connection. */
+static void ask_unless_asking(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    char ask[64];
+    if (!strcasecmp(argv[0], "ASKING")) {
+        fake_node.asking[c->index] = true;
+        hs_say(c, "+OK\r\n");
+        return;
+    }
+    snprintf(ask, sizeof ask, "-ASK 7 127.0.0.1:%d\r\n", hs.port);
+    hs_say(c, fake_node.asking[c->index] ? "$5\r\nthere\r\n" : ask);
+    fake_node.asking[c->index] = false;
+}
+
+Test(hostile, cluster_ask_sends_asking_first_on_the_same_connection)
+{
+    cluster_open(ask_unless_asking);
+    result r = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect_str_eq(r.str, "there");
+    cr_expect_eq(cluster_stats().asked, 1);
+    cr_expect_eq(hs_seen("ASKING"), 1);
+    cluster_close();
+}
+
+/* The cluster adds retries of its own; an INCR whose connection closed
+ * after it was sent may have run, and is still never sent again. */
+static void fin_after_command(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_fin(c);
+}
+
+Test(hostile, cluster_never_resends_an_incr_whose_outcome_is_unknown)
+{
+    cluster_open(fin_after_command);
+    result r = cluster_run(2, (const char *[]){"INCR", "k"});
+    cr_expect_eq(r.status, RP_EEOF, "%s", rp_strerror(r.status));
+    fx_run_for(loop, 300);
+    cr_expect_eq(hs_seen("INCR"), 1, "INCR was sent %d times", hs_seen("INCR"));
+    result get = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect_lt(get.status, 0);
+    cr_expect_gt(hs_seen("GET"), 1, "a GET, read-only, is sent again");
+    cluster_close();
+}
