@@ -63,6 +63,7 @@ typedef struct ccmd {
     cnode *ask;          /* after ASK: the next send goes there, with ASKING */
     int abandoned;       /* cancelled or timed out at a node: its status */
     int64_t id;
+    uint64_t started_ns; /* for the command_end hook, when one is set */
     rp__timer backoff;
     rp__timer deadline;
     rp__deferred finish;
@@ -98,6 +99,7 @@ struct rp_cluster {
     rp__list waiting; /* for the first topology */
     int64_t last_id;
     rp_cluster_stats stats;
+    rp_hooks hooks;
     bool closing;
     bool finished;
     rp_cluster_close_cb close_cb;
@@ -122,6 +124,15 @@ static cnode *node_find(rp_cluster *c, const char *addr)
     return NULL;
 }
 
+/* The cluster's hooks but those it calls itself, once per command. */
+static void node_set_hooks(cnode *node)
+{
+    rp_hooks hooks = node->cluster->hooks;
+    hooks.command_start = NULL;
+    hooks.command_end = NULL;
+    rp_client_set_hooks(node->client, &hooks);
+}
+
 /* The node at addr, with a client of its own if it is new; NULL without
  * memory (or for an address the client rejects). */
 static cnode *node_get(rp_cluster *c, const char *addr, int *error)
@@ -144,6 +155,7 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     }
     node->client->readonly_conns = c->read_from_replicas;
     node->cluster = c;
+    node_set_hooks(node);
     c->nodes_open++;
     rp__list_push_back(&c->nodes, &node->link);
     return node;
@@ -445,6 +457,9 @@ static void cmd_complete(ccmd *cmd, const redisReply *reply, int status)
     rp__timer_disarm(c->loop, &cmd->deadline);
     rp__timer_disarm(c->loop, &cmd->backoff);
     rp__list_unlink(&c->cmds, &cmd->link);
+    if (c->hooks.command_end)
+        c->hooks.command_end(c->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
+                             rp__loop_now_fresh(c->loop) - cmd->started_ns, status, cmd->redirects);
     cmd->cb(c, reply, status, cmd->data);
     rp__free(cmd);
     maybe_finish_close(c);
@@ -665,6 +680,10 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
     if (opts && opts->timeout_ms)
         rp__timer_arm(c->loop, &cmd->deadline, rp__loop_now_fresh(c->loop) + opts->timeout_ms * RP__NS_PER_MS);
     cmd->id = ++c->last_id;
+    if (c->hooks.command_start)
+        c->hooks.command_start(c->hooks.data, argc, cmd->argv, cmd->argvlen);
+    if (c->hooks.command_end)
+        cmd->started_ns = rp__loop_now_fresh(c->loop);
     rp__list_push_front(&c->cmds, &cmd->link);
     cmd_dispatch(cmd);
     return cmd->id;
@@ -865,6 +884,21 @@ int rp_cluster_close(rp_cluster *c, rp_cluster_close_cb cb, void *data)
     }
     cluster_close_nodes(c);
     maybe_finish_close(c);
+    return 0;
+}
+
+int rp_cluster_set_hooks(rp_cluster *c, const rp_hooks *hooks)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->closing)
+        return RP_ECLOSED;
+    c->hooks = hooks ? *hooks : (rp_hooks){0};
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (!node->closing)
+            node_set_hooks(node);
+    }
     return 0;
 }
 

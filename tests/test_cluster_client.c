@@ -617,6 +617,55 @@ Test(cluster_client, cancel_and_timeout_at_a_node)
     close_cluster();
 }
 
+static struct {
+    int starts, ends, dials, last_retries;
+} hooked;
+
+static void hook_start(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    (void)data, (void)argc, (void)argv, (void)argvlen;
+    hooked.starts++;
+}
+
+static void hook_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t duration_ns,
+                     int status, int retries)
+{
+    (void)data, (void)argc, (void)argv, (void)argvlen, (void)duration_ns, (void)status;
+    hooked.ends++;
+    hooked.last_retries = retries;
+}
+
+static void hook_dial_end(void *data, const char *addr, uint64_t duration_ns, int status)
+{
+    (void)data, (void)addr, (void)duration_ns;
+    hooked.dials += status == 0;
+}
+
+/* command_start and command_end once per cluster command, its redirects
+ * as retries; the pools' hooks from every node. */
+Test(cluster_client, hooks_once_per_command)
+{
+    open_cluster();
+    rp_hooks hooks = {.command_start = hook_start, .command_end = hook_end, .dial_end = hook_dial_end};
+    cr_assert_eq(rp_cluster_set_hooks(cluster, &hooks), 0);
+    char keys[3][64];
+    for (int node = 0; node < 3; node++) {
+        key_in_slot(slot_of_node(node), "hooked", keys[node], sizeof keys[node]);
+        cr_assert_eq(RUN("SET", keys[node], "v").status, 0);
+    }
+    cr_assert_eq(hooked.starts, 3);
+    cr_assert_eq(hooked.ends, 3);
+    cr_assert_geq(hooked.dials, 3, "a dial to each master");
+    fxc_migrate_slot(rp_cluster_key_slot(keys[0], strlen(keys[0])), 0, 1);
+    cr_assert_eq(RUN("GET", keys[0]).status, 0);
+    cr_assert_eq(hooked.ends, 4);
+    cr_assert_eq(hooked.last_retries, 1, "the MOVED followed");
+    cr_assert_eq(rp_cluster_set_hooks(cluster, NULL), 0);
+    cr_assert_eq(RUN("GET", keys[1]).status, 0);
+    cr_assert_eq(hooked.starts, 4);
+    close_cluster();
+}
+
 Test(cluster_client, periodic_refresh)
 {
     rp_cluster_options opts = fixture_options();

@@ -82,6 +82,11 @@ RP_EXTERN int rp_cluster_cancel(rp_cluster *cluster, int64_t id);
  * node's client closes and cb runs. */
 RP_EXTERN int rp_cluster_close(rp_cluster *cluster, rp_cluster_close_cb cb, void *data);
 
+/* Hooks (NULL clears them): command_start and command_end once per
+ * cluster command (its retries: the cluster's resends), the others from
+ * every node's pool, nodes found later included. RP_ECLOSED once closing. */
+RP_EXTERN int rp_cluster_set_hooks(rp_cluster *cluster, const rp_hooks *hooks);
+
 /* Per node: its address, role, slots served, and its pool's stats. Fills
  * up to max entries; returns the number of nodes. */
 typedef struct rp_cluster_node_info {
