@@ -253,7 +253,7 @@ static size_t common_reply(int argc, char **argv, char *out, size_t cap)
 
 static void fake_setup(void) { fx_setup_no_redis(); }
 
-TestSuite(cluster_review_fake, .init = fake_setup, .fini = fx_teardown, .timeout = 60);
+TestSuite(cluster_review_fake, .init = fake_setup, .fini = fx_teardown, .timeout = 120);
 
 /* A node that serves every slot itself and answers GET with TRYAGAIN. */
 static size_t tryagain_node(fake_node *fake, int argc, char **argv, char *out, size_t cap)
