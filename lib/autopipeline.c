@@ -113,7 +113,7 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
     } else if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             lane_fail(lane, RP_EBADCONN);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
+        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
     } else {
         bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
         lane_fail(lane, status);

@@ -204,6 +204,11 @@ bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status)
     return rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
 }
 
+bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply)
+{
+    return rp__reply_not_executed(reply) && !(cmd->attempt_cb && rp__reply_cluster_refusal(reply));
+}
+
 static void backoff_fired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, backoff);
@@ -237,7 +242,7 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
             rp_pool_remove(client->pool, conn, 0);
         else
             rp_pool_put(client->pool, conn);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__reply_not_executed(reply));
+        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
         return;
     }
     bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);

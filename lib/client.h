@@ -99,6 +99,9 @@ int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__a
 /* client.c, for autopipeline.c. */
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry);
 bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status);
+/* A refusal the node client sends again itself: not those an rp_cluster
+ * attempt leaves to the cluster (max_redirects bounds them all). */
+bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply);
 bool rp__get_failure_retryable(int status);
 void rp__cmd_fail_later(client_cmd *cmd, int status);
 void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data);

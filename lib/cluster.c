@@ -60,7 +60,8 @@ typedef struct ccmd {
     ccmd_state state;
     cnode *node;         /* while CC_AT_NODE */
     int64_t node_id;
-    cnode *ask;          /* after ASK: the next send goes there, with ASKING */
+    cnode *redirect;     /* after MOVED or ASK: the next send goes there, */
+    bool asking;         /* with ASKING (ASK) */
     int abandoned;       /* cancelled or timed out at a node: its status */
     int64_t id;
     uint64_t started_ns; /* for the command_end hook, when one is set */
@@ -541,8 +542,11 @@ static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool m
         refresh_request(c);
     } else {
         c->stats.asked++;
-        cmd->ask = target;
     }
+    /* The node named, whatever route() would say: the slot's replicas or
+     * the client's own idea of the slot may be what sent it there. */
+    cmd->redirect = target;
+    cmd->asking = !moved;
     cmd->redirects++;
     cmd_dispatch(cmd);
     return true;
@@ -594,6 +598,7 @@ static void cmd_dispatch(ccmd *cmd)
 {
     rp_cluster *c = cmd->cluster;
     if (!routing_ready(c)) {
+        cmd->redirect = NULL; /* the layout read meanwhile may close it */
         cmd->state = CC_WAITING;
         rp__list_push_back(&c->waiting, &cmd->wait_link);
         if (!c->refreshing)
@@ -608,9 +613,9 @@ static void cmd_dispatch(ccmd *cmd)
             return;
         }
     }
-    cnode *node = cmd->ask ? cmd->ask : route(c, cmd);
-    bool asking = cmd->ask != NULL;
-    cmd->ask = NULL;
+    cnode *node = cmd->redirect ? cmd->redirect : route(c, cmd);
+    bool asking = cmd->redirect && cmd->asking;
+    cmd->redirect = NULL;
     int64_t id = node ? rp__client_attempt(node->client, cmd->flags, asking, at_node_done, cmd, cmd->argc, cmd->argv,
                                            cmd->argvlen)
                       : RP_ECLUSTERDOWN;
@@ -709,8 +714,11 @@ static int cmd_abandon(ccmd *cmd, int status)
         rp__timer_disarm(c->loop, &cmd->backoff);
         break;
     case CC_AT_NODE:
-        if (cmd->abandoned || rp_client_cancel(cmd->node->client, cmd->node_id) < 0)
+        if (cmd->abandoned)
             return -ENOENT;
+        /* -ENOENT: the node's end of it is queued (a node that left the
+         * layout gave it back unsent); at_node_done still ends it here. */
+        rp_client_cancel(cmd->node->client, cmd->node_id);
         cmd->abandoned = status;
         return 0;
     case CC_DONE:

@@ -172,7 +172,8 @@ int rp__keyspec_load(rp__keyspec_table *table, const redisReply *reply)
         rp__keyspec_free(&loaded);
         return rc;
     }
-    qsort(loaded.specs, loaded.count, sizeof *loaded.specs, spec_cmp);
+    if (loaded.count) /* an empty table has no array to sort (NULL) */
+        qsort(loaded.specs, loaded.count, sizeof *loaded.specs, spec_cmp);
     rp__keyspec_free(table);
     *table = loaded;
     return 0;
@@ -268,6 +269,13 @@ static int rule_slot(const keyrule *rule, int slot, int argc, const char *const 
     return slot;
 }
 
+/* MIGRATE's key argument is "" when KEYS names the keys: the server
+ * (migrateGetKeys, COMMAND GETKEYS) counts no key there. */
+static bool migrate_placeholder(const rp__keyspec *spec, int rule, int argc, const size_t *argvlen)
+{
+    return rule == 0 && argc > 3 && !argvlen[3] && !strcmp(spec->name, "migrate");
+}
+
 int rp__command_slot(const rp__keyspec_table *table, int key_index, int argc, const char *const *argv,
                      const size_t *argvlen, bool *readonly)
 {
@@ -279,6 +287,7 @@ int rp__command_slot(const rp__keyspec_table *table, int key_index, int argc, co
     }
     int slot = RP__NO_KEYS;
     for (int i = 0; spec && i < spec->rules->count && slot != RP_ECROSSSLOT; i++)
-        slot = rule_slot(&spec->rules->rule[i], slot, argc, argv, argvlen);
+        if (!migrate_placeholder(spec, i, argc, argvlen))
+            slot = rule_slot(&spec->rules->rule[i], slot, argc, argv, argvlen);
     return slot;
 }

@@ -14,7 +14,7 @@ static bool starts_with(const redisReply *reply, const char *prefix)
 }
 
 /* Errors with which the server refuses a command before running it. */
-bool rp__reply_not_executed(const redisReply *reply)
+bool rp__reply_cluster_refusal(const redisReply *reply)
 {
     if (reply->type != REDIS_REPLY_ERROR)
         return false;
@@ -22,7 +22,12 @@ bool rp__reply_not_executed(const redisReply *reply)
     for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
         if (starts_with(reply, codes[i]))
             return true;
-    return rp__reply_conn_unusable(reply) && !starts_with(reply, "READONLY");
+    return false;
+}
+
+bool rp__reply_not_executed(const redisReply *reply)
+{
+    return rp__reply_cluster_refusal(reply) || (rp__reply_conn_unusable(reply) && !starts_with(reply, "READONLY"));
 }
 
 /* go-redis removes a connection that got READONLY (it talks to a replica);

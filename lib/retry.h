@@ -9,6 +9,8 @@
 
 /* LOADING, READONLY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients. */
 bool rp__reply_not_executed(const redisReply *reply);
+/* The refusals rp_cluster follows itself: all of the above but max clients. */
+bool rp__reply_cluster_refusal(const redisReply *reply);
 /* READONLY or max clients: the connection is no use for this command. */
 bool rp__reply_conn_unusable(const redisReply *reply);
 
