@@ -522,7 +522,7 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
 static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
 {
     rp_client *client = cmd->client;
-    keep_conn = keep_conn && !cmd->blocking && !cmd->binds_conn;
+    keep_conn = keep_conn && !cmd->blocking && !cmd->binds_conn && !cmd->asking;
     if (cmd->lane || cmd->state == CMD_WAITING) {
         rp__autopipeline_abandon(cmd, keep_conn);
     } else if (cmd->state == CMD_GETTING) {

@@ -98,6 +98,17 @@ static rp_cluster_stats stats(void)
     return st;
 }
 
+/* Whether the client's layout has a node at addr. */
+static bool node_listed(const char *addr)
+{
+    rp_cluster_node_info info[8];
+    int n = rp_cluster_nodes(cluster, info, 8);
+    for (int i = 0; i < n && i < 8; i++)
+        if (!strcmp(info[i].addr, addr))
+            return true;
+    return false;
+}
+
 /* "{<a key of slot>}:suffix": a key of that slot. */
 static void key_in_slot(int slot, const char *suffix, char *out, size_t size)
 {
@@ -473,6 +484,102 @@ Test(cluster_client, node_added_and_slots_moved)
     close_cluster();
 }
 
+/* The reply, after the redirects, is the string want. */
+static void assert_redirected_to(fx_result r, const char *want)
+{
+    cr_assert_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_assert_eq(r.type, REDIS_REPLY_STRING, "ended with \"%s\" after %llu MOVED", r.str,
+                 (unsigned long long)stats().moved);
+    cr_assert_str_eq(r.str, want);
+}
+
+/* MOVED sends the command to the node named, not to where the client's
+ * layout says: with read_from_replicas that would be the old shard's
+ * replica, which answers MOVED again. */
+Test(cluster_client, moved_read_goes_to_named_node_with_read_from_replicas)
+{
+    rp_cluster_options opts = fixture_options();
+    opts.read_from_replicas = true;
+    opts.refresh_interval_ms = 60000; /* only the MOVED asks for a read */
+    opts.max_redirects = 1;
+    int replica = fxc_replica_of(1);
+    cr_assert_geq(replica, 0);
+    /* A replica is listed once CLUSTER SHARDS reports it online. */
+    uint64_t until = fx_now_ms() + 20000;
+    for (;;) {
+        open_with(&opts);
+        cr_assert_eq(RUN("PING").status, 0);
+        if (node_listed(fxc_addr(replica)) || fx_now_ms() > until)
+            break;
+        close_cluster();
+        usleep(200 * 1000);
+    }
+    cr_assert(node_listed(fxc_addr(replica)), "the replica never came online");
+    int slot = slot_of_node(1);
+    char key[64];
+    key_in_slot(slot, "moved", key, sizeof key);
+    cr_assert_eq(RUN("SET", key, "v").status, 0);
+    fxc_migrate_slot(slot, 1, 0);
+    fxc_wait_ok(20000);
+    assert_redirected_to(RUN("GET", key), "v");
+    close_cluster();
+}
+
+/* The same when the client's idea of the slot is wrong: with COMMAND
+ * refused (ACL), argv[1] routes, and EVAL goes by its script. The MOVED
+ * names the key's master, and the resend goes there. */
+Test(cluster_client, moved_goes_to_named_node_when_command_table_refused)
+{
+    for (int node = 0; node < fxc_count(); node++)
+        fxc_command_ok(node, "ACL", "SETUSER", "rpuser", "on", ">pw", "~*", "&*", "+@all", "-command", NULL);
+    rp_cluster_options opts = fixture_options();
+    opts.node.username = "rpuser";
+    opts.node.password = "pw";
+    open_with(&opts);
+    cr_assert_eq(RUN("PING").status, 0);
+    const char *script = "return redis.call('GET', KEYS[1])";
+    int script_node = fxc_master_of_slot(rp_cluster_key_slot(script, strlen(script)));
+    char key[64];
+    key_in_slot(slot_of_node((script_node + 1) % 3), "acl", key, sizeof key);
+    cr_assert_eq(RUN("SET", key, "v").status, 0);
+    assert_redirected_to(RUN("EVAL", script, "1", key), "v");
+    close_cluster();
+}
+
+/* MIGRATE ... "" ... KEYS k1 k2: the server's keys are k1 and k2 (COMMAND
+ * GETKEYS says so); the empty placeholder at index 3 is no key, or the
+ * command would be refused with RP_ECROSSSLOT. */
+Test(cluster_client, migrate_keys_form_is_not_cross_slot)
+{
+    rp_cluster_options opts = fixture_options();
+    open_with(&opts);
+    cr_assert_eq(RUN("PING").status, 0); /* the layout and COMMAND are known */
+    int slot = slot_of_node(1);
+    cr_assert_neq(slot, 0);
+    char a[64], b[64], port[16];
+    key_in_slot(slot, "a", a, sizeof a);
+    key_in_slot(slot, "b", b, sizeof b);
+    cr_assert_eq(RUN("MSET", a, "1", b, "2").status, 0);
+    snprintf(port, sizeof port, "%d", fxc_port(2));
+    char *getkeys = fxc_command(0, "COMMAND", "GETKEYS", "MIGRATE", "127.0.0.1", port, "", "0", "5000", "KEYS", a, b,
+                                NULL);
+    cr_assert_not_null(getkeys);
+    char want[160];
+    snprintf(want, sizeof want, "%s\n%s", a, b);
+    cr_assert_str_eq(getkeys, want, "the server's keys: %s", getkeys);
+    free(getkeys);
+    /* To another master: it refuses keys of a slot it does not serve, but
+     * the command must reach node 1 first. */
+    const char *argv[] = {"MIGRATE", "127.0.0.1", port, "", "0", "5000", "COPY", "KEYS", a, b};
+    fx_result r = {0};
+    int rc = rp_cluster_command(cluster, result_cb, &r, 10, argv, NULL);
+    cr_assert_eq(rc, 0, "MIGRATE ... KEYS refused: %s", rp_strerror(rc));
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
+    cr_assert_eq(r.status, 0);
+    cr_assert_eq(stats().moved, 0, "MIGRATE went to the wrong node: %s", r.str);
+    close_cluster();
+}
+
 /* ----------------------------------------------------------- failovers */
 
 static bool role_is_master(int node)
@@ -535,16 +642,6 @@ Test(cluster_client, master_killed_replica_takes_over)
     cr_assert_gt(tr.acked, acked_before);
     traffic_free();
     close_cluster();
-}
-
-static bool node_listed(const char *addr)
-{
-    rp_cluster_node_info info[8];
-    int n = rp_cluster_nodes(cluster, info, 8);
-    for (int i = 0; i < n && i < 8; i++)
-        if (!strcmp(info[i].addr, addr))
-            return true;
-    return false;
 }
 
 /* With read_from_replicas, reads go to replicas (READONLY at set-up: a

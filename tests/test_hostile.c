@@ -635,38 +635,64 @@ static struct {
     hs_script command;
     bool asking[HS_CONNS]; /* per connection: ASKING came last */
     bool garbage_layout;
+    atomic_int elsewhere; /* a port: the layout gives it slots 0-16382 */
+    unsigned late_ms;     /* a layout without it comes this late */
+    atomic_int late_layouts;
 } fake_node;
+
+static void say_layout(hs_conn *c)
+{
+    char layout[256];
+    int elsewhere = atomic_load(&fake_node.elsewhere);
+    if (elsewhere) {
+        snprintf(layout, sizeof layout,
+                 "*2\r\n*3\r\n:0\r\n:16382\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n"
+                 "*3\r\n:16383\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n",
+                 elsewhere, hs.port);
+    } else {
+        snprintf(layout, sizeof layout, "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", hs.port);
+        if (fake_node.late_ms) {
+            atomic_fetch_add(&fake_node.late_layouts, 1);
+            hs_sleep_ms(fake_node.late_ms);
+        }
+    }
+    hs_say(c, layout);
+}
 
 static void fake_cluster_node(hs_conn *c, int argc, char argv[][HS_ARGLEN])
 {
-    char layout[160];
-    if (strcasecmp(argv[0], "CLUSTER")) {
+    if (strcasecmp(argv[0], "CLUSTER"))
         fake_node.command(c, argc, argv);
-    } else if (fake_node.garbage_layout) {
+    else if (fake_node.garbage_layout)
         hs_say(c, "*1\r\n$7\r\ngarbage\r\n");
-    } else if (argc > 1 && !strcasecmp(argv[1], "SLOTS")) {
-        snprintf(layout, sizeof layout, "*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", hs.port);
-        hs_say(c, layout);
-    } else {
+    else if (argc > 1 && !strcasecmp(argv[1], "SLOTS"))
+        say_layout(c);
+    else
         hs_say(c, "-ERR unknown subcommand 'shards'. Try CLUSTER HELP.\r\n");
-    }
 }
 
 static rp_cluster *cluster;
 
-static void cluster_open(hs_script command)
+/* A cluster client of the fake node; opts (NULL: the defaults) gets the
+ * seed and small pools. */
+static void cluster_open_with(hs_script command, rp_cluster_options *opts)
 {
+    rp_cluster_options defaults;
+    if (!opts) {
+        rp_cluster_options_init(&defaults);
+        opts = &defaults;
+    }
     fake_node.command = command;
     hs_start(fake_cluster_node);
     const char *seeds[] = {hs.addr};
-    rp_cluster_options opts;
-    rp_cluster_options_init(&opts);
-    opts.seeds = seeds;
-    opts.nseeds = 1;
-    opts.node.pool.pool_size = 2;
+    opts->seeds = seeds;
+    opts->nseeds = 1;
+    opts->node.pool.pool_size = 2;
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), 0);
+    cr_assert_eq(rp_cluster_new(&cluster, loop, opts), 0);
 }
+
+static void cluster_open(hs_script command) { cluster_open_with(command, NULL); }
 
 static void cluster_result_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
 {
@@ -804,4 +830,75 @@ Test(hostile, cluster_never_resends_an_incr_whose_outcome_is_unknown)
     cr_expect_lt(get.status, 0);
     cr_expect_gt(hs_seen("GET"), 1, "a GET, read-only, is sent again");
     cluster_close();
+}
+
+static void tryagain_always(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    (void)argv;
+    hs_say(c, "-TRYAGAIN Multiple keys request during rehashing of slot\r\n");
+}
+
+/* The node client leaves the refusals the cluster follows to the cluster:
+ * max_redirects bounds the sends, not (1 + max_retries) times it. */
+Test(hostile, cluster_refusals_are_bounded_by_max_redirects_alone)
+{
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.max_redirects = 2;
+    opts.node.min_retry_backoff_ms = 1;
+    opts.node.max_retry_backoff_ms = 2;
+    cluster_open_with(tryagain_always, &opts);
+    result r = cluster_run(2, (const char *[]){"GET", "k"});
+    cr_expect(!strncmp(r.str, "TRYAGAIN", 8), "%s", r.str);
+    cr_expect_eq(hs_seen("GET"), 3, "GET sent %d times for max_redirects 2", hs_seen("GET"));
+    cluster_close();
+}
+
+/* A command waits at a node whose connect never completes; the layout
+ * that drops that node, and the command's deadline, arrive in the same
+ * loop iteration. The node gives the command back unsent, and its cancel
+ * says -ENOENT; the deadline still wins, and the command is not sent to
+ * the slot's new master. */
+Test(hostile, cluster_deadline_wins_over_a_node_leaving_in_the_same_iteration)
+{
+    int x_port, x_fds[8];
+    int x_listener = fx_listener(0, &x_port);
+    fx_fill_backlog(x_port, x_fds, 8);
+    atomic_store(&fake_node.elsewhere, x_port);
+    fake_node.late_ms = 300;
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.refresh_interval_ms = 100;
+    opts.node.pool.dial_timeout_ms = 60000;
+    opts.node.pool.pool_timeout_ms = 60000;
+    cluster_open_with(answer_hello, &opts);
+    uint64_t until = fx_now_ms() + 5000;
+    while (cluster_stats().refreshes < 1 && fx_now_ms() < until)
+        fx_run_for(loop, 10);
+    cr_assert_eq(cluster_stats().refreshes, 1);
+    fx_run_for(loop, 20); /* COMMAND's refusal too */
+    result r = {0};
+    rp_cluster_command_options deadline = {.timeout_ms = 1000};
+    uint64_t started = fx_now_ms();
+    cr_assert_gt(rp_cluster_command_ex(cluster, &deadline, cluster_result_cb, &r, 2, (const char *[]){"GET", "k"},
+                                       NULL), 0);
+    fx_run_for(loop, 20); /* at the unreachable node, its connect under way */
+    atomic_store(&fake_node.elsewhere, 0);
+    until = fx_now_ms() + 900;
+    while (!atomic_load(&fake_node.late_layouts) && fx_now_ms() < until)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_assert(atomic_load(&fake_node.late_layouts), "the periodic read did not come");
+    cr_assert_eq(r.calls, 0);
+    while (fx_now_ms() < started + 1150) /* the layout and the deadline, both due */
+        hs_sleep_ms(1);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    cr_expect_eq(r.status, -ETIMEDOUT, "ran past its deadline: %s \"%s\"", rp_strerror(r.status), r.str);
+    cr_expect_eq(hs_seen("GET"), 0);
+    fx_run_for(loop, 50);
+    cr_expect_eq(r.calls, 1);
+    cluster_close();
+    for (int i = 0; i < 8; i++)
+        close(x_fds[i]);
+    close(x_listener);
 }
