@@ -17,31 +17,33 @@ extern "C" {
  * ({user1000}.following and {user1000}.followers share a slot). */
 RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
 
-/* A cluster client (README, "Cluster"). The topology comes from CLUSTER
- * SHARDS (CLUSTER SLOTS on servers without it), asked of a known node or a
- * seed; it is read again after a MOVED (at most one read in flight, and not
- * more often than every 100 ms), when a node fails and every
- * refresh_interval_ms. Nodes that left are closed; new ones get a client.
+/* A cluster client (README, "Redis Cluster"). The topology comes from
+ * CLUSTER SHARDS (CLUSTER SLOTS on servers without it), asked of a known
+ * node or a seed; it is read again after a MOVED, when a node fails, and
+ * every refresh_interval_ms (at most one read in flight, and not more often
+ * than every 100 ms). Nodes that left are closed; new ones get a client.
  *
  * Routing: a command goes to the master of its keys' slot. Its keys are
- * found from the server's COMMAND table (read once): first, last and step
- * of each command and subcommand, and the numkeys argument of EVAL, FCALL,
- * ZUNION, LMPOP and the like, and the STREAMS of XREAD. Keys in different
- * slots fail the command before it is sent, with RP_ECROSSSLOT. A command
- * without keys goes to any master (key_index overrides: route by that
- * argument). With read_from_replicas, read-only commands go round-robin to
- * the slot's replicas (each connection sends READONLY at set-up), or its
- * master when none is known.
+ * found as the server finds them, from its COMMAND table (read once): the
+ * key specs of each command and subcommand (a range, a numkeys argument as
+ * EVAL's, the keys after XREAD's STREAMS), or first, last and step. Keys in
+ * different slots fail the command before it is sent, with RP_ECROSSSLOT.
+ * A command without keys goes to any master (key_index overrides: route by
+ * that argument). With read_from_replicas, read-only commands go
+ * round-robin to the slot's replicas (each connection sends READONLY at
+ * set-up), or its master when none is known or a replica failed it.
  *
  * Redirects: MOVED updates the slot at once, refreshes the topology and
  * sends the command to the node named; ASK sends ASKING and the command
- * together on one connection of the node named, once. TRYAGAIN,
- * CLUSTERDOWN, LOADING, READONLY (a master became a replica), and a
- * failure the node client gave up on when the command provably did not run
- * or may safely run twice (rp_client's rule), are sent again after the
- * node client's backoff, the topology refreshed. All of these together are
- * bounded by max_redirects; past that the command ends with its last
- * reply or error. Every accepted command's callback runs exactly once. */
+ * together on one connection of the node named, once. TRYAGAIN is sent
+ * again after a backoff (the node options' retry backoff); CLUSTERDOWN,
+ * LOADING, MASTERDOWN and READONLY (a master became a replica) too, with
+ * the topology refreshed; and so is a command whose node failed, after the
+ * node client's own retries, when it provably did not run or may safely
+ * run twice (rp_client's rule: an INCR whose reply was lost is not). All
+ * of these together are bounded by max_redirects; past that the command
+ * ends with its last reply or error. Every accepted command's callback
+ * runs exactly once. */
 typedef struct rp_cluster rp_cluster;
 typedef struct rp_cluster_options {
     const char *const *seeds; /* "host:port" of one or more nodes */
@@ -49,7 +51,7 @@ typedef struct rp_cluster_options {
     /* Each node's client: its pool, timeouts, password, retries,
      * auto-pipelining. node.pool.addr is set per node; node.db must be 0. */
     rp_client_options node;
-    int max_redirects;            /* default 3 (go-redis); negative: none */
+    int max_redirects;            /* rp_cluster_options_init: 3 (go-redis); 0 or less: none */
     bool read_from_replicas;      /* read-only commands to replicas */
     uint32_t refresh_interval_ms; /* periodic topology refresh; default (0) 5000 */
 } rp_cluster_options;
