@@ -685,6 +685,27 @@ Test(cluster_client, reads_from_replicas)
     close_cluster();
 }
 
+/* A seed the layout does not name (a host name for a listed address) is
+ * closed once the layout is read: only the cluster's own nodes remain. */
+Test(cluster_client, seeds_outside_the_layout_are_closed)
+{
+    char seed[64];
+    snprintf(seed, sizeof seed, "localhost:%d", fxc_port(0));
+    const char *seeds[] = {seed};
+    rp_cluster_options opts;
+    options(&opts, seeds);
+    open_with(&opts);
+    cr_assert_eq(RUN("PING").status, 0);
+    fx_run_for(loop, 100); /* the seed's client closes */
+    rp_cluster_node_info info[8];
+    int n = rp_cluster_nodes(cluster, info, 8);
+    cr_assert_geq(n, 3);
+    for (int i = 0; i < n && i < 8; i++)
+        cr_assert(strncmp(info[i].addr, "localhost", 9), "the seed %s is still a node", info[i].addr);
+    cr_assert(node_listed(fxc_addr(0)));
+    close_cluster();
+}
+
 /* ------------------------------------------------- cancel, time, refresh */
 
 /* Cancel and a deadline reach a command at its node: a BLPOP that would
