@@ -114,6 +114,8 @@ static struct {
     char bases[LOAD_SLOTS][48];
     char last_error[128];
     int max_nodes;
+    int64_t cancel_ids[64];
+    int ncancel;
 } ld;
 
 static void load_send(void);
@@ -149,7 +151,12 @@ static void load_send(void)
         snprintf(key + strlen(key), sizeof key - strlen(key), ":n");
     int argc = argv == set ? 3 : 2;
     ld.issued++;
-    int rc = rp_cluster_command(cluster, load_cb, (void *)(intptr_t)seq, argc, argv, NULL);
+    /* Some carry a deadline, short enough to fire in a backoff. */
+    rp_cluster_command_options opts = {.timeout_ms = seq % 11 == 0 ? 150 : 0};
+    int64_t id = rp_cluster_command_ex(cluster, &opts, load_cb, (void *)(intptr_t)seq, argc, argv, NULL);
+    int rc = id < 0 ? (int)id : 0;
+    if (id > 0 && seq % 13 == 0)
+        ld.cancel_ids[ld.ncancel++ % 64] = id; /* cancelled a little later */
     if (rc == RP_ECLOSED && ld.sending_closed) {
         ld.calls[seq] = 1; /* refused: no callback will come */
         ld.refused_closed++;
@@ -175,6 +182,11 @@ static void load_run(unsigned ms)
     uint64_t until = fx_now_ms() + ms;
     while (fx_now_ms() < until) {
         fx_run_for(loop, 10);
+        for (int i = 0; i < 64; i++) { /* an id may have ended: -ENOENT */
+            int rc = ld.cancel_ids[i] ? rp_cluster_cancel(cluster, ld.cancel_ids[i]) : 0;
+            cr_assert(rc == 0 || rc == -ENOENT, "cancel: %s", rp_strerror(rc));
+            ld.cancel_ids[i] = 0;
+        }
         int n = live_nodes();
         ld.max_nodes = n > ld.max_nodes ? n : ld.max_nodes;
     }
@@ -212,10 +224,11 @@ static void load_until_master(int node)
 /* Slots move 0 -> 1 -> 0 (keys and all), a node joins and takes one, a
  * replica takes over by CLUSTER FAILOVER, a master dies and its replica is
  * promoted: all while `in_flight` commands are under way. */
-static void churn(int lanes)
+static void churn(int lanes, bool replicas)
 {
     rp_cluster_options opts = fixture_options();
     opts.node.autopipeline_conns = lanes;
+    opts.read_from_replicas = replicas;
     opts.refresh_interval_ms = 200;
     open_with(&opts);
     int s0 = slot_of_node(0), s1 = slot_of_node(1), s2 = slot_of_node(2);
@@ -241,6 +254,10 @@ static void churn(int lanes)
     cr_assert_geq(replica, 0);
     fxc_failover(replica);
     load_run(300);
+    if (replicas) { /* reads to node 0's replica fail over to node 0 */
+        fxc_kill(fxc_replica_of(0));
+        load_run(300);
+    }
     int heir = fxc_replica_of(2);
     cr_assert_geq(heir, 0);
     fxc_kill(2);
@@ -253,22 +270,23 @@ static void churn(int lanes)
     load_check_once();
     /* 7 nodes were ever up, one of them killed. */
     cr_assert_leq(ld.max_nodes, 7, "%d node clients at once", ld.max_nodes);
-    fprintf(stderr, "churn (lanes %d): %ld commands, %ld failed (last: %s), at most %d nodes\n", lanes, ld.issued,
-            ld.errors, ld.last_error, ld.max_nodes);
+    fprintf(stderr, "churn (lanes %d%s): %ld commands, %ld failed (last: %s), at most %d nodes\n", lanes,
+            replicas ? ", replica reads" : "", ld.issued, ld.errors, ld.last_error, ld.max_nodes);
     rp_cluster_node_info info[16];
     int n = rp_cluster_nodes(cluster, info, 16);
     /* The killed master (a master of no slot now) left the layout. */
     for (int i = 0; i < n && i < 16; i++)
         cr_assert_neq(strcmp(info[i].addr, fxc_addr(2)), 0, "the killed master still has a client (%d slots)",
                       info[i].slots);
-    cr_assert_leq(n, 6, "%d node clients after the churn", n);
+    cr_assert_leq(n, replicas ? 5 : 6, "%d node clients after the churn", n);
     /* After the churn, every slot is served without an error. */
     cr_assert_eq(RUN("SET", "after", "churn").type, REDIS_REPLY_STATUS);
     close_cluster();
 }
 
-Test(cluster_churn, churn_with_autopipelining) { churn(2); }
-Test(cluster_churn, churn_without_autopipelining) { churn(0); }
+Test(cluster_churn, churn_with_autopipelining) { churn(2, false); }
+Test(cluster_churn, churn_without_autopipelining) { churn(0, false); }
+Test(cluster_churn, churn_reading_from_replicas) { churn(2, true); }
 
 /* The cluster closes while commands wait in backoff (a master just died),
  * a slot is half moved, a refresh is under way: every callback once, the
