@@ -71,20 +71,25 @@ static int topology_end(rp__topology *topo)
 }
 
 /* A node of CLUSTER SHARDS: a flat map (id, port, ip, endpoint, role,
- * health, ...); the endpoint is the address clients should use. */
-static void shards_node(rp__shard_desc *shard, const redisReply *node)
+ * health, ...); the endpoint is the address clients should use. Returns
+ * whether it is a master that is not online. */
+static bool shards_node(rp__shard_desc *shard, const redisReply *node)
 {
     char addr[RP__ADDR_MAX];
     const redisReply *endpoint = rp__reply_map_get(node, "endpoint"), *role = rp__reply_map_get(node, "role");
     const redisReply *health = rp__reply_map_get(node, "health");
+    bool online = rp__reply_is_text(health) && !strcmp(health->str, "online");
     if (!format_addr(addr, endpoint, rp__reply_map_get(node, "port")) && !format_addr(addr, rp__reply_map_get(node, "ip"), rp__reply_map_get(node, "port")))
-        return;
+        return false;
     if (!rp__reply_is_text(role))
-        return;
-    if (!strcmp(role->str, "master"))
+        return false;
+    if (!strcmp(role->str, "master")) {
         memcpy(shard->master, addr, RP__ADDR_MAX);
-    else if (rp__reply_is_text(health) && !strcmp(health->str, "online"))
+        return !online;
+    }
+    if (online)
         replica_add(shard, addr);
+    return false;
 }
 
 int rp__topology_from_shards(rp__topology *topo, const redisReply *reply)
@@ -95,9 +100,12 @@ int rp__topology_from_shards(rp__topology *topo, const redisReply *reply)
         if (!slots || slots->type != REDIS_REPLY_ARRAY || !nodes || nodes->type != REDIS_REPLY_ARRAY)
             continue;
         rp__shard_desc *shard = shard_add(topo, reply->elements);
+        bool master_down = false;
         for (size_t n = 0; n < nodes->elements; n++)
-            shards_node(shard, nodes->element[n]);
-        if (!shard->master[0]) {
+            master_down |= shards_node(shard, nodes->element[n]);
+        /* A master that failed and whose slots went to its replica stays
+         * listed, alone, until it is forgotten: it serves nothing. */
+        if (!shard->master[0] || (master_down && !slots->elements)) {
             topo->nshards--;
             continue;
         }
