@@ -966,3 +966,84 @@ void fxc_key_for_slot(int slot, char *buf, size_t size)
     int len = snprintf(buf, size, "key:%u", key_of_slot[slot] - 1);
     cr_assert(len > 0 && (size_t)len < size, "%zu bytes cannot hold a key for slot %d", size, slot);
 }
+
+int fxc_slot_of_node(int node)
+{
+    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
+        if (fxc_master_of_slot(slot) == node)
+            return slot;
+    cr_assert_fail("node %d serves no slot", node);
+    return -1;
+}
+
+/* ------------------------------------------- an rp_cluster client of it */
+
+void fxc_suite_setup(void)
+{
+    fx_setup_no_redis();
+    fxc_start();
+}
+
+void fxc_suite_teardown(void)
+{
+    fxc_stop();
+    fx_teardown();
+}
+
+void fxc_client_options(rp_cluster_options *opts, const char *const *seeds)
+{
+    rp_cluster_options_init(opts);
+    opts->seeds = seeds;
+    opts->nseeds = 1;
+    opts->node.pool.pool_size = 8;
+}
+
+rp_cluster_options fxc_seed_options(void)
+{
+    static const char *seeds[1];
+    seeds[0] = fxc_addr(0);
+    rp_cluster_options opts;
+    fxc_client_options(&opts, seeds);
+    return opts;
+}
+
+void fxc_client_open(rp_loop **loop, rp_cluster **cluster, const rp_cluster_options *opts)
+{
+    cr_assert_eq(rp_loop_new(loop, NULL), 0);
+    cr_assert_eq(rp_cluster_new(cluster, *loop, opts), 0);
+}
+
+void fxc_closed_cb(rp_cluster *cluster, void *data)
+{
+    (void)cluster;
+    (*(int *)data)++;
+}
+
+void fxc_client_wait_closed(rp_loop *loop, int *closed)
+{
+    cr_assert(fx_run_until_count(loop, closed, 1, 30000), "the cluster did not close");
+    fx_run_for(loop, 20);
+    cr_assert_eq(*closed, 1);
+    cr_assert_eq(rp_loop_free(loop), 0, "the loop still had work after the close");
+}
+
+void fxc_client_close(rp_loop *loop, rp_cluster *cluster)
+{
+    int closed = 0;
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
+    fxc_client_wait_closed(loop, &closed);
+}
+
+void fxc_result_cb(rp_cluster *cluster, const redisReply *answer, int status, void *data)
+{
+    (void)cluster;
+    fx_result_record(data, answer, status);
+}
+
+fx_result fxc_run(rp_loop *loop, rp_cluster *cluster, int argc, const char **argv)
+{
+    fx_result r = {0};
+    cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &r, argc, argv, NULL), 0, "%s refused", argv[0]);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 20000), "no reply to %s", argv[0]);
+    return r;
+}

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <ringpool.h>
+
 #define FXC_MAX_NODES 8
 
 /* Six nodes, nodes 0-2 masters of slots 0-5460, 5461-10922 and
@@ -85,5 +87,33 @@ void fxc_wait_ok(unsigned timeout_ms);
 /* Writes into buf a key that hashes to `slot`, the first "key:<n>" for
  * n = 0, 1, ... (a table built on first use makes it cheap). */
 void fxc_key_for_slot(int slot, char *buf, size_t size);
+/* The lowest slot the node serves now. */
+int fxc_slot_of_node(int node);
+
+/* ------------------------------------------- an rp_cluster client of it */
+
+#include "fixture.h"
+
+/* Suite hooks: a cluster for each test, and fixture.h's fd-leak check. */
+void fxc_suite_setup(void);
+void fxc_suite_teardown(void);
+
+/* Options with these seeds (one) and pools of 8 connections a node. */
+void fxc_client_options(rp_cluster_options *opts, const char *const *seeds);
+/* The same with node 0 as the seed. */
+rp_cluster_options fxc_seed_options(void);
+/* A new loop and a cluster client on it. */
+void fxc_client_open(rp_loop **loop, rp_cluster **cluster, const rp_cluster_options *opts);
+/* A close callback that counts its calls in the int at data. */
+void fxc_closed_cb(rp_cluster *cluster, void *data);
+/* Waits for a close already asked for with fxc_closed_cb and *closed:
+ * its callback runs once, and the loop is left empty and freed. */
+void fxc_client_wait_closed(rp_loop *loop, int *closed);
+/* Closes the client and waits as fxc_client_wait_closed. */
+void fxc_client_close(rp_loop *loop, rp_cluster *cluster);
+/* Records a reply in the fx_result at data. */
+void fxc_result_cb(rp_cluster *cluster, const redisReply *reply, int status, void *data);
+/* Sends argv and runs the loop until its reply. */
+fx_result fxc_run(rp_loop *loop, rp_cluster *cluster, int argc, const char **argv);
 
 #endif

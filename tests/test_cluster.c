@@ -12,19 +12,7 @@
 #include <unistd.h>
 
 /* The fd-leak check brackets the cluster: the fixture must not leak either. */
-static void cluster_setup(void)
-{
-    fx_setup_no_redis();
-    fxc_start();
-}
-
-static void cluster_teardown(void)
-{
-    fxc_stop();
-    fx_teardown();
-}
-
-TestSuite(cluster, .init = cluster_setup, .fini = cluster_teardown, .timeout = 60);
+TestSuite(cluster, .init = fxc_suite_setup, .fini = fxc_suite_teardown, .timeout = 60);
 
 /* Asserts a node's reply, as fxc_command's text. */
 #define assert_reply(want, node, ...)                                                                              \

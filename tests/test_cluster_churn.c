@@ -11,88 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void setup(void)
-{
-    fx_setup_no_redis();
-    fxc_start();
-}
-
-static void teardown(void)
-{
-    fxc_stop();
-    fx_teardown();
-}
-
-TestSuite(cluster_churn, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(cluster_churn, .init = fxc_suite_setup, .fini = fxc_suite_teardown, .timeout = 120);
 
 static rp_loop *loop;
 static rp_cluster *cluster;
 
-static rp_cluster_options fixture_options(void)
-{
-    static const char *seeds[1];
-    seeds[0] = fxc_addr(0);
-    rp_cluster_options opts;
-    rp_cluster_options_init(&opts);
-    opts.seeds = seeds;
-    opts.nseeds = 1;
-    opts.node.pool.pool_size = 8;
-    return opts;
-}
+static void open_with(const rp_cluster_options *opts) { fxc_client_open(&loop, &cluster, opts); }
+static void close_cluster(void) { fxc_client_close(loop, cluster); }
 
-static void open_with(const rp_cluster_options *opts)
-{
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_cluster_new(&cluster, loop, opts), 0);
-}
-
-static void closed_cb(rp_cluster *c, void *data)
-{
-    (void)c;
-    (*(int *)data)++;
-}
-
-/* Closes (or, with closed non-NULL, waits for a close already asked for),
- * then checks the close callback ran once and the loop is empty. */
-static void finish_close(int *closed)
-{
-    cr_assert(fx_run_until_count(loop, closed, 1, 30000), "the cluster did not close");
-    fx_run_for(loop, 20);
-    cr_assert_eq(*closed, 1);
-    cr_assert_eq(rp_loop_free(loop), 0, "the loop still had work after the close");
-}
-
-static void close_cluster(void)
-{
-    int closed = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), 0);
-    finish_close(&closed);
-}
-
-static void result_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
-{
-    (void)c;
-    fx_result_record(data, reply, status);
-}
-
-static fx_result run_argv(int argc, const char **argv)
-{
-    fx_result r = {0};
-    cr_assert_eq(rp_cluster_command(cluster, result_cb, &r, argc, argv, NULL), 0, "%s refused", argv[0]);
-    cr_assert(fx_run_until_count(loop, &r.calls, 1, 20000), "no reply to %s", argv[0]);
-    return r;
-}
-
-#define RUN(...) run_argv(sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
-
-static int slot_of_node(int node)
-{
-    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
-        if (fxc_master_of_slot(slot) == node)
-            return slot;
-    cr_assert_fail("node %d serves no slot", node);
-    return -1;
-}
+#define RUN(...) \
+    fxc_run(loop, cluster, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
 
 static int live_nodes(void) { return rp_cluster_nodes(cluster, NULL, 0); }
 
@@ -221,21 +149,29 @@ static void load_until_master(int node)
     cr_assert(fxc_is_master(node), "node %d was not promoted", node);
 }
 
+/* Opens the client and starts 300 commands over node 0's first two slots
+ * and a slot of each other master; returns node 0's first slot. */
+static int load_open(const rp_cluster_options *opts)
+{
+    open_with(opts);
+    int s0 = fxc_slot_of_node(0), s1 = fxc_slot_of_node(1), s2 = fxc_slot_of_node(2);
+    int slots[LOAD_SLOTS] = {s0, s0 + 1, s1, s2};
+    cr_assert_eq(RUN("PING").status, 0);
+    load_start(slots, 300);
+    load_run(200);
+    return s0;
+}
+
 /* Slots move 0 -> 1 -> 0 (keys and all), a node joins and takes one, a
  * replica takes over by CLUSTER FAILOVER, a master dies and its replica is
  * promoted: all while `in_flight` commands are under way. */
 static void churn(int lanes, bool replicas)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.autopipeline_conns = lanes;
     opts.read_from_replicas = replicas;
     opts.refresh_interval_ms = 200;
-    open_with(&opts);
-    int s0 = slot_of_node(0), s1 = slot_of_node(1), s2 = slot_of_node(2);
-    int slots[LOAD_SLOTS] = {s0, s0 + 1, s1, s2};
-    cr_assert_eq(RUN("PING").status, 0);
-    load_start(slots, 300);
-    load_run(200);
+    int s0 = load_open(&opts);
     for (int round = 0; round < 2; round++) {
         fxc_migrate_start(s0, 0, 1);
         load_run(50);
@@ -293,15 +229,10 @@ Test(cluster_churn, churn_reading_from_replicas) { churn(2, true); }
  * close callback once, nothing left on the loop. */
 Test(cluster_churn, close_in_the_middle_of_churn)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.autopipeline_conns = 2;
     opts.refresh_interval_ms = 100;
-    open_with(&opts);
-    int s0 = slot_of_node(0), s1 = slot_of_node(1), s2 = slot_of_node(2);
-    int slots[LOAD_SLOTS] = {s0, s0 + 1, s1, s2};
-    cr_assert_eq(RUN("PING").status, 0);
-    load_start(slots, 300);
-    load_run(200);
+    int s0 = load_open(&opts);
     fxc_migrate_start(s0, 0, 1);
     fxc_migrate_keys(s0, 0, 1); /* left half done: ASK */
     load_run(100);
@@ -309,15 +240,15 @@ Test(cluster_churn, close_in_the_middle_of_churn)
     load_run(150);
     ld.sending_closed = true;
     int closed = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), 0);
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), RP_ECLOSED);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), RP_ECLOSED);
     const char *argv[] = {"GET", "x"};
     cr_assert_eq(rp_cluster_command(cluster, load_cb, NULL, 2, argv, NULL), RP_ECLOSED);
     cr_assert(fx_run_until_count(loop, &closed, 1, 30000), "the cluster did not close");
     cr_assert_eq(ld.replies + ld.refused_closed, ld.issued, "%ld commands never called back",
                  ld.issued - ld.replies - ld.refused_closed);
     load_check_once();
-    finish_close(&closed);
+    fxc_client_wait_closed(loop, &closed);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -338,11 +269,11 @@ static void count_cb(rp_cluster *c, const redisReply *reply, int status, void *d
  * layout (one of them cross-slot, found only once the layout is known). */
 Test(cluster_churn, close_right_after_new)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     open_with(&opts);
     int closed = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), 0);
-    finish_close(&closed);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
+    fxc_client_wait_closed(loop, &closed);
 
     open_with(&opts);
     cb_calls = 0;
@@ -350,11 +281,11 @@ Test(cluster_churn, close_right_after_new)
     cr_assert_eq(rp_cluster_command(cluster, count_cb, NULL, 2, get, NULL), 0);
     cr_assert_eq(rp_cluster_command(cluster, count_cb, NULL, 5, mset, NULL), 0);
     closed = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), 0);
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), RP_ECLOSED);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), RP_ECLOSED);
     cr_assert_eq(rp_cluster_command(cluster, count_cb, NULL, 2, get, NULL), RP_ECLOSED);
     cr_assert_eq(rp_cluster_set_hooks(cluster, NULL), RP_ECLOSED);
-    finish_close(&closed);
+    fxc_client_wait_closed(loop, &closed);
     cr_assert_eq(cb_calls, 2);
     cr_assert_eq(cb_status, RP_ECLOSED);
 }
@@ -369,15 +300,15 @@ static void close_inside_cb(rp_cluster *c, const redisReply *reply, int status, 
     count_cb(c, reply, status, data);
     if (cb_calls != 1)
         return;
-    cr_assert_eq(rp_cluster_close(c, closed_cb, &inside_closed), 0);
+    cr_assert_eq(rp_cluster_close(c, fxc_closed_cb, &inside_closed), 0);
     const char *get[] = {"GET", "later"};
     inside_refused = rp_cluster_command(c, count_cb, NULL, 2, get, NULL);
-    cr_assert_eq(rp_cluster_close(c, closed_cb, &inside_closed), RP_ECLOSED);
+    cr_assert_eq(rp_cluster_close(c, fxc_closed_cb, &inside_closed), RP_ECLOSED);
 }
 
 static void close_from_a_callback(int lanes, const char *first)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.autopipeline_conns = lanes;
     open_with(&opts);
     cr_assert_eq(RUN("PING").status, 0);
@@ -397,7 +328,7 @@ static void close_from_a_callback(int lanes, const char *first)
     cr_assert(fx_run_until_count(loop, &inside_closed, 1, 30000), "the cluster did not close");
     cr_assert_eq(inside_refused, RP_ECLOSED);
     cr_assert_eq(cb_calls, want);
-    finish_close(&inside_closed);
+    fxc_client_wait_closed(loop, &inside_closed);
 }
 
 Test(cluster_churn, close_from_a_reply_callback)
@@ -412,14 +343,14 @@ Test(cluster_churn, close_from_a_reply_callback)
  * reads go to the master, none fails. */
 Test(cluster_churn, reads_fall_back_to_the_master_when_the_replica_dies)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.read_from_replicas = true;
     opts.refresh_interval_ms = 100;
     open_with(&opts);
     int replica = fxc_replica_of(1);
     cr_assert_geq(replica, 0);
     char key[64], base[48];
-    fxc_key_for_slot(slot_of_node(1), base, sizeof base);
+    fxc_key_for_slot(fxc_slot_of_node(1), base, sizeof base);
     snprintf(key, sizeof key, "{%s}:r", base);
     cr_assert_eq(RUN("SET", key, "replicated").status, 0);
     fx_result r;
@@ -434,7 +365,7 @@ Test(cluster_churn, reads_fall_back_to_the_master_when_the_replica_dies)
         fx_result rs[40] = {0};
         const char *get[] = {"GET", key};
         for (int i = 0; i < 40; i++)
-            cr_assert_eq(rp_cluster_command(cluster, result_cb, &rs[i], 2, get, NULL), 0);
+            cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &rs[i], 2, get, NULL), 0);
         for (int i = 0; i < 40; i++) {
             cr_assert(fx_run_until_count(loop, &rs[i].calls, 1, 20000), "no reply to a read");
             cr_assert_eq(rs[i].status, 0, "burst %d: a read failed: %s", burst, rp_strerror(rs[i].status));
@@ -510,7 +441,7 @@ static void plain_client_tryagain(int lanes, const char *a, const char *b)
 
 Test(cluster_churn, plain_client_still_retries_refusals)
 {
-    int slot = slot_of_node(0);
+    int slot = fxc_slot_of_node(0);
     char base[48], a[64], b[64], port[16];
     fxc_key_for_slot(slot, base, sizeof base);
     snprintf(a, sizeof a, "{%s}:a", base);

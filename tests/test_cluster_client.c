@@ -11,85 +11,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void setup(void)
-{
-    fx_setup_no_redis();
-    fxc_start();
-}
-
-static void teardown(void)
-{
-    fxc_stop();
-    fx_teardown();
-}
-
-TestSuite(cluster_client, .init = setup, .fini = teardown);
+TestSuite(cluster_client, .init = fxc_suite_setup, .fini = fxc_suite_teardown);
 
 static rp_loop *loop;
 static rp_cluster *cluster;
 
-static void options(rp_cluster_options *opts, const char *const *seeds)
-{
-    rp_cluster_options_init(opts);
-    opts->seeds = seeds;
-    opts->nseeds = 1;
-    opts->node.pool.pool_size = 8;
-}
+static void open_with(const rp_cluster_options *opts) { fxc_client_open(&loop, &cluster, opts); }
+static void close_cluster(void) { fxc_client_close(loop, cluster); }
 
-static void open_with(const rp_cluster_options *opts)
-{
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_cluster_new(&cluster, loop, opts), 0);
-}
-
-/* Options for the fixture's cluster, node 0 the seed. */
-static rp_cluster_options fixture_options(void)
-{
-    static const char *seeds[1];
-    seeds[0] = fxc_addr(0);
-    rp_cluster_options opts;
-    options(&opts, seeds);
-    return opts;
-}
+#define RUN(...) \
+    fxc_run(loop, cluster, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
 
 static void open_cluster(void)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     open_with(&opts);
 }
-
-static void closed_cb(rp_cluster *c, void *data)
-{
-    (void)c;
-    (*(int *)data)++;
-}
-
-static void close_cluster(void)
-{
-    int closed = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &closed), 0);
-    cr_assert(fx_run_until_count(loop, &closed, 1, 20000), "the cluster did not close");
-    fx_run_for(loop, 20);
-    cr_assert_eq(closed, 1);
-    cr_assert_eq(rp_loop_free(loop), 0);
-}
-
-static void result_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
-{
-    (void)c;
-    fx_result_record(data, reply, status);
-}
-
-/* Sends argv and runs the loop until its reply. */
-static fx_result run_argv(int argc, const char **argv)
-{
-    fx_result r = {0};
-    cr_assert_eq(rp_cluster_command(cluster, result_cb, &r, argc, argv, NULL), 0, "%s refused", argv[0]);
-    cr_assert(fx_run_until_count(loop, &r.calls, 1, 20000), "no reply to %s", argv[0]);
-    return r;
-}
-
-#define RUN(...) run_argv(sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
 
 static rp_cluster_stats stats(void)
 {
@@ -116,16 +53,6 @@ static void key_in_slot(int slot, const char *suffix, char *out, size_t size)
     fxc_key_for_slot(slot, base, sizeof base);
     snprintf(out, size, "{%s}:%s", base, suffix);
     cr_assert_eq(rp_cluster_key_slot(out, strlen(out)), slot);
-}
-
-/* The lowest slot the node serves. */
-static int slot_of_node(int node)
-{
-    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
-        if (fxc_master_of_slot(slot) == node)
-            return slot;
-    cr_assert_fail("node %d serves no slot", node);
-    return -1;
 }
 
 /* -------------------------------------------------------------- routing */
@@ -185,8 +112,8 @@ Test(cluster_client, routes_by_key_specs)
 {
     open_cluster();
     char a[64], b[64];
-    key_in_slot(slot_of_node(1), "a", a, sizeof a);
-    key_in_slot(slot_of_node(2), "b", b, sizeof b);
+    key_in_slot(fxc_slot_of_node(1), "a", a, sizeof a);
+    key_in_slot(fxc_slot_of_node(2), "b", b, sizeof b);
     cr_assert_eq(RUN("SET", a, "1").status, 0);
     cr_assert_eq(RUN("XADD", b, "*", "f", "v").status, 0);
     cr_assert_str_eq(RUN("OBJECT", "ENCODING", a).str, "int");
@@ -206,11 +133,11 @@ Test(cluster_client, key_index_overrides_routing)
     cr_assert_eq(RUN("PING").status, 0);
     for (int node = 0; node < 3; node++) {
         char key[64];
-        key_in_slot(slot_of_node(node), "route", key, sizeof key);
+        key_in_slot(fxc_slot_of_node(node), "route", key, sizeof key);
         const char *argv[] = {"EVAL", "return redis.call('cluster', 'myid')", "0", key};
         rp_cluster_command_options opts = {.key_index = 3};
         fx_result r = {0};
-        cr_assert_gt(rp_cluster_command_ex(cluster, &opts, result_cb, &r, 4, argv, NULL), 0);
+        cr_assert_gt(rp_cluster_command_ex(cluster, &opts, fxc_result_cb, &r, 4, argv, NULL), 0);
         cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
         char *id = fxc_command(node, "CLUSTER", "MYID", NULL);
         cr_assert_str_eq(r.str, id, "key_index did not route to node %d", node);
@@ -356,7 +283,7 @@ static void traffic_free(void)
 Test(cluster_client, moved_while_traffic_flows)
 {
     open_cluster();
-    int slot = slot_of_node(0), to = 1;
+    int slot = fxc_slot_of_node(0), to = 1;
     cr_assert_eq(RUN("PING").status, 0);
     traffic_start(slot, 20, 200000);
     fx_run_for(loop, 200);
@@ -387,7 +314,7 @@ Test(cluster_client, moved_while_traffic_flows)
 Test(cluster_client, ask_during_migration)
 {
     open_cluster();
-    int slot = slot_of_node(0);
+    int slot = fxc_slot_of_node(0);
     char moved_key[64], new_key[64];
     key_in_slot(slot, "moved", moved_key, sizeof moved_key);
     key_in_slot(slot, "new", new_key, sizeof new_key);
@@ -408,11 +335,11 @@ Test(cluster_client, ask_during_migration)
  * max_redirects times, then handed to the caller. */
 Test(cluster_client, tryagain_bounded_by_max_redirects)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.max_retries = 0;
     opts.max_redirects = 2;
     open_with(&opts);
-    int slot = slot_of_node(0);
+    int slot = fxc_slot_of_node(0);
     char a[64], b[64], port[16];
     key_in_slot(slot, "a", a, sizeof a);
     key_in_slot(slot, "b", b, sizeof b);
@@ -436,10 +363,10 @@ Test(cluster_client, tryagain_bounded_by_max_redirects)
  * the command succeeds. */
 Test(cluster_client, clusterdown_retried_then_recovers)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.max_retries = 0;
     open_with(&opts);
-    int slot = slot_of_node(0);
+    int slot = fxc_slot_of_node(0);
     char key[64], slot_text[16];
     key_in_slot(slot, "down", key, sizeof key);
     snprintf(slot_text, sizeof slot_text, "%d", slot);
@@ -466,7 +393,7 @@ Test(cluster_client, clusterdown_retried_then_recovers)
 Test(cluster_client, node_added_and_slots_moved)
 {
     open_cluster();
-    int slot = slot_of_node(1);
+    int slot = fxc_slot_of_node(1);
     char key[64];
     key_in_slot(slot, "k", key, sizeof key);
     cr_assert_eq(RUN("SET", key, "v").status, 0);
@@ -498,7 +425,7 @@ static void assert_redirected_to(fx_result r, const char *want)
  * replica, which answers MOVED again. */
 Test(cluster_client, moved_read_goes_to_named_node_with_read_from_replicas)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.read_from_replicas = true;
     opts.refresh_interval_ms = 60000; /* only the MOVED asks for a read */
     opts.max_redirects = 1;
@@ -515,7 +442,7 @@ Test(cluster_client, moved_read_goes_to_named_node_with_read_from_replicas)
         usleep(200 * 1000);
     }
     cr_assert(node_listed(fxc_addr(replica)), "the replica never came online");
-    int slot = slot_of_node(1);
+    int slot = fxc_slot_of_node(1);
     char key[64];
     key_in_slot(slot, "moved", key, sizeof key);
     cr_assert_eq(RUN("SET", key, "v").status, 0);
@@ -532,7 +459,7 @@ Test(cluster_client, moved_goes_to_named_node_when_command_table_refused)
 {
     for (int node = 0; node < fxc_count(); node++)
         fxc_command_ok(node, "ACL", "SETUSER", "rpuser", "on", ">pw", "~*", "&*", "+@all", "-command", NULL);
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.node.username = "rpuser";
     opts.node.password = "pw";
     open_with(&opts);
@@ -540,7 +467,7 @@ Test(cluster_client, moved_goes_to_named_node_when_command_table_refused)
     const char *script = "return redis.call('GET', KEYS[1])";
     int script_node = fxc_master_of_slot(rp_cluster_key_slot(script, strlen(script)));
     char key[64];
-    key_in_slot(slot_of_node((script_node + 1) % 3), "acl", key, sizeof key);
+    key_in_slot(fxc_slot_of_node((script_node + 1) % 3), "acl", key, sizeof key);
     cr_assert_eq(RUN("SET", key, "v").status, 0);
     assert_redirected_to(RUN("EVAL", script, "1", key), "v");
     close_cluster();
@@ -551,10 +478,10 @@ Test(cluster_client, moved_goes_to_named_node_when_command_table_refused)
  * command would be refused with RP_ECROSSSLOT. */
 Test(cluster_client, migrate_keys_form_is_not_cross_slot)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     open_with(&opts);
     cr_assert_eq(RUN("PING").status, 0); /* the layout and COMMAND are known */
-    int slot = slot_of_node(1);
+    int slot = fxc_slot_of_node(1);
     cr_assert_neq(slot, 0);
     char a[64], b[64], port[16];
     key_in_slot(slot, "a", a, sizeof a);
@@ -572,7 +499,7 @@ Test(cluster_client, migrate_keys_form_is_not_cross_slot)
      * the command must reach node 1 first. */
     const char *argv[] = {"MIGRATE", "127.0.0.1", port, "", "0", "5000", "COPY", "KEYS", a, b};
     fx_result r = {0};
-    int rc = rp_cluster_command(cluster, result_cb, &r, 10, argv, NULL);
+    int rc = rp_cluster_command(cluster, fxc_result_cb, &r, 10, argv, NULL);
     cr_assert_eq(rc, 0, "MIGRATE ... KEYS refused: %s", rp_strerror(rc));
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
     cr_assert_eq(r.status, 0);
@@ -593,7 +520,7 @@ static bool role_is_master(int node)
 Test(cluster_client, manual_failover_loses_no_acknowledged_write)
 {
     open_cluster();
-    int slot = slot_of_node(0), replica = fxc_replica_of(0);
+    int slot = fxc_slot_of_node(0), replica = fxc_replica_of(0);
     cr_assert_geq(replica, 0);
     cr_assert_eq(RUN("PING").status, 0);
     traffic_start(slot, 20, 400000);
@@ -619,7 +546,7 @@ Test(cluster_client, manual_failover_loses_no_acknowledged_write)
 Test(cluster_client, master_killed_replica_takes_over)
 {
     open_cluster();
-    int slot = slot_of_node(0), replica = fxc_replica_of(0);
+    int slot = fxc_slot_of_node(0), replica = fxc_replica_of(0);
     cr_assert_eq(RUN("PING").status, 0);
     traffic_start(slot, 10, 4000000);
     fx_run_for(loop, 200);
@@ -648,7 +575,7 @@ Test(cluster_client, master_killed_replica_takes_over)
  * replica would otherwise answer MOVED) and writes to masters. */
 Test(cluster_client, reads_from_replicas)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.read_from_replicas = true;
     opts.refresh_interval_ms = 100;
     open_with(&opts);
@@ -659,7 +586,7 @@ Test(cluster_client, reads_from_replicas)
     while (!node_listed(fxc_addr(fxc_replica_of(1))) && fx_now_ms() < until)
         fx_run_for(loop, 50);
     char key[64];
-    key_in_slot(slot_of_node(1), "r", key, sizeof key);
+    key_in_slot(fxc_slot_of_node(1), "r", key, sizeof key);
     cr_assert_eq(RUN("SET", key, "replicated").status, 0);
     fx_result r = {0};
     uint64_t deadline = fx_now_ms() + 10000;
@@ -693,7 +620,7 @@ Test(cluster_client, seeds_outside_the_layout_are_closed)
     snprintf(seed, sizeof seed, "localhost:%d", fxc_port(0));
     const char *seeds[] = {seed};
     rp_cluster_options opts;
-    options(&opts, seeds);
+    fxc_client_options(&opts, seeds);
     open_with(&opts);
     cr_assert_eq(RUN("PING").status, 0);
     fx_run_for(loop, 100); /* the seed's client closes */
@@ -716,11 +643,11 @@ Test(cluster_client, cancel_and_timeout_at_a_node)
     cr_assert_eq(RUN("PING").status, 0);
     const char *argv[] = {"BLPOP", "{q}list", "0"};
     fx_result cancelled = {0}, timed_out = {0};
-    int64_t id = rp_cluster_command_ex(cluster, NULL, result_cb, &cancelled, 3, argv, NULL);
+    int64_t id = rp_cluster_command_ex(cluster, NULL, fxc_result_cb, &cancelled, 3, argv, NULL);
     cr_assert_gt(id, 0);
     rp_cluster_command_options opts = {.timeout_ms = 200};
     uint64_t started = fx_now_ms();
-    cr_assert_gt(rp_cluster_command_ex(cluster, &opts, result_cb, &timed_out, 3, argv, NULL), 0);
+    cr_assert_gt(rp_cluster_command_ex(cluster, &opts, fxc_result_cb, &timed_out, 3, argv, NULL), 0);
     fx_run_for(loop, 50);
     cr_assert_eq(rp_cluster_cancel(cluster, id), 0);
     cr_assert_eq(rp_cluster_cancel(cluster, id), -ENOENT);
@@ -768,7 +695,7 @@ Test(cluster_client, hooks_once_per_command)
     cr_assert_eq(rp_cluster_set_hooks(cluster, &hooks), 0);
     char keys[3][64];
     for (int node = 0; node < 3; node++) {
-        key_in_slot(slot_of_node(node), "hooked", keys[node], sizeof keys[node]);
+        key_in_slot(fxc_slot_of_node(node), "hooked", keys[node], sizeof keys[node]);
         cr_assert_eq(RUN("SET", keys[node], "v").status, 0);
     }
     cr_assert_eq(hooked.starts, 3);
@@ -786,7 +713,7 @@ Test(cluster_client, hooks_once_per_command)
 
 Test(cluster_client, periodic_refresh)
 {
-    rp_cluster_options opts = fixture_options();
+    rp_cluster_options opts = fxc_seed_options();
     opts.refresh_interval_ms = 100;
     open_with(&opts);
     cr_assert_eq(RUN("PING").status, 0);
@@ -808,17 +735,17 @@ Test(cluster_errors, invalid_options)
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     rp_cluster_options opts;
     const char *good[] = {"127.0.0.1:7000"}, *bad[] = {"127.0.0.1:7000", "no-port"}, *null_seed[] = {NULL};
-    options(&opts, good);
+    fxc_client_options(&opts, good);
     cr_assert_eq(rp_cluster_new(&cluster, loop, NULL), -EINVAL);
     cr_assert_eq(rp_cluster_new(NULL, loop, &opts), -EINVAL);
     opts.nseeds = 0;
     cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), -EINVAL);
-    options(&opts, bad);
+    fxc_client_options(&opts, bad);
     opts.nseeds = 2;
     cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), -EINVAL);
-    options(&opts, null_seed);
+    fxc_client_options(&opts, null_seed);
     cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), -EINVAL);
-    options(&opts, good);
+    fxc_client_options(&opts, good);
     opts.node.db = 1;
     cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), -EINVAL);
     opts.node.db = 0;
@@ -834,7 +761,7 @@ static rp_cluster_options unreachable_options(void)
     static const char *seeds[] = {seed};
     snprintf(seed, sizeof seed, "127.0.0.1:%d", fx_closed_port());
     rp_cluster_options opts;
-    options(&opts, seeds);
+    fxc_client_options(&opts, seeds);
     return opts;
 }
 
@@ -845,11 +772,11 @@ Test(cluster_errors, bad_commands)
     const char *argv[] = {"GET", "k"};
     fx_result r = {0};
     cr_assert_eq(rp_cluster_command(cluster, NULL, NULL, 2, argv, NULL), -EINVAL);
-    cr_assert_eq(rp_cluster_command(cluster, result_cb, &r, 0, argv, NULL), -EINVAL);
-    cr_assert_eq(rp_cluster_command(NULL, result_cb, &r, 2, argv, NULL), -EINVAL);
+    cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &r, 0, argv, NULL), -EINVAL);
+    cr_assert_eq(rp_cluster_command(NULL, fxc_result_cb, &r, 2, argv, NULL), -EINVAL);
     rp_cluster_command_options bad_index = {.key_index = 2}, bad_flags = {.flags = 0x100};
-    cr_assert_eq(rp_cluster_command_ex(cluster, &bad_index, result_cb, &r, 2, argv, NULL), -EINVAL);
-    cr_assert_eq(rp_cluster_command_ex(cluster, &bad_flags, result_cb, &r, 2, argv, NULL), -EINVAL);
+    cr_assert_eq(rp_cluster_command_ex(cluster, &bad_index, fxc_result_cb, &r, 2, argv, NULL), -EINVAL);
+    cr_assert_eq(rp_cluster_command_ex(cluster, &bad_flags, fxc_result_cb, &r, 2, argv, NULL), -EINVAL);
     cr_assert_eq(rp_cluster_cancel(cluster, 12345), -ENOENT);
     cr_assert_eq(rp_cluster_cancel(cluster, 0), -EINVAL);
     fx_run_for(loop, 20);
@@ -866,7 +793,7 @@ Test(cluster_errors, unreachable_seeds)
     open_with(&opts);
     fx_result r[3] = {{0}};
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(rp_cluster_command(cluster, result_cb, &r[i], 2, (const char *[]){"GET", "k"}, NULL), 0);
+        cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &r[i], 2, (const char *[]){"GET", "k"}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &r[2].calls, 1, 10000));
     fx_run_for(loop, 50);
     for (int i = 0; i < 3; i++) {
@@ -889,16 +816,16 @@ Test(cluster_errors, waiting_commands_cancel_timeout_close)
     snprintf(seed, sizeof seed, "127.0.0.1:%d", port);
     const char *seeds[] = {seed};
     rp_cluster_options opts;
-    options(&opts, seeds);
+    fxc_client_options(&opts, seeds);
     opts.node.pool.dial_timeout_ms = 60000;
     open_with(&opts);
     const char *argv[] = {"GET", "k"};
     fx_result cancelled = {0}, timed_out = {0}, closed = {0};
-    int64_t id = rp_cluster_command_ex(cluster, NULL, result_cb, &cancelled, 2, argv, NULL);
+    int64_t id = rp_cluster_command_ex(cluster, NULL, fxc_result_cb, &cancelled, 2, argv, NULL);
     rp_cluster_command_options deadline = {.timeout_ms = 100};
-    cr_assert_gt(rp_cluster_command_ex(cluster, &deadline, result_cb, &timed_out, 2, argv, NULL), 0);
-    cr_assert_eq(rp_cluster_command(cluster, result_cb, &closed, 2, argv, NULL), 0);
-    cr_assert_eq(rp_cluster_command(cluster, result_cb, &closed, 3, (const char *[]){"MGET", "a", "b"}, NULL), 0);
+    cr_assert_gt(rp_cluster_command_ex(cluster, &deadline, fxc_result_cb, &timed_out, 2, argv, NULL), 0);
+    cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &closed, 2, argv, NULL), 0);
+    cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &closed, 3, (const char *[]){"MGET", "a", "b"}, NULL), 0);
     cr_assert_eq(rp_cluster_cancel(cluster, id), 0);
     cr_assert(fx_run_until_count(loop, &cancelled.calls, 1, 1000));
     cr_assert_eq(cancelled.status, -ECANCELED);
@@ -906,8 +833,8 @@ Test(cluster_errors, waiting_commands_cancel_timeout_close)
     cr_assert_eq(timed_out.status, -ETIMEDOUT);
     cr_assert_eq(closed.calls, 0);
     int done = 0;
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &done), 0);
-    cr_assert_eq(rp_cluster_close(cluster, closed_cb, &done), RP_ECLOSED);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &done), 0);
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &done), RP_ECLOSED);
     cr_assert(fx_run_until_count(loop, &done, 1, 10000));
     cr_assert_eq(closed.calls, 2);
     cr_assert_eq(closed.status, RP_ECLOSED);
