@@ -254,7 +254,7 @@ static int rule_slot(const keyrule *rule, int slot, int argc, const char *const 
             !parse_count(argv[begin + rule->keynumidx], argvlen[begin + rule->keynumidx], &count))
             return slot;
         first = begin + rule->firstkey;
-        last = first + count - 1;
+        last = first + (count < argc ? count : argc) - 1; /* a huge count must not overflow */
     } else if (rule->lastkey >= 0) {
         last = begin + rule->lastkey;
     } else {

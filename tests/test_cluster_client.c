@@ -121,6 +121,9 @@ Test(cluster_client, routes_by_key_specs)
     cr_assert_str_eq(RUN("EVAL", "return redis.call('get', KEYS[1])", "1", a).str, "1");
     cr_assert_eq(RUN("XREAD", "COUNT", "1", "STREAMS", b, "0").type, REDIS_REPLY_ARRAY);
     cr_assert_eq(RUN("ZUNIONSTORE", "{x}dest", "1", "{x}src").status, 0);
+    /* A numkeys far past the arguments counts only those there are. */
+    fx_result huge = RUN("EVAL", "return 1", "99999999999999999999", a);
+    cr_assert_eq(huge.type, REDIS_REPLY_ERROR, "%s", huge.str);
     cr_assert_eq(stats().moved, 0, "a command went to the wrong node");
     close_cluster();
 }
