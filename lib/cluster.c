@@ -509,10 +509,11 @@ static bool parse_redirect(const redisReply *reply, const cnode *from, int *slot
     target = target ? strchr(target + 1, ' ') : NULL;
     if (!target || !*++target)
         return false;
-    *slot = atoi(strchr(reply->str, ' ') + 1);
+    long number = strtol(strchr(reply->str, ' ') + 1, NULL, 10);
     const char *port = strrchr(target, ':');
-    if (!port || *slot < 0 || *slot >= RP_CLUSTER_SLOTS || (size_t)(port - target) >= sizeof host)
+    if (!port || number < 0 || number >= RP_CLUSTER_SLOTS || (size_t)(port - target) >= sizeof host)
         return false;
+    *slot = (int)number;
     if (port == target) {
         const char *from_port = strrchr(from->addr, ':');
         snprintf(host, sizeof host, "%.*s", (int)(from_port - from->addr), from->addr);
