@@ -70,7 +70,7 @@ static void command_table_reply(rp_conn *conn, const redisReply *reply, int stat
 {
     setup_ctx *ctx = data;
     if (reply)
-        rp__readonly_table_load(&ctx->client->readonly, reply);
+        rp__readonly_table_load(&ctx->client->own_readonly, reply);
     else
         ctx->client->readonly_requested = false; /* the next connection asks */
     setup_step_done(conn, ctx, status);
@@ -195,7 +195,7 @@ static bool safe_to_repeat(const client_cmd *cmd)
     if (cmd->blocking)
         return false;
     return cmd->idempotent || client->retry_unsafe ||
-           rp__command_readonly(&client->readonly, cmd->argv[0], cmd->argvlen[0]);
+           rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]);
 }
 
 /* Inside the reply callback of a command whose connection failed. */
@@ -424,7 +424,7 @@ static void free_client(rp_client *client)
     rp__free(client->username);
     rp__free(client->password);
     rp__free(client->client_name);
-    rp__readonly_table_free(&client->readonly);
+    rp__readonly_table_free(&client->own_readonly);
     rp__free(client->lanes);
     rp__free(client);
 }
@@ -444,6 +444,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
     if (!client)
         return -ENOMEM;
     client->loop = loop;
+    client->readonly = &client->own_readonly;
     client->db = opts->db;
     client->max_retries = opts->max_retries > 0 ? opts->max_retries : 0;
     client->retry_unsafe = opts->retry_unsafe;

@@ -69,7 +69,9 @@ struct rp_client {
     int db, max_retries;
     bool retry_unsafe;
     uint32_t min_backoff_ms, max_backoff_ms;
-    rp__readonly_table readonly;
+    rp__readonly_table own_readonly; /* from COMMAND, on its first connection */
+    /* &own_readonly, or a cluster's: one COMMAND read for all its nodes. */
+    const rp__readonly_table *readonly;
     bool readonly_requested; /* COMMAND is on its way, or was read */
     rp_hooks hooks;
     int64_t last_id;

@@ -86,6 +86,7 @@ struct rp_cluster {
     cshard *shards;
     int nshards;
     rp__keyspec_table keys;
+    rp__readonly_table readonly; /* from the same COMMAND, for every node client */
     bool keys_pending; /* COMMAND asked; commands wait for its answer */
     bool keys_loaded;  /* answered, or refused: the fallback rule stays */
     bool have_topology;
@@ -155,6 +156,8 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
         return NULL;
     }
     node->client->readonly_conns = c->read_from_replicas;
+    node->client->readonly = &c->readonly; /* the cluster reads COMMAND once */
+    node->client->readonly_requested = true;
     node->cluster = c;
     node_set_hooks(node);
     c->nodes_open++;
@@ -335,8 +338,10 @@ static void refresh_end(rp_cluster *c, int status)
         refresh_request(c);
 }
 
-/* COMMAND's answer. A refusal (ACL) leaves argv[1] routing for good; a
- * failed node leaves the next refresh to ask again. */
+/* COMMAND's answer: where keys are, and which commands are read-only for
+ * every node client's retry rule. A refusal (ACL) leaves argv[1] routing
+ * (and the built-in read-only table) for good; a failed node leaves the
+ * next refresh to ask again. */
 static void keys_reply(const redisReply *reply, int status, bool may_retry, void *data)
 {
     (void)status;
@@ -344,7 +349,8 @@ static void keys_reply(const redisReply *reply, int status, bool may_retry, void
     rp_cluster *c = data;
     c->keys_pending = false;
     if (reply && reply->type == REDIS_REPLY_ARRAY)
-        c->keys_loaded = rp__keyspec_load(&c->keys, reply) == 0;
+        c->keys_loaded =
+            rp__keyspec_load(&c->keys, reply) == 0 && rp__readonly_table_load(&c->readonly, reply) == 0;
     else
         c->keys_loaded = reply != NULL;
     waiting_release(c, 0);
@@ -760,6 +766,7 @@ static void cluster_free(rp_cluster *c)
     rp__free((char *)c->node_opts.client_name);
     rp__free(c->shards);
     rp__keyspec_free(&c->keys);
+    rp__readonly_table_free(&c->readonly);
     rp__free(c);
 }
 

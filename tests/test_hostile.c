@@ -747,6 +747,7 @@ Test(hostile, cluster_reads_slots_when_shards_is_unknown)
     cr_expect_str_eq(r.str, "hello");
     cr_expect_eq(cluster_stats().refreshes, 1);
     cr_expect_eq(hs_seen("CLUSTER"), 2, "SHARDS, then SLOTS");
+    cr_expect_eq(hs_seen("COMMAND"), 1, "the cluster asks once for all its node clients");
     rp_cluster_node_info info[2];
     cr_assert_eq(rp_cluster_nodes(cluster, info, 2), 1);
     cr_expect(info[0].master && info[0].slots == RP_CLUSTER_SLOTS);
