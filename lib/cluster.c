@@ -27,7 +27,6 @@ typedef struct cnode {
     bool master;
     bool listed;  /* in the topology being applied */
     bool closing; /* left the topology: its client is closing */
-    int slots;
     uint64_t failed_ns;     /* its last failure, 0 if none */
     uint64_t asked_refresh; /* the refresh that last asked it */
 } cnode;
@@ -229,7 +228,6 @@ static int topology_apply(rp_cluster *c, const rp__topology *topo)
     for (rp__link *link = c->nodes.head; link; link = link->next) {
         cnode *node = RP__CONTAINER_OF(link, cnode, link);
         node->listed = node->master = false;
-        node->slots = 0;
     }
     int rc = shards_build(c, topo, shards);
     if (rc < 0) {
@@ -239,8 +237,6 @@ static int topology_apply(rp_cluster *c, const rp__topology *topo)
     for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++) {
         c->slot_shard[slot] = topo->owner[slot];
         c->slot_master[slot] = topo->owner[slot] ? shards[topo->owner[slot] - 1].master : NULL;
-        if (c->slot_master[slot])
-            c->slot_master[slot]->slots++;
     }
     rp__free(c->shards);
     c->shards = shards;
@@ -601,6 +597,16 @@ static void at_node_done(const redisReply *reply, int status, bool may_retry, vo
     cmd_complete(cmd, reply, status);
 }
 
+/* The slot of the command's keys, once the key table is known: 0, or
+ * RP_ECROSSSLOT. */
+static int cmd_route(ccmd *cmd)
+{
+    rp_cluster *c = cmd->cluster;
+    cmd->slot = rp__command_slot(&c->keys, cmd->key_index, cmd->argc, cmd->argv, cmd->argvlen, &cmd->readonly);
+    cmd->routed = true;
+    return cmd->slot == RP_ECROSSSLOT ? RP_ECROSSSLOT : 0;
+}
+
 static void cmd_dispatch(ccmd *cmd)
 {
     rp_cluster *c = cmd->cluster;
@@ -612,13 +618,9 @@ static void cmd_dispatch(ccmd *cmd)
             refresh_request(c);
         return;
     }
-    if (!cmd->routed) {
-        cmd->slot = rp__command_slot(&c->keys, cmd->key_index, cmd->argc, cmd->argv, cmd->argvlen, &cmd->readonly);
-        cmd->routed = true;
-        if (cmd->slot == RP_ECROSSSLOT) {
-            cmd_fail_later(cmd, RP_ECROSSSLOT);
-            return;
-        }
+    if (!cmd->routed && cmd_route(cmd) < 0) {
+        cmd_fail_later(cmd, RP_ECROSSSLOT);
+        return;
     }
     cnode *node = cmd->redirect ? cmd->redirect : route(c, cmd);
     bool asking = cmd->redirect && cmd->asking;
@@ -676,19 +678,14 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
     ccmd *cmd = cmd_new(c, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
-    if (routing_ready(c)) {
-        cmd->slot = rp__command_slot(&c->keys, opts ? opts->key_index : 0, argc, cmd->argv, cmd->argvlen,
-                                     &cmd->readonly);
-        if (cmd->slot == RP_ECROSSSLOT) {
-            rp__free(cmd);
-            return RP_ECROSSSLOT;
-        }
-        cmd->routed = true;
+    cmd->key_index = opts ? opts->key_index : 0;
+    if (routing_ready(c) && cmd_route(cmd) < 0) {
+        rp__free(cmd);
+        return RP_ECROSSSLOT;
     }
     cmd->cb = cb;
     cmd->data = data;
     cmd->flags = opts ? opts->flags : 0;
-    cmd->key_index = opts ? opts->key_index : 0;
     if (opts && opts->timeout_ms)
         rp__timer_arm(c->loop, &cmd->deadline, rp__loop_now_fresh(c->loop) + opts->timeout_ms * RP__NS_PER_MS);
     cmd->id = ++c->last_id;
@@ -918,6 +915,15 @@ int rp_cluster_set_hooks(rp_cluster *c, const rp_hooks *hooks)
     return 0;
 }
 
+/* Counted, not kept: a MOVED moves a slot between two layout reads. */
+static int slots_served(const rp_cluster *c, const cnode *node)
+{
+    int count = 0;
+    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
+        count += c->slot_master[slot] == node;
+    return count;
+}
+
 int rp_cluster_nodes(const rp_cluster *c, rp_cluster_node_info *out, int max)
 {
     if (!c || max < 0 || (max && !out))
@@ -931,7 +937,7 @@ int rp_cluster_nodes(const rp_cluster *c, rp_cluster_node_info *out, int max)
             rp_cluster_node_info *info = &out[count];
             memcpy(info->addr, node->addr, sizeof info->addr);
             info->master = node->master;
-            info->slots = node->slots;
+            info->slots = slots_served(c, node);
             rp_pool_stats(rp_client_pool(node->client), &info->stats);
         }
         count++;
