@@ -2,6 +2,7 @@
  * server's COMMAND flags, with a built-in table until they are read) and
  * how long a blocking command may block. */
 #include "commands.h"
+#include "reply.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,7 @@ static const char *const builtin_readonly[] = {
     "zrevrank", "zscan", "zscore", "zunion",
 };
 
-/* Compares a length-counted command name with a table entry, ignoring case. */
-static int name_cmp(const char *name, size_t len, const char *entry)
+int rp__command_name_cmp(const char *name, size_t len, const char *entry)
 {
     int c = strncasecmp(name, entry, len);
     return c ? c : -(unsigned char)entry[len];
@@ -34,7 +34,7 @@ static bool sorted_contains(const char *const *names, size_t count, const char *
     size_t lo = 0, hi = count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = name_cmp(name, len, names[mid]);
+        int c = rp__command_name_cmp(name, len, names[mid]);
         if (c == 0)
             return true;
         if (c < 0)
@@ -52,18 +52,6 @@ bool rp__command_readonly(const rp__readonly_table *table, const char *name, siz
     return sorted_contains(builtin_readonly, sizeof builtin_readonly / sizeof *builtin_readonly, name, len);
 }
 
-static bool has_readonly_flag(const redisReply *flags)
-{
-    if (flags->type != REDIS_REPLY_ARRAY)
-        return false;
-    for (size_t i = 0; i < flags->elements; i++) {
-        const redisReply *flag = flags->element[i];
-        if ((flag->type == REDIS_REPLY_STATUS || flag->type == REDIS_REPLY_STRING) && !strcmp(flag->str, "readonly"))
-            return true;
-    }
-    return false;
-}
-
 static int str_ptr_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* COMMAND: one [name, arity, flags, ...] entry per command. */
@@ -78,7 +66,7 @@ int rp__readonly_table_load(rp__readonly_table *table, const redisReply *reply)
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *entry = reply->element[i];
         if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 3 || entry->element[0]->type != REDIS_REPLY_STRING ||
-            !has_readonly_flag(entry->element[2]))
+            !rp__reply_array_has(entry->element[2], "readonly"))
             continue;
         if (!(names[count] = rp__strdup(entry->element[0]->str))) {
             table->names = names;

@@ -17,6 +17,9 @@ typedef struct rp__readonly_table {
 int rp__readonly_table_load(rp__readonly_table *table, const redisReply *command_reply);
 void rp__readonly_table_free(rp__readonly_table *table);
 bool rp__command_readonly(const rp__readonly_table *table, const char *name, size_t len);
+/* Orders a length-counted command name against a lower-case table entry,
+ * ignoring the name's case (the tables' binary searches). */
+int rp__command_name_cmp(const char *name, size_t len, const char *entry);
 
 /* How long a blocking command (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN,
  * BZPOPMAX, BLMPOP, BZMPOP, XREAD/XREADGROUP with BLOCK, WAIT, WAITAOF)

@@ -4,6 +4,7 @@
  * or first, last and step for servers without them. The cluster routes by
  * the slot these keys share. */
 #include "keyspec.h"
+#include "commands.h"
 #include "reply.h"
 
 #include <ringpool/cluster.h>
@@ -33,16 +34,6 @@ static int map_int(const redisReply *map, const char *key)
 {
     const redisReply *value = rp__reply_map_get(map, key);
     return value && value->type == REDIS_REPLY_INTEGER ? (int)value->integer : 0;
-}
-
-static bool has_flag(const redisReply *flags, const char *flag)
-{
-    if (!flags || flags->type != REDIS_REPLY_ARRAY)
-        return false;
-    for (size_t i = 0; i < flags->elements; i++)
-        if (rp__reply_is_text(flags->element[i]) && !strcmp(flags->element[i]->str, flag))
-            return true;
-    return false;
 }
 
 /* One key specification; false for the kinds that cannot be followed
@@ -115,7 +106,7 @@ static int spec_fill(rp__keyspec *spec, const redisReply *entry)
     for (size_t i = 0; i < name_len; i++)
         spec->name[i] = (char)tolower((unsigned char)entry->element[0]->str[i]);
     spec->rules = rules;
-    spec->readonly = has_flag(entry->element[2], "readonly");
+    spec->readonly = rp__reply_array_has(entry->element[2], "readonly");
     return 0;
 }
 
@@ -181,18 +172,12 @@ int rp__keyspec_load(rp__keyspec_table *table, const redisReply *reply)
 
 /* ------------------------------------------------------------- lookup */
 
-static int name_cmp(const char *name, size_t len, const char *entry)
-{
-    int c = strncasecmp(name, entry, len);
-    return c ? c : -(unsigned char)entry[len];
-}
-
 static const rp__keyspec *spec_find(const rp__keyspec_table *table, const char *name, size_t len)
 {
     size_t lo = 0, hi = table->count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = name_cmp(name, len, table->specs[mid].name);
+        int c = rp__command_name_cmp(name, len, table->specs[mid].name);
         if (c == 0)
             return &table->specs[mid];
         if (c < 0)

@@ -152,6 +152,16 @@ bool rp__reply_is_text(const redisReply *reply)
     return reply && (reply->type == REDIS_REPLY_STRING || reply->type == REDIS_REPLY_STATUS);
 }
 
+bool rp__reply_array_has(const redisReply *array, const char *text)
+{
+    if (!array || array->type != REDIS_REPLY_ARRAY)
+        return false;
+    for (size_t i = 0; i < array->elements; i++)
+        if (rp__reply_is_text(array->element[i]) && !strcmp(array->element[i]->str, text))
+            return true;
+    return false;
+}
+
 const redisReply *rp__reply_map_get(const redisReply *map, const char *key)
 {
     if (!map || map->type != REDIS_REPLY_ARRAY)

@@ -29,5 +29,7 @@ void rp__reader_release_buffer(redisReader *reader);
  * [key, value, ...] array (CLUSTER SHARDS, COMMAND's key specs), or NULL. */
 bool rp__reply_is_text(const redisReply *reply);
 const redisReply *rp__reply_map_get(const redisReply *map, const char *key);
+/* Whether an array (COMMAND's flags) holds the text. */
+bool rp__reply_array_has(const redisReply *array, const char *text);
 
 #endif
