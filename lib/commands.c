@@ -109,7 +109,7 @@ static const blocking_command blocking[] = {
 
 static bool arg_is(const char *arg, size_t len, const char *word)
 {
-    return strlen(word) == len && !strncasecmp(arg, word, len);
+    return !rp__command_name_cmp(arg, len, word);
 }
 
 static size_t arg_len(const char *const *argv, const size_t *argvlen, int i)

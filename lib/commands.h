@@ -17,8 +17,8 @@ typedef struct rp__readonly_table {
 int rp__readonly_table_load(rp__readonly_table *table, const redisReply *command_reply);
 void rp__readonly_table_free(rp__readonly_table *table);
 bool rp__command_readonly(const rp__readonly_table *table, const char *name, size_t len);
-/* Orders a length-counted command name against a lower-case table entry,
- * ignoring the name's case (the tables' binary searches). */
+/* Orders a length-counted name (or argument) against a table entry,
+ * ignoring case: 0 when they are the same word. */
 int rp__command_name_cmp(const char *name, size_t len, const char *entry);
 
 /* How long a blocking command (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN,

@@ -11,7 +11,6 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 typedef struct keyrule {
     int begin_index;  /* > 0: the search begins at this argument */
@@ -206,10 +205,9 @@ static const rp__keyspec *command_spec(const rp__keyspec_table *table, int argc,
 /* Where a keyword rule's keys begin: after its keyword; 0 if it is absent. */
 static int keyword_begin(const keyrule *rule, int argc, const char *const *argv, const size_t *argvlen)
 {
-    size_t len = strlen(rule->keyword);
     int step = rule->startfrom > 0 ? 1 : -1;
     for (int i = rule->startfrom > 0 ? rule->startfrom : argc + rule->startfrom; i >= 1 && i < argc; i += step)
-        if (argvlen[i] == len && !strncasecmp(argv[i], rule->keyword, len))
+        if (!rp__command_name_cmp(argv[i], argvlen[i], rule->keyword))
             return i + 1;
     return 0;
 }
