@@ -2,6 +2,8 @@
  * on different masters, a multi-key command kept on one slot by a hash
  * tag, a cross-slot command refused before it is sent, and which node
  * serves what. */
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

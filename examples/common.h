@@ -1,4 +1,6 @@
-/* Argument handling shared by the examples. */
+/* Argument handling, clocks and pool helpers shared by the examples. The
+ * client helpers exist for examples that include <ringpool.h> first; the
+ * raw-pool ones need only <ringpool/core.h>, so they build without hiredis. */
 #ifndef RP_EXAMPLES_COMMON_H
 #define RP_EXAMPLES_COMMON_H
 
@@ -9,7 +11,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include <ringpool.h>
+#include <ringpool/core.h>
 
 /* Parses -a ADDR, -n N, -c N, -w N, -l PORT and --help; exits on --help or
  * a bad option. */
@@ -49,6 +51,35 @@ static inline void example_parse(int argc, char **argv, example_args *args, cons
     }
 }
 
+/* Monotonic nanoseconds now, wall-clock and CPU (user + sys) seconds, for
+ * the benchmarks. */
+static inline uint64_t example_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline double example_seconds(void) { return (double)example_now_ns() / 1e9; }
+
+static inline double example_cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Runs the loop until the pool holds `want` idle connections; returns 0,
+ * or the first dial error. */
+static inline int example_wait_idle(rp_loop *loop, rp_pool *pool, int want)
+{
+    rp_stats st;
+    for (rp_pool_stats(pool, &st); rp_pool_idle_len(pool) < want && !st.dial_errors; rp_pool_stats(pool, &st))
+        rp_loop_run(loop, RP_RUN_ONCE);
+    return st.dial_errors ? st.last_dial_error : 0;
+}
+
+#ifdef RINGPOOL_REDIS_H
 /* A loop and a client for addr with go-redis's defaults; exits on error. */
 static inline rp_client *example_client(rp_loop **loop, const char *addr, const char *name)
 {
@@ -88,33 +119,6 @@ static inline void example_print_reply(const char *what, const redisReply *reply
     else
         printf("%s: (array of %zu)\n", what, reply->elements);
 }
-
-/* Monotonic nanoseconds now, wall-clock and CPU (user + sys) seconds, for
- * the benchmarks. */
-static inline uint64_t example_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline double example_seconds(void) { return (double)example_now_ns() / 1e9; }
-
-static inline double example_cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-/* Runs the loop until the pool holds `want` idle connections; returns 0,
- * or the first dial error. */
-static inline int example_wait_idle(rp_loop *loop, rp_pool *pool, int want)
-{
-    rp_stats st;
-    for (rp_pool_stats(pool, &st); rp_pool_idle_len(pool) < want && !st.dial_errors; rp_pool_stats(pool, &st))
-        rp_loop_run(loop, RP_RUN_ONCE);
-    return st.dial_errors ? st.last_dial_error : 0;
-}
+#endif
 
 #endif

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

@@ -1,4 +1,6 @@
 /* hello: SET and GET through rp_client, printing each reply. */
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

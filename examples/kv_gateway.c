@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <uv.h>
 
+#include <ringpool.h>
 #include <ringpool/libuv.h>
 
 #include "common.h"

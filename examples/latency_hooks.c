@@ -1,5 +1,7 @@
 /* latency_hooks: per-command latency percentiles, gathered by the client's
  * hooks rather than by the code that issues the commands. */
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

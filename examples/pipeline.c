@@ -1,6 +1,8 @@
 /* pipeline: N commands pipelined on one connection of the client's pool. */
 #include <time.h>
 
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

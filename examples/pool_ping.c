@@ -1,6 +1,6 @@
 /* pool_ping: takes a connection from a pool, sends PING over it with
  * rp_conn_send/rp_conn_recv, prints the reply and puts the connection back. */
-#include <ringpool.h>
+#include <ringpool/core.h>
 
 #include "common.h"
 

@@ -1,5 +1,7 @@
 /* pubsub: a subscriber on a single-connection pool, a publisher through
  * the client. The subscriber prints each message and unsubscribes after N. */
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

@@ -3,6 +3,8 @@
  * connection through a sticky pool and retries when EXEC is aborted. */
 #include <stdio.h>
 
+#include <ringpool.h>
+
 #include "common.h"
 
 static const char usage[] =

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: the suite in a warnings-as-errors build, again under
-# ASan/UBSan, then a program outside the tree built with pkg-config against
-# the installed library and run against a throwaway redis-server.
+# ASan/UBSan, then programs outside the tree built with pkg-config against
+# the installed libraries (the raw pool's without hiredis) and run against a
+# throwaway redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,10 +29,18 @@ trap 'kill "${redis_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 DESTDIR="$work/root" meson install -C build-test --quiet
 pc=$(dirname "$(find "$work/root" -name ringpool.pc)")
 export PKG_CONFIG_PATH="$pc" PKG_CONFIG_SYSROOT_DIR="$work/root"
-cc -Wall -Werror -o "$work/pool_ping" examples/pool_ping.c $(pkg-config --cflags --libs ringpool)
+# The raw pool with ringpool-core alone, where any hiredis header is an
+# error: neither its headers nor its library may need hiredis.
+mkdir -p "$work/no-hiredis/hiredis"
+for h in hiredis.h read.h sds.h alloc.h; do echo '#error "hiredis is hidden"' >"$work/no-hiredis/hiredis/$h"; done
+! pkg-config --print-requires --print-requires-private ringpool-core | grep -q hiredis
+cc -Wall -Werror -I"$work/no-hiredis" -o "$work/pool_ping" examples/pool_ping.c $(pkg-config --cflags --libs ringpool-core)
+! readelf -d "$work/pool_ping" | grep -q hiredis
+cc -Wall -Werror -o "$work/hello" examples/hello.c $(pkg-config --cflags --libs ringpool)
 redis-server --port 0 --unixsocket "$work/redis.sock" --save "" --logfile /dev/null &
 redis_pid=$!
 for _ in $(seq 100); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
-LD_LIBRARY_PATH="$(dirname "$(find "$work/root" -name 'libringpool.so' | head -1)")" \
-    "$work/pool_ping" -a "unix:$work/redis.sock"
+export LD_LIBRARY_PATH="$(dirname "$(find "$work/root" -name 'libringpool.so' | head -1)")"
+"$work/pool_ping" -a "unix:$work/redis.sock"
+"$work/hello" -a "unix:$work/redis.sock"
 echo "all tests passed"
