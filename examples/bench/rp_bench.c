@@ -264,7 +264,7 @@ static void *worker_main(void *arg)
     opts.pool.pool_timeout_ms = 60000;
     rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
     /* An embedded loop's fd is asked for before any pool exists, as the
-     * README says: its ring is then set up for a host. */
+     * docs/embedding.md says: its ring is then set up for a host. */
     if (rp_loop_new(&w->loop, &loop_opts) < 0 || (cfg->embed && rp_loop_fd(w->loop) < 0) ||
         (cfg->cluster ? cluster_open(w, &opts) : rp_client_new(&w->client, w->loop, &opts)) < 0) {
         w->failures = (int)w->quota;

@@ -17,7 +17,7 @@ extern "C" {
  * ({user1000}.following and {user1000}.followers share a slot). */
 RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
 
-/* A cluster client (README, "Redis Cluster"). The topology comes from
+/* A cluster client (docs/cluster.md). The topology comes from
  * CLUSTER SHARDS (CLUSTER SLOTS on servers without it), asked of a known
  * node or a seed; it is read again after a MOVED, when a node fails, and
  * every refresh_interval_ms (at most one read in flight, and not more often

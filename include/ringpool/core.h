@@ -103,7 +103,7 @@ RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
  * while work is still pending, 0 otherwise. */
 RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
 RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
-/* Embedding (README, "Embedding"). rp_loop_fd becomes readable when the
+/* Embedding (docs/embedding.md). rp_loop_fd becomes readable when the
  * kernel or another thread has work for rp_loop_run(loop, RP_RUN_NOWAIT):
  * completions, timers' kernel timeouts, rp_loop_post, rp_loop_stop. Work
  * the loop queues for itself (callbacks made ready by a call from the

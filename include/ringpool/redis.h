@@ -80,7 +80,7 @@ typedef struct rp_client_options {
     bool        retry_unsafe;    /* also retry commands whose outcome is unknown (go-redis) */
     uint32_t    min_retry_backoff_ms; /* default (0) 8 */
     uint32_t    max_retry_backoff_ms; /* default (0) 512 */
-    /* Auto-pipelining (README): 0 (default), each command holds a
+    /* Auto-pipelining (docs/redis.md): 0 (default), each command holds a
      * connection from send to reply, as go-redis's pool. N > 0: commands
      * from every caller share up to N of the pool's connections; those
      * queued in one loop iteration leave in one send per connection. A
