@@ -862,3 +862,23 @@ Test(cluster_client, example_program_runs)
     cr_assert_eq(WEXITSTATUS(pclose(pipe)), 0, "%s", out);
     cr_assert(strstr(out, "hash to different slots") && strstr(out, "yellow"), "%s", out);
 }
+
+/* The printf-style calls route by the formatted key: a binary value set
+ * through rp_cluster_commandf is on the key's master, and a malformed
+ * format is refused before anything is routed. */
+Test(cluster_client, commandf_routes_by_the_formatted_key)
+{
+    open_cluster();
+    char key[48];
+    key_in_slot(12182, "fmt", key, sizeof key);
+    batch set = {0};
+    cr_assert_eq(rp_cluster_commandf(cluster, batch_cb, &set, "SET %s %b", key, "a\0b", (size_t)3), 0);
+    cr_assert_eq(rp_cluster_commandf(cluster, batch_cb, &set, "SET %s %c", key, 'x'), -EINVAL);
+    cr_assert(fx_run_until_count(loop, &set.calls, 1, 5000));
+    cr_assert_eq(set.failures, 0, "%s", set.last_error);
+    char *length = fxc_command(fxc_master_of_slot(12182), "STRLEN", key, NULL);
+    cr_assert_str_eq(length, "3", "the value is not on the key's master");
+    free(length);
+    cr_assert_eq(stats().moved, 0);
+    close_cluster();
+}

@@ -76,6 +76,11 @@ typedef struct rp_cluster_command_options {
 RP_EXTERN int64_t rp_cluster_command_ex(rp_cluster *cluster, const rp_cluster_command_options *opts,
                                         rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
                                         const size_t *argvlen);
+/* The printf-style forms (the format as rp_conn_commandf's); the va_list
+ * one takes options (NULL: none) and returns the command's id. */
+RP_EXTERN int rp_cluster_commandf(rp_cluster *cluster, rp_cluster_reply_cb cb, void *data, const char *format, ...);
+RP_EXTERN int64_t rp_cluster_vcommandf(rp_cluster *cluster, const rp_cluster_command_options *opts,
+                                       rp_cluster_reply_cb cb, void *data, const char *format, va_list ap);
 /* As rp_client_cancel: the callback gets -ECANCELED later in this loop
  * iteration; -ENOENT if the command has completed or its end is queued. */
 RP_EXTERN int rp_cluster_cancel(rp_cluster *cluster, int64_t id);

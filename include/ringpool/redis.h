@@ -4,6 +4,7 @@
 #define RINGPOOL_REDIS_H
 
 #include <hiredis/hiredis.h> /* redisReply */
+#include <stdarg.h>
 
 #include "core.h"
 
@@ -29,6 +30,20 @@ extern "C" {
 typedef void (*rp_conn_reply_cb)(rp_conn *conn, const redisReply *reply, int status, void *data);
 RP_EXTERN int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data,
                               int argc, const char *const *argv, const size_t *argvlen);
+/* hiredis's printf-style habit, beside every argv call (rp_conn_commandf,
+ * rp_client_commandf, rp_cluster_commandf and their va_list forms): the
+ * format is split into arguments at spaces; %s takes a C string, %b a
+ * pointer and a size_t length (binary-safe), %% is a '%', and printf's
+ * integer and floating conversions (%d, %lld, %u, %x, %f, ... with flags,
+ * width, precision and the hh, h, l, ll sizes) are printed in place. A
+ * conversion may sit inside an argument ("user:%d"), and makes an argument
+ * even when it adds nothing ("SET k %s" with "" sends an empty value). The
+ * bytes sent are redisFormatCommand's for the same format and values.
+ * -EINVAL, and nothing sent, for a NULL or empty format, any other
+ * conversion (%c, %p, %z..., %*d), a NULL %s, or a NULL %b with a length.
+ * Everything is copied during the call, as with argv. */
+RP_EXTERN int rp_conn_commandf(rp_conn *conn, rp_conn_reply_cb cb, void *data, const char *format, ...);
+RP_EXTERN int rp_conn_vcommandf(rp_conn *conn, rp_conn_reply_cb cb, void *data, const char *format, va_list ap);
 /* Replies larger than this fail with -EMSGSIZE (default 512 MiB). */
 RP_EXTERN int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes);
 
@@ -112,6 +127,13 @@ typedef struct rp_command_options {
 } rp_command_options;
 RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
                                         void *data, int argc, const char *const *argv, const size_t *argvlen);
+/* The printf-style forms (the format as rp_conn_commandf's). The _ex and
+ * va_list forms take options (NULL: none) and return the command's id. */
+RP_EXTERN int      rp_client_commandf(rp_client *client, rp_reply_cb cb, void *data, const char *format, ...);
+RP_EXTERN int64_t  rp_client_commandf_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
+                                         void *data, const char *format, ...);
+RP_EXTERN int64_t  rp_client_vcommandf(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
+                                       void *data, const char *format, va_list ap);
 /* Cancels the command with this id (from rp_client_command_ex): its
  * callback gets -ECANCELED later in this loop iteration. A command not yet
  * sent is never sent; one already sent may still run on the server, and
