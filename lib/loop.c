@@ -128,22 +128,32 @@ static void poke_host(rp_loop *loop)
 
 /* ------------------------------------------------------------ SQEs, ops */
 
-struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
+static struct io_uring_sqe *take_sqe(rp_loop *loop)
 {
     struct io_uring_sqe *sqe;
     while (!(sqe = io_uring_get_sqe(&loop->ring)))
         rp__loop_submit(loop);
     loop->stats.sqes++;
-    poke_host(loop);
     return sqe;
 }
 
+/* The host hears of an SQE before it is taken: nothing the host's hook
+ * does can then submit one its caller has not filled yet. */
+struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
+{
+    poke_host(loop);
+    return take_sqe(loop);
+}
+
+/* Room for both is made first, so taking the second never submits the
+ * first unfilled (rp_loop_new refuses a ring of fewer than 2 entries). */
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second)
 {
-    if (io_uring_sq_space_left(&loop->ring) < 2)
+    poke_host(loop);
+    while (io_uring_sq_space_left(&loop->ring) < 2)
         rp__loop_submit(loop);
-    *first = rp__loop_sqe(loop);
-    *second = rp__loop_sqe(loop);
+    *first = take_sqe(loop);
+    *second = take_sqe(loop);
 }
 
 void rp__loop_submit(rp_loop *loop)
@@ -506,6 +516,10 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     if (!loop)
         return -ENOMEM;
     loop->entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
+    if (loop->entries < 2) { /* a connect and its linked timeout go in together */
+        rp__free(loop);
+        return -EINVAL;
+    }
     int rc = ring_init(&loop->ring, loop->entries, false);
     if (rc < 0) {
         rp__free(loop);

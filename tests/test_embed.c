@@ -5,11 +5,14 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 TestSuite(embed, .init = fx_setup, .fini = fx_teardown);
 
 static rp_loop *loop;
+
+#define TEST_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static void count_timer(rp_timer *timer, void *data)
 {

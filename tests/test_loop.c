@@ -5,13 +5,19 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 TestSuite(loop, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
 
 static rp_loop *loop;
+
+#define TEST_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The test's loop, with a pool on it. */
 static rp_pool *open_loop_and_pool(const rp_loop_options *loop_opts, const rp_pool_options *opts)
@@ -344,4 +350,46 @@ Test(loop, stats_count_kernel_work_and_a_reused_connection_costs_none)
     cr_expect_eq(after.syscalls, before.syscalls, "a get+put within the health window made a syscall");
     cr_expect_gt(after.iterations, before.iterations);
     fx_close_and_free(loop, pool);
+}
+
+/* A connect and its linked timeout go into the ring together. A ring too
+ * small for that pair is refused; any ring accepted, the smallest
+ * included, still bounds a dial to a server that never answers. */
+static void dial_is_bounded_with_entries(unsigned entries)
+{
+    rp_loop_options lopts = {.entries = entries};
+    int rc = rp_loop_new(&loop, &lopts);
+    cr_assert(rc == 0 || (rc == -EINVAL && entries < 2), "entries %u: %s", entries, rp_strerror(rc));
+    if (rc < 0)
+        return;
+    int port, fillers[2];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 2);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.addr = addr;
+    opts.dial_timeout_ms = 200;
+    opts.pool_timeout_ms = 2000;
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 4000), "entries %u: the dial never ended", entries);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(got.status, -ETIMEDOUT, "entries %u: %s", entries, rp_strerror(got.status));
+    cr_expect(took >= 190 && took < 1500, "entries %u: the dial ended after %lu ms", entries, (unsigned long)took);
+    fx_close_and_free(loop, pool);
+    close(fillers[0]);
+    close(fillers[1]);
+    close(listener);
+}
+
+Test(loop, a_ring_too_small_for_a_linked_pair_is_refused_and_the_smallest_bounds_a_dial)
+{
+    dial_is_bounded_with_entries(1);
+    dial_is_bounded_with_entries(2);
+    dial_is_bounded_with_entries(3);
 }

@@ -87,7 +87,9 @@ RP_EXTERN int rp_set_allocator(rp_malloc_fn malloc_fn, rp_realloc_fn realloc_fn,
 
 typedef struct rp_loop rp_loop;
 typedef struct rp_loop_options {
-    unsigned entries; /* submission queue size; 0 = default (256) */
+    /* Submission queue size; 0 = default (256). At least 2 (-EINVAL for
+     * 1): a connect and its linked timeout go into the ring together. */
+    unsigned entries;
     /* Before sleeping, spin up to this long waiting for a completion: a
      * reply that comes back within the window skips the wake-up (tens of
      * microseconds on a VM), at the cost of a busy CPU. 0 = never spin. */
