@@ -551,14 +551,32 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     return 0;
 }
 
+static bool posts_queued(rp_loop *loop)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    bool queued = loop->post_head != NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    return queued;
+}
+
+static bool loop_held(const rp_loop *loop) { return loop->handles_open || loop->host_wake || loop->in_run; }
+
+/* The loop's own reads end with the ring and never write into it later:
+ * the drain is non-blocking and completes as it is submitted, and the
+ * post read, once its eventfd is signalled, completes as task work at the
+ * loop thread's next syscall (teardown makes several) or is cancelled
+ * with the ring (tests/test_loop.c checks freed memory stays untouched). */
 int rp_loop_free(rp_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->handles_open || loop->host_wake || loop->in_run)
+    if (loop_held(loop))
         return -EBUSY;
-    /* Posted work that never ran still owns its queue records. */
+    /* Posted work that never ran still owns its queue records. It runs
+     * now, and what it opens or posts holds the loop again. */
     run_posted(loop);
+    if (loop_held(loop) || posts_queued(loop))
+        return -EBUSY;
     io_uring_queue_exit(&loop->ring);
     close(loop->host_fd);
     close(loop->post_fd);

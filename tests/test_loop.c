@@ -393,3 +393,123 @@ Test(loop, a_ring_too_small_for_a_linked_pair_is_refused_and_the_smallest_bounds
     dial_is_bounded_with_entries(2);
     dial_is_bounded_with_entries(3);
 }
+
+/* rp_loop_free runs the posts still queued; what they open or queue
+ * makes the loop busy again, so -EBUSY is decided after they ran. */
+static rp_timer *posted_timer;
+
+static void ignore_timer(rp_timer *timer, void *data)
+{
+    (void)timer;
+    (void)data;
+}
+
+static void start_timer_in_post(void *arg)
+{
+    cr_assert_eq(rp_timer_new(&posted_timer, arg), 0);
+    cr_assert_eq(rp_timer_start(posted_timer, ignore_timer, NULL, 10000, 0), 0);
+}
+
+static void post_again(void *arg) { cr_assert_eq(rp_loop_post(arg, count_post, NULL), 0); }
+
+Test(loop, free_is_ebusy_when_a_post_it_ran_made_the_loop_busy)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    loop_thread = pthread_self();
+    cr_assert_eq(rp_loop_post(loop, start_timer_in_post, loop), 0);
+    cr_assert_eq(rp_loop_free(loop), -EBUSY, "freed the loop under the timer a post started");
+    cr_expect(rp_timer_active(posted_timer));
+    rp_timer_free(posted_timer);
+
+    cr_assert_eq(rp_loop_post(loop, post_again, loop), 0);
+    cr_assert_eq(rp_loop_free(loop), -EBUSY, "freed the loop with a post queued by a post");
+    cr_expect_eq(atomic_load(&posted_count), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(atomic_load(&posted_count), 1, "the post queued by a post never ran");
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* rp_loop_free leaves nothing in flight that could still write into the
+ * loop's memory: its own reads (the posts' eventfd read, the drain of
+ * rp_loop_fd) end with the ring. Freed blocks are kept, filled with a
+ * pattern, and checked after the kernel had every chance to write. */
+#define QUARANTINE_MAX 4096
+#define QUARANTINE_BYTE 0x5a
+typedef struct quarantined {
+    size_t size;
+    unsigned char bytes[];
+} quarantined;
+static quarantined *quarantine[QUARANTINE_MAX];
+static int quarantine_len;
+
+static void *q_malloc(size_t size)
+{
+    quarantined *q = malloc(sizeof *q + size);
+    q->size = size;
+    return q->bytes;
+}
+
+static void q_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    quarantined *q = (quarantined *)((char *)ptr - offsetof(quarantined, bytes));
+    memset(q->bytes, QUARANTINE_BYTE, q->size);
+    cr_assert_lt(quarantine_len, QUARANTINE_MAX);
+    quarantine[quarantine_len++] = q;
+}
+
+static void *q_calloc(size_t count, size_t size)
+{
+    void *p = q_malloc(count * size);
+    memset(p, 0, count * size);
+    return p;
+}
+
+static void *q_realloc(void *ptr, size_t size)
+{
+    void *p = q_malloc(size);
+    if (ptr) {
+        quarantined *old = (quarantined *)((char *)ptr - offsetof(quarantined, bytes));
+        memcpy(p, ptr, TEST_MIN(old->size, size));
+        q_free(ptr);
+    }
+    return p;
+}
+
+static void noop_post(void *arg) { (void)arg; }
+
+static void *post_then_stop(void *arg)
+{
+    rp_loop_post(arg, noop_post, NULL);
+    return NULL;
+}
+
+Test(loop, free_leaves_no_read_writing_into_the_loop)
+{
+    cr_assert_eq(rp_set_allocator(q_malloc, q_realloc, q_calloc, q_free), 0);
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+        int fd = -1;
+        if (i % 2)
+            fd = rp_loop_fd(loop); /* a ring set up for a host */
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        /* A post from another thread arms the post read's completion;
+         * a signal on the fd makes the next run queue a drain. */
+        pthread_t thread;
+        pthread_create(&thread, NULL, post_then_stop, loop);
+        pthread_join(thread, NULL);
+        if (fd >= 0)
+            eventfd_write(fd, 1);
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        rp_loop_post(loop, noop_post, NULL);
+        cr_assert_eq(rp_loop_free(loop), 0);
+    }
+    usleep(20000);
+    for (int i = 0; i < quarantine_len; i++)
+        for (size_t b = 0; b < quarantine[i]->size; b++)
+            cr_assert_eq(quarantine[i]->bytes[b], QUARANTINE_BYTE, "byte %zu of a %zu-byte block changed after its free",
+                         b, quarantine[i]->size);
+    for (int i = 0; i < quarantine_len; i++)
+        free(quarantine[i]);
+}

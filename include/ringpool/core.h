@@ -133,7 +133,10 @@ RP_EXTERN int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *ho
 RP_EXTERN void *rp_loop_host(const rp_loop *loop);
 /* Runs fn(arg) on the loop thread soon. Any thread. */
 RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
-/* -EBUSY while a pool or timer is open or a host is set. */
+/* Runs the posted functions still queued, then frees the loop; -EBUSY
+ * while a pool or timer is open or a host is set, decided after those
+ * functions ran (one that opens a timer or posts again keeps the loop).
+ * Nothing the loop started writes into its memory once this returned. */
 RP_EXTERN int rp_loop_free(rp_loop *loop);
 /* What the loop did, for benchmarks: io_uring_enter calls, every syscall
  * the library made (enters included; eventfd, socket, close, ...), loop
