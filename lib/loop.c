@@ -223,6 +223,13 @@ void rp__op_cancel(rp_loop *loop, rp__op *op)
 
 int rp__op_result(const rp__op *op) { return op->timed_out ? -ETIMEDOUT : op->res; }
 
+/* The loop's own ops are bookkeeping: what they bring (timers due, posted
+ * functions) counts as handled when it runs. */
+static bool loop_own_op(const rp_loop *loop, const rp__op *op)
+{
+    return op == &loop->ktimer_op || op == &loop->post_op || op == &loop->drain_op;
+}
+
 static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
 {
     if (user_data == 0)
@@ -230,7 +237,8 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
     if (user_data & 1)
         return; /* a linked timeout that failed before its op ran: the op reports */
     rp__op *op = (rp__op *)(uintptr_t)user_data;
-    loop->handled++;
+    if (!loop_own_op(loop, op))
+        loop->handled++;
     if (op->keeps_loop_alive)
         loop->refs--;
     op->res = res;
@@ -440,6 +448,7 @@ static void run_posted(rp_loop *loop)
     pthread_mutex_unlock(&loop->post_lock);
     while (list) {
         rp__posted *next = list->next;
+        loop->handled++;
         list->fn(list->arg);
         rp__free(list);
         list = next;
@@ -769,7 +778,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
         bool may_block = mode != RP_RUN_NOWAIT && loop_alive(loop) &&
                          !atomic_load_explicit(&loop->stop, memory_order_relaxed);
         loop_iteration(loop, may_block);
-    } while (mode == RP_RUN_DEFAULT && loop_alive(loop) &&
+    } while ((mode == RP_RUN_DEFAULT || (mode == RP_RUN_ONCE && !loop->handled)) && loop_alive(loop) &&
              !atomic_load_explicit(&loop->stop, memory_order_relaxed));
     atomic_store_explicit(&loop->stop, false, memory_order_relaxed);
     if (loop->prepared.head)

@@ -429,6 +429,49 @@ Test(loop, free_is_ebusy_when_a_post_it_ran_made_the_loop_busy)
     cr_expect_eq(rp_loop_free(loop), 0);
 }
 
+/* RP_RUN_ONCE returns once it handled work a caller waits for, not a
+ * completion that is the loop's own bookkeeping: the update that moves
+ * the kernel timeout earlier (it completes at once), or the kernel
+ * timeout left by a timer that was stopped. */
+static void count_fired(rp_timer *timer, void *data)
+{
+    (void)timer;
+    ++*(int *)data;
+}
+
+static void once_returns_after_the_timer(rp_timer *timer, int *fired, uint64_t ms)
+{
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_timer_start(timer, count_fired, fired, ms, 0), 0);
+    int alive = rp_loop_run(loop, RP_RUN_ONCE);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(*fired, 1, "ONCE returned %d after %lu ms having fired nothing", alive, (unsigned long)took);
+    cr_expect(took >= ms - 10 && took < ms + 1000, "ONCE returned after %lu ms", (unsigned long)took);
+}
+
+Test(loop, once_returns_only_after_handling_work_not_bookkeeping)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_timer *later, *timer;
+    cr_assert_eq(rp_timer_new(&later, loop), 0);
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    int later_fired = 0, fired = 0;
+    cr_assert_eq(rp_timer_start(later, count_fired, &later_fired, 10000, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT); /* the kernel timeout, at 10 s */
+    once_returns_after_the_timer(timer, &fired, 200);
+
+    /* A kernel timeout at 100 ms whose timer is stopped before it fires. */
+    cr_assert_eq(rp_timer_start(timer, count_fired, &fired, 100, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_assert_eq(rp_timer_stop(timer), 0);
+    fired = 0;
+    once_returns_after_the_timer(timer, &fired, 300);
+    cr_expect_eq(later_fired, 0);
+    rp_timer_free(later);
+    rp_timer_free(timer);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
 /* rp_loop_free leaves nothing in flight that could still write into the
  * loop's memory: its own reads (the posts' eventfd read, the drain of
  * rp_loop_fd) end with the ring. Freed blocks are kept, filled with a

@@ -100,9 +100,12 @@ typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
 /* Creates the ring on the calling thread, which must be the one that runs
  * the loop. -ENOMEM when RLIMIT_MEMLOCK is too small for the ring. */
 RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
-/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until at
- * least one completion is handled. NOWAIT: handles what is ready. Returns 1
- * while work is still pending, 0 otherwise. */
+/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until it
+ * handled at least one completion, timer, posted function or callback (the
+ * loop's own bookkeeping, such as a kernel timeout left by a stopped
+ * timer, does not count), or until rp_loop_stop or nothing is pending.
+ * NOWAIT: handles what is ready. Returns 1 while work is still pending, 0
+ * otherwise; -EBUSY inside a run. */
 RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
 RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
 /* Embedding (README, "Embedding"). rp_loop_fd becomes readable when the
