@@ -397,3 +397,52 @@ Test(embed, a_detached_adapter_leaves_the_fd_to_a_host_that_only_watches_it)
     close(epfd);
     fx_close_and_free(loop, pool);
 }
+
+/* Timers due at the same moment fire in the order they were started, as
+ * libuv's do; rp_timer_again starts its timer anew, so it goes last. */
+static rp_timer *same_time[5];
+static char fired_order[8];
+static int fired_count;
+
+static void record_order(rp_timer *timer, void *data)
+{
+    if (fired_count < 7)
+        fired_order[fired_count++] = *(const char *)data;
+    rp_timer_stop(timer); /* the repeating one */
+}
+
+static void start_five(rp_timer *timer, void *data)
+{
+    (void)timer;
+    (void)data;
+    static const char names[] = "ABCDE";
+    /* A callback sees one cached time: the five deadlines are equal. */
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(rp_timer_start(same_time[i], record_order, (void *)&names[i], 20, i == 1 ? 20 : 0), 0);
+    if (*(bool *)data)
+        cr_assert_eq(rp_timer_again(same_time[1]), 0);
+}
+
+static void check_start_order(bool again, const char *want)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(rp_timer_new(&same_time[i], loop), 0);
+    rp_timer *starter;
+    cr_assert_eq(rp_timer_new(&starter, loop), 0);
+    cr_assert_eq(rp_timer_start(starter, start_five, &again, 0, 0), 0);
+    memset(fired_order, 0, sizeof fired_order);
+    fired_count = 0;
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_str_eq(fired_order, want);
+    rp_timer_free(starter);
+    for (int i = 0; i < 5; i++)
+        rp_timer_free(same_time[i]);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(embed, timers_due_together_fire_in_start_order)
+{
+    check_start_order(false, "ABCDE");
+    check_start_order(true, "ACDEB");
+}
