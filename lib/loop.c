@@ -30,7 +30,8 @@ struct rp_loop {
     unsigned handles_open;  /* pools and rp_timers not yet closed */
     bool in_run;
     bool in_timers;         /* run_timers is firing timers */
-    bool woke;              /* host_wake called since the run began */
+    bool in_wake;           /* host_wake is running */
+    bool woke;              /* the host was told since the run began */
     unsigned handled;       /* CQEs, timers and callbacks this run handled */
     rp_loop_stats stats;
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
@@ -47,7 +48,6 @@ struct rp_loop {
     int host_fd;            /* eventfd behind rp_loop_fd */
     bool host_registered;   /* signalled by the ring: only once someone asked */
     bool host_asks;         /* the host calls rp_loop_timeout before it sleeps */
-    bool fd_poked;          /* host_fd holds our own signal, not yet drained */
     bool kernel_woke;       /* the kernel had work for us when the run began */
     bool idle_drained;      /* drained for nothing; no signal came since */
     unsigned tail_at_rest;  /* CQ tail when the last run ended */
@@ -105,21 +105,26 @@ static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->
 /* Something rp_loop_run(RP_RUN_NOWAIT) would handle right away. */
 static bool ready_now(const rp_loop *loop) { return loop->deferred.head || loop->prepared.head || work_visible(loop); }
 
-/* Work queued outside rp_loop_run must reach a host that embeds the loop.
- * An adapter is told in user space. A host that asks rp_loop_timeout before
- * it sleeps sees the work itself. Only a host that watches nothing but the
- * fd pays for an eventfd write, and only while the fd holds none. */
+/* Work queued outside rp_loop_run must reach a host that embeds the
+ * loop, once until the host next runs it. An adapter is told in user
+ * space; it must not run the loop from its hook (rp_loop_run refuses):
+ * the call that told it has not finished. A host that asks
+ * rp_loop_timeout before it sleeps sees the work itself. Only a host that
+ * watches nothing but the fd pays for an eventfd write, once between two
+ * runs: whether the fd still holds the last one cannot be known (the host
+ * may read the fd itself, or watch it edge-triggered, which needs a write
+ * per signal). */
 static void poke_host(rp_loop *loop)
 {
-    if (loop->in_run)
+    if (loop->in_run || loop->woke)
         return;
     if (loop->host_wake) {
-        if (!loop->woke) {
-            loop->woke = true;
-            loop->host_wake(loop->host);
-        }
-    } else if (loop->host_registered && !loop->host_asks && !loop->fd_poked) {
-        loop->fd_poked = true;
+        loop->woke = true;
+        loop->in_wake = true;
+        loop->host_wake(loop->host);
+        loop->in_wake = false;
+    } else if (loop->host_registered && !loop->host_asks) {
+        loop->woke = true;
         loop->idle_drained = false;
         loop->stats.syscalls++;
         eventfd_write(loop->host_fd, 1);
@@ -743,7 +748,6 @@ static void host_fd_drain(rp_loop *loop)
     sqe->rw_flags = RWF_NOWAIT; /* an empty count completes at once, never waits */
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->drain_op);
     rp__op_start(loop, &loop->drain_op, false, false);
-    loop->fd_poked = false;
 }
 
 /* The drain's own completion, when nothing precedes it, is not work for
@@ -764,7 +768,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
 {
     if (!loop || mode < RP_RUN_DEFAULT || mode > RP_RUN_NOWAIT)
         return -EINVAL;
-    if (loop->in_run)
+    if (loop->in_run || loop->in_wake)
         return -EBUSY;
     loop->in_run = true;
     loop->woke = false;
@@ -828,6 +832,12 @@ int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host)
     loop->host_wake = wake;
     loop->host = host;
     loop->host_asks = false; /* the next host may only watch the fd */
+    /* The next host has been told nothing; work the last one was told of
+     * and never ran reaches one that only watches the fd now. A new hook
+     * is not called here: its host runs the loop once when it attaches. */
+    loop->woke = false;
+    if (!wake && ready_now(loop))
+        poke_host(loop);
     return 0;
 }
 
