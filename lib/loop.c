@@ -79,8 +79,24 @@ uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(
  * clock. */
 uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
-void rp__loop_ref(rp_loop *loop) { loop->refs++; }
-void rp__loop_unref(rp_loop *loop) { loop->refs--; }
+static void poke_host(rp_loop *loop);
+/* Whether the loop is alive is the host's to see (an adapter holds its
+ * own loop only while this one has work): a change made outside a run
+ * reaches it. */
+static void loop_ref(rp_loop *loop)
+{
+    if (loop->refs++ == 0)
+        poke_host(loop);
+}
+
+static void loop_unref(rp_loop *loop)
+{
+    if (--loop->refs == 0)
+        poke_host(loop);
+}
+
+void rp__loop_ref(rp_loop *loop) { loop_ref(loop); }
+void rp__loop_unref(rp_loop *loop) { loop_unref(loop); }
 void rp__loop_handle_opened(rp_loop *loop) { loop->handles_open++; }
 void rp__loop_handle_closed(rp_loop *loop) { loop->handles_open--; }
 
@@ -105,15 +121,16 @@ static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->
 /* Something rp_loop_run(RP_RUN_NOWAIT) would handle right away. */
 static bool ready_now(const rp_loop *loop) { return loop->deferred.head || loop->prepared.head || work_visible(loop); }
 
-/* Work queued outside rp_loop_run must reach a host that embeds the
- * loop, once until the host next runs it. An adapter is told in user
- * space; it must not run the loop from its hook (rp_loop_run refuses):
- * the call that told it has not finished. A host that asks
- * rp_loop_timeout before it sleeps sees the work itself. Only a host that
- * watches nothing but the fd pays for an eventfd write, once between two
- * runs: whether the fd still holds the last one cannot be known (the host
- * may read the fd itself, or watch it edge-triggered, which needs a write
- * per signal). */
+/* What changes outside rp_loop_run must reach a host that embeds the
+ * loop: work queued, the loop's liveness, its next deadline. The host is
+ * told once until it runs the loop, after which it looks at all of them
+ * again. An adapter is told in user space; it must not run the loop from
+ * its hook (rp_loop_run refuses): the call that told it has not finished.
+ * A host that asks rp_loop_timeout before it sleeps sees the change
+ * itself. Only a host that watches nothing but the fd pays for an eventfd
+ * write, once between two runs: whether the fd still holds the last one
+ * cannot be known (the host may read the fd itself, or watch it
+ * edge-triggered, which needs a write per signal). */
 static void poke_host(rp_loop *loop)
 {
     if (loop->in_run || loop->woke)
@@ -186,15 +203,15 @@ void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop
     op->pending = true;
     op->keeps_loop_alive = keeps_loop_alive;
     if (keeps_loop_alive)
-        loop->refs++;
+        loop_ref(loop);
 }
 
 void rp__op_keep_loop_alive(rp_loop *loop, rp__op *op, bool keep)
 {
     if (op->pending && op->keeps_loop_alive && !keep)
-        loop->refs--;
+        loop_unref(loop);
     if (op->pending && !op->keeps_loop_alive && keep)
-        loop->refs++;
+        loop_ref(loop);
     op->keeps_loop_alive = keep;
 }
 
@@ -245,7 +262,7 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
     if (!loop_own_op(loop, op))
         loop->handled++;
     if (op->keeps_loop_alive)
-        loop->refs--;
+        loop_unref(loop);
     op->res = res;
     op->pending = false;
     op->timed_out = op->has_deadline && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
@@ -313,18 +330,25 @@ void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
     timer->deadline_ns = deadline_ns;
     rp__heap_push(&loop->timers, timer);
     if (timer->keeps_loop_alive)
-        loop->refs++;
-    if (rp__heap_min(&loop->timers) == timer)
+        loop_ref(loop);
+    if (rp__heap_min(&loop->timers) == timer) {
+        poke_host(loop); /* the next deadline moved earlier */
         ktimer_sync(loop);
+    }
 }
 
+/* The kernel timeout stays where it is: at worst it wakes the loop early
+ * once, which costs less than an SQE to move it on every disarm. */
 void rp__timer_disarm(rp_loop *loop, rp__timer *timer)
 {
     if (!rp__timer_armed(timer))
         return;
+    bool was_next = rp__heap_min(&loop->timers) == timer;
     rp__heap_remove(&loop->timers, timer);
     if (timer->keeps_loop_alive)
-        loop->refs--;
+        loop_unref(loop);
+    if (was_next)
+        poke_host(loop); /* the next deadline moved later */
 }
 
 static void run_timers(rp_loop *loop)

@@ -573,3 +573,45 @@ static void fd_only_host_sees_every_get(uint32_t events, bool reads_fd)
 
 Test(embed, an_edge_triggered_host_sees_every_signal) { fd_only_host_sees_every_get(EPOLLIN | EPOLLET, false); }
 Test(embed, a_host_that_reads_the_fd_sees_every_signal) { fd_only_host_sees_every_get(EPOLLIN, true); }
+
+/* A host that only watches the fd runs the loop when it fires, and stops
+ * when rp_loop_run says nothing is pending. A handler of its own that
+ * stops the only timer (3 s, at 20 ms) changes that: the fd must say so,
+ * not the kernel timeout 3 s later. */
+Test(embed, a_timer_stopped_by_a_handler_reaches_a_host_that_only_watches_the_fd)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    int fd = rp_loop_fd(loop);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev), 0);
+    ev.data.fd = tfd;
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev), 0);
+    rp_timer *timer;
+    int fired = 0;
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    cr_assert_eq(rp_timer_start(timer, count_timer, &fired, 3000, 0), 0);
+    int alive = rp_loop_run(loop, RP_RUN_NOWAIT);
+    struct itimerspec at_20ms = {.it_value = {0, 20000000}};
+    timerfd_settime(tfd, 0, &at_20ms, NULL);
+    uint64_t start = fx_now_ms();
+    while (alive > 0 && fx_now_ms() - start < 5000) {
+        cr_assert_eq(wait_one(epfd, &ev, 5000), 1);
+        if (ev.data.fd == tfd) {
+            uint64_t expirations;
+            cr_assert_eq(read(tfd, &expirations, sizeof expirations), (ssize_t)sizeof expirations);
+            cr_assert_eq(rp_timer_stop(timer), 0); /* the host's own handler */
+        } else {
+            alive = rp_loop_run(loop, RP_RUN_NOWAIT);
+        }
+    }
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(alive, 0);
+    cr_expect(took < 1000, "the host learnt after %lu ms that nothing is pending", (unsigned long)took);
+    cr_expect_eq(fired, 0);
+    rp_timer_free(timer);
+    close(tfd);
+    close(epfd);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}

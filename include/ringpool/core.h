@@ -105,7 +105,7 @@ RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
  * loop's own bookkeeping, such as a kernel timeout left by a stopped
  * timer, does not count), or until rp_loop_stop or nothing is pending.
  * NOWAIT: handles what is ready. Returns 1 while work is still pending, 0
- * otherwise; -EBUSY inside a run. */
+ * otherwise; -EBUSY inside a run or inside the host's wake hook. */
 RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
 RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
 /* Embedding (README, "Embedding"). rp_loop_fd becomes readable when the
@@ -114,9 +114,12 @@ RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
  * the loop queues for itself (callbacks made ready by a call from the
  * host's own handlers, or left by a run) needs no syscall: a host that
  * calls rp_loop_timeout right before it sleeps sees it there. A host that
- * never calls rp_loop_timeout gets the fd signalled for it instead. Ask
- * for the fd before creating pools: a loop with nothing under way sets its
- * ring up for a host then (one syscall fewer per wake-up). */
+ * never calls rp_loop_timeout gets the fd signalled for it instead, also
+ * when the loop's liveness changes (a timer stopped from its handler): at
+ * most one eventfd write between two runs, so the host may watch the fd
+ * edge-triggered or read it itself. Ask for the fd before creating pools:
+ * a loop with nothing under way sets its ring up for a host then (one
+ * syscall fewer per wake-up). */
 RP_EXTERN int rp_loop_fd(const rp_loop *loop);
 /* How long the host may sleep before it must call rp_loop_run(loop,
  * RP_RUN_NOWAIT): 0 when work is ready now, the milliseconds (rounded up)
@@ -127,11 +130,19 @@ RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
  * request, I/O, a timer), 0 otherwise (libuv's uv_loop_alive). */
 RP_EXTERN int rp_loop_alive(const rp_loop *loop);
 /* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
- * runs on the loop thread whenever work becomes ready that the host would
- * not otherwise see (queued from the host's own handlers, or left by a
- * run): the host should run the loop soon, without sleeping. One host per
- * loop: -EBUSY if another is set; wake NULL (with host NULL) detaches.
- * rp_loop_free returns -EBUSY while a host is set. */
+ * runs on the loop thread when something changes outside a run that the
+ * host would not otherwise see: work became ready (queued from the host's
+ * own handlers, or left by a run), the loop's liveness (rp_loop_alive) or
+ * its next deadline (rp_loop_timeout) changed (a timer started or stopped,
+ * a request made). The host should run the loop soon, without sleeping,
+ * and read both again after that run. It is called once until the host
+ * next runs the loop, and afresh for a host set after another detached.
+ * It runs inside the rp_ call that made the change, before that call is
+ * done: it must only arrange the run, never run the loop itself
+ * (rp_loop_run returns -EBUSY inside it). It is not called by
+ * rp_loop_set_host: a host attached to a busy loop runs it once itself.
+ * One host per loop: -EBUSY if another is set; wake NULL (with host NULL)
+ * detaches. rp_loop_free returns -EBUSY while a host is set. */
 RP_EXTERN int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host);
 RP_EXTERN void *rp_loop_host(const rp_loop *loop);
 /* Runs fn(arg) on the loop thread soon. Any thread. */
