@@ -121,13 +121,16 @@ typedef struct rp__timer rp__timer;
 struct rp__timer {
     void (*fire)(rp__timer *timer);
     uint64_t deadline_ns;
+    uint64_t seq; /* arming order: ties on deadline_ns fire in it */
     rp__timer *parent, *left, *right; /* the heap's links */
     bool armed;
     bool keeps_loop_alive;
 };
 
 void rp__timer_init(rp__timer *timer, void (*fire)(rp__timer *), bool keeps_loop_alive);
-/* Arms (or moves) the timer; it never fails. */
+/* Arms (or moves) the timer; it never fails. Timers due at the same
+ * moment fire in the order they were armed (as libuv's: a timer moved or
+ * re-armed goes after those already waiting for that moment). */
 void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns);
 void rp__timer_disarm(rp_loop *loop, rp__timer *timer);
 static inline bool rp__timer_armed(const rp__timer *timer) { return timer->armed; }
@@ -136,6 +139,7 @@ static inline bool rp__timer_armed(const rp__timer *timer) { return timer->armed
 typedef struct rp__timer_heap {
     rp__timer *root;
     uint32_t len;
+    uint64_t next_seq;
 } rp__timer_heap;
 void rp__heap_push(rp__timer_heap *heap, rp__timer *timer);
 void rp__heap_remove(rp__timer_heap *heap, rp__timer *timer);

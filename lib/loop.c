@@ -30,7 +30,8 @@ struct rp_loop {
     unsigned handles_open;  /* pools and rp_timers not yet closed */
     bool in_run;
     bool in_timers;         /* run_timers is firing timers */
-    bool woke;              /* host_wake called since the run began */
+    bool in_wake;           /* host_wake is running */
+    bool woke;              /* the host was told since the run began */
     unsigned handled;       /* CQEs, timers and callbacks this run handled */
     rp_loop_stats stats;
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
@@ -47,7 +48,6 @@ struct rp_loop {
     int host_fd;            /* eventfd behind rp_loop_fd */
     bool host_registered;   /* signalled by the ring: only once someone asked */
     bool host_asks;         /* the host calls rp_loop_timeout before it sleeps */
-    bool fd_poked;          /* host_fd holds our own signal, not yet drained */
     bool kernel_woke;       /* the kernel had work for us when the run began */
     bool idle_drained;      /* drained for nothing; no signal came since */
     unsigned tail_at_rest;  /* CQ tail when the last run ended */
@@ -79,8 +79,24 @@ uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(
  * clock. */
 uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
-void rp__loop_ref(rp_loop *loop) { loop->refs++; }
-void rp__loop_unref(rp_loop *loop) { loop->refs--; }
+static void poke_host(rp_loop *loop);
+/* Whether the loop is alive is the host's to see (an adapter holds its
+ * own loop only while this one has work): a change made outside a run
+ * reaches it. */
+static void loop_ref(rp_loop *loop)
+{
+    if (loop->refs++ == 0)
+        poke_host(loop);
+}
+
+static void loop_unref(rp_loop *loop)
+{
+    if (--loop->refs == 0)
+        poke_host(loop);
+}
+
+void rp__loop_ref(rp_loop *loop) { loop_ref(loop); }
+void rp__loop_unref(rp_loop *loop) { loop_unref(loop); }
 void rp__loop_handle_opened(rp_loop *loop) { loop->handles_open++; }
 void rp__loop_handle_closed(rp_loop *loop) { loop->handles_open--; }
 
@@ -105,21 +121,27 @@ static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->
 /* Something rp_loop_run(RP_RUN_NOWAIT) would handle right away. */
 static bool ready_now(const rp_loop *loop) { return loop->deferred.head || loop->prepared.head || work_visible(loop); }
 
-/* Work queued outside rp_loop_run must reach a host that embeds the loop.
- * An adapter is told in user space. A host that asks rp_loop_timeout before
- * it sleeps sees the work itself. Only a host that watches nothing but the
- * fd pays for an eventfd write, and only while the fd holds none. */
+/* What changes outside rp_loop_run must reach a host that embeds the
+ * loop: work queued, the loop's liveness, its next deadline. The host is
+ * told once until it runs the loop, after which it looks at all of them
+ * again. An adapter is told in user space; it must not run the loop from
+ * its hook (rp_loop_run refuses): the call that told it has not finished.
+ * A host that asks rp_loop_timeout before it sleeps sees the change
+ * itself. Only a host that watches nothing but the fd pays for an eventfd
+ * write, once between two runs: whether the fd still holds the last one
+ * cannot be known (the host may read the fd itself, or watch it
+ * edge-triggered, which needs a write per signal). */
 static void poke_host(rp_loop *loop)
 {
-    if (loop->in_run)
+    if (loop->in_run || loop->woke)
         return;
     if (loop->host_wake) {
-        if (!loop->woke) {
-            loop->woke = true;
-            loop->host_wake(loop->host);
-        }
-    } else if (loop->host_registered && !loop->host_asks && !loop->fd_poked) {
-        loop->fd_poked = true;
+        loop->woke = true;
+        loop->in_wake = true;
+        loop->host_wake(loop->host);
+        loop->in_wake = false;
+    } else if (loop->host_registered && !loop->host_asks) {
+        loop->woke = true;
         loop->idle_drained = false;
         loop->stats.syscalls++;
         eventfd_write(loop->host_fd, 1);
@@ -128,22 +150,32 @@ static void poke_host(rp_loop *loop)
 
 /* ------------------------------------------------------------ SQEs, ops */
 
-struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
+static struct io_uring_sqe *take_sqe(rp_loop *loop)
 {
     struct io_uring_sqe *sqe;
     while (!(sqe = io_uring_get_sqe(&loop->ring)))
         rp__loop_submit(loop);
     loop->stats.sqes++;
-    poke_host(loop);
     return sqe;
 }
 
+/* The host hears of an SQE before it is taken: nothing the host's hook
+ * does can then submit one its caller has not filled yet. */
+struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
+{
+    poke_host(loop);
+    return take_sqe(loop);
+}
+
+/* Room for both is made first, so taking the second never submits the
+ * first unfilled (rp_loop_new refuses a ring of fewer than 2 entries). */
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second)
 {
-    if (io_uring_sq_space_left(&loop->ring) < 2)
+    poke_host(loop);
+    while (io_uring_sq_space_left(&loop->ring) < 2)
         rp__loop_submit(loop);
-    *first = rp__loop_sqe(loop);
-    *second = rp__loop_sqe(loop);
+    *first = take_sqe(loop);
+    *second = take_sqe(loop);
 }
 
 void rp__loop_submit(rp_loop *loop)
@@ -171,15 +203,15 @@ void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop
     op->pending = true;
     op->keeps_loop_alive = keeps_loop_alive;
     if (keeps_loop_alive)
-        loop->refs++;
+        loop_ref(loop);
 }
 
 void rp__op_keep_loop_alive(rp_loop *loop, rp__op *op, bool keep)
 {
     if (op->pending && op->keeps_loop_alive && !keep)
-        loop->refs--;
+        loop_unref(loop);
     if (op->pending && !op->keeps_loop_alive && keep)
-        loop->refs++;
+        loop_ref(loop);
     op->keeps_loop_alive = keep;
 }
 
@@ -213,6 +245,13 @@ void rp__op_cancel(rp_loop *loop, rp__op *op)
 
 int rp__op_result(const rp__op *op) { return op->timed_out ? -ETIMEDOUT : op->res; }
 
+/* The loop's own ops are bookkeeping: what they bring (timers due, posted
+ * functions) counts as handled when it runs. */
+static bool loop_own_op(const rp_loop *loop, const rp__op *op)
+{
+    return op == &loop->ktimer_op || op == &loop->post_op || op == &loop->drain_op;
+}
+
 static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
 {
     if (user_data == 0)
@@ -220,9 +259,10 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
     if (user_data & 1)
         return; /* a linked timeout that failed before its op ran: the op reports */
     rp__op *op = (rp__op *)(uintptr_t)user_data;
-    loop->handled++;
+    if (!loop_own_op(loop, op))
+        loop->handled++;
     if (op->keeps_loop_alive)
-        loop->refs--;
+        loop_unref(loop);
     op->res = res;
     op->pending = false;
     op->timed_out = op->has_deadline && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
@@ -290,18 +330,25 @@ void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
     timer->deadline_ns = deadline_ns;
     rp__heap_push(&loop->timers, timer);
     if (timer->keeps_loop_alive)
-        loop->refs++;
-    if (rp__heap_min(&loop->timers) == timer)
+        loop_ref(loop);
+    if (rp__heap_min(&loop->timers) == timer) {
+        poke_host(loop); /* the next deadline moved earlier */
         ktimer_sync(loop);
+    }
 }
 
+/* The kernel timeout stays where it is: at worst it wakes the loop early
+ * once, which costs less than an SQE to move it on every disarm. */
 void rp__timer_disarm(rp_loop *loop, rp__timer *timer)
 {
     if (!rp__timer_armed(timer))
         return;
+    bool was_next = rp__heap_min(&loop->timers) == timer;
     rp__heap_remove(&loop->timers, timer);
     if (timer->keeps_loop_alive)
-        loop->refs--;
+        loop_unref(loop);
+    if (was_next)
+        poke_host(loop); /* the next deadline moved later */
 }
 
 static void run_timers(rp_loop *loop)
@@ -430,6 +477,7 @@ static void run_posted(rp_loop *loop)
     pthread_mutex_unlock(&loop->post_lock);
     while (list) {
         rp__posted *next = list->next;
+        loop->handled++;
         list->fn(list->arg);
         rp__free(list);
         list = next;
@@ -506,6 +554,10 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     if (!loop)
         return -ENOMEM;
     loop->entries = opts && opts->entries ? opts->entries : RP__DEFAULT_ENTRIES;
+    if (loop->entries < 2) { /* a connect and its linked timeout go in together */
+        rp__free(loop);
+        return -EINVAL;
+    }
     int rc = ring_init(&loop->ring, loop->entries, false);
     if (rc < 0) {
         rp__free(loop);
@@ -537,14 +589,32 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     return 0;
 }
 
+static bool posts_queued(rp_loop *loop)
+{
+    pthread_mutex_lock(&loop->post_lock);
+    bool queued = loop->post_head != NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    return queued;
+}
+
+static bool loop_held(const rp_loop *loop) { return loop->handles_open || loop->host_wake || loop->in_run; }
+
+/* The loop's own reads end with the ring and never write into it later:
+ * the drain is non-blocking and completes as it is submitted, and the
+ * post read, once its eventfd is signalled, completes as task work at the
+ * loop thread's next syscall (teardown makes several) or is cancelled
+ * with the ring (tests/test_loop.c checks freed memory stays untouched). */
 int rp_loop_free(rp_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->handles_open || loop->host_wake || loop->in_run)
+    if (loop_held(loop))
         return -EBUSY;
-    /* Posted work that never ran still owns its queue records. */
+    /* Posted work that never ran still owns its queue records. It runs
+     * now, and what it opens or posts holds the loop again. */
     run_posted(loop);
+    if (loop_held(loop) || posts_queued(loop))
+        return -EBUSY;
     io_uring_queue_exit(&loop->ring);
     close(loop->host_fd);
     close(loop->post_fd);
@@ -702,7 +772,6 @@ static void host_fd_drain(rp_loop *loop)
     sqe->rw_flags = RWF_NOWAIT; /* an empty count completes at once, never waits */
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&loop->drain_op);
     rp__op_start(loop, &loop->drain_op, false, false);
-    loop->fd_poked = false;
 }
 
 /* The drain's own completion, when nothing precedes it, is not work for
@@ -723,7 +792,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
 {
     if (!loop || mode < RP_RUN_DEFAULT || mode > RP_RUN_NOWAIT)
         return -EINVAL;
-    if (loop->in_run)
+    if (loop->in_run || loop->in_wake)
         return -EBUSY;
     loop->in_run = true;
     loop->woke = false;
@@ -737,7 +806,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
         bool may_block = mode != RP_RUN_NOWAIT && loop_alive(loop) &&
                          !atomic_load_explicit(&loop->stop, memory_order_relaxed);
         loop_iteration(loop, may_block);
-    } while (mode == RP_RUN_DEFAULT && loop_alive(loop) &&
+    } while ((mode == RP_RUN_DEFAULT || (mode == RP_RUN_ONCE && !loop->handled)) && loop_alive(loop) &&
              !atomic_load_explicit(&loop->stop, memory_order_relaxed));
     atomic_store_explicit(&loop->stop, false, memory_order_relaxed);
     if (loop->prepared.head)
@@ -787,6 +856,12 @@ int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host)
     loop->host_wake = wake;
     loop->host = host;
     loop->host_asks = false; /* the next host may only watch the fd */
+    /* The next host has been told nothing; work the last one was told of
+     * and never ran reaches one that only watches the fd now. A new hook
+     * is not called here: its host runs the loop once when it attaches. */
+    loop->woke = false;
+    if (!wake && ready_now(loop))
+        poke_host(loop);
     return 0;
 }
 

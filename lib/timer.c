@@ -1,8 +1,15 @@
 /* A binary min-heap of timer deadlines, linked through the timers
  * themselves (as libuv's): arming a timer never allocates, so it cannot
  * fail, and removal is O(log n). A node's place is the binary form of its
- * 1-based position: after the leading 1, each bit says left (0) or right. */
+ * 1-based position: after the leading 1, each bit says left (0) or right.
+ * Equal deadlines are ordered by arming sequence, so timers due together
+ * fire in the order they were started, as libuv's do. */
 #include "internal.h"
+
+static bool earlier(const rp__timer *a, const rp__timer *b)
+{
+    return a->deadline_ns != b->deadline_ns ? a->deadline_ns < b->deadline_ns : a->seq < b->seq;
+}
 
 /* The child takes its parent's place, and the parent the child's. */
 static void swap_with_parent(rp__timer_heap *heap, rp__timer *parent, rp__timer *child)
@@ -50,7 +57,7 @@ static rp__timer **slot_at(rp__timer_heap *heap, uint32_t n, rp__timer **parent)
 
 static void sift_up(rp__timer_heap *heap, rp__timer *timer)
 {
-    while (timer->parent && timer->deadline_ns < timer->parent->deadline_ns)
+    while (timer->parent && earlier(timer, timer->parent))
         swap_with_parent(heap, timer->parent, timer);
 }
 
@@ -58,9 +65,9 @@ static void sift_down(rp__timer_heap *heap, rp__timer *timer)
 {
     for (;;) {
         rp__timer *smallest = timer;
-        if (timer->left && timer->left->deadline_ns < smallest->deadline_ns)
+        if (timer->left && earlier(timer->left, smallest))
             smallest = timer->left;
-        if (timer->right && timer->right->deadline_ns < smallest->deadline_ns)
+        if (timer->right && earlier(timer->right, smallest))
             smallest = timer->right;
         if (smallest == timer)
             return;
@@ -72,6 +79,7 @@ void rp__heap_push(rp__timer_heap *heap, rp__timer *timer)
 {
     rp__timer *parent;
     rp__timer **slot = slot_at(heap, ++heap->len, &parent);
+    timer->seq = heap->next_seq++;
     timer->left = timer->right = NULL;
     timer->parent = parent;
     *slot = timer;

@@ -323,3 +323,119 @@ static void detach_inside_a_callback(host *h)
 
 Test(adapters, libuv_detach_inside_a_callback) { detach_inside_a_callback(&hosts[0]); }
 Test(adapters, libevent_detach_inside_a_callback) { detach_inside_a_callback(&hosts[1]); }
+
+/* Starting or stopping a timer from one of the host's own callbacks
+ * changes what the adapter keeps (its hold on the host loop, its timer):
+ * the change reaches it through the wake hook. A 300 ms timer started at
+ * 20 ms keeps uv_run(UV_RUN_DEFAULT) until it fired; the only timer, of
+ * 3 s, stopped at 20 ms lets it return at once. */
+static rp_timer *host_timer;
+static int host_timer_fired;
+
+static void count_post(void *data) { ++*(int *)data; }
+
+static void start_from_host(uv_timer_t *t)
+{
+    (void)t;
+    cr_assert_eq(rp_timer_start(host_timer, count_timer, &host_timer_fired, 300, 0), 0);
+}
+
+static void stop_from_host(uv_timer_t *t)
+{
+    (void)t;
+    cr_assert_eq(rp_timer_stop(host_timer), 0);
+}
+
+static uint64_t uv_run_with_host_callback(host *h, uv_timer_cb at_20ms)
+{
+    uv_timer_t t;
+    uv_timer_init(&h->uv, &t);
+    uv_timer_start(&t, at_20ms, 20, 0);
+    uint64_t start = fx_now_ms();
+    uv_run(&h->uv, UV_RUN_DEFAULT);
+    uint64_t took = fx_now_ms() - start;
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&h->uv, UV_RUN_NOWAIT);
+    return took;
+}
+
+Test(adapters, libuv_follows_timers_started_and_stopped_from_uv_callbacks)
+{
+    host *h = &hosts[0];
+    h->open(h);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(h->attach(h, loop), 0);
+    cr_assert_eq(rp_timer_new(&host_timer, loop), 0);
+    uv_run(&h->uv, UV_RUN_NOWAIT); /* the adapter's first run */
+
+    uint64_t took = uv_run_with_host_callback(h, start_from_host);
+    cr_expect_eq(host_timer_fired, 1, "uv_run returned after %lu ms, the timer unfired", (unsigned long)took);
+    cr_expect(took >= 300 && took < 1500, "uv_run returned after %lu ms", (unsigned long)took);
+    cr_expect_eq(rp_loop_alive(loop), 0);
+
+    cr_assert_eq(rp_timer_start(host_timer, count_timer, &host_timer_fired, 3000, 0), 0);
+    took = uv_run_with_host_callback(h, stop_from_host);
+    cr_expect(took < 1000, "uv_run returned %lu ms after the only timer, stopped at 20 ms", (unsigned long)took);
+    cr_expect_eq(host_timer_fired, 1);
+
+    /* A kernel timeout left at 100 ms by a stopped timer, and an adapter
+     * that ran since (a post): a later timer started from a uv callback
+     * must still hold uv_run. */
+    cr_assert_eq(rp_timer_start(host_timer, count_timer, &host_timer_fired, 100, 0), 0);
+    uv_run(&h->uv, UV_RUN_NOWAIT);
+    cr_assert_eq(rp_timer_stop(host_timer), 0);
+    int posted = 0;
+    cr_assert_eq(rp_loop_post(loop, count_post, &posted), 0);
+    for (uint64_t until = fx_now_ms() + 50; !posted && fx_now_ms() < until;)
+        uv_run(&h->uv, UV_RUN_NOWAIT);
+    cr_assert_eq(posted, 1);
+    took = uv_run_with_host_callback(h, start_from_host);
+    cr_expect_eq(host_timer_fired, 2, "uv_run returned after %lu ms, the timer unfired", (unsigned long)took);
+    cr_expect(took >= 300 && took < 1500, "uv_run returned after %lu ms", (unsigned long)took);
+
+    rp_timer_free(host_timer);
+    cr_assert_eq(h->detach(loop), 0);
+    cr_expect(h->close(h));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* libevent has no unreferenced events: what it keeps is its timer event,
+ * which must follow the next deadline. A stopped timer leaves none. */
+static void stop_from_event(evutil_socket_t fd, short events, void *data)
+{
+    (void)fd;
+    (void)events;
+    (void)data;
+    cr_assert_eq(rp_timer_stop(host_timer), 0);
+}
+
+static int added_events(struct event_base *base) { return event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED); }
+
+Test(adapters, libevent_follows_a_timer_stopped_from_a_libevent_callback)
+{
+    host *h = &hosts[1];
+    h->open(h);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(h->attach(h, loop), 0);
+    event_base_loop(h->base, EVLOOP_NONBLOCK);
+    int idle = added_events(h->base);
+    cr_assert_eq(rp_timer_new(&host_timer, loop), 0);
+    cr_assert_eq(rp_timer_start(host_timer, count_timer, &host_timer_fired, 3000, 0), 0);
+    event_base_loop(h->base, EVLOOP_NONBLOCK);
+    cr_expect_eq(added_events(h->base), idle + 1, "no timer event for the 3 s timer");
+
+    struct event *stop = evtimer_new(h->base, stop_from_event, NULL);
+    struct timeval at = {0, 20000};
+    evtimer_add(stop, &at);
+    uint64_t start = fx_now_ms();
+    event_base_loop(h->base, EVLOOP_ONCE); /* the stop */
+    event_base_loop(h->base, EVLOOP_NONBLOCK);
+    cr_expect_lt(fx_now_ms() - start, 1000);
+    cr_expect_eq(added_events(h->base), idle, "the stopped timer's event is still there");
+    event_free(stop);
+
+    rp_timer_free(host_timer);
+    cr_assert_eq(h->detach(loop), 0);
+    cr_expect(h->close(h));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}

@@ -5,11 +5,14 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 TestSuite(embed, .init = fx_setup, .fini = fx_teardown);
 
 static rp_loop *loop;
+
+#define TEST_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static void count_timer(rp_timer *timer, void *data)
 {
@@ -393,4 +396,222 @@ Test(embed, a_detached_adapter_leaves_the_fd_to_a_host_that_only_watches_it)
     rp_pool_put(pool, got.conn);
     close(epfd);
     fx_close_and_free(loop, pool);
+}
+
+/* Timers due at the same moment fire in the order they were started, as
+ * libuv's do; rp_timer_again starts its timer anew, so it goes last. */
+static rp_timer *same_time[5];
+static char fired_order[8];
+static int fired_count;
+
+static void record_order(rp_timer *timer, void *data)
+{
+    if (fired_count < 7)
+        fired_order[fired_count++] = *(const char *)data;
+    rp_timer_stop(timer); /* the repeating one */
+}
+
+static void start_five(rp_timer *timer, void *data)
+{
+    (void)timer;
+    (void)data;
+    static const char names[] = "ABCDE";
+    /* A callback sees one cached time: the five deadlines are equal. */
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(rp_timer_start(same_time[i], record_order, (void *)&names[i], 20, i == 1 ? 20 : 0), 0);
+    if (*(bool *)data)
+        cr_assert_eq(rp_timer_again(same_time[1]), 0);
+}
+
+static void check_start_order(bool again, const char *want)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(rp_timer_new(&same_time[i], loop), 0);
+    rp_timer *starter;
+    cr_assert_eq(rp_timer_new(&starter, loop), 0);
+    cr_assert_eq(rp_timer_start(starter, start_five, &again, 0, 0), 0);
+    memset(fired_order, 0, sizeof fired_order);
+    fired_count = 0;
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_str_eq(fired_order, want);
+    rp_timer_free(starter);
+    for (int i = 0; i < 5; i++)
+        rp_timer_free(same_time[i]);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(embed, timers_due_together_fire_in_start_order)
+{
+    check_start_order(false, "ABCDE");
+    check_start_order(true, "ACDEB");
+}
+
+/* A host set after another one detached is woken like the first. */
+static int wakes_second;
+
+Test(embed, a_host_set_after_another_detached_is_woken)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *a = fx_get_conn(loop, pool), *b = fx_get_conn(loop, pool);
+    rp_pool_put(pool, a);
+    rp_pool_put(pool, b);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+
+    wakes = 0;
+    cr_assert_eq(rp_loop_set_host(loop, count_wake, &wakes), 0);
+    fx_got first = {0}, second = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &first), 0);
+    cr_expect_eq(wakes, 1);
+    /* Detached before it ran the loop; the next host must still hear. */
+    cr_assert_eq(rp_loop_set_host(loop, NULL, NULL), 0);
+    cr_assert_eq(rp_loop_set_host(loop, count_wake, &wakes_second), 0);
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &second), 0);
+    cr_expect_eq(wakes_second, 1, "the second host was never woken");
+    cr_expect_eq(wakes, 1);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(first.calls, 1);
+    cr_expect_eq(second.calls, 1);
+    rp_pool_put(pool, first.conn);
+    rp_pool_put(pool, second.conn);
+    cr_assert_eq(rp_loop_set_host(loop, NULL, NULL), 0);
+    fx_close_and_free(loop, pool);
+}
+
+/* The wake hook runs inside the call that queued the work, before that
+ * call is done with it: it may only arrange a run, never run the loop
+ * (a callback would run inside the call that made its request, and an
+ * SQE the call took but had not filled yet would be submitted). */
+static int run_in_wake_rc = 1;
+static int run_in_wake_calls;
+
+static void run_in_wake(void *host)
+{
+    (void)host;
+    run_in_wake_calls++;
+    run_in_wake_rc = rp_loop_run(loop, RP_RUN_NOWAIT);
+}
+
+Test(embed, a_wake_hook_cannot_run_the_loop)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_loop_set_host(loop, run_in_wake, NULL), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.pool_timeout_ms = 3000;
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0); /* a dial: a connect and its timeout */
+    cr_expect_eq(got.calls, 0, "called back inside rp_pool_get");
+    cr_expect_geq(run_in_wake_calls, 1);
+    cr_expect_eq(run_in_wake_rc, -EBUSY, "the hook ran the loop: %d", run_in_wake_rc);
+    cr_assert_eq(rp_loop_set_host(loop, NULL, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
+    cr_expect_eq(got.status, 0, "the dial: %s", rp_strerror(got.status));
+    cr_expect(got.conn && fx_ping(loop, got.conn));
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* epoll_wait for one event, again after EINTR: a hosted ring's task work
+ * may interrupt the wait on the way back to user space. */
+static int wait_one(int epfd, struct epoll_event *ev, int timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + (uint64_t)timeout_ms;
+    int n;
+    do
+        n = epoll_wait(epfd, ev, 1, (int)(deadline - TEST_MIN(deadline, fx_now_ms())));
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* A host that only watches the fd, edge-triggered or reading the fd
+ * itself, must still see every signal: the loop cannot know the fd still
+ * holds its last one. */
+static void fd_only_host_sees_every_get(uint32_t events, bool reads_fd)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    int fd = rp_loop_fd(loop);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = events};
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev), 0);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    /* Gets and puts then touch no kernel op: only the loop's own signal
+     * can wake the host. */
+    opts.health_check_idle_ms = 600000;
+    opts.conn_max_idle_time_ms = 0;
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    uint64_t count;
+    while (epoll_wait(epfd, &ev, 1, 50) > 0) {
+        if (reads_fd)
+            (void)!read(fd, &count, sizeof count);
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    }
+    for (int i = 0; i < 20; i++) {
+        fx_got got = {0};
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0); /* from the host's handler */
+        for (int turn = 0; got.calls == 0 && turn < 10; turn++) {
+            cr_assert_eq(wait_one(epfd, &ev, 1000), 1, "get %d: the host was never woken", i);
+            if (reads_fd)
+                (void)!read(fd, &count, sizeof count);
+            rp_loop_run(loop, RP_RUN_NOWAIT);
+        }
+        cr_assert_eq(got.calls, 1);
+        rp_pool_put(pool, got.conn);
+    }
+    close(epfd);
+    fx_close_and_free(loop, pool);
+}
+
+Test(embed, an_edge_triggered_host_sees_every_signal) { fd_only_host_sees_every_get(EPOLLIN | EPOLLET, false); }
+Test(embed, a_host_that_reads_the_fd_sees_every_signal) { fd_only_host_sees_every_get(EPOLLIN, true); }
+
+/* A host that only watches the fd runs the loop when it fires, and stops
+ * when rp_loop_run says nothing is pending. A handler of its own that
+ * stops the only timer (3 s, at 20 ms) changes that: the fd must say so,
+ * not the kernel timeout 3 s later. */
+Test(embed, a_timer_stopped_by_a_handler_reaches_a_host_that_only_watches_the_fd)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    int fd = rp_loop_fd(loop);
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev), 0);
+    ev.data.fd = tfd;
+    cr_assert_eq(epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev), 0);
+    rp_timer *timer;
+    int fired = 0;
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    cr_assert_eq(rp_timer_start(timer, count_timer, &fired, 3000, 0), 0);
+    int alive = rp_loop_run(loop, RP_RUN_NOWAIT);
+    struct itimerspec at_20ms = {.it_value = {0, 20000000}};
+    timerfd_settime(tfd, 0, &at_20ms, NULL);
+    uint64_t start = fx_now_ms();
+    while (alive > 0 && fx_now_ms() - start < 5000) {
+        cr_assert_eq(wait_one(epfd, &ev, 5000), 1);
+        if (ev.data.fd == tfd) {
+            uint64_t expirations;
+            cr_assert_eq(read(tfd, &expirations, sizeof expirations), (ssize_t)sizeof expirations);
+            cr_assert_eq(rp_timer_stop(timer), 0); /* the host's own handler */
+        } else {
+            alive = rp_loop_run(loop, RP_RUN_NOWAIT);
+        }
+    }
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(alive, 0);
+    cr_expect(took < 1000, "the host learnt after %lu ms that nothing is pending", (unsigned long)took);
+    cr_expect_eq(fired, 0);
+    rp_timer_free(timer);
+    close(tfd);
+    close(epfd);
+    cr_expect_eq(rp_loop_free(loop), 0);
 }

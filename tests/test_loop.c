@@ -5,13 +5,19 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 TestSuite(loop, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
 
 static rp_loop *loop;
+
+#define TEST_MIN(a, b) ((a) < (b) ? (a) : (b))
 
 /* The test's loop, with a pool on it. */
 static rp_pool *open_loop_and_pool(const rp_loop_options *loop_opts, const rp_pool_options *opts)
@@ -344,4 +350,209 @@ Test(loop, stats_count_kernel_work_and_a_reused_connection_costs_none)
     cr_expect_eq(after.syscalls, before.syscalls, "a get+put within the health window made a syscall");
     cr_expect_gt(after.iterations, before.iterations);
     fx_close_and_free(loop, pool);
+}
+
+/* A connect and its linked timeout go into the ring together. A ring too
+ * small for that pair is refused; any ring accepted, the smallest
+ * included, still bounds a dial to a server that never answers. */
+static void dial_is_bounded_with_entries(unsigned entries)
+{
+    rp_loop_options lopts = {.entries = entries};
+    int rc = rp_loop_new(&loop, &lopts);
+    cr_assert(rc == 0 || (rc == -EINVAL && entries < 2), "entries %u: %s", entries, rp_strerror(rc));
+    if (rc < 0)
+        return;
+    int port, fillers[2];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 2);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.addr = addr;
+    opts.dial_timeout_ms = 200;
+    opts.pool_timeout_ms = 2000;
+    rp_pool *pool;
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    uint64_t start = fx_now_ms();
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 4000), "entries %u: the dial never ended", entries);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(got.status, -ETIMEDOUT, "entries %u: %s", entries, rp_strerror(got.status));
+    cr_expect(took >= 190 && took < 1500, "entries %u: the dial ended after %lu ms", entries, (unsigned long)took);
+    fx_close_and_free(loop, pool);
+    close(fillers[0]);
+    close(fillers[1]);
+    close(listener);
+}
+
+Test(loop, a_ring_too_small_for_a_linked_pair_is_refused_and_the_smallest_bounds_a_dial)
+{
+    dial_is_bounded_with_entries(1);
+    dial_is_bounded_with_entries(2);
+    dial_is_bounded_with_entries(3);
+}
+
+/* rp_loop_free runs the posts still queued; what they open or queue
+ * makes the loop busy again, so -EBUSY is decided after they ran. */
+static rp_timer *posted_timer;
+
+static void ignore_timer(rp_timer *timer, void *data)
+{
+    (void)timer;
+    (void)data;
+}
+
+static void start_timer_in_post(void *arg)
+{
+    cr_assert_eq(rp_timer_new(&posted_timer, arg), 0);
+    cr_assert_eq(rp_timer_start(posted_timer, ignore_timer, NULL, 10000, 0), 0);
+}
+
+static void post_again(void *arg) { cr_assert_eq(rp_loop_post(arg, count_post, NULL), 0); }
+
+Test(loop, free_is_ebusy_when_a_post_it_ran_made_the_loop_busy)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    loop_thread = pthread_self();
+    cr_assert_eq(rp_loop_post(loop, start_timer_in_post, loop), 0);
+    cr_assert_eq(rp_loop_free(loop), -EBUSY, "freed the loop under the timer a post started");
+    cr_expect(rp_timer_active(posted_timer));
+    rp_timer_free(posted_timer);
+
+    cr_assert_eq(rp_loop_post(loop, post_again, loop), 0);
+    cr_assert_eq(rp_loop_free(loop), -EBUSY, "freed the loop with a post queued by a post");
+    cr_expect_eq(atomic_load(&posted_count), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(atomic_load(&posted_count), 1, "the post queued by a post never ran");
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* RP_RUN_ONCE returns once it handled work a caller waits for, not a
+ * completion that is the loop's own bookkeeping: the update that moves
+ * the kernel timeout earlier (it completes at once), or the kernel
+ * timeout left by a timer that was stopped. */
+static void count_fired(rp_timer *timer, void *data)
+{
+    (void)timer;
+    ++*(int *)data;
+}
+
+static void once_returns_after_the_timer(rp_timer *timer, int *fired, uint64_t ms)
+{
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_timer_start(timer, count_fired, fired, ms, 0), 0);
+    int alive = rp_loop_run(loop, RP_RUN_ONCE);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(*fired, 1, "ONCE returned %d after %lu ms having fired nothing", alive, (unsigned long)took);
+    cr_expect(took >= ms - 10 && took < ms + 1000, "ONCE returned after %lu ms", (unsigned long)took);
+}
+
+Test(loop, once_returns_only_after_handling_work_not_bookkeeping)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_timer *later, *timer;
+    cr_assert_eq(rp_timer_new(&later, loop), 0);
+    cr_assert_eq(rp_timer_new(&timer, loop), 0);
+    int later_fired = 0, fired = 0;
+    cr_assert_eq(rp_timer_start(later, count_fired, &later_fired, 10000, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT); /* the kernel timeout, at 10 s */
+    once_returns_after_the_timer(timer, &fired, 200);
+
+    /* A kernel timeout at 100 ms whose timer is stopped before it fires. */
+    cr_assert_eq(rp_timer_start(timer, count_fired, &fired, 100, 0), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_assert_eq(rp_timer_stop(timer), 0);
+    fired = 0;
+    once_returns_after_the_timer(timer, &fired, 300);
+    cr_expect_eq(later_fired, 0);
+    rp_timer_free(later);
+    rp_timer_free(timer);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* rp_loop_free leaves nothing in flight that could still write into the
+ * loop's memory: its own reads (the posts' eventfd read, the drain of
+ * rp_loop_fd) end with the ring. Freed blocks are kept, filled with a
+ * pattern, and checked after the kernel had every chance to write. */
+#define QUARANTINE_MAX 4096
+#define QUARANTINE_BYTE 0x5a
+typedef struct quarantined {
+    size_t size;
+    unsigned char bytes[];
+} quarantined;
+static quarantined *quarantine[QUARANTINE_MAX];
+static int quarantine_len;
+
+static void *q_malloc(size_t size)
+{
+    quarantined *q = malloc(sizeof *q + size);
+    q->size = size;
+    return q->bytes;
+}
+
+static void q_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    quarantined *q = (quarantined *)((char *)ptr - offsetof(quarantined, bytes));
+    memset(q->bytes, QUARANTINE_BYTE, q->size);
+    cr_assert_lt(quarantine_len, QUARANTINE_MAX);
+    quarantine[quarantine_len++] = q;
+}
+
+static void *q_calloc(size_t count, size_t size)
+{
+    void *p = q_malloc(count * size);
+    memset(p, 0, count * size);
+    return p;
+}
+
+static void *q_realloc(void *ptr, size_t size)
+{
+    void *p = q_malloc(size);
+    if (ptr) {
+        quarantined *old = (quarantined *)((char *)ptr - offsetof(quarantined, bytes));
+        memcpy(p, ptr, TEST_MIN(old->size, size));
+        q_free(ptr);
+    }
+    return p;
+}
+
+static void noop_post(void *arg) { (void)arg; }
+
+static void *post_then_stop(void *arg)
+{
+    rp_loop_post(arg, noop_post, NULL);
+    return NULL;
+}
+
+Test(loop, free_leaves_no_read_writing_into_the_loop)
+{
+    cr_assert_eq(rp_set_allocator(q_malloc, q_realloc, q_calloc, q_free), 0);
+    for (int i = 0; i < 200; i++) {
+        cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+        int fd = -1;
+        if (i % 2)
+            fd = rp_loop_fd(loop); /* a ring set up for a host */
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        /* A post from another thread arms the post read's completion;
+         * a signal on the fd makes the next run queue a drain. */
+        pthread_t thread;
+        pthread_create(&thread, NULL, post_then_stop, loop);
+        pthread_join(thread, NULL);
+        if (fd >= 0)
+            eventfd_write(fd, 1);
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        rp_loop_post(loop, noop_post, NULL);
+        cr_assert_eq(rp_loop_free(loop), 0);
+    }
+    usleep(20000);
+    for (int i = 0; i < quarantine_len; i++)
+        for (size_t b = 0; b < quarantine[i]->size; b++)
+            cr_assert_eq(quarantine[i]->bytes[b], QUARANTINE_BYTE, "byte %zu of a %zu-byte block changed after its free",
+                         b, quarantine[i]->size);
+    for (int i = 0; i < quarantine_len; i++)
+        free(quarantine[i]);
 }

@@ -87,7 +87,9 @@ RP_EXTERN int rp_set_allocator(rp_malloc_fn malloc_fn, rp_realloc_fn realloc_fn,
 
 typedef struct rp_loop rp_loop;
 typedef struct rp_loop_options {
-    unsigned entries; /* submission queue size; 0 = default (256) */
+    /* Submission queue size; 0 = default (256). At least 2 (-EINVAL for
+     * 1): a connect and its linked timeout go into the ring together. */
+    unsigned entries;
     /* Before sleeping, spin up to this long waiting for a completion: a
      * reply that comes back within the window skips the wake-up (tens of
      * microseconds on a VM), at the cost of a busy CPU. 0 = never spin. */
@@ -98,9 +100,12 @@ typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
 /* Creates the ring on the calling thread, which must be the one that runs
  * the loop. -ENOMEM when RLIMIT_MEMLOCK is too small for the ring. */
 RP_EXTERN int rp_loop_new(rp_loop **loop, const rp_loop_options *opts);
-/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until at
- * least one completion is handled. NOWAIT: handles what is ready. Returns 1
- * while work is still pending, 0 otherwise. */
+/* DEFAULT: until rp_loop_stop or nothing is pending. ONCE: blocks until it
+ * handled at least one completion, timer, posted function or callback (the
+ * loop's own bookkeeping, such as a kernel timeout left by a stopped
+ * timer, does not count), or until rp_loop_stop or nothing is pending.
+ * NOWAIT: handles what is ready. Returns 1 while work is still pending, 0
+ * otherwise; -EBUSY inside a run or inside the host's wake hook. */
 RP_EXTERN int rp_loop_run(rp_loop *loop, rp_run_mode mode);
 RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
 /* Embedding (docs/embedding.md). rp_loop_fd becomes readable when the
@@ -109,9 +114,12 @@ RP_EXTERN void rp_loop_stop(rp_loop *loop); /* any thread */
  * the loop queues for itself (callbacks made ready by a call from the
  * host's own handlers, or left by a run) needs no syscall: a host that
  * calls rp_loop_timeout right before it sleeps sees it there. A host that
- * never calls rp_loop_timeout gets the fd signalled for it instead. Ask
- * for the fd before creating pools: a loop with nothing under way sets its
- * ring up for a host then (one syscall fewer per wake-up). */
+ * never calls rp_loop_timeout gets the fd signalled for it instead, also
+ * when the loop's liveness changes (a timer stopped from its handler): at
+ * most one eventfd write between two runs, so the host may watch the fd
+ * edge-triggered or read it itself. Ask for the fd before creating pools:
+ * a loop with nothing under way sets its ring up for a host then (one
+ * syscall fewer per wake-up). */
 RP_EXTERN int rp_loop_fd(const rp_loop *loop);
 /* How long the host may sleep before it must call rp_loop_run(loop,
  * RP_RUN_NOWAIT): 0 when work is ready now, the milliseconds (rounded up)
@@ -122,16 +130,27 @@ RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
  * request, I/O, a timer), 0 otherwise (libuv's uv_loop_alive). */
 RP_EXTERN int rp_loop_alive(const rp_loop *loop);
 /* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
- * runs on the loop thread whenever work becomes ready that the host would
- * not otherwise see (queued from the host's own handlers, or left by a
- * run): the host should run the loop soon, without sleeping. One host per
- * loop: -EBUSY if another is set; wake NULL (with host NULL) detaches.
- * rp_loop_free returns -EBUSY while a host is set. */
+ * runs on the loop thread when something changes outside a run that the
+ * host would not otherwise see: work became ready (queued from the host's
+ * own handlers, or left by a run), the loop's liveness (rp_loop_alive) or
+ * its next deadline (rp_loop_timeout) changed (a timer started or stopped,
+ * a request made). The host should run the loop soon, without sleeping,
+ * and read both again after that run. It is called once until the host
+ * next runs the loop, and afresh for a host set after another detached.
+ * It runs inside the rp_ call that made the change, before that call is
+ * done: it must only arrange the run, never run the loop itself
+ * (rp_loop_run returns -EBUSY inside it). It is not called by
+ * rp_loop_set_host: a host attached to a busy loop runs it once itself.
+ * One host per loop: -EBUSY if another is set; wake NULL (with host NULL)
+ * detaches. rp_loop_free returns -EBUSY while a host is set. */
 RP_EXTERN int rp_loop_set_host(rp_loop *loop, void (*wake)(void *host), void *host);
 RP_EXTERN void *rp_loop_host(const rp_loop *loop);
 /* Runs fn(arg) on the loop thread soon. Any thread. */
 RP_EXTERN int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg);
-/* -EBUSY while a pool or timer is open or a host is set. */
+/* Runs the posted functions still queued, then frees the loop; -EBUSY
+ * while a pool or timer is open or a host is set, decided after those
+ * functions ran (one that opens a timer or posts again keeps the loop).
+ * Nothing the loop started writes into its memory once this returned. */
 RP_EXTERN int rp_loop_free(rp_loop *loop);
 /* What the loop did, for benchmarks: io_uring_enter calls, every syscall
  * the library made (enters included; eventfd, socket, close, ...), loop

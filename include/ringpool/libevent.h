@@ -7,8 +7,10 @@
  *
  * A persistent read event watches rp_loop_fd (completions, posts, stop).
  * One timer event follows rp_loop_timeout: ringpool's next timer, or 0 ms
- * when work is ready now (callbacks made ready by a call from one of your
- * libevent callbacks reach it through the loop's wake hook). A 0 ms timer
+ * when work is ready now. What one of your libevent callbacks changes
+ * (callbacks made ready, an rp_timer started or stopped) reaches it
+ * through the loop's wake hook, and the run that follows sets the timer
+ * event again (none when no timer is left). A 0 ms timer
  * runs in the base's next iteration, after a poll that does not sleep: no
  * syscall of ringpool's own, and other events are not starved. libevent
  * has no unreferenced events, so event_base_dispatch returns only after

@@ -12,8 +12,11 @@
  * sleeping and runs it next iteration: no syscall of ringpool's own, and
  * no busy spin when idle. The poll handle holds uv_run only while ringpool
  * has work pending (rp_loop_run returns 1), so uv_run(UV_RUN_DEFAULT)
- * returns once both loops have nothing left. Every function runs on the
- * thread that runs both loops. */
+ * returns once both loops have nothing left. A change one of your libuv
+ * callbacks makes (an rp_timer started or stopped, a request made or
+ * cancelled) reaches the adapter through the same hook: it runs the loop
+ * next iteration, then sets its hold and its timer again. Every function
+ * runs on the thread that runs both loops. */
 #ifndef RINGPOOL_LIBUV_H
 #define RINGPOOL_LIBUV_H
 
