@@ -153,7 +153,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         reply = &refusal;
         status = 0;
     }
-    if (client->hooks.command_end)
+    if (client->hooks.command_end && cmd->started_ns) /* only what was timed */
         client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                                   rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
     if (cmd->attempt_cb)
@@ -361,17 +361,22 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     return cmd;
 }
 
-/* Registers a new command and sends it; returns its id. */
+/* Registers a new command and sends it; returns its id. It joins the
+ * client's commands before the command_start hook runs, so a hook that
+ * closes the client (or cancels it) ends it like any other: not yet asked
+ * for a connection (CMD_GETTING, no get), it is then never sent. */
 static int64_t cmd_start(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
     int64_t id = cmd->id = ++client->last_id;
+    cmd->state = CMD_GETTING;
+    rp__list_push_front(&client->cmds, &cmd->link);
     if (client->hooks.command_start)
         client->hooks.command_start(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen);
     if (client->hooks.command_end)
         cmd->started_ns = rp__loop_now_fresh(client->loop);
-    rp__list_push_front(&client->cmds, &cmd->link);
-    cmd_get(cmd);
+    if (cmd->state != CMD_DONE)
+        cmd_get(cmd);
     return id;
 }
 
@@ -527,7 +532,8 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
     if (cmd->lane || cmd->state == CMD_WAITING) {
         rp__autopipeline_abandon(cmd, keep_conn);
     } else if (cmd->state == CMD_GETTING) {
-        rp_pool_cancel(client->pool, cmd->get_id);
+        if (cmd->get_id)
+            rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
         rp__timer_disarm(client->loop, &cmd->backoff);

@@ -47,7 +47,7 @@ struct client_cmd {
     rp__timer backoff;  /* a retry's backoff */
     rp__timer room_wait; /* while CMD_WAITING: the pool's timeout */
     rp__timer deadline; /* the caller's timeout_ms for the whole command */
-    uint64_t started_ns; /* for the command_end hook, when one is set */
+    uint64_t started_ns; /* for the command_end hook: 0 when it was not set at the start */
     rp__deferred finish; /* a result decided outside any callback */
     int status;
 };

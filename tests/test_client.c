@@ -607,3 +607,99 @@ Test(client, blpop_5_completes_after_5_s_with_the_default_read_timeout)
     cr_expect_eq(st.misses, 1, "BLPOP was sent again on another connection");
     close_client();
 }
+
+/* A hook may call any rp_ function: closing the client from command_start
+ * ends that very command with RP_ECLOSED, once, after the call returned. */
+static void close_in_command_start(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    (void)argc;
+    (void)argv;
+    (void)argvlen;
+    cr_assert_eq(rp_client_close(client, close_flag_cb, data), 0);
+}
+
+Test(client, closing_the_client_in_the_command_start_hook)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .command_start = close_in_command_start};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r = {0};
+    cr_assert_gt(rp_client_command_ex(client, NULL, fx_result_cb, &r, 2, (const char *[]){"INCR", "hooked"}, NULL), 0);
+    cr_expect_eq(r.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the close never finished");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(r.status, RP_ECLOSED, "got %s", rp_strerror(r.status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+    default_options(&opts, 2);
+    open_client(&opts);
+    cr_expect_eq(run(2, (const char *[]){"GET", "hooked"}).type, REDIS_REPLY_NIL, "the closed client's INCR ran");
+    close_client();
+}
+
+/* Hooks set while a command, its get and its dial are under way: none of
+ * them was timed, so none is reported; what starts afterwards is. */
+typedef struct timing_log {
+    int dial_ends, get_ends, command_ends;
+    uint64_t longest_ns;
+} timing_log;
+
+static void note_duration(timing_log *log, uint64_t ns)
+{
+    if (ns > log->longest_ns)
+        log->longest_ns = ns;
+}
+
+static void timing_dial_end(void *data, const char *addr, uint64_t ns, int status)
+{
+    (void)addr;
+    (void)status;
+    ((timing_log *)data)->dial_ends++;
+    note_duration(data, ns);
+}
+
+static void timing_get_end(void *data, uint64_t ns, int status)
+{
+    (void)status;
+    ((timing_log *)data)->get_ends++;
+    note_duration(data, ns);
+}
+
+static void timing_command_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns,
+                               int status, int retries)
+{
+    (void)argc;
+    (void)argv;
+    (void)argvlen;
+    (void)status;
+    (void)retries;
+    ((timing_log *)data)->command_ends++;
+    note_duration(data, ns);
+}
+
+Test(client, hooks_set_while_work_is_in_flight_report_only_what_they_timed)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    result first = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &first, 1, (const char *[]){"PING"}, NULL), 0);
+    timing_log log = {0};
+    rp_hooks hooks = {.data = &log, .dial_end = timing_dial_end, .get_end = timing_get_end,
+                      .command_end = timing_command_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0); /* the dial, the get and PING are under way */
+    cr_assert(fx_run_until_count(loop, &first.calls, 1, 5000));
+    cr_expect_str_eq(first.str, "PONG");
+    cr_expect_eq(log.dial_ends + log.get_ends + log.command_ends, 0,
+                 "untimed work reported: %d dials, %d gets, %d commands, longest %llu ns", log.dial_ends,
+                 log.get_ends, log.command_ends, (unsigned long long)log.longest_ns);
+    uint64_t start = fx_now_ms();
+    run(2, (const char *[]){"ECHO", "timed"});
+    uint64_t took_ns = (fx_now_ms() - start + 1) * 1000000ull;
+    cr_expect_eq(log.command_ends, 1, "the timed command was not reported");
+    cr_expect_leq(log.longest_ns, took_ns, "a duration of %llu ns, longer than the test's %llu",
+                  (unsigned long long)log.longest_ns, (unsigned long long)took_ns);
+    close_client();
+}
