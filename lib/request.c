@@ -60,7 +60,6 @@ rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
     req->conn = NULL;
     req->status = 0;
     req->holds_turn = false;
-    req->inner_id = 0;
     req->started_ns = reqs->timed ? rp__loop_now_fresh(reqs->loop) : 0;
     req->ready.queued = false;
     reqs->outstanding++;

@@ -28,7 +28,6 @@ struct rp__req {
     bool holds_turn; /* a pool's own bookkeeping */
     uint64_t queued_ns;
     uint64_t started_ns; /* for the get_end hook: 0 when none was set at the get */
-    int64_t inner_id; /* a wrapper's get on its parent, while it runs */
 };
 
 /* A queue of requests is an rp__list of their links. */
