@@ -498,16 +498,40 @@ static void close_if_drained(rp_client *client)
 
 /* ------------------------------------------------------ cancel, close */
 
+/* A connection held for nothing but the reply of a cancelled command:
+ * out of the pool until that reply comes (or the connection fails), on
+ * the client's list so that an abort closes it. */
+typedef struct held_conn {
+    rp__link link;
+    rp_client *client;
+    rp_conn *conn;
+} held_conn;
+
 /* The reply of a cancelled command: skipped, and the connection, still
  * good, goes back to the pool. */
 static void skip_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     (void)reply;
-    rp_client *client = data;
+    held_conn *held = data;
+    rp_client *client = held->client;
+    rp__list_unlink(&client->held, &held->link);
+    rp__free(held);
     if (status == 0)
         rp_pool_put(client->pool, conn);
     else
         rp_pool_remove(client->pool, conn, status);
+}
+
+/* Abort: held connections close now, their replies no longer awaited. */
+static void close_held_conns(rp_client *client)
+{
+    rp__link *link;
+    while ((link = rp__list_pop(&client->held, false))) {
+        held_conn *held = RP__CONTAINER_OF(link, held_conn, link);
+        rp__redis_forget(held->conn, held, rp__drop_reply, NULL);
+        rp_pool_remove(client->pool, held->conn, RP_ECLOSED);
+        rp__free(held);
+    }
 }
 
 /* The reply of a command whose connection an abort closed. */
@@ -517,6 +541,27 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
     (void)reply;
     (void)status;
     (void)data;
+}
+
+/* A sent command taken back: its reply is skipped on a connection held
+ * for it (keep_conn), or the connection closes. One still unsent in the
+ * connection's buffer is dropped from it, and the connection goes back. */
+static void cmd_abandon_sent(client_cmd *cmd, int status, bool keep_conn)
+{
+    rp_client *client = cmd->client;
+    held_conn *held = keep_conn ? rp__malloc(sizeof *held) : NULL;
+    keep_conn = held != NULL; /* without a record to hold it by, it closes */
+    int forgotten = rp__redis_forget(cmd->conn, cmd, held ? skip_reply : rp__drop_reply, held);
+    if (forgotten == 0 && held) {
+        *held = (held_conn){.client = client, .conn = cmd->conn};
+        rp__list_push_back(&client->held, &held->link);
+        return;
+    }
+    rp__free(held);
+    if (forgotten == 1 && keep_conn)
+        rp_pool_put(client->pool, cmd->conn);
+    else if (!keep_conn)
+        rp_pool_remove(client->pool, cmd->conn, status);
 }
 
 /* Ends cmd now with status (its callback runs later in this iteration):
@@ -538,11 +583,7 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
     } else if (cmd->state == CMD_BACKOFF) {
         rp__timer_disarm(client->loop, &cmd->backoff);
     } else if (cmd->state == CMD_SENT) {
-        int forgotten = rp__redis_forget(cmd->conn, cmd, keep_conn ? skip_reply : rp__drop_reply, client);
-        if (forgotten == 1 && keep_conn)
-            rp_pool_put(client->pool, cmd->conn);
-        else if (!keep_conn)
-            rp_pool_remove(client->pool, cmd->conn, status);
+        cmd_abandon_sent(cmd, status, keep_conn);
     }
     rp__cmd_fail_later(cmd, status);
 }
@@ -564,9 +605,11 @@ int rp_client_cancel(rp_client *client, int64_t id)
 }
 
 /* Graceful: commands already sent finish with their replies (bounded by
- * the read timeout); the rest get RP_ECLOSED, later, from the loop.
- * Abortive: every command gets RP_ECLOSED now and every connection closes.
- * Then the pool closes. */
+ * the read timeout), and connections held for the replies of cancelled
+ * commands wait for them; the rest get RP_ECLOSED, later, from the loop.
+ * Abortive: every command gets RP_ECLOSED now and every connection the
+ * client holds closes: a command's, a lane's, or one held for a skipped
+ * reply. Then the pool closes. */
 static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bool abort)
 {
     if (!client)
@@ -583,7 +626,9 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
         if (unsent || (abort && cmd->state == CMD_SENT))
             cmd_abandon(cmd, RP_ECLOSED, false);
     }
-    rp__autopipeline_close(client);
+    if (abort)
+        close_held_conns(client);
+    rp__autopipeline_close(client, abort);
     close_if_drained(client);
     return 0;
 }

@@ -78,6 +78,7 @@ struct rp_client {
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
     rp__list cmds;         /* every command not yet completed */
+    rp__list held;         /* connections held only for skipped replies (client.c) */
     size_t buffer_bytes;   /* held by its connections' receive buffers */
     bool closing;
     bool pool_closing;     /* every command has completed: rp_pool_close was called */
@@ -118,7 +119,8 @@ bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
 void rp__autopipeline_send(client_cmd *cmd);
 /* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */
 void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn);
-/* The client closes: lanes still getting give their gets up. */
-void rp__autopipeline_close(rp_client *client);
+/* The client closes: lanes still getting give their gets up; with abort,
+ * every lane's connection closes now, skipped replies or not. */
+void rp__autopipeline_close(rp_client *client, bool abort);
 
 #endif

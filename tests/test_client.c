@@ -703,3 +703,54 @@ Test(client, hooks_set_while_work_is_in_flight_report_only_what_they_timed)
                   (unsigned long long)log.longest_ns, (unsigned long long)took_ns);
     close_client();
 }
+
+/* A server of the test's own that takes connections (the kernel's backlog
+ * completes them) and never answers; a client with nothing to set up
+ * (max_retries 0: no COMMAND) and no read timeout waits on it for ever. */
+static int silent_server(rp_client_options *opts, int lanes)
+{
+    int port;
+    int fd = fx_listener(16, &port);
+    static char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rp_client_options_init(opts);
+    opts->pool.addr = addr;
+    opts->pool.pool_size = 2;
+    opts->pool.read_timeout_ms = 0;
+    opts->max_retries = 0;
+    opts->autopipeline_conns = lanes;
+    return fd;
+}
+
+/* The cancelled command's reply never comes: its connection, held for
+ * that reply, must not hold up an abort. */
+static void abort_with_a_skipped_reply_held(int lanes)
+{
+    rp_client_options opts;
+    int server = silent_server(&opts, lanes);
+    open_client(&opts);
+    result r = {0};
+    int64_t id = command_id(&r, 2, (const char *[]){"GET", "k"});
+    fx_run_for(loop, 50); /* sent */
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 1000));
+    cr_expect_eq(r.status, -ECANCELED, "got %s", rp_strerror(r.status));
+    bool done = false;
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_client_abort(client, close_flag_cb, &done), 0);
+    cr_assert(fx_run_until(loop, &done, 2000), "the abort waited for a reply that never comes");
+    cr_expect_lt(fx_now_ms() - start, 500, "the abort waited for the server");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(rp_loop_free(loop), 0);
+    close(server);
+}
+
+Test(client, abort_closes_a_connection_held_for_a_cancelled_commands_reply)
+{
+    abort_with_a_skipped_reply_held(0);
+}
+
+Test(client, abort_closes_a_lane_held_for_a_cancelled_commands_reply)
+{
+    abort_with_a_skipped_reply_held(1);
+}
