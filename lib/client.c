@@ -427,6 +427,8 @@ int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, c
 static void free_client(rp_client *client)
 {
     rp__free(client->username);
+    if (client->password)
+        explicit_bzero(client->password, strlen(client->password)); /* no secret left in freed memory */
     rp__free(client->password);
     rp__free(client->client_name);
     rp__readonly_table_free(&client->own_readonly);

@@ -1,7 +1,9 @@
 /* rp_client against a real redis-server: set-up, retries, queueing, close. */
+#define _GNU_SOURCE /* memmem */
 #include "fixture.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -753,4 +755,99 @@ Test(client, abort_closes_a_connection_held_for_a_cancelled_commands_reply)
 Test(client, abort_closes_a_lane_held_for_a_cancelled_commands_reply)
 {
     abort_with_a_skipped_reply_held(1);
+}
+
+/* ------------------------------------------------ argument copies, secrets */
+
+/* The hooks get the client's copies of the arguments: each one ends with
+ * a NUL (not counted in argvlen), so a hook may print it with %s. */
+static void check_terminated(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int *checked = data;
+    for (int i = 0; i < argc; i++)
+        cr_expect_eq(argv[i][argvlen[i]], '\0', "argument %d (\"%.*s\") runs on", i, (int)argvlen[i], argv[i]);
+    ++*checked;
+}
+
+Test(client, hook_argument_copies_are_nul_terminated)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    int checked = 0;
+    rp_hooks hooks = {.data = &checked, .command_start = check_terminated};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    run(3, (const char *[]){"SET", "user", "secret"});
+    const char binary[] = {'v', 0, 'x'};
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"SET", "bin", binary},
+                                   (const size_t[]){3, 3, sizeof binary}),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    cr_expect_eq(checked, 2);
+    cr_expect_eq(run(2, (const char *[]){"STRLEN", "bin"}).integer, 3, "the NUL was counted in the value");
+    close_client();
+}
+
+/* Freed memory that held the password: every block the library frees is
+ * scanned first (glibc's malloc_usable_size). */
+#define SECRET "s3cr3t-pw-0123"
+static int freed_with_secret;
+
+static void scanning_free(void *ptr)
+{
+    if (ptr && memmem(ptr, malloc_usable_size(ptr), SECRET, strlen(SECRET)))
+        freed_with_secret++;
+    free(ptr);
+}
+
+static void *scanning_realloc(void *ptr, size_t size)
+{
+    void *grown = malloc(size);
+    if (grown && ptr) {
+        size_t old = malloc_usable_size(ptr);
+        memcpy(grown, ptr, old < size ? old : size);
+        scanning_free(ptr);
+    }
+    return grown;
+}
+
+Test(client, the_password_is_zeroed_before_its_memory_is_freed)
+{
+    fx_redis_command("*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$14\r\n" SECRET "\r\n");
+    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
+    freed_with_secret = 0;
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.password = SECRET;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
+    close_client();
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+}
+
+/* A password long enough that the set-up commands after AUTH grow the
+ * connection's write buffer. */
+Test(client, a_long_password_is_zeroed_too)
+{
+    static char password[400];
+    memset(password, 'p', sizeof password - 1);
+    memcpy(password, SECRET, strlen(SECRET));
+    char config[600];
+    snprintf(config, sizeof config, "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$%zu\r\n%s\r\n",
+             strlen(password), password);
+    fx_redis_command(config);
+    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
+    freed_with_secret = 0;
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.password = password;
+    opts.db = 1;
+    opts.client_name = "a-client-name-long-enough-to-grow-the-write-buffer-past-what-auth-left-in-it";
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
+    close_client();
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
 }

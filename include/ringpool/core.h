@@ -267,7 +267,11 @@ RP_EXTERN int     rp_pool_bad_conn_reason(const rp_pool *pool);
 
 /* Hooks for logging, metrics and tracing (go-redis Hooks). Every member may
  * be NULL; a hook nobody set costs a branch. They run on the loop thread,
- * must not block, and may call rp_ functions. data is passed back. */
+ * must not block, and may call rp_ functions (closing the pool or client
+ * included). data is passed back. Hooks may be set or cleared while work is
+ * under way: an end hook reports only work that began while it was set
+ * (a dial, get or command that began before is not reported), so every
+ * duration is measured from a real start. */
 typedef enum rp_close_reason {
     RP_CLOSE_POOL,     /* the pool closed */
     RP_CLOSE_REMOVED,  /* the caller removed it (rp_pool_remove, rp_pool_close_conn) */
@@ -290,7 +294,10 @@ typedef struct rp_hooks {
     void (*get_end)(void *data, uint64_t duration_ns, int status);
     /* rp_client only: a command begins, and ends with its duration (from
      * the call to the callback), its status (0 for any reply, error replies
-     * included) and how many times it was sent again. */
+     * included) and how many times it was sent again. argv holds the
+     * client's copies of the arguments, valid during the call: each is
+     * NUL-terminated (the NUL not counted in argvlen), so it may be printed
+     * with %s, though a binary argument may hold NULs of its own. */
     void (*command_start)(void *data, int argc, const char *const *argv, const size_t *argvlen);
     void (*command_end)(void *data, int argc, const char *const *argv, const size_t *argvlen,
                         uint64_t duration_ns, int status, int retries);

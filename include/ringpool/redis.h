@@ -72,7 +72,8 @@ typedef struct rp_client rp_client;
 typedef struct rp_client_options {
     rp_pool_options pool;
     const char *username;     /* AUTH on each new connection when password is set */
-    const char *password;
+    const char *password;     /* copied; every copy (and the AUTH bytes
+                                 written) is zeroed before it is freed */
     int         db;           /* SELECT when not 0 */
     const char *client_name;  /* CLIENT SETNAME when set */
     int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
