@@ -354,8 +354,7 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     cmd->argc = argc;
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
-    /* The name scan is paid only by clients with lanes on. */
-    cmd->binds_conn = client->nlanes && rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
+    cmd->binds_conn = rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
     rp__timer_init(&cmd->backoff, backoff_fired, true);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;

@@ -32,9 +32,9 @@ struct client_cmd {
     int retries;
     bool idempotent; /* the caller says running it twice is harmless */
     bool blocking;   /* BLPOP, XREAD BLOCK, ...: never sent again */
-    /* With lanes on, a state command (SELECT, CLIENT SETNAME, MULTI,
-     * SUBSCRIBE, ...): its connection leaves the pool afterwards, or a lane
-     * would take it and hand its state to every caller. */
+    /* A state command (SELECT, CLIENT SETNAME, MULTI, WATCH, SUBSCRIBE,
+     * ...): its connection is closed after its reply, or the next command
+     * to take it (a lane: every caller) would inherit that state. */
     bool binds_conn;
     bool asking;     /* ASKING goes first, on the same connection (cluster.c) */
     bool may_retry;  /* at the end: sending it again would be safe */

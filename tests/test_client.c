@@ -851,3 +851,27 @@ Test(client, a_long_password_is_zeroed_too)
     cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
     cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
 }
+
+/* -------------------------------------------- connection-state commands */
+
+/* MULTI, SELECT or WATCH through the client change the state of the
+ * connection they ran on; it is closed after the reply, so the state
+ * never reaches a later command (pool_size 1: the next command would
+ * otherwise take that very connection). */
+Test(client, a_state_command_never_hands_its_state_to_the_next_command)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"MULTI"}).str, "OK");
+    result set = run(3, (const char *[]){"SET", "k", "v"});
+    cr_expect_str_eq(set.str, "OK", "the SET after MULTI got %s", set.str);
+    cr_expect_str_eq(run(2, (const char *[]){"SELECT", "5"}).str, "OK");
+    cr_expect_str_eq(run(3, (const char *[]){"SET", "where", "db0"}).str, "OK");
+    cr_expect_eq(run(3, (const char *[]){"MOVE", "where", "5"}).integer, 1, "the SET after SELECT 5 left db 0");
+    cr_expect_str_eq(run(2, (const char *[]){"WATCH", "w"}).str, "OK");
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.total_conns, 0, "the WATCHing connection went back to the pool");
+    close_client();
+}

@@ -67,7 +67,14 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
  * go-redis's rule (retry whatever failed on a bad connection). New
  * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
  * SETNAME, pipelined in one round trip; a refusal reaches the command as
- * the server's error reply (WRONGPASS ...), never as a timeout. */
+ * the server's error reply (WRONGPASS ...), never as a timeout.
+ * A command that uses or changes its connection's state (AUTH, HELLO,
+ * SELECT, CLIENT, RESET, QUIT, MONITOR, READONLY, READWRITE, ASKING, WATCH,
+ * UNWATCH, MULTI, EXEC, DISCARD, the (P|S)(UN)SUBSCRIBE family) runs on a
+ * connection that is closed after its reply, with or without
+ * auto-pipelining, so its state never reaches another command: MULTI then
+ * EXEC through the client make no transaction (take a connection of your
+ * own, e.g. from a sticky pool, and use rp_conn_command). */
 typedef struct rp_client rp_client;
 typedef struct rp_client_options {
     rp_pool_options pool;
