@@ -1,7 +1,8 @@
 /* rp_client: an async Redis client over the pool. A command gets a
  * connection, sends, waits for its reply and puts the connection back, or
  * removes it when it proved bad. It is sent again, after go-redis's
- * backoff and up to max_retries times, only when that is safe (retry.c).
+ * backoff and up to max_retries times, only when that is safe (retry.c),
+ * and never before a command that failed earlier (the retry queue).
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. */
@@ -209,10 +210,52 @@ bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply)
     return rp__reply_not_executed(reply) && !(cmd->attempt_cb && rp__reply_cluster_refusal(reply));
 }
 
-static void backoff_fired(rp__timer *timer)
+/* Commands in backoff wait in one queue, in the order they failed, and
+ * none is sent again before one that failed earlier: a command's retry
+ * time is its own backoff, or the previous one's time if that is later.
+ * So commands that failed together (a lane's unsent ones, a pipeline's)
+ * are sent again in their order, as go-redis retries a pipeline as one
+ * batch. The times never decrease along the queue: one timer serves it. */
+static void retry_queue_arm(rp_client *client)
 {
-    client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, backoff);
-    cmd_get(cmd);
+    rp__link *head = client->retrying.head;
+    if (head)
+        rp__timer_arm(client->loop, &client->retry_timer,
+                      RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns);
+    else
+        rp__timer_disarm(client->loop, &client->retry_timer);
+}
+
+static void retry_queue_push(client_cmd *cmd, uint64_t wait_ns)
+{
+    rp_client *client = cmd->client;
+    uint64_t at = rp__loop_now(client->loop) + wait_ns;
+    rp__link *tail = client->retrying.tail;
+    if (tail && RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns > at)
+        at = RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns;
+    cmd->retry_at_ns = at;
+    rp__list_push_back(&client->retrying, &cmd->wait_link);
+    if (client->retrying.len == 1)
+        retry_queue_arm(client);
+}
+
+static void retry_queue_remove(client_cmd *cmd)
+{
+    rp__list_unlink(&cmd->client->retrying, &cmd->wait_link);
+    retry_queue_arm(cmd->client);
+}
+
+/* Sends every command whose time has come, oldest first. */
+static void retry_timer_fired(rp__timer *timer)
+{
+    rp_client *client = RP__CONTAINER_OF(timer, rp_client, retry_timer);
+    uint64_t now = rp__loop_now(client->loop);
+    rp__link *head;
+    while ((head = client->retrying.head) && RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns <= now) {
+        rp__list_unlink(&client->retrying, head);
+        cmd_get(RP__CONTAINER_OF(head, client_cmd, wait_link));
+    }
+    retry_queue_arm(client);
 }
 
 /* Sends the command again after the backoff, when may_retry and retries
@@ -227,8 +270,8 @@ void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int sta
     }
     cmd->retries++;
     cmd->state = CMD_BACKOFF;
-    uint64_t wait = rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms, client->max_backoff_ms);
-    rp__timer_arm(client->loop, &cmd->backoff, rp__loop_now(client->loop) + wait);
+    retry_queue_push(cmd, rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms,
+                                               client->max_backoff_ms));
 }
 
 static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
@@ -355,7 +398,6 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
     cmd->binds_conn = rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
-    rp__timer_init(&cmd->backoff, backoff_fired, true);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
 }
@@ -451,6 +493,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return -ENOMEM;
     client->loop = loop;
     client->readonly = &client->own_readonly;
+    rp__timer_init(&client->retry_timer, retry_timer_fired, true);
     client->db = opts->db;
     client->max_retries = opts->max_retries > 0 ? opts->max_retries : 0;
     client->retry_unsafe = opts->retry_unsafe;
@@ -582,7 +625,7 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
             rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
-        rp__timer_disarm(client->loop, &cmd->backoff);
+        retry_queue_remove(cmd);
     } else if (cmd->state == CMD_SENT) {
         cmd_abandon_sent(cmd, status, keep_conn);
     }

@@ -43,8 +43,9 @@ struct client_cmd {
     int64_t get_id;
     rp_conn *conn;   /* while CMD_SENT */
     rp__lane *lane;  /* while CMD_SENT on a shared connection */
-    rp__link wait_link; /* while CMD_WAITING */
-    rp__timer backoff;  /* a retry's backoff */
+    rp__link wait_link; /* while CMD_WAITING (the room queue) or CMD_BACKOFF
+                           (the client's retry queue) */
+    uint64_t retry_at_ns; /* while CMD_BACKOFF: when it is sent again */
     rp__timer room_wait; /* while CMD_WAITING: the pool's timeout */
     rp__timer deadline; /* the caller's timeout_ms for the whole command */
     uint64_t started_ns; /* for the command_end hook: 0 when it was not set at the start */
@@ -78,6 +79,8 @@ struct rp_client {
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
     rp__list cmds;         /* every command not yet completed */
+    rp__list retrying;     /* in backoff, in the order they failed (client.c) */
+    rp__timer retry_timer; /* at the oldest one's retry_at_ns */
     rp__list held;         /* connections held only for skipped replies (client.c) */
     size_t buffer_bytes;   /* held by its connections' receive buffers */
     bool closing;

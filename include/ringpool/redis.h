@@ -63,7 +63,12 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
  *   RP_CMD_IDEMPOTENT; never a blocking command (BLPOP, XREAD BLOCK, ...).
  * Otherwise a failure after its bytes may have reached the server ends the
  * command with its error, the outcome unknown: RP_EEOF, -ECONNRESET,
- * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. retry_unsafe restores
+ * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. Retries keep their
+ * order: no command is sent again before one that failed earlier, so
+ * commands that failed together (those a lane had not yet sent) go out
+ * again in the order they were issued. Commands in flight at the same time
+ * are ordered only on one connection: with several connections (or lanes)
+ * in use, wait for a reply before a command that must run after it. retry_unsafe restores
  * go-redis's rule (retry whatever failed on a bad connection). New
  * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
  * SETNAME, pipelined in one round trip; a refusal reaches the command as
