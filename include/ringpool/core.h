@@ -255,7 +255,11 @@ RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
 RP_EXTERN int     rp_single_pool_new(rp_pool **pool, rp_pool *parent, rp_conn *conn);
 /* go-redis StickyConnPool: the first get takes a connection from parent;
  * later gets yield that same connection, waiting (FIFO, with the parent's
- * pool timeout) while it is out. Remove records the reason: gets fail with
+ * pool timeout) while it is out or being taken. If the parent fails the
+ * first get, that get and every one waiting behind it end with the
+ * parent's error. A cancelled (or closed) first get ends at once with
+ * -ECANCELED (RP_ECLOSED); the parent's get is cancelled with it, and the
+ * oldest waiter, if any, asks the parent again. Remove records the reason: gets fail with
  * RP_EBADCONN until rp_sticky_pool_reset gives the connection back to the
  * parent as removed (-EBUSY while it is out). rp_sticky_pool_new on a
  * sticky pool shares it: each sharer closes it, and the last close puts

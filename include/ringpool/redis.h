@@ -128,8 +128,10 @@ RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_opti
 /* Cancels the command with this id (from rp_client_command_ex): its
  * callback gets -ECANCELED later in this loop iteration. A command not yet
  * sent is never sent; one already sent may still run on the server, and
- * its reply, when it comes, is skipped (the connection stays in the pool;
- * a blocking command's is closed, as its reply may never come).
+ * its reply, when it comes, is skipped: its connection is held until then
+ * (bounded by read_timeout_ms) and goes back to the pool after it; a
+ * blocking or state command's is closed at once, as its reply may never
+ * come.
  * -ENOENT if the command has completed or its completion is queued. */
 RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 /* Sets the hooks of the client and of its pool (NULL clears them). */
@@ -143,12 +145,17 @@ RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
 RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
- * that blocks for ever), the others with RP_ECLOSED; then the pool closes and
- * cb runs. */
+ * that blocks for ever), the others with RP_ECLOSED; connections held for
+ * the skipped replies of cancelled commands wait for them alike; then the
+ * pool closes and cb runs. A hook or callback may close the client; a
+ * command whose command_start hook closed it ends with RP_ECLOSED. */
 RP_EXTERN int      rp_client_close(rp_client *client, rp_client_close_cb cb, void *data);
 /* Abortive: every command completes with RP_ECLOSED in this loop iteration,
- * sent or not, and every connection is closed without waiting for the
- * server; then cb runs. RP_ECLOSED if the client is already closing. */
+ * sent or not, and every connection the client holds (a command's, a
+ * lane's, one held for a cancelled command's skipped reply) is closed
+ * without waiting for the server; then cb runs, whatever read_timeout_ms.
+ * Connections the caller took from rp_client_pool stay the caller's: the
+ * pool's close waits for them. RP_ECLOSED if the client is already closing. */
 RP_EXTERN int      rp_client_abort(rp_client *client, rp_client_close_cb cb, void *data);
 
 #ifdef __cplusplus
