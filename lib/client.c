@@ -313,10 +313,14 @@ static int cmd_send(client_cmd *cmd, rp_conn *conn)
 /* A connection refusing the command (found dead first) sent nothing. */
 static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
-    (void)pool;
     client_cmd *cmd = data;
-    if (cmd->state == CMD_DONE)
-        return; /* abandoned (cancel, close): its end is already queued */
+    if (cmd->state == CMD_DONE) {
+        /* Abandoned (cancel, close) after the get's outcome was decided,
+         * from the get_end hook: its end is already queued. */
+        if (conn)
+            rp_pool_put(pool, conn);
+        return;
+    }
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
     rp__cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : rp__get_failure_retryable(status));

@@ -875,3 +875,34 @@ Test(client, a_state_command_never_hands_its_state_to_the_next_command)
     cr_expect_eq(st.total_conns, 0, "the WATCHing connection went back to the pool");
     close_client();
 }
+
+/* The pool's get_end hook runs just before the get's callback: closing
+ * the client there ends the command, and the connection the get brought
+ * goes back to the pool, so the close finishes. */
+static void close_in_get_end(void *data, uint64_t duration_ns, int status)
+{
+    (void)duration_ns;
+    (void)status;
+    rp_client_close(client, close_flag_cb, data); /* RP_ECLOSED after the first */
+}
+
+static void close_in_the_get_end_hook(int lanes)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.autopipeline_conns = lanes;
+    open_client(&opts);
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .get_end = close_in_get_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 2, (const char *[]){"INCR", "hooked"}, NULL), 0);
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the close never finished");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(r.status, RP_ECLOSED, "got %s", rp_strerror(r.status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, closing_the_client_in_the_get_end_hook) { close_in_the_get_end_hook(0); }
+
+Test(client, closing_the_client_in_the_get_end_hook_with_lanes) { close_in_the_get_end_hook(1); }
