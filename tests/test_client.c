@@ -906,3 +906,42 @@ static void close_in_the_get_end_hook(int lanes)
 Test(client, closing_the_client_in_the_get_end_hook) { close_in_the_get_end_hook(0); }
 
 Test(client, closing_the_client_in_the_get_end_hook_with_lanes) { close_in_the_get_end_hook(1); }
+
+/* The command_end hook of the first reply aborts the client: the other
+ * commands end with RP_ECLOSED, each once, and the abort finishes. */
+static void abort_in_command_end(void *data, int argc, const char *const *argv, const size_t *argvlen,
+                                 uint64_t duration_ns, int status, int retries)
+{
+    (void)argc, (void)argv, (void)argvlen, (void)duration_ns, (void)status, (void)retries;
+    rp_client_abort(client, close_flag_cb, data); /* RP_ECLOSED after the first */
+}
+
+static void abort_in_the_command_end_hook(int lanes)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.autopipeline_conns = lanes;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .command_end = abort_in_command_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r[4] = {{0}};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r[0], 1, (const char *[]){"PING"}, NULL), 0);
+    for (int i = 1; i < 4; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &r[i], 3, (const char *[]){"DEBUG", "SLEEP", "0.3"},
+                                       NULL),
+                     0);
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the abort never finished");
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(r[i].calls, 1, "command %d called back %d times", i, r[i].calls);
+    cr_expect_eq(r[0].status, 0, "%s", rp_strerror(r[0].status));
+    for (int i = 1; i < 4; i++)
+        cr_expect_eq(r[i].status, RP_ECLOSED, "%d: %s", i, rp_strerror(r[i].status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, aborting_the_client_in_the_command_end_hook) { abort_in_the_command_end_hook(0); }
+
+Test(client, aborting_the_client_in_the_command_end_hook_with_lanes) { abort_in_the_command_end_hook(1); }
