@@ -37,10 +37,12 @@ char *rp__strdup(const char *text)
     return copy;
 }
 
+/* Each copy ends with a NUL that its length does not count (calloc's), so
+ * hooks handed the copies may print them with %s. */
 void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const size_t *argvlen,
                            const char ***argv_out, size_t **len_out)
 {
-    size_t bytes = head + (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    size_t bytes = head + (size_t)argc * (sizeof(char *) + sizeof(size_t) + 1);
     for (int i = 0; i < argc; i++)
         bytes += argvlen ? argvlen[i] : strlen(argv[i]);
     char *block = rp__calloc(1, bytes);
@@ -53,7 +55,7 @@ void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const
         lens[i] = argvlen ? argvlen[i] : strlen(argv[i]);
         memcpy(copy, argv[i], lens[i]);
         args[i] = copy;
-        copy += lens[i];
+        copy += lens[i] + 1;
     }
     *argv_out = args;
     *len_out = lens;

@@ -279,9 +279,25 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
     lane_update(lane);
 }
 
-void rp__autopipeline_close(rp_client *client)
+/* Abort: the lane's skipped replies (of cancelled commands) are no longer
+ * awaited, and it fails, so it closes as soon as it owes nothing; at once,
+ * unless it is calling its commands back (its failure is being delivered:
+ * they are not found, and each one's callback settles it). */
+static void lane_abort(rp__lane *lane)
 {
-    for (int i = 0; i < client->nlanes; i++)
-        if (client->lanes[i].get_id)
-            rp_pool_cancel(client->pool, client->lanes[i].get_id);
+    while (lane->conn && rp__redis_forget(lane->conn, lane, rp__drop_reply, NULL) >= 0)
+        lane->owed--;
+    lane_fail(lane, RP_ECLOSED);
+    lane_settle(lane);
+}
+
+void rp__autopipeline_close(rp_client *client, bool abort)
+{
+    for (int i = 0; i < client->nlanes; i++) {
+        rp__lane *lane = &client->lanes[i];
+        if (lane->get_id)
+            rp_pool_cancel(client->pool, lane->get_id);
+        if (abort)
+            lane_abort(lane);
+    }
 }

@@ -1,7 +1,8 @@
 /* rp_client: an async Redis client over the pool. A command gets a
  * connection, sends, waits for its reply and puts the connection back, or
  * removes it when it proved bad. It is sent again, after go-redis's
- * backoff and up to max_retries times, only when that is safe (retry.c).
+ * backoff and up to max_retries times, only when that is safe (retry.c),
+ * and never before a command that failed earlier (the retry queue).
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. */
@@ -153,7 +154,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         reply = &refusal;
         status = 0;
     }
-    if (client->hooks.command_end)
+    if (client->hooks.command_end && cmd->started_ns) /* only what was timed */
         client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                                   rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
     if (cmd->attempt_cb)
@@ -209,10 +210,52 @@ bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply)
     return rp__reply_not_executed(reply) && !(cmd->attempt_cb && rp__reply_cluster_refusal(reply));
 }
 
-static void backoff_fired(rp__timer *timer)
+/* Commands in backoff wait in one queue, in the order they failed, and
+ * none is sent again before one that failed earlier: a command's retry
+ * time is its own backoff, or the previous one's time if that is later.
+ * So commands that failed together (a lane's unsent ones, a pipeline's)
+ * are sent again in their order, as go-redis retries a pipeline as one
+ * batch. The times never decrease along the queue: one timer serves it. */
+static void retry_queue_arm(rp_client *client)
 {
-    client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, backoff);
-    cmd_get(cmd);
+    rp__link *head = client->retrying.head;
+    if (head)
+        rp__timer_arm(client->loop, &client->retry_timer,
+                      RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns);
+    else
+        rp__timer_disarm(client->loop, &client->retry_timer);
+}
+
+static void retry_queue_push(client_cmd *cmd, uint64_t wait_ns)
+{
+    rp_client *client = cmd->client;
+    uint64_t at = rp__loop_now(client->loop) + wait_ns;
+    rp__link *tail = client->retrying.tail;
+    if (tail && RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns > at)
+        at = RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns;
+    cmd->retry_at_ns = at;
+    rp__list_push_back(&client->retrying, &cmd->wait_link);
+    if (client->retrying.len == 1)
+        retry_queue_arm(client);
+}
+
+static void retry_queue_remove(client_cmd *cmd)
+{
+    rp__list_unlink(&cmd->client->retrying, &cmd->wait_link);
+    retry_queue_arm(cmd->client);
+}
+
+/* Sends every command whose time has come, oldest first. */
+static void retry_timer_fired(rp__timer *timer)
+{
+    rp_client *client = RP__CONTAINER_OF(timer, rp_client, retry_timer);
+    uint64_t now = rp__loop_now(client->loop);
+    rp__link *head;
+    while ((head = client->retrying.head) && RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns <= now) {
+        rp__list_unlink(&client->retrying, head);
+        cmd_get(RP__CONTAINER_OF(head, client_cmd, wait_link));
+    }
+    retry_queue_arm(client);
 }
 
 /* Sends the command again after the backoff, when may_retry and retries
@@ -227,8 +270,8 @@ void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int sta
     }
     cmd->retries++;
     cmd->state = CMD_BACKOFF;
-    uint64_t wait = rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms, client->max_backoff_ms);
-    rp__timer_arm(client->loop, &cmd->backoff, rp__loop_now(client->loop) + wait);
+    retry_queue_push(cmd, rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms,
+                                               client->max_backoff_ms));
 }
 
 static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
@@ -270,10 +313,14 @@ static int cmd_send(client_cmd *cmd, rp_conn *conn)
 /* A connection refusing the command (found dead first) sent nothing. */
 static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
-    (void)pool;
     client_cmd *cmd = data;
-    if (cmd->state == CMD_DONE)
-        return; /* abandoned (cancel, close): its end is already queued */
+    if (cmd->state == CMD_DONE) {
+        /* Abandoned (cancel, close) after the get's outcome was decided,
+         * from the get_end hook: its end is already queued. */
+        if (conn)
+            rp_pool_put(pool, conn);
+        return;
+    }
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
     rp__cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : rp__get_failure_retryable(status));
@@ -354,24 +401,27 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     cmd->argc = argc;
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
-    /* The name scan is paid only by clients with lanes on. */
-    cmd->binds_conn = client->nlanes && rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
-    rp__timer_init(&cmd->backoff, backoff_fired, true);
+    cmd->binds_conn = rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
 }
 
-/* Registers a new command and sends it; returns its id. */
+/* Registers a new command and sends it; returns its id. It joins the
+ * client's commands before the command_start hook runs, so a hook that
+ * closes the client (or cancels it) ends it like any other: not yet asked
+ * for a connection (CMD_GETTING, no get), it is then never sent. */
 static int64_t cmd_start(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
     int64_t id = cmd->id = ++client->last_id;
+    cmd->state = CMD_GETTING;
+    rp__list_push_front(&client->cmds, &cmd->link);
     if (client->hooks.command_start)
         client->hooks.command_start(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen);
     if (client->hooks.command_end)
         cmd->started_ns = rp__loop_now_fresh(client->loop);
-    rp__list_push_front(&client->cmds, &cmd->link);
-    cmd_get(cmd);
+    if (cmd->state != CMD_DONE)
+        cmd_get(cmd);
     return id;
 }
 
@@ -422,6 +472,8 @@ int rp_client_command(rp_client *client, rp_reply_cb cb, void *data, int argc, c
 static void free_client(rp_client *client)
 {
     rp__free(client->username);
+    if (client->password)
+        explicit_bzero(client->password, strlen(client->password)); /* no secret left in freed memory */
     rp__free(client->password);
     rp__free(client->client_name);
     rp__readonly_table_free(&client->own_readonly);
@@ -445,6 +497,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return -ENOMEM;
     client->loop = loop;
     client->readonly = &client->own_readonly;
+    rp__timer_init(&client->retry_timer, retry_timer_fired, true);
     client->db = opts->db;
     client->max_retries = opts->max_retries > 0 ? opts->max_retries : 0;
     client->retry_unsafe = opts->retry_unsafe;
@@ -493,16 +546,40 @@ static void close_if_drained(rp_client *client)
 
 /* ------------------------------------------------------ cancel, close */
 
+/* A connection held for nothing but the reply of a cancelled command:
+ * out of the pool until that reply comes (or the connection fails), on
+ * the client's list so that an abort closes it. */
+typedef struct held_conn {
+    rp__link link;
+    rp_client *client;
+    rp_conn *conn;
+} held_conn;
+
 /* The reply of a cancelled command: skipped, and the connection, still
  * good, goes back to the pool. */
 static void skip_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     (void)reply;
-    rp_client *client = data;
+    held_conn *held = data;
+    rp_client *client = held->client;
+    rp__list_unlink(&client->held, &held->link);
+    rp__free(held);
     if (status == 0)
         rp_pool_put(client->pool, conn);
     else
         rp_pool_remove(client->pool, conn, status);
+}
+
+/* Abort: held connections close now, their replies no longer awaited. */
+static void close_held_conns(rp_client *client)
+{
+    rp__link *link;
+    while ((link = rp__list_pop(&client->held, false))) {
+        held_conn *held = RP__CONTAINER_OF(link, held_conn, link);
+        rp__redis_forget(held->conn, held, rp__drop_reply, NULL);
+        rp_pool_remove(client->pool, held->conn, RP_ECLOSED);
+        rp__free(held);
+    }
 }
 
 /* The reply of a command whose connection an abort closed. */
@@ -512,6 +589,27 @@ void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *da
     (void)reply;
     (void)status;
     (void)data;
+}
+
+/* A sent command taken back: its reply is skipped on a connection held
+ * for it (keep_conn), or the connection closes. One still unsent in the
+ * connection's buffer is dropped from it, and the connection goes back. */
+static void cmd_abandon_sent(client_cmd *cmd, int status, bool keep_conn)
+{
+    rp_client *client = cmd->client;
+    held_conn *held = keep_conn ? rp__malloc(sizeof *held) : NULL;
+    keep_conn = held != NULL; /* without a record to hold it by, it closes */
+    int forgotten = rp__redis_forget(cmd->conn, cmd, held ? skip_reply : rp__drop_reply, held);
+    if (forgotten == 0 && held) {
+        *held = (held_conn){.client = client, .conn = cmd->conn};
+        rp__list_push_back(&client->held, &held->link);
+        return;
+    }
+    rp__free(held);
+    if (forgotten == 1 && keep_conn)
+        rp_pool_put(client->pool, cmd->conn);
+    else if (!keep_conn)
+        rp_pool_remove(client->pool, cmd->conn, status);
 }
 
 /* Ends cmd now with status (its callback runs later in this iteration):
@@ -527,16 +625,13 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
     if (cmd->lane || cmd->state == CMD_WAITING) {
         rp__autopipeline_abandon(cmd, keep_conn);
     } else if (cmd->state == CMD_GETTING) {
-        rp_pool_cancel(client->pool, cmd->get_id);
+        if (cmd->get_id)
+            rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
-        rp__timer_disarm(client->loop, &cmd->backoff);
+        retry_queue_remove(cmd);
     } else if (cmd->state == CMD_SENT) {
-        int forgotten = rp__redis_forget(cmd->conn, cmd, keep_conn ? skip_reply : rp__drop_reply, client);
-        if (forgotten == 1 && keep_conn)
-            rp_pool_put(client->pool, cmd->conn);
-        else if (!keep_conn)
-            rp_pool_remove(client->pool, cmd->conn, status);
+        cmd_abandon_sent(cmd, status, keep_conn);
     }
     rp__cmd_fail_later(cmd, status);
 }
@@ -558,9 +653,11 @@ int rp_client_cancel(rp_client *client, int64_t id)
 }
 
 /* Graceful: commands already sent finish with their replies (bounded by
- * the read timeout); the rest get RP_ECLOSED, later, from the loop.
- * Abortive: every command gets RP_ECLOSED now and every connection closes.
- * Then the pool closes. */
+ * the read timeout), and connections held for the replies of cancelled
+ * commands wait for them; the rest get RP_ECLOSED, later, from the loop.
+ * Abortive: every command gets RP_ECLOSED now and every connection the
+ * client holds closes: a command's, a lane's, or one held for a skipped
+ * reply. Then the pool closes. */
 static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bool abort)
 {
     if (!client)
@@ -577,7 +674,9 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
         if (unsent || (abort && cmd->state == CMD_SENT))
             cmd_abandon(cmd, RP_ECLOSED, false);
     }
-    rp__autopipeline_close(client);
+    if (abort)
+        close_held_conns(client);
+    rp__autopipeline_close(client, abort);
     close_if_drained(client);
     return 0;
 }

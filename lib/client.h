@@ -32,9 +32,9 @@ struct client_cmd {
     int retries;
     bool idempotent; /* the caller says running it twice is harmless */
     bool blocking;   /* BLPOP, XREAD BLOCK, ...: never sent again */
-    /* With lanes on, a state command (SELECT, CLIENT SETNAME, MULTI,
-     * SUBSCRIBE, ...): its connection leaves the pool afterwards, or a lane
-     * would take it and hand its state to every caller. */
+    /* A state command (SELECT, CLIENT SETNAME, MULTI, WATCH, SUBSCRIBE,
+     * ...): its connection is closed after its reply, or the next command
+     * to take it (a lane: every caller) would inherit that state. */
     bool binds_conn;
     bool asking;     /* ASKING goes first, on the same connection (cluster.c) */
     bool may_retry;  /* at the end: sending it again would be safe */
@@ -43,11 +43,12 @@ struct client_cmd {
     int64_t get_id;
     rp_conn *conn;   /* while CMD_SENT */
     rp__lane *lane;  /* while CMD_SENT on a shared connection */
-    rp__link wait_link; /* while CMD_WAITING */
-    rp__timer backoff;  /* a retry's backoff */
+    rp__link wait_link; /* while CMD_WAITING (the room queue) or CMD_BACKOFF
+                           (the client's retry queue) */
+    uint64_t retry_at_ns; /* while CMD_BACKOFF: when it is sent again */
     rp__timer room_wait; /* while CMD_WAITING: the pool's timeout */
     rp__timer deadline; /* the caller's timeout_ms for the whole command */
-    uint64_t started_ns; /* for the command_end hook, when one is set */
+    uint64_t started_ns; /* for the command_end hook: 0 when it was not set at the start */
     rp__deferred finish; /* a result decided outside any callback */
     int status;
 };
@@ -78,6 +79,9 @@ struct rp_client {
     size_t max_reply_bytes;
     char setup_error[256]; /* the server's refusal of the last set-up */
     rp__list cmds;         /* every command not yet completed */
+    rp__list retrying;     /* in backoff, in the order they failed (client.c) */
+    rp__timer retry_timer; /* at the oldest one's retry_at_ns */
+    rp__list held;         /* connections held only for skipped replies (client.c) */
     size_t buffer_bytes;   /* held by its connections' receive buffers */
     bool closing;
     bool pool_closing;     /* every command has completed: rp_pool_close was called */
@@ -118,7 +122,8 @@ bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd);
 void rp__autopipeline_send(client_cmd *cmd);
 /* Takes cmd (waiting, or sent on a lane) back; keep_conn as cmd_abandon. */
 void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn);
-/* The client closes: lanes still getting give their gets up. */
-void rp__autopipeline_close(rp_client *client);
+/* The client closes: lanes still getting give their gets up; with abort,
+ * every lane's connection closes now, skipped replies or not. */
+void rp__autopipeline_close(rp_client *client, bool abort);
 
 #endif

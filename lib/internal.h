@@ -239,7 +239,8 @@ void rp__free(void *ptr);
 char *rp__strdup(const char *text);
 /* One zeroed allocation: head bytes, then argc argument pointers, their
  * lengths and copies of the arguments (argvlen NULL: NUL-terminated), to
- * which *argv_out and *len_out point. Commands keep theirs for resends. */
+ * which *argv_out and *len_out point. Each copy is NUL-terminated too (the
+ * NUL not counted). Commands keep theirs for resends. */
 void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const size_t *argvlen,
                            const char ***argv_out, size_t **len_out);
 

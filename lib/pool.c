@@ -184,7 +184,8 @@ static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uin
 /* A dial ends, whatever its outcome: its hook, and one dial less in flight. */
 static void dial_ended(rp__conn_pool *cp, rp_conn *conn, int status)
 {
-    if (cp->base.hooks.dial_end) /* created_ns holds the dial's start until it succeeds */
+    /* created_ns holds the dial's start until it succeeds; 0: not timed */
+    if (cp->base.hooks.dial_end && conn->created_ns)
         cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(pool_loop(cp)) - conn->created_ns,
                                 status);
     if (conn->pooled)

@@ -32,7 +32,14 @@ typedef struct wrap_pool {
     int shared;     /* sticky: closes on the last of these */
     sticky_state state;
     struct pending_close *extra_closes; /* sticky: closes that only unshare */
+    /* Sticky, while the first connection is asked of the parent: the get
+     * it goes to (NULL once that get ended: cancelled, or the pool closed)
+     * and the parent's get (0 once the parent answered). */
+    struct rp__req *init_req;
+    int64_t parent_get;
 } wrap_pool;
+
+#define STICKY_REQ_INITING RP__REQ_OWN /* init_req: outside the waiter queue */
 
 typedef struct pending_close {
     rp__deferred item;
@@ -55,11 +62,11 @@ static bool wrong_conn(wrap_pool *wp, const rp_conn *conn, const char *op)
     return true;
 }
 
-/* The close callback runs once every request had its callback and the
- * connection, if any, went back. */
+/* The close callback runs once every request had its callback, the
+ * parent answered its get and the connection, if any, went back. */
 static void finish_close_if_done(wrap_pool *wp)
 {
-    if (wp->closed && !wp->reqs.outstanding && !wp->conn && !wp->extra_closes)
+    if (wp->closed && !wp->reqs.outstanding && !wp->parent_get && !wp->conn && !wp->extra_closes)
         rp__pool_finish_close(&wp->base);
 }
 
@@ -230,21 +237,33 @@ static void sticky_release(wrap_pool *wp)
 
 static void sticky_get_next(wrap_pool *wp);
 
+/* The parent's answer for the first connection. The get it was for may
+ * have ended meanwhile (cancelled, or the pool closed): a connection then
+ * goes back, and the oldest waiter asks again. A failure ends that get and
+ * every waiter behind it, who waited for the same connection: each gets the
+ * parent's error now, not a pool timeout later. */
 static void parent_got(rp_pool *parent, rp_conn *conn, int status, void *data)
 {
     (void)parent;
-    rp__req *req = data;
-    wrap_pool *wp = RP__CONTAINER_OF(req->owner, wrap_pool, reqs);
-    if (wp->closed) {
+    wrap_pool *wp = data;
+    rp__req *req = wp->init_req;
+    wp->init_req = NULL;
+    wp->parent_get = 0;
+    if (!req) {
         if (conn)
             rp_pool_put(wp->parent, conn);
-        rp__req_complete(&wp->reqs, req, NULL, RP_ECLOSED);
+        if (wp->closed) {
+            finish_close_if_done(wp);
+        } else {
+            wp->state = STICKY_DEFAULT;
+            sticky_get_next(wp);
+        }
         return;
     }
     if (status < 0) {
         wp->state = STICKY_DEFAULT;
         rp__req_complete(&wp->reqs, req, NULL, status);
-        sticky_get_next(wp); /* the next waiter tries the parent again */
+        rp__reqs_fail_waiters(&wp->reqs, status);
         return;
     }
     wp->state = STICKY_INITED;
@@ -256,13 +275,24 @@ static void parent_got(rp_pool *parent, rp_conn *conn, int status, void *data)
  * waits, outside the waiter queue, for the parent's answer. */
 static int sticky_init(wrap_pool *wp, rp__req *req)
 {
-    int64_t id = rp_pool_get(wp->parent, parent_got, req);
+    int64_t id = rp_pool_get(wp->parent, parent_got, wp);
     if (id < 0)
         return (int)id;
     wp->state = STICKY_INITING;
-    req->state = RP__REQ_OWN;
-    req->inner_id = id;
+    req->state = STICKY_REQ_INITING;
+    wp->init_req = req;
+    wp->parent_get = id;
     return 0;
+}
+
+/* Ends the get waiting for the parent's answer now, with status; the
+ * parent's get is cancelled and its answer finds no get (parent_got). */
+static void sticky_end_init(wrap_pool *wp, int status)
+{
+    rp__req *req = wp->init_req;
+    wp->init_req = NULL;
+    rp_pool_cancel(wp->parent, wp->parent_get);
+    rp__req_complete(&wp->reqs, req, NULL, status);
 }
 
 /* The connection is free (or the pool went default): serve the oldest. */
@@ -324,14 +354,11 @@ static int sticky_cancel(rp_pool *pool, int64_t id)
 {
     wrap_pool *wp = (wrap_pool *)pool;
     rp__req *req = rp__req_find(&wp->reqs, id);
-    if (!req)
+    if (!req || (req->state == RP__REQ_READY && req->status == -ECANCELED))
         return -ENOENT;
-    if (req->state == RP__REQ_OWN) {
-        /* The parent's get ends with -ECANCELED, and parent_got passes
-         * that on; a second cancel finds nothing left to cancel. */
-        int64_t inner = req->inner_id;
-        req->inner_id = 0;
-        return inner ? rp_pool_cancel(wp->parent, inner) : -ENOENT;
+    if (req == wp->init_req) {
+        sticky_end_init(wp, -ECANCELED);
+        return 0;
     }
     if (req->state == RP__REQ_QUEUED)
         rp__reqs_unwait(&wp->reqs, req);
@@ -432,6 +459,8 @@ static int sticky_close(rp_pool *pool, rp_close_cb cb, void *data)
     wp->base.close_cb = cb;
     wp->base.close_data = data;
     rp__reqs_fail_waiters(&wp->reqs, RP_ECLOSED);
+    if (wp->init_req)
+        sticky_end_init(wp, RP_ECLOSED);
     if (wp->conn && !wp->conn_out)
         sticky_release(wp);
     finish_close_if_done(wp);

@@ -130,6 +130,11 @@ static void redis_free(void *ext)
     if (redis->rbuf != redis->small)
         rp__free(redis->rbuf);
     redisReaderFree(redis->reader);
+    /* They held AUTH's password: no secret is left in freed memory. */
+    if (redis->out.data)
+        explicit_bzero(redis->out.data, redis->out.cap);
+    if (redis->sending.data)
+        explicit_bzero(redis->sending.data, redis->sending.cap);
     rp__free(redis->out.data);
     rp__free(redis->sending.data);
     rp__free(redis->cmds);
@@ -173,9 +178,15 @@ static int buffer_reserve(byte_buffer *buf, size_t more)
     size_t cap = buf->cap ? buf->cap : 256;
     while (cap < buf->len + more)
         cap *= 2;
-    char *data = rp__realloc(buf->data, cap);
+    /* Not realloc: the old block may hold AUTH's password, zeroed first. */
+    char *data = rp__malloc(cap);
     if (!data)
         return -ENOMEM;
+    if (buf->data) {
+        memcpy(data, buf->data, buf->len);
+        explicit_bzero(buf->data, buf->cap);
+        rp__free(buf->data);
+    }
     buf->data = data;
     buf->cap = cap;
     return 0;

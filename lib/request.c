@@ -60,9 +60,7 @@ rp__req *rp__req_new(rp__reqs *reqs, rp_get_cb cb, void *data)
     req->conn = NULL;
     req->status = 0;
     req->holds_turn = false;
-    req->inner_id = 0;
-    if (reqs->timed)
-        req->started_ns = rp__loop_now_fresh(reqs->loop);
+    req->started_ns = reqs->timed ? rp__loop_now_fresh(reqs->loop) : 0;
     req->ready.queued = false;
     reqs->outstanding++;
     return req;
@@ -96,10 +94,9 @@ static void req_run(rp__deferred *item)
     rp__req_discard(reqs, req); /* the callback may reuse the record */
     if (conn)
         rp__conn_claim(conn);
-    if (reqs->timed) {
-        const rp_hooks *hooks = &reqs->pool->hooks;
+    const rp_hooks *hooks = &reqs->pool->hooks;
+    if (hooks->get_end && started_ns) /* only a get timed from its start */
         hooks->get_end(hooks->data, rp__loop_now_fresh(reqs->loop) - started_ns, status);
-    }
     cb(reqs->pool, conn, status, data);
     if (reqs->after_callback)
         reqs->after_callback(reqs);

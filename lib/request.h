@@ -27,8 +27,7 @@ struct rp__req {
     uint8_t state;
     bool holds_turn; /* a pool's own bookkeeping */
     uint64_t queued_ns;
-    uint64_t started_ns; /* for the get_end hook, when one is set */
-    int64_t inner_id; /* a wrapper's get on its parent, while it runs */
+    uint64_t started_ns; /* for the get_end hook: 0 when none was set at the get */
 };
 
 /* A queue of requests is an rp__list of their links. */
@@ -46,7 +45,7 @@ struct rp__reqs {
     rp__list waiters;
     rp__timer wait_timer;
     uint32_t timeout_ms;
-    bool timed; /* the pool has a get_end hook: gets note their start */
+    bool timed; /* the pool has a get_end hook: new gets note their start */
     uint32_t timeouts, wait_count;
     uint64_t wait_duration_ns;
     /* Runs after each delivered callback, so a closing pool can finish. */

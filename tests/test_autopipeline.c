@@ -474,6 +474,47 @@ Test(autopipeline, commands_waiting_on_a_lane_that_fails_move_to_a_new_one)
     close_client();
 }
 
+/* A write that times out fails the lane; the RPUSHes queued behind it
+ * were provably never sent, and are sent again: in the order they were
+ * issued, each reply the list's length at its own place. */
+#define ORDERED 20
+#define BIG_VALUE (16u << 20) /* more than loopback buffers while the server sleeps */
+
+Test(autopipeline, commands_a_failure_proves_unsent_are_sent_again_in_their_order)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    opts.autopipeline_max_bytes = 2 * BIG_VALUE; /* the big SET takes the lane too */
+    opts.pool.write_timeout_ms = 300;
+    open_client(&opts);
+    warm_up();
+    static char big[BIG_VALUE];
+    memset(big, 'x', sizeof big);
+    int stall = fx_redis_send("*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.0\r\n");
+    usleep(50000); /* the server is asleep */
+    result set = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &set, 3, (const char *[]){"SET", "big", big},
+                                   (const size_t[]){3, 3, sizeof big}),
+                 0);
+    fx_run_for(loop, 50); /* its send is stuck in flight */
+    result pushes[ORDERED] = {{0}};
+    for (int i = 0; i < ORDERED; i++) {
+        char item[8];
+        snprintf(item, sizeof item, "%d", i);
+        issue(&pushes[i], 3, (const char *[]){"RPUSH", "list", item});
+    }
+    wait_each_once(pushes, ORDERED, 6000);
+    fx_redis_wait_reply(stall);
+    cr_expect_eq(set.calls, 1);
+    cr_expect_eq(set.status, -ETIMEDOUT, "the big SET: %s", rp_strerror(set.status));
+    for (int i = 0; i < ORDERED; i++) {
+        cr_expect_eq(pushes[i].status, 0, "RPUSH %d: %s", i, rp_strerror(pushes[i].status));
+        cr_expect_eq(pushes[i].integer, i + 1, "RPUSH %d ran as number %lld", i, pushes[i].integer);
+    }
+    cr_expect_eq(run(2, (const char *[]){"LLEN", "list"}).integer, ORDERED, "an RPUSH ran twice or not at all");
+    close_client();
+}
+
 /* Counters must survive the SIGKILL: the server writes its AOF before it
  * replies (appendfsync always), and a restart reads it back. */
 static char aof_dir[64];

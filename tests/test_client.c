@@ -1,7 +1,9 @@
 /* rp_client against a real redis-server: set-up, retries, queueing, close. */
+#define _GNU_SOURCE /* memmem */
 #include "fixture.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -607,3 +609,339 @@ Test(client, blpop_5_completes_after_5_s_with_the_default_read_timeout)
     cr_expect_eq(st.misses, 1, "BLPOP was sent again on another connection");
     close_client();
 }
+
+/* A hook may call any rp_ function: closing the client from command_start
+ * ends that very command with RP_ECLOSED, once, after the call returned. */
+static void close_in_command_start(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    (void)argc;
+    (void)argv;
+    (void)argvlen;
+    cr_assert_eq(rp_client_close(client, close_flag_cb, data), 0);
+}
+
+Test(client, closing_the_client_in_the_command_start_hook)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .command_start = close_in_command_start};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r = {0};
+    cr_assert_gt(rp_client_command_ex(client, NULL, fx_result_cb, &r, 2, (const char *[]){"INCR", "hooked"}, NULL), 0);
+    cr_expect_eq(r.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the close never finished");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(r.status, RP_ECLOSED, "got %s", rp_strerror(r.status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+    default_options(&opts, 2);
+    open_client(&opts);
+    cr_expect_eq(run(2, (const char *[]){"GET", "hooked"}).type, REDIS_REPLY_NIL, "the closed client's INCR ran");
+    close_client();
+}
+
+/* Hooks set while a command, its get and its dial are under way: none of
+ * them was timed, so none is reported; what starts afterwards is. */
+typedef struct timing_log {
+    int dial_ends, get_ends, command_ends;
+    uint64_t longest_ns;
+} timing_log;
+
+static void note_duration(timing_log *log, uint64_t ns)
+{
+    if (ns > log->longest_ns)
+        log->longest_ns = ns;
+}
+
+static void timing_dial_end(void *data, const char *addr, uint64_t ns, int status)
+{
+    (void)addr;
+    (void)status;
+    ((timing_log *)data)->dial_ends++;
+    note_duration(data, ns);
+}
+
+static void timing_get_end(void *data, uint64_t ns, int status)
+{
+    (void)status;
+    ((timing_log *)data)->get_ends++;
+    note_duration(data, ns);
+}
+
+static void timing_command_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns,
+                               int status, int retries)
+{
+    (void)argc;
+    (void)argv;
+    (void)argvlen;
+    (void)status;
+    (void)retries;
+    ((timing_log *)data)->command_ends++;
+    note_duration(data, ns);
+}
+
+Test(client, hooks_set_while_work_is_in_flight_report_only_what_they_timed)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    result first = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &first, 1, (const char *[]){"PING"}, NULL), 0);
+    timing_log log = {0};
+    rp_hooks hooks = {.data = &log, .dial_end = timing_dial_end, .get_end = timing_get_end,
+                      .command_end = timing_command_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0); /* the dial, the get and PING are under way */
+    cr_assert(fx_run_until_count(loop, &first.calls, 1, 5000));
+    cr_expect_str_eq(first.str, "PONG");
+    cr_expect_eq(log.dial_ends + log.get_ends + log.command_ends, 0,
+                 "untimed work reported: %d dials, %d gets, %d commands, longest %llu ns", log.dial_ends,
+                 log.get_ends, log.command_ends, (unsigned long long)log.longest_ns);
+    uint64_t start = fx_now_ms();
+    run(2, (const char *[]){"ECHO", "timed"});
+    uint64_t took_ns = (fx_now_ms() - start + 1) * 1000000ull;
+    cr_expect_eq(log.command_ends, 1, "the timed command was not reported");
+    cr_expect_leq(log.longest_ns, took_ns, "a duration of %llu ns, longer than the test's %llu",
+                  (unsigned long long)log.longest_ns, (unsigned long long)took_ns);
+    close_client();
+}
+
+/* A server of the test's own that takes connections (the kernel's backlog
+ * completes them) and never answers; a client with nothing to set up
+ * (max_retries 0: no COMMAND) and no read timeout waits on it for ever. */
+static int silent_server(rp_client_options *opts, int lanes)
+{
+    int port;
+    int fd = fx_listener(16, &port);
+    static char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rp_client_options_init(opts);
+    opts->pool.addr = addr;
+    opts->pool.pool_size = 2;
+    opts->pool.read_timeout_ms = 0;
+    opts->max_retries = 0;
+    opts->autopipeline_conns = lanes;
+    return fd;
+}
+
+/* The cancelled command's reply never comes: its connection, held for
+ * that reply, must not hold up an abort. */
+static void abort_with_a_skipped_reply_held(int lanes)
+{
+    rp_client_options opts;
+    int server = silent_server(&opts, lanes);
+    open_client(&opts);
+    result r = {0};
+    int64_t id = command_id(&r, 2, (const char *[]){"GET", "k"});
+    fx_run_for(loop, 50); /* sent */
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 1000));
+    cr_expect_eq(r.status, -ECANCELED, "got %s", rp_strerror(r.status));
+    bool done = false;
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_client_abort(client, close_flag_cb, &done), 0);
+    cr_assert(fx_run_until(loop, &done, 2000), "the abort waited for a reply that never comes");
+    cr_expect_lt(fx_now_ms() - start, 500, "the abort waited for the server");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(rp_loop_free(loop), 0);
+    close(server);
+}
+
+Test(client, abort_closes_a_connection_held_for_a_cancelled_commands_reply)
+{
+    abort_with_a_skipped_reply_held(0);
+}
+
+Test(client, abort_closes_a_lane_held_for_a_cancelled_commands_reply)
+{
+    abort_with_a_skipped_reply_held(1);
+}
+
+/* ------------------------------------------------ argument copies, secrets */
+
+/* The hooks get the client's copies of the arguments: each one ends with
+ * a NUL (not counted in argvlen), so a hook may print it with %s. */
+static void check_terminated(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    int *checked = data;
+    for (int i = 0; i < argc; i++)
+        cr_expect_eq(argv[i][argvlen[i]], '\0', "argument %d (\"%.*s\") runs on", i, (int)argvlen[i], argv[i]);
+    ++*checked;
+}
+
+Test(client, hook_argument_copies_are_nul_terminated)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    int checked = 0;
+    rp_hooks hooks = {.data = &checked, .command_start = check_terminated};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    run(3, (const char *[]){"SET", "user", "secret"});
+    const char binary[] = {'v', 0, 'x'};
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"SET", "bin", binary},
+                                   (const size_t[]){3, 3, sizeof binary}),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 3000));
+    cr_expect_eq(checked, 2);
+    cr_expect_eq(run(2, (const char *[]){"STRLEN", "bin"}).integer, 3, "the NUL was counted in the value");
+    close_client();
+}
+
+/* Freed memory that held the password: every block the library frees is
+ * scanned first (glibc's malloc_usable_size). */
+#define SECRET "s3cr3t-pw-0123"
+static int freed_with_secret;
+
+static void scanning_free(void *ptr)
+{
+    if (ptr && memmem(ptr, malloc_usable_size(ptr), SECRET, strlen(SECRET)))
+        freed_with_secret++;
+    free(ptr);
+}
+
+static void *scanning_realloc(void *ptr, size_t size)
+{
+    void *grown = malloc(size);
+    if (grown && ptr) {
+        size_t old = malloc_usable_size(ptr);
+        memcpy(grown, ptr, old < size ? old : size);
+        scanning_free(ptr);
+    }
+    return grown;
+}
+
+Test(client, the_password_is_zeroed_before_its_memory_is_freed)
+{
+    fx_redis_command("*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$14\r\n" SECRET "\r\n");
+    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
+    freed_with_secret = 0;
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.password = SECRET;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
+    close_client();
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+}
+
+/* A password long enough that the set-up commands after AUTH grow the
+ * connection's write buffer. */
+Test(client, a_long_password_is_zeroed_too)
+{
+    static char password[400];
+    memset(password, 'p', sizeof password - 1);
+    memcpy(password, SECRET, strlen(SECRET));
+    char config[600];
+    snprintf(config, sizeof config, "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$%zu\r\n%s\r\n",
+             strlen(password), password);
+    fx_redis_command(config);
+    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
+    freed_with_secret = 0;
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.password = password;
+    opts.db = 1;
+    opts.client_name = "a-client-name-long-enough-to-grow-the-write-buffer-past-what-auth-left-in-it";
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
+    close_client();
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+}
+
+/* -------------------------------------------- connection-state commands */
+
+/* MULTI, SELECT or WATCH through the client change the state of the
+ * connection they ran on; it is closed after the reply, so the state
+ * never reaches a later command (pool_size 1: the next command would
+ * otherwise take that very connection). */
+Test(client, a_state_command_never_hands_its_state_to_the_next_command)
+{
+    rp_client_options opts;
+    default_options(&opts, 1);
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"MULTI"}).str, "OK");
+    result set = run(3, (const char *[]){"SET", "k", "v"});
+    cr_expect_str_eq(set.str, "OK", "the SET after MULTI got %s", set.str);
+    cr_expect_str_eq(run(2, (const char *[]){"SELECT", "5"}).str, "OK");
+    cr_expect_str_eq(run(3, (const char *[]){"SET", "where", "db0"}).str, "OK");
+    cr_expect_eq(run(3, (const char *[]){"MOVE", "where", "5"}).integer, 1, "the SET after SELECT 5 left db 0");
+    cr_expect_str_eq(run(2, (const char *[]){"WATCH", "w"}).str, "OK");
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.total_conns, 0, "the WATCHing connection went back to the pool");
+    close_client();
+}
+
+/* The pool's get_end hook runs just before the get's callback: closing
+ * the client there ends the command, and the connection the get brought
+ * goes back to the pool, so the close finishes. */
+static void close_in_get_end(void *data, uint64_t duration_ns, int status)
+{
+    (void)duration_ns;
+    (void)status;
+    rp_client_close(client, close_flag_cb, data); /* RP_ECLOSED after the first */
+}
+
+static void close_in_the_get_end_hook(int lanes)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.autopipeline_conns = lanes;
+    open_client(&opts);
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .get_end = close_in_get_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 2, (const char *[]){"INCR", "hooked"}, NULL), 0);
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the close never finished");
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(r.status, RP_ECLOSED, "got %s", rp_strerror(r.status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, closing_the_client_in_the_get_end_hook) { close_in_the_get_end_hook(0); }
+
+Test(client, closing_the_client_in_the_get_end_hook_with_lanes) { close_in_the_get_end_hook(1); }
+
+/* The command_end hook of the first reply aborts the client: the other
+ * commands end with RP_ECLOSED, each once, and the abort finishes. */
+static void abort_in_command_end(void *data, int argc, const char *const *argv, const size_t *argvlen,
+                                 uint64_t duration_ns, int status, int retries)
+{
+    (void)argc, (void)argv, (void)argvlen, (void)duration_ns, (void)status, (void)retries;
+    rp_client_abort(client, close_flag_cb, data); /* RP_ECLOSED after the first */
+}
+
+static void abort_in_the_command_end_hook(int lanes)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    opts.autopipeline_conns = lanes;
+    open_client(&opts);
+    cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG");
+    bool closed_now = false;
+    rp_hooks hooks = {.data = &closed_now, .command_end = abort_in_command_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    result r[4] = {{0}};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r[0], 1, (const char *[]){"PING"}, NULL), 0);
+    for (int i = 1; i < 4; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &r[i], 3, (const char *[]){"DEBUG", "SLEEP", "0.3"},
+                                       NULL),
+                     0);
+    cr_assert(fx_run_until(loop, &closed_now, 3000), "the abort never finished");
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(r[i].calls, 1, "command %d called back %d times", i, r[i].calls);
+    cr_expect_eq(r[0].status, 0, "%s", rp_strerror(r[0].status));
+    for (int i = 1; i < 4; i++)
+        cr_expect_eq(r[i].status, RP_ECLOSED, "%d: %s", i, rp_strerror(r[i].status));
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+Test(client, aborting_the_client_in_the_command_end_hook) { abort_in_the_command_end_hook(0); }
+
+Test(client, aborting_the_client_in_the_command_end_hook_with_lanes) { abort_in_the_command_end_hook(1); }

@@ -703,7 +703,9 @@ Test(cluster_client, hooks_once_per_command)
     }
     cr_assert_eq(hooked.starts, 3);
     cr_assert_eq(hooked.ends, 3);
-    cr_assert_geq(hooked.dials, 3, "a dial to each master");
+    /* The seed's dial began in rp_cluster_new, before the hooks were set:
+     * untimed, it is not reported (its node may be one of the masters). */
+    cr_assert_geq(hooked.dials, 2, "a dial to each master but the seed: %d", hooked.dials);
     fxc_migrate_slot(rp_cluster_key_slot(keys[0], strlen(keys[0])), 0, 1);
     cr_assert_eq(RUN("GET", keys[0]).status, 0);
     cr_assert_eq(hooked.ends, 4);

@@ -3,6 +3,8 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
 
 TestSuite(wrap, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
 
@@ -288,4 +290,74 @@ Test(wrap, sticky_first_get_is_cancellable)
     close_and_wait(sticky);
     cr_expect_eq(rp_pool_idle_len(parent), rp_pool_len(parent), "the parent leaked a connection");
     fx_close_and_free(loop, parent);
+}
+
+/* The cancelled first get ends with -ECANCELED within the loop iteration
+ * that follows the cancel, and a close right after the cancel does not
+ * turn that into RP_ECLOSED. */
+Test(wrap, sticky_cancelled_first_get_ends_at_once_with_ecanceled)
+{
+    rp_pool *sticky = open_sticky(2, 1000);
+    fx_got got = {0};
+    int64_t id = rp_pool_get(sticky, fx_get_cb, &got);
+    cr_assert_gt(id, 0);
+    cr_assert_eq(rp_pool_cancel(sticky, id), 0);
+    cr_expect_eq(rp_pool_cancel(sticky, id), -ENOENT, "a second cancel found something to cancel");
+    cr_expect_eq(got.calls, 0, "the callback ran inside rp_pool_cancel");
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(got.calls, 1, "the cancelled get did not end in the next iteration");
+    cr_expect_eq(got.status, -ECANCELED, "got %s", rp_strerror(got.status));
+
+    fx_got closed_got = {0};
+    id = rp_pool_get(sticky, fx_get_cb, &closed_got);
+    cr_assert_gt(id, 0);
+    cr_assert_eq(rp_pool_cancel(sticky, id), 0);
+    closed_flag flag = {0};
+    cr_assert_eq(rp_pool_close(sticky, on_closed, &flag), 0);
+    cr_assert(fx_run_until(loop, &flag.done, 3000));
+    cr_expect_eq(closed_got.calls, 1);
+    cr_expect_eq(closed_got.status, -ECANCELED, "got %s", rp_strerror(closed_got.status));
+    fx_run_for(loop, 50);
+    cr_expect_eq(got.calls + closed_got.calls, 2, "a callback ran twice");
+    cr_expect_eq(rp_pool_idle_len(parent), rp_pool_len(parent), "the parent has a connection out");
+    fx_close_and_free(loop, parent);
+}
+
+/* Gets queued behind the first one wait for the same connection: when
+ * the parent fails it, each of them gets the parent's error at once,
+ * none waits for the pool timeout, and no dial is made per waiter. */
+Test(wrap, sticky_waiters_all_get_the_parents_error)
+{
+    int port, fillers[8];
+    int listener = fx_listener(0, &port);
+    fx_fill_backlog(port, fillers, 8); /* connects to it never complete */
+    rp_pool_options opts;
+    fx_pool_options(&opts, 4);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts.addr = addr;
+    opts.dial_timeout_ms = 200;
+    opts.pool_timeout_ms = 3000;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&parent, loop, &opts), 0);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, parent), 0);
+    fx_got got[5] = {{0}};
+    uint64_t start = fx_now_ms();
+    for (int i = 0; i < 5; i++)
+        cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &got[i]), 0);
+    for (int i = 0; i < 5; i++)
+        cr_assert(fx_run_until_count(loop, &got[i].calls, 1, 5000), "get %d never ended", i);
+    uint64_t took = fx_now_ms() - start;
+    for (int i = 0; i < 5; i++)
+        cr_expect_eq(got[i].status, -ETIMEDOUT, "get %d: %s", i, rp_strerror(got[i].status));
+    cr_expect_lt(took, 600, "the waiters took %lu ms", (unsigned long)took);
+    rp_stats st;
+    rp_pool_stats(parent, &st);
+    cr_expect_leq(st.misses, 2, "%u dials for one sticky connection", st.misses);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+    for (int i = 0; i < 8; i++)
+        close(fillers[i]);
+    close(listener);
 }

@@ -274,7 +274,11 @@ RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
 RP_EXTERN int     rp_single_pool_new(rp_pool **pool, rp_pool *parent, rp_conn *conn);
 /* go-redis StickyConnPool: the first get takes a connection from parent;
  * later gets yield that same connection, waiting (FIFO, with the parent's
- * pool timeout) while it is out. Remove records the reason: gets fail with
+ * pool timeout) while it is out or being taken. If the parent fails the
+ * first get, that get and every one waiting behind it end with the
+ * parent's error. A cancelled (or closed) first get ends at once with
+ * -ECANCELED (RP_ECLOSED); the parent's get is cancelled with it, and the
+ * oldest waiter, if any, asks the parent again. Remove records the reason: gets fail with
  * RP_EBADCONN until rp_sticky_pool_reset gives the connection back to the
  * parent as removed (-EBUSY while it is out). rp_sticky_pool_new on a
  * sticky pool shares it: each sharer closes it, and the last close puts
@@ -286,7 +290,11 @@ RP_EXTERN int     rp_pool_bad_conn_reason(const rp_pool *pool);
 
 /* Hooks for logging, metrics and tracing (go-redis Hooks). Every member may
  * be NULL; a hook nobody set costs a branch. They run on the loop thread,
- * must not block, and may call rp_ functions. data is passed back. */
+ * must not block, and may call rp_ functions (closing the pool or client
+ * included). data is passed back. Hooks may be set or cleared while work is
+ * under way: an end hook reports only work that began while it was set
+ * (a dial, get or command that began before is not reported), so every
+ * duration is measured from a real start. */
 typedef enum rp_close_reason {
     RP_CLOSE_POOL,     /* the pool closed */
     RP_CLOSE_REMOVED,  /* the caller removed it (rp_pool_remove, rp_pool_close_conn) */
@@ -309,7 +317,10 @@ typedef struct rp_hooks {
     void (*get_end)(void *data, uint64_t duration_ns, int status);
     /* rp_client only: a command begins, and ends with its duration (from
      * the call to the callback), its status (0 for any reply, error replies
-     * included) and how many times it was sent again. */
+     * included) and how many times it was sent again. argv holds the
+     * client's copies of the arguments, valid during the call: each is
+     * NUL-terminated (the NUL not counted in argvlen), so it may be printed
+     * with %s, though a binary argument may hold NULs of its own. */
     void (*command_start)(void *data, int argc, const char *const *argv, const size_t *argvlen);
     void (*command_end)(void *data, int argc, const char *const *argv, const size_t *argvlen,
                         uint64_t duration_ns, int status, int retries);

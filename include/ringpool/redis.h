@@ -78,16 +78,29 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
  *   RP_CMD_IDEMPOTENT; never a blocking command (BLPOP, XREAD BLOCK, ...).
  * Otherwise a failure after its bytes may have reached the server ends the
  * command with its error, the outcome unknown: RP_EEOF, -ECONNRESET,
- * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. retry_unsafe restores
+ * -EPIPE, -ETIMEDOUT, -EPROTO, -EMSGSIZE, -ECANCELED. Retries keep their
+ * order: no command is sent again before one that failed earlier, so
+ * commands that failed together (those a lane had not yet sent) go out
+ * again in the order they were issued. Commands in flight at the same time
+ * are ordered only on one connection: with several connections (or lanes)
+ * in use, wait for a reply before a command that must run after it. retry_unsafe restores
  * go-redis's rule (retry whatever failed on a bad connection). New
  * connections are set up before anyone gets them: AUTH, SELECT and CLIENT
  * SETNAME, pipelined in one round trip; a refusal reaches the command as
- * the server's error reply (WRONGPASS ...), never as a timeout. */
+ * the server's error reply (WRONGPASS ...), never as a timeout.
+ * A command that uses or changes its connection's state (AUTH, HELLO,
+ * SELECT, CLIENT, RESET, QUIT, MONITOR, READONLY, READWRITE, ASKING, WATCH,
+ * UNWATCH, MULTI, EXEC, DISCARD, the (P|S)(UN)SUBSCRIBE family) runs on a
+ * connection that is closed after its reply, with or without
+ * auto-pipelining, so its state never reaches another command: MULTI then
+ * EXEC through the client make no transaction (take a connection of your
+ * own, e.g. from a sticky pool, and use rp_conn_command). */
 typedef struct rp_client rp_client;
 typedef struct rp_client_options {
     rp_pool_options pool;
     const char *username;     /* AUTH on each new connection when password is set */
-    const char *password;
+    const char *password;     /* copied; every copy (and the AUTH bytes
+                                 written) is zeroed before it is freed */
     int         db;           /* SELECT when not 0 */
     const char *client_name;  /* CLIENT SETNAME when set */
     int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
@@ -137,8 +150,10 @@ RP_EXTERN int64_t  rp_client_vcommandf(rp_client *client, const rp_command_optio
 /* Cancels the command with this id (from rp_client_command_ex): its
  * callback gets -ECANCELED later in this loop iteration. A command not yet
  * sent is never sent; one already sent may still run on the server, and
- * its reply, when it comes, is skipped (the connection stays in the pool;
- * a blocking command's is closed, as its reply may never come).
+ * its reply, when it comes, is skipped: its connection is held until then
+ * (bounded by read_timeout_ms) and goes back to the pool after it; a
+ * blocking or state command's is closed at once, as its reply may never
+ * come.
  * -ENOENT if the command has completed or its completion is queued. */
 RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 /* Sets the hooks of the client and of its pool (NULL clears them). */
@@ -152,12 +167,17 @@ RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
 RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
- * that blocks for ever), the others with RP_ECLOSED; then the pool closes and
- * cb runs. */
+ * that blocks for ever), the others with RP_ECLOSED; connections held for
+ * the skipped replies of cancelled commands wait for them alike; then the
+ * pool closes and cb runs. A hook or callback may close the client; a
+ * command whose command_start hook closed it ends with RP_ECLOSED. */
 RP_EXTERN int      rp_client_close(rp_client *client, rp_client_close_cb cb, void *data);
 /* Abortive: every command completes with RP_ECLOSED in this loop iteration,
- * sent or not, and every connection is closed without waiting for the
- * server; then cb runs. RP_ECLOSED if the client is already closing. */
+ * sent or not, and every connection the client holds (a command's, a
+ * lane's, one held for a cancelled command's skipped reply) is closed
+ * without waiting for the server; then cb runs, whatever read_timeout_ms.
+ * Connections the caller took from rp_client_pool stay the caller's: the
+ * pool's close waits for them. RP_ECLOSED if the client is already closing. */
 RP_EXTERN int      rp_client_abort(rp_client *client, rp_client_close_cb cb, void *data);
 
 #ifdef __cplusplus
