@@ -903,3 +903,39 @@ Test(redis, a_command_longer_than_memory_is_refused)
     cr_expect_eq(rp_pool_idle_len(pool), 1);
     fx_close_and_free(loop, pool);
 }
+
+/* Pushes follow the same rule as replies: a message is the subscriber's
+ * only while the server counts a subscription of its kind, and anything
+ * else only answers a command that was sent. From a fake server: a message
+ * before its subscription's confirmation, a message after the
+ * subscription ended, and a confirmation that does not follow from the
+ * counts are each stray bytes, and the connection never goes back. */
+Test(redis, pushes_nobody_is_owed_fail_the_subscriber_connection)
+{
+    const char *answers[] = {
+        "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
+        "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n",
+    };
+    char eproto[16];
+    snprintf(eproto, sizeof eproto, "end:%d", -EPROTO);
+    const char *traces[] = {eproto, "subscribe:a:1 unsubscribe:a:0 end:0", eproto};
+    for (int round = 0; round < 3; round++) {
+        fake f;
+        push_trace t = {.conn = fake_connect(&f, 3000)};
+        trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+        if (round == 1)
+            trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "a"});
+        fake_answer(&f, answers[round]);
+        uint64_t deadline = fx_now_ms() + 3000;
+        while (!t.finals && fx_now_ms() < deadline)
+            rp_loop_run(loop, RP_RUN_ONCE);
+        fx_run_for(loop, 20);
+        cr_assert_eq(t.finals, 1, "round %d: trace %s", round, t.text);
+        cr_expect_str_eq(t.text, traces[round], "round %d", round);
+        rp_pool_put(pool, t.conn);
+        cr_expect_eq(rp_pool_len(pool), 0, "round %d: the connection went back to the pool", round);
+        fake_close(&f);
+    }
+}
