@@ -2,14 +2,20 @@
  * pipelined in FIFO order.
  *
  * Commands issued before the loop next submits are written into one buffer
- * and go out in one send. Once a command has been sent, a recv stays armed
- * for the life of the connection: while replies are owed it is bounded by
- * the oldest command's deadline (read_timeout_ms from that command's send
- * to the last byte of its reply, however the reply trickles in); while
- * nothing is owed it is the idle watch, so bytes the server sends unasked
- * fail the connection then, and are never taken for the next command's
- * reply. An error (EOF, reset, timeout, a protocol error, a reply over the
- * size limit) fails every command still owed, each exactly once, and is
+ * and go out in one send; until then any of them can be taken out again
+ * (a cancel), and its bytes are never sent. Once a command has been sent, a
+ * recv stays armed for the life of the connection: while replies are owed
+ * it is bounded by the oldest command's deadline (read_timeout_ms from that
+ * command's send to the last byte of its reply, however the reply trickles
+ * in); while nothing is owed it is the idle watch, so bytes the server
+ * sends unasked fail the connection then, and are never taken for the next
+ * command's reply. One rule (match_reply) gives every reply its owner, for
+ * plain commands and a subscriber's alike: only a command whose bytes were
+ * sent before the read, in order; a subscriber's messages while the server
+ * counts a subscription of their kind. A reply nobody is owed, or one begun
+ * when nothing more is owed, is stray. An error (EOF, reset, timeout, a
+ * protocol error, a reply over the size limit) fails every command still
+ * owed, each exactly once, from the loop (never inside a call), and is
  * sticky.
  *
  * The recv reads into a buffer that follows the traffic, much as Netty's
