@@ -16,11 +16,12 @@ extern "C" {
 /* Commands are written with our RESP encoder and replies parsed with
  * hiredis's reader. Commands sent on one connection before their replies
  * arrive are pipelined; replies are matched in order, and a reply goes only
- * to a command whose bytes were sent before it was read. Bytes nobody is
- * owed are never taken for a reply: a whole reply, or only its beginning
- * (a type byte, an array's header and some elements), that comes when no
- * command sent is still owed one fails the connection (-EPROTO), even an
- * idle one, before a later command can be sent on it. A reply callback gets
+ * to a command whose bytes were handed to a send before the reply was read
+ * (never to one a callback queues meanwhile). Bytes nobody is owed are
+ * never taken for a reply: a whole reply, or only its beginning (a type
+ * byte, an array's header and some elements), that comes when no command
+ * sent is still owed one fails the connection (-EPROTO), even an idle one,
+ * before a later command can be sent on it. A reply callback gets
  * the parsed reply and 0, or NULL and a negative code: RP_EEOF, -ECONNRESET,
  * -ETIMEDOUT (read_timeout_ms), -EPROTO (bytes that are not RESP, or that
  * nobody is owed), -EMSGSIZE (a reply over the size limit), -ECANCELED (the
