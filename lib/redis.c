@@ -461,10 +461,10 @@ static bool count_confirmation(unsigned subs[SUB_KINDS], const redisReply *reply
             if (!text_is(reply->element[0], words[leaving][kind]))
                 continue;
             long long counted = kind == SUB_SHARD ? subs[SUB_SHARD] : (long long)subs[SUB_CHANNELS] + subs[SUB_PATTERNS];
-            long long step = reply->element[2]->integer - counted;
-            if (step == 0)
+            long long now = reply->element[2]->integer; /* any value: compared, never subtracted */
+            if (now == counted)
                 return true;
-            if (step != (leaving ? -1 : 1) || (leaving && !subs[kind]))
+            if (now != counted + (leaving ? -1 : 1) || (leaving && !subs[kind]))
                 return false;
             subs[kind] = leaving ? subs[kind] - 1 : subs[kind] + 1;
             return true;

@@ -909,7 +909,8 @@ Test(redis, a_command_longer_than_memory_is_refused)
  * else only answers a command that was sent. From a fake server: a message
  * before its subscription's confirmation, a message after the
  * subscription ended, and a confirmation that does not follow from the
- * counts are each stray bytes, and the connection never goes back. */
+ * counts (one too many, or any integer at all) are each stray bytes, and
+ * the connection never goes back. */
 Test(redis, pushes_nobody_is_owed_fail_the_subscriber_connection)
 {
     const char *answers[] = {
@@ -917,11 +918,12 @@ Test(redis, pushes_nobody_is_owed_fail_the_subscriber_connection)
         "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
         "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
         "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:-9223372036854775808\r\n",
     };
     char eproto[16];
     snprintf(eproto, sizeof eproto, "end:%d", -EPROTO);
-    const char *traces[] = {eproto, "subscribe:a:1 unsubscribe:a:0 end:0", eproto};
-    for (int round = 0; round < 3; round++) {
+    const char *traces[] = {eproto, "subscribe:a:1 unsubscribe:a:0 end:0", eproto, eproto};
+    for (int round = 0; round < 4; round++) {
         fake f;
         push_trace t = {.conn = fake_connect(&f, 3000)};
         trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
