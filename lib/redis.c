@@ -31,6 +31,7 @@
 #include "reply.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
@@ -689,6 +690,8 @@ static uint32_t reply_timeout_ms(const rp_conn *conn, int argc, const char *cons
 static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (redis->count == redis->cap) {
+        if (redis->cap > UINT_MAX / 2)
+            return -ENOMEM; /* the ring's size would wrap */
         unsigned cap = redis->cap ? redis->cap * 2 : 16;
         pending_cmd *cmds = rp__malloc(cap * sizeof *cmds);
         if (!cmds)
