@@ -2,14 +2,20 @@
  * pipelined in FIFO order.
  *
  * Commands issued before the loop next submits are written into one buffer
- * and go out in one send. Once a command has been sent, a recv stays armed
- * for the life of the connection: while replies are owed it is bounded by
- * the oldest command's deadline (read_timeout_ms from that command's send
- * to the last byte of its reply, however the reply trickles in); while
- * nothing is owed it is the idle watch, so bytes the server sends unasked
- * fail the connection then, and are never taken for the next command's
- * reply. An error (EOF, reset, timeout, a protocol error, a reply over the
- * size limit) fails every command still owed, each exactly once, and is
+ * and go out in one send; until then any of them can be taken out again
+ * (a cancel), and its bytes are never sent. Once a command has been sent, a
+ * recv stays armed for the life of the connection: while replies are owed
+ * it is bounded by the oldest command's deadline (read_timeout_ms from that
+ * command's send to the last byte of its reply, however the reply trickles
+ * in); while nothing is owed it is the idle watch, so bytes the server
+ * sends unasked fail the connection then, and are never taken for the next
+ * command's reply. One rule (match_reply) gives every reply its owner, for
+ * plain commands and a subscriber's alike: only a command whose bytes were
+ * sent before the read, in order; a subscriber's messages while the server
+ * counts a subscription of their kind. A reply nobody is owed, or one begun
+ * when nothing more is owed, is stray. An error (EOF, reset, timeout, a
+ * protocol error, a reply over the size limit) fails every command still
+ * owed, each exactly once, from the loop (never inside a call), and is
  * sticky.
  *
  * The recv reads into a buffer that follows the traffic, much as Netty's
@@ -25,7 +31,9 @@
 #include "reply.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
+#include <strings.h>
 
 /* Measured with rp-bench: 1000 idle connections cost 9.9 MB of peak RSS
  * with 4 KiB (7.8 with 2 KiB, 21.7 with 16 KiB); 100 KB values cost the
@@ -38,13 +46,29 @@
 #define RECV_BUFFER_MAX (64 * 1024)
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
 
+/* Subscriptions as the server counts them: its confirmations carry the
+ * number of channels and patterns together, or of shard channels. */
+enum { SUB_CHANNELS, SUB_PATTERNS, SUB_SHARD, SUB_KINDS };
+
 typedef struct pending_cmd {
-    rp_conn_reply_cb cb;
+    rp_conn_reply_cb cb;  /* NULL: a subscriber's command, answered to push_cb */
     void *data;
     uint64_t start;       /* stream offset of its first byte */
     uint64_t deadline_ns; /* its whole reply is due by then; 0: none (yet) */
     uint32_t timeout_ms;  /* from its send; 0: none */
+    uint32_t replies;     /* a subscriber's: one per channel it names; 0 (it
+                             names none): one per subscription of `kind` at
+                             its turn, or one if there is none */
+    uint8_t kind;
 } pending_cmd;
+
+/* Where the replies stand: the commands before `next` in the ring have
+ * had all theirs, the one at `next` has had `got` of its `owed`, and
+ * `subs` are the server's counts as its confirmations so far tell them. */
+typedef struct match_state {
+    unsigned next, got, owed;
+    unsigned subs[SUB_KINDS];
+} match_state;
 
 typedef struct byte_buffer {
     char *data;
@@ -57,7 +81,7 @@ typedef struct rp__redis {
     rp__reply_limit limit;
     byte_buffer out;     /* encoded, waiting for the next flush */
     byte_buffer sending; /* owned by the send in flight */
-    pending_cmd *cmds;   /* ring of commands owed a reply, oldest at head */
+    pending_cmd *cmds;   /* ring of commands owed replies, oldest at head */
     unsigned head, count, cap;
     unsigned undated;    /* the newest commands, not yet handed to a send */
     uint64_t queued_bytes, written_bytes; /* stream offsets */
@@ -65,10 +89,10 @@ typedef struct rp__redis {
     bool sending_now, receiving;
     bool failing_unsent; /* while fail_all calls back for a command never sent */
     int error;
-    size_t reply_bytes;  /* of the reply being read */
+    size_t reply_bytes;  /* of the reply being read, that the reader consumed */
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
-    unsigned subscribes_unconfirmed; /* channels the server has yet to confirm */
+    match_state match;   /* next is 0: answered commands leave the ring */
     char *rbuf;          /* small, or one grown for the traffic */
     size_t rbuf_size;
     unsigned short_reads; /* in a row, each of which would have fit in a quarter */
@@ -171,13 +195,18 @@ static void update_pending(rp__redis *redis)
 
 /* ---------------------------------------------------------------- writer */
 
+/* Sizes that would wrap a size_t fit no buffer: -ENOMEM, as for any
+ * allocation that fails. */
 static int buffer_reserve(byte_buffer *buf, size_t more)
 {
-    if (buf->len + more <= buf->cap)
+    if (more <= buf->cap - buf->len)
         return 0;
+    if (more > SIZE_MAX - buf->len)
+        return -ENOMEM;
+    size_t want = buf->len + more;
     size_t cap = buf->cap ? buf->cap : 256;
-    while (cap < buf->len + more)
-        cap *= 2;
+    while (cap < want)
+        cap = cap <= SIZE_MAX / 2 ? cap * 2 : want;
     /* Not realloc: the old block may hold AUTH's password, zeroed first. */
     char *data = rp__malloc(cap);
     if (!data)
@@ -209,12 +238,17 @@ static size_t put_header(char *out, char kind, size_t value)
     return len;
 }
 
-/* RESP: *argc, then $len and the bytes of each argument. Binary-safe. */
+/* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
+ * Each header takes at most 24 bytes; a total that wraps is -ENOMEM. */
 static int encode_command(byte_buffer *out, int argc, const char *const *argv, const size_t *argvlen)
 {
     size_t need = 24;
-    for (int i = 0; i < argc; i++)
-        need += 24 + 2 + (argvlen ? argvlen[i] : strlen(argv[i]));
+    for (int i = 0; i < argc; i++) {
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        if (len > SIZE_MAX - need - (24 + 2))
+            return -ENOMEM;
+        need += 24 + 2 + len;
+    }
     if (buffer_reserve(out, need) < 0)
         return -ENOMEM;
     char *p = out->data + out->len;
@@ -248,7 +282,7 @@ static void fail_all(rp__redis *redis, int error)
     redis->cmds = NULL;
     redis->head = redis->count = redis->cap = redis->undated = 0;
     redis->push_cb = NULL;
-    redis->subscribes_unconfirmed = 0;
+    redis->match = (match_state){0};
     redis->out.len = 0;
     update_pending(redis);
     /* A send still in flight may have handed any of its bytes over. */
@@ -258,7 +292,8 @@ static void fail_all(rp__redis *redis, int error)
     for (unsigned i = 0; i < count; i++) {
         pending_cmd *cmd = &cmds[(head + i) % cap];
         redis->failing_unsent = cmd->start >= maybe_written;
-        cmd->cb(conn, NULL, error, cmd->data);
+        if (cmd->cb) /* a subscriber's commands end with its last call */
+            cmd->cb(conn, NULL, error, cmd->data);
     }
     redis->failing_unsent = false;
     if (push_cb)
@@ -277,6 +312,21 @@ bool rp__redis_failed_unsent(const rp_conn *conn)
 
 static void recv_done(rp_conn *conn, ssize_t result, void *data);
 static void flush(rp__redis *redis);
+static void flush_item_run(rp__deferred *item);
+
+/* I/O that cannot start fails the commands owed from the loop, later:
+ * this may be inside the call that queued one (the early flush), where
+ * no callback may run. The error is sticky at once. On a connection its
+ * holder removed, they end with -ECANCELED, as the header says. */
+static void start_failed(rp__redis *redis, int error)
+{
+    if (!redis->error)
+        redis->error = redis->conn->state == RP__CONN_CLOSED ? -ECANCELED : error;
+    if (!redis->flush_item.queued) {
+        rp__loop_before_submit(redis->conn->loop, &redis->flush_item, flush_item_run);
+        update_pending(redis);
+    }
+}
 
 /* The recv's deadline is the oldest owed command's; with nothing owed it
  * is the idle watch, which has none and does not keep the loop running. */
@@ -287,6 +337,13 @@ static void bound_recv(rp__redis *redis)
     rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0, conn->ext_pending != 0);
 }
 
+/* Of the reply in progress: what the reader consumed and what it holds
+ * unparsed (neither is larger than the limit, which is a size_t). */
+static size_t reply_bytes_read(const rp__redis *redis)
+{
+    return redis->reply_bytes + (redis->reader->len - redis->reader->pos);
+}
+
 /* Posts the recv if none is posted, then bounds it for what is owed now. */
 static void arm_recv(rp__redis *redis)
 {
@@ -295,14 +352,15 @@ static void arm_recv(rp__redis *redis)
     if (!redis->receiving) {
         if (!redis->conn->ext_pending)
             release_buffers(redis);
-        /* Never read past the size limit of the reply in progress, so one
-         * that exceeds it cannot also complete within the same read. */
-        size_t max = redis->limit.max_bytes;
-        size_t room = redis->reply_bytes < max ? max - redis->reply_bytes : 0;
-        size_t cap = RP__MIN(redis->rbuf_size, room + 1);
+        /* Never read more than one byte past the size limit of the reply
+         * in progress, so one that exceeds it cannot also complete within
+         * the same read (room + 1 wraps for a limit of SIZE_MAX). */
+        size_t max = redis->limit.max_bytes, read = reply_bytes_read(redis);
+        size_t room = read < max ? max - read : 0;
+        size_t cap = room < redis->rbuf_size ? room + 1 : redis->rbuf_size;
         int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, 0, recv_done, redis);
         if (rc < 0) {
-            fail_all(redis, rc);
+            start_failed(redis, rc);
             return;
         }
         redis->receiving = true;
@@ -338,15 +396,15 @@ static void flush(rp__redis *redis)
 {
     if (redis->error || redis->sending_now || !redis->out.len)
         return;
+    int rc = rp__conn_start_io(redis->conn, true, redis->out.data, redis->out.len, redis->conn->write_timeout_ms,
+                               send_done, redis);
+    if (rc < 0) {
+        start_failed(redis, rc); /* out keeps the unsent commands' bytes */
+        return;
+    }
     byte_buffer next = redis->sending;
     redis->sending = redis->out;
     redis->out = next;
-    int rc = rp__conn_start_io(redis->conn, true, redis->sending.data, redis->sending.len,
-                               redis->conn->write_timeout_ms, send_done, redis);
-    if (rc < 0) {
-        fail_all(redis, rc);
-        return;
-    }
     redis->sending_now = true;
     date_commands(redis);
     arm_recv(redis);
@@ -356,7 +414,9 @@ static void flush_item_run(rp__deferred *item)
 {
     rp__redis *redis = RP__CONTAINER_OF(item, rp__redis, flush_item);
     update_pending(redis);
-    if (!rp__conn_usable(redis->conn) && !redis->error)
+    if (redis->error)
+        fail_all(redis, redis->error); /* from start_failed */
+    else if (!rp__conn_usable(redis->conn))
         fail_all(redis, -ECANCELED); /* removed before it was sent */
     else
         flush(redis);
@@ -373,63 +433,162 @@ static void schedule_flush(rp__redis *redis)
 
 /* ----------------------------------------------------------------- reader */
 
-/* base "subscribe" matches subscribe, psubscribe and ssubscribe;
- * likewise "unsubscribe". */
-static bool is_subscription_push(const redisReply *reply, const char *base)
+static pending_cmd *ring_at(const rp__redis *redis, unsigned i)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING)
-        return false;
-    const char *kind = reply->element[0]->str;
-    return !strcmp(kind, base) || ((kind[0] == 'p' || kind[0] == 's') && !strcmp(kind + 1, base));
+    return &redis->cmds[(redis->head + i) % redis->cap];
 }
 
-/* Subscriber mode ends when nothing is subscribed and no subscribe is
- * still awaiting its confirmation: "unsubscribe ... 0" followed by the
- * confirmation of a SUBSCRIBE sent meanwhile is not the end. */
-static bool ends_subscriber_mode(rp__redis *redis, const redisReply *reply)
+static bool text_is(const redisReply *reply, const char *word)
 {
-    if (redis->subscribes_unconfirmed && (reply->type == REDIS_REPLY_ERROR || is_subscription_push(reply, "subscribe")))
-        redis->subscribes_unconfirmed--;
-    return is_subscription_push(reply, "unsubscribe") && reply->element[2]->type == REDIS_REPLY_INTEGER &&
-           reply->element[2]->integer == 0 && !redis->subscribes_unconfirmed;
+    size_t len = strlen(word);
+    return rp__reply_is_text(reply) && reply->len == len && !memcmp(reply->str, word, len);
 }
 
-/* Hands one reply to its owner; false if nobody was owed one. */
-static bool dispatch_reply(rp__redis *redis, redisReply *reply)
+/* The kind of subscription a pushed message is for; -1 if it is none. */
+static int message_kind(const redisReply *reply)
 {
-    rp_conn *conn = redis->conn;
-    if (redis->count) {
-        pending_cmd cmd = redis->cmds[redis->head];
-        redis->head = (redis->head + 1) % redis->cap;
-        redis->count--;
-        update_pending(redis);
-        cmd.cb(conn, reply, 0, cmd.data);
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+        return -1;
+    if (reply->elements == 3 && text_is(reply->element[0], "message"))
+        return SUB_CHANNELS;
+    if (reply->elements == 4 && text_is(reply->element[0], "pmessage"))
+        return SUB_PATTERNS;
+    if (reply->elements == 3 && text_is(reply->element[0], "smessage"))
+        return SUB_SHARD;
+    return -1;
+}
+
+/* A confirmation moves the count of its kind by one in its direction, or
+ * leaves it (a channel subscribed twice, or not at all). false: one that
+ * does not follow from the counts, so the stream is out of step. Other
+ * replies (a pong, an error) count nothing. */
+static bool count_confirmation(unsigned subs[SUB_KINDS], const redisReply *reply)
+{
+    static const char *const words[2][SUB_KINDS] = {{"subscribe", "psubscribe", "ssubscribe"},
+                                                    {"unsubscribe", "punsubscribe", "sunsubscribe"}};
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 || reply->element[2]->type != REDIS_REPLY_INTEGER)
         return true;
+    for (int leaving = 0; leaving < 2; leaving++) {
+        for (int kind = 0; kind < SUB_KINDS; kind++) {
+            if (!text_is(reply->element[0], words[leaving][kind]))
+                continue;
+            long long counted = kind == SUB_SHARD ? subs[SUB_SHARD] : (long long)subs[SUB_CHANNELS] + subs[SUB_PATTERNS];
+            long long now = reply->element[2]->integer; /* any value: compared, never subtracted */
+            if (now == counted)
+                return true;
+            if (now != counted + (leaving ? -1 : 1) || (leaving && !subs[kind]))
+                return false;
+            subs[kind] = leaving ? subs[kind] - 1 : subs[kind] + 1;
+            return true;
+        }
     }
-    if (!redis->push_cb)
-        return false;
-    rp_push_cb push_cb = redis->push_cb;
-    bool last = ends_subscriber_mode(redis, reply);
-    if (last) {
-        redis->push_cb = NULL;
-        update_pending(redis);
-    }
-    push_cb(conn, reply, 0, redis->push_data);
-    if (last)
-        push_cb(conn, NULL, 0, redis->push_data);
     return true;
 }
 
-/* Parses every complete reply first: bytes beyond what is owed mean the
- * stream is out of step, and the connection is marked bad before any
- * callback can put it back. */
+typedef enum { TO_NOBODY, TO_COMMAND, TO_SUBSCRIBER } reply_owner;
+
+/* The one rule that gives a reply its owner. A message goes to the
+ * subscriber while the server counts a subscription of its kind. Any other
+ * reply answers the oldest command not yet fully answered, if that one's
+ * bytes were sent (it is among the first `sent`): otherwise nobody is
+ * owed it. A subscriber's command owes its replies to the subscriber; an
+ * error is the only one a refused command gets. Advances m past what the
+ * reply answers. */
+static reply_owner match_reply(const rp__redis *redis, match_state *m, unsigned sent, const redisReply *reply)
+{
+    int kind = message_kind(reply);
+    if (kind >= 0 && m->subs[kind])
+        return TO_SUBSCRIBER;
+    if (m->next >= sent)
+        return TO_NOBODY;
+    const pending_cmd *cmd = ring_at(redis, m->next);
+    if (cmd->cb) {
+        m->next++;
+        return TO_COMMAND;
+    }
+    if (m->got == 0) /* its turn: the counts are the server's when it ran */
+        m->owed = cmd->replies ? cmd->replies : (m->subs[cmd->kind] ? m->subs[cmd->kind] : 1);
+    if (kind >= 0 || !count_confirmation(m->subs, reply))
+        return TO_NOBODY;
+    if (++m->got == m->owed || reply->type == REDIS_REPLY_ERROR) {
+        m->next++;
+        m->got = 0;
+    }
+    return TO_SUBSCRIBER;
+}
+
+static bool subscribed(const match_state *m)
+{
+    return m->subs[SUB_CHANNELS] || m->subs[SUB_PATTERNS] || m->subs[SUB_SHARD];
+}
+
+/* Subscriber mode ends when the server counts no subscription and no
+ * command of the subscriber is owed or queued. It is decided after the
+ * callback, so one that subscribes again stays subscribed and gets no last
+ * call; until then a command is refused (-EBUSY). */
+static void deliver_push(rp__redis *redis, const redisReply *reply)
+{
+    rp_conn *conn = redis->conn;
+    rp_push_cb push_cb = redis->push_cb;
+    void *push_data = redis->push_data;
+    push_cb(conn, reply, 0, push_data);
+    if (redis->push_cb != push_cb || redis->count || subscribed(&redis->match) || conn->state == RP__CONN_CLOSED)
+        return;
+    redis->push_cb = NULL;
+    update_pending(redis);
+    push_cb(conn, NULL, 0, push_data);
+}
+
+/* Hands a reply to the owner match_reply names; a command answered in
+ * full leaves the ring before its callback runs. */
+static void dispatch_reply(rp__redis *redis, const redisReply *reply, unsigned *sent)
+{
+    reply_owner owner = match_reply(redis, &redis->match, *sent, reply);
+    pending_cmd cmd = {0};
+    if (redis->match.next) {
+        cmd = *ring_at(redis, 0);
+        redis->head = (redis->head + 1) % redis->cap;
+        redis->count--;
+        redis->match.next = 0;
+        (*sent)--;
+        update_pending(redis);
+    }
+    if (owner == TO_COMMAND)
+        cmd.cb(redis->conn, reply, 0, cmd.data);
+    else
+        deliver_push(redis, reply);
+}
+
+/* Parses every complete reply and finds each one's owner first: a reply
+ * nobody is owed, or a reply begun when nothing more is owed (an array's
+ * header and whole elements, a lone type byte), means the stream is out of
+ * step, and the connection is marked bad before any callback can put it
+ * back. Only commands sent before this read can be answered by it: those
+ * its callbacks queue (and an early flush sends) cannot. A callback that
+ * removes the connection ends the commands after it with -ECANCELED. */
 static int read_replies(rp__redis *redis)
 {
     redisReply *stack_replies[32], **replies = stack_replies;
     size_t n = 0, cap = 32;
     int rc = 0;
     void *reply;
-    while ((rc = redisReaderGetReply(redis->reader, &reply) == REDIS_OK ? 0 : -EPROTO) == 0 && reply) {
+    size_t left = redis->reader->len - redis->reader->pos;
+    while ((rc = redisReaderGetReply(redis->reader, &reply) == REDIS_OK ? 0 : -EPROTO) == 0) {
+        /* Each reply's own size, against the limit, however it was split
+         * into reads: the bytes each call consumed. */
+        size_t now_left = redis->reader->len - redis->reader->pos;
+        redis->reply_bytes += left - now_left;
+        left = now_left;
+        if (!reply)
+            break;
+        size_t size = redis->reply_bytes;
+        redis->reply_bytes = 0;
+        redis->limit.declared_bytes = 0; /* the next reply has the whole limit */
+        if (size > redis->limit.max_bytes) {
+            rp__reply_free(reply);
+            rc = -EMSGSIZE;
+            break;
+        }
         if (n == cap) {
             redisReply **grown = rp__malloc(2 * cap * sizeof *grown);
             if (!grown) {
@@ -444,31 +603,32 @@ static int read_replies(rp__redis *redis)
             cap *= 2;
         }
         replies[n++] = reply;
-        redis->limit.declared_bytes = 0; /* the next reply has the whole limit */
     }
     if (rc < 0 && redis->limit.exceeded)
         rc = -EMSGSIZE; /* an array declared longer than the limit allows */
     else if (rc < 0 && redis->reader->err == REDIS_ERR_OOM)
         rc = -ENOMEM;
-    else if (rc == 0 && rp__reader_declares_too_much(redis->reader, redis->limit.max_bytes))
-        rc = -EMSGSIZE;
-    size_t unparsed = redis->reader->len - redis->reader->pos;
-    /* Only commands already handed to a send can have a reply. */
+    else if (rc == 0 && (rp__reader_declares_too_much(redis->reader, redis->limit.max_bytes) ||
+                         reply_bytes_read(redis) > redis->limit.max_bytes))
+        rc = -EMSGSIZE; /* the reply in progress is already too large */
     unsigned sent = redis->count - redis->undated;
-    bool stray = !redis->push_cb && (n > sent || (n == sent && unparsed));
+    match_state m = redis->match;
+    size_t owned = 0;
+    while (owned < n && match_reply(redis, &m, sent, replies[owned]) != TO_NOBODY)
+        owned++;
+    bool owes_more = m.next < sent || subscribed(&m);
+    bool stray = owned < n || (!owes_more && rp__reader_in_reply(redis->reader));
     if (stray || rc < 0)
         redis->conn->broken = true;
-    size_t owed = redis->push_cb ? n : RP__MIN(n, (size_t)sent);
     for (size_t i = 0; i < n; i++) {
-        if (i >= owed || !dispatch_reply(redis, replies[i]))
-            rc = -EPROTO;
+        if (i < owned && redis->conn->state != RP__CONN_CLOSED)
+            dispatch_reply(redis, replies[i], &sent);
         rp__reply_free(replies[i]);
     }
     if (replies != stack_replies)
         rp__free(replies);
-    /* What is left unparsed belongs to the reply now being read. */
-    if (n)
-        redis->reply_bytes = unparsed;
+    if (redis->conn->state == RP__CONN_CLOSED)
+        return -ECANCELED;
     return stray ? -EPROTO : rc;
 }
 
@@ -482,14 +642,11 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     }
     if (redis->error)
         return;
-    redis->reply_bytes += (size_t)result;
     int rc = redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK ? 0 : -ENOMEM;
     adapt_recv_buffer(redis, (size_t)result);
     count_buffers(redis);
     if (rc == 0)
         rc = read_replies(redis);
-    if (rc == 0 && redis->reply_bytes > redis->limit.max_bytes)
-        rc = -EMSGSIZE;
     if (rc < 0)
         fail_all(redis, rc);
     else
@@ -539,25 +696,36 @@ static uint32_t reply_timeout_ms(const rp_conn *conn, int argc, const char *cons
     return block == 0 ? 0 : (uint32_t)RP__MIN((uint64_t)timeout + (uint64_t)block, UINT32_MAX);
 }
 
-static int push_pending(rp__redis *redis, rp_conn_reply_cb cb, void *data, uint32_t timeout_ms)
+/* The record goes in first, so it outlives the flush the command's bytes
+ * schedule; both or neither. */
+static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (redis->count == redis->cap) {
+        if (redis->cap > UINT_MAX / 2)
+            return -ENOMEM; /* the ring's size would wrap */
         unsigned cap = redis->cap ? redis->cap * 2 : 16;
         pending_cmd *cmds = rp__malloc(cap * sizeof *cmds);
         if (!cmds)
             return -ENOMEM;
         for (unsigned i = 0; i < redis->count; i++)
-            cmds[i] = redis->cmds[(redis->head + i) % redis->cap];
+            cmds[i] = *ring_at(redis, i);
         rp__free(redis->cmds);
         redis->cmds = cmds;
         redis->head = 0;
         redis->cap = cap;
     }
-    redis->cmds[(redis->head + redis->count) % redis->cap] = (pending_cmd){cb, data, redis->queued_bytes, 0, timeout_ms};
+    cmd.start = redis->queued_bytes;
+    *ring_at(redis, redis->count) = cmd;
     redis->count++;
     redis->undated++;
     update_pending(redis);
-    return 0;
+    int rc = queue_command(redis, argc, argv, argvlen);
+    if (rc < 0) {
+        redis->count--;
+        redis->undated--;
+        update_pending(redis);
+    }
+    return rc;
 }
 
 /* Commands queued in a pass normally leave together at its end. When a
@@ -588,44 +756,79 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
     if (!redis)
         return rc;
     if (redis->push_cb)
-        return -EBUSY; /* a subscriber takes only (un)subscribe commands */
-    /* Owed before it is queued: the record must outlive the flush. */
-    if ((rc = push_pending(redis, cb, data, reply_timeout_ms(conn, argc, argv, argvlen))) < 0)
-        return rc;
-    if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
-        redis->count--;
-        redis->undated--;
-        update_pending(redis);
-    } else {
+        return -EBUSY; /* a subscriber takes only its own commands */
+    pending_cmd cmd = {.cb = cb, .data = data, .timeout_ms = reply_timeout_ms(conn, argc, argv, argvlen)};
+    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen)) == 0)
         flush_early_when_worth_it(redis);
-    }
     return rc;
 }
 
+/* Takes the unsent command at ring offset i out: its bytes leave the
+ * buffer the next flush sends, and those queued after it move up. */
+static void drop_unsent(rp__redis *redis, unsigned i)
+{
+    pending_cmd *cmd = ring_at(redis, i);
+    uint64_t end = i + 1 < redis->count ? ring_at(redis, i + 1)->start : redis->queued_bytes;
+    size_t len = (size_t)(end - cmd->start);
+    size_t at = redis->out.len - (size_t)(redis->queued_bytes - cmd->start);
+    memmove(redis->out.data + at, redis->out.data + at + len, redis->out.len - at - len);
+    redis->out.len -= len;
+    redis->queued_bytes -= len;
+    for (; i + 1 < redis->count; i++) {
+        *ring_at(redis, i) = *ring_at(redis, i + 1);
+        ring_at(redis, i)->start -= len;
+    }
+    redis->count--;
+    redis->undated--;
+    if (!redis->out.len && !redis->error)
+        rp__undefer(redis->conn->loop, &redis->flush_item);
+    update_pending(redis);
+}
+
+/* The unsent commands are the newest `undated`, and their bytes are all
+ * of `out`: any of them can be taken out, not only the newest. */
 int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_data)
 {
     rp__redis *redis = conn->ext;
     unsigned i = 0;
-    while (redis && i < redis->count && redis->cmds[(redis->head + i) % redis->cap].data != data)
+    while (redis && i < redis->count && !(ring_at(redis, i)->cb && ring_at(redis, i)->data == data))
         i++;
     if (!redis || i == redis->count)
         return -ENOENT;
-    pending_cmd *cmd = &redis->cmds[(redis->head + i) % redis->cap];
-    size_t tail_bytes = (size_t)(redis->queued_bytes - cmd->start);
-    if (i == redis->count - 1 && redis->undated && tail_bytes <= redis->out.len) {
-        /* The newest, still in the buffer the next flush would send. */
-        redis->out.len -= tail_bytes;
-        redis->queued_bytes = cmd->start;
-        redis->count--;
-        redis->undated--;
-        if (!redis->out.len)
-            rp__undefer(conn->loop, &redis->flush_item);
-        update_pending(redis);
+    if (i >= redis->count - redis->undated) {
+        drop_unsent(redis, i);
         return 1;
     }
-    cmd->cb = cb;
-    cmd->data = cb_data;
+    ring_at(redis, i)->cb = cb;
+    ring_at(redis, i)->data = cb_data;
     return 0;
+}
+
+static bool word_is(const char *arg, size_t len, const char *word)
+{
+    return len == strlen(word) && !strncasecmp(arg, word, len);
+}
+
+/* A subscriber's command and the replies it owes (match_reply): -EINVAL
+ * for a command whose replies could not be told apart. */
+static int subscriber_cmd(int argc, const char *const *argv, const size_t *argvlen, bool subscribing,
+                          pending_cmd *cmd)
+{
+    static const char *const words[2][SUB_KINDS] = {{"UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE"},
+                                                    {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"}};
+    size_t len = argvlen ? argvlen[0] : strlen(argv[0]);
+    *cmd = (pending_cmd){.replies = 1};
+    if (!subscribing && word_is(argv[0], len, "PING"))
+        return 0;
+    for (uint8_t kind = 0; kind < SUB_KINDS; kind++) {
+        if (word_is(argv[0], len, words[subscribing][kind])) {
+            cmd->kind = kind;
+            /* SUBSCRIBE with no channel is refused with one error. */
+            cmd->replies = argc > 1 ? (uint32_t)argc - 1 : subscribing;
+            return 0;
+        }
+    }
+    return -EINVAL;
 }
 
 int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const char *const *argv,
@@ -635,20 +838,19 @@ int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const 
     rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
     if (!redis)
         return rc;
-    if (redis->count || (redis->push_cb && (redis->push_cb != cb || redis->push_data != data)))
+    if (redis->push_cb ? redis->push_cb != cb || redis->push_data != data : redis->count != 0)
         return -EBUSY;
+    pending_cmd cmd;
+    if ((rc = subscriber_cmd(argc, argv, argvlen, true, &cmd)) < 0)
+        return rc;
     rp_push_cb was = redis->push_cb;
     redis->push_cb = cb;
     redis->push_data = data;
-    update_pending(redis);
-    if ((rc = queue_command(redis, argc, argv, argvlen)) < 0) {
+    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen)) < 0) {
         redis->push_cb = was;
         update_pending(redis);
-        return rc;
     }
-    /* One confirmation per channel, or one error for none. */
-    redis->subscribes_unconfirmed += argc > 1 ? (unsigned)argc - 1 : 1;
-    return 0;
+    return rc;
 }
 
 int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen)
@@ -657,9 +859,10 @@ int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const 
     rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
     if (!redis)
         return rc;
-    if (!redis->push_cb)
+    pending_cmd cmd;
+    if (!redis->push_cb || (rc = subscriber_cmd(argc, argv, argvlen, false, &cmd)) < 0)
         return -EINVAL;
-    return queue_command(redis, argc, argv, argvlen);
+    return queue_owed(redis, cmd, argc, argv, argvlen);
 }
 
 int rp__redis_count_buffers(rp_conn *conn, size_t *total)

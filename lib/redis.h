@@ -10,8 +10,9 @@ bool rp__redis_failed_unsent(const rp_conn *conn);
 
 /* The command queued on conn with this callback data is no longer wanted.
  * If its bytes have not been handed to a send it is taken out and never
- * sent (returns 1); otherwise its reply, when it comes, goes to cb with
- * cb_data instead (returns 0). -ENOENT if no such command is owed. */
+ * sent, wherever it is among the unsent ones (returns 1); otherwise its
+ * reply, when it comes, goes to cb with cb_data instead (returns 0).
+ * -ENOENT if no such command is owed. */
 int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_data);
 
 /* From now until conn is released, what its receive buffers hold is

@@ -121,13 +121,22 @@ bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes)
     if (reader->ridx < 0 || reader->rstack[reader->ridx].type != REDIS_REPLY_STRING)
         return false;
     const char *p = reader->buf + reader->pos, *end = reader->buf + reader->len;
-    unsigned long long declared = 0;
+    size_t declared = 0;
     for (; p < end && *p >= '0' && *p <= '9'; p++) {
-        if (declared > max_bytes)
-            return true;
-        declared = declared * 10 + (unsigned long long)(*p - '0');
+        size_t digit = (size_t)(*p - '0');
+        if (digit > max_bytes || declared > (max_bytes - digit) / 10)
+            return true; /* declared * 10 + digit > max_bytes, without wrapping */
+        declared = declared * 10 + digit;
     }
-    return declared > max_bytes;
+    return false;
+}
+
+/* hiredis consumes what it can: an array's header and whole elements, or
+ * a type byte, leave nothing unread but a task begun (after a reply, its
+ * first task waits with no type). */
+bool rp__reader_in_reply(const redisReader *reader)
+{
+    return reader->pos < reader->len || reader->ridx > 0 || (reader->ridx == 0 && reader->rstack[0].type >= 0);
 }
 
 size_t rp__reader_buffer_bytes(const redisReader *reader) { return sdsalloc(reader->buf); }

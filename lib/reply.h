@@ -20,6 +20,9 @@ void rp__reply_free(void *reply);
 /* The bulk string being read declared more than max_bytes. */
 bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes);
 
+/* Part of a reply has been read (bytes unparsed, or a reply begun). */
+bool rp__reader_in_reply(const redisReader *reader);
+
 /* What the reader's own buffer holds (allocated by hiredis, with libc). */
 size_t rp__reader_buffer_bytes(const redisReader *reader);
 /* Between replies: gives a buffer over the reader's maxbuf back. */

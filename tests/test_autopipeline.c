@@ -700,6 +700,71 @@ Test(autopipeline, cancelled_commands_end_once_and_the_lane_stays_in_step)
     close_client();
 }
 
+#define INCRBY(by) 3, (const char *[]){"INCRBY", "n", by}
+
+/* Issue 21 (1): commands cancelled while still in the lane's unsent
+ * buffer, the first and one in the middle, with others queued behind
+ * them, are never sent: the counter shows only the third ran. */
+Test(autopipeline, cancelled_commands_anywhere_in_the_unsent_buffer_are_never_sent)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    open_client(&opts);
+    warm_up();
+    result r[3] = {{0}};
+    int64_t one = issue_ex(&r[0], INCRBY("1"));
+    int64_t ten = issue_ex(&r[1], INCRBY("10"));
+    issue(&r[2], INCRBY("100"));
+    cr_assert_eq(rp_client_cancel(client, one), 0);
+    cr_assert_eq(rp_client_cancel(client, ten), 0);
+    wait_each_once(r, 3, 5000);
+    cr_expect_eq(r[0].status, -ECANCELED);
+    cr_expect_eq(r[1].status, -ECANCELED);
+    cr_expect_eq(r[2].status, 0, "INCRBY 100: %s", rp_strerror(r[2].status));
+    cr_expect_eq(r[2].integer, 100, "INCRBY 100 answered %lld", r[2].integer);
+    cr_expect_str_eq(run(2, (const char *[]){"GET", "n"}).str, "100", "a cancelled INCRBY ran");
+    expect_all_idle("after the cancels");
+    cr_expect_eq(stats().stale_conns, 0);
+    close_client();
+}
+
+/* The same when timeout_ms expires: the lane's send of a 32 MiB SET is
+ * held by a sleeping server, the INCRBY 1 behind it times out unsent, and
+ * only the INCRBY 10 queued after it runs. */
+Test(autopipeline, a_command_timing_out_unsent_behind_a_long_send_is_never_sent)
+{
+    rp_client_options opts;
+    ap_options(&opts, 1, 0);
+    opts.autopipeline_max_bytes = 64u << 20;
+    opts.pool.write_timeout_ms = 10000;
+    opts.pool.read_timeout_ms = 10000;
+    open_client(&opts);
+    warm_up();
+    enum { BIG = 32 << 20 };
+    char *value = malloc(BIG);
+    cr_assert(value);
+    memset(value, 'v', BIG);
+    int sleeper = fx_redis_send("DEBUG SLEEP 1\r\n");
+    usleep(50000); /* the server sleeps, and reads nothing */
+    result r[3] = {{0}};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r[0], 3, (const char *[]){"SET", "big", value},
+                                   (const size_t[]){3, 3, BIG}), 0);
+    fx_run_for(loop, 50);
+    rp_command_options deadline = {.timeout_ms = 100};
+    cr_assert_gt(rp_client_command_ex(client, &deadline, fx_result_cb, &r[1], INCRBY("1"), NULL), 0);
+    issue(&r[2], INCRBY("10"));
+    cr_assert(fx_run_until_count(loop, &r[1].calls, 1, 3000));
+    cr_assert_eq(r[0].calls, 0, "the SET was sent before the deadline: this proves nothing");
+    cr_expect_eq(r[1].status, -ETIMEDOUT, "INCRBY 1: %s", rp_strerror(r[1].status));
+    wait_each_once(r, 3, 10000);
+    cr_expect_eq(r[0].status, 0, "SET: %s", rp_strerror(r[0].status));
+    cr_expect_eq(r[2].integer, 10, "INCRBY 10 answered %lld", r[2].integer);
+    cr_expect_str_eq(run(2, (const char *[]){"GET", "n"}).str, "10", "the timed-out INCRBY ran");
+    fx_redis_wait_reply(sleeper);
+    free(value);
+    close_client();
+}
+
 /* The cancelled commands' replies are still owed when the client closes:
  * on the lane, and on a connection of its own (over max_bytes). */
 Test(autopipeline, close_waits_for_the_replies_of_cancelled_commands)

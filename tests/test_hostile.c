@@ -313,6 +313,57 @@ Test(hostile, stray_bytes_that_arrived_before_a_command_are_not_its_reply)
     hostile_close();
 }
 
+/* GET answers the key in capitals; after the first connection's first
+ * reply, 30 ms later, stray bytes that leave the reader inside a reply:
+ * an array's header and whole elements, or a lone type byte. */
+static const char *stray_part;
+static atomic_bool stray_said;
+
+static void get_then_partial_stray(hs_conn *c, int argc, char argv[][HS_ARGLEN])
+{
+    (void)argc;
+    char reply[16];
+    snprintf(reply, sizeof reply, "$1\r\n%c\r\n", argv[1][0] - 'a' + 'A');
+    hs_say(c, reply);
+    if (c->index == 0 && !atomic_exchange(&stray_said, true)) {
+        hs_sleep_ms(30);
+        hs_say(c, stray_part);
+    }
+}
+
+/* A reply in progress when nothing is owed is stray, however it is split:
+ * the next command never completes it. Read while the loop runs, the stray
+ * bytes fail the idle connection; read only just before the next command
+ * is sent, they fail it with that command unsent, which is sent again on
+ * another connection (max_retries 1), never on this one. */
+Test(hostile, a_stray_partial_reply_never_completes_the_next_one)
+{
+    const char *parts[] = {"*2\r\n$5\r\nSTALE\r\n", "+", ":", "$", "*", "-"};
+    const char *names[] = {"array header and an element", "+", ":", "$", "*", "-"};
+    for (size_t i = 0; i < 2 * sizeof parts / sizeof *parts; i++) {
+        stray_part = parts[i / 2];
+        const char *name = names[i / 2];
+        bool loop_asleep = i % 2;
+        atomic_store(&stray_said, false);
+        memset(hs.seen, 0, sizeof hs.seen); /* the server thread is not running */
+        hostile_open(get_then_partial_stray, 3000, loop_asleep);
+        result a = RUN("GET", "a");
+        cr_expect_str_eq(a.str, "A");
+        if (loop_asleep)
+            usleep(60000);
+        else
+            fx_run_for(loop, 60);
+        result b = RUN("GET", "b");
+        cr_expect_eq(b.status, 0, "stray %s (loop %s): GET b got %s", name, loop_asleep ? "asleep" : "running",
+                     rp_strerror(b.status));
+        cr_expect_eq(b.type, REDIS_REPLY_STRING, "stray %s: GET b got a reply of type %d", name, b.type);
+        cr_expect_str_eq(b.str, "B", "stray %s: GET b got \"%s\"", name, b.str);
+        cr_expect_geq(client_stats().stale_conns, 1, "stray %s: the connection was kept", name);
+        cr_expect_eq(hs_seen("GET"), 2, "stray %s: GET b was sent %d times", name, hs_seen("GET") - 1);
+        hostile_close();
+    }
+}
+
 static const char *trickle_bytes;
 
 static void declare_then_trickle(hs_conn *c, int argc, char argv[][HS_ARGLEN])

@@ -539,3 +539,405 @@ Test(redis, unsubscribe_then_subscribe_back_to_back_stays_subscribed)
     cr_expect_eq(rp_pool_idle_len(pool), 1, "the subscriber connection did not go back healthy");
     fx_close_and_free(loop, pool);
 }
+
+/* ------------------------------------------- pubsub: what ends the mode */
+
+/* Every call of a subscription's callback, in order, as text: an array's
+ * elements joined by ':', a status or string as it is, an error's first
+ * word after "ERR:", the last call as "end:<status>". */
+typedef struct push_trace {
+    rp_conn *conn;
+    char text[1024];
+    int events, finals, final_status;
+    void (*on_push)(struct push_trace *t, const redisReply *msg); /* after it is traced */
+    void (*on_final)(struct push_trace *t);
+    reply_log after;   /* a command the hooks send */
+    int rc;            /* what a hook's call returned */
+    int command_rc;
+} push_trace;
+
+static void trace_add(push_trace *t, const char *word)
+{
+    size_t len = strlen(t->text);
+    snprintf(t->text + len, sizeof t->text - len, "%s%s", len ? " " : "", word);
+}
+
+static void describe(const redisReply *r, char *out, size_t size)
+{
+    if (r->type == REDIS_REPLY_ARRAY) {
+        out[0] = '\0';
+        for (size_t i = 0; i < r->elements; i++) {
+            char part[64];
+            describe(r->element[i], part, sizeof part);
+            size_t len = strlen(out);
+            snprintf(out + len, size - len, "%s%s", i ? ":" : "", part);
+        }
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        snprintf(out, size, "%lld", r->integer);
+    } else if (r->type == REDIS_REPLY_NIL) {
+        snprintf(out, size, "nil");
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(out, size, "ERR:%.*s", (int)strcspn(r->str, " "), r->str);
+    } else {
+        snprintf(out, size, "%s", r->str);
+    }
+}
+
+static void trace_push(rp_conn *conn, const redisReply *msg, int status, void *data)
+{
+    (void)conn;
+    push_trace *t = data;
+    char word[128];
+    t->events++;
+    if (!msg) {
+        snprintf(word, sizeof word, "end:%d", status);
+        trace_add(t, word);
+        t->finals++;
+        t->final_status = status;
+        if (t->on_final)
+            t->on_final(t);
+        return;
+    }
+    describe(msg, word, sizeof word);
+    trace_add(t, word);
+    if (t->on_push)
+        t->on_push(t, msg);
+}
+
+static void trace_subscribe(push_trace *t, int argc, const char **argv)
+{
+    cr_assert_eq(rp_conn_subscribe(t->conn, trace_push, t, argc, argv, NULL), 0, "%s refused", argv[0]);
+}
+
+static void trace_unsubscribe(push_trace *t, int argc, const char **argv)
+{
+    cr_assert_eq(rp_conn_unsubscribe(t->conn, argc, argv, NULL), 0, "%s refused", argv[0]);
+}
+
+static void trace_wait(push_trace *t, int events)
+{
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (t->events < events && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    fx_run_for(loop, 20); /* anything more would come now */
+    cr_assert_eq(t->events, events, "trace: %s", t->text);
+}
+
+/* The connection takes commands again and goes back to the pool healthy. */
+static void expect_commands_again(rp_conn *conn)
+{
+    reply_log pong = {0};
+    int rc = rp_conn_command(conn, log_reply, &pong, 1, (const char *[]){"PING"}, NULL);
+    cr_expect_eq(rc, 0, "PING after the subscription: %s", rp_strerror(rc));
+    if (rc == 0) {
+        run_until_replies(&pong, 1);
+        cr_expect_eq(pong.status, 0, "PING: %s", rp_strerror(pong.status));
+        cr_expect_str_eq(pong.str ? pong.str : "", "PONG");
+    }
+    free(pong.str);
+    int idle = rp_pool_idle_len(pool);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), idle + 1, "the connection did not go back healthy");
+}
+
+static void echo_on_final(push_trace *t)
+{
+    t->rc = rp_conn_command(t->conn, log_reply, &t->after, 2, (const char *[]){"ECHO", "hello"}, NULL);
+}
+
+/* Issue 28 (1): the reply of the second UNSUBSCRIBE, sent before the first
+ * one's "0 left" came, belongs to the subscription, not to a command the
+ * last call queues. */
+Test(redis, subscriber_mode_ends_after_every_sent_unsubscribe_is_answered)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    push_trace t = {.conn = fx_get_conn(loop, pool), .on_final = echo_on_final};
+    trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+    trace_wait(&t, 1);
+    trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "a"});
+    trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "b"});
+    trace_wait(&t, 4);
+    cr_expect_str_eq(t.text, "subscribe:a:1 unsubscribe:a:0 unsubscribe:b:0 end:0");
+    cr_assert_eq(t.rc, 0, "ECHO from the last call: %s", rp_strerror(t.rc));
+    run_until_replies(&t.after, 1);
+    cr_expect_eq(t.after.status, 0, "ECHO: %s", rp_strerror(t.after.status));
+    cr_expect_eq(t.after.type, REDIS_REPLY_STRING, "ECHO got a reply of type %d", t.after.type);
+    cr_expect_str_eq(t.after.str ? t.after.str : "", "hello");
+    free(t.after.str);
+    expect_commands_again(t.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* Issue 28 (1): a PING sent after the last UNSUBSCRIBE is answered after
+ * subscriber mode ended on the server; its +PONG is still the
+ * subscription's, never stray bytes. */
+Test(redis, a_ping_after_the_last_unsubscribe_is_the_subscriptions_reply)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    push_trace t = {.conn = fx_get_conn(loop, pool)};
+    trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+    trace_wait(&t, 1);
+    trace_unsubscribe(&t, 1, (const char *[]){"UNSUBSCRIBE"});
+    trace_unsubscribe(&t, 1, (const char *[]){"PING"});
+    trace_wait(&t, 4);
+    cr_expect_str_eq(t.text, "subscribe:a:1 unsubscribe:a:0 PONG end:0");
+    expect_commands_again(t.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* Issue 28 (4): an ACL refusal of SUBSCRIBE a b c is one error reply for
+ * the three channels, and it ends subscriber mode. */
+Test(redis, a_refused_multi_channel_subscribe_ends_the_subscription)
+{
+    fx_redis_command("ACL SETUSER nochan on nopass ~* +@all resetchannels\r\n");
+    open_pool_at(fx_redis_addr, 3000);
+    push_trace t = {.conn = fx_get_conn(loop, pool)};
+    reply_log auth = {0};
+    command(t.conn, &auth, 3, (const char *[]){"AUTH", "nochan", "any"});
+    run_until_replies(&auth, 1);
+    cr_assert_str_eq(auth.str, "OK");
+    free(auth.str);
+    trace_subscribe(&t, 4, (const char *[]){"SUBSCRIBE", "a", "b", "c"});
+    trace_wait(&t, 2);
+    cr_expect_str_eq(t.text, "ERR:NOPERM end:0");
+    expect_commands_again(t.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* Issue 28 (6): Redis counts shard channels apart from channels and
+ * patterns: "sunsubscribe s 0" while a is subscribed, or "unsubscribe a 0"
+ * while s is, ends nothing. */
+Test(redis, shard_channels_are_counted_apart_from_channels)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    push_trace t = {.conn = fx_get_conn(loop, pool)};
+    trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+    trace_subscribe(&t, 2, (const char *[]){"SSUBSCRIBE", "s"});
+    trace_wait(&t, 2);
+    trace_unsubscribe(&t, 2, (const char *[]){"SUNSUBSCRIBE", "s"});
+    trace_wait(&t, 3);
+    fx_redis_command("PUBLISH a hi\r\n");
+    trace_wait(&t, 4);
+    trace_subscribe(&t, 2, (const char *[]){"SSUBSCRIBE", "s"});
+    trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "a"});
+    trace_wait(&t, 6);
+    fx_redis_command("SPUBLISH s ho\r\n");
+    trace_wait(&t, 7);
+    trace_unsubscribe(&t, 1, (const char *[]){"SUNSUBSCRIBE"});
+    trace_wait(&t, 9);
+    cr_expect_str_eq(t.text, "subscribe:a:1 ssubscribe:s:1 sunsubscribe:s:0 message:a:hi ssubscribe:s:1 "
+                             "unsubscribe:a:0 smessage:s:ho sunsubscribe:s:0 end:0");
+    expect_commands_again(t.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* Inside the push that says nothing is left, the subscriber is still in
+ * subscriber mode: a command is refused, a new SUBSCRIBE keeps the mode,
+ * and no last call comes for the end that did not happen. */
+static void subscribe_again_on_the_last_push(push_trace *t, const redisReply *msg)
+{
+    if (msg->type != REDIS_REPLY_ARRAY || strcmp(msg->element[0]->str, "unsubscribe") || t->command_rc)
+        return;
+    reply_log refused = {0};
+    t->command_rc = rp_conn_command(t->conn, log_reply, &refused, 1, (const char *[]){"PING"}, NULL);
+    t->rc = rp_conn_subscribe(t->conn, trace_push, t, 2, (const char *[]){"SUBSCRIBE", "b"}, NULL);
+}
+
+Test(redis, subscribing_again_in_the_last_push_keeps_subscriber_mode)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    push_trace t = {.conn = fx_get_conn(loop, pool), .on_push = subscribe_again_on_the_last_push};
+    trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+    trace_wait(&t, 1);
+    trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "a"});
+    trace_wait(&t, 3);
+    cr_expect_eq(t.command_rc, -EBUSY, "a command inside the last push: %s", rp_strerror(t.command_rc));
+    cr_expect_eq(t.rc, 0, "SUBSCRIBE inside the last push: %s", rp_strerror(t.rc));
+    fx_redis_command("PUBLISH b hi\r\n");
+    trace_wait(&t, 4);
+    t.on_push = NULL;
+    trace_unsubscribe(&t, 1, (const char *[]){"UNSUBSCRIBE"});
+    trace_wait(&t, 6);
+    cr_expect_str_eq(t.text, "subscribe:a:1 unsubscribe:a:0 subscribe:b:1 message:b:hi unsubscribe:b:0 end:0");
+    expect_commands_again(t.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------ removal, early flush, limits */
+
+static void remove_in_callback(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    log_reply(conn, reply, status, data);
+    rp_pool_remove(pool, conn, 0);
+}
+
+/* Removed from the first reply's callback: the commands still owed end
+ * with -ECANCELED, whether their replies are still to come or came in the
+ * same read. */
+Test(redis, removing_a_connection_in_a_reply_callback_cancels_the_rest)
+{
+    const char *answers[] = {"+PONG\r\n", "+PONG\r\n+PONG\r\n+PONG\r\n"};
+    for (int round = 0; round < 2; round++) {
+        fake f;
+        rp_conn *conn = fake_connect(&f, 3000);
+        reply_log logs[3] = {0};
+        cr_assert_eq(rp_conn_command(conn, remove_in_callback, &logs[0], 1, (const char *[]){"PING"}, NULL), 0);
+        command(conn, &logs[1], 1, (const char *[]){"PING"});
+        command(conn, &logs[2], 1, (const char *[]){"PING"});
+        fake_answer(&f, answers[round]);
+        run_until_replies(logs, 3);
+        fx_run_for(loop, 20);
+        cr_expect_eq(logs[0].status, 0);
+        for (int i = 1; i < 3; i++) {
+            cr_expect_eq(logs[i].calls, 1, "round %d, command %d: %d calls", round, i, logs[i].calls);
+            cr_expect_eq(logs[i].status, -ECANCELED, "round %d, command %d: %s", round, i,
+                         rp_strerror(logs[i].status));
+        }
+        free(logs[0].str);
+        fake_close(&f);
+    }
+}
+
+static void count_raw_send(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    (void)result;
+    ++*(int *)data;
+}
+
+/* The 16th command sends the batch at once; when that send cannot start
+ * (here: the caller's own send is still in flight), the commands fail
+ * later, from the loop, never inside rp_conn_command. */
+Test(redis, a_failed_early_flush_calls_back_later_never_inside_the_call)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    int raw_sent = 0;
+    cr_assert_eq(rp_conn_send(conn, ping, sizeof ping - 1, count_raw_send, &raw_sent), 0);
+    reply_log logs[16] = {0};
+    for (int i = 0; i < 16; i++) {
+        int rc = rp_conn_command(conn, log_reply, &logs[i], 1, (const char *[]){"PING"}, NULL);
+        cr_assert_eq(rc, 0, "command %d: %s", i, rp_strerror(rc));
+        for (int j = 0; j <= i; j++)
+            cr_assert_eq(logs[j].calls, 0, "command %d called back inside command %d's call", j, i);
+    }
+    run_until_replies(logs, 16);
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 16; i++) {
+        cr_expect_eq(logs[i].calls, 1);
+        cr_expect_lt(logs[i].status, 0, "command %d: %s", i, rp_strerror(logs[i].status));
+    }
+    cr_expect_eq(raw_sent, 1);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "the failed connection went back to the pool");
+    fx_close_and_free(loop, pool);
+}
+
+static void expect_ping(rp_conn *conn, int want_status)
+{
+    reply_log log = {0};
+    command(conn, &log, 1, (const char *[]){"PING"});
+    run_until_replies(&log, 1);
+    cr_expect_eq(log.status, want_status, "PING: %s", rp_strerror(log.status));
+    if (want_status == 0)
+        cr_expect_str_eq(log.str ? log.str : "", "PONG");
+    free(log.str);
+}
+
+/* Issue 21 (4): SIZE_MAX is "no limit", not a limit that wraps to a
+ * 0-byte read; 1 and the exact size of a reply hold as they say. */
+Test(redis, reply_size_limits_hold_at_their_extremes)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, SIZE_MAX), 0);
+    expect_ping(conn, 0);
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, 7), 0); /* "+PONG\r\n" */
+    expect_ping(conn, 0);
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, 6), 0);
+    expect_ping(conn, -EMSGSIZE);
+    rp_pool_put(pool, conn);
+    conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, 1), 0);
+    expect_ping(conn, -EMSGSIZE);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_conn_set_max_reply_bytes(conn, 0), -EINVAL);
+    fx_close_and_free(loop, pool);
+
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = fx_redis_addr;
+    opts.max_reply_bytes = SIZE_MAX;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    static char value[100000];
+    memset(value, 'v', sizeof value);
+    fx_result r[2] = {{0}};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r[0], 3, (const char *[]){"SET", "k", value},
+                                   (const size_t[]){3, 1, sizeof value}), 0);
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r[1], 2, (const char *[]){"STRLEN", "k"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r[1].calls, 1, 5000));
+    cr_expect_eq(r[0].status, 0, "SET: %s", rp_strerror(r[0].status));
+    cr_expect_eq(r[1].status, 0, "STRLEN: %s", rp_strerror(r[1].status));
+    cr_expect_eq(r[1].integer, (long long)sizeof value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Argument lengths whose sum wraps: refused, never encoded into a buffer
+ * too small for them. */
+Test(redis, a_command_longer_than_memory_is_refused)
+{
+    open_pool_at(fx_redis_addr, 3000);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    reply_log log = {0};
+    const char *argv[] = {"SET", "k", "v"};
+    cr_expect_eq(rp_conn_command(conn, log_reply, &log, 3, argv, (const size_t[]){3, 1, SIZE_MAX - 8}), -ENOMEM);
+    cr_expect_eq(rp_conn_command(conn, log_reply, &log, 3, argv, (const size_t[]){3, SIZE_MAX / 2, SIZE_MAX / 2}),
+                 -ENOMEM);
+    fx_run_for(loop, 20);
+    cr_expect_eq(log.calls, 0);
+    expect_ping(conn, 0);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_idle_len(pool), 1);
+    fx_close_and_free(loop, pool);
+}
+
+/* Pushes follow the same rule as replies: a message is the subscriber's
+ * only while the server counts a subscription of its kind, and anything
+ * else only answers a command that was sent. From a fake server: a message
+ * before its subscription's confirmation, a message after the
+ * subscription ended, and a confirmation that does not follow from the
+ * counts (one too many, or any integer at all) are each stray bytes, and
+ * the connection never goes back. */
+Test(redis, pushes_nobody_is_owed_fail_the_subscriber_connection)
+{
+    const char *answers[] = {
+        "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n"
+        "*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$2\r\nhi\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:2\r\n",
+        "*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:-9223372036854775808\r\n",
+    };
+    char eproto[16];
+    snprintf(eproto, sizeof eproto, "end:%d", -EPROTO);
+    const char *traces[] = {eproto, "subscribe:a:1 unsubscribe:a:0 end:0", eproto, eproto};
+    for (int round = 0; round < 4; round++) {
+        fake f;
+        push_trace t = {.conn = fake_connect(&f, 3000)};
+        trace_subscribe(&t, 2, (const char *[]){"SUBSCRIBE", "a"});
+        if (round == 1)
+            trace_unsubscribe(&t, 2, (const char *[]){"UNSUBSCRIBE", "a"});
+        fake_answer(&f, answers[round]);
+        uint64_t deadline = fx_now_ms() + 3000;
+        while (!t.finals && fx_now_ms() < deadline)
+            rp_loop_run(loop, RP_RUN_ONCE);
+        fx_run_for(loop, 20);
+        cr_assert_eq(t.finals, 1, "round %d: trace %s", round, t.text);
+        cr_expect_str_eq(t.text, traces[round], "round %d", round);
+        rp_pool_put(pool, t.conn);
+        cr_expect_eq(rp_pool_len(pool), 0, "round %d: the connection went back to the pool", round);
+        fake_close(&f);
+    }
+}

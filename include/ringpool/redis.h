@@ -16,13 +16,23 @@ extern "C" {
 
 /* Commands are written with our RESP encoder and replies parsed with
  * hiredis's reader. Commands sent on one connection before their replies
- * arrive are pipelined; replies are matched in order. A reply callback gets
+ * arrive are pipelined; replies are matched in order, and a reply goes only
+ * to a command whose bytes were handed to a send before the reply was read
+ * (never to one a callback queues meanwhile). Bytes nobody is owed are
+ * never taken for a reply: a whole reply, or only its beginning (a type
+ * byte, an array's header and some elements), that comes when no command
+ * sent is still owed one fails the connection (-EPROTO), even an idle one,
+ * before a later command can be sent on it. A reply callback gets
  * the parsed reply and 0, or NULL and a negative code: RP_EEOF, -ECONNRESET,
- * -ETIMEDOUT (read_timeout_ms), -EPROTO (bytes that are not RESP, or more
- * replies than commands), -EMSGSIZE (a reply over the size limit),
- * -ECANCELED (the connection was removed first). Such an error fails every
- * command still owed on the connection, each once, marks the connection bad
- * (rp_pool_put then removes it) and is returned by later commands on it.
+ * -ETIMEDOUT (read_timeout_ms), -EPROTO (bytes that are not RESP, or that
+ * nobody is owed), -EMSGSIZE (a reply over the size limit), -ECANCELED (the
+ * connection was removed first: also for every command still owed when a
+ * callback removes it, even one whose reply came in the same read). Such an
+ * error fails every command still owed on the connection, each once, marks
+ * the connection bad (rp_pool_put then removes it) and is returned by later
+ * commands on it. Callbacks never run inside rp_conn_command, even when the
+ * connection fails as it sends (a command accepted with 0 always ends in a
+ * callback from the loop).
  * A Redis error reply (-ERR ...) is a reply of type REDIS_REPLY_ERROR with
  * status 0. The reply lives until the callback returns. read_timeout_ms
  * bounds each command from its send to its reply's last byte; a blocking
@@ -44,23 +54,39 @@ RP_EXTERN int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data,
  * Everything is copied during the call, as with argv. */
 RP_EXTERN int rp_conn_commandf(rp_conn *conn, rp_conn_reply_cb cb, void *data, const char *format, ...);
 RP_EXTERN int rp_conn_vcommandf(rp_conn *conn, rp_conn_reply_cb cb, void *data, const char *format, va_list ap);
-/* Replies larger than this fail with -EMSGSIZE (default 512 MiB). */
+/* Replies larger than this, in bytes as received, fail with -EMSGSIZE
+ * (default 512 MiB; SIZE_MAX: no limit; 0: -EINVAL). A command whose
+ * encoded size would not fit a size_t is refused with -ENOMEM. */
 RP_EXTERN int rp_conn_set_max_reply_bytes(rp_conn *conn, size_t max_bytes);
 
-/* Pub/Sub. rp_conn_subscribe sends a SUBSCRIBE or PSUBSCRIBE command and puts
- * the connection in subscriber mode: every reply from then on (subscribe
- * confirmations, messages, unsubscribe confirmations) goes to cb with status
- * 0. When the server confirms that no subscription is left, cb gets one last
- * call with (NULL, 0) and the connection takes commands again; if the
- * connection fails first, the last call is (NULL, error). More channels:
- * call rp_conn_subscribe again with the same cb and data. rp_conn_command
- * returns -EBUSY while subscribed. Take a subscriber's connection out of the
- * shared pool, with rp_single_pool_new or rp_pool_new_conn. */
+/* Pub/Sub. rp_conn_subscribe sends SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE (any
+ * other command: -EINVAL) and puts the connection in subscriber mode: the
+ * replies of its commands (confirmations, a refusal, a pong) and the
+ * messages of its subscriptions go to cb with status 0. A message is taken
+ * only while the server counts a subscription of its kind (channels,
+ * patterns and shard channels are counted apart, as Redis counts them);
+ * anything else nobody is owed fails the connection with -EPROTO.
+ * Subscriber mode ends when the server counts no subscription of any kind
+ * and every command the subscriber sent has all its replies (one per
+ * channel named; one per subscription of its kind for an UNSUBSCRIBE that
+ * names none; one error for a refused command, e.g. an ACL -NOPERM for all
+ * of SUBSCRIBE a b c): cb then gets one last call with (NULL, 0), and the
+ * connection takes commands again from inside that call on. If the
+ * connection fails first, the last call is (NULL, error). The end is
+ * decided after the callback of the reply that leaves nothing: a callback
+ * that subscribes again there keeps the connection subscribed, with no last
+ * call; until the last call rp_conn_command returns -EBUSY. More channels:
+ * call rp_conn_subscribe again with the same cb and data (another cb or
+ * data: -EBUSY; so is a subscribe while plain commands are owed). Take a
+ * subscriber's connection out of the shared pool, with rp_single_pool_new
+ * or rp_pool_new_conn. */
 typedef void (*rp_push_cb)(rp_conn *conn, const redisReply *msg, int status, void *data);
 RP_EXTERN int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data,
                                 int argc, const char *const *argv, const size_t *argvlen);
-/* Sends UNSUBSCRIBE or PUNSUBSCRIBE (or PING) on a subscribed connection;
- * its replies go to the subscription's callback. */
+/* Sends UNSUBSCRIBE, PUNSUBSCRIBE, SUNSUBSCRIBE or PING on a subscribed
+ * connection; its replies go to the subscription's callback, even those
+ * that come after the server left subscriber mode (a +PONG). Any other
+ * command, or a connection not subscribed: -EINVAL. */
 RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const size_t *argvlen);
 
 /* ---------------------------------------------------------------- client */
@@ -104,7 +130,7 @@ typedef struct rp_client_options {
     int         db;           /* SELECT when not 0 */
     const char *client_name;  /* CLIENT SETNAME when set */
     int         max_retries;  /* default 3; retried only when the connection proved bad; 0 or less: never */
-    size_t      max_reply_bytes; /* default (0) 512 MiB: larger replies fail with -EMSGSIZE */
+    size_t      max_reply_bytes; /* default (0) 512 MiB: larger replies fail with -EMSGSIZE; SIZE_MAX: no limit */
     bool        retry_unsafe;    /* also retry commands whose outcome is unknown (go-redis) */
     uint32_t    min_retry_backoff_ms; /* default (0) 8 */
     uint32_t    max_retry_backoff_ms; /* default (0) 512 */
@@ -149,8 +175,10 @@ RP_EXTERN int64_t  rp_client_vcommandf(rp_client *client, const rp_command_optio
                                        void *data, const char *format, va_list ap);
 /* Cancels the command with this id (from rp_client_command_ex): its
  * callback gets -ECANCELED later in this loop iteration. A command not yet
- * sent is never sent; one already sent may still run on the server, and
- * its reply, when it comes, is skipped: its connection is held until then
+ * sent is never sent, on its own connection or on a shared one (wherever
+ * it waits in the connection's unsent buffer; so too when its timeout_ms
+ * expires there); one already sent may still run on the server, and its
+ * reply, when it comes, is skipped: its connection is held until then
  * (bounded by read_timeout_ms) and goes back to the pool after it; a
  * blocking or state command's is closed at once, as its reply may never
  * come.
