@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,8 +44,12 @@ void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const
                            const char ***argv_out, size_t **len_out)
 {
     size_t bytes = head + (size_t)argc * (sizeof(char *) + sizeof(size_t) + 1);
-    for (int i = 0; i < argc; i++)
-        bytes += argvlen ? argvlen[i] : strlen(argv[i]);
+    for (int i = 0; i < argc; i++) {
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        if (len > SIZE_MAX - bytes)
+            return NULL; /* lengths no memory holds: as a failed allocation */
+        bytes += len;
+    }
     char *block = rp__calloc(1, bytes);
     if (!block)
         return NULL;

@@ -15,6 +15,7 @@
 #include "format.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,9 +34,11 @@ void rp__format_args_free(rp__format_args *out)
  * copies it out. */
 static void *grow(void *array, const void *inline_array, size_t *cap, size_t need, size_t elem)
 {
+    if (need > SIZE_MAX / elem)
+        return NULL;
     size_t cap_new = *cap;
     while (cap_new < need)
-        cap_new *= 2;
+        cap_new = cap_new <= SIZE_MAX / elem / 2 ? cap_new * 2 : need;
     void *grown = array == inline_array ? rp__malloc(cap_new * elem) : rp__realloc(array, cap_new * elem);
     if (grown && array == inline_array)
         memcpy(grown, array, *cap * elem);

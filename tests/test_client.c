@@ -78,6 +78,23 @@ Test(client, bad_arguments_and_closed_client)
     close_client();
 }
 
+/* Argument lengths whose sum wraps a size_t describe memory nobody has:
+ * refused as a failed allocation, before a byte is copied. */
+Test(client, arguments_longer_than_memory_are_refused)
+{
+    rp_client_options opts;
+    default_options(&opts, 2);
+    open_client(&opts);
+    result r = {0};
+    const char *argv[] = {"SET", "k", "v"};
+    size_t wrapping[] = {3, 1, SIZE_MAX - 8};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, argv, wrapping), -ENOMEM);
+    cr_assert_eq(rp_client_commandf(client, fx_result_cb, &r, "SET k %b", "v", SIZE_MAX - 8), -ENOMEM);
+    fx_run_for(loop, 20);
+    cr_assert_eq(r.calls, 0, "a refused command's callback ran");
+    close_client();
+}
+
 Test(client, wrong_password_is_the_servers_error)
 {
     fx_redis_command("CONFIG SET requirepass secret\r\n");
