@@ -26,8 +26,11 @@ RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
  * Routing: a command goes to the master of its keys' slot. Its keys are
  * found as the server finds them, from its COMMAND table (read once): the
  * key specs of each command and subcommand (a range, a numkeys argument as
- * EVAL's, the keys after XREAD's STREAMS), or first, last and step. Keys in
- * different slots fail the command before it is sent, with RP_ECROSSSLOT.
+ * EVAL's, the keys after XREAD's STREAMS), or first, last and step. A
+ * command whose key specs make no sense (an index, count or step out of
+ * range: a server's reply is not trusted) is routed by its first, last
+ * and step alone. Keys in different slots fail the command before it is
+ * sent, with RP_ECROSSSLOT.
  * A command without keys goes to any master (key_index overrides: route by
  * that argument). With read_from_replicas, read-only commands go
  * round-robin to the slot's replicas (each connection sends READONLY at
