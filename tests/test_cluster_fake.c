@@ -163,6 +163,13 @@ static void all_close(void)
     free(fake.layout.buf);
 }
 
+static rp_cluster_stats stats(void)
+{
+    rp_cluster_stats st;
+    rp_cluster_get_stats(cluster, &st);
+    return st;
+}
+
 #define RUN(...) \
     fxc_run(loop, cluster, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
 
@@ -264,3 +271,113 @@ Test(cluster_fake, key_specs_out_of_range_are_dropped)
     all_close();
 }
 
+/* ------------------------------------------------------------- redirects */
+
+/* A host name of 200 digits that getaddrinfo reads as 127.0.0.1 (inet_aton's
+ * octal: 0...0177.0.0.1), as a cluster announcing host names
+ * (cluster-preferred-endpoint-type hostname) may use names past 64 bytes. */
+static char long_host[256];
+
+static const char *long_name(void)
+{
+    memset(long_host, '0', 200);
+    snprintf(long_host + 200, sizeof long_host - 200, "177.0.0.1");
+    return long_host;
+}
+
+static void moved_to_long_name(fxf_conn *c, int node, int argc, char argv[][FXF_ARGLEN])
+{
+    char text[512];
+    if (node == 1)
+        snprintf(text, sizeof text, "$5\r\nthere\r\n");
+    else
+        snprintf(text, sizeof text, "-MOVED %d %s:%d\r\n", rp_cluster_key_slot(argv[1], strlen(argv[1])), long_host,
+                 fxf_port(1));
+    fxf_say(c, text);
+}
+
+/* issue 21 (suspected): node addresses of 64 bytes or more were refused,
+ * in a layout (the node dropped) and in MOVED/ASK (not followed). */
+Test(cluster_fake, host_names_past_64_bytes)
+{
+    fxf_start(2, fake_node);
+    fake.other = moved_to_long_name;
+    long_name();
+    resp_add(&fake.layout, "*2\r\n");
+    slots_range(&fake.layout, 0, 8191, "127.0.0.1", fxf_port(0), 0);
+    slots_range(&fake.layout, 8192, 16383, long_host, fxf_port(1), 0);
+    client_open(NULL);
+    char k0[16], k1[16];
+    fx_result r = RUN("GET", key_between(0, 8191, k0, sizeof k0));
+    cr_assert_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_assert_str_eq(r.str, "there", "MOVED to a long name: %s", r.str);
+    cr_assert_eq(stats().moved, 1);
+    r = RUN("GET", key_between(8192, 16383, k1, sizeof k1));
+    cr_assert_str_eq(r.str, "there", "a long name in the layout: %s", r.str);
+    cr_assert_eq(stats().moved, 1);
+    char want[300];
+    snprintf(want, sizeof want, "%s:%d", long_host, fxf_port(1));
+    rp_cluster_node_info info[4];
+    int n = rp_cluster_nodes(cluster, info, 4);
+    bool listed = false;
+    for (int i = 0; i < n && i < 4; i++)
+        listed |= !strcmp(info[i].addr, want);
+    cr_expect(listed, "rp_cluster_nodes does not list the long name whole");
+    all_close();
+}
+
+/* ------------------------------------------------------- hostile layouts */
+
+/* The largest single allocation the library asks for. */
+static atomic_size_t largest;
+static void note(size_t size)
+{
+    size_t was = atomic_load(&largest);
+    while (size > was && !atomic_compare_exchange_weak(&largest, &was, size))
+        ;
+}
+static void *count_malloc(size_t size) { note(size); return malloc(size); }
+static void *count_realloc(void *p, size_t size) { note(size); return realloc(p, size); }
+static void *count_calloc(size_t n, size_t size) { note(n * size); return calloc(n, size); }
+
+/* issue 21 (suspected): a shard record was allocated for every top-level
+ * element before it was looked at: 100000 empty arrays (400 KB) cost
+ * 58 MB at once. Records are made for shards found, as they are found. */
+Test(cluster_fake, layout_of_empty_elements_allocates_nothing_for_them)
+{
+    cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+    fxf_start(1, fake_node);
+    resp_add(&fake.layout, "*100000\r\n");
+    for (int i = 0; i < 100000; i++)
+        resp_add(&fake.layout, "*0\r\n");
+    client_open(NULL);
+    fx_result r = RUN("GET", "k");
+    cr_expect_eq(r.status, RP_ECLUSTERDOWN, "%s", rp_strerror(r.status));
+    /* The connection's receive buffer for the 400 KB reply takes 1 MiB;
+     * a record per element took 58 MB. */
+    cr_expect_lt(atomic_load(&largest), (size_t)8 << 20, "allocated %zu bytes at once", atomic_load(&largest));
+    all_close();
+}
+
+/* issue 21 (suspected): shard numbers were kept in 16 bits, so the 65537th
+ * shard was shard 1 again. No cluster has more shards than slots: such a
+ * layout is refused, and quickly. */
+Test(cluster_fake, layout_of_more_shards_than_slots_is_refused)
+{
+    fxf_start(2, fake_node);
+    int ranges = 65537;
+    resp_add(&fake.layout, "*%d\r\n", ranges);
+    for (int i = 0; i < ranges - 1; i++) {
+        char host[32];
+        snprintf(host, sizeof host, "10.%d.%d.%d", i >> 16, (i >> 8) & 255, i & 255);
+        slots_range(&fake.layout, 0, 0, host, 7000, 0);
+    }
+    slots_range(&fake.layout, 0, 16383, "127.0.0.1", fxf_port(1), 0);
+    client_open(NULL);
+    uint64_t start = fx_now_ms();
+    fx_result r = RUN("GET", "k");
+    cr_expect_eq(r.status, RP_ECLUSTERDOWN, "%s \"%s\"", rp_strerror(r.status), r.str);
+    cr_expect_lt(fx_now_ms() - start, 5000);
+    cr_expect_eq(fxf_seen(-1, "GET"), 0);
+    all_close();
+}

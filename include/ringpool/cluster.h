@@ -11,6 +11,11 @@ extern "C" {
 #endif
 
 #define RP_CLUSTER_SLOTS 16384
+/* The longest node address, "host:port" with its NUL: a host name of up
+ * to 255 bytes (cluster-preferred-endpoint-type hostname), or a bracketed
+ * IPv6 address. Seeds, layouts and redirects naming longer ones are
+ * refused. */
+#define RP_CLUSTER_ADDR_MAX 264
 
 /* The hash slot of a key: CRC16 (XMODEM) mod 16384 of the key, or of the
  * part between the first '{' and the next '}' when that part is not empty
@@ -95,7 +100,7 @@ RP_EXTERN int rp_cluster_set_hooks(rp_cluster *cluster, const rp_hooks *hooks);
 /* Per node: its address, role, slots served, and its pool's stats. Fills
  * up to max entries; returns the number of nodes. */
 typedef struct rp_cluster_node_info {
-    char addr[64];
+    char addr[RP_CLUSTER_ADDR_MAX];
     bool master;
     int slots;
     rp_stats stats;
