@@ -527,6 +527,19 @@ static bool parse_redirect(const redisReply *reply, const cnode *from, int *slot
     return len > 0 && len < RP__ADDR_MAX;
 }
 
+/* The slot is served by node from now on, and belongs to node's shard
+ * (none if node is no shard's master): read_from_replicas reads of it go
+ * to that shard's replicas, not the old master's, before the layout read
+ * MOVED asks for lands (or if it fails). */
+static void slot_moved(rp_cluster *c, int slot, cnode *node)
+{
+    c->slot_master[slot] = node;
+    c->slot_shard[slot] = 0;
+    for (int i = 0; i < c->nshards; i++)
+        if (c->shards[i].master == node)
+            c->slot_shard[slot] = (uint16_t)(i + 1);
+}
+
 /* MOVED: the slot is the named node's from now on; ASK: this command
  * alone goes there, after ASKING. */
 static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool moved)
@@ -541,7 +554,7 @@ static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool m
         return false;
     if (moved) {
         c->stats.moved++;
-        c->slot_master[slot] = target;
+        slot_moved(c, slot, target);
         refresh_request(c);
     } else {
         c->stats.asked++;

@@ -273,6 +273,50 @@ Test(cluster_fake, key_specs_out_of_range_are_dropped)
 
 /* ------------------------------------------------------------- redirects */
 
+/* Node 1 is node 0's replica; node 2 took the slot: both others say so. */
+static void moved_to_node_2(fxf_conn *c, int node, int argc, char argv[][FXF_ARGLEN])
+{
+    char text[128];
+    if (node == 2)
+        snprintf(text, sizeof text, "$1\r\n2\r\n");
+    else
+        snprintf(text, sizeof text, "-MOVED %d %s\r\n", rp_cluster_key_slot(argv[1], strlen(argv[1])), fxf_addr(2));
+    fxf_say(c, text);
+}
+
+/* issue 21 (suspected): MOVED gave the slot a new master but left it in
+ * its old shard, so with read_from_replicas every read of the slot went
+ * to the old master's replica (and was moved again) until a layout read
+ * landed. Here no later layout read succeeds: the window stays open. */
+Test(cluster_fake, moved_slot_leaves_the_old_shards_replicas)
+{
+    fxf_start(3, fake_node);
+    fake.other = moved_to_node_2;
+    fake.layout_once = true;
+    resp_add(&fake.layout, "*2\r\n");
+    slots_range(&fake.layout, 0, 16382, "127.0.0.1", fxf_port(0), fxf_port(1));
+    slots_range(&fake.layout, 16383, 16383, "127.0.0.1", fxf_port(2), 0);
+    resp_add(&fake.command, "*1\r\n");
+    command_start(&fake.command, "get", true, 1, 1, 1, 0);
+    command_end(&fake.command);
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.read_from_replicas = true;
+    client_open(&opts);
+    for (int i = 0; i < 3; i++) {
+        fx_result r = RUN("GET", "k");
+        cr_assert_eq(r.status, 0, "%s", rp_strerror(r.status));
+        cr_assert_str_eq(r.str, "2");
+        if (i == 0)
+            fx_run_for(loop, 300); /* the layout read MOVED asked for fails */
+    }
+    cr_expect_eq(fxf_seen(1, "GET"), 1, "the old shard's replica got %d reads", fxf_seen(1, "GET"));
+    cr_expect_eq(fxf_seen(0, "GET"), 0);
+    cr_expect_eq(stats().moved, 1);
+    cr_expect_geq(stats().refresh_errors, 1, "the layout read after MOVED did not fail");
+    all_close();
+}
+
 /* A host name of 200 digits that getaddrinfo reads as 127.0.0.1 (inet_aton's
  * octal: 0...0177.0.0.1), as a cluster announcing host names
  * (cluster-preferred-endpoint-type hostname) may use names past 64 bytes. */
