@@ -18,6 +18,8 @@
 #define DEFAULT_REFRESH_INTERVAL_MS 5000u
 #define MIN_REFRESH_GAP_NS (100 * RP__NS_PER_MS)
 #define RECENT_FAILURE_NS (1000 * RP__NS_PER_MS)
+#define KEYS_RETRY_MIN_NS (1000 * RP__NS_PER_MS) /* after a failed COMMAND, doubling */
+#define KEYS_RETRY_MAX_NS (64000 * RP__NS_PER_MS)
 
 typedef struct cnode {
     rp_cluster *cluster;
@@ -86,8 +88,10 @@ struct rp_cluster {
     int nshards;
     rp__keyspec_table keys;
     rp__readonly_table readonly; /* from the same COMMAND, for every node client */
-    bool keys_pending; /* COMMAND asked; commands wait for its answer */
+    bool keys_pending; /* COMMAND asked; until one has failed, commands wait for its answer */
     bool keys_loaded;  /* answered, or refused: the fallback rule stays */
+    uint64_t keys_retry_ns;   /* after a failure: not asked again before then */
+    uint64_t keys_backoff_ns; /* the wait after the next failure */
     bool have_topology;
     bool refreshing;
     bool refresh_wanted; /* asked for while one was in flight */
@@ -270,8 +274,13 @@ static int topology_read(rp_cluster *c, const redisReply *reply)
     return rc;
 }
 
-/* Commands wait for the first topology and the COMMAND table. */
-static bool routing_ready(const rp_cluster *c) { return c->have_topology && !c->keys_pending; }
+/* Commands wait for the first topology and the first COMMAND's answer;
+ * once a COMMAND has failed they route by the fallback rule (argv[1]) while
+ * it is asked again. */
+static bool routing_ready(const rp_cluster *c)
+{
+    return c->have_topology && (!c->keys_pending || c->keys_retry_ns);
+}
 
 /* Waiting commands go once routing is ready, or fail when no node could
  * give the first topology. */
@@ -336,8 +345,8 @@ static void refresh_end(rp_cluster *c, int status)
 
 /* COMMAND's answer: where keys are, and which commands are read-only for
  * every node client's retry rule. A refusal (ACL) leaves argv[1] routing
- * (and the built-in read-only table) for good; a failed node leaves the
- * next refresh to ask again. */
+ * (and the built-in read-only table) for good; a failure (the node, or no
+ * memory) leaves a later refresh to ask again, after a backoff. */
 static void keys_reply(const redisReply *reply, int status, bool may_retry, void *data)
 {
     (void)status;
@@ -349,7 +358,19 @@ static void keys_reply(const redisReply *reply, int status, bool may_retry, void
             rp__keyspec_load(&c->keys, reply) == 0 && rp__readonly_table_load(&c->readonly, reply) == 0;
     else
         c->keys_loaded = reply != NULL;
+    if (!c->keys_loaded) {
+        uint64_t backoff = c->keys_backoff_ns ? c->keys_backoff_ns * 2 : KEYS_RETRY_MIN_NS;
+        c->keys_backoff_ns = RP__MIN(backoff, KEYS_RETRY_MAX_NS);
+        c->keys_retry_ns = rp__loop_now(c->loop) + c->keys_backoff_ns;
+    }
     waiting_release(c, 0);
+}
+
+/* COMMAND goes with a layout read until it is answered: the first time at
+ * once, after a failure once its backoff has passed. */
+static bool keys_wanted(const rp_cluster *c)
+{
+    return !c->keys_loaded && !c->keys_pending && rp__loop_now(c->loop) >= c->keys_retry_ns;
 }
 
 static void topology_reply(const redisReply *reply, int status, bool may_retry, void *data)
@@ -381,7 +402,7 @@ static void refresh_ask(rp_cluster *c)
         return;
     }
     node->asked_refresh = c->refresh_count;
-    if (!c->keys_loaded && !c->keys_pending)
+    if (keys_wanted(c))
         c->keys_pending = rp__client_attempt(node->client, 0, false, keys_reply, c, 1, command_argv,
                                              command_argvlen) > 0;
     int64_t id = rp__client_attempt(node->client, 0, false, topology_reply, node, 2,

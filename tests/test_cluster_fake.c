@@ -425,3 +425,37 @@ Test(cluster_fake, layout_of_more_shards_than_slots_is_refused)
     cr_expect_eq(fxf_seen(-1, "GET"), 0);
     all_close();
 }
+
+/* ------------------------------------------------------------- COMMAND */
+
+/* issue 21 (suspected): while COMMAND had failed, every layout read asked
+ * it again and new commands waited for that answer. Once one COMMAND has
+ * failed, commands route by the fallback rule and never wait for it; it
+ * is asked again with a backoff. */
+Test(cluster_fake, failed_command_table_holds_no_command_back)
+{
+    fxf_start(1, fake_node);
+    fake.hold_command = true;
+    resp_add(&fake.layout, "*1\r\n");
+    slots_range(&fake.layout, 0, 16383, "127.0.0.1", fxf_port(0), 0);
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.refresh_interval_ms = 100;
+    opts.node.pool.read_timeout_ms = 1500;
+    opts.node.max_retries = 0;
+    client_open(&opts);
+    fx_result first = RUN("GET", "k"); /* waits for the first COMMAND: it fails */
+    cr_assert_str_eq(first.str, "0");
+    uint64_t until = fx_now_ms() + 3500, slowest = 0;
+    while (fx_now_ms() < until) {
+        uint64_t start = fx_now_ms();
+        fx_result r = RUN("GET", "k");
+        cr_assert_str_eq(r.str, "0");
+        uint64_t took = fx_now_ms() - start;
+        slowest = took > slowest ? took : slowest;
+        fx_run_for(loop, 50);
+    }
+    cr_expect_lt(slowest, 700, "a GET waited %lu ms for COMMAND", (unsigned long)slowest);
+    cr_expect_leq(fxf_seen(0, "COMMAND"), 3, "COMMAND asked %d times in 5 s", fxf_seen(0, "COMMAND"));
+    all_close();
+}

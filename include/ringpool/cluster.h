@@ -29,19 +29,21 @@ RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
  * than every 100 ms). Nodes that left are closed; new ones get a client.
  *
  * Routing: a command goes to the master of its keys' slot. Its keys are
- * found as the server finds them, from its COMMAND table (read once): the
+ * found as the server finds them, from its COMMAND table (read once; the
+ * first commands wait for it, and if it fails, commands route by argv[1]
+ * while later topology reads ask again, backing off from 1 s to 64 s): the
  * key specs of each command and subcommand (a range, a numkeys argument as
  * EVAL's, the keys after XREAD's STREAMS), or first, last and step. A
  * command whose key specs make no sense (an index, count or step out of
  * range: a server's reply is not trusted) is routed by its first, last
  * and step alone. Keys in different slots fail the command before it is
- * sent, with RP_ECROSSSLOT.
- * A command without keys goes to any master (key_index overrides: route by
- * that argument). With read_from_replicas, read-only commands go
+ * sent, with RP_ECROSSSLOT. A command without keys goes to any master
+ * (key_index overrides: route by that argument). With read_from_replicas, read-only commands go
  * round-robin to the slot's replicas (each connection sends READONLY at
  * set-up), or its master when none is known or a replica failed it.
  *
- * Redirects: MOVED updates the slot at once, refreshes the topology and
+ * Redirects: MOVED updates the slot at once (its master, and its shard:
+ * the named node's, for replica reads), refreshes the topology and
  * sends the command to the node named; ASK sends ASKING and the command
  * together on one connection of the node named, once. TRYAGAIN is sent
  * again after a backoff (the node options' retry backoff); CLUSTERDOWN,
