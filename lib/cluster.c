@@ -23,7 +23,8 @@
 
 typedef struct cnode {
     rp_cluster *cluster;
-    rp__link link; /* cluster->nodes */
+    rp__link link;           /* cluster->nodes */
+    struct cnode *same_hash; /* the next in its cluster->by_addr bucket */
     char addr[RP__ADDR_MAX];
     rp_client *client;
     bool master;
@@ -81,7 +82,9 @@ struct rp_cluster {
     bool read_from_replicas;
     uint64_t refresh_interval_ns;
     rp__list nodes;
-    int nodes_open; /* node clients not yet closed */
+    int nodes_open;  /* node clients not yet closed */
+    cnode **by_addr; /* the same nodes, hashed by address: a layout of n nodes is applied in O(n) */
+    size_t nbuckets; /* a power of two, at least nodes_open */
     cnode *slot_master[RP_CLUSTER_SLOTS];
     uint16_t slot_shard[RP_CLUSTER_SLOTS]; /* shards index + 1; 0: none */
     cshard *shards;
@@ -119,14 +122,37 @@ static void maybe_finish_close(rp_cluster *c);
 
 /* ---------------------------------------------------------------- nodes */
 
+static cnode **bucket_of(rp_cluster *c, const char *addr)
+{
+    return &c->by_addr[rp__addr_hash(addr) & (c->nbuckets - 1)];
+}
+
 static cnode *node_find(rp_cluster *c, const char *addr)
 {
-    for (rp__link *link = c->nodes.head; link; link = link->next) {
-        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+    for (cnode *node = c->nbuckets ? *bucket_of(c, addr) : NULL; node; node = node->same_hash)
         if (!node->closing && !strcmp(node->addr, addr))
             return node;
-    }
     return NULL;
+}
+
+/* Room in by_addr for one more node: twice the buckets when full. */
+static int by_addr_reserve(rp_cluster *c)
+{
+    if ((size_t)c->nodes_open < c->nbuckets)
+        return 0;
+    size_t grown = c->nbuckets ? c->nbuckets * 2 : 16;
+    cnode **buckets = rp__calloc(grown, sizeof *buckets);
+    if (!buckets)
+        return -ENOMEM;
+    rp__free(c->by_addr);
+    c->by_addr = buckets;
+    c->nbuckets = grown;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link), **bucket = bucket_of(c, node->addr);
+        node->same_hash = *bucket;
+        *bucket = node;
+    }
+    return 0;
 }
 
 /* The cluster's hooks but those it calls itself, once per command. */
@@ -145,12 +171,15 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     cnode *node = node_find(c, addr);
     if (node)
         return node;
-    node = rp__calloc(1, sizeof *node);
-    if (!node || snprintf(node->addr, sizeof node->addr, "%s", addr) >= (int)sizeof node->addr) {
-        rp__free(node);
-        *error = node ? -EINVAL : -ENOMEM;
+    if (strlen(addr) >= sizeof node->addr) {
+        *error = -EINVAL;
         return NULL;
     }
+    if ((*error = by_addr_reserve(c)) < 0 || !(node = rp__calloc(1, sizeof *node))) {
+        *error = -ENOMEM;
+        return NULL;
+    }
+    memcpy(node->addr, addr, strlen(addr) + 1);
     rp_client_options opts = c->node_opts;
     opts.pool.addr = node->addr;
     *error = rp_client_new(&node->client, c->loop, &opts);
@@ -165,6 +194,9 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     node_set_hooks(node);
     c->nodes_open++;
     rp__list_push_back(&c->nodes, &node->link);
+    cnode **bucket = bucket_of(c, node->addr);
+    node->same_hash = *bucket;
+    *bucket = node;
     return node;
 }
 
@@ -174,6 +206,10 @@ static void node_closed(rp_client *client, void *data)
     cnode *node = data;
     rp_cluster *c = node->cluster;
     rp__list_unlink(&c->nodes, &node->link);
+    cnode **at = bucket_of(c, node->addr);
+    while (*at != node)
+        at = &(*at)->same_hash;
+    *at = node->same_hash;
     rp__free(node);
     c->nodes_open--;
     maybe_finish_close(c);
@@ -796,6 +832,7 @@ static void cluster_free(rp_cluster *c)
     rp__free((char *)c->node_opts.password);
     rp__free((char *)c->node_opts.client_name);
     rp__free(c->shards);
+    rp__free(c->by_addr);
     rp__keyspec_free(&c->keys);
     rp__readonly_table_free(&c->readonly);
     rp__free(c);

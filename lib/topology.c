@@ -1,8 +1,8 @@
 /* Reads a cluster's layout from CLUSTER SHARDS (Redis 7) or CLUSTER SLOTS:
  * which shard serves each slot, and the addresses of each shard's master
  * and online replicas. The reply comes from a server and is not trusted:
- * memory is spent only on the shards it really describes, at most
- * RP__MAX_SHARDS of them, and its numbers are range-checked as read. */
+ * memory is spent only on the shards it really describes, naming at most
+ * RP__MAX_NODES nodes, and its numbers are range-checked as read. */
 #include "topology.h"
 #include "reply.h"
 
@@ -47,14 +47,25 @@ static void assign(rp__topology *topo, const redisReply *first, const redisReply
         topo->owner[slot] = (uint16_t)(shard + 1);
 }
 
-/* A new shard of that master: its index, -EPROTO past RP__MAX_SHARDS,
- * -ENOMEM. The array grows by doubling, with the shards found. */
+/* One more address kept; -EPROTO past RP__MAX_NODES, -ENOMEM. */
+static int addr_keep(rp__topology *topo, char **out, const char *addr)
+{
+    if (topo->nodes == RP__MAX_NODES)
+        return -EPROTO;
+    if (!(*out = rp__strdup(addr)))
+        return -ENOMEM;
+    topo->nodes++;
+    return 0;
+}
+
+/* A new shard of that master: its index, or addr_keep's error. The array
+ * grows by doubling, with the shards found. */
 static int shard_add(rp__topology *topo, const char *master)
 {
-    if (topo->nshards == RP__MAX_SHARDS)
+    if (topo->nodes == RP__MAX_NODES) /* and so nshards < RP__MAX_NODES: room below */
         return -EPROTO;
     if (topo->nshards == topo->cap) {
-        int cap = topo->cap ? RP__MIN(topo->cap * 2, RP__MAX_SHARDS) : 16;
+        int cap = topo->cap ? RP__MIN(topo->cap * 2, RP__MAX_NODES) : 16;
         rp__shard_desc *shards = rp__realloc(topo->shards, (size_t)cap * sizeof *shards);
         if (!shards)
             return -ENOMEM;
@@ -63,19 +74,18 @@ static int shard_add(rp__topology *topo, const char *master)
     }
     rp__shard_desc *shard = &topo->shards[topo->nshards];
     memset(shard, 0, sizeof *shard);
-    if (!(shard->master = rp__strdup(master)))
-        return -ENOMEM;
-    return topo->nshards++;
+    int rc = addr_keep(topo, &shard->master, master);
+    return rc < 0 ? rc : topo->nshards++;
 }
 
-static int replica_add(rp__shard_desc *shard, const char *addr)
+static int replica_add(rp__topology *topo, int index, const char *addr)
 {
+    rp__shard_desc *shard = &topo->shards[index];
     if (shard->nreplicas == RP__MAX_REPLICAS)
         return 0;
-    if (!(shard->replicas[shard->nreplicas] = rp__strdup(addr)))
-        return -ENOMEM;
-    shard->nreplicas++;
-    return 0;
+    int rc = addr_keep(topo, &shard->replicas[shard->nreplicas], addr);
+    shard->nreplicas += rc == 0;
+    return rc;
 }
 
 static int topology_start(rp__topology *topo, const redisReply *reply)
@@ -127,14 +137,16 @@ static int shards_entry(rp__topology *topo, const redisReply *entry)
         }
     if (!master_addr[0] || (master_down && !slots->elements))
         return 0;
-    int index = shard_add(topo, master_addr);
-    for (size_t n = 0; index >= 0 && n < nodes->elements; n++)
+    int rc, index = shard_add(topo, master_addr);
+    if (index < 0)
+        return index;
+    for (size_t n = 0; n < nodes->elements; n++)
         if (shards_node(nodes->element[n], addr, &master, &online) && !master && online &&
-            replica_add(&topo->shards[index], addr) < 0)
-            return -ENOMEM;
-    for (size_t s = 0; index >= 0 && s + 1 < slots->elements; s += 2)
+            (rc = replica_add(topo, index, addr)) < 0)
+            return rc;
+    for (size_t s = 0; s + 1 < slots->elements; s += 2)
         assign(topo, slots->element[s], slots->element[s + 1], index);
-    return index < 0 ? index : 0;
+    return 0;
 }
 
 int rp__topology_from_shards(rp__topology *topo, const redisReply *reply)
@@ -157,14 +169,14 @@ typedef struct master_index {
 static int master_index_init(master_index *index, size_t ranges)
 {
     size_t size = 64;
-    while (size < 2 * RP__MIN(ranges, (size_t)RP__MAX_SHARDS))
+    while (size < 2 * RP__MIN(ranges, (size_t)RP__MAX_NODES))
         size *= 2;
     index->mask = size - 1;
     index->entry = rp__calloc(size, sizeof *index->entry);
     return index->entry ? 0 : -ENOMEM;
 }
 
-static size_t addr_hash(const char *addr)
+size_t rp__addr_hash(const char *addr)
 {
     uint32_t hash = 2166136261u; /* FNV-1a */
     while (*addr)
@@ -176,7 +188,7 @@ static size_t addr_hash(const char *addr)
  * negative code from shard_add. */
 static int shard_of_master(rp__topology *topo, master_index *index, const char *addr, bool *found)
 {
-    size_t i = addr_hash(addr) & index->mask;
+    size_t i = rp__addr_hash(addr) & index->mask;
     for (; index->entry[i]; i = (i + 1) & index->mask)
         if (!strcmp(topo->shards[index->entry[i] - 1].master, addr)) {
             *found = true;
@@ -201,15 +213,15 @@ static int slots_range(rp__topology *topo, master_index *index, const redisReply
     if (master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
         !format_addr(addr, master->element[0], master->element[1]))
         return 0;
-    int shard = shard_of_master(topo, index, addr, &found);
+    int rc, shard = shard_of_master(topo, index, addr, &found);
     if (shard < 0)
         return shard;
     for (size_t r = 3; !found && r < range->elements; r++) {
         const redisReply *replica = range->element[r];
         if (replica->type == REDIS_REPLY_ARRAY && replica->elements >= 2 &&
             format_addr(addr, replica->element[0], replica->element[1]) &&
-            replica_add(&topo->shards[shard], addr) < 0)
-            return -ENOMEM;
+            (rc = replica_add(topo, shard, addr)) < 0)
+            return rc;
     }
     assign(topo, range->element[0], range->element[1], shard);
     return 0;
@@ -236,5 +248,5 @@ void rp__topology_free(rp__topology *topo)
     }
     rp__free(topo->shards);
     topo->shards = NULL;
-    topo->nshards = topo->cap = 0;
+    topo->nshards = topo->cap = topo->nodes = 0;
 }

@@ -404,7 +404,7 @@ Test(cluster_fake, layout_of_empty_elements_allocates_nothing_for_them)
 }
 
 /* issue 21 (suspected): shard numbers were kept in 16 bits, so the 65537th
- * shard was shard 1 again. No cluster has more shards than slots: such a
+ * shard was shard 1 again. No cluster names more nodes than slots: such a
  * layout is refused, and quickly. */
 Test(cluster_fake, layout_of_more_shards_than_slots_is_refused)
 {
@@ -423,6 +423,50 @@ Test(cluster_fake, layout_of_more_shards_than_slots_is_refused)
     cr_expect_eq(r.status, RP_ECLUSTERDOWN, "%s \"%s\"", rp_strerror(r.status), r.str);
     cr_expect_lt(fx_now_ms() - start, 5000);
     cr_expect_eq(fxf_seen(-1, "GET"), 0);
+    all_close();
+}
+
+/* Each node a layout names costs a node client: 2000 shards of 8 replicas
+ * (18000 nodes, 500 KB on the wire) would cost some 60 MB of them. */
+Test(cluster_fake, layout_naming_more_nodes_than_slots_is_refused)
+{
+    fxf_start(1, fake_node);
+    int shards = 2000;
+    resp_add(&fake.layout, "*%d\r\n", shards);
+    for (int i = 0; i < shards; i++) {
+        resp_add(&fake.layout, "*11\r\n:%d\r\n:%d\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n", i, i, i ? 1 + i : fxf_port(0));
+        for (int r = 0; r < 8; r++)
+            resp_add(&fake.layout, "*2\r\n$8\r\n10.0.0.%d\r\n:%d\r\n", r, 1 + i);
+    }
+    client_open(NULL);
+    fx_result r = RUN("GET", "k");
+    cr_expect_eq(r.status, RP_ECLUSTERDOWN, "%s \"%s\"", rp_strerror(r.status), r.str);
+    cr_expect_eq(fxf_seen(-1, "GET"), 0);
+    all_close();
+}
+
+/* At the limit, 16384 masters of one slot each: the layout is applied in
+ * time linear in its nodes (each node looked up by a hash of its address;
+ * a scan of the nodes so far took 11 s here, every layout read). */
+Test(cluster_fake, layout_of_16384_masters_is_applied_quickly)
+{
+    fxf_start(2, fake_node);
+    resp_add(&fake.layout, "*%d\r\n", RP_CLUSTER_SLOTS);
+    for (int i = 0; i < RP_CLUSTER_SLOTS - 1; i++) {
+        char host[32];
+        snprintf(host, sizeof host, "10.%d.%d.%d", i >> 16, (i >> 8) & 255, i & 255);
+        slots_range(&fake.layout, i, i, host, 7000, 0);
+    }
+    slots_range(&fake.layout, RP_CLUSTER_SLOTS - 1, RP_CLUSTER_SLOTS - 1, "127.0.0.1", fxf_port(1), 0);
+    client_open(NULL);
+    uint64_t start = fx_now_ms();
+    char key[16];
+    fx_result r = RUN("GET", key_between(RP_CLUSTER_SLOTS - 1, RP_CLUSTER_SLOTS - 1, key, sizeof key));
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_str_eq(r.str, "1");
+    cr_expect_lt(took, 4000, "the layout took %lu ms", (unsigned long)took);
+    cr_expect_eq(rp_cluster_nodes(cluster, NULL, 0), RP_CLUSTER_SLOTS);
     all_close();
 }
 

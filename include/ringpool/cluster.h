@@ -27,6 +27,8 @@ RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
  * node or a seed; it is read again after a MOVED, when a node fails, and
  * every refresh_interval_ms (at most one read in flight, and not more often
  * than every 100 ms). Nodes that left are closed; new ones get a client.
+ * A layout naming more nodes (masters and replicas) than RP_CLUSTER_SLOTS
+ * is refused, as one that assigns no slot: no cluster has that many.
  *
  * Routing: a command goes to the master of its keys' slot. Its keys are
  * found as the server finds them, from its COMMAND table (read once; the
