@@ -32,6 +32,7 @@ typedef struct cnode {
     bool closing; /* left the topology: its client is closing */
     uint64_t failed_ns;     /* its last failure, 0 if none */
     uint64_t asked_refresh; /* the refresh that last asked it */
+    int info_index;         /* its entry in rp_cluster_nodes's answer, -1: none */
 } cnode;
 
 typedef struct cshard {
@@ -986,33 +987,31 @@ int rp_cluster_set_hooks(rp_cluster *c, const rp_hooks *hooks)
     return 0;
 }
 
-/* Counted, not kept: a MOVED moves a slot between two layout reads. */
-static int slots_served(const rp_cluster *c, const cnode *node)
-{
-    int count = 0;
-    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
-        count += c->slot_master[slot] == node;
-    return count;
-}
-
+/* A node's slots are counted, not kept (a MOVED moves one between two
+ * layout reads): one pass over the slots, each counted in its master's
+ * entry (info_index), whatever the number of nodes. */
 int rp_cluster_nodes(const rp_cluster *c, rp_cluster_node_info *out, int max)
 {
     if (!c || max < 0 || (max && !out))
         return -EINVAL;
     int count = 0;
     for (rp__link *link = c->nodes.head; link; link = link->next) {
-        const cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        node->info_index = !node->closing && count < max ? count : -1;
         if (node->closing)
             continue;
         if (count < max) {
             rp_cluster_node_info *info = &out[count];
             memcpy(info->addr, node->addr, sizeof info->addr);
             info->master = node->master;
-            info->slots = slots_served(c, node);
+            info->slots = 0;
             rp_pool_stats(rp_client_pool(node->client), &info->stats);
         }
         count++;
     }
+    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
+        if (c->slot_master[slot] && c->slot_master[slot]->info_index >= 0)
+            out[c->slot_master[slot]->info_index].slots++;
     return count;
 }
 

@@ -466,7 +466,13 @@ Test(cluster_fake, layout_of_16384_masters_is_applied_quickly)
     cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
     cr_expect_str_eq(r.str, "1");
     cr_expect_lt(took, 4000, "the layout took %lu ms", (unsigned long)took);
-    cr_expect_eq(rp_cluster_nodes(cluster, NULL, 0), RP_CLUSTER_SLOTS);
+    rp_cluster_node_info *info = calloc(RP_CLUSTER_SLOTS + 1, sizeof *info);
+    cr_assert_eq(rp_cluster_nodes(cluster, info, RP_CLUSTER_SLOTS + 1), RP_CLUSTER_SLOTS);
+    for (int i = 0; i < RP_CLUSTER_SLOTS; i++)
+        cr_assert(info[i].master && info[i].slots == 1, "%s: %d slots", info[i].addr, info[i].slots);
+    cr_assert_eq(rp_cluster_nodes(cluster, info, 1), RP_CLUSTER_SLOTS);
+    cr_assert_eq(info[0].slots, 1);
+    free(info);
     all_close();
 }
 
