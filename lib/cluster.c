@@ -18,10 +18,13 @@
 #define DEFAULT_REFRESH_INTERVAL_MS 5000u
 #define MIN_REFRESH_GAP_NS (100 * RP__NS_PER_MS)
 #define RECENT_FAILURE_NS (1000 * RP__NS_PER_MS)
+#define KEYS_RETRY_MIN_NS (1000 * RP__NS_PER_MS) /* after a failed COMMAND, doubling */
+#define KEYS_RETRY_MAX_NS (64000 * RP__NS_PER_MS)
 
 typedef struct cnode {
     rp_cluster *cluster;
-    rp__link link; /* cluster->nodes */
+    rp__link link;           /* cluster->nodes */
+    struct cnode *same_hash; /* the next in its cluster->by_addr bucket */
     char addr[RP__ADDR_MAX];
     rp_client *client;
     bool master;
@@ -29,6 +32,7 @@ typedef struct cnode {
     bool closing; /* left the topology: its client is closing */
     uint64_t failed_ns;     /* its last failure, 0 if none */
     uint64_t asked_refresh; /* the refresh that last asked it */
+    int info_index;         /* its entry in rp_cluster_nodes's answer, -1: none */
 } cnode;
 
 typedef struct cshard {
@@ -79,15 +83,19 @@ struct rp_cluster {
     bool read_from_replicas;
     uint64_t refresh_interval_ns;
     rp__list nodes;
-    int nodes_open; /* node clients not yet closed */
+    int nodes_open;  /* node clients not yet closed */
+    cnode **by_addr; /* the same nodes, hashed by address: a layout of n nodes is applied in O(n) */
+    size_t nbuckets; /* a power of two, at least nodes_open */
     cnode *slot_master[RP_CLUSTER_SLOTS];
     uint16_t slot_shard[RP_CLUSTER_SLOTS]; /* shards index + 1; 0: none */
     cshard *shards;
     int nshards;
     rp__keyspec_table keys;
     rp__readonly_table readonly; /* from the same COMMAND, for every node client */
-    bool keys_pending; /* COMMAND asked; commands wait for its answer */
+    bool keys_pending; /* COMMAND asked; until one has failed, commands wait for its answer */
     bool keys_loaded;  /* answered, or refused: the fallback rule stays */
+    uint64_t keys_retry_ns;   /* after a failure: not asked again before then */
+    uint64_t keys_backoff_ns; /* the wait after the next failure */
     bool have_topology;
     bool refreshing;
     bool refresh_wanted; /* asked for while one was in flight */
@@ -115,14 +123,37 @@ static void maybe_finish_close(rp_cluster *c);
 
 /* ---------------------------------------------------------------- nodes */
 
+static cnode **bucket_of(rp_cluster *c, const char *addr)
+{
+    return &c->by_addr[rp__addr_hash(addr) & (c->nbuckets - 1)];
+}
+
 static cnode *node_find(rp_cluster *c, const char *addr)
 {
-    for (rp__link *link = c->nodes.head; link; link = link->next) {
-        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+    for (cnode *node = c->nbuckets ? *bucket_of(c, addr) : NULL; node; node = node->same_hash)
         if (!node->closing && !strcmp(node->addr, addr))
             return node;
-    }
     return NULL;
+}
+
+/* Room in by_addr for one more node: twice the buckets when full. */
+static int by_addr_reserve(rp_cluster *c)
+{
+    if ((size_t)c->nodes_open < c->nbuckets)
+        return 0;
+    size_t grown = c->nbuckets ? c->nbuckets * 2 : 16;
+    cnode **buckets = rp__calloc(grown, sizeof *buckets);
+    if (!buckets)
+        return -ENOMEM;
+    rp__free(c->by_addr);
+    c->by_addr = buckets;
+    c->nbuckets = grown;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link), **bucket = bucket_of(c, node->addr);
+        node->same_hash = *bucket;
+        *bucket = node;
+    }
+    return 0;
 }
 
 /* The cluster's hooks but those it calls itself, once per command. */
@@ -141,12 +172,15 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     cnode *node = node_find(c, addr);
     if (node)
         return node;
-    node = rp__calloc(1, sizeof *node);
-    if (!node || snprintf(node->addr, sizeof node->addr, "%s", addr) >= (int)sizeof node->addr) {
-        rp__free(node);
-        *error = node ? -EINVAL : -ENOMEM;
+    if (strlen(addr) >= sizeof node->addr) {
+        *error = -EINVAL;
         return NULL;
     }
+    if ((*error = by_addr_reserve(c)) < 0 || !(node = rp__calloc(1, sizeof *node))) {
+        *error = -ENOMEM;
+        return NULL;
+    }
+    memcpy(node->addr, addr, strlen(addr) + 1);
     rp_client_options opts = c->node_opts;
     opts.pool.addr = node->addr;
     *error = rp_client_new(&node->client, c->loop, &opts);
@@ -161,6 +195,9 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     node_set_hooks(node);
     c->nodes_open++;
     rp__list_push_back(&c->nodes, &node->link);
+    cnode **bucket = bucket_of(c, node->addr);
+    node->same_hash = *bucket;
+    *bucket = node;
     return node;
 }
 
@@ -170,6 +207,10 @@ static void node_closed(rp_client *client, void *data)
     cnode *node = data;
     rp_cluster *c = node->cluster;
     rp__list_unlink(&c->nodes, &node->link);
+    cnode **at = bucket_of(c, node->addr);
+    while (*at != node)
+        at = &(*at)->same_hash;
+    *at = node->same_hash;
     rp__free(node);
     c->nodes_open--;
     maybe_finish_close(c);
@@ -270,8 +311,13 @@ static int topology_read(rp_cluster *c, const redisReply *reply)
     return rc;
 }
 
-/* Commands wait for the first topology and the COMMAND table. */
-static bool routing_ready(const rp_cluster *c) { return c->have_topology && !c->keys_pending; }
+/* Commands wait for the first topology and the first COMMAND's answer;
+ * once a COMMAND has failed they route by the fallback rule (argv[1]) while
+ * it is asked again. */
+static bool routing_ready(const rp_cluster *c)
+{
+    return c->have_topology && (!c->keys_pending || c->keys_retry_ns);
+}
 
 /* Waiting commands go once routing is ready, or fail when no node could
  * give the first topology. */
@@ -336,8 +382,8 @@ static void refresh_end(rp_cluster *c, int status)
 
 /* COMMAND's answer: where keys are, and which commands are read-only for
  * every node client's retry rule. A refusal (ACL) leaves argv[1] routing
- * (and the built-in read-only table) for good; a failed node leaves the
- * next refresh to ask again. */
+ * (and the built-in read-only table) for good; a failure (the node, or no
+ * memory) leaves a later refresh to ask again, after a backoff. */
 static void keys_reply(const redisReply *reply, int status, bool may_retry, void *data)
 {
     (void)status;
@@ -349,7 +395,19 @@ static void keys_reply(const redisReply *reply, int status, bool may_retry, void
             rp__keyspec_load(&c->keys, reply) == 0 && rp__readonly_table_load(&c->readonly, reply) == 0;
     else
         c->keys_loaded = reply != NULL;
+    if (!c->keys_loaded) {
+        uint64_t backoff = c->keys_backoff_ns ? c->keys_backoff_ns * 2 : KEYS_RETRY_MIN_NS;
+        c->keys_backoff_ns = RP__MIN(backoff, KEYS_RETRY_MAX_NS);
+        c->keys_retry_ns = rp__loop_now(c->loop) + c->keys_backoff_ns;
+    }
     waiting_release(c, 0);
+}
+
+/* COMMAND goes with a layout read until it is answered: the first time at
+ * once, after a failure once its backoff has passed. */
+static bool keys_wanted(const rp_cluster *c)
+{
+    return !c->keys_loaded && !c->keys_pending && rp__loop_now(c->loop) >= c->keys_retry_ns;
 }
 
 static void topology_reply(const redisReply *reply, int status, bool may_retry, void *data)
@@ -381,7 +439,7 @@ static void refresh_ask(rp_cluster *c)
         return;
     }
     node->asked_refresh = c->refresh_count;
-    if (!c->keys_loaded && !c->keys_pending)
+    if (keys_wanted(c))
         c->keys_pending = rp__client_attempt(node->client, 0, false, keys_reply, c, 1, command_argv,
                                              command_argvlen) > 0;
     int64_t id = rp__client_attempt(node->client, 0, false, topology_reply, node, 2,
@@ -527,6 +585,19 @@ static bool parse_redirect(const redisReply *reply, const cnode *from, int *slot
     return len > 0 && len < RP__ADDR_MAX;
 }
 
+/* The slot is served by node from now on, and belongs to node's shard
+ * (none if node is no shard's master): read_from_replicas reads of it go
+ * to that shard's replicas, not the old master's, before the layout read
+ * MOVED asks for lands (or if it fails). */
+static void slot_moved(rp_cluster *c, int slot, cnode *node)
+{
+    c->slot_master[slot] = node;
+    c->slot_shard[slot] = 0;
+    for (int i = 0; i < c->nshards; i++)
+        if (c->shards[i].master == node)
+            c->slot_shard[slot] = (uint16_t)(i + 1);
+}
+
 /* MOVED: the slot is the named node's from now on; ASK: this command
  * alone goes there, after ASKING. */
 static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool moved)
@@ -541,7 +612,7 @@ static bool cmd_redirect(ccmd *cmd, cnode *from, const redisReply *reply, bool m
         return false;
     if (moved) {
         c->stats.moved++;
-        c->slot_master[slot] = target;
+        slot_moved(c, slot, target);
         refresh_request(c);
     } else {
         c->stats.asked++;
@@ -762,6 +833,7 @@ static void cluster_free(rp_cluster *c)
     rp__free((char *)c->node_opts.password);
     rp__free((char *)c->node_opts.client_name);
     rp__free(c->shards);
+    rp__free(c->by_addr);
     rp__keyspec_free(&c->keys);
     rp__readonly_table_free(&c->readonly);
     rp__free(c);
@@ -915,33 +987,31 @@ int rp_cluster_set_hooks(rp_cluster *c, const rp_hooks *hooks)
     return 0;
 }
 
-/* Counted, not kept: a MOVED moves a slot between two layout reads. */
-static int slots_served(const rp_cluster *c, const cnode *node)
-{
-    int count = 0;
-    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
-        count += c->slot_master[slot] == node;
-    return count;
-}
-
+/* A node's slots are counted, not kept (a MOVED moves one between two
+ * layout reads): one pass over the slots, each counted in its master's
+ * entry (info_index), whatever the number of nodes. */
 int rp_cluster_nodes(const rp_cluster *c, rp_cluster_node_info *out, int max)
 {
     if (!c || max < 0 || (max && !out))
         return -EINVAL;
     int count = 0;
     for (rp__link *link = c->nodes.head; link; link = link->next) {
-        const cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        node->info_index = !node->closing && count < max ? count : -1;
         if (node->closing)
             continue;
         if (count < max) {
             rp_cluster_node_info *info = &out[count];
             memcpy(info->addr, node->addr, sizeof info->addr);
             info->master = node->master;
-            info->slots = slots_served(c, node);
+            info->slots = 0;
             rp_pool_stats(rp_client_pool(node->client), &info->stats);
         }
         count++;
     }
+    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
+        if (c->slot_master[slot] && c->slot_master[slot]->info_index >= 0)
+            out[c->slot_master[slot]->info_index].slots++;
     return count;
 }
 

@@ -6,7 +6,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* Redis 7.0's top-level commands flagged readonly, for servers whose
  * COMMAND reply has not been read (or cannot be). Sorted. */
@@ -23,10 +22,25 @@ static const char *const builtin_readonly[] = {
     "zrevrank", "zscan", "zscore", "zunion",
 };
 
+/* Every byte of the name counts, a NUL too: the server looks names up by
+ * their length, and a NUL must not end the comparison early (nor send it
+ * reading past the word). The order is the tables' (bytewise, lower case,
+ * a word before the longer words it begins), for the binary search. */
 int rp__command_name_cmp(const char *name, size_t len, const char *entry)
 {
-    int c = strncasecmp(name, entry, len);
-    return c ? c : -(unsigned char)entry[len];
+    size_t i = 0;
+    for (; i < len && entry[i]; i++) {
+        int a = (unsigned char)rp__ascii_lower(name[i]), b = (unsigned char)entry[i];
+        if (a != b)
+            return a - b;
+    }
+    return i < len ? 1 : -(entry[i] != '\0');
+}
+
+bool rp__command_word_is(const char *arg, size_t len, const char *word)
+{
+    const char *nul = memchr(arg, '\0', len);
+    return !rp__command_name_cmp(arg, nul ? (size_t)(nul - arg) : len, word);
 }
 
 static bool sorted_contains(const char *const *names, size_t count, const char *name, size_t len)
@@ -52,6 +66,11 @@ bool rp__command_readonly(const rp__readonly_table *table, const char *name, siz
     return sorted_contains(builtin_readonly, sizeof builtin_readonly / sizeof *builtin_readonly, name, len);
 }
 
+bool rp__command_name_ok(const redisReply *name)
+{
+    return name->type == REDIS_REPLY_STRING && name->len && !memchr(name->str, '\0', name->len);
+}
+
 static int str_ptr_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* COMMAND: one [name, arity, flags, ...] entry per command. */
@@ -65,7 +84,7 @@ int rp__readonly_table_load(rp__readonly_table *table, const redisReply *reply)
     size_t count = 0;
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *entry = reply->element[i];
-        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 3 || entry->element[0]->type != REDIS_REPLY_STRING ||
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 3 || !rp__command_name_ok(entry->element[0]) ||
             !rp__reply_array_has(entry->element[2], "readonly"))
             continue;
         if (!(names[count] = rp__strdup(entry->element[0]->str))) {
@@ -75,7 +94,7 @@ int rp__readonly_table_load(rp__readonly_table *table, const redisReply *reply)
             return -ENOMEM;
         }
         for (char *c = names[count]; *c; c++)
-            *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+            *c = rp__ascii_lower(*c);
         count++;
     }
     qsort(names, count, sizeof *names, str_ptr_cmp);
@@ -117,13 +136,29 @@ static size_t arg_len(const char *const *argv, const size_t *argvlen, int i)
     return argvlen ? argvlen[i] : strlen(argv[i]);
 }
 
-/* XREAD and XREADGROUP block only with a BLOCK option, in milliseconds. */
-static int xread_block_arg(int argc, const char *const *argv, const size_t *argvlen)
+/* The BLOCK value of XREAD or XREADGROUP, found as the server finds it
+ * (xreadCommand): the options before STREAMS, each with its values, the
+ * last BLOCK winning; what follows STREAMS is keys and IDs, whatever they
+ * spell. 0 for none, or for options the server refuses (it answers at once). */
+static int xread_block_arg(bool group, int argc, const char *const *argv, const size_t *argvlen)
 {
-    for (int i = 1; i + 1 < argc; i++)
-        if (arg_is(argv[i], arg_len(argv, argvlen, i), "block"))
-            return i + 1;
-    return 0;
+    int block = 0;
+    for (int i = 1; i < argc; i++) {
+        int more = argc - i - 1;
+        const char *arg = argv[i];
+        size_t len = arg_len(argv, argvlen, i);
+        if (rp__command_word_is(arg, len, "block") && more >= 1)
+            block = ++i;
+        else if (rp__command_word_is(arg, len, "count") && more >= 1)
+            i++;
+        else if (rp__command_word_is(arg, len, "streams") && more >= 1)
+            return block;
+        else if (group && rp__command_word_is(arg, len, "group") && more >= 2)
+            i += 2;
+        else if (!group || !rp__command_word_is(arg, len, "noack"))
+            return 0;
+    }
+    return 0; /* no STREAMS */
 }
 
 static int64_t parse_block_ms(const char *arg, size_t len, bool in_ms)
@@ -143,12 +178,13 @@ static int64_t parse_block_ms(const char *arg, size_t len, bool in_ms)
 int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *argvlen)
 {
     const char *name = argv[0];
-    char first = (char)(name[0] | 0x20); /* every command passes here: most leave at once */
+    size_t len = arg_len(argv, argvlen, 0);
+    char first = len ? rp__ascii_lower(name[0]) : '\0'; /* every command passes here: most leave at once */
     if (first != 'b' && first != 'w' && first != 'x')
         return -1;
-    size_t len = arg_len(argv, argvlen, 0);
-    if (arg_is(name, len, "xread") || arg_is(name, len, "xreadgroup")) {
-        int at = xread_block_arg(argc, argv, argvlen);
+    bool group = arg_is(name, len, "xreadgroup");
+    if (group || arg_is(name, len, "xread")) {
+        int at = xread_block_arg(group, argc, argv, argvlen);
         return at ? parse_block_ms(argv[at], arg_len(argv, argvlen, at), true) : -1;
     }
     for (size_t i = 0; i < sizeof blocking / sizeof *blocking; i++) {

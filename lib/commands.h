@@ -17,9 +17,18 @@ typedef struct rp__readonly_table {
 int rp__readonly_table_load(rp__readonly_table *table, const redisReply *command_reply);
 void rp__readonly_table_free(rp__readonly_table *table);
 bool rp__command_readonly(const rp__readonly_table *table, const char *name, size_t len);
-/* Orders a length-counted name (or argument) against a table entry,
- * ignoring case: 0 when they are the same word. */
+static inline char rp__ascii_lower(char c) { return (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c); }
+
+/* Orders a length-counted command name against a table entry (lower case,
+ * NUL-terminated), ignoring ASCII case: 0 only for the same word, of the
+ * same length (a NUL in the name is one more byte, as for the server). */
 int rp__command_name_cmp(const char *name, size_t len, const char *entry);
+/* Whether an option word (XREAD's BLOCK, a key spec's keyword) is word, as
+ * the server decides it: with strcasecmp, so its text ends at a first NUL
+ * ("BLOCK\0x" is BLOCK; measured on Redis 7.0). */
+bool rp__command_word_is(const char *arg, size_t len, const char *word);
+/* A name COMMAND may list: a non-empty string without a NUL. */
+bool rp__command_name_ok(const redisReply *name);
 
 /* How long a blocking command (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BZPOPMIN,
  * BZPOPMAX, BLMPOP, BZMPOP, XREAD/XREADGROUP with BLOCK, WAIT, WAITAOF)

@@ -2,19 +2,20 @@
  * key specifications (where the search begins: an index or after a
  * keyword; how keys are found from there: a range, or a count argument),
  * or first, last and step for servers without them. The cluster routes by
- * the slot these keys share. */
+ * the slot these keys share. Every number of the table came from a server
+ * and is range-checked once, as it is loaded: a command whose specs make
+ * no sense is routed by its first, last and step (or has no keys). */
 #include "keyspec.h"
 #include "commands.h"
 #include "reply.h"
 
 #include <ringpool/cluster.h>
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct keyrule {
     int begin_index;  /* > 0: the search begins at this argument */
-    char keyword[16]; /* else: just after this keyword, */
+    char keyword[16]; /* else: just after this keyword (lower case), */
     int startfrom;    /* looked for from here (negative: backwards from the end) */
     bool keynum;      /* keys: argv[begin + keynumidx] of them from begin + firstkey */
     int lastkey, keystep, limit, keynumidx, firstkey;
@@ -29,65 +30,105 @@ typedef struct spec_rules spec_rules;
 
 /* ------------------------------------------------------------- loading */
 
-static int map_int(const redisReply *map, const char *key)
+/* Every integer of a COMMAND entry comes from the wire and may be
+ * anything; this is the one place they are read. Real specs hold small
+ * offsets: SPEC_INT_MAX bounds them all, so that no sum of one with an
+ * argument count can overflow. A value that is missing, not an integer or
+ * out of [lo, hi] makes the spec holding it nonsense. */
+#define SPEC_INT_MAX 65536
+
+static bool wire_int(const redisReply *value, long long lo, long long hi, int *out)
 {
-    const redisReply *value = rp__reply_map_get(map, key);
-    return value && value->type == REDIS_REPLY_INTEGER ? (int)value->integer : 0;
+    if (!value || value->type != REDIS_REPLY_INTEGER || value->integer < lo || value->integer > hi)
+        return false;
+    *out = (int)value->integer;
+    return true;
 }
 
-/* One key specification; false for the kinds that cannot be followed
- * ("unknown": SORT's STORE, found by the server at run time). */
-static bool rule_from_spec(const redisReply *spec, keyrule *rule)
+static bool spec_int(const redisReply *map, const char *key, long long lo, long long hi, int *out)
 {
-    const redisReply *begin = rp__reply_map_get(spec, "begin_search"), *find = rp__reply_map_get(spec, "find_keys");
-    const redisReply *begin_type = rp__reply_map_get(begin, "type"), *find_type = rp__reply_map_get(find, "type");
-    const redisReply *begin_spec = rp__reply_map_get(begin, "spec"), *find_spec = rp__reply_map_get(find, "spec");
-    if (!rp__reply_is_text(begin_type) || !rp__reply_is_text(find_type))
-        return false;
-    *rule = (keyrule){0};
-    if (!strcmp(begin_type->str, "index")) {
-        rule->begin_index = map_int(begin_spec, "index");
-    } else if (!strcmp(begin_type->str, "keyword")) {
-        const redisReply *keyword = rp__reply_map_get(begin_spec, "keyword");
-        if (!rp__reply_is_text(keyword) || keyword->len >= sizeof rule->keyword)
-            return false;
-        memcpy(rule->keyword, keyword->str, keyword->len + 1);
-        rule->startfrom = map_int(begin_spec, "startfrom");
-    } else {
-        return false;
+    return wire_int(rp__reply_map_get(map, key), lo, hi, out);
+}
+
+typedef enum {
+    SPEC_USABLE,
+    SPEC_UNKNOWN,  /* a kind that cannot be followed ("unknown": SORT's STORE, found at run time) */
+    SPEC_NONSENSE, /* a value no server means: the command's specs are not trusted */
+} spec_kind;
+
+static spec_kind begin_from_spec(const redisReply *begin, keyrule *rule)
+{
+    const redisReply *type = rp__reply_map_get(begin, "type"), *spec = rp__reply_map_get(begin, "spec");
+    if (!rp__reply_is_text(type))
+        return SPEC_NONSENSE;
+    if (!strcmp(type->str, "index"))
+        return spec_int(spec, "index", 1, SPEC_INT_MAX, &rule->begin_index) ? SPEC_USABLE : SPEC_NONSENSE;
+    if (strcmp(type->str, "keyword"))
+        return SPEC_UNKNOWN;
+    const redisReply *keyword = rp__reply_map_get(spec, "keyword");
+    if (!rp__reply_is_text(keyword) || !keyword->len || keyword->len >= sizeof rule->keyword ||
+        !spec_int(spec, "startfrom", -SPEC_INT_MAX, SPEC_INT_MAX, &rule->startfrom) || !rule->startfrom)
+        return SPEC_NONSENSE; /* startfrom 0 would search from the command's name */
+    for (size_t i = 0; i < keyword->len; i++) /* lower case, as the words it is compared with want */
+        rule->keyword[i] = rp__ascii_lower(keyword->str[i]);
+    return SPEC_USABLE;
+}
+
+static spec_kind find_from_spec(const redisReply *find, keyrule *rule)
+{
+    const redisReply *type = rp__reply_map_get(find, "type"), *spec = rp__reply_map_get(find, "spec");
+    if (!rp__reply_is_text(type))
+        return SPEC_NONSENSE;
+    if (!strcmp(type->str, "range")) {
+        /* The server divides by limit only for lastkey -1 (it asserts so). */
+        bool ok = spec_int(spec, "lastkey", -SPEC_INT_MAX, SPEC_INT_MAX, &rule->lastkey) &&
+                  spec_int(spec, "keystep", 1, SPEC_INT_MAX, &rule->keystep) &&
+                  spec_int(spec, "limit", 0, SPEC_INT_MAX, &rule->limit) && (rule->lastkey >= -1 || !rule->limit);
+        return ok ? SPEC_USABLE : SPEC_NONSENSE;
     }
-    if (!strcmp(find_type->str, "range")) {
-        rule->lastkey = map_int(find_spec, "lastkey");
-        rule->limit = map_int(find_spec, "limit");
-    } else if (!strcmp(find_type->str, "keynum")) {
+    if (!strcmp(type->str, "keynum")) {
         rule->keynum = true;
-        rule->keynumidx = map_int(find_spec, "keynumidx");
-        rule->firstkey = map_int(find_spec, "firstkey");
-    } else {
-        return false;
+        bool ok = spec_int(spec, "keynumidx", 0, SPEC_INT_MAX, &rule->keynumidx) &&
+                  spec_int(spec, "firstkey", 1, SPEC_INT_MAX, &rule->firstkey) &&
+                  spec_int(spec, "keystep", 1, SPEC_INT_MAX, &rule->keystep);
+        return ok ? SPEC_USABLE : SPEC_NONSENSE;
     }
-    rule->keystep = map_int(find_spec, "keystep");
-    return rule->begin_index > 0 || rule->keyword[0];
+    return SPEC_UNKNOWN;
 }
 
-/* Redis 6 has no key specs: first, last and step say it all. */
+/* One key specification: where the search begins, and how keys are
+ * found from there. */
+static spec_kind rule_from_spec(const redisReply *spec, keyrule *rule)
+{
+    *rule = (keyrule){0};
+    spec_kind begin = begin_from_spec(rp__reply_map_get(spec, "begin_search"), rule);
+    spec_kind find = find_from_spec(rp__reply_map_get(spec, "find_keys"), rule);
+    if (begin == SPEC_NONSENSE || find == SPEC_NONSENSE)
+        return SPEC_NONSENSE;
+    return begin == SPEC_USABLE && find == SPEC_USABLE ? SPEC_USABLE : SPEC_UNKNOWN;
+}
+
+/* First, last and step (all Redis 6 has): 0 rules for a command without
+ * keys, or for values that make no sense. */
 static int legacy_rule(const redisReply *entry, keyrule *rule)
 {
-    long long first = entry->element[3]->integer, last = entry->element[4]->integer;
-    if (first <= 0)
+    int first, last, step;
+    if (!wire_int(entry->element[3], 1, SPEC_INT_MAX, &first) ||
+        !wire_int(entry->element[4], -SPEC_INT_MAX, SPEC_INT_MAX, &last) ||
+        !wire_int(entry->element[5], 1, SPEC_INT_MAX, &step) || (last >= 0 && last < first))
         return 0;
-    *rule = (keyrule){.begin_index = (int)first, .lastkey = (int)(last >= 0 ? last - first : last),
-                      .keystep = (int)entry->element[5]->integer};
+    *rule = (keyrule){.begin_index = first, .lastkey = last >= 0 ? last - first : last, .keystep = step};
     return 1;
 }
 
 static bool valid_entry(const redisReply *e)
 {
-    return e->type == REDIS_REPLY_ARRAY && e->elements >= 6 && rp__reply_is_text(e->element[0]) &&
-           e->element[3]->type == REDIS_REPLY_INTEGER && e->element[4]->type == REDIS_REPLY_INTEGER &&
-           e->element[5]->type == REDIS_REPLY_INTEGER;
+    return e->type == REDIS_REPLY_ARRAY && e->elements >= 6 && rp__command_name_ok(e->element[0]);
 }
 
+/* The rules of the entry's key specs; if any spec makes no sense, none of
+ * them is trusted and first/last/step (which the server derives from the
+ * same specs) route the command alone. */
 static int spec_fill(rp__keyspec *spec, const redisReply *entry)
 {
     const redisReply *specs = entry->elements > 8 ? entry->element[8] : NULL;
@@ -96,14 +137,17 @@ static int spec_fill(rp__keyspec *spec, const redisReply *entry)
     spec_rules *rules = rp__calloc(1, sizeof *rules + (nspecs + 1) * sizeof(keyrule) + name_len + 1);
     if (!rules)
         return -ENOMEM;
-    for (size_t i = 0; i < nspecs; i++)
-        if (rule_from_spec(specs->element[i], &rules->rule[rules->count]))
-            rules->count++;
-    if (!nspecs)
+    bool trusted = true;
+    for (size_t i = 0; i < nspecs; i++) {
+        spec_kind kind = rule_from_spec(specs->element[i], &rules->rule[rules->count]);
+        rules->count += kind == SPEC_USABLE;
+        trusted &= kind != SPEC_NONSENSE;
+    }
+    if (!nspecs || !trusted)
         rules->count = legacy_rule(entry, &rules->rule[0]);
     spec->name = (char *)&rules->rule[nspecs + 1];
     for (size_t i = 0; i < name_len; i++)
-        spec->name[i] = (char)tolower((unsigned char)entry->element[0]->str[i]);
+        spec->name[i] = rp__ascii_lower(entry->element[0]->str[i]);
     spec->rules = rules;
     spec->readonly = rp__reply_array_has(entry->element[2], "readonly");
     return 0;
@@ -193,7 +237,8 @@ static const rp__keyspec *command_spec(const rp__keyspec_table *table, int argc,
 {
     const rp__keyspec *spec = spec_find(table, argv[0], argvlen[0]);
     char name[64];
-    if (!spec || !spec->has_subcommands || argc < 2 || argvlen[0] + argvlen[1] + 1 >= sizeof name)
+    if (!spec || !spec->has_subcommands || argc < 2 || argvlen[0] >= sizeof name ||
+        argvlen[1] >= sizeof name - argvlen[0] - 1)
         return spec;
     memcpy(name, argv[0], argvlen[0]);
     name[argvlen[0]] = '|';
@@ -202,12 +247,13 @@ static const rp__keyspec *command_spec(const rp__keyspec_table *table, int argc,
     return sub ? sub : spec;
 }
 
-/* Where a keyword rule's keys begin: after its keyword; 0 if it is absent. */
+/* Where a keyword rule's keys begin: after its keyword (compared as the
+ * server compares it); 0 if it is absent. */
 static int keyword_begin(const keyrule *rule, int argc, const char *const *argv, const size_t *argvlen)
 {
     int step = rule->startfrom > 0 ? 1 : -1;
     for (int i = rule->startfrom > 0 ? rule->startfrom : argc + rule->startfrom; i >= 1 && i < argc; i += step)
-        if (!rp__command_name_cmp(argv[i], argvlen[i], rule->keyword))
+        if (rp__command_word_is(argv[i], argvlen[i], rule->keyword))
             return i + 1;
     return 0;
 }
@@ -225,16 +271,18 @@ static bool parse_count(const char *text, size_t len, long *out)
 }
 
 /* Folds the keys the rule finds into slot (RP__NO_KEYS so far, or the
- * slot of the keys before). */
+ * slot of the keys before). The rule's numbers were range-checked when
+ * loaded (each within SPEC_INT_MAX, offsets and steps positive): in a
+ * long, no sum here overflows, and no index falls before argv[1]. */
 static int rule_slot(const keyrule *rule, int slot, int argc, const char *const *argv, const size_t *argvlen)
 {
-    int begin = rule->begin_index ? rule->begin_index : keyword_begin(rule, argc, argv, argvlen);
+    long begin = rule->begin_index ? rule->begin_index : keyword_begin(rule, argc, argv, argvlen);
     long first = begin, last, count;
     if (!begin)
         return slot;
     if (rule->keynum) {
-        if (begin + rule->keynumidx >= argc ||
-            !parse_count(argv[begin + rule->keynumidx], argvlen[begin + rule->keynumidx], &count))
+        long at = begin + rule->keynumidx;
+        if (at >= argc || !parse_count(argv[at], argvlen[at], &count))
             return slot;
         first = begin + rule->firstkey;
         last = first + (count < argc ? count : argc) - 1; /* a huge count must not overflow */
@@ -243,7 +291,7 @@ static int rule_slot(const keyrule *rule, int slot, int argc, const char *const 
     } else {
         last = rule->limit ? begin + (argc - begin) / rule->limit + rule->lastkey : argc + rule->lastkey;
     }
-    for (long i = first; i <= last && i < argc; i += rule->keystep > 0 ? rule->keystep : 1) {
+    for (long i = first; i <= last && i < argc; i += rule->keystep) {
         int key_slot = rp_cluster_key_slot(argv[i], argvlen[i]);
         if (slot != RP__NO_KEYS && key_slot != slot)
             return RP_ECROSSSLOT;

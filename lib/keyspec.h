@@ -20,7 +20,9 @@ typedef struct rp__keyspec_table {
     size_t count;
 } rp__keyspec_table;
 
-/* Loads the reply of COMMAND; replaces what the table held. */
+/* Loads the reply of COMMAND; replaces what the table held. Any spec
+ * with a number out of range (or of a kind unknown) is not kept; a
+ * command with a nonsense spec keeps only its first/last/step rule. */
 int rp__keyspec_load(rp__keyspec_table *table, const redisReply *command_reply);
 void rp__keyspec_free(rp__keyspec_table *table);
 

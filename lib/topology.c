@@ -1,171 +1,252 @@
 /* Reads a cluster's layout from CLUSTER SHARDS (Redis 7) or CLUSTER SLOTS:
  * which shard serves each slot, and the addresses of each shard's master
- * and online replicas. */
+ * and online replicas. The reply comes from a server and is not trusted:
+ * memory is spent only on the shards it really describes, naming at most
+ * RP__MAX_NODES nodes, and its numbers are range-checked as read. */
 #include "topology.h"
 #include "reply.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static bool as_int(const redisReply *r, long long *out)
+/* An integer (or its decimal text) within [lo, hi]. */
+static bool wire_int(const redisReply *r, long long lo, long long hi, long long *out)
 {
     if (r && r->type == REDIS_REPLY_INTEGER) {
         *out = r->integer;
-        return true;
+    } else {
+        char *end;
+        if (!rp__reply_is_text(r))
+            return false;
+        *out = strtoll(r->str, &end, 10);
+        if (end == r->str || *end)
+            return false;
     }
-    char *end;
-    if (!rp__reply_is_text(r))
-        return false;
-    *out = strtoll(r->str, &end, 10);
-    return end != r->str && !*end;
+    return *out >= lo && *out <= hi;
 }
 
-/* "host:port", bracketing an IPv6 host; false when either is missing. */
+/* "host:port", bracketing an IPv6 host; false when either is missing or
+ * the whole is longer than an address may be. */
 static bool format_addr(char *out, const redisReply *host, const redisReply *port)
 {
     long long number;
-    if (!rp__reply_is_text(host) || !host->len || !strcmp(host->str, "?") || !as_int(port, &number) || number <= 0)
+    if (!rp__reply_is_text(host) || !host->len || !strcmp(host->str, "?") || !wire_int(port, 1, 65535, &number))
         return false;
     int len = strchr(host->str, ':') ? snprintf(out, RP__ADDR_MAX, "[%s]:%lld", host->str, number)
                                      : snprintf(out, RP__ADDR_MAX, "%s:%lld", host->str, number);
     return len > 0 && len < RP__ADDR_MAX;
 }
 
-static void assign(rp__topology *topo, long long first, long long last, int shard)
+/* A range of slots, each within 0..16383, first <= last; else none. */
+static void assign(rp__topology *topo, const redisReply *first, const redisReply *last, int shard)
 {
-    for (long long slot = first < 0 ? 0 : first; slot <= last && slot < RP_CLUSTER_SLOTS; slot++)
+    long long from, to;
+    if (!wire_int(first, 0, RP_CLUSTER_SLOTS - 1, &from) || !wire_int(last, from, RP_CLUSTER_SLOTS - 1, &to))
+        return;
+    for (long long slot = from; slot <= to; slot++)
         topo->owner[slot] = (uint16_t)(shard + 1);
 }
 
-static rp__shard_desc *shard_add(rp__topology *topo, size_t cap)
+/* One more address kept; -EPROTO past RP__MAX_NODES, -ENOMEM. */
+static int addr_keep(rp__topology *topo, char **out, const char *addr)
 {
-    if ((size_t)topo->nshards >= cap)
-        return NULL;
-    rp__shard_desc *shard = &topo->shards[topo->nshards++];
-    memset(shard, 0, sizeof *shard);
-    return shard;
+    if (topo->nodes == RP__MAX_NODES)
+        return -EPROTO;
+    if (!(*out = rp__strdup(addr)))
+        return -ENOMEM;
+    topo->nodes++;
+    return 0;
 }
 
-static void replica_add(rp__shard_desc *shard, const char *addr)
+/* A new shard of that master: its index, or addr_keep's error. The array
+ * grows by doubling, with the shards found. */
+static int shard_add(rp__topology *topo, const char *master)
 {
-    if (shard->nreplicas < RP__MAX_REPLICAS)
-        memcpy(shard->replicas[shard->nreplicas++], addr, RP__ADDR_MAX);
+    if (topo->nodes == RP__MAX_NODES) /* and so nshards < RP__MAX_NODES: room below */
+        return -EPROTO;
+    if (topo->nshards == topo->cap) {
+        int cap = topo->cap ? RP__MIN(topo->cap * 2, RP__MAX_NODES) : 16;
+        rp__shard_desc *shards = rp__realloc(topo->shards, (size_t)cap * sizeof *shards);
+        if (!shards)
+            return -ENOMEM;
+        topo->shards = shards;
+        topo->cap = cap;
+    }
+    rp__shard_desc *shard = &topo->shards[topo->nshards];
+    memset(shard, 0, sizeof *shard);
+    int rc = addr_keep(topo, &shard->master, master);
+    return rc < 0 ? rc : topo->nshards++;
+}
+
+static int replica_add(rp__topology *topo, int index, const char *addr)
+{
+    rp__shard_desc *shard = &topo->shards[index];
+    if (shard->nreplicas == RP__MAX_REPLICAS)
+        return 0;
+    int rc = addr_keep(topo, &shard->replicas[shard->nreplicas], addr);
+    shard->nreplicas += rc == 0;
+    return rc;
 }
 
 static int topology_start(rp__topology *topo, const redisReply *reply)
 {
     memset(topo, 0, sizeof *topo);
-    if (reply->type != REDIS_REPLY_ARRAY)
-        return -EPROTO;
-    topo->shards = rp__calloc(reply->elements ? reply->elements : 1, sizeof *topo->shards);
-    return topo->shards ? 0 : -ENOMEM;
+    return reply->type == REDIS_REPLY_ARRAY ? 0 : -EPROTO;
 }
 
-static int topology_end(rp__topology *topo)
+static int topology_end(rp__topology *topo, int rc)
 {
-    for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++)
+    for (int slot = 0; rc == 0 && slot < RP_CLUSTER_SLOTS; slot++)
         if (topo->owner[slot])
             return 0;
     rp__topology_free(topo);
-    return -EPROTO;
+    return rc ? rc : -EPROTO;
 }
 
 /* A node of CLUSTER SHARDS: a flat map (id, port, ip, endpoint, role,
- * health, ...); the endpoint is the address clients should use. Returns
- * whether it is a master that is not online. */
-static bool shards_node(rp__shard_desc *shard, const redisReply *node)
+ * health, ...); the endpoint is the address clients should use. False if
+ * it has no usable address or role. */
+static bool shards_node(const redisReply *node, char *addr, bool *master, bool *online)
 {
-    char addr[RP__ADDR_MAX];
-    const redisReply *endpoint = rp__reply_map_get(node, "endpoint"), *role = rp__reply_map_get(node, "role");
-    const redisReply *health = rp__reply_map_get(node, "health");
-    bool online = rp__reply_is_text(health) && !strcmp(health->str, "online");
-    if (!format_addr(addr, endpoint, rp__reply_map_get(node, "port")) && !format_addr(addr, rp__reply_map_get(node, "ip"), rp__reply_map_get(node, "port")))
+    const redisReply *role = rp__reply_map_get(node, "role"), *health = rp__reply_map_get(node, "health");
+    const redisReply *port = rp__reply_map_get(node, "port");
+    if (!rp__reply_is_text(role) ||
+        (!format_addr(addr, rp__reply_map_get(node, "endpoint"), port) &&
+         !format_addr(addr, rp__reply_map_get(node, "ip"), port)))
         return false;
-    if (!rp__reply_is_text(role))
-        return false;
-    if (!strcmp(role->str, "master")) {
-        memcpy(shard->master, addr, RP__ADDR_MAX);
-        return !online;
-    }
-    if (online)
-        replica_add(shard, addr);
-    return false;
+    *master = !strcmp(role->str, "master");
+    *online = rp__reply_is_text(health) && !strcmp(health->str, "online");
+    return true;
+}
+
+/* A shard of CLUSTER SHARDS: its slots (pairs of bounds) and its nodes.
+ * Its master is the last node with that role; a master that failed and
+ * whose slots went to its replica stays listed, alone and down, until it
+ * is forgotten: it serves nothing, and is left out. */
+static int shards_entry(rp__topology *topo, const redisReply *entry)
+{
+    const redisReply *slots = rp__reply_map_get(entry, "slots"), *nodes = rp__reply_map_get(entry, "nodes");
+    char addr[RP__ADDR_MAX], master_addr[RP__ADDR_MAX] = "";
+    bool master, online, master_down = false;
+    if (!slots || slots->type != REDIS_REPLY_ARRAY || !nodes || nodes->type != REDIS_REPLY_ARRAY)
+        return 0;
+    for (size_t n = 0; n < nodes->elements; n++)
+        if (shards_node(nodes->element[n], addr, &master, &online) && master) {
+            memcpy(master_addr, addr, sizeof addr);
+            master_down |= !online;
+        }
+    if (!master_addr[0] || (master_down && !slots->elements))
+        return 0;
+    int rc, index = shard_add(topo, master_addr);
+    if (index < 0)
+        return index;
+    for (size_t n = 0; n < nodes->elements; n++)
+        if (shards_node(nodes->element[n], addr, &master, &online) && !master && online &&
+            (rc = replica_add(topo, index, addr)) < 0)
+            return rc;
+    for (size_t s = 0; s + 1 < slots->elements; s += 2)
+        assign(topo, slots->element[s], slots->element[s + 1], index);
+    return 0;
 }
 
 int rp__topology_from_shards(rp__topology *topo, const redisReply *reply)
 {
     int rc = topology_start(topo, reply);
-    for (size_t i = 0; rc == 0 && i < reply->elements; i++) {
-        const redisReply *slots = rp__reply_map_get(reply->element[i], "slots"), *nodes = rp__reply_map_get(reply->element[i], "nodes");
-        if (!slots || slots->type != REDIS_REPLY_ARRAY || !nodes || nodes->type != REDIS_REPLY_ARRAY)
-            continue;
-        rp__shard_desc *shard = shard_add(topo, reply->elements);
-        bool master_down = false;
-        for (size_t n = 0; n < nodes->elements; n++)
-            master_down |= shards_node(shard, nodes->element[n]);
-        /* A master that failed and whose slots went to its replica stays
-         * listed, alone, until it is forgotten: it serves nothing. */
-        if (!shard->master[0] || (master_down && !slots->elements)) {
-            topo->nshards--;
-            continue;
-        }
-        long long first, last;
-        for (size_t s = 0; s + 1 < slots->elements; s += 2)
-            if (as_int(slots->element[s], &first) && as_int(slots->element[s + 1], &last))
-                assign(topo, first, last, topo->nshards - 1);
-    }
-    return rc ? rc : topology_end(topo);
+    for (size_t i = 0; rc == 0 && i < reply->elements; i++)
+        rc = shards_entry(topo, reply->element[i]);
+    return topology_end(topo, rc);
 }
 
-static int shard_of_master(const rp__topology *topo, const char *addr)
+/* Shards by master address while CLUSTER SLOTS is read: open addressing
+ * over shard index + 1, at least twice as many entries as shards can be
+ * made, so that a reply of many ranges costs what it weighs, not its
+ * square. */
+typedef struct master_index {
+    uint16_t *entry;
+    size_t mask;
+} master_index;
+
+static int master_index_init(master_index *index, size_t ranges)
 {
-    for (int i = 0; i < topo->nshards; i++)
-        if (!strcmp(topo->shards[i].master, addr))
-            return i;
-    return -1;
+    size_t size = 64;
+    while (size < 2 * RP__MIN(ranges, (size_t)RP__MAX_NODES))
+        size *= 2;
+    index->mask = size - 1;
+    index->entry = rp__calloc(size, sizeof *index->entry);
+    return index->entry ? 0 : -ENOMEM;
+}
+
+size_t rp__addr_hash(const char *addr)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    while (*addr)
+        hash = (hash ^ (unsigned char)*addr++) * 16777619u;
+    return hash;
+}
+
+/* The shard whose master is addr (*found), or a new one: its index, or a
+ * negative code from shard_add. */
+static int shard_of_master(rp__topology *topo, master_index *index, const char *addr, bool *found)
+{
+    size_t i = rp__addr_hash(addr) & index->mask;
+    for (; index->entry[i]; i = (i + 1) & index->mask)
+        if (!strcmp(topo->shards[index->entry[i] - 1].master, addr)) {
+            *found = true;
+            return index->entry[i] - 1;
+        }
+    *found = false;
+    int shard = shard_add(topo, addr);
+    if (shard >= 0)
+        index->entry[i] = (uint16_t)(shard + 1);
+    return shard;
 }
 
 /* A range of CLUSTER SLOTS: [first, last, master, replica...], each node
  * [host, port, id, ...]. A master serving several ranges has one shard. */
-static void slots_range(rp__topology *topo, const redisReply *range, size_t cap)
+static int slots_range(rp__topology *topo, master_index *index, const redisReply *range)
 {
     char addr[RP__ADDR_MAX];
-    long long first, last;
-    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 || !as_int(range->element[0], &first) ||
-        !as_int(range->element[1], &last))
-        return;
+    bool found;
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3)
+        return 0;
     const redisReply *master = range->element[2];
     if (master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
         !format_addr(addr, master->element[0], master->element[1]))
-        return;
-    int index = shard_of_master(topo, addr);
-    if (index < 0) {
-        rp__shard_desc *shard = shard_add(topo, cap);
-        if (!shard)
-            return;
-        memcpy(shard->master, addr, RP__ADDR_MAX);
-        index = topo->nshards - 1;
-        for (size_t r = 3; r < range->elements; r++) {
-            const redisReply *replica = range->element[r];
-            if (replica->type == REDIS_REPLY_ARRAY && replica->elements >= 2 &&
-                format_addr(addr, replica->element[0], replica->element[1]))
-                replica_add(shard, addr);
-        }
+        return 0;
+    int rc, shard = shard_of_master(topo, index, addr, &found);
+    if (shard < 0)
+        return shard;
+    for (size_t r = 3; !found && r < range->elements; r++) {
+        const redisReply *replica = range->element[r];
+        if (replica->type == REDIS_REPLY_ARRAY && replica->elements >= 2 &&
+            format_addr(addr, replica->element[0], replica->element[1]) &&
+            (rc = replica_add(topo, shard, addr)) < 0)
+            return rc;
     }
-    assign(topo, first, last, index);
+    assign(topo, range->element[0], range->element[1], shard);
+    return 0;
 }
 
 int rp__topology_from_slots(rp__topology *topo, const redisReply *reply)
 {
+    master_index index = {0};
     int rc = topology_start(topo, reply);
+    if (rc == 0)
+        rc = master_index_init(&index, reply->elements);
     for (size_t i = 0; rc == 0 && i < reply->elements; i++)
-        slots_range(topo, reply->element[i], reply->elements);
-    return rc ? rc : topology_end(topo);
+        rc = slots_range(topo, &index, reply->element[i]);
+    rp__free(index.entry);
+    return topology_end(topo, rc);
 }
 
 void rp__topology_free(rp__topology *topo)
 {
+    for (int i = 0; i < topo->nshards; i++) {
+        rp__free(topo->shards[i].master);
+        for (int r = 0; r < topo->shards[i].nreplicas; r++)
+            rp__free(topo->shards[i].replicas[r]);
+    }
     rp__free(topo->shards);
     topo->shards = NULL;
-    topo->nshards = 0;
+    topo->nshards = topo->cap = topo->nodes = 0;
 }

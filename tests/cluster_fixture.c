@@ -7,12 +7,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -1046,4 +1049,204 @@ fx_result fxc_run(rp_loop *loop, rp_cluster *cluster, int argc, const char **arg
     cr_assert_eq(rp_cluster_command(cluster, fxc_result_cb, &r, argc, argv, NULL), 0, "%s refused", argv[0]);
     cr_assert(fx_run_until_count(loop, &r.calls, 1, 20000), "no reply to %s", argv[0]);
     return r;
+}
+
+/* ------------------------------------------------- fake cluster nodes */
+
+enum { FXF_CONNS = 32, FXF_BUF = 16384, FXF_NAMES = 16 };
+
+struct fxf_conn {
+    int fd; /* -1 once closed */
+    int node;
+    size_t len;
+    char buf[FXF_BUF];
+};
+
+static struct {
+    int nodes;
+    int listener[FXF_NODES];
+    int port[FXF_NODES];
+    char addr[FXF_NODES][32];
+    fxf_script script;
+    pthread_t thread;
+    atomic_bool stop;
+    pthread_mutex_t lock;
+    struct {
+        char name[32];
+        int count;
+    } seen[FXF_NODES][FXF_NAMES];
+    fxf_conn conns[FXF_CONNS];
+    int nconns;
+} fxf = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int fxf_port(int node) { return fxf.port[node]; }
+const char *fxf_addr(int node) { return fxf.addr[node]; }
+
+void fxf_write(fxf_conn *c, const void *bytes, size_t len)
+{
+    if (c->fd >= 0 && send(c->fd, bytes, len, MSG_NOSIGNAL) != (ssize_t)len) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+void fxf_say(fxf_conn *c, const char *text) { fxf_write(c, text, strlen(text)); }
+
+static void fxf_count(int node, const char *name)
+{
+    pthread_mutex_lock(&fxf.lock);
+    for (int i = 0; i < FXF_NAMES; i++) {
+        if (!fxf.seen[node][i].name[0])
+            snprintf(fxf.seen[node][i].name, sizeof fxf.seen[node][i].name, "%s", name);
+        if (!strcasecmp(fxf.seen[node][i].name, name)) {
+            fxf.seen[node][i].count++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fxf.lock);
+}
+
+int fxf_seen(int node, const char *name)
+{
+    int n = 0;
+    pthread_mutex_lock(&fxf.lock);
+    for (int i = node < 0 ? 0 : node; i < (node < 0 ? FXF_NODES : node + 1); i++)
+        for (int j = 0; j < FXF_NAMES; j++)
+            if (!strcasecmp(fxf.seen[i][j].name, name))
+                n += fxf.seen[i][j].count;
+    pthread_mutex_unlock(&fxf.lock);
+    return n;
+}
+
+/* "*N\r\n" or "$N\r\n": its number and the bytes it took; 0 if the line
+ * is not all here, -1 if it is not that kind. */
+static long fxf_line(const char *p, const char *end, char kind, long *value)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return 0;
+    if (*p != kind)
+        return -1;
+    *value = strtol(p + 1, NULL, 10);
+    return nl + 1 - p;
+}
+
+/* One whole command from buf: the bytes it took, 0 if it is not all here,
+ * -1 if it is not one the fake can hold. */
+static long fxf_parse(const char *buf, size_t len, int *argc, char argv[][FXF_ARGLEN])
+{
+    const char *p = buf, *end = buf + len;
+    long n, argn, used = fxf_line(p, end, '*', &n);
+    if (used <= 0)
+        return used;
+    if (n <= 0 || n > FXF_ARGS)
+        return -1;
+    p += used;
+    for (long i = 0; i < n; i++) {
+        if ((used = fxf_line(p, end, '$', &argn)) <= 0)
+            return used;
+        p += used;
+        if (argn < 0 || argn >= FXF_ARGLEN)
+            return -1;
+        if (end - p < argn + 2)
+            return 0;
+        memcpy(argv[i], p, (size_t)argn);
+        argv[i][argn] = '\0';
+        p += argn + 2;
+    }
+    *argc = (int)n;
+    return p - buf;
+}
+
+static void fxf_serve(fxf_conn *c)
+{
+    ssize_t got = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+    if (got <= 0) {
+        close(c->fd);
+        c->fd = -1;
+        return;
+    }
+    c->len += (size_t)got;
+    char argv[FXF_ARGS][FXF_ARGLEN];
+    int argc;
+    long used;
+    while (c->fd >= 0 && (used = fxf_parse(c->buf, c->len, &argc, argv)) != 0) {
+        if (used < 0) {
+            close(c->fd);
+            c->fd = -1;
+            return;
+        }
+        memmove(c->buf, c->buf + used, c->len - (size_t)used);
+        c->len -= (size_t)used;
+        fxf_count(c->node, argv[0]);
+        fxf.script(c, c->node, argc, argv);
+    }
+}
+
+static void fxf_accept(int node)
+{
+    int fd = accept4(fxf.listener[node], NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (fxf.nconns == FXF_CONNS) {
+        close(fd);
+        return;
+    }
+    struct timeval bound = {.tv_sec = 2}; /* a write never hangs the thread */
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof bound);
+    fxf_conn *c = &fxf.conns[fxf.nconns++];
+    c->fd = fd;
+    c->node = node;
+    c->len = 0;
+}
+
+static void *fxf_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fxf.stop)) {
+        struct pollfd pfd[FXF_NODES + FXF_CONNS];
+        int n = 0;
+        for (int i = 0; i < fxf.nodes; i++)
+            pfd[n++] = (struct pollfd){.fd = fxf.listener[i], .events = POLLIN};
+        for (int i = 0; i < fxf.nconns; i++)
+            pfd[n++] = (struct pollfd){.fd = fxf.conns[i].fd, .events = POLLIN};
+        if (poll(pfd, (nfds_t)n, 10) <= 0)
+            continue;
+        for (int i = 0; i < fxf.nconns; i++)
+            if (fxf.conns[i].fd >= 0 && pfd[fxf.nodes + i].revents)
+                fxf_serve(&fxf.conns[i]);
+        for (int i = 0; i < fxf.nodes; i++)
+            if (pfd[i].revents & POLLIN)
+                fxf_accept(i);
+    }
+    return NULL;
+}
+
+void fxf_start(int count, fxf_script script)
+{
+    cr_assert(count > 0 && count <= FXF_NODES);
+    memset(fxf.seen, 0, sizeof fxf.seen);
+    fxf.nodes = count;
+    fxf.nconns = 0;
+    fxf.script = script;
+    atomic_store(&fxf.stop, false);
+    for (int i = 0; i < count; i++) {
+        fxf.listener[i] = fx_listener(16, &fxf.port[i]);
+        snprintf(fxf.addr[i], sizeof fxf.addr[i], "127.0.0.1:%d", fxf.port[i]);
+    }
+    cr_assert_eq(pthread_create(&fxf.thread, NULL, fxf_main, NULL), 0);
+}
+
+void fxf_stop(void)
+{
+    if (!fxf.nodes)
+        return;
+    atomic_store(&fxf.stop, true);
+    pthread_join(fxf.thread, NULL);
+    for (int i = 0; i < fxf.nconns; i++)
+        if (fxf.conns[i].fd >= 0)
+            close(fxf.conns[i].fd);
+    for (int i = 0; i < fxf.nodes; i++)
+        close(fxf.listener[i]);
+    fxf.nodes = 0;
 }

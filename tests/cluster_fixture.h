@@ -116,4 +116,27 @@ void fxc_result_cb(rp_cluster *cluster, const redisReply *reply, int status, voi
 /* Sends argv and runs the loop until its reply. */
 fx_result fxc_run(rp_loop *loop, rp_cluster *cluster, int argc, const char **argv);
 
+/* ------------------------------------------------- fake cluster nodes */
+
+/* Listeners of our own on 127.0.0.1, served by one thread, for what no
+ * real cluster sends: hostile COMMAND tables and layouts, redirects to
+ * odd addresses, silence. The script runs on that thread for each whole
+ * command a node receives (arguments NUL-terminated, up to FXF_ARGLEN - 1
+ * bytes each) and answers with fxf_say, or not at all. */
+enum { FXF_NODES = 4, FXF_ARGS = 16, FXF_ARGLEN = 512 };
+typedef struct fxf_conn fxf_conn;
+typedef void (*fxf_script)(fxf_conn *c, int node, int argc, char argv[][FXF_ARGLEN]);
+/* Starts `nodes` listeners (their ports are known at once) and the thread. */
+void fxf_start(int nodes, fxf_script script);
+/* Stops the thread and closes every socket it had. */
+void fxf_stop(void);
+int fxf_port(int node);
+/* "127.0.0.1:PORT" */
+const char *fxf_addr(int node);
+/* Writes text (or len bytes) to the connection; a failed write is ignored. */
+void fxf_say(fxf_conn *c, const char *text);
+void fxf_write(fxf_conn *c, const void *bytes, size_t len);
+/* Commands named `name` (case-insensitive) a node received; node -1: all. */
+int fxf_seen(int node, const char *name);
+
 #endif

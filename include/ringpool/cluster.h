@@ -11,6 +11,11 @@ extern "C" {
 #endif
 
 #define RP_CLUSTER_SLOTS 16384
+/* The longest node address, "host:port" with its NUL: a host name of up
+ * to 255 bytes (cluster-preferred-endpoint-type hostname), or a bracketed
+ * IPv6 address. Seeds, layouts and redirects naming longer ones are
+ * refused. */
+#define RP_CLUSTER_ADDR_MAX 264
 
 /* The hash slot of a key: CRC16 (XMODEM) mod 16384 of the key, or of the
  * part between the first '{' and the next '}' when that part is not empty
@@ -22,18 +27,25 @@ RP_EXTERN int rp_cluster_key_slot(const char *key, size_t len);
  * node or a seed; it is read again after a MOVED, when a node fails, and
  * every refresh_interval_ms (at most one read in flight, and not more often
  * than every 100 ms). Nodes that left are closed; new ones get a client.
+ * A layout naming more nodes (masters and replicas) than RP_CLUSTER_SLOTS
+ * is refused, as one that assigns no slot: no cluster has that many.
  *
  * Routing: a command goes to the master of its keys' slot. Its keys are
- * found as the server finds them, from its COMMAND table (read once): the
+ * found as the server finds them, from its COMMAND table (read once; the
+ * first commands wait for it, and if it fails, commands route by argv[1]
+ * while later topology reads ask again, backing off from 1 s to 64 s): the
  * key specs of each command and subcommand (a range, a numkeys argument as
- * EVAL's, the keys after XREAD's STREAMS), or first, last and step. Keys in
- * different slots fail the command before it is sent, with RP_ECROSSSLOT.
- * A command without keys goes to any master (key_index overrides: route by
- * that argument). With read_from_replicas, read-only commands go
+ * EVAL's, the keys after XREAD's STREAMS), or first, last and step. A
+ * command whose key specs make no sense (an index, count or step out of
+ * range: a server's reply is not trusted) is routed by its first, last
+ * and step alone. Keys in different slots fail the command before it is
+ * sent, with RP_ECROSSSLOT. A command without keys goes to any master
+ * (key_index overrides: route by that argument). With read_from_replicas, read-only commands go
  * round-robin to the slot's replicas (each connection sends READONLY at
  * set-up), or its master when none is known or a replica failed it.
  *
- * Redirects: MOVED updates the slot at once, refreshes the topology and
+ * Redirects: MOVED updates the slot at once (its master, and its shard:
+ * the named node's, for replica reads), refreshes the topology and
  * sends the command to the node named; ASK sends ASKING and the command
  * together on one connection of the node named, once. TRYAGAIN is sent
  * again after a backoff (the node options' retry backoff); CLUSTERDOWN,
@@ -97,7 +109,7 @@ RP_EXTERN int rp_cluster_set_hooks(rp_cluster *cluster, const rp_hooks *hooks);
 /* Per node: its address, role, slots served, and its pool's stats. Fills
  * up to max entries; returns the number of nodes. */
 typedef struct rp_cluster_node_info {
-    char addr[64];
+    char addr[RP_CLUSTER_ADDR_MAX];
     bool master;
     int slots;
     rp_stats stats;
