@@ -38,7 +38,7 @@ int rp__autopipeline_init(rp_client *client, const rp_client_options *opts)
 bool rp__autopipeline_takes(const rp_client *client, const client_cmd *cmd)
 {
     return client->nlanes && cmd->bytes <= client->lane_max_bytes && !cmd->blocking && !cmd->binds_conn &&
-           !cmd->asking;
+           !cmd->asking && !cmd->server_table;
 }
 
 /* A lane that owes nothing gives its connection back (out, if it failed). */

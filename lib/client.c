@@ -105,8 +105,8 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
         rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
     if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
         /* The server's table is ours to read, whatever the caller's reply limit. */
-        if (client->max_reply_bytes < 64u * 1024 * 1024)
-            rp_conn_set_max_reply_bytes(conn, 64u * 1024 * 1024);
+        if (client->max_reply_bytes < RP__SERVER_TABLE_MAX)
+            rp_conn_set_max_reply_bytes(conn, RP__SERVER_TABLE_MAX);
         rc = setup_send(conn, ctx, command_table_reply, 1, (const char *[]){"COMMAND"});
         client->readonly_requested = rc == 0;
     }
@@ -278,6 +278,8 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
 {
     client_cmd *cmd = data;
     rp_client *client = cmd->client;
+    if (cmd->server_table)
+        rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
     if (status == 0) {
         if (rp__reply_conn_unusable(reply))
             rp_pool_remove(client->pool, conn, RP_EBADCONN);
@@ -297,6 +299,8 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
 static int cmd_send(client_cmd *cmd, rp_conn *conn)
 {
     int rc = 0;
+    if (cmd->server_table && cmd->client->max_reply_bytes < RP__SERVER_TABLE_MAX)
+        rp_conn_set_max_reply_bytes(conn, RP__SERVER_TABLE_MAX); /* given back with the reply */
     if (cmd->asking)
         rc = rp_conn_command(conn, rp__drop_reply, NULL, 1, (const char *[]){"ASKING"}, NULL);
     if (rc == 0)
@@ -445,7 +449,7 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     return cmd_start(cmd);
 }
 
-int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__attempt_cb cb, void *data,
+int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, rp__attempt_cb cb, void *data,
                            int argc, const char *const *argv, const size_t *argvlen)
 {
     if (client->closing)
@@ -456,7 +460,8 @@ int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__a
     cmd->attempt_cb = cb;
     cmd->data = data;
     cmd->idempotent = flags & RP_CMD_IDEMPOTENT;
-    cmd->asking = asking;
+    cmd->asking = how & RP__ATTEMPT_ASKING;
+    cmd->server_table = how & RP__ATTEMPT_SERVER_TABLE;
     return cmd_start(cmd);
 }
 
@@ -564,6 +569,7 @@ static void skip_reply(rp_conn *conn, const redisReply *reply, int status, void 
     rp_client *client = held->client;
     rp__list_unlink(&client->held, &held->link);
     rp__free(held);
+    rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes); /* a server table's may have been raised */
     if (status == 0)
         rp_pool_put(client->pool, conn);
     else

@@ -37,6 +37,7 @@ struct client_cmd {
      * to take it (a lane: every caller) would inherit that state. */
     bool binds_conn;
     bool asking;     /* ASKING goes first, on the same connection (cluster.c) */
+    bool server_table; /* a server's own table: read whatever the reply limit */
     bool may_retry;  /* at the end: sending it again would be safe */
     cmd_state state;
     int64_t id;
@@ -97,9 +98,14 @@ struct rp_client {
 };
 
 /* For cluster.c: rp_client_command_ex with rp__attempt_cb, its arguments
- * borrowed (they must outlive the callback; argvlen is required), and
- * ASKING sent just before it on its connection when asking. */
-int64_t rp__client_attempt(rp_client *client, unsigned flags, bool asking, rp__attempt_cb cb, void *data,
+ * borrowed (they must outlive the callback; argvlen is required). how:
+ * ASKING sent just before it on its connection; a reply that is one of the
+ * server's own tables (COMMAND, the layout), which the library reads
+ * whatever the caller's reply limit (up to RP__SERVER_TABLE_MAX). */
+#define RP__ATTEMPT_ASKING 1u
+#define RP__ATTEMPT_SERVER_TABLE 2u
+#define RP__SERVER_TABLE_MAX (64u * 1024 * 1024)
+int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, rp__attempt_cb cb, void *data,
                            int argc, const char *const *argv, const size_t *argvlen);
 
 /* client.c, for autopipeline.c. */

@@ -42,7 +42,8 @@ typedef struct cshard {
     unsigned next; /* round-robin among the replicas */
 } cshard;
 
-typedef enum { CC_WAITING, CC_AT_NODE, CC_BACKOFF, CC_DONE } ccmd_state;
+/* CC_STARTING: registered, its command_start hook running, not yet routed. */
+typedef enum { CC_WAITING, CC_AT_NODE, CC_BACKOFF, CC_DONE, CC_STARTING } ccmd_state;
 
 typedef struct ccmd {
     rp_cluster *cluster;
@@ -440,9 +441,9 @@ static void refresh_ask(rp_cluster *c)
     }
     node->asked_refresh = c->refresh_count;
     if (keys_wanted(c))
-        c->keys_pending = rp__client_attempt(node->client, 0, false, keys_reply, c, 1, command_argv,
+        c->keys_pending = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, keys_reply, c, 1, command_argv,
                                              command_argvlen) > 0;
-    int64_t id = rp__client_attempt(node->client, 0, false, topology_reply, node, 2,
+    int64_t id = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, topology_reply, node, 2,
                                     c->use_slots ? slots_argv : shards_argv, cluster_argvlen);
     if (id < 0)
         refresh_end(c, (int)id);
@@ -518,7 +519,7 @@ static void cmd_complete(ccmd *cmd, const redisReply *reply, int status)
     rp__timer_disarm(c->loop, &cmd->deadline);
     rp__timer_disarm(c->loop, &cmd->backoff);
     rp__list_unlink(&c->cmds, &cmd->link);
-    if (c->hooks.command_end)
+    if (c->hooks.command_end && cmd->started_ns) /* only what was timed */
         c->hooks.command_end(c->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                              rp__loop_now_fresh(c->loop) - cmd->started_ns, status, cmd->redirects);
     cmd->cb(c, reply, status, cmd->data);
@@ -694,9 +695,9 @@ static void cmd_dispatch(ccmd *cmd)
         return;
     }
     cnode *node = cmd->redirect ? cmd->redirect : route(c, cmd);
-    bool asking = cmd->redirect && cmd->asking;
+    unsigned how = cmd->redirect && cmd->asking ? RP__ATTEMPT_ASKING : 0;
     cmd->redirect = NULL;
-    int64_t id = node ? rp__client_attempt(node->client, cmd->flags, asking, at_node_done, cmd, cmd->argc, cmd->argv,
+    int64_t id = node ? rp__client_attempt(node->client, cmd->flags, how, at_node_done, cmd, cmd->argc, cmd->argv,
                                            cmd->argvlen)
                       : RP_ECLUSTERDOWN;
     if (id < 0) {
@@ -759,14 +760,18 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
     cmd->flags = opts ? opts->flags : 0;
     if (opts && opts->timeout_ms)
         rp__timer_arm(c->loop, &cmd->deadline, rp__loop_now_fresh(c->loop) + opts->timeout_ms * RP__NS_PER_MS);
-    cmd->id = ++c->last_id;
+    /* It joins the commands before command_start runs, so a hook that
+     * closes the cluster (or cancels it) ends it like any other. */
+    int64_t id = cmd->id = ++c->last_id;
+    cmd->state = CC_STARTING;
+    rp__list_push_front(&c->cmds, &cmd->link);
     if (c->hooks.command_start)
         c->hooks.command_start(c->hooks.data, argc, cmd->argv, cmd->argvlen);
     if (c->hooks.command_end)
         cmd->started_ns = rp__loop_now_fresh(c->loop);
-    rp__list_push_front(&c->cmds, &cmd->link);
-    cmd_dispatch(cmd);
-    return cmd->id;
+    if (cmd->state == CC_STARTING)
+        cmd_dispatch(cmd);
+    return id;
 }
 
 int rp_cluster_command(rp_cluster *c, rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
@@ -787,6 +792,8 @@ static int cmd_abandon(ccmd *cmd, int status)
         break;
     case CC_BACKOFF:
         rp__timer_disarm(c->loop, &cmd->backoff);
+        break;
+    case CC_STARTING:
         break;
     case CC_AT_NODE:
         if (cmd->abandoned)
@@ -830,6 +837,8 @@ static void cluster_free(rp_cluster *c)
         rp__free(c->seeds[i]);
     rp__free(c->seeds);
     rp__free((char *)c->node_opts.username);
+    if (c->node_opts.password) /* no secret left in freed memory */
+        explicit_bzero((char *)c->node_opts.password, strlen(c->node_opts.password));
     rp__free((char *)c->node_opts.password);
     rp__free((char *)c->node_opts.client_name);
     rp__free(c->shards);
@@ -964,7 +973,7 @@ int rp_cluster_close(rp_cluster *c, rp_cluster_close_cb cb, void *data)
     rp__timer_disarm(c->loop, &c->refresh_periodic);
     for (rp__link *link = c->cmds.head; link; link = link->next) {
         ccmd *cmd = RP__CONTAINER_OF(link, ccmd, link);
-        if (cmd->state == CC_WAITING || cmd->state == CC_BACKOFF)
+        if (cmd->state == CC_WAITING || cmd->state == CC_BACKOFF || cmd->state == CC_STARTING)
             cmd_abandon(cmd, RP_ECLOSED);
     }
     cluster_close_nodes(c);

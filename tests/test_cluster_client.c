@@ -884,3 +884,67 @@ Test(cluster_client, commandf_routes_by_the_formatted_key)
     cr_assert_eq(stats().moved, 0);
     close_cluster();
 }
+
+/* A command_start hook that closes the cluster: the command it reports
+ * ends once, with RP_ECLOSED, and the cluster closes (ASan: no use after
+ * free). */
+static void close_in_start(void *data, int argc, const char *const *argv, const size_t *argvlen)
+{
+    (void)argc, (void)argv, (void)argvlen;
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, data), 0);
+}
+
+Test(cluster_client, closing_the_cluster_in_the_command_start_hook)
+{
+    open_cluster();
+    int closed = 0;
+    rp_hooks hooks = {.command_start = close_in_start, .data = &closed};
+    cr_assert_eq(rp_cluster_set_hooks(cluster, &hooks), 0);
+    batch b = {0};
+    cr_assert_gt(rp_cluster_command_ex(cluster, NULL, batch_cb, &b, 2, (const char *[]){"GET", "k"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &closed, 1, 10000), "the close never ended");
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.failures, 1);
+    cr_assert_str_eq(b.last_error, rp_strerror(RP_ECLOSED));
+    cr_assert_eq(rp_loop_free(loop), 0);
+}
+
+/* Hooks set while a command is in flight report none of its end: its
+ * start was not timed. */
+Test(cluster_client, hooks_set_in_flight_report_only_what_they_timed)
+{
+    open_cluster();
+    batch b = {0};
+    hooked = (typeof(hooked)){0};
+    cr_assert_eq(rp_cluster_command(cluster, batch_cb, &b, 2, (const char *[]){"GET", "untimed"}, NULL), 0);
+    rp_hooks hooks = {.command_start = hook_start, .command_end = hook_end};
+    cr_assert_eq(rp_cluster_set_hooks(cluster, &hooks), 0);
+    cr_assert(fx_run_until_count(loop, &b.calls, 1, 5000));
+    cr_assert_eq(hooked.ends, 0, "an untimed command's end was reported");
+    cr_assert_eq(RUN("GET", "timed").status, 0);
+    cr_assert_eq(hooked.starts, 1);
+    cr_assert_eq(hooked.ends, 1);
+    close_cluster();
+}
+
+/* The caller's reply limit is for the caller's replies: with 32 KiB, the
+ * cluster still reads the server's COMMAND table (about 90 KB on 7.0), so
+ * EVAL is routed by its key, not by its script, and no MOVED is met. */
+Test(cluster_client, a_small_reply_limit_still_reads_the_command_table)
+{
+    rp_cluster_options opts = fxc_seed_options();
+    opts.node.max_reply_bytes = 32 * 1024;
+    open_with(&opts);
+    char key[48];
+    key_in_slot(fxc_slot_of_node(2), "eval", key, sizeof key);
+    fx_result r = RUN("EVAL", "return redis.call('SET', KEYS[1], 'v')", "1", key);
+    cr_assert_eq(r.status, 0);
+    cr_assert_str_eq(r.str, "OK");
+    cr_assert_eq(stats().moved, 0, "EVAL was routed by its script, not its key");
+    static char value[40 * 1024];
+    memset(value, 'v', sizeof value - 1);
+    cr_assert_eq(RUN("SET", key, value).status, 0);
+    cr_assert_eq(RUN("GET", key).status, -EMSGSIZE, "the caller's own limit no longer holds");
+    cr_assert_eq(RUN("STRLEN", key).integer, (long long)sizeof value - 1);
+    close_cluster();
+}

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /* rp_cluster against fake nodes of our own (cluster_fixture.c's fxf_*), for
  * what no healthy cluster sends: hostile COMMAND tables and layouts, long
  * host names, a COMMAND that never answers. Each node answers a command
@@ -7,6 +8,7 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -508,4 +510,39 @@ Test(cluster_fake, failed_command_table_holds_no_command_back)
     cr_expect_lt(slowest, 700, "a GET waited %lu ms for COMMAND", (unsigned long)slowest);
     cr_expect_leq(fxf_seen(0, "COMMAND"), 3, "COMMAND asked %d times in 5 s", fxf_seen(0, "COMMAND"));
     all_close();
+}
+
+/* The node password the cluster keeps is zeroed before its memory is
+ * freed, as rp_client's is: every block the library frees is scanned. */
+#define SECRET "cl-s3cr3t-0123"
+static int freed_with_secret;
+
+static void scanning_free(void *ptr)
+{
+    if (ptr && memmem(ptr, malloc_usable_size(ptr), SECRET, strlen(SECRET)))
+        freed_with_secret++;
+    free(ptr);
+}
+
+Test(cluster_fake, the_node_password_is_zeroed_before_its_memory_is_freed)
+{
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, scanning_free), 0);
+    freed_with_secret = 0;
+    char seed[32];
+    snprintf(seed, sizeof seed, "127.0.0.1:%d", fx_closed_port());
+    const char *seeds[] = {seed};
+    rp_cluster_options opts;
+    rp_cluster_options_init(&opts);
+    opts.seeds = seeds;
+    opts.nseeds = 1;
+    opts.node.password = SECRET;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_cluster_new(&cluster, loop, &opts), 0);
+    fx_run_for(loop, 50);
+    int closed = 0;
+    cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
+    cr_assert(fx_run_until_count(loop, &closed, 1, 5000));
+    cr_assert_eq(rp_loop_free(loop), 0);
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
 }
