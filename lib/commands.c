@@ -199,16 +199,14 @@ int64_t rp__command_block_ms(int argc, const char *const *argv, const size_t *ar
 /* Commands that change or read the state of their connection, or that
  * hold it (transactions, subscriptions, MONITOR): sharing the connection
  * would hand that state to other callers' commands. */
-static const char *const connection_bound[] = {
+static const char *const connection_bound[] = { /* sorted */
     "asking", "auth", "client", "discard", "exec", "hello", "monitor", "multi", "psubscribe", "punsubscribe",
     "quit", "readonly", "readwrite", "reset", "select", "ssubscribe", "subscribe", "sunsubscribe",
     "unsubscribe", "unwatch", "watch",
 };
 
+/* Asked of every command: the sorted table is searched, not scanned. */
 bool rp__command_binds_conn(const char *name, size_t len)
 {
-    for (size_t i = 0; i < sizeof connection_bound / sizeof *connection_bound; i++)
-        if (arg_is(name, len, connection_bound[i]))
-            return true;
-    return false;
+    return sorted_contains(connection_bound, sizeof connection_bound / sizeof *connection_bound, name, len);
 }

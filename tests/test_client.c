@@ -890,6 +890,17 @@ Test(client, a_state_command_never_hands_its_state_to_the_next_command)
     rp_stats st;
     rp_pool_stats(rp_client_pool(client), &st);
     cr_expect_eq(st.total_conns, 0, "the WATCHing connection went back to the pool");
+    /* The table's first, middle and last names, in any case, with and
+     * without an error reply: each closes its connection. */
+    const char *names[] = {"asking", "Exec", "readWrite", "UNWATCH", "watch"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        run(i == 4 ? 2 : 1, (const char *[]){names[i], "w"});
+        rp_pool_stats(rp_client_pool(client), &st);
+        cr_expect_eq(st.total_conns, 0, "the connection that ran %s went back to the pool", names[i]);
+    }
+    cr_expect_eq(run(1, (const char *[]){"PING"}).status, 0);
+    rp_pool_stats(rp_client_pool(client), &st);
+    cr_expect_eq(st.total_conns, 1, "PING's connection was closed");
     close_client();
 }
 
