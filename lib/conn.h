@@ -64,6 +64,7 @@ struct rp_conn {
     rp__addrs *dial_addrs;          /* held while the dial tries them */
     unsigned dial_next;             /* the next of them to try */
     uint32_t dial_timeout_ms;
+    bool tcp_nodelay, tcp_keepalive; /* set on a TCP socket before its connect */
     rp__conn_io send, recv;
     /* The protocol layer above (redis.c): its state, freed when the
      * connection is released, and how many replies it still expects (put

@@ -505,6 +505,8 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->for_req = for_req;
     conn->read_timeout_ms = cp->opts.read_timeout_ms;
     conn->write_timeout_ms = cp->opts.write_timeout_ms;
+    conn->tcp_nodelay = !cp->opts.disable_tcp_nodelay;
+    conn->tcp_keepalive = !cp->opts.disable_tcp_keepalive;
     const rp_hooks *hooks = &cp->base.hooks;
     if (hooks->dial_start)
         hooks->dial_start(hooks->data, cp->addr_text);

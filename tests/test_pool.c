@@ -3,9 +3,13 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 TestSuite(pool, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
@@ -1228,4 +1232,90 @@ Test(pool, hooks_see_a_refused_dial_and_an_expired_connection)
     cr_expect_eq(log.last_dial_status, -ECONNREFUSED);
     cr_expect_eq(log.last_get_status, -ECONNREFUSED);
     fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------ socket options */
+
+static int sockopt_int(int fd, int level, int name)
+{
+    int value = -1;
+    socklen_t len = sizeof value;
+    cr_assert_eq(getsockopt(fd, level, name, &value, &len), 0, "getsockopt: %s", strerror(errno));
+    return value;
+}
+
+/* A pooled connection's socket options: nodelay and keep-alive as set. */
+static void expect_tcp_options(rp_pool_options *opts, bool nodelay, bool keepalive)
+{
+    open_pool(opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    int fd = rp_conn_fd(conn);
+    cr_assert_geq(fd, 0);
+    cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_NODELAY) != 0, nodelay);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE) != 0, keepalive);
+    if (keepalive) { /* go-redis's dialer: probes after 30 s idle, every 5 s, 3 of them */
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPCNT), 3);
+    }
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, tcp_connections_get_nodelay_and_keepalive_by_default)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    expect_tcp_options(&opts, true, true);
+}
+
+Test(pool, tcp_options_default_on_when_the_options_are_zeroed)
+{
+    rp_pool_options opts = {.addr = fx_redis_addr};
+    expect_tcp_options(&opts, true, true);
+}
+
+Test(pool, tcp_nodelay_can_be_turned_off)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.disable_tcp_nodelay = true;
+    expect_tcp_options(&opts, false, true);
+}
+
+Test(pool, tcp_keepalive_can_be_turned_off)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.disable_tcp_keepalive = true;
+    expect_tcp_options(&opts, true, false);
+}
+
+Test(pool, unix_socket_connections_are_unaffected_by_tcp_options)
+{
+    char path[108], addr[120];
+    snprintf(path, sizeof path, "/tmp/ringpool-test-%d.sock", (int)getpid());
+    unlink(path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.addr = addr;
+    open_pool(&opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    int fd = rp_conn_fd(conn);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_DOMAIN), AF_UNIX);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
+    int value;
+    socklen_t len = sizeof value;
+    cr_expect_neq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &len), 0, "a unix socket has no TCP_NODELAY");
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+    close(lfd);
+    unlink(path);
 }

@@ -206,6 +206,16 @@ typedef struct rp_pool_options {
      * once; a negative status fails that dial with the status. */
     void   (*on_connect)(rp_conn *conn, void *data);
     void    *on_connect_data;
+    /* Socket options of every TCP connection (a unix socket has neither).
+     * TCP_NODELAY is set, as hiredis and Go set it: a request written in
+     * pieces (a header, then its value) goes out at once instead of
+     * waiting for the peer's delayed ACK (tens of milliseconds each).
+     * Keep-alive is on as go-redis's dialer has it: the kernel probes a
+     * connection idle for 30 s every 5 s and, after 3 unanswered probes,
+     * fails it (a dead peer behind a NAT or a pulled cable is found even
+     * while nobody sends). true turns either off. */
+    bool     disable_tcp_nodelay;
+    bool     disable_tcp_keepalive;
 } rp_pool_options;
 
 typedef struct rp_stats {
