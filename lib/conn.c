@@ -61,9 +61,25 @@ static void send_done(rp__op *op)
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
 }
 
+/* What a recv of res bytes into cap left on the socket: the kernel says
+ * whether bytes (or a FIN) followed (IORING_CQE_F_SOCK_NONEMPTY); a read
+ * shorter than its buffer emptied the queue on any kernel, and where the
+ * flag may be missing (unix sockets before Linux 6.17) a full one is a maybe. */
+static void note_unread(rp_conn *conn, const rp__op *op, size_t cap)
+{
+    int res = rp__op_result(op);
+    if (res <= 0)
+        return; /* broken: never reused */
+    if (op->cflags & IORING_CQE_F_SOCK_NONEMPTY)
+        conn->unread = RP__UNREAD_YES;
+    else
+        conn->unread = (size_t)res < cap || conn->is_tcp ? RP__UNREAD_NONE : RP__UNREAD_MAYBE;
+}
+
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
+    note_unread(conn, op, conn->recv.len);
     io_finish(conn, &conn->recv, rp__op_result(op));
 }
 
@@ -188,6 +204,8 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->len = len;
     io->done = 0;
     io->timeout_ms = timeout_ms;
+    if (is_send && conn->unread == RP__UNREAD_NONE)
+        conn->unread = RP__UNREAD_MAYBE; /* its reply may come after the holder's last read */
     if (timeout_ms)
         rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
     io_submit(conn, io, is_send);

@@ -52,6 +52,8 @@ struct rp_conn {
                           complete it (the pool needs no watch or check) */
     uint8_t in_callback; /* a user callback runs: the record must outlive it */
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
+    bool is_tcp;       /* the kernel reports bytes left after each recv (Linux 5.19+) */
+    uint8_t unread;    /* RP__UNREAD_*: what the socket may hold that no holder read */
     uint32_t read_timeout_ms, write_timeout_ms;
     uint64_t created_ns, used_ns, expires_ns; /* used_ns: last hand-out or I/O */
     rp__link idle_link;             /* the owner's idle list, its spare records, or
@@ -73,6 +75,14 @@ struct rp_conn {
     void (*ext_free)(void *ext);
     unsigned ext_pending;
     void *user_data; /* rp_conn_set_data */
+};
+
+/* Bytes a holder may have left on the socket for the next one. */
+enum {
+    RP__UNREAD_NONE,  /* its last recv left nothing, and nothing was sent since */
+    RP__UNREAD_MAYBE, /* sent since (a reply may have come), or a recv that
+                         filled its buffer where the kernel does not say */
+    RP__UNREAD_YES,   /* the kernel said bytes (or FIN) followed the last recv */
 };
 
 /* Prepares a record (new or reused) for a connection owned by owner. */

@@ -43,7 +43,8 @@ static int set_int(rp_conn *conn, int level, int name, int value)
  * neither. Set once per dial, never on the get/put path. */
 static int tcp_options(rp_conn *conn, int family)
 {
-    if (family != AF_INET && family != AF_INET6)
+    conn->is_tcp = family == AF_INET || family == AF_INET6;
+    if (!conn->is_tcp)
         return 0;
     int rc = conn->tcp_nodelay ? set_int(conn, IPPROTO_TCP, TCP_NODELAY, 1) : 0;
     if (rc == 0 && conn->tcp_keepalive) {

@@ -11,7 +11,12 @@
  * comes back when the holder puts or removes it, whatever becomes of the
  * connection. Hand-offs that may chain (a freed turn served at once, a
  * failed dial failing the next request) run in loops guarded against
- * re-entry, never by recursion, so no queue length can exhaust the stack. */
+ * re-entry, never by recursion, so no queue length can exhaust the stack.
+ *
+ * A put is honest: what the holder left unread never reaches the next one.
+ * The connection layer tracks it from the kernel's word on each recv; a
+ * put removes a connection known to hold bytes and checks one that may
+ * (unread_at_put), so a connection read to the end costs nothing. */
 #include "conn.h"
 #include "pool.h"
 #include "request.h"
@@ -263,6 +268,11 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
         idle_add(cp, conn);
 }
 
+/* What a connection given back may hold that its holder did not read.
+ * The protocol layer's own recv (recv_watch) reads whatever comes, and
+ * fails the connection for bytes nobody asked for: nothing to learn. */
+static uint8_t unread_at_put(const rp_conn *conn) { return conn->recv_watch ? RP__UNREAD_NONE : conn->unread; }
+
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
 {
     req->state = REQ_CHECKING;
@@ -281,6 +291,8 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     conn->for_req = NULL;
     if (!req)
         cp->orphan_checks--;
+    if (healthy)
+        conn->unread = RP__UNREAD_NONE;
     if (!healthy) {
         conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         if (req)
@@ -288,10 +300,26 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     } else if (req) {
         cp->stats.hits++;
         req_deliver(cp, req, conn);
+    } else if (cp->opts.max_idle_conns && cp->idle.len >= (unsigned)cp->opts.max_idle_conns &&
+               !cp->needs_conn.len) {
+        conn_discard(cp, conn, RP_CLOSE_TRIMMED);
     } else {
         conn_available(cp, conn);
     }
     pump_dials(cp);
+}
+
+/* A connection put back right after a send (its reply may have come) is
+ * checked before anyone gets it: a zero-length non-blocking recv, which
+ * rides in the loop's next submit and answers inside it. Until then it is
+ * a connection on its way, as one whose get was cancelled mid-check: a get
+ * takes another idle one or waits for this one, and dials nothing. */
+static void check_unheld(rp__conn_pool *cp, rp_conn *conn)
+{
+    cp->orphan_checks++;
+    conn->for_req = NULL;
+    conn->state = RP__CONN_CHECKING;
+    rp__conn_watch(conn, true);
 }
 
 /* The protocol layer's watch saw FIN, RST or stray bytes. A held
@@ -454,6 +482,8 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     conn->in_setup = false;
     if (conn->state == RP__CONN_SETUP)
         conn->state = RP__CONN_DIALING;
+    if (status >= 0 && unread_at_put(conn) == RP__UNREAD_YES)
+        status = -EPROTO; /* its first holder would read what the set-up left */
     dial_finish(owner_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
 }
@@ -710,25 +740,31 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
         return RP_CLOSE_REMOVED;
     if (conn->broken || rp__conn_busy(conn))
         return RP_CLOSE_BROKEN;
+    if (unread_at_put(conn) == RP__UNREAD_YES)
+        return RP_CLOSE_UNHEALTHY;
     if (conn_expired(cp, conn, now))
         return RP_CLOSE_EXPIRED;
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
 }
 
 /* A holder gives a connection back: kept (put) when it is still good, or
- * closed (remove, or put of a broken, expired or non-pooled one). Its
- * turn goes back to the pool either way, or straight to the oldest waiter
- * along with the connection. */
+ * closed (remove, or put of a broken, expired or non-pooled one, or of one
+ * with bytes left unread). Its turn goes back to the pool either way, or
+ * straight to the oldest waiter along with the connection. */
 static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
     uint64_t now = now_ns(cp);
     bool removed = !keep;
+    uint8_t unread = unread_at_put(conn);
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !conn_expired(cp, conn, now);
+           !conn_expired(cp, conn, now) && unread != RP__UNREAD_YES;
     rp__req *waiter;
-    if (keep && cp->needs_conn.len) {
+    if (keep && unread == RP__UNREAD_MAYBE) {
+        conn->used_ns = now;
+        check_unheld(cp, conn);
+    } else if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
     } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
         waiter->holds_turn = true;

@@ -464,3 +464,160 @@ Test(faults, socket_failure_with_gets_queued_for_dials_answers_every_get)
     }
     fx_close_and_free(loop, pool);
 }
+
+/* ------------------------------------------------------- an honest put */
+
+/* A connection put back must never hand bytes that came for its previous
+ * holder to the next one. The peer is our own listener, which writes
+ * exactly what the test says when it says it. */
+
+typedef struct io_done {
+    bool done;
+    ssize_t result;
+} io_done;
+
+static void io_done_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_done *d = data;
+    d->done = true;
+    d->result = result;
+}
+
+static ssize_t send_sync(rp_conn *conn, const char *text)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_send(conn, text, strlen(text), io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000), "send never completed");
+    return d.result;
+}
+
+static ssize_t recv_sync(rp_conn *conn, char *buf, size_t cap)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_recv(conn, buf, cap, io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000), "recv never completed");
+    return d.result;
+}
+
+static int close_reasons[RP_CLOSE_SETUP + 1];
+static void count_close_reason(void *data, rp_conn *conn, rp_close_reason reason)
+{
+    (void)data, (void)conn;
+    close_reasons[reason]++;
+}
+
+typedef struct peer_pool {
+    int listener;
+    int peer; /* the server side of the first connection */
+} peer_pool;
+
+/* A pool of one connection to our listener, held by the caller. */
+static rp_conn *peer_pool_open(peer_pool *pp)
+{
+    int port;
+    pp->listener = fx_listener(16, &port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    open_pool_at(port, &opts);
+    memset(close_reasons, 0, sizeof close_reasons);
+    rp_hooks hooks = {.conn_close = count_close_reason};
+    rp_pool_set_hooks(pool, &hooks);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    pp->peer = accept(pp->listener, NULL, NULL);
+    cr_assert_geq(pp->peer, 0);
+    return conn;
+}
+
+static void peer_write(int fd, const char *text)
+{
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    fx_run_for(loop, 20); /* arrived, whatever the loopback's timing */
+}
+
+/* Puts conn back and asks again at once: the get that follows must come
+ * back with a connection whose first read is what the peer sends it now,
+ * never the old bytes. Returns that connection's peer. */
+static int put_and_get_again_at_once(peer_pool *pp, rp_conn *conn, rp_conn **next)
+{
+    rp_pool_put(pool, conn);
+    fx_got got = get_and_wait(3000);
+    cr_assert_eq(got.status, 0);
+    *next = got.conn;
+    int peer = pp->peer;
+    if (stats().stale_conns) {
+        peer = accept(pp->listener, NULL, NULL);
+        cr_assert_geq(peer, 0);
+    }
+    char buf[32] = {0};
+    peer_write(peer, "new\r\n");
+    cr_expect_eq(recv_sync(got.conn, buf, sizeof buf - 1), 5, "read %s", buf);
+    cr_expect_str_eq(buf, "new\r\n", "the next holder read bytes meant for the previous one");
+    return peer;
+}
+
+static void peer_pool_close(peer_pool *pp, rp_conn *conn, int peer)
+{
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+    if (peer != pp->peer)
+        close(peer);
+    close(pp->peer);
+    close(pp->listener);
+}
+
+Test(faults, bytes_left_by_a_partial_read_remove_the_connection_at_put)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    char buf[8] = {0};
+    peer_write(pp.peer, "one\r\ntwo\r\n");
+    cr_assert_eq(recv_sync(conn, buf, 5), 5);
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(close_reasons[RP_CLOSE_UNHEALTHY], 1);
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, bytes_that_came_after_the_last_send_remove_the_connection_at_put)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5);
+    peer_write(pp.peer, "old\r\n"); /* the reply nobody read */
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(close_reasons[RP_CLOSE_UNHEALTHY], 1);
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, a_connection_read_to_the_end_is_kept_and_handed_out_at_once)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    char buf[8] = {0};
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5);
+    peer_write(pp.peer, "rep\r\n");
+    cr_assert_eq(recv_sync(conn, buf, 5), 5); /* exactly what came: nothing left */
+    rp_pool_put(pool, conn);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(got.calls, 1, "a get waited for a connection nothing was left on");
+    cr_expect_eq(got.conn, conn);
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(stats().hits, 1);
+    peer_pool_close(&pp, got.conn, pp.peer);
+}
+
+Test(faults, a_get_waits_for_the_check_of_a_connection_put_after_a_send)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5); /* no reply comes */
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(next, conn, "the checked connection was not the one handed out");
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(rp_pool_len(pool), 1, "a second connection was dialled");
+    peer_pool_close(&pp, next, peer);
+}

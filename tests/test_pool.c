@@ -615,10 +615,13 @@ Test(pool, put_from_inside_an_io_callback_keeps_the_connection)
 {
     open_default_pool(2);
     rp_conn *conn = fx_get_conn(loop, pool);
+    io_seen sent = {0};
     remove_in_cb ctx = {.pool = pool};
-    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, put_from_io_callback, &ctx), 0);
+    char reply[7];
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, count_io, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, put_from_io_callback, &ctx), 0);
     cr_assert(fx_run_until_count(loop, &ctx.calls, 1, 2000));
-    cr_expect_eq(ctx.result, 6);
+    cr_expect_eq(ctx.result, 7); /* the whole reply read: nothing left for the next holder */
     cr_expect_eq(rp_pool_idle_len(pool), 1);
     fx_close_and_free(loop, pool);
 }
@@ -1318,4 +1321,135 @@ Test(pool, unix_socket_connections_are_unaffected_by_tcp_options)
     fx_close_and_free(loop, pool);
     close(lfd);
     unlink(path);
+}
+
+/* ------------------------------------------------------- an honest put */
+
+typedef struct io_done {
+    bool done;
+    ssize_t result;
+} io_done;
+
+static void io_done_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_done *d = data;
+    d->done = true;
+    d->result = result;
+}
+
+/* Reads until want bytes came (or an error). */
+static ssize_t recv_exactly(rp_conn *conn, char *buf, size_t want)
+{
+    size_t got = 0;
+    while (got < want) {
+        io_done d = {0};
+        cr_assert_eq(rp_conn_recv(conn, buf + got, want - got, io_done_cb, &d), 0);
+        cr_assert(fx_run_until(loop, &d.done, 3000), "recv never completed");
+        if (d.result <= 0)
+            return d.result;
+        got += (size_t)d.result;
+    }
+    return (ssize_t)got;
+}
+
+static void send_text(rp_conn *conn, const char *text)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_send(conn, text, strlen(text), io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_assert_eq(d.result, (ssize_t)strlen(text));
+}
+
+Test(pool, a_reply_left_unread_never_reaches_the_next_holder)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[32] = {0};
+    send_text(conn, "PING\r\nPING\r\n");
+    fx_run_for(loop, 20); /* both replies are in */
+    cr_assert_eq(recv_exactly(conn, buf, 7), 7);
+    rp_pool_put(pool, conn);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0); /* again, at once */
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_assert_eq(got.status, 0);
+    send_text(got.conn, "ECHO fresh\r\n");
+    memset(buf, 0, sizeof buf);
+    cr_expect_eq(recv_exactly(got.conn, buf, 11), 11);
+    cr_expect_str_eq(buf, "$5\r\nfresh\r\n", "the next holder read the old reply");
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(stats().total_conns, 1);
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* The common path costs nothing: a holder that read its reply to the end
+ * puts the connection back with no check, and the next get takes it in
+ * the same iteration (two io_uring_enter a cycle: the send, the reply). */
+Test(pool, raw_request_reply_cycles_need_no_check_at_put)
+{
+    open_default_pool(1);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    for (int i = 0; i < 200; i++) {
+        rp_conn *conn = fx_get_conn(loop, pool);
+        char buf[8];
+        send_text(conn, "PING\r\n");
+        cr_assert_eq(recv_exactly(conn, buf, 7), 7);
+        rp_pool_put(pool, conn);
+    }
+    rp_loop_stats_get(loop, &after);
+    double enters = (double)(after.enters - before.enters) / 200;
+    cr_expect_leq(enters, 2.2, "%.2f io_uring_enter a cycle", enters);
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(stats().hits, 200);
+    fx_close_and_free(loop, pool);
+}
+
+/* on_connect that sends two PINGs and reads only the first reply. */
+typedef struct sloppy_setup {
+    char reply[7];
+    int calls;
+} sloppy_setup;
+
+static void sloppy_read(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)result;
+    (void)data;
+    rp_conn_setup_done(conn, 0);
+}
+
+static void sloppy_sent(rp_conn *conn, ssize_t result, void *data)
+{
+    sloppy_setup *s = data;
+    (void)result;
+    usleep(20000); /* both replies are in before the read */
+    cr_assert_eq(rp_conn_recv(conn, s->reply, sizeof s->reply, sloppy_read, s), 0);
+}
+
+static void sloppy_connect(rp_conn *conn, void *data)
+{
+    sloppy_setup *s = data;
+    s->calls++;
+    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, sloppy_sent, s), 0);
+}
+
+Test(pool, a_set_up_that_leaves_a_reply_unread_fails_the_dial)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    sloppy_setup s = {0};
+    opts.on_connect = sloppy_connect;
+    opts.on_connect_data = &s;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(s.calls, 1);
+    cr_expect_eq(got.status, -EPROTO, "got %s", rp_strerror(got.status));
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
 }

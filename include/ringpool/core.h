@@ -21,6 +21,20 @@
  * - Put and remove: a put of a connection with I/O or replies in flight
  *   removes it, and the ops in flight end with -ECANCELED. A put of a broken
  *   connection (an I/O error or end of stream was seen) removes it.
+ * - An honest put: bytes that came for a holder never reach the next one.
+ *   The kernel says with each recv whether bytes (or a FIN) follow it; a
+ *   put after a recv that left some removes the connection (stale_conns,
+ *   RP_CLOSE_UNHEALTHY). A connection put back after a send with no read
+ *   since (its reply may have come), or after a read that filled its
+ *   buffer on a unix socket (kernels before 6.17 do not say), is checked
+ *   first: a zero-length recv that rides in the loop's next submit; a get
+ *   meanwhile takes another idle connection or waits for this one, and
+ *   one with bytes is removed. A connection read to the end is put back
+ *   with no check and no syscall. No put can see a reply still on its way
+ *   (a request whose answer the holder did not wait for): it would be the
+ *   next holder's first read, so remove, don't put, a connection that
+ *   still owes you a reply. The same holds for on_connect: a set-up that
+ *   leaves bytes unread fails its dial with -EPROTO.
  * - Cancel: a get, a command or a pool wait cancelled before its callback
  *   ran gets -ECANCELED, later in the same loop iteration; -ENOENT otherwise.
  * - Zero in options: sizes and waits take their default (pool_size,
@@ -225,8 +239,9 @@ typedef struct rp_stats {
     uint32_t total_conns; /* open connections, idle and in use */
     uint32_t idle_conns;
     uint32_t stale_conns; /* removed while the pool is open, as go-redis counts:
-                             unhealthy, too old, idle too long, trimmed,
-                             removed or closed by the caller, failed set-up */
+                             unhealthy (bytes left unread at put included),
+                             too old, idle too long, trimmed, removed or
+                             closed by the caller, failed set-up */
     /* Additions. */
     uint32_t wait_count;        /* gets that waited for a turn and got one */
     uint64_t wait_duration_ns;  /* total time those gets waited */
@@ -283,7 +298,8 @@ typedef enum rp_close_reason {
     RP_CLOSE_REMOVED,  /* the caller removed it (rp_pool_remove, rp_pool_close_conn) */
     RP_CLOSE_BROKEN,   /* put after an I/O error or end of stream, or with I/O in flight */
     RP_CLOSE_EXPIRED,  /* conn_max_lifetime_ms or conn_max_idle_time_ms */
-    RP_CLOSE_UNHEALTHY, /* the health check or idle watch saw FIN, RST or stray bytes */
+    RP_CLOSE_UNHEALTHY, /* the health check or idle watch saw FIN, RST or stray bytes,
+                           or it was put back with bytes its holder left unread */
     RP_CLOSE_TRIMMED,  /* max_idle_conns, or a connection dialled past pool_size */
     RP_CLOSE_SETUP,    /* on_connect failed it */
 } rp_close_reason;
