@@ -357,6 +357,22 @@ Test(pool, malformed_addresses_are_rejected)
     cr_expect_eq(rp_loop_free(loop), 0);
 }
 
+Test(pool, addresses_with_spaces_around_them_are_einval)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    /* A name with a space would pass the text check and fail at the lookup. */
+    const char *bad[] = {" 127.0.0.1:6379", "127.0.0.1:6379 ", " localhost:6379", "localhost:6379\n",
+                         "\tlocalhost:6379", "localhost :6379", "local host:6379", "[ ::1]:6379",
+                         "[::1 ]:6379", "unix: /tmp/redis.sock", "unix:/tmp/redis.sock ", " unix:/tmp/redis.sock"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rp_pool_options opts;
+        fx_pool_options(&opts, 2);
+        opts.addr = bad[i];
+        cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "accepted \"%s\"", bad[i]);
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
 Test(pool, accepts_name_and_bracketed_v6_addresses)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);

@@ -187,7 +187,8 @@ typedef struct rp_conn rp_conn;
 
 typedef struct rp_pool_options {
     /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path".
-     * rp_pool_new checks only the text (-EINVAL when malformed). A host
+     * rp_pool_new checks only the text (-EINVAL when malformed, or with
+     * a space before or after it or inside a host name). A host
      * name is looked up off the loop thread when a dial needs it, as
      * go-redis does on every dial, and the answer is kept for a second;
      * a dial tries its addresses in order until one connects. A failed
