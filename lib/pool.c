@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define RP__PROBE_INTERVAL_MS 1000u
 
 enum {
     REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
@@ -57,6 +56,7 @@ struct rp__conn_pool {
     unsigned new_conn_dials;
     unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
     unsigned consecutive_dial_errors;
+    uint32_t probe_interval_ms; /* until the next probe: doubles after each that fails */
     rp__list all;         /* every record in use */
     rp__list spare;       /* released records, reused oldest first */
     rp_stats stats;
@@ -350,9 +350,21 @@ static void conn_watched(rp_conn *conn, int result)
 
 /* ------------------------------------------------------------------ dial */
 
-static void probe_arm(rp__conn_pool *cp)
+/* Fail-fast began: the first probe comes soon, as a server restarting is
+ * often back within a few hundred milliseconds. */
+static void probe_first(rp__conn_pool *cp)
 {
-    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(RP__PROBE_INTERVAL_MS));
+    cp->probe_interval_ms = cp->opts.probe_interval_ms;
+    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
+}
+
+/* A probe went out: the next one waits twice as long, up to the maximum,
+ * so a server down for long sees one dial a second, not a storm. */
+static void probe_next(rp__conn_pool *cp)
+{
+    uint64_t doubled = 2 * (uint64_t)cp->probe_interval_ms;
+    cp->probe_interval_ms = (uint32_t)RP__MIN(doubled, (uint64_t)cp->opts.probe_interval_max_ms);
+    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
 }
 
 static bool dials_fail_fast(const rp__conn_pool *cp)
@@ -386,7 +398,7 @@ static void count_dial_error(rp__conn_pool *cp, int status)
     cp->stats.dial_errors++;
     cp->stats.last_dial_error = status;
     if (++cp->consecutive_dial_errors == (unsigned)cp->opts.pool_size)
-        probe_arm(cp);
+        probe_first(cp);
 }
 
 /* The server answered: fail-fast ends. */
@@ -609,7 +621,7 @@ static void probe_fired(rp__timer *timer)
     int rc = cp->dialing ? 0 : dial_start(cp, true, NULL);
     if (rc < 0)
         count_dial_error(cp, rc);
-    probe_arm(cp);
+    probe_next(cp);
 }
 
 /* ------------------------------------------------------------------ serve */
@@ -979,6 +991,8 @@ void rp_pool_options_init(rp_pool_options *opts)
         .write_timeout_ms = 3000,
         .conn_max_idle_time_ms = 30 * 60 * 1000,
         .health_check_idle_ms = 500,
+        .probe_interval_ms = 50,
+        .probe_interval_max_ms = 1000,
     };
 }
 
@@ -1002,6 +1016,12 @@ static int options_normalize(rp_pool_options *opts)
         opts->dial_timeout_ms = defaults.dial_timeout_ms;
     if (opts->pool_timeout_ms == 0)
         opts->pool_timeout_ms = defaults.pool_timeout_ms;
+    if (opts->probe_interval_ms == 0)
+        opts->probe_interval_ms = defaults.probe_interval_ms;
+    if (opts->probe_interval_max_ms == 0)
+        opts->probe_interval_max_ms = defaults.probe_interval_max_ms;
+    if (opts->probe_interval_max_ms < opts->probe_interval_ms)
+        opts->probe_interval_max_ms = opts->probe_interval_ms; /* a fixed interval */
     return 0;
 }
 

@@ -621,3 +621,77 @@ Test(faults, a_get_waits_for_the_check_of_a_connection_put_after_a_send)
     cr_expect_eq(rp_pool_len(pool), 1, "a second connection was dialled");
     peer_pool_close(&pp, next, peer);
 }
+
+/* ---------------------------------------------------- recovery pacing */
+
+static int probe_dials;
+static void count_dial(void *data, const char *dial_addr)
+{
+    (void)data, (void)dial_addr;
+    probe_dials++;
+}
+
+/* pool_size refused dials start fail-fast; returns when it began. */
+static uint64_t fail_fast_begins(int port, rp_pool_options *opts)
+{
+    open_pool_at(port, opts);
+    rp_hooks hooks = {.dial_start = count_dial};
+    rp_pool_set_hooks(pool, &hooks);
+    for (int i = 0; i < opts->pool_size; i++)
+        cr_expect_eq(get_and_wait(3000).status, -ECONNREFUSED);
+    probe_dials = 0;
+    return fx_now_ms();
+}
+
+Test(faults, a_server_back_soon_is_found_by_a_fast_first_probe)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 200)
+        fx_run_for(loop, 5);
+    int listener = fx_listen_at(port, 16); /* back after 200 ms */
+    while (rp_pool_idle_len(pool) < 1 && fx_now_ms() - start < 2000)
+        fx_run_for(loop, 5);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "no probe reconnected");
+    /* Probes 50, 150, 350 ms after fail-fast began: the third finds it. */
+    cr_expect_leq(took, 700, "the server was back at 200 ms, used again at %lu ms", (unsigned long)took);
+    cr_expect_leq(probe_dials, 4, "%d probes: a dial storm", probe_dials);
+    fx_got ok = get_and_wait(1000);
+    cr_expect_eq(ok.status, 0);
+    if (ok.conn)
+        rp_pool_put(pool, ok.conn);
+    fx_close_and_free(loop, pool);
+    close(listener);
+}
+
+Test(faults, probes_back_off_while_the_server_stays_down)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 1700)
+        fx_run_for(loop, 10);
+    /* 50, 150, 350, 750, 1550 ms: doubling from 50 ms, then every second. */
+    cr_expect(probe_dials >= 4 && probe_dials <= 6, "%d probes in 1.7 s", probe_dials);
+    cr_expect_eq(get_and_wait(1000).status, -ECONNREFUSED, "fail-fast ended with the server down");
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, probe_pacing_is_configurable)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.probe_interval_ms = 20;
+    opts.probe_interval_max_ms = 40;
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 500)
+        fx_run_for(loop, 5);
+    /* 20, 60, then every 40 ms: about 12 in 500 ms (a noisy machine may lose a few). */
+    cr_expect(probe_dials >= 7 && probe_dials <= 14, "%d probes in 500 ms", probe_dials);
+    fx_close_and_free(loop, pool);
+}

@@ -947,6 +947,7 @@ Test(pool, every_option_at_zero_one_and_max_gets_and_puts)
         INT_OPT(max_concurrent_dials), U32_OPT(dial_timeout_ms), U32_OPT(pool_timeout_ms),
         U32_OPT(read_timeout_ms), U32_OPT(write_timeout_ms), U32_OPT(conn_max_idle_time_ms),
         U32_OPT(conn_max_lifetime_ms), U32_OPT(conn_max_lifetime_jitter_ms), U32_OPT(health_check_idle_ms),
+        U32_OPT(probe_interval_ms), U32_OPT(probe_interval_max_ms),
     };
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {

@@ -231,6 +231,16 @@ typedef struct rp_pool_options {
      * while nobody sends). true turns either off. */
     bool     disable_tcp_nodelay;
     bool     disable_tcp_keepalive;
+    /* Recovery: after pool_size dials in a row failed, gets fail at once
+     * with the last dial's error (go-redis) while one probe dial at a time
+     * looks for the server: the first probe_interval_ms after the last
+     * failure, then at twice the interval after each failed probe, up to
+     * probe_interval_max_ms (a smaller maximum means a fixed interval).
+     * A server back within 250 ms is used again
+     * within about 100 ms of its return, and one down for long sees a
+     * dial a second. */
+    uint32_t probe_interval_ms;     /* default 50 */
+    uint32_t probe_interval_max_ms; /* default 1000 (go-redis's fixed interval) */
 } rp_pool_options;
 
 typedef struct rp_stats {
