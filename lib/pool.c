@@ -550,6 +550,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->tcp_nodelay = !cp->opts.disable_tcp_nodelay;
     conn->tcp_keepalive = !cp->opts.disable_tcp_keepalive;
     const rp_hooks *hooks = &cp->base.hooks;
+    cp->stats.dials++;
     if (hooks->dial_start)
         hooks->dial_start(hooks->data, cp->addr_text);
     conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(pool_loop(cp)) : 0;

@@ -1470,3 +1470,33 @@ Test(pool, a_set_up_that_leaves_a_reply_unread_fails_the_dial)
     cr_expect_eq(rp_pool_len(pool), 0);
     fx_close_and_free(loop, pool);
 }
+
+/* ----------------------------------------------------------------- stats */
+
+/* go-redis counts a miss for every get that, holding its turn, found no
+ * free connection, whatever then serves it: here a connection put back
+ * while its dial was under way. Dials are counted apart. */
+Test(pool, misses_count_gets_that_found_no_free_connection_as_go_redis_does)
+{
+    open_default_pool(4);
+    rp_conn *a = fx_get_conn(loop, pool); /* miss, dial 1 */
+    fx_got b = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &b), 0); /* miss, dial 2 */
+    cr_expect_eq(stats().dials_in_flight, 1);
+    rp_pool_put(pool, a); /* b takes a before its dial ends */
+    cr_assert(fx_run_until_count(loop, &b.calls, 1, 3000));
+    cr_expect_eq(b.conn, a);
+    cr_expect_eq(stats().misses, 2);
+    cr_expect_eq(stats().hits, 0);
+    for (int i = 0; i < 100 && stats().dials_in_flight; i++)
+        fx_run_for(loop, 5);
+    cr_expect_eq(stats().dials, 2);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the second dial did not reach the idle list");
+    rp_conn *c = fx_get_conn(loop, pool); /* hit: the second dial's connection */
+    cr_expect_eq(stats().hits, 1);
+    cr_expect_eq(stats().misses, 2);
+    cr_expect_eq(stats().dials, 2);
+    rp_pool_put(pool, b.conn);
+    rp_pool_put(pool, c);
+    fx_close_and_free(loop, pool);
+}

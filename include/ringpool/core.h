@@ -243,9 +243,16 @@ typedef struct rp_pool_options {
     uint32_t probe_interval_max_ms; /* default 1000 (go-redis's fixed interval) */
 } rp_pool_options;
 
+/* hits and misses count what go-redis's do: every get that has its turn
+ * (one of pool_size) counts once, a hit when it found a free connection
+ * in the pool, a miss when it found none. A miss waits for a connection
+ * (a dial, or one put back or checked meanwhile, whichever comes first)
+ * or fails (the dial's error, fail-fast, RP_EPOOLEXHAUSTED): so misses
+ * are not dials. A get that waited for its turn and was handed a
+ * connection put back is a hit. dials counts the dials begun. */
 typedef struct rp_stats {
-    uint32_t hits;        /* free connection found in the pool */
-    uint32_t misses;      /* none free: a new one was dialled */
+    uint32_t hits;        /* a free connection was found in the pool */
+    uint32_t misses;      /* none was free */
     uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
     uint32_t total_conns; /* open connections, idle and in use */
     uint32_t idle_conns;
@@ -259,6 +266,8 @@ typedef struct rp_stats {
     uint32_t dial_errors;       /* failed dials, all time */
     int      last_dial_error;   /* the last dial's error, 0 if none failed */
     uint32_t dials_in_flight;   /* pool dials under way (max_concurrent_dials caps it) */
+    uint32_t dials;             /* dials begun, all time (probes and rp_pool_new_conn's
+                                   included; as many as the dial_start hook sees) */
 } rp_stats;
 
 typedef void (*rp_get_cb)(rp_pool *pool, rp_conn *conn, int status, void *data);
