@@ -3,6 +3,7 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -694,4 +695,34 @@ Test(faults, probe_pacing_is_configurable)
     /* 20, 60, then every 40 ms: about 12 in 500 ms (a noisy machine may lose a few). */
     cr_expect(probe_dials >= 7 && probe_dials <= 14, "%d probes in 500 ms", probe_dials);
     fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------------- SIGPIPE */
+
+/* With SIGPIPE at its default (the process dies), sends to a peer that is
+ * gone end with an error in their callback: ringpool sends with
+ * MSG_NOSIGNAL and never raises the signal. */
+Test(faults, a_send_to_a_vanished_peer_fails_without_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(pp.peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(pp.peer); /* RST */
+    fx_run_for(loop, 20);
+    /* The reset is reported once; the sends after it meet a shut socket
+     * (-EPIPE, the case that raises SIGPIPE without MSG_NOSIGNAL). */
+    ssize_t result = 0;
+    for (int i = 0; i < 5 && result != -EPIPE; i++) {
+        io_done d = {0};
+        cr_assert_eq(rp_conn_send(conn, "x\r\n", 3, io_done_cb, &d), 0);
+        cr_assert(fx_run_until(loop, &d.done, 3000));
+        result = d.result;
+    }
+    cr_expect_eq(result, -EPIPE, "send: %s", rp_strerror((int)result));
+    rp_pool_put(pool, conn); /* broken: removed */
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+    close(pp.listener);
 }

@@ -43,7 +43,24 @@
  *   health_check_idle_ms 0 checks every idle connection before hand-out
  *   (one the Redis layer's recv watches needs no check).
  * - Stats count what go-redis counts (see rp_stats); last_dial_error keeps
- *   the last failure after dials succeed again (dial_errors counts them). */
+ *   the last failure after dials succeed again (dial_errors counts them).
+ * - Gets: the callback receives a connection and 0, or NULL and a negative
+ *   code; never a connection with an error.
+ * - rp_pool_remove(pool, conn, reason) closes conn instead of keeping it.
+ *   reason is the caller's own code (say, the error that made it give up
+ *   the connection): a single or sticky pool keeps it, as go-redis's
+ *   Remove keeps its error, and reports it (rp_pool_bad_conn_reason); the
+ *   connection pool does not use it (the conn_close hook says
+ *   RP_CLOSE_REMOVED).
+ * - Close: rp_pool_close's callback runs once every connection is closed
+ *   (those in use close when their holders put or remove them) and every
+ *   get has had its callback; the pool is freed as soon as the callback
+ *   returns. Neither the pool nor any of its connections may be used after
+ *   that.
+ * - SIGPIPE: ringpool never raises it. Every send is an io_uring send
+ *   with MSG_NOSIGNAL, so a peer that went away ends it with -EPIPE or
+ *   -ECONNRESET in its callback; a program needs no SIG_IGN. (The threads
+ *   that look host names up start with every signal blocked.) */
 #ifndef RINGPOOL_CORE_H
 #define RINGPOOL_CORE_H
 
@@ -236,9 +253,9 @@ typedef struct rp_pool_options {
      * looks for the server: the first probe_interval_ms after the last
      * failure, then at twice the interval after each failed probe, up to
      * probe_interval_max_ms (a smaller maximum means a fixed interval).
-     * A server back within 250 ms is used again
-     * within about 100 ms of its return, and one down for long sees a
-     * dial a second. */
+     * With the defaults a server back within 250 ms is used again within
+     * about 100 ms of its return, and one down for long sees a dial a
+     * second. */
     uint32_t probe_interval_ms;     /* default 50 */
     uint32_t probe_interval_max_ms; /* default 1000 (go-redis's fixed interval) */
 } rp_pool_options;
