@@ -75,6 +75,7 @@ struct rp_conn {
     void (*ext_free)(void *ext);
     unsigned ext_pending;
     void *user_data; /* rp_conn_set_data */
+    void (*user_free)(void *data); /* rp_conn_set_data_full: once, when released */
 };
 
 /* Bytes a holder may have left on the socket for the next one. */

@@ -97,9 +97,15 @@ static void record_spare(rp__conn_pool *cp, rp_conn *conn)
     rp__list_push_back(&cp->spare, &conn->idle_link);
 }
 
+/* The record is drained: no op, reply or callback refers to it, so the
+ * caller's data (a buffer the kernel wrote into, say) may go now. */
 static void conn_released(rp_conn *conn)
 {
     rp__conn_pool *cp = owner_of(conn);
+    void (*user_free)(void *data) = conn->user_free;
+    conn->user_free = NULL; /* once, whatever it calls */
+    if (user_free)
+        user_free(conn->user_data);
     rp__list_unlink(&cp->all, &conn->all_link);
     record_spare(cp, conn);
     if (cp->closed)
@@ -499,6 +505,19 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     dial_finish(owner_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
 }
+
+/* ------------------------------------------- the caller's per-connection data */
+
+int rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data))
+{
+    if (!conn)
+        return -EINVAL;
+    conn->user_data = data;
+    conn->user_free = free_fn;
+    return 0;
+}
+
+rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &owner_of(conn)->base : NULL; }
 
 /* Connects at once to a numeric address, a path or a fresh answer;
  * otherwise the dial waits for the lookup. */

@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -1498,5 +1499,145 @@ Test(pool, misses_count_gets_that_found_no_free_connection_as_go_redis_does)
     cr_expect_eq(stats().dials, 2);
     rp_pool_put(pool, b.conn);
     rp_pool_put(pool, c);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------- per-connection data, owner */
+
+/* Each connection's state, with the order its destructor ran in. */
+typedef struct conn_state {
+    int frees;
+    int order;
+} conn_state;
+static int frees_so_far;
+static void conn_state_free(void *data)
+{
+    conn_state *s = data;
+    s->frees++;
+    s->order = ++frees_so_far;
+}
+
+static int close_order;
+static void record_close_order(rp_pool *p, void *data)
+{
+    (void)p, (void)data;
+    close_order = ++frees_so_far;
+}
+
+static rp_conn *get_with_state(conn_state *s)
+{
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_set_data_full(conn, s, conn_state_free), 0);
+    cr_expect_eq(rp_conn_data(conn), s);
+    return conn;
+}
+
+Test(pool, conn_data_destructor_runs_once_whatever_closes_the_connection)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 8);
+    opts.conn_max_idle_time_ms = 100;
+    open_pool(&opts);
+    frees_so_far = 0;
+    conn_state removed = {0}, broken = {0}, expired = {0}, idle = {0}, held = {0}, replaced = {0}, kept = {0};
+    rp_pool_remove(pool, get_with_state(&removed), -EPROTO);
+    fx_run_for(loop, 5);
+    cr_expect_eq(removed.frees, 1, "remove");
+
+    rp_conn *conn = get_with_state(&broken);
+    fx_redis_command("CLIENT KILL TYPE normal\r\n");
+    char buf[8];
+    cr_expect_eq(recv_exactly(conn, buf, 1), 0); /* end of stream: broken */
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 5);
+    cr_expect_eq(broken.frees, 1, "put of a broken connection");
+
+    rp_pool_put(pool, get_with_state(&expired));
+    fx_run_for(loop, 250);
+    cr_expect_eq(expired.frees, 1, "idle past conn_max_idle_time_ms");
+
+    /* Data set, then replaced: the destructor gets what the slot holds. */
+    conn = get_with_state(&replaced);
+    rp_conn_set_data(conn, &kept);
+    rp_conn *other = get_with_state(&held);
+    rp_conn *third = get_with_state(&idle);
+    rp_pool_put(pool, conn);
+    rp_pool_put(pool, third);
+    fx_run_for(loop, 5);
+    cr_expect_eq(idle.frees + kept.frees + held.frees, 0, "freed while the connection lived");
+
+    closed_flag = false;
+    cr_assert_eq(rp_pool_close(pool, record_close_order, NULL), 0);
+    fx_run_for(loop, 5);
+    cr_expect_eq(idle.frees, 1, "idle connection at pool close");
+    cr_expect_eq(kept.frees, 1, "the slot's data at close");
+    cr_expect_eq(replaced.frees, 0, "the replaced data was freed");
+    cr_expect_eq(held.frees, 0, "freed while still held");
+    cr_expect_eq(close_order, 0, "the pool closed with a connection held");
+    rp_pool_put(pool, other); /* closes it, then the pool */
+    for (int i = 0; i < 100 && !close_order; i++)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(held.frees, 1, "held connection put after the close");
+    cr_expect_lt(held.order, close_order, "the destructor ran after the pool's close callback");
+    cr_expect_eq(rp_loop_free(loop), 0);
+    conn_state *all[] = {&removed, &broken, &expired, &idle, &held, &kept};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        cr_expect_eq(all[i]->frees, 1, "state %zu freed %d times", i, all[i]->frees);
+}
+
+static void state_on_connect(rp_conn *conn, void *data)
+{
+    conn_state *s = data;
+    cr_assert_eq(rp_conn_set_data_full(conn, s, conn_state_free), 0);
+    rp_conn_setup_done(conn, s->order < 0 ? -EACCES : 0);
+}
+
+Test(pool, conn_data_set_in_on_connect_is_freed_when_the_set_up_fails)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    conn_state s = {.order = -1};
+    opts.on_connect = state_on_connect;
+    opts.on_connect_data = &s;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(got.status, -EACCES);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.frees, 1);
+    fx_close_and_free(loop, pool);
+    cr_expect_eq(s.frees, 1);
+}
+
+Test(pool, conn_data_full_rejects_null_and_can_drop_its_destructor)
+{
+    open_default_pool(2);
+    cr_expect_eq(rp_conn_set_data_full(NULL, NULL, free), -EINVAL);
+    conn_state s = {0};
+    rp_conn *conn = get_with_state(&s);
+    cr_assert_eq(rp_conn_set_data_full(conn, &s, NULL), 0);
+    rp_pool_remove(pool, conn, 0);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.frees, 0, "a dropped destructor ran");
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, conn_pool_leads_back_to_the_connection_pool)
+{
+    open_default_pool(2);
+    cr_expect_null(rp_conn_pool(NULL));
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_pool(conn), pool);
+    rp_pool_put(pool, conn);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, pool), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(rp_conn_pool(got.conn), pool, "a sticky pool's connection belongs to its parent");
+    rp_pool_put(sticky, got.conn);
+    rp_pool_close(sticky, NULL, NULL);
+    fx_run_for(loop, 5);
     fx_close_and_free(loop, pool);
 }

@@ -374,6 +374,19 @@ RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
  * across puts and gets, and NULL for a new connection. */
 RP_EXTERN void    rp_conn_set_data(rp_conn *conn, void *data);
 RP_EXTERN void   *rp_conn_data(const rp_conn *conn);
+/* The slot with a destructor (as GLib's g_object_set_data_full): when the
+ * pool closes the connection, for whatever reason (remove, a broken or
+ * expired connection, a failed set-up, the pool's close), free_fn runs
+ * exactly once with the data the slot holds then, after the last
+ * operation on the connection ended (a buffer in it is no longer the
+ * kernel's) and before the pool's close callback. rp_conn_set_data
+ * changes the data it will get; free_fn NULL removes the destructor.
+ * Set it in on_connect to give every connection its state. -EINVAL for a
+ * NULL connection. */
+RP_EXTERN int     rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data));
+/* The connection pool conn belongs to, where it is put back: the parent
+ * of a single or sticky pool that handed it out. NULL for NULL. */
+RP_EXTERN rp_pool *rp_conn_pool(const rp_conn *conn);
 /* Ends on_connect's set-up of conn: 0 hands it out, < 0 fails the dial. */
 RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
 
