@@ -7,6 +7,8 @@
 
 #include "internal.h"
 
+#include <sys/uio.h>
+
 typedef enum {
     RP__CONN_DIALING,
     RP__CONN_RESOLVING,   /* the owner's dial waits for addresses: no socket yet */
@@ -27,6 +29,12 @@ typedef struct rp__conn_events {
     void (*broke)(rp_conn *conn);               /* the protocol layer found it unusable */
 } rp__conn_events;
 
+/* A vectored send's copy of its pieces: what is still to go. */
+typedef struct rp__sendv {
+    struct msghdr msg;
+    struct iovec iov[];
+} rp__sendv;
+
 typedef struct rp__conn_io {
     rp__op op;
     rp__timer deadline; /* cancels the op when the read/write timeout passes */
@@ -35,6 +43,7 @@ typedef struct rp__conn_io {
     char *buf;
     size_t len, done;
     uint32_t timeout_ms;
+    rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
 } rp__conn_io;
 
 struct rp_conn {

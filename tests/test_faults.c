@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 TestSuite(faults, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
@@ -724,5 +725,32 @@ Test(faults, a_send_to_a_vanished_peer_fails_without_sigpipe)
     rp_pool_put(pool, conn); /* broken: removed */
     cr_expect_eq(rp_pool_len(pool), 0);
     fx_close_and_free(loop, pool);
+    close(pp.listener);
+}
+
+/* ------------------------------------------------------- vectored sends */
+
+/* A put with a vectored send in flight (to a peer that reads nothing)
+ * removes the connection, and the send ends once with -ECANCELED, as a
+ * plain send's does. */
+Test(faults, put_with_a_sendv_in_flight_removes_it)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 64 << 20;
+    char *big = calloc(1, len);
+    struct iovec iov[2] = {{(void *)"head\r\n", 6}, {big, len}};
+    io_done d = {0};
+    cr_assert_eq(rp_conn_sendv(conn, iov, 2, io_done_cb, &d), 0);
+    fx_run_for(loop, 20);
+    cr_expect(!d.done, "64 MiB went out to a peer that reads nothing");
+    rp_pool_put(pool, conn);
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_expect_eq(d.result, -ECANCELED);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(close_reasons[RP_CLOSE_BROKEN], 1);
+    free(big);
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
     close(pp.listener);
 }

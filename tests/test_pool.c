@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1639,5 +1640,75 @@ Test(pool, conn_pool_leads_back_to_the_connection_pool)
     rp_pool_put(sticky, got.conn);
     rp_pool_close(sticky, NULL, NULL);
     fx_run_for(loop, 5);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------- vectored sends */
+
+static void count_sendv(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_seen *seen = data;
+    seen->calls++;
+    seen->result = result;
+}
+
+/* SET key value in three pieces, the value big enough for partial writes;
+ * the iovec array is the caller's and changes right after the call. */
+Test(pool, sendv_sends_every_piece_with_one_completion)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t value_len = 8 << 20;
+    char *value = malloc(value_len + 2);
+    memset(value, 'v', value_len);
+    memcpy(value + value_len, "\r\n", 2);
+    char head[64];
+    int head_len = snprintf(head, sizeof head, "*3\r\n$3\r\nSET\r\n$5\r\nsendv\r\n$%zu\r\n", value_len);
+    struct iovec iov[3] = {{head, (size_t)head_len}, {value, value_len / 3}, {value + value_len / 3,
+                                                                             value_len - value_len / 3 + 2}};
+    io_seen seen = {0};
+    cr_assert_eq(rp_conn_sendv(conn, iov, 3, count_sendv, &seen), 0);
+    memset(iov, 0, sizeof iov);
+    cr_expect_eq(seen.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 10000));
+    cr_expect_eq(seen.result, (ssize_t)(head_len + value_len + 2));
+    char buf[32] = {0};
+    cr_expect_eq(recv_exactly(conn, buf, 5), 5);
+    cr_expect_str_eq(buf, "+OK\r\n");
+    send_text(conn, "STRLEN sendv\r\n");
+    memset(buf, 0, sizeof buf);
+    cr_expect_eq(recv_exactly(conn, buf, 10), 10);
+    cr_expect_str_eq(buf, ":8388608\r\n");
+    fx_run_for(loop, 5);
+    cr_expect_eq(seen.calls, 1);
+    rp_pool_put(pool, conn);
+    free(value);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, sendv_rejects_bad_arguments_and_a_second_send)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    io_seen seen = {0};
+    struct iovec iov[2] = {{(void *)"PING\r\n", 6}, {(void *)"", 0}};
+    cr_expect_eq(rp_conn_sendv(NULL, iov, 1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, NULL, 1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 0, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, -1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1, NULL, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov + 1, 1, count_sendv, &seen), -EINVAL, "nothing to send");
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1025, count_sendv, &seen), -EINVAL, "past IOV_MAX");
+    cr_assert_eq(rp_conn_sendv(conn, iov, 2, count_sendv, &seen), 0);
+    cr_expect_eq(rp_conn_send(conn, "PING\r\n", 6, count_sendv, &seen), -EBUSY);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1, count_sendv, &seen), -EBUSY);
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.result, 6);
+    char buf[8] = {0};
+    cr_expect_eq(recv_exactly(conn, buf, 7), 7);
+    cr_expect_str_eq(buf, "+PONG\r\n");
+    rp_pool_put(pool, conn);
+    cr_expect_eq(stats().stale_conns, 0);
     fx_close_and_free(loop, pool);
 }

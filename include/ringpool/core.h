@@ -397,6 +397,14 @@ RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
 typedef void (*rp_io_cb)(rp_conn *conn, ssize_t result, void *data);
 RP_EXTERN int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data);
 RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+/* A send of iovcnt pieces (1 to IOV_MAX, <sys/uio.h>) as one: a header and
+ * a value in place, say, with no copy into one buffer and no pause
+ * between them. Like rp_conn_send: it completes once, with the total once
+ * every byte is written, or a negative code; it is the connection's one
+ * send in flight. The array is copied during the call; the bytes it points
+ * to must live until the callback. -EINVAL for no piece or no byte. */
+struct iovec;
+RP_EXTERN int rp_conn_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_io_cb cb, void *data);
 
 #ifdef __cplusplus
 }
