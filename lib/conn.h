@@ -83,6 +83,7 @@ struct rp_conn {
     void *ext;
     void (*ext_free)(void *ext);
     unsigned ext_pending;
+    struct rp__frames *frames; /* framed receives' buffer (framing.c), or NULL */
     void *user_data; /* rp_conn_set_data */
     void (*user_free)(void *data); /* rp_conn_set_data_full: once, when released */
 };
@@ -94,6 +95,12 @@ enum {
                          filled its buffer where the kernel does not say */
     RP__UNREAD_YES,   /* the kernel said bytes (or FIN) followed the last recv */
 };
+
+/* The receive buffer of framed receives (framing.c): whether it holds
+ * bytes nobody was handed yet, and freeing it with the record. */
+typedef struct rp__frames rp__frames;
+bool rp__frames_buffered(const rp__frames *frames);
+void rp__frames_free(rp__frames *frames);
 
 /* Prepares a record (new or reused) for a connection owned by owner. */
 void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_events *events);

@@ -106,6 +106,8 @@ static void conn_released(rp_conn *conn)
     conn->user_free = NULL; /* once, whatever it calls */
     if (user_free)
         user_free(conn->user_data);
+    rp__frames_free(conn->frames);
+    conn->frames = NULL;
     rp__list_unlink(&cp->all, &conn->all_link);
     record_spare(cp, conn);
     if (cp->closed)
@@ -274,10 +276,16 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
         idle_add(cp, conn);
 }
 
-/* What a connection given back may hold that its holder did not read.
- * The protocol layer's own recv (recv_watch) reads whatever comes, and
- * fails the connection for bytes nobody asked for: nothing to learn. */
-static uint8_t unread_at_put(const rp_conn *conn) { return conn->recv_watch ? RP__UNREAD_NONE : conn->unread; }
+/* What a connection given back may hold that its holder did not read:
+ * bytes a framed receive buffered, or what the socket may hold. The
+ * protocol layer's own recv (recv_watch) reads whatever comes, and fails
+ * the connection for bytes nobody asked for: nothing to learn. */
+static uint8_t unread_at_put(const rp_conn *conn)
+{
+    if (rp__frames_buffered(conn->frames))
+        return RP__UNREAD_YES; /* read from the socket, never handed to the holder */
+    return conn->recv_watch ? RP__UNREAD_NONE : conn->unread;
+}
 
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
 {

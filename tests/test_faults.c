@@ -560,7 +560,8 @@ static int put_and_get_again_at_once(peer_pool *pp, rp_conn *conn, rp_conn **nex
 
 static void peer_pool_close(peer_pool *pp, rp_conn *conn, int peer)
 {
-    rp_pool_put(pool, conn);
+    if (conn)
+        rp_pool_put(pool, conn);
     fx_close_and_free(loop, pool);
     if (peer != pp->peer)
         close(peer);
@@ -753,4 +754,220 @@ Test(faults, put_with_a_sendv_in_flight_removes_it)
     fx_close_and_free(loop, pool);
     close(pp.peer);
     close(pp.listener);
+}
+
+/* ------------------------------------------------------ framed receives */
+
+typedef struct frame_seen {
+    int calls;
+    ssize_t len;
+    char frame[256];
+} frame_seen;
+
+static void frame_cb(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    (void)conn;
+    frame_seen *s = data;
+    s->calls++;
+    s->len = len;
+    memset(s->frame, 0, sizeof s->frame);
+    if (frame && len > 0)
+        memcpy(s->frame, frame, (size_t)len < sizeof s->frame ? (size_t)len : sizeof s->frame - 1);
+}
+
+static frame_seen line_now(rp_conn *conn)
+{
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    cr_expect_eq(s.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000), "no line came");
+    return s;
+}
+
+Test(faults, lines_split_across_reads_and_several_in_one_read)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    peer_write(pp.peer, "he");
+    cr_expect_eq(s.calls, 0, "half a line was handed out");
+    peer_write(pp.peer, "llo\r");
+    peer_write(pp.peer, "\nwor");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, 7);
+    cr_expect_str_eq(s.frame, "hello\r\n");
+    peer_write(pp.peer, "ld\r\nthird\r\n");
+    s = line_now(conn);
+    cr_expect_str_eq(s.frame, "world\r\n");
+    /* The third is buffered already: handed out with no read. */
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    s = line_now(conn);
+    rp_loop_stats_get(loop, &after);
+    cr_expect_str_eq(s.frame, "third\r\n");
+    cr_expect_eq(after.sqes, before.sqes, "a buffered line cost a read");
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.calls, 1);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(stats().stale_conns, 0, "a connection read to its last line was removed");
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+Test(faults, a_message_past_max_len_is_emsgsize_and_breaks_the_connection)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    char big[100];
+    memset(big, 'x', sizeof big);
+    cr_assert_eq(write(pp.peer, big, sizeof big), (ssize_t)sizeof big);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, -EMSGSIZE);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a connection that lost its framing was kept");
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
+    close(pp.listener);
+}
+
+/* "N:payload": the frame function knows the length from the prefix. */
+static ssize_t length_prefixed(const char *data, size_t len, void *arg)
+{
+    int *calls = arg;
+    ++*calls;
+    const char *colon = memchr(data, ':', len);
+    if (!colon)
+        return len > 8 ? -EPROTO : 0;
+    long n = strtol(data, NULL, 10);
+    return n > 0 ? (ssize_t)(colon - data + 1 + n) : -EPROTO;
+}
+
+Test(faults, a_frame_function_that_knows_the_length_reads_until_it_is_in)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    int fn_calls = 0;
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &s), 0);
+    peer_write(pp.peer, "11:hel");
+    peer_write(pp.peer, "lo ");
+    peer_write(pp.peer, "world9:");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, 14);
+    cr_expect_str_eq(s.frame, "11:hello world");
+    cr_expect_leq(fn_calls, 3, "the length was known, yet the function ran %d times", fn_calls);
+    frame_seen next = {0}, bad = {0};
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &next), 0);
+    peer_write(pp.peer, "abcdefghi"); /* after the "9:" the first read left */
+    cr_assert(fx_run_until_count(loop, &next.calls, 1, 3000));
+    cr_expect_str_eq(next.frame, "9:abcdefghi");
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &bad), 0);
+    peer_write(pp.peer, "oops");
+    peer_write(pp.peer, "xxxxxxxx");
+    cr_assert(fx_run_until_count(loop, &bad.calls, 1, 3000));
+    cr_expect_eq(bad.len, -EPROTO, "the frame function's error: %zd", bad.len);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a connection whose framing failed was kept");
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+Test(faults, end_of_stream_inside_a_message_is_eeof)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    peer_write(pp.peer, "half a li");
+    shutdown(pp.peer, SHUT_WR);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 0, frame_cb, &s), 0);
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, RP_EEOF);
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+Test(faults, a_line_left_in_the_buffer_never_reaches_the_next_holder)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    peer_write(pp.peer, "one\r\ntwo\r\n");
+    frame_seen s = line_now(conn);
+    cr_expect_str_eq(s.frame, "one\r\n");
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1, "a connection with a line buffered was kept");
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, framed_receives_refuse_what_they_cannot_do)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    frame_seen s = {0};
+    char buf[8];
+    io_done d = {0};
+    cr_expect_eq(rp_conn_recv_until(NULL, "\n", 1, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "", 0, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, NULL, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_frame(conn, NULL, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "0123456789abcdef0123456789abcdef!", 33, 0, frame_cb, &s), -EINVAL);
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_done_cb, &d), 0);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), -EBUSY, "beside a recv");
+    peer_write(pp.peer, "x");
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_assert_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), 0);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), -EBUSY, "a second one");
+    rp_pool_put(pool, conn); /* with a receive under way: removed */
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, -ECANCELED);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.calls, 1);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
+    close(pp.listener);
+}
+
+static char *long_frame_copy;
+typedef struct long_seen {
+    int calls;
+    ssize_t len;
+} long_seen;
+static void frame_cb_long(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    (void)conn;
+    long_seen *s = data;
+    s->calls++;
+    s->len = len;
+    if (len > 0) {
+        long_frame_copy = malloc((size_t)len);
+        memcpy(long_frame_copy, frame, (size_t)len);
+    }
+}
+
+Test(faults, a_long_line_grows_the_buffer_and_the_next_fits_again)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 300 * 1024;
+    char *line = malloc(len);
+    for (size_t i = 0; i < len - 2; i++)
+        line[i] = (char)('a' + i % 26);
+    memcpy(line + len - 2, "\r\n", 2);
+    long_seen seen = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 0, frame_cb_long, &seen), 0);
+    for (size_t off = 0; off < len; off += 64 * 1024) {
+        size_t n = len - off < 64 * 1024 ? len - off : 64 * 1024;
+        cr_assert_eq(write(pp.peer, line + off, n), (ssize_t)n);
+        fx_run_for(loop, 2);
+    }
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.len, (ssize_t)len);
+    cr_expect(memcmp(long_frame_copy, line, len) == 0, "the long line came back changed");
+    peer_write(pp.peer, "short\r\n");
+    frame_seen s = line_now(conn);
+    cr_expect_str_eq(s.frame, "short\r\n");
+    free(line);
+    free(long_frame_copy);
+    long_frame_copy = NULL;
+    peer_pool_close(&pp, conn, pp.peer);
 }

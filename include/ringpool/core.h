@@ -12,8 +12,9 @@
  *
  * Contracts:
  * - Arguments: argv and argvlen are copied during the call (rp_conn_command,
- *   rp_client_command*); option strings (addr, password, ...) likewise. A
- *   buffer given to rp_conn_send / rp_conn_recv must live until its callback.
+ *   rp_client_command*); option strings (addr, password, ...) likewise, and
+ *   rp_conn_sendv's iovec array. A buffer given to rp_conn_send,
+ *   rp_conn_sendv or rp_conn_recv must live until its callback.
  * - Results: rp_conn_send completes with len once every byte is written, or
  *   a negative code (never a short count); rp_conn_recv with the byte count,
  *   0 at end of stream, or a negative code. A reply (redisReply) lives until
@@ -405,6 +406,37 @@ RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, vo
  * to must live until the callback. -EINVAL for no piece or no byte. */
 struct iovec;
 RP_EXTERN int rp_conn_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_io_cb cb, void *data);
+
+/* Framed receives: the connection keeps a receive buffer, and a call
+ * receives until a whole message is in it, hands that message to its
+ * callback and keeps what follows for the next call (which reads nothing
+ * when its message is there already). The callback gets the message and
+ * its length (> 0), valid until it returns, or NULL and a negative code:
+ * -EMSGSIZE when no message ends within max_len bytes (0: 1 MiB),
+ * RP_EEOF when the peer closed first, -ETIMEDOUT when a read waited
+ * read_timeout_ms, -ECANCELED when the connection was put or removed
+ * first, or the frame function's own code. After an error the connection
+ * is broken (put removes it). One receive at a time, framed or not: a
+ * second call, or rp_conn_recv while one is under way, returns -EBUSY;
+ * do not mix rp_conn_recv with framed receives while bytes are buffered.
+ * Bytes buffered and not handed out are bytes the holder did not read: a
+ * put removes the connection. A connection the Redis layer reads
+ * (rp_conn_command) returns -EBUSY. The buffer grows to fit a message and
+ * is given back once empty (an idle connection keeps at most 64 KiB); it
+ * is freed with the connection.
+ *
+ * The frame function looks at the bytes buffered (data, len) and returns
+ * the length of the first message when it can tell (it may be more than
+ * len: the call then reads until that many bytes are in, as for a length
+ * prefix), 0 when it needs more bytes, or a negative code to fail. */
+typedef ssize_t (*rp_frame_fn)(const char *data, size_t len, void *arg);
+typedef void (*rp_frame_cb)(rp_conn *conn, const char *frame, ssize_t len, void *data);
+RP_EXTERN int rp_conn_recv_frame(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, size_t max_len,
+                                 rp_frame_cb cb, void *data);
+/* A message ends with delim (1 to 32 bytes, copied; the message handed
+ * out includes it): a line with "\r\n". */
+RP_EXTERN int rp_conn_recv_until(rp_conn *conn, const char *delim, size_t delim_len, size_t max_len,
+                                 rp_frame_cb cb, void *data);
 
 #ifdef __cplusplus
 }
