@@ -282,9 +282,10 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
  * the connection for bytes nobody asked for: nothing to learn. */
 static uint8_t unread_at_put(const rp_conn *conn)
 {
-    if (rp__frames_buffered(conn->frames))
+    if (conn->frames && rp__frames_buffered(conn->frames))
         return RP__UNREAD_YES; /* read from the socket, never handed to the holder */
-    return conn->recv_watch ? RP__UNREAD_NONE : conn->unread;
+    uint8_t unread = conn->unread;
+    return unread != RP__UNREAD_NONE && conn->recv_watch ? RP__UNREAD_NONE : unread;
 }
 
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
@@ -773,6 +774,19 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
     return why != NULL;
 }
 
+/* A connection given back with bytes its holder may have left: checked
+ * first (check_done then gives it to whoever waits), or removed. */
+static void put_unread(rp__conn_pool *cp, rp_conn *conn, uint8_t unread, uint64_t now)
+{
+    if (unread == RP__UNREAD_MAYBE) {
+        conn->used_ns = now;
+        check_unheld(cp, conn);
+    } else {
+        conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+        pump_dials(cp);
+    }
+}
+
 /* Why a connection given back closes, for the conn_close hook. */
 static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_conn *conn, bool removed, uint64_t now)
 {
@@ -780,8 +794,6 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
         return RP_CLOSE_REMOVED;
     if (conn->broken || rp__conn_busy(conn))
         return RP_CLOSE_BROKEN;
-    if (unread_at_put(conn) == RP__UNREAD_YES)
-        return RP_CLOSE_UNHEALTHY;
     if (conn_expired(cp, conn, now))
         return RP_CLOSE_EXPIRED;
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
@@ -797,13 +809,12 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
     conn->holds_turn = false;
     uint64_t now = now_ns(cp);
     bool removed = !keep;
-    uint8_t unread = unread_at_put(conn);
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !conn_expired(cp, conn, now) && unread != RP__UNREAD_YES;
+           !conn_expired(cp, conn, now);
+    uint8_t unread = keep ? unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
-    if (keep && unread == RP__UNREAD_MAYBE) {
-        conn->used_ns = now;
-        check_unheld(cp, conn);
+    if (unread != RP__UNREAD_NONE) {
+        put_unread(cp, conn, unread, now);
     } else if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
     } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
