@@ -36,8 +36,10 @@ static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
         result = -ECANCELED;
     if (result <= 0)
         conn->broken = true; /* error, timeout or end of stream */
-    rp__free(io->sendv);
-    io->sendv = NULL;
+    if (io->sendv) {
+        rp__free(io->sendv);
+        io->sendv = NULL;
+    }
     /* The callback may put, remove or close the connection: it is freed
      * only after the callback returns. */
     conn->in_callback++;
