@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-
 enum {
     REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
     REQ_CHECKING,                 /* holds a turn, its connection is being checked */
@@ -307,7 +306,7 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     if (!req)
         cp->orphan_checks--;
     if (healthy)
-        conn->unread = RP__UNREAD_NONE;
+        conn->unread = RP__UNREAD_NONE; /* the kernel just said so */
     if (!healthy) {
         conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         if (req)
