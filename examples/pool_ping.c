@@ -1,5 +1,8 @@
 /* pool_ping: takes a connection from a pool, sends PING over it with
- * rp_conn_send/rp_conn_recv, prints the reply and puts the connection back. */
+ * rp_conn_send, reads the whole reply line with rp_conn_recv_until (the
+ * connection's own receive buffer: a reply split across reads is put back
+ * together, and nothing is taken for the whole reply too early), prints it
+ * and puts the connection back. */
 #include <ringpool/core.h>
 
 #include "common.h"
@@ -11,41 +14,43 @@ static const char usage[] =
 
 typedef struct ping {
     rp_pool *pool;
-    char reply[64];
     int status;
 } ping;
 
-static void on_reply(rp_conn *conn, ssize_t result, void *data)
+static void done(ping *p, rp_conn *conn, int status)
 {
-    ping *p = data;
-    if (result > 0)
-        printf("reply: %.*s", (int)result, p->reply);
-    p->status = result > 0 ? 0 : (int)result;
-    if (p->status)
-        rp_pool_remove(p->pool, conn, p->status);
+    p->status = status;
+    if (status)
+        rp_pool_remove(p->pool, conn, status);
     else
         rp_pool_put(p->pool, conn);
 }
 
+/* The whole line, "\r\n" included: valid until this returns. */
+static void on_reply(rp_conn *conn, const char *line, ssize_t len, void *data)
+{
+    if (len > 0)
+        printf("reply: %.*s", (int)len, line);
+    done(data, conn, len > 0 ? 0 : (int)len);
+}
+
 static void on_sent(rp_conn *conn, ssize_t result, void *data)
 {
-    ping *p = data;
-    int rc = result < 0 ? (int)result : rp_conn_recv(conn, p->reply, sizeof p->reply, on_reply, p);
-    if (rc < 0) {
-        p->status = rc;
-        rp_pool_remove(p->pool, conn, rc);
-    }
+    /* A reply line longer than 512 bytes is no PONG: -EMSGSIZE. */
+    int rc = result < 0 ? (int)result : rp_conn_recv_until(conn, "\r\n", 2, 512, on_reply, data);
+    if (rc < 0)
+        done(data, conn, rc);
 }
 
 static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     ping *p = data;
+    (void)pool;
     int rc = status ? status : rp_conn_send(conn, "PING\r\n", 6, on_sent, p);
-    if (rc < 0) {
+    if (rc < 0 && conn)
+        done(p, conn, rc);
+    else if (rc < 0)
         p->status = rc;
-        if (conn)
-            rp_pool_remove(pool, conn, rc);
-    }
 }
 
 int main(int argc, char **argv)

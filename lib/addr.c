@@ -1,11 +1,13 @@
 /* Address parsing for dials: "host:port", "[v6]:port", "unix:/path". Only
- * the text is checked when the pool is created, so a typo is -EINVAL at
- * once and creation never waits for a resolver. A numeric address or a
+ * the text is checked when the pool is created, so a typo (a space around
+ * the address or in a host name included) is -EINVAL at once and creation
+ * never waits for a resolver. A numeric address or a
  * path is the one address every dial uses; a host name is looked up later,
  * off the loop thread, when a dial needs it (resolve.c). */
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,14 @@ static int parse_unix(rp__addr *out, const char *path)
     return 0;
 }
 
+static bool has_space(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (isspace((unsigned char)text[i]))
+            return true;
+    return false;
+}
+
 /* Splits "host:port" or "[v6]:port" into host and port. */
 static int split_host_port(const char *text, rp__hostport *name, uint16_t *port)
 {
@@ -54,8 +64,8 @@ static int split_host_port(const char *text, rp__hostport *name, uint16_t *port)
         host_end = colon;
     }
     size_t host_len = (size_t)(host_end - host_start);
-    if (host_len == 0 || host_len >= sizeof name->host)
-        return -EINVAL;
+    if (host_len == 0 || host_len >= sizeof name->host || has_space(host_start, host_len))
+        return -EINVAL; /* no name has a space: it would only fail at the lookup */
     memcpy(name->host, host_start, host_len);
     name->host[host_len] = '\0';
     return parse_port(colon + 1, name, port);
@@ -86,8 +96,11 @@ int rp__addr_parse(const char *text, rp__addr *addr, rp__hostport *name)
     if (!text)
         return -EINVAL;
     memset(addr, 0, sizeof *addr);
+    size_t len = strlen(text);
+    if (len && (isspace((unsigned char)text[0]) || isspace((unsigned char)text[len - 1])))
+        return -EINVAL; /* a copy-paste slip, never meant */
     if (strncmp(text, "unix:", 5) == 0)
-        return parse_unix(addr, text + 5);
+        return isspace((unsigned char)text[5]) ? -EINVAL : parse_unix(addr, text + 5);
     uint16_t port;
     int rc = split_host_port(text, name, &port);
     if (rc < 0)

@@ -6,13 +6,18 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+static void sendv_advance(rp__sendv *sv, size_t sent);
 
 static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
     rp_loop *loop = conn->loop;
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
-    if (is_send)
+    if (is_send && io->sendv)
+        io_uring_prep_sendmsg(sqe, conn->fd, &io->sendv->msg, MSG_NOSIGNAL);
+    else if (is_send)
         io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
     else
         io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
@@ -31,6 +36,10 @@ static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
         result = -ECANCELED;
     if (result <= 0)
         conn->broken = true; /* error, timeout or end of stream */
+    if (io->sendv) {
+        rp__free(io->sendv);
+        io->sendv = NULL;
+    }
     /* The callback may put, remove or close the connection: it is freed
      * only after the callback returns. */
     conn->in_callback++;
@@ -48,6 +57,8 @@ static void send_done(rp__op *op)
         res = -EPIPE;
     if (res > 0) {
         io->done += (size_t)res;
+        if (io->sendv)
+            sendv_advance(io->sendv, (size_t)res);
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
             if (!io->timeout_ms || rp__timer_armed(&io->deadline)) {
                 io_submit(conn, io, true);
@@ -61,9 +72,25 @@ static void send_done(rp__op *op)
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
 }
 
+/* What a recv of res bytes into cap left on the socket: the kernel says
+ * whether bytes (or a FIN) followed (IORING_CQE_F_SOCK_NONEMPTY); a read
+ * shorter than its buffer emptied the queue on any kernel, and where the
+ * flag may be missing (unix sockets before Linux 6.17) a full one is a maybe. */
+static void note_unread(rp_conn *conn, const rp__op *op, size_t cap)
+{
+    int res = rp__op_result(op);
+    if (res <= 0)
+        return; /* broken: never reused */
+    if (op->cflags & IORING_CQE_F_SOCK_NONEMPTY)
+        conn->unread = RP__UNREAD_YES;
+    else
+        conn->unread = (size_t)res < cap || conn->is_tcp ? RP__UNREAD_NONE : RP__UNREAD_MAYBE;
+}
+
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
+    note_unread(conn, op, conn->recv.len);
     io_finish(conn, &conn->recv, rp__op_result(op));
 }
 
@@ -188,6 +215,8 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->len = len;
     io->done = 0;
     io->timeout_ms = timeout_ms;
+    if (is_send && conn->unread == RP__UNREAD_NONE)
+        conn->unread = RP__UNREAD_MAYBE; /* its reply may come after the holder's last read */
     if (timeout_ms)
         rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
     io_submit(conn, io, is_send);
@@ -229,3 +258,52 @@ void rp_conn_set_data(rp_conn *conn, void *data)
 }
 
 void *rp_conn_data(const rp_conn *conn) { return conn ? conn->user_data : NULL; }
+
+/* ------------------------------------------------------- vectored sends */
+
+/* rp_conn_sendv's pieces, copied, go out as one IORING_OP_SENDMSG with
+ * MSG_NOSIGNAL; a partial write moves the iovecs past what went out, and
+ * the next part follows as a plain send's does. */
+#define RP__IOV_MAX 1024 /* Linux's UIO_MAXIOV, what IOV_MAX says there */
+
+int rp_conn_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_io_cb cb, void *data)
+{
+    if (!conn || !iov || !cb || iovcnt <= 0 || iovcnt > RP__IOV_MAX)
+        return -EINVAL;
+    if (!rp__conn_usable(conn))
+        return RP_ECLOSED;
+    if (conn->send.op.pending)
+        return -EBUSY;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total == 0)
+        return -EINVAL;
+    rp__sendv *sv = rp__malloc(sizeof *sv + (size_t)iovcnt * sizeof sv->iov[0]);
+    if (!sv)
+        return -ENOMEM;
+    memcpy(sv->iov, iov, (size_t)iovcnt * sizeof sv->iov[0]);
+    sv->msg = (struct msghdr){.msg_iov = sv->iov, .msg_iovlen = (size_t)iovcnt};
+    conn->send.sendv = sv;
+    int rc = rp__conn_start_io(conn, true, sv, total, conn->write_timeout_ms, cb, data);
+    if (rc < 0) {
+        conn->send.sendv = NULL;
+        rp__free(sv);
+    }
+    return rc;
+}
+
+static void sendv_advance(rp__sendv *sv, size_t sent)
+{
+    while (sent && sv->msg.msg_iovlen) {
+        struct iovec *first = sv->msg.msg_iov;
+        if (sent < first->iov_len) {
+            first->iov_base = (char *)first->iov_base + sent;
+            first->iov_len -= sent;
+            return;
+        }
+        sent -= first->iov_len;
+        sv->msg.msg_iov++;
+        sv->msg.msg_iovlen--;
+    }
+}

@@ -7,6 +7,8 @@
 
 #include "internal.h"
 
+#include <sys/uio.h>
+
 typedef enum {
     RP__CONN_DIALING,
     RP__CONN_RESOLVING,   /* the owner's dial waits for addresses: no socket yet */
@@ -27,6 +29,12 @@ typedef struct rp__conn_events {
     void (*broke)(rp_conn *conn);               /* the protocol layer found it unusable */
 } rp__conn_events;
 
+/* A vectored send's copy of its pieces: what is still to go. */
+typedef struct rp__sendv {
+    struct msghdr msg;
+    struct iovec iov[];
+} rp__sendv;
+
 typedef struct rp__conn_io {
     rp__op op;
     rp__timer deadline; /* cancels the op when the read/write timeout passes */
@@ -35,6 +43,7 @@ typedef struct rp__conn_io {
     char *buf;
     size_t len, done;
     uint32_t timeout_ms;
+    rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
 } rp__conn_io;
 
 struct rp_conn {
@@ -52,6 +61,8 @@ struct rp_conn {
                           complete it (the pool needs no watch or check) */
     uint8_t in_callback; /* a user callback runs: the record must outlive it */
     bool in_setup;     /* on_connect has not called rp_conn_setup_done yet */
+    bool is_tcp;       /* the kernel reports bytes left after each recv (Linux 5.19+) */
+    uint8_t unread;    /* RP__UNREAD_*: what the socket may hold that no holder read */
     uint32_t read_timeout_ms, write_timeout_ms;
     uint64_t created_ns, used_ns, expires_ns; /* used_ns: last hand-out or I/O */
     rp__link idle_link;             /* the owner's idle list, its spare records, or
@@ -64,6 +75,7 @@ struct rp_conn {
     rp__addrs *dial_addrs;          /* held while the dial tries them */
     unsigned dial_next;             /* the next of them to try */
     uint32_t dial_timeout_ms;
+    bool tcp_nodelay, tcp_keepalive; /* set on a TCP socket before its connect */
     rp__conn_io send, recv;
     /* The protocol layer above (redis.c): its state, freed when the
      * connection is released, and how many replies it still expects (put
@@ -71,8 +83,24 @@ struct rp_conn {
     void *ext;
     void (*ext_free)(void *ext);
     unsigned ext_pending;
+    struct rp__frames *frames; /* framed receives' buffer (framing.c), or NULL */
     void *user_data; /* rp_conn_set_data */
+    void (*user_free)(void *data); /* rp_conn_set_data_full: once, when released */
 };
+
+/* Bytes a holder may have left on the socket for the next one. */
+enum {
+    RP__UNREAD_NONE,  /* its last recv left nothing, and nothing was sent since */
+    RP__UNREAD_MAYBE, /* sent since (a reply may have come), or a recv that
+                         filled its buffer where the kernel does not say */
+    RP__UNREAD_YES,   /* the kernel said bytes (or FIN) followed the last recv */
+};
+
+/* The receive buffer of framed receives (framing.c): whether it holds
+ * bytes nobody was handed yet, and freeing it with the record. */
+typedef struct rp__frames rp__frames;
+bool rp__frames_buffered(const rp__frames *frames);
+void rp__frames_free(rp__frames *frames);
 
 /* Prepares a record (new or reused) for a connection owned by owner. */
 void rp__conn_init(rp_conn *conn, rp_loop *loop, void *owner, const rp__conn_events *events);

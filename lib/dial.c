@@ -1,5 +1,6 @@
-/* Dialling: a non-blocking socket, and IORING_OP_CONNECT linked to a
- * timeout so the kernel bounds the connect. The outcome goes to the
+/* Dialling: a non-blocking socket (a TCP one with TCP_NODELAY and
+ * keep-alive, unless the pool's options turn them off), and
+ * IORING_OP_CONNECT linked to a timeout so the kernel bounds the connect. The outcome goes to the
  * connection's owner (events->dialed): 0, -ETIMEDOUT for the deadline, or
  * the connect's own error.
  *
@@ -12,8 +13,16 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* go-redis's dialer: the first probe after 30 s idle, then every 5 s; 3
+ * unanswered probes fail the connection. */
+#define KEEPALIVE_IDLE_S 30
+#define KEEPALIVE_INTERVAL_S 5
+#define KEEPALIVE_PROBES 3
 
 static void connect_submit(rp_conn *conn, const rp__addr *addr)
 {
@@ -22,6 +31,32 @@ static void connect_submit(rp_conn *conn, const rp__addr *addr)
     io_uring_prep_connect(connect_sqe, conn->fd, (const struct sockaddr *)&addr->sa, addr->len);
     rp__op_link_timeout(&conn->dial_op, connect_sqe, timeout_sqe, &conn->dial_ts, conn->dial_timeout_ms);
     rp__op_start(conn->loop, &conn->dial_op, true, true);
+}
+
+static int set_int(rp_conn *conn, int level, int name, int value)
+{
+    rp__loop_count_syscalls(conn->loop, 1);
+    return setsockopt(conn->fd, level, name, &value, sizeof value) == 0 ? 0 : -errno;
+}
+
+/* TCP_NODELAY and keep-alive, before the connect: a unix socket has
+ * neither. Set once per dial, never on the get/put path. */
+static int tcp_options(rp_conn *conn, int family)
+{
+    conn->is_tcp = family == AF_INET || family == AF_INET6;
+    if (!conn->is_tcp)
+        return 0;
+    int rc = conn->tcp_nodelay ? set_int(conn, IPPROTO_TCP, TCP_NODELAY, 1) : 0;
+    if (rc == 0 && conn->tcp_keepalive) {
+        rc = set_int(conn, SOL_SOCKET, SO_KEEPALIVE, 1);
+        if (rc == 0)
+            rc = set_int(conn, IPPROTO_TCP, TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
+        if (rc == 0)
+            rc = set_int(conn, IPPROTO_TCP, TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S);
+        if (rc == 0)
+            rc = set_int(conn, IPPROTO_TCP, TCP_KEEPCNT, KEEPALIVE_PROBES);
+    }
+    return rc;
 }
 
 /* Connects to the next address that gets a socket; called while one is left. */
@@ -33,11 +68,18 @@ static int connect_next(rp_conn *conn)
         const rp__addr *addr = &addrs->addr[conn->dial_next++];
         conn->fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         rp__loop_count_syscalls(conn->loop, 1);
-        if (conn->fd >= 0) {
+        if (conn->fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        rc = tcp_options(conn, addr->sa.ss_family);
+        if (rc == 0) {
             connect_submit(conn, addr);
             return 0;
         }
-        rc = -errno;
+        close(conn->fd);
+        rp__loop_count_syscalls(conn->loop, 1);
+        conn->fd = -1;
     }
     return rc;
 }

@@ -85,6 +85,7 @@ typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
     int32_t res;
+    uint32_t cflags; /* the CQE's flags (IORING_CQE_F_SOCK_NONEMPTY after a recv) */
     bool has_deadline;
     bool timed_out;
     bool cancel_requested;

@@ -252,7 +252,7 @@ static bool loop_own_op(const rp_loop *loop, const rp__op *op)
     return op == &loop->ktimer_op || op == &loop->post_op || op == &loop->drain_op;
 }
 
-static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
+static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_t cflags)
 {
     if (user_data == 0)
         return; /* cancels and timer updates: their targets report */
@@ -264,6 +264,7 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res)
     if (op->keeps_loop_alive)
         loop_unref(loop);
     op->res = res;
+    op->cflags = cflags;
     op->pending = false;
     op->timed_out = op->has_deadline && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
     op->done(op);
@@ -278,8 +279,9 @@ static unsigned reap_cqes(rp_loop *loop)
     while (io_uring_cq_ready(&loop->ring) && io_uring_peek_cqe(&loop->ring, &cqe) == 0) {
         uint64_t user_data = cqe->user_data;
         int32_t res = cqe->res;
+        uint32_t cflags = cqe->flags;
         io_uring_cqe_seen(&loop->ring, cqe);
-        dispatch_cqe(loop, user_data, res);
+        dispatch_cqe(loop, user_data, res, cflags);
         handled++;
     }
     return handled;

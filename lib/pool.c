@@ -11,7 +11,12 @@
  * comes back when the holder puts or removes it, whatever becomes of the
  * connection. Hand-offs that may chain (a freed turn served at once, a
  * failed dial failing the next request) run in loops guarded against
- * re-entry, never by recursion, so no queue length can exhaust the stack. */
+ * re-entry, never by recursion, so no queue length can exhaust the stack.
+ *
+ * A put is honest: what the holder left unread never reaches the next one.
+ * The connection layer tracks it from the kernel's word on each recv; a
+ * put removes a connection known to hold bytes and checks one that may
+ * (unread_at_put), so a connection read to the end costs nothing. */
 #include "conn.h"
 #include "pool.h"
 #include "request.h"
@@ -20,8 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-
-#define RP__PROBE_INTERVAL_MS 1000u
 
 enum {
     REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
@@ -52,6 +55,7 @@ struct rp__conn_pool {
     unsigned new_conn_dials;
     unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
     unsigned consecutive_dial_errors;
+    uint32_t probe_interval_ms; /* until the next probe: doubles after each that fails */
     rp__list all;         /* every record in use */
     rp__list spare;       /* released records, reused oldest first */
     rp_stats stats;
@@ -92,9 +96,17 @@ static void record_spare(rp__conn_pool *cp, rp_conn *conn)
     rp__list_push_back(&cp->spare, &conn->idle_link);
 }
 
+/* The record is drained: no op, reply or callback refers to it, so the
+ * caller's data (a buffer the kernel wrote into, say) may go now. */
 static void conn_released(rp_conn *conn)
 {
     rp__conn_pool *cp = owner_of(conn);
+    void (*user_free)(void *data) = conn->user_free;
+    conn->user_free = NULL; /* once, whatever it calls */
+    if (user_free)
+        user_free(conn->user_data);
+    rp__frames_free(conn->frames);
+    conn->frames = NULL;
     rp__list_unlink(&cp->all, &conn->all_link);
     record_spare(cp, conn);
     if (cp->closed)
@@ -264,6 +276,18 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
         idle_add(cp, conn);
 }
 
+/* What a connection given back may hold that its holder did not read:
+ * bytes a framed receive buffered, or what the socket may hold. The
+ * protocol layer's own recv (recv_watch) reads whatever comes, and fails
+ * the connection for bytes nobody asked for: nothing to learn. */
+static uint8_t unread_at_put(const rp_conn *conn)
+{
+    if (conn->frames && rp__frames_buffered(conn->frames))
+        return RP__UNREAD_YES; /* read from the socket, never handed to the holder */
+    uint8_t unread = conn->unread;
+    return unread != RP__UNREAD_NONE && conn->recv_watch ? RP__UNREAD_NONE : unread;
+}
+
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
 {
     req->state = REQ_CHECKING;
@@ -282,6 +306,8 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     conn->for_req = NULL;
     if (!req)
         cp->orphan_checks--;
+    if (healthy)
+        conn->unread = RP__UNREAD_NONE; /* the kernel just said so */
     if (!healthy) {
         conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         if (req)
@@ -289,10 +315,26 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     } else if (req) {
         cp->stats.hits++;
         req_deliver(cp, req, conn);
+    } else if (cp->opts.max_idle_conns && cp->idle.len >= (unsigned)cp->opts.max_idle_conns &&
+               !cp->needs_conn.len) {
+        conn_discard(cp, conn, RP_CLOSE_TRIMMED);
     } else {
         conn_available(cp, conn);
     }
     pump_dials(cp);
+}
+
+/* A connection put back right after a send (its reply may have come) is
+ * checked before anyone gets it: a zero-length non-blocking recv, which
+ * rides in the loop's next submit and answers inside it. Until then it is
+ * a connection on its way, as one whose get was cancelled mid-check: a get
+ * takes another idle one or waits for this one, and dials nothing. */
+static void check_unheld(rp__conn_pool *cp, rp_conn *conn)
+{
+    cp->orphan_checks++;
+    conn->for_req = NULL;
+    conn->state = RP__CONN_CHECKING;
+    rp__conn_watch(conn, true);
 }
 
 /* The protocol layer's watch saw FIN, RST or stray bytes. A held
@@ -323,9 +365,21 @@ static void conn_watched(rp_conn *conn, int result)
 
 /* ------------------------------------------------------------------ dial */
 
-static void probe_arm(rp__conn_pool *cp)
+/* Fail-fast began: the first probe comes soon, as a server restarting is
+ * often back within a few hundred milliseconds. */
+static void probe_first(rp__conn_pool *cp)
 {
-    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(RP__PROBE_INTERVAL_MS));
+    cp->probe_interval_ms = cp->opts.probe_interval_ms;
+    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
+}
+
+/* A probe went out: the next one waits twice as long, up to the maximum,
+ * so a server down for long sees one dial a second, not a storm. */
+static void probe_next(rp__conn_pool *cp)
+{
+    uint64_t doubled = 2 * (uint64_t)cp->probe_interval_ms;
+    cp->probe_interval_ms = (uint32_t)RP__MIN(doubled, (uint64_t)cp->opts.probe_interval_max_ms);
+    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
 }
 
 static bool dials_fail_fast(const rp__conn_pool *cp)
@@ -359,7 +413,7 @@ static void count_dial_error(rp__conn_pool *cp, int status)
     cp->stats.dial_errors++;
     cp->stats.last_dial_error = status;
     if (++cp->consecutive_dial_errors == (unsigned)cp->opts.pool_size)
-        probe_arm(cp);
+        probe_first(cp);
 }
 
 /* The server answered: fail-fast ends. */
@@ -455,9 +509,24 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     conn->in_setup = false;
     if (conn->state == RP__CONN_SETUP)
         conn->state = RP__CONN_DIALING;
+    if (status >= 0 && unread_at_put(conn) == RP__UNREAD_YES)
+        status = -EPROTO; /* its first holder would read what the set-up left */
     dial_finish(owner_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
 }
+
+/* ------------------------------------------- the caller's per-connection data */
+
+int rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data))
+{
+    if (!conn)
+        return -EINVAL;
+    conn->user_data = data;
+    conn->user_free = free_fn;
+    return 0;
+}
+
+rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &owner_of(conn)->base : NULL; }
 
 /* Connects at once to a numeric address, a path or a fresh answer;
  * otherwise the dial waits for the lookup. */
@@ -506,7 +575,10 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->for_req = for_req;
     conn->read_timeout_ms = cp->opts.read_timeout_ms;
     conn->write_timeout_ms = cp->opts.write_timeout_ms;
+    conn->tcp_nodelay = !cp->opts.disable_tcp_nodelay;
+    conn->tcp_keepalive = !cp->opts.disable_tcp_keepalive;
     const rp_hooks *hooks = &cp->base.hooks;
+    cp->stats.dials++;
     if (hooks->dial_start)
         hooks->dial_start(hooks->data, cp->addr_text);
     conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(pool_loop(cp)) : 0;
@@ -578,7 +650,7 @@ static void probe_fired(rp__timer *timer)
     int rc = cp->dialing ? 0 : dial_start(cp, true, NULL);
     if (rc < 0)
         count_dial_error(cp, rc);
-    probe_arm(cp);
+    probe_next(cp);
 }
 
 /* ------------------------------------------------------------------ serve */
@@ -702,6 +774,19 @@ static bool conn_misused(rp__conn_pool *cp, const rp_conn *conn, const char *op)
     return why != NULL;
 }
 
+/* A connection given back with bytes its holder may have left: checked
+ * first (check_done then gives it to whoever waits), or removed. */
+static void put_unread(rp__conn_pool *cp, rp_conn *conn, uint8_t unread, uint64_t now)
+{
+    if (unread == RP__UNREAD_MAYBE) {
+        conn->used_ns = now;
+        check_unheld(cp, conn);
+    } else {
+        conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+        pump_dials(cp);
+    }
+}
+
 /* Why a connection given back closes, for the conn_close hook. */
 static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_conn *conn, bool removed, uint64_t now)
 {
@@ -715,9 +800,9 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
 }
 
 /* A holder gives a connection back: kept (put) when it is still good, or
- * closed (remove, or put of a broken, expired or non-pooled one). Its
- * turn goes back to the pool either way, or straight to the oldest waiter
- * along with the connection. */
+ * closed (remove, or put of a broken, expired or non-pooled one, or of one
+ * with bytes left unread). Its turn goes back to the pool either way, or
+ * straight to the oldest waiter along with the connection. */
 static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
@@ -726,8 +811,11 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
     bool removed = !keep;
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
            !conn_expired(cp, conn, now);
+    uint8_t unread = keep ? unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
-    if (keep && cp->needs_conn.len) {
+    if (unread != RP__UNREAD_NONE) {
+        put_unread(cp, conn, unread, now);
+    } else if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
     } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
         waiter->holds_turn = true;
@@ -942,6 +1030,8 @@ void rp_pool_options_init(rp_pool_options *opts)
         .write_timeout_ms = 3000,
         .conn_max_idle_time_ms = 30 * 60 * 1000,
         .health_check_idle_ms = 500,
+        .probe_interval_ms = 50,
+        .probe_interval_max_ms = 1000,
     };
 }
 
@@ -965,6 +1055,12 @@ static int options_normalize(rp_pool_options *opts)
         opts->dial_timeout_ms = defaults.dial_timeout_ms;
     if (opts->pool_timeout_ms == 0)
         opts->pool_timeout_ms = defaults.pool_timeout_ms;
+    if (opts->probe_interval_ms == 0)
+        opts->probe_interval_ms = defaults.probe_interval_ms;
+    if (opts->probe_interval_max_ms == 0)
+        opts->probe_interval_max_ms = defaults.probe_interval_max_ms;
+    if (opts->probe_interval_max_ms < opts->probe_interval_ms)
+        opts->probe_interval_max_ms = opts->probe_interval_ms; /* a fixed interval */
     return 0;
 }
 

@@ -41,6 +41,7 @@ static void expect_example(const char *name, const char *expected)
 }
 
 Test(examples, hello_sets_and_gets) { expect_example("hello", "GET greeting: hello, ringpool"); }
+Test(examples, pool_ping_prints_the_whole_reply_line) { expect_example("pool_ping", "reply: +PONG\r\n"); }
 Test(examples, pipeline_gets_every_reply_in_order) { expect_example("pipeline", "10000 replies in order, 0 errors"); }
 Test(examples, transaction_loses_no_increment) { expect_example("transaction", "tx:counter = 800"); }
 Test(examples, pubsub_receives_what_it_publishes) { expect_example("pubsub", "news: message 3"); }

@@ -3,11 +3,13 @@
 #include "fixture.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 TestSuite(faults, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
@@ -463,4 +465,509 @@ Test(faults, socket_failure_with_gets_queued_for_dials_answers_every_get)
             rp_pool_put(pool, got[i].conn);
     }
     fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------- an honest put */
+
+/* A connection put back must never hand bytes that came for its previous
+ * holder to the next one. The peer is our own listener, which writes
+ * exactly what the test says when it says it. */
+
+typedef struct io_done {
+    bool done;
+    ssize_t result;
+} io_done;
+
+static void io_done_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_done *d = data;
+    d->done = true;
+    d->result = result;
+}
+
+static ssize_t send_sync(rp_conn *conn, const char *text)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_send(conn, text, strlen(text), io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000), "send never completed");
+    return d.result;
+}
+
+static ssize_t recv_sync(rp_conn *conn, char *buf, size_t cap)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_recv(conn, buf, cap, io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000), "recv never completed");
+    return d.result;
+}
+
+static int close_reasons[RP_CLOSE_SETUP + 1];
+static void count_close_reason(void *data, rp_conn *conn, rp_close_reason reason)
+{
+    (void)data, (void)conn;
+    close_reasons[reason]++;
+}
+
+typedef struct peer_pool {
+    int listener;
+    int peer; /* the server side of the first connection */
+} peer_pool;
+
+/* A pool of one connection to our listener, held by the caller. */
+static rp_conn *peer_pool_open(peer_pool *pp)
+{
+    int port;
+    pp->listener = fx_listener(16, &port);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    open_pool_at(port, &opts);
+    memset(close_reasons, 0, sizeof close_reasons);
+    rp_hooks hooks = {.conn_close = count_close_reason};
+    rp_pool_set_hooks(pool, &hooks);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    pp->peer = accept(pp->listener, NULL, NULL);
+    cr_assert_geq(pp->peer, 0);
+    return conn;
+}
+
+static void peer_write(int fd, const char *text)
+{
+    cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    fx_run_for(loop, 20); /* arrived, whatever the loopback's timing */
+}
+
+/* Puts conn back and asks again at once: the get that follows must come
+ * back with a connection whose first read is what the peer sends it now,
+ * never the old bytes. Returns that connection's peer. */
+static int put_and_get_again_at_once(peer_pool *pp, rp_conn *conn, rp_conn **next)
+{
+    rp_pool_put(pool, conn);
+    fx_got got = get_and_wait(3000);
+    cr_assert_eq(got.status, 0);
+    *next = got.conn;
+    int peer = pp->peer;
+    if (stats().stale_conns) {
+        peer = accept(pp->listener, NULL, NULL);
+        cr_assert_geq(peer, 0);
+    }
+    char buf[32] = {0};
+    peer_write(peer, "new\r\n");
+    cr_expect_eq(recv_sync(got.conn, buf, sizeof buf - 1), 5, "read %s", buf);
+    cr_expect_str_eq(buf, "new\r\n", "the next holder read bytes meant for the previous one");
+    return peer;
+}
+
+static void peer_pool_close(peer_pool *pp, rp_conn *conn, int peer)
+{
+    if (conn)
+        rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+    if (peer != pp->peer)
+        close(peer);
+    close(pp->peer);
+    close(pp->listener);
+}
+
+Test(faults, bytes_left_by_a_partial_read_remove_the_connection_at_put)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    char buf[8] = {0};
+    peer_write(pp.peer, "one\r\ntwo\r\n");
+    cr_assert_eq(recv_sync(conn, buf, 5), 5);
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(close_reasons[RP_CLOSE_UNHEALTHY], 1);
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, bytes_that_came_after_the_last_send_remove_the_connection_at_put)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5);
+    peer_write(pp.peer, "old\r\n"); /* the reply nobody read */
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(close_reasons[RP_CLOSE_UNHEALTHY], 1);
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, a_connection_read_to_the_end_is_kept_and_handed_out_at_once)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    char buf[8] = {0};
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5);
+    peer_write(pp.peer, "rep\r\n");
+    cr_assert_eq(recv_sync(conn, buf, 5), 5); /* exactly what came: nothing left */
+    rp_pool_put(pool, conn);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(got.calls, 1, "a get waited for a connection nothing was left on");
+    cr_expect_eq(got.conn, conn);
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(stats().hits, 1);
+    peer_pool_close(&pp, got.conn, pp.peer);
+}
+
+Test(faults, a_get_waits_for_the_check_of_a_connection_put_after_a_send)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    cr_assert_eq(send_sync(conn, "req\r\n"), 5); /* no reply comes */
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(next, conn, "the checked connection was not the one handed out");
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(rp_pool_len(pool), 1, "a second connection was dialled");
+    peer_pool_close(&pp, next, peer);
+}
+
+/* ---------------------------------------------------- recovery pacing */
+
+static int probe_dials;
+static void count_dial(void *data, const char *dial_addr)
+{
+    (void)data, (void)dial_addr;
+    probe_dials++;
+}
+
+/* pool_size refused dials start fail-fast; returns when it began. */
+static uint64_t fail_fast_begins(int port, rp_pool_options *opts)
+{
+    open_pool_at(port, opts);
+    rp_hooks hooks = {.dial_start = count_dial};
+    rp_pool_set_hooks(pool, &hooks);
+    for (int i = 0; i < opts->pool_size; i++)
+        cr_expect_eq(get_and_wait(3000).status, -ECONNREFUSED);
+    probe_dials = 0;
+    return fx_now_ms();
+}
+
+Test(faults, a_server_back_soon_is_found_by_a_fast_first_probe)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 200)
+        fx_run_for(loop, 5);
+    int listener = fx_listen_at(port, 16); /* back after 200 ms */
+    while (rp_pool_idle_len(pool) < 1 && fx_now_ms() - start < 2000)
+        fx_run_for(loop, 5);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "no probe reconnected");
+    /* Probes 50, 150, 350 ms after fail-fast began: the third finds it. */
+    cr_expect_leq(took, 700, "the server was back at 200 ms, used again at %lu ms", (unsigned long)took);
+    cr_expect_leq(probe_dials, 4, "%d probes: a dial storm", probe_dials);
+    fx_got ok = get_and_wait(1000);
+    cr_expect_eq(ok.status, 0);
+    if (ok.conn)
+        rp_pool_put(pool, ok.conn);
+    fx_close_and_free(loop, pool);
+    close(listener);
+}
+
+Test(faults, probes_back_off_while_the_server_stays_down)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 1700)
+        fx_run_for(loop, 10);
+    /* 50, 150, 350, 750, 1550 ms: doubling from 50 ms, then every second. */
+    cr_expect(probe_dials >= 4 && probe_dials <= 6, "%d probes in 1.7 s", probe_dials);
+    cr_expect_eq(get_and_wait(1000).status, -ECONNREFUSED, "fail-fast ended with the server down");
+    fx_close_and_free(loop, pool);
+}
+
+Test(faults, probe_pacing_is_configurable)
+{
+    int port = fx_closed_port();
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.probe_interval_ms = 20;
+    opts.probe_interval_max_ms = 40;
+    uint64_t start = fail_fast_begins(port, &opts);
+    while (fx_now_ms() - start < 500)
+        fx_run_for(loop, 5);
+    /* 20, 60, then every 40 ms: about 12 in 500 ms (a noisy machine may lose a few). */
+    cr_expect(probe_dials >= 7 && probe_dials <= 14, "%d probes in 500 ms", probe_dials);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------------- SIGPIPE */
+
+/* With SIGPIPE at its default (the process dies), sends to a peer that is
+ * gone end with an error in their callback: ringpool sends with
+ * MSG_NOSIGNAL and never raises the signal. */
+Test(faults, a_send_to_a_vanished_peer_fails_without_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(pp.peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(pp.peer); /* RST */
+    fx_run_for(loop, 20);
+    /* The reset is reported once; the sends after it meet a shut socket
+     * (-EPIPE, the case that raises SIGPIPE without MSG_NOSIGNAL). */
+    ssize_t result = 0;
+    for (int i = 0; i < 5 && result != -EPIPE; i++) {
+        io_done d = {0};
+        cr_assert_eq(rp_conn_send(conn, "x\r\n", 3, io_done_cb, &d), 0);
+        cr_assert(fx_run_until(loop, &d.done, 3000));
+        result = d.result;
+    }
+    cr_expect_eq(result, -EPIPE, "send: %s", rp_strerror((int)result));
+    rp_pool_put(pool, conn); /* broken: removed */
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+    close(pp.listener);
+}
+
+/* ------------------------------------------------------- vectored sends */
+
+/* A put with a vectored send in flight (to a peer that reads nothing)
+ * removes the connection, and the send ends once with -ECANCELED, as a
+ * plain send's does. */
+Test(faults, put_with_a_sendv_in_flight_removes_it)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 64 << 20;
+    char *big = calloc(1, len);
+    struct iovec iov[2] = {{(void *)"head\r\n", 6}, {big, len}};
+    io_done d = {0};
+    cr_assert_eq(rp_conn_sendv(conn, iov, 2, io_done_cb, &d), 0);
+    fx_run_for(loop, 20);
+    cr_expect(!d.done, "64 MiB went out to a peer that reads nothing");
+    rp_pool_put(pool, conn);
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_expect_eq(d.result, -ECANCELED);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    cr_expect_eq(close_reasons[RP_CLOSE_BROKEN], 1);
+    free(big);
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
+    close(pp.listener);
+}
+
+/* ------------------------------------------------------ framed receives */
+
+typedef struct frame_seen {
+    int calls;
+    ssize_t len;
+    char frame[256];
+} frame_seen;
+
+static void frame_cb(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    (void)conn;
+    frame_seen *s = data;
+    s->calls++;
+    s->len = len;
+    memset(s->frame, 0, sizeof s->frame);
+    if (frame && len > 0)
+        memcpy(s->frame, frame, (size_t)len < sizeof s->frame ? (size_t)len : sizeof s->frame - 1);
+}
+
+static frame_seen line_now(rp_conn *conn)
+{
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    cr_expect_eq(s.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000), "no line came");
+    return s;
+}
+
+Test(faults, lines_split_across_reads_and_several_in_one_read)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    peer_write(pp.peer, "he");
+    cr_expect_eq(s.calls, 0, "half a line was handed out");
+    peer_write(pp.peer, "llo\r");
+    peer_write(pp.peer, "\nwor");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, 7);
+    cr_expect_str_eq(s.frame, "hello\r\n");
+    peer_write(pp.peer, "ld\r\nthird\r\n");
+    s = line_now(conn);
+    cr_expect_str_eq(s.frame, "world\r\n");
+    /* The third is buffered already: handed out with no read. */
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    s = line_now(conn);
+    rp_loop_stats_get(loop, &after);
+    cr_expect_str_eq(s.frame, "third\r\n");
+    cr_expect_eq(after.sqes, before.sqes, "a buffered line cost a read");
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.calls, 1);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(stats().stale_conns, 0, "a connection read to its last line was removed");
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+Test(faults, a_message_past_max_len_is_emsgsize_and_breaks_the_connection)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    char big[100];
+    memset(big, 'x', sizeof big);
+    cr_assert_eq(write(pp.peer, big, sizeof big), (ssize_t)sizeof big);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, frame_cb, &s), 0);
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, -EMSGSIZE);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a connection that lost its framing was kept");
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
+    close(pp.listener);
+}
+
+/* "N:payload": the frame function knows the length from the prefix. */
+static ssize_t length_prefixed(const char *data, size_t len, void *arg)
+{
+    int *calls = arg;
+    ++*calls;
+    const char *colon = memchr(data, ':', len);
+    if (!colon)
+        return len > 8 ? -EPROTO : 0;
+    long n = strtol(data, NULL, 10);
+    return n > 0 ? (ssize_t)(colon - data + 1 + n) : -EPROTO;
+}
+
+Test(faults, a_frame_function_that_knows_the_length_reads_until_it_is_in)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    int fn_calls = 0;
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &s), 0);
+    peer_write(pp.peer, "11:hel");
+    peer_write(pp.peer, "lo ");
+    peer_write(pp.peer, "world9:");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, 14);
+    cr_expect_str_eq(s.frame, "11:hello world");
+    cr_expect_leq(fn_calls, 3, "the length was known, yet the function ran %d times", fn_calls);
+    frame_seen next = {0}, bad = {0};
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &next), 0);
+    peer_write(pp.peer, "abcdefghi"); /* after the "9:" the first read left */
+    cr_assert(fx_run_until_count(loop, &next.calls, 1, 3000));
+    cr_expect_str_eq(next.frame, "9:abcdefghi");
+    cr_assert_eq(rp_conn_recv_frame(conn, length_prefixed, &fn_calls, 0, frame_cb, &bad), 0);
+    peer_write(pp.peer, "oops");
+    peer_write(pp.peer, "xxxxxxxx");
+    cr_assert(fx_run_until_count(loop, &bad.calls, 1, 3000));
+    cr_expect_eq(bad.len, -EPROTO, "the frame function's error: %zd", bad.len);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a connection whose framing failed was kept");
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+Test(faults, end_of_stream_inside_a_message_is_eeof)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    peer_write(pp.peer, "half a li");
+    shutdown(pp.peer, SHUT_WR);
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 0, frame_cb, &s), 0);
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, RP_EEOF);
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+Test(faults, a_line_left_in_the_buffer_never_reaches_the_next_holder)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp), *next;
+    peer_write(pp.peer, "one\r\ntwo\r\n");
+    frame_seen s = line_now(conn);
+    cr_expect_str_eq(s.frame, "one\r\n");
+    int peer = put_and_get_again_at_once(&pp, conn, &next);
+    cr_expect_eq(stats().stale_conns, 1, "a connection with a line buffered was kept");
+    peer_pool_close(&pp, next, peer);
+}
+
+Test(faults, framed_receives_refuse_what_they_cannot_do)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    frame_seen s = {0};
+    char buf[8];
+    io_done d = {0};
+    cr_expect_eq(rp_conn_recv_until(NULL, "\n", 1, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "", 0, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, NULL, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_frame(conn, NULL, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_recv_until(conn, "0123456789abcdef0123456789abcdef!", 33, 0, frame_cb, &s), -EINVAL);
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_done_cb, &d), 0);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), -EBUSY, "beside a recv");
+    peer_write(pp.peer, "x");
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_assert_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), 0);
+    cr_expect_eq(rp_conn_recv_until(conn, "\n", 1, 0, frame_cb, &s), -EBUSY, "a second one");
+    rp_pool_put(pool, conn); /* with a receive under way: removed */
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_eq(s.len, -ECANCELED);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.calls, 1);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+    close(pp.peer);
+    close(pp.listener);
+}
+
+static char *long_frame_copy;
+typedef struct long_seen {
+    int calls;
+    ssize_t len;
+} long_seen;
+static void frame_cb_long(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    (void)conn;
+    long_seen *s = data;
+    s->calls++;
+    s->len = len;
+    if (len > 0) {
+        long_frame_copy = malloc((size_t)len);
+        memcpy(long_frame_copy, frame, (size_t)len);
+    }
+}
+
+Test(faults, a_long_line_grows_the_buffer_and_the_next_fits_again)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 300 * 1024;
+    char *line = malloc(len);
+    for (size_t i = 0; i < len - 2; i++)
+        line[i] = (char)('a' + i % 26);
+    memcpy(line + len - 2, "\r\n", 2);
+    long_seen seen = {0};
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 0, frame_cb_long, &seen), 0);
+    for (size_t off = 0; off < len; off += 64 * 1024) {
+        size_t n = len - off < 64 * 1024 ? len - off : 64 * 1024;
+        cr_assert_eq(write(pp.peer, line + off, n), (ssize_t)n);
+        fx_run_for(loop, 2);
+    }
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.len, (ssize_t)len);
+    cr_expect(memcmp(long_frame_copy, line, len) == 0, "the long line came back changed");
+    peer_write(pp.peer, "short\r\n");
+    frame_seen s = line_now(conn);
+    cr_expect_str_eq(s.frame, "short\r\n");
+    free(line);
+    free(long_frame_copy);
+    long_frame_copy = NULL;
+    peer_pool_close(&pp, conn, pp.peer);
 }

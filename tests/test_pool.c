@@ -3,9 +3,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 TestSuite(pool, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
@@ -353,6 +359,22 @@ Test(pool, malformed_addresses_are_rejected)
     cr_expect_eq(rp_loop_free(loop), 0);
 }
 
+Test(pool, addresses_with_spaces_around_them_are_einval)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    /* A name with a space would pass the text check and fail at the lookup. */
+    const char *bad[] = {" 127.0.0.1:6379", "127.0.0.1:6379 ", " localhost:6379", "localhost:6379\n",
+                         "\tlocalhost:6379", "localhost :6379", "local host:6379", "[ ::1]:6379",
+                         "[::1 ]:6379", "unix: /tmp/redis.sock", "unix:/tmp/redis.sock ", " unix:/tmp/redis.sock"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rp_pool_options opts;
+        fx_pool_options(&opts, 2);
+        opts.addr = bad[i];
+        cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL, "accepted \"%s\"", bad[i]);
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
 Test(pool, accepts_name_and_bracketed_v6_addresses)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
@@ -611,10 +633,13 @@ Test(pool, put_from_inside_an_io_callback_keeps_the_connection)
 {
     open_default_pool(2);
     rp_conn *conn = fx_get_conn(loop, pool);
+    io_seen sent = {0};
     remove_in_cb ctx = {.pool = pool};
-    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, put_from_io_callback, &ctx), 0);
+    char reply[7];
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, count_io, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, put_from_io_callback, &ctx), 0);
     cr_assert(fx_run_until_count(loop, &ctx.calls, 1, 2000));
-    cr_expect_eq(ctx.result, 6);
+    cr_expect_eq(ctx.result, 7); /* the whole reply read: nothing left for the next holder */
     cr_expect_eq(rp_pool_idle_len(pool), 1);
     fx_close_and_free(loop, pool);
 }
@@ -924,6 +949,7 @@ Test(pool, every_option_at_zero_one_and_max_gets_and_puts)
         INT_OPT(max_concurrent_dials), U32_OPT(dial_timeout_ms), U32_OPT(pool_timeout_ms),
         U32_OPT(read_timeout_ms), U32_OPT(write_timeout_ms), U32_OPT(conn_max_idle_time_ms),
         U32_OPT(conn_max_lifetime_ms), U32_OPT(conn_max_lifetime_jitter_ms), U32_OPT(health_check_idle_ms),
+        U32_OPT(probe_interval_ms), U32_OPT(probe_interval_max_ms),
     };
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
@@ -1227,5 +1253,466 @@ Test(pool, hooks_see_a_refused_dial_and_an_expired_connection)
     cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
     cr_expect_eq(log.last_dial_status, -ECONNREFUSED);
     cr_expect_eq(log.last_get_status, -ECONNREFUSED);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------ socket options */
+
+static int sockopt_int(int fd, int level, int name)
+{
+    int value = -1;
+    socklen_t len = sizeof value;
+    cr_assert_eq(getsockopt(fd, level, name, &value, &len), 0, "getsockopt: %s", strerror(errno));
+    return value;
+}
+
+/* A pooled connection's socket options: nodelay and keep-alive as set. */
+static void expect_tcp_options(rp_pool_options *opts, bool nodelay, bool keepalive)
+{
+    open_pool(opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    int fd = rp_conn_fd(conn);
+    cr_assert_geq(fd, 0);
+    cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_NODELAY) != 0, nodelay);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE) != 0, keepalive);
+    if (keepalive) { /* go-redis's dialer: probes after 30 s idle, every 5 s, 3 of them */
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE), 30);
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPINTVL), 5);
+        cr_expect_eq(sockopt_int(fd, IPPROTO_TCP, TCP_KEEPCNT), 3);
+    }
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, tcp_connections_get_nodelay_and_keepalive_by_default)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    expect_tcp_options(&opts, true, true);
+}
+
+Test(pool, tcp_options_default_on_when_the_options_are_zeroed)
+{
+    rp_pool_options opts = {.addr = fx_redis_addr};
+    expect_tcp_options(&opts, true, true);
+}
+
+Test(pool, tcp_nodelay_can_be_turned_off)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.disable_tcp_nodelay = true;
+    expect_tcp_options(&opts, false, true);
+}
+
+Test(pool, tcp_keepalive_can_be_turned_off)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.disable_tcp_keepalive = true;
+    expect_tcp_options(&opts, true, false);
+}
+
+Test(pool, unix_socket_connections_are_unaffected_by_tcp_options)
+{
+    char path[108], addr[120];
+    snprintf(path, sizeof path, "/tmp/ringpool-test-%d.sock", (int)getpid());
+    unlink(path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    cr_assert_eq(listen(lfd, 8), 0);
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    opts.addr = addr;
+    open_pool(&opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    int fd = rp_conn_fd(conn);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_DOMAIN), AF_UNIX);
+    cr_expect_eq(sockopt_int(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
+    int value;
+    socklen_t len = sizeof value;
+    cr_expect_neq(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &value, &len), 0, "a unix socket has no TCP_NODELAY");
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+    close(lfd);
+    unlink(path);
+}
+
+/* ------------------------------------------------------- an honest put */
+
+typedef struct io_done {
+    bool done;
+    ssize_t result;
+} io_done;
+
+static void io_done_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_done *d = data;
+    d->done = true;
+    d->result = result;
+}
+
+/* Reads until want bytes came (or an error). */
+static ssize_t recv_exactly(rp_conn *conn, char *buf, size_t want)
+{
+    size_t got = 0;
+    while (got < want) {
+        io_done d = {0};
+        cr_assert_eq(rp_conn_recv(conn, buf + got, want - got, io_done_cb, &d), 0);
+        cr_assert(fx_run_until(loop, &d.done, 3000), "recv never completed");
+        if (d.result <= 0)
+            return d.result;
+        got += (size_t)d.result;
+    }
+    return (ssize_t)got;
+}
+
+static void send_text(rp_conn *conn, const char *text)
+{
+    io_done d = {0};
+    cr_assert_eq(rp_conn_send(conn, text, strlen(text), io_done_cb, &d), 0);
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    cr_assert_eq(d.result, (ssize_t)strlen(text));
+}
+
+Test(pool, a_reply_left_unread_never_reaches_the_next_holder)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[32] = {0};
+    send_text(conn, "PING\r\nPING\r\n");
+    fx_run_for(loop, 20); /* both replies are in */
+    cr_assert_eq(recv_exactly(conn, buf, 7), 7);
+    rp_pool_put(pool, conn);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0); /* again, at once */
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_assert_eq(got.status, 0);
+    send_text(got.conn, "ECHO fresh\r\n");
+    memset(buf, 0, sizeof buf);
+    cr_expect_eq(recv_exactly(got.conn, buf, 11), 11);
+    cr_expect_str_eq(buf, "$5\r\nfresh\r\n", "the next holder read the old reply");
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(stats().total_conns, 1);
+    rp_pool_put(pool, got.conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* The common path costs nothing: a holder that read its reply to the end
+ * puts the connection back with no check (it is idle at once, where a
+ * checked one waits for its answer), and the next get takes it in the
+ * same iteration with no SQE. */
+Test(pool, raw_request_reply_cycles_need_no_check_at_put)
+{
+    open_default_pool(1);
+    rp_pool_put(pool, fx_get_conn(loop, pool));
+    for (int i = 0; i < 200; i++) {
+        fx_got got = {0};
+        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+        rp_loop_stats before, after;
+        rp_loop_stats_get(loop, &before);
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+        rp_loop_stats_get(loop, &after);
+        cr_assert_eq(got.calls, 1, "cycle %d: the get waited", i);
+        cr_assert_eq(after.sqes, before.sqes, "cycle %d: the get cost an SQE", i);
+        char buf[8];
+        send_text(got.conn, "PING\r\n");
+        cr_assert_eq(recv_exactly(got.conn, buf, 7), 7);
+        rp_pool_put(pool, got.conn);
+        cr_assert_eq(rp_pool_idle_len(pool), 1, "cycle %d: the connection was checked", i);
+    }
+    cr_expect_eq(stats().stale_conns, 0);
+    cr_expect_eq(stats().hits, 200);
+    fx_close_and_free(loop, pool);
+}
+
+/* on_connect that sends two PINGs and reads only the first reply. */
+typedef struct sloppy_setup {
+    char reply[7];
+    int calls;
+} sloppy_setup;
+
+static void sloppy_read(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)result;
+    (void)data;
+    rp_conn_setup_done(conn, 0);
+}
+
+static void sloppy_sent(rp_conn *conn, ssize_t result, void *data)
+{
+    sloppy_setup *s = data;
+    (void)result;
+    usleep(20000); /* both replies are in before the read */
+    cr_assert_eq(rp_conn_recv(conn, s->reply, sizeof s->reply, sloppy_read, s), 0);
+}
+
+static void sloppy_connect(rp_conn *conn, void *data)
+{
+    sloppy_setup *s = data;
+    s->calls++;
+    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, sloppy_sent, s), 0);
+}
+
+Test(pool, a_set_up_that_leaves_a_reply_unread_fails_the_dial)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    sloppy_setup s = {0};
+    opts.on_connect = sloppy_connect;
+    opts.on_connect_data = &s;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(s.calls, 1);
+    cr_expect_eq(got.status, -EPROTO, "got %s", rp_strerror(got.status));
+    cr_expect_eq(stats().stale_conns, 1);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    fx_close_and_free(loop, pool);
+}
+
+/* ----------------------------------------------------------------- stats */
+
+/* go-redis counts a miss for every get that, holding its turn, found no
+ * free connection, whatever then serves it: here a connection put back
+ * while its dial was under way. Dials are counted apart. */
+Test(pool, misses_count_gets_that_found_no_free_connection_as_go_redis_does)
+{
+    open_default_pool(4);
+    rp_conn *a = fx_get_conn(loop, pool); /* miss, dial 1 */
+    fx_got b = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &b), 0); /* miss, dial 2 */
+    cr_expect_eq(stats().dials_in_flight, 1);
+    rp_pool_put(pool, a); /* b takes a before its dial ends */
+    cr_assert(fx_run_until_count(loop, &b.calls, 1, 3000));
+    cr_expect_eq(b.conn, a);
+    cr_expect_eq(stats().misses, 2);
+    cr_expect_eq(stats().hits, 0);
+    for (int i = 0; i < 100 && stats().dials_in_flight; i++)
+        fx_run_for(loop, 5);
+    cr_expect_eq(stats().dials, 2);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the second dial did not reach the idle list");
+    rp_conn *c = fx_get_conn(loop, pool); /* hit: the second dial's connection */
+    cr_expect_eq(stats().hits, 1);
+    cr_expect_eq(stats().misses, 2);
+    cr_expect_eq(stats().dials, 2);
+    rp_pool_put(pool, b.conn);
+    rp_pool_put(pool, c);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------- per-connection data, owner */
+
+/* Each connection's state, with the order its destructor ran in. */
+typedef struct conn_state {
+    int frees;
+    int order;
+} conn_state;
+static int frees_so_far;
+static void conn_state_free(void *data)
+{
+    conn_state *s = data;
+    s->frees++;
+    s->order = ++frees_so_far;
+}
+
+static int close_order;
+static void record_close_order(rp_pool *p, void *data)
+{
+    (void)p, (void)data;
+    close_order = ++frees_so_far;
+}
+
+static rp_conn *get_with_state(conn_state *s)
+{
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_set_data_full(conn, s, conn_state_free), 0);
+    cr_expect_eq(rp_conn_data(conn), s);
+    return conn;
+}
+
+Test(pool, conn_data_destructor_runs_once_whatever_closes_the_connection)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 8);
+    opts.conn_max_idle_time_ms = 100;
+    open_pool(&opts);
+    frees_so_far = 0;
+    conn_state removed = {0}, broken = {0}, expired = {0}, idle = {0}, held = {0}, replaced = {0}, kept = {0};
+    rp_pool_remove(pool, get_with_state(&removed), -EPROTO);
+    fx_run_for(loop, 5);
+    cr_expect_eq(removed.frees, 1, "remove");
+
+    rp_conn *conn = get_with_state(&broken);
+    fx_redis_command("CLIENT KILL TYPE normal\r\n");
+    char buf[8];
+    cr_expect_eq(recv_exactly(conn, buf, 1), 0); /* end of stream: broken */
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 5);
+    cr_expect_eq(broken.frees, 1, "put of a broken connection");
+
+    rp_pool_put(pool, get_with_state(&expired));
+    fx_run_for(loop, 250);
+    cr_expect_eq(expired.frees, 1, "idle past conn_max_idle_time_ms");
+
+    /* Data set, then replaced: the destructor gets what the slot holds. */
+    conn = get_with_state(&replaced);
+    rp_conn_set_data(conn, &kept);
+    rp_conn *other = get_with_state(&held);
+    rp_conn *third = get_with_state(&idle);
+    rp_pool_put(pool, conn);
+    rp_pool_put(pool, third);
+    fx_run_for(loop, 5);
+    cr_expect_eq(idle.frees + kept.frees + held.frees, 0, "freed while the connection lived");
+
+    closed_flag = false;
+    cr_assert_eq(rp_pool_close(pool, record_close_order, NULL), 0);
+    fx_run_for(loop, 5);
+    cr_expect_eq(idle.frees, 1, "idle connection at pool close");
+    cr_expect_eq(kept.frees, 1, "the slot's data at close");
+    cr_expect_eq(replaced.frees, 0, "the replaced data was freed");
+    cr_expect_eq(held.frees, 0, "freed while still held");
+    cr_expect_eq(close_order, 0, "the pool closed with a connection held");
+    rp_pool_put(pool, other); /* closes it, then the pool */
+    for (int i = 0; i < 100 && !close_order; i++)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_expect_eq(held.frees, 1, "held connection put after the close");
+    cr_expect_lt(held.order, close_order, "the destructor ran after the pool's close callback");
+    cr_expect_eq(rp_loop_free(loop), 0);
+    conn_state *all[] = {&removed, &broken, &expired, &idle, &held, &kept};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        cr_expect_eq(all[i]->frees, 1, "state %zu freed %d times", i, all[i]->frees);
+}
+
+static void state_on_connect(rp_conn *conn, void *data)
+{
+    conn_state *s = data;
+    cr_assert_eq(rp_conn_set_data_full(conn, s, conn_state_free), 0);
+    rp_conn_setup_done(conn, s->order < 0 ? -EACCES : 0);
+}
+
+Test(pool, conn_data_set_in_on_connect_is_freed_when_the_set_up_fails)
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, 2);
+    conn_state s = {.order = -1};
+    opts.on_connect = state_on_connect;
+    opts.on_connect_data = &s;
+    open_pool(&opts);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(got.status, -EACCES);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.frees, 1);
+    fx_close_and_free(loop, pool);
+    cr_expect_eq(s.frees, 1);
+}
+
+Test(pool, conn_data_full_rejects_null_and_can_drop_its_destructor)
+{
+    open_default_pool(2);
+    cr_expect_eq(rp_conn_set_data_full(NULL, NULL, free), -EINVAL);
+    conn_state s = {0};
+    rp_conn *conn = get_with_state(&s);
+    cr_assert_eq(rp_conn_set_data_full(conn, &s, NULL), 0);
+    rp_pool_remove(pool, conn, 0);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.frees, 0, "a dropped destructor ran");
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, conn_pool_leads_back_to_the_connection_pool)
+{
+    open_default_pool(2);
+    cr_expect_null(rp_conn_pool(NULL));
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_pool(conn), pool);
+    rp_pool_put(pool, conn);
+    rp_pool *sticky;
+    cr_assert_eq(rp_sticky_pool_new(&sticky, pool), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    cr_expect_eq(rp_conn_pool(got.conn), pool, "a sticky pool's connection belongs to its parent");
+    rp_pool_put(sticky, got.conn);
+    rp_pool_close(sticky, NULL, NULL);
+    fx_run_for(loop, 5);
+    fx_close_and_free(loop, pool);
+}
+
+/* ------------------------------------------------------- vectored sends */
+
+static void count_sendv(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_seen *seen = data;
+    seen->calls++;
+    seen->result = result;
+}
+
+/* SET key value in three pieces, the value big enough for partial writes;
+ * the iovec array is the caller's and changes right after the call. */
+Test(pool, sendv_sends_every_piece_with_one_completion)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t value_len = 8 << 20;
+    char *value = malloc(value_len + 2);
+    memset(value, 'v', value_len);
+    memcpy(value + value_len, "\r\n", 2);
+    char head[64];
+    int head_len = snprintf(head, sizeof head, "*3\r\n$3\r\nSET\r\n$5\r\nsendv\r\n$%zu\r\n", value_len);
+    struct iovec iov[3] = {{head, (size_t)head_len}, {value, value_len / 3}, {value + value_len / 3,
+                                                                             value_len - value_len / 3 + 2}};
+    io_seen seen = {0};
+    cr_assert_eq(rp_conn_sendv(conn, iov, 3, count_sendv, &seen), 0);
+    memset(iov, 0, sizeof iov);
+    cr_expect_eq(seen.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 10000));
+    cr_expect_eq(seen.result, (ssize_t)(head_len + value_len + 2));
+    char buf[32] = {0};
+    cr_expect_eq(recv_exactly(conn, buf, 5), 5);
+    cr_expect_str_eq(buf, "+OK\r\n");
+    send_text(conn, "STRLEN sendv\r\n");
+    memset(buf, 0, sizeof buf);
+    cr_expect_eq(recv_exactly(conn, buf, 10), 10);
+    cr_expect_str_eq(buf, ":8388608\r\n");
+    fx_run_for(loop, 5);
+    cr_expect_eq(seen.calls, 1);
+    rp_pool_put(pool, conn);
+    free(value);
+    fx_close_and_free(loop, pool);
+}
+
+Test(pool, sendv_rejects_bad_arguments_and_a_second_send)
+{
+    open_default_pool(1);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    io_seen seen = {0};
+    struct iovec iov[2] = {{(void *)"PING\r\n", 6}, {(void *)"", 0}};
+    cr_expect_eq(rp_conn_sendv(NULL, iov, 1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, NULL, 1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 0, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, -1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1, NULL, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov + 1, 1, count_sendv, &seen), -EINVAL, "nothing to send");
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1025, count_sendv, &seen), -EINVAL, "past IOV_MAX");
+    cr_assert_eq(rp_conn_sendv(conn, iov, 2, count_sendv, &seen), 0);
+    cr_expect_eq(rp_conn_send(conn, "PING\r\n", 6, count_sendv, &seen), -EBUSY);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1, count_sendv, &seen), -EBUSY);
+    cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
+    cr_expect_eq(seen.result, 6);
+    char buf[8] = {0};
+    cr_expect_eq(recv_exactly(conn, buf, 7), 7);
+    cr_expect_str_eq(buf, "+PONG\r\n");
+    rp_pool_put(pool, conn);
+    cr_expect_eq(stats().stale_conns, 0);
     fx_close_and_free(loop, pool);
 }

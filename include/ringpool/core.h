@@ -12,8 +12,9 @@
  *
  * Contracts:
  * - Arguments: argv and argvlen are copied during the call (rp_conn_command,
- *   rp_client_command*); option strings (addr, password, ...) likewise. A
- *   buffer given to rp_conn_send / rp_conn_recv must live until its callback.
+ *   rp_client_command*); option strings (addr, password, ...) likewise, and
+ *   rp_conn_sendv's iovec array. A buffer given to rp_conn_send,
+ *   rp_conn_sendv or rp_conn_recv must live until its callback.
  * - Results: rp_conn_send completes with len once every byte is written, or
  *   a negative code (never a short count); rp_conn_recv with the byte count,
  *   0 at end of stream, or a negative code. A reply (redisReply) lives until
@@ -21,6 +22,20 @@
  * - Put and remove: a put of a connection with I/O or replies in flight
  *   removes it, and the ops in flight end with -ECANCELED. A put of a broken
  *   connection (an I/O error or end of stream was seen) removes it.
+ * - An honest put: bytes that came for a holder never reach the next one.
+ *   The kernel says with each recv whether bytes (or a FIN) follow it; a
+ *   put after a recv that left some removes the connection (stale_conns,
+ *   RP_CLOSE_UNHEALTHY). A connection put back after a send with no read
+ *   since (its reply may have come), or after a read that filled its
+ *   buffer on a unix socket (kernels before 6.17 do not say), is checked
+ *   first: a zero-length recv that rides in the loop's next submit; a get
+ *   meanwhile takes another idle connection or waits for this one, and
+ *   one with bytes is removed. A connection read to the end is put back
+ *   with no check and no syscall. No put can see a reply still on its way
+ *   (a request whose answer the holder did not wait for): it would be the
+ *   next holder's first read, so remove, don't put, a connection that
+ *   still owes you a reply. The same holds for on_connect: a set-up that
+ *   leaves bytes unread fails its dial with -EPROTO.
  * - Cancel: a get, a command or a pool wait cancelled before its callback
  *   ran gets -ECANCELED, later in the same loop iteration; -ENOENT otherwise.
  * - Zero in options: sizes and waits take their default (pool_size,
@@ -29,7 +44,24 @@
  *   health_check_idle_ms 0 checks every idle connection before hand-out
  *   (one the Redis layer's recv watches needs no check).
  * - Stats count what go-redis counts (see rp_stats); last_dial_error keeps
- *   the last failure after dials succeed again (dial_errors counts them). */
+ *   the last failure after dials succeed again (dial_errors counts them).
+ * - Gets: the callback receives a connection and 0, or NULL and a negative
+ *   code; never a connection with an error.
+ * - rp_pool_remove(pool, conn, reason) closes conn instead of keeping it.
+ *   reason is the caller's own code (say, the error that made it give up
+ *   the connection): a single or sticky pool keeps it, as go-redis's
+ *   Remove keeps its error, and reports it (rp_pool_bad_conn_reason); the
+ *   connection pool does not use it (the conn_close hook says
+ *   RP_CLOSE_REMOVED).
+ * - Close: rp_pool_close's callback runs once every connection is closed
+ *   (those in use close when their holders put or remove them) and every
+ *   get has had its callback; the pool is freed as soon as the callback
+ *   returns. Neither the pool nor any of its connections may be used after
+ *   that.
+ * - SIGPIPE: ringpool never raises it. Every send is an io_uring send
+ *   with MSG_NOSIGNAL, so a peer that went away ends it with -EPIPE or
+ *   -ECONNRESET in its callback; a program needs no SIG_IGN. (The threads
+ *   that look host names up start with every signal blocked.) */
 #ifndef RINGPOOL_CORE_H
 #define RINGPOOL_CORE_H
 
@@ -192,7 +224,8 @@ typedef struct rp_conn rp_conn;
 
 typedef struct rp_pool_options {
     /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path".
-     * rp_pool_new checks only the text (-EINVAL when malformed). A host
+     * rp_pool_new checks only the text (-EINVAL when malformed, or with
+     * a space before or after it or inside a host name). A host
      * name is looked up off the loop thread when a dial needs it, as
      * go-redis does on every dial, and the answer is kept for a second;
      * a dial tries its addresses in order until one connects. A failed
@@ -225,23 +258,53 @@ typedef struct rp_pool_options {
      * once; a negative status fails that dial with the status. */
     void   (*on_connect)(rp_conn *conn, void *data);
     void    *on_connect_data;
+    /* Socket options of every TCP connection (a unix socket has neither).
+     * TCP_NODELAY is set, as hiredis and Go set it: a request written in
+     * pieces (a header, then its value) goes out at once instead of
+     * waiting for the peer's delayed ACK (tens of milliseconds each).
+     * Keep-alive is on as go-redis's dialer has it: the kernel probes a
+     * connection idle for 30 s every 5 s and, after 3 unanswered probes,
+     * fails it (a dead peer behind a NAT or a pulled cable is found even
+     * while nobody sends). true turns either off. */
+    bool     disable_tcp_nodelay;
+    bool     disable_tcp_keepalive;
+    /* Recovery: after pool_size dials in a row failed, gets fail at once
+     * with the last dial's error (go-redis) while one probe dial at a time
+     * looks for the server: the first probe_interval_ms after the last
+     * failure, then at twice the interval after each failed probe, up to
+     * probe_interval_max_ms (a smaller maximum means a fixed interval).
+     * With the defaults a server back within 250 ms is used again within
+     * about 100 ms of its return, and one down for long sees a dial a
+     * second. */
+    uint32_t probe_interval_ms;     /* default 50 */
+    uint32_t probe_interval_max_ms; /* default 1000 (go-redis's fixed interval) */
 } rp_pool_options;
 
+/* hits and misses count what go-redis's do: every get that has its turn
+ * (one of pool_size) counts once, a hit when it found a free connection
+ * in the pool, a miss when it found none. A miss waits for a connection
+ * (a dial, or one put back or checked meanwhile, whichever comes first)
+ * or fails (the dial's error, fail-fast, RP_EPOOLEXHAUSTED): so misses
+ * are not dials. A get that waited for its turn and was handed a
+ * connection put back is a hit. dials counts the dials begun. */
 typedef struct rp_stats {
-    uint32_t hits;        /* free connection found in the pool */
-    uint32_t misses;      /* none free: a new one was dialled */
+    uint32_t hits;        /* a free connection was found in the pool */
+    uint32_t misses;      /* none was free */
     uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
     uint32_t total_conns; /* open connections, idle and in use */
     uint32_t idle_conns;
     uint32_t stale_conns; /* removed while the pool is open, as go-redis counts:
-                             unhealthy, too old, idle too long, trimmed,
-                             removed or closed by the caller, failed set-up */
+                             unhealthy (bytes left unread at put included),
+                             too old, idle too long, trimmed, removed or
+                             closed by the caller, failed set-up */
     /* Additions. */
     uint32_t wait_count;        /* gets that waited for a turn and got one */
     uint64_t wait_duration_ns;  /* total time those gets waited */
     uint32_t dial_errors;       /* failed dials, all time */
     int      last_dial_error;   /* the last dial's error, 0 if none failed */
     uint32_t dials_in_flight;   /* pool dials under way (max_concurrent_dials caps it) */
+    uint32_t dials;             /* dials begun, all time (probes and rp_pool_new_conn's
+                                   included; as many as the dial_start hook sees) */
 } rp_stats;
 
 typedef void (*rp_get_cb)(rp_pool *pool, rp_conn *conn, int status, void *data);
@@ -300,7 +363,8 @@ typedef enum rp_close_reason {
     RP_CLOSE_REMOVED,  /* the caller removed it (rp_pool_remove, rp_pool_close_conn) */
     RP_CLOSE_BROKEN,   /* put after an I/O error or end of stream, or with I/O in flight */
     RP_CLOSE_EXPIRED,  /* conn_max_lifetime_ms or conn_max_idle_time_ms */
-    RP_CLOSE_UNHEALTHY, /* the health check or idle watch saw FIN, RST or stray bytes */
+    RP_CLOSE_UNHEALTHY, /* the health check or idle watch saw FIN, RST or stray bytes,
+                           or it was put back with bytes its holder left unread */
     RP_CLOSE_TRIMMED,  /* max_idle_conns, or a connection dialled past pool_size */
     RP_CLOSE_SETUP,    /* on_connect failed it */
 } rp_close_reason;
@@ -341,6 +405,19 @@ RP_EXTERN int     rp_conn_fd(const rp_conn *conn);
  * across puts and gets, and NULL for a new connection. */
 RP_EXTERN void    rp_conn_set_data(rp_conn *conn, void *data);
 RP_EXTERN void   *rp_conn_data(const rp_conn *conn);
+/* The slot with a destructor (as GLib's g_object_set_data_full): when the
+ * pool closes the connection, for whatever reason (remove, a broken or
+ * expired connection, a failed set-up, the pool's close), free_fn runs
+ * exactly once with the data the slot holds then, after the last
+ * operation on the connection ended (a buffer in it is no longer the
+ * kernel's) and before the pool's close callback. rp_conn_set_data
+ * changes the data it will get; free_fn NULL removes the destructor.
+ * Set it in on_connect to give every connection its state. -EINVAL for a
+ * NULL connection. */
+RP_EXTERN int     rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data));
+/* The connection pool conn belongs to, where it is put back: the parent
+ * of a single or sticky pool that handed it out. NULL for NULL. */
+RP_EXTERN rp_pool *rp_conn_pool(const rp_conn *conn);
 /* Ends on_connect's set-up of conn: 0 hands it out, < 0 fails the dial. */
 RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
 
@@ -351,6 +428,45 @@ RP_EXTERN int     rp_conn_setup_done(rp_conn *conn, int status);
 typedef void (*rp_io_cb)(rp_conn *conn, ssize_t result, void *data);
 RP_EXTERN int rp_conn_send(rp_conn *conn, const void *buf, size_t len, rp_io_cb cb, void *data);
 RP_EXTERN int rp_conn_recv(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+/* A send of iovcnt pieces (1 to IOV_MAX, <sys/uio.h>) as one: a header and
+ * a value in place, say, with no copy into one buffer and no pause
+ * between them. Like rp_conn_send: it completes once, with the total once
+ * every byte is written, or a negative code; it is the connection's one
+ * send in flight. The array is copied during the call; the bytes it points
+ * to must live until the callback. -EINVAL for no piece or no byte. */
+struct iovec;
+RP_EXTERN int rp_conn_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_io_cb cb, void *data);
+
+/* Framed receives: the connection keeps a receive buffer, and a call
+ * receives until a whole message is in it, hands that message to its
+ * callback and keeps what follows for the next call (which reads nothing
+ * when its message is there already). The callback gets the message and
+ * its length (> 0), valid until it returns, or NULL and a negative code:
+ * -EMSGSIZE when no message ends within max_len bytes (0: 1 MiB),
+ * RP_EEOF when the peer closed first, -ETIMEDOUT when a read waited
+ * read_timeout_ms, -ECANCELED when the connection was put or removed
+ * first, or the frame function's own code. After an error the connection
+ * is broken (put removes it). One receive at a time, framed or not: a
+ * second call, or rp_conn_recv while one is under way, returns -EBUSY;
+ * do not mix rp_conn_recv with framed receives while bytes are buffered.
+ * Bytes buffered and not handed out are bytes the holder did not read: a
+ * put removes the connection. A connection the Redis layer reads
+ * (rp_conn_command) returns -EBUSY. The buffer grows to fit a message and
+ * is given back once empty (an idle connection keeps at most 64 KiB); it
+ * is freed with the connection.
+ *
+ * The frame function looks at the bytes buffered (data, len) and returns
+ * the length of the first message when it can tell (it may be more than
+ * len: the call then reads until that many bytes are in, as for a length
+ * prefix), 0 when it needs more bytes, or a negative code to fail. */
+typedef ssize_t (*rp_frame_fn)(const char *data, size_t len, void *arg);
+typedef void (*rp_frame_cb)(rp_conn *conn, const char *frame, ssize_t len, void *data);
+RP_EXTERN int rp_conn_recv_frame(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, size_t max_len,
+                                 rp_frame_cb cb, void *data);
+/* A message ends with delim (1 to 32 bytes, copied; the message handed
+ * out includes it): a line with "\r\n". */
+RP_EXTERN int rp_conn_recv_until(rp_conn *conn, const char *delim, size_t delim_len, size_t max_len,
+                                 rp_frame_cb cb, void *data);
 
 #ifdef __cplusplus
 }
