@@ -151,6 +151,64 @@ void fx_redis_restart(void)
     redis_spawn();
 }
 
+int fx_memcached_port;
+char fx_memcached_addr[64];
+static pid_t memcached_pid;
+static const char *const *memcached_extra_args;
+
+static void memcached_spawn(void)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", fx_memcached_port);
+    /* -u: memcached refuses to run as root without it (ignored otherwise). */
+    const char *argv[32] = {"memcached", "-l", "127.0.0.1", "-p", port, "-U", "0", "-u", "nobody"};
+    size_t argc = 9;
+    for (size_t i = 0; memcached_extra_args && memcached_extra_args[i]; i++) {
+        cr_assert_lt(argc, sizeof argv / sizeof *argv - 1, "too many memcached arguments");
+        argv[argc++] = memcached_extra_args[i];
+    }
+    memcached_pid = fork();
+    if (memcached_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
+        execvp("memcached", (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        int fd = loopback_socket(fx_memcached_port);
+        if (fd >= 0) {
+            close(fd);
+            return;
+        }
+        usleep(10000);
+    }
+    cr_assert_fail("memcached did not start on port %d", fx_memcached_port);
+}
+
+void fx_memcached_start(const char *const *extra_args)
+{
+    memcached_extra_args = extra_args;
+    fx_memcached_port = fx_closed_port();
+    snprintf(fx_memcached_addr, sizeof fx_memcached_addr, "127.0.0.1:%d", fx_memcached_port);
+    memcached_spawn();
+}
+
+pid_t fx_memcached_pid(void) { return memcached_pid; }
+
+void fx_memcached_stop(void)
+{
+    if (memcached_pid <= 0)
+        return;
+    kill(memcached_pid, SIGKILL);
+    waitpid(memcached_pid, NULL, 0);
+    memcached_pid = 0;
+}
+
+void fx_memcached_restart(void)
+{
+    fx_memcached_stop();
+    memcached_spawn();
+}
+
 int fx_redis_send(const char *cmd)
 {
     int fd = loopback_socket(fx_redis_port);

@@ -20,6 +20,16 @@ void fx_redis_restart(void);
 /* The running redis-server's pid, 0 if none. */
 pid_t fx_redis_pid(void);
 
+/* A real memcached (/usr/bin/memcached, -U 0) on a free loopback port,
+ * with more arguments (NULL-terminated, kept for restarts; NULL for none).
+ * Restart keeps the port; stop kills it (SIGKILL) and reaps it. */
+extern int fx_memcached_port;
+extern char fx_memcached_addr[64];
+void fx_memcached_start(const char *const *extra_args);
+void fx_memcached_stop(void);
+void fx_memcached_restart(void);
+pid_t fx_memcached_pid(void);
+
 /* Suite hooks: start redis (or not), record open fds; the fini checks
  * that no fd leaked. */
 void fx_setup(void);
