@@ -27,8 +27,9 @@ mc_pid=$!
 trap 'kill $mc_pid; rm -rf "$work"' EXIT
 sleep 0.5
 addr=127.0.0.1:$port
-printf 'key\n8 8 1\nvalue\n%s %s 1\ncmd\n0 %s\n1 %s\n' "$d" "$d" 0 1 >"$work/get.cfg"
-printf 'key\n8 8 1\nvalue\n%s %s 1\ncmd\n0 %s\n1 %s\n' "$d" "$d" 1 0 >"$work/set.cfg"
+# memaslap: 16-byte keys, its least; the others use "k:<n>".
+printf 'key\n16 16 1\nvalue\n%s %s 1\ncmd\n0 %s\n1 %s\n' "$d" "$d" 0 1 >"$work/get.cfg"
+printf 'key\n16 16 1\nvalue\n%s %s 1\ncmd\n0 %s\n1 %s\n' "$d" "$d" 1 0 >"$work/set.cfg"
 echo "memcached $(memcached -V | cut -d' ' -f2) on $addr; $rounds rounds; n=$n d=$d"
 for round in $(seq "$rounds"); do
     for c in $callers; do
