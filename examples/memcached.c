@@ -25,6 +25,7 @@
 #include <ringpool/core.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,8 +70,10 @@ typedef struct mc_batch {
     rp_pool *pool;
     rp_conn *conn;
     mc_cmd *cmds;
-    int n, next; /* next: the command whose reply is read next */
-    bool refused; /* an error reply: the stream may be out of step */
+    int n, next;   /* next: the command whose reply is read next */
+    int status;    /* the first error, which ends the batch */
+    bool sending, reading, released;
+    bool refused;  /* an error reply: the stream may be out of step */
     mc_done_cb done;
     void *data;
     struct iovec *iov;
@@ -88,19 +91,77 @@ static bool mc_key_ok(const char *key)
     return true;
 }
 
-/* Ends the batch: the commands whose replies did not come get status, the
- * connection goes back (or is removed when it cannot be trusted), then
- * the batch's own callback. */
-static void mc_finish(mc_batch *b, int status)
+/* Gives the connection back once: put after a clean batch, removed after
+ * an error or an error reply (a remove ends the I/O in flight on it: their
+ * callbacks still come, with -ECANCELED). */
+static void mc_release(mc_batch *b)
 {
-    if (b->conn && (status < 0 || b->refused))
-        rp_pool_remove(b->pool, b->conn, status < 0 ? status : -EPROTO);
-    else if (b->conn)
+    if (!b->conn || b->released)
+        return;
+    b->released = true;
+    if (b->status < 0 || b->refused)
+        rp_pool_remove(b->pool, b->conn, b->status < 0 ? b->status : -EPROTO);
+    else
         rp_pool_put(b->pool, b->conn);
+}
+
+/* Ends the batch when neither its send nor a receive is in flight (a put
+ * with I/O in flight would remove the connection, and their callbacks
+ * still use the batch): the commands whose replies did not come get the
+ * error, then the batch's own callback. */
+static void mc_settle(mc_batch *b)
+{
+    if (b->status < 0)
+        mc_release(b);
+    if (b->sending || b->reading)
+        return;
+    mc_release(b);
     for (; b->next < b->n; b->next++)
-        b->cmds[b->next].cb(&b->cmds[b->next], status, NULL, 0, 0);
-    b->done(status, b->data);
+        b->cmds[b->next].cb(&b->cmds[b->next], b->status, NULL, 0, 0);
+    b->done(b->status, b->data);
     free(b);
+}
+
+static void mc_fail(mc_batch *b, int status)
+{
+    if (!b->status)
+        b->status = status;
+    mc_settle(b);
+}
+
+/* " <decimal>" at *p, before end. */
+static bool mc_number(const char **p, const char *end, unsigned long long *out)
+{
+    const char *s = *p;
+    if (end - s < 2 || s[0] != ' ' || s[1] < '0' || s[1] > '9')
+        return false;
+    unsigned long long v = 0;
+    for (s++; s < end && *s >= '0' && *s <= '9'; s++) {
+        if (v > (ULLONG_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (unsigned)(*s - '0');
+    }
+    *p = s;
+    *out = v;
+    return true;
+}
+
+/* "VALUE <key> <flags> <bytes>[ <cas>]\r\n", len bytes with the "\r\n". */
+static bool mc_value_line(const char *line, size_t len, const char **key, size_t *klen, uint32_t *flags,
+                          size_t *bytes)
+{
+    const char *p = line + 6, *end = line + len - 2;
+    *key = p;
+    while (p < end && *p != ' ')
+        p++;
+    *klen = (size_t)(p - *key);
+    unsigned long long f, n, cas;
+    if (!*klen || *klen > MC_KEY_MAX || !mc_number(&p, end, &f) || f > UINT32_MAX || !mc_number(&p, end, &n) ||
+        n > MC_VALUE_MAX || (p < end && (!mc_number(&p, end, &cas) || p < end)))
+        return false;
+    *flags = (uint32_t)f;
+    *bytes = (size_t)n;
+    return true;
 }
 
 /* Where a get's reply ends: "END\r\n" (a miss), an error line, or
@@ -112,15 +173,18 @@ static ssize_t mc_get_frame(const char *data, size_t len, void *arg)
     const char *eol = memmem(data, len, "\r\n", 2);
     if (!eol)
         return len > MC_LINE_MAX ? -EPROTO : 0;
-    size_t line = (size_t)(eol - data) + 2;
+    size_t line = (size_t)(eol - data) + 2, klen, bytes;
     if (line < 6 || memcmp(data, "VALUE ", 6))
         return (ssize_t)line;
-    char key[MC_KEY_MAX + 1];
-    unsigned flags;
-    size_t bytes;
-    if (sscanf(data + 6, "%250s %u %zu", key, &flags, &bytes) != 3)
-        return -EPROTO;
-    return bytes > MC_VALUE_MAX ? -EMSGSIZE : (ssize_t)(line + bytes + 7);
+    const char *key;
+    uint32_t flags;
+    if (!mc_value_line(data, line, &key, &klen, &flags, &bytes)) {
+        unsigned long long n;
+        const char *p = memrchr(data, ' ', line - 2);
+        /* A value past MC_VALUE_MAX is too big, not malformed. */
+        return p && mc_number(&p, eol, &n) && p == eol && n > MC_VALUE_MAX ? -EMSGSIZE : -EPROTO;
+    }
+    return (ssize_t)(line + bytes + 7);
 }
 
 /* A reply's status for cmd; a get's value in *value, *len, *flags. */
@@ -140,18 +204,15 @@ static int mc_parse(const mc_cmd *cmd, const char *r, size_t n, const char **val
     if (MC_IS("END\r\n"))
         return MC_NOT_FOUND;
 #undef MC_IS
-    /* The frame function checked the first line: a VALUE line, with the
-     * frame as long as it says. It must be this command's key. */
-    char key[MC_KEY_MAX + 1];
-    unsigned f;
-    size_t bytes;
-    const char *data = (const char *)memmem(r, n, "\r\n", 2) + 2;
-    if (sscanf(r + 6, "%250s %u %zu", key, &f, &bytes) != 3 || strcmp(key, cmd->key) ||
-        memcmp(data + bytes, "\r\nEND\r\n", 7))
+    /* The frame function checked the first line: a VALUE line, and the
+     * frame as long as it says. It must answer this command's key. */
+    const char *data = (const char *)memmem(r, n, "\r\n", 2) + 2, *key;
+    size_t klen, bytes;
+    if (!mc_value_line(r, (size_t)(data - r), &key, &klen, flags, &bytes) || klen != strlen(cmd->key) ||
+        memcmp(key, cmd->key, klen) || memcmp(data + bytes, "\r\nEND\r\n", 7))
         return -EPROTO;
     *value = data;
     *len = bytes;
-    *flags = f;
     return MC_OK;
 }
 
@@ -161,13 +222,18 @@ static void mc_on_reply(rp_conn *conn, const char *frame, ssize_t n, void *data)
 {
     (void)conn;
     mc_batch *b = data;
+    b->reading = false;
+    if (b->status < 0) { /* the batch failed meanwhile: this is its -ECANCELED */
+        mc_settle(b);
+        return;
+    }
     mc_cmd *cmd = &b->cmds[b->next];
     const char *value = NULL;
     size_t len = 0;
     uint32_t flags = 0;
     int status = n < 0 ? (int)n : mc_parse(cmd, frame, (size_t)n, &value, &len, &flags);
     if (status < 0) {
-        mc_finish(b, status);
+        mc_fail(b, status);
         return;
     }
     b->refused |= status == MC_ERROR;
@@ -176,7 +242,7 @@ static void mc_on_reply(rp_conn *conn, const char *frame, ssize_t n, void *data)
     if (b->next < b->n)
         mc_read_next(b);
     else
-        mc_finish(b, 0);
+        mc_settle(b);
 }
 
 static void mc_read_next(mc_batch *b)
@@ -185,23 +251,33 @@ static void mc_read_next(mc_batch *b)
                  ? rp_conn_recv_frame(b->conn, mc_get_frame, NULL, MC_REPLY_MAX, mc_on_reply, b)
                  : rp_conn_recv_until(b->conn, "\r\n", 2, MC_LINE_MAX, mc_on_reply, b);
     if (rc < 0)
-        mc_finish(b, rc);
+        mc_fail(b, rc);
+    else
+        b->reading = true;
 }
 
 static void mc_on_sent(rp_conn *conn, ssize_t result, void *data)
 {
     (void)conn;
+    mc_batch *b = data;
+    b->sending = false;
     if (result < 0)
-        mc_finish(data, (int)result);
+        mc_fail(b, (int)result);
     else
-        mc_read_next(data);
+        mc_settle(b);
 }
 
+/* Sends every request with one sendv and, in the same submit, arms the
+ * first reply's receive: one io_uring_enter a round trip. */
 static void mc_on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
     mc_batch *b = data;
     b->conn = conn;
+    if (status < 0) {
+        mc_fail(b, status);
+        return;
+    }
     int iovcnt = 0;
     for (int i = 0; i < b->n; i++) {
         const mc_cmd *cmd = &b->cmds[i];
@@ -216,9 +292,13 @@ static void mc_on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
         if (cmd->op == MC_SET)
             b->iov[iovcnt++] = (struct iovec){"\r\n", 2};
     }
-    int rc = status ? status : rp_conn_sendv(conn, b->iov, iovcnt, mc_on_sent, b);
-    if (rc < 0)
-        mc_finish(b, rc);
+    int rc = rp_conn_sendv(conn, b->iov, iovcnt, mc_on_sent, b);
+    if (rc < 0) {
+        mc_fail(b, rc);
+        return;
+    }
+    b->sending = true;
+    mc_read_next(b);
 }
 
 /* Runs n commands (1 to MC_DEPTH_MAX) pipelined on one connection of pool:
