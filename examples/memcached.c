@@ -15,7 +15,8 @@
  * get|set it is a benchmark: -c callers, each with one batch of -p
  * requests at a time, -n requests in all, values of -d bytes. It prints
  * requests/s, the p50 and p99 latency of a batch, the client's CPU time per
- * request (getrusage) and its peak RSS (VmHWM).
+ * request (getrusage), its peak RSS (VmHWM) and the library's syscalls per
+ * request (rp_loop_stats).
  *
  * The client part (mc_*) is used by tests/test_memcached.c, which defines
  * MC_NO_MAIN and includes this file. */
@@ -561,15 +562,18 @@ static int benchmark(rp_loop *loop, rp_pool *pool, const opts *o)
     /* Every key set first: the gets find them, and the pool is warm. */
     bench_phase(&b, callers, MC_SET, o->k);
     long set_errors = b.errors;
+    rp_loop_stats ls0, ls1;
+    rp_loop_stats_get(loop, &ls0);
     double cpu0 = example_cpu_seconds();
     double secs = bench_phase(&b, callers, strcmp(o->bench, "get") ? MC_SET : MC_GET, o->n);
     double cpu = example_cpu_seconds() - cpu0;
+    rp_loop_stats_get(loop, &ls1);
     qsort(b.latency_ns, (size_t)b.done, sizeof *b.latency_ns, cmp_u32);
     printf("memcached %s: c=%ld depth=%ld d=%ld: %ld requests, %ld errors, %.0f requests/s, p50 %.1f us, "
-           "p99 %.1f us, cpu %.2f us/request, peak RSS %.1f MB\n",
+           "p99 %.1f us, cpu %.2f us/request, peak RSS %.1f MB, %.2f syscalls/request\n",
            o->bench, o->c, o->p, o->d, b.done, b.errors + set_errors, (double)b.done / secs,
            b.latency_ns[b.done / 2] / 1e3, b.latency_ns[b.done * 99 / 100] / 1e3, cpu * 1e6 / (double)b.done,
-           (double)peak_rss_kb() / 1024);
+           (double)peak_rss_kb() / 1024, (double)(ls1.syscalls - ls0.syscalls) / (double)b.done);
     long errors = b.errors + set_errors;
     for (long i = 0; i < o->c; i++) {
         free(callers[i].cmds);
