@@ -478,4 +478,6 @@ Test(memcached, the_example_program_runs_its_demo_and_benchmark)
     raw_command("get k:699\r\n", "END\r\n", raw, sizeof raw);
     cr_assert(strstr(raw, "VALUE k:699 0 32\r\nk:699=....") == raw, "%s", raw);
     cr_assert_eq(run_example("-b get -c 0", out, sizeof out), 2, "%s", out);
+    cr_assert_eq(run_example("--help", out, sizeof out), 0, "%s", out);
+    cr_assert(strstr(out, "usage:") && strstr(out, "-a ADDR"), "%s", out);
 }
