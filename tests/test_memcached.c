@@ -8,6 +8,7 @@
 #include "../examples/memcached.c"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -312,6 +313,40 @@ Test(memcached, a_connection_put_back_with_a_reply_pending_never_hands_it_on)
     fx_close_and_free(loop, pool);
 }
 
+/* SIGSTOP, and wait until every thread of memcached has stopped: a
+ * signal reaches a process's threads one by one, and a worker not yet
+ * stopped could still answer. */
+static void stop_memcached(void)
+{
+    pid_t pid = fx_memcached_pid();
+    cr_assert_eq(kill(pid, SIGSTOP), 0);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    for (uint64_t t0 = fx_now_ms(); fx_now_ms() - t0 < 5000; usleep(1000)) {
+        DIR *dir = opendir(path);
+        cr_assert(dir);
+        bool all = true;
+        for (struct dirent *e; (e = readdir(dir));) {
+            if (e->d_name[0] == '.')
+                continue;
+            char stat_path[128], stat[256] = "";
+            snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+            FILE *f = fopen(stat_path, "r");
+            if (f) {
+                if (!fgets(stat, sizeof stat, f))
+                    stat[0] = '\0';
+                fclose(f);
+            }
+            const char *state = strrchr(stat, ')');
+            all &= state && state[1] == ' ' && state[2] == 'T';
+        }
+        closedir(dir);
+        if (all)
+            return;
+    }
+    cr_assert_fail("memcached did not stop");
+}
+
 /* A stalled server (SIGSTOP): a get ends with -ETIMEDOUT after the read
  * timeout, once; after SIGCONT the pool serves again, with right values. */
 Test(memcached, a_stall_times_out_then_recovers)
@@ -319,7 +354,7 @@ Test(memcached, a_stall_times_out_then_recovers)
     rp_loop *loop;
     rp_pool *pool = new_pool(&loop, 2, 300);
     cr_assert_eq(mc_set(loop, pool, "s", "before the stall").status, MC_OK);
-    cr_assert_eq(kill(fx_memcached_pid(), SIGSTOP), 0);
+    stop_memcached();
     uint64_t t0 = fx_now_ms();
     outcome o = mc_get(loop, pool, "s", "before the stall");
     uint64_t waited = fx_now_ms() - t0;
@@ -350,7 +385,7 @@ Test(memcached, a_kill_fails_each_command_once_and_a_restart_recovers)
     outcome out[B][2];
     mc_cmd cmds[B][2];
     batch_end ends[B] = {{0}};
-    cr_assert_eq(kill(fx_memcached_pid(), SIGSTOP), 0); /* the requests stay unanswered */
+    stop_memcached(); /* the requests stay unanswered */
     for (int i = 0; i < B; i++) {
         memset(out[i], 0, sizeof out[i]);
         cmds[i][0] = (mc_cmd){MC_SET, "k", "x", 1, 0, record, &out[i][0]};
