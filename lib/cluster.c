@@ -8,6 +8,7 @@
 #include "client.h"
 #include "keyspec.h"
 #include "retry.h"
+#include "tls.h"
 #include "topology.h"
 
 #include <errno.h>
@@ -761,6 +762,7 @@ static void cluster_free(rp_cluster *c)
     rp__free((char *)c->node_opts.username);
     rp__free((char *)c->node_opts.password);
     rp__free((char *)c->node_opts.client_name);
+    rp__tls_options_free(&c->node_opts.pool.tls);
     rp__free(c->shards);
     rp__keyspec_free(&c->keys);
     rp__readonly_table_free(&c->readonly);
@@ -788,6 +790,10 @@ static int cluster_copy_options(rp_cluster *c, const rp_cluster_options *opts)
         rc = copy_text(&c->node_opts.password, opts->node.password);
     if (rc == 0)
         rc = copy_text(&c->node_opts.client_name, opts->node.client_name);
+    if (rc == 0)
+        rc = rp__tls_options_copy(&c->node_opts.pool.tls, &opts->node.pool.tls);
+    else
+        memset(&c->node_opts.pool.tls, 0, sizeof c->node_opts.pool.tls); /* nothing of it copied yet */
     if (rc == 0 && !(c->seeds = rp__calloc((size_t)opts->nseeds, sizeof *c->seeds)))
         rc = -ENOMEM;
     for (int i = 0; rc == 0 && i < opts->nseeds; i++, c->nseeds++)

@@ -2,22 +2,43 @@
  * or write timeout (a send completes only once every byte is written), the
  * zero-length recv that watches an idle socket, and closing. */
 #include "conn.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
+static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
-    rp_loop *loop = conn->loop;
-    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    if (conn->tls) {
+        rp__tls_io_prep(conn, io, is_send); /* ciphertext, or a NOP */
+        return;
+    }
+    struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
     if (is_send)
         io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
     else
         io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
-    rp__op_start(loop, &io->op, io->timeout_ms != 0, true);
+}
+
+static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
+{
+    io_prep(conn, io, is_send);
+    rp__op_start(conn->loop, &io->op, io->timeout_ms != 0, true);
+}
+
+/* The next part of a transfer under way, bounded and keeping the loop
+ * alive as the part before it was; -ETIMEDOUT if its deadline fired while
+ * that part completed (the timer's cancel found nothing to cancel). */
+static int io_continue(rp_conn *conn, rp__conn_io *io, bool is_send)
+{
+    if (io->expired)
+        return -ETIMEDOUT;
+    io_prep(conn, io, is_send);
+    rp__op_start(conn->loop, &io->op, io->op.has_deadline, io->op.keeps_loop_alive);
+    return 0;
 }
 
 static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
@@ -46,16 +67,14 @@ static void send_done(rp__op *op)
     int res = rp__op_result(op);
     if (res == 0)
         res = -EPIPE;
-    if (res > 0) {
+    if (conn->tls)
+        res = rp__tls_sent(conn, res); /* the plaintext whose records are out */
+    if (res >= 0) {
         io->done += (size_t)res;
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
-            if (!io->timeout_ms || rp__timer_armed(&io->deadline)) {
-                io_submit(conn, io, true);
+            res = io_continue(conn, io, true);
+            if (res == 0)
                 return;
-            }
-            /* The deadline fired while this part was written: its cancel
-             * found nothing, and the rest must not go out unbounded. */
-            res = -ETIMEDOUT;
         }
     }
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
@@ -64,28 +83,39 @@ static void send_done(rp__op *op)
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
-    io_finish(conn, &conn->recv, rp__op_result(op));
+    int res = rp__op_result(op);
+    /* Records that carry no plaintext (tickets, a partial record) read on. */
+    if (conn->tls && conn->state != RP__CONN_CLOSED &&
+        (res = rp__tls_received(conn, &conn->recv, res)) == RP__TLS_AGAIN) {
+        res = io_continue(conn, &conn->recv, false);
+        if (res == 0)
+            return;
+    }
+    io_finish(conn, &conn->recv, res);
 }
 
 static void send_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, send.deadline);
+    conn->send.expired = true;
     rp__op_expire(conn->loop, &conn->send.op);
 }
 
 static void recv_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, recv.deadline);
+    conn->recv.expired = true;
     rp__op_expire(conn->loop, &conn->recv.op);
 }
 
 static void watch_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, watch_op);
+    int res = op->res;
     if (conn->state == RP__CONN_CLOSED)
         rp__conn_op_finished(conn);
-    else
-        conn->events->watched(conn, op->res);
+    else if (!conn->tls || (res = rp__tls_watched(conn, res)) != RP__TLS_AGAIN)
+        conn->events->watched(conn, res);
 }
 
 void rp__conn_watch(rp_conn *conn, bool check)
@@ -132,6 +162,7 @@ void rp__conn_op_finished(rp_conn *conn)
 {
     if (!conn_releasable(conn))
         return;
+    rp__tls_conn_free(conn);
     if (conn->ext_free)
         conn->ext_free(conn->ext);
     conn->ext = NULL;
@@ -188,6 +219,7 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->len = len;
     io->done = 0;
     io->timeout_ms = timeout_ms;
+    io->expired = false;
     if (timeout_ms)
         rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
     io_submit(conn, io, is_send);
@@ -198,6 +230,7 @@ void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop
 {
     rp__op *op = &conn->recv.op;
     if (deadline_ns) {
+        conn->recv.expired = false;
         rp__timer_arm(conn->loop, &conn->recv.deadline, deadline_ns);
         op->has_deadline = true;
     } else {

@@ -35,6 +35,7 @@ typedef struct rp__conn_io {
     char *buf;
     size_t len, done;
     uint32_t timeout_ms;
+    bool expired;       /* the deadline fired during this transfer */
 } rp__conn_io;
 
 struct rp_conn {
@@ -72,6 +73,10 @@ struct rp_conn {
     void (*ext_free)(void *ext);
     unsigned ext_pending;
     void *user_data; /* rp_conn_set_data */
+    /* TLS (tls.c): the owner's context, set before a dial, and the
+     * session, from the dial until the record is released. */
+    struct rp__tls_ctx *tls_ctx;
+    struct rp__tls *tls;
 };
 
 /* Prepares a record (new or reused) for a connection owned by owner. */

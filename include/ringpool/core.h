@@ -38,6 +38,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* RP_HAVE_TLS: 1 when this build of the library has TLS (meson -Dtls),
+ * else 0. A program checks it at build time with #if RP_HAVE_TLS, and at
+ * run time with rp_tls_available() (the library it runs with may be
+ * another build than the header it was compiled with). */
+#include "ringpool/features.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -62,7 +68,8 @@ extern "C" {
     XX(ESETUP, -30006, "the server refused the connection's set-up")           \
     XX(EADDRINFO, -30007, "address could not be resolved")                     \
     XX(ECROSSSLOT, -30008, "the command's keys hash to different slots")       \
-    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")
+    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")              \
+    XX(ETLS, -30010, "TLS handshake or record failed")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),
@@ -190,6 +197,45 @@ RP_EXTERN void rp_timer_free(rp_timer *timer);
 typedef struct rp_pool rp_pool;
 typedef struct rp_conn rp_conn;
 
+/* TLS for every connection of a pool (OpenSSL 3, below the connection
+ * layer: rp_conn_send/rp_conn_recv and the Redis layer see plaintext, the
+ * loop's SEND/RECV carry the records). All zero: TLS off. rp_pool_new
+ * builds one SSL_CTX for the pool from these (it reads the files then; the
+ * strings need not outlive the call) and shares it by the pool's
+ * connections. A dial's dial_timeout_ms covers the TCP connect and the
+ * handshake: a stalled handshake fails with -ETIMEDOUT. A failed handshake
+ * or record fails with RP_ETLS; rp_pool_tls_error says why. Without TLS
+ * compiled in (RP_HAVE_TLS 0), enable makes rp_pool_new fail -ENOTSUP. A
+ * TLS connection's rp_conn_fd carries ciphertext: never read or write it. */
+#define RP_TLS1_2 0x0303
+#define RP_TLS1_3 0x0304
+typedef struct rp_tls_options {
+    bool enable;
+    /* Skips verifying the server's certificate and name: for tests only. */
+    bool insecure;
+    /* Trusted CAs: a PEM file and/or a hashed directory (c_rehash); both
+     * NULL: the system's default store. */
+    const char *ca_file;
+    const char *ca_dir;
+    /* A client certificate (PEM, chain allowed) and its key, for servers
+     * that ask for one (tls-auth-clients). */
+    const char *cert_file;
+    const char *key_file;
+    /* The name sent as SNI and verified against the certificate. NULL: the
+     * host of the pool's addr; a numeric address is verified against the
+     * certificate's IP SANs (no SNI). A unix: address needs it unless
+     * insecure. */
+    const char *server_name;
+    int min_version;          /* RP_TLS1_2 (0 = default) or RP_TLS1_3 */
+    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's */
+    const char *ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's */
+    /* An SSL_CTX * of the caller's own: used as it is (the library adds
+     * nothing to it but a reference, and ignores the fields above except
+     * server_name, which still sets SNI and the name each connection
+     * verifies when the context verifies peers). */
+    void *ssl_ctx;
+} rp_tls_options;
+
 typedef struct rp_pool_options {
     /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path".
      * rp_pool_new checks only the text (-EINVAL when malformed). A host
@@ -225,6 +271,7 @@ typedef struct rp_pool_options {
      * once; a negative status fails that dial with the status. */
     void   (*on_connect)(rp_conn *conn, void *data);
     void    *on_connect_data;
+    rp_tls_options tls;             /* default all zero: TLS off */
 } rp_pool_options;
 
 typedef struct rp_stats {
@@ -265,6 +312,13 @@ RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
  * gai_strerror text), kept after later lookups succeed; NULL if none
  * failed, and on single and sticky pools, whose dials are their parent's. */
 RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
+/* Why the pool's last TLS handshake or record failed (OpenSSL's reason:
+ * "certificate verify failed: hostname mismatch", "wrong version number",
+ * "tlsv1 alert unknown ca", ...), kept after later dials succeed; NULL if
+ * none failed, for pools without TLS, and on single and sticky pools. */
+RP_EXTERN const char *rp_pool_tls_error(const rp_pool *pool);
+/* true when the library was built with TLS (see RP_HAVE_TLS). */
+RP_EXTERN bool rp_tls_available(void);
 
 /* go-redis SingleConnPool: every get yields conn (borrowed: closing the
  * single pool gives nothing back; its owner puts or removes conn on the
