@@ -1,0 +1,692 @@
+/* TLS on the ring against a real redis-server with --tls-port, and against
+ * listeners that misbehave. Certificates are made per test with the
+ * openssl CLI: a CA, a server certificate (SANs localhost and 127.0.0.1)
+ * and a client certificate from it, and a second CA nobody trusts with a
+ * client certificate of its own. The server keeps its plain port for the
+ * fixture's readiness probe and for reading server-side effects back. */
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static char dir[64];
+static char tls_port_text[16];
+static int tls_port;
+static char tls_addr[64];
+static char path_ca[128], path_server_crt[128], path_server_key[128], path_client_crt[128], path_client_key[128],
+    path_rogue_ca[128], path_rogue_crt[128], path_rogue_key[128];
+
+static void run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void run(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    char quiet[1100];
+    snprintf(quiet, sizeof quiet, "cd %s && (%s) >/dev/null 2>&1", dir, cmd);
+    cr_assert_eq(system(quiet), 0, "failed: %s", cmd);
+}
+
+/* A CA (key and self-signed certificate) named name. */
+static void make_ca(const char *name)
+{
+    run("openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 "
+        "-subj /CN=%s -keyout %s.key -out %s.crt",
+        name, name, name);
+}
+
+/* A leaf certificate for name signed by ca, with the extensions in ext. */
+static void make_leaf(const char *name, const char *ca, const char *ext)
+{
+    run("printf '%%s\\n' '%s' > %s.ext && "
+        "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=%s "
+        "-keyout %s.key -out %s.csr && "
+        "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days 2 -extfile %s.ext -out %s.crt",
+        ext, name, name, name, name, name, ca, ca, name, name);
+}
+
+static void make_certs(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/rp-tls-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    make_ca("ca");
+    make_leaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1");
+    make_leaf("client", "ca", "extendedKeyUsage=clientAuth");
+    make_ca("rogue-ca");
+    make_leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth");
+    snprintf(path_ca, sizeof path_ca, "%s/ca.crt", dir);
+    snprintf(path_server_crt, sizeof path_server_crt, "%s/server.crt", dir);
+    snprintf(path_server_key, sizeof path_server_key, "%s/server.key", dir);
+    snprintf(path_client_crt, sizeof path_client_crt, "%s/client.crt", dir);
+    snprintf(path_client_key, sizeof path_client_key, "%s/client.key", dir);
+    snprintf(path_rogue_ca, sizeof path_rogue_ca, "%s/rogue-ca.crt", dir);
+    snprintf(path_rogue_crt, sizeof path_rogue_crt, "%s/rogue.crt", dir);
+    snprintf(path_rogue_key, sizeof path_rogue_key, "%s/rogue.key", dir);
+}
+
+/* Arguments for redis-server: kept for restarts. */
+static const char *redis_args[32];
+
+static void start_redis(const char *auth_clients)
+{
+    tls_port = fx_closed_port();
+    snprintf(tls_port_text, sizeof tls_port_text, "%d", tls_port);
+    snprintf(tls_addr, sizeof tls_addr, "127.0.0.1:%d", tls_port);
+    const char *args[] = {"--tls-port", tls_port_text, "--tls-cert-file", path_server_crt, "--tls-key-file",
+                          path_server_key, "--tls-ca-cert-file", path_ca, "--tls-auth-clients", auth_clients,
+                          NULL};
+    memcpy(redis_args, args, sizeof args);
+    fx_redis_start_with(redis_args);
+    /* The TLS port listens once the plain one does; wait for it anyway. */
+    for (int i = 0; i < 200; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)tls_port)};
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = connect(fd, (struct sockaddr *)&sin, sizeof sin);
+        close(fd);
+        if (rc == 0)
+            return;
+        usleep(10000);
+    }
+    cr_assert_fail("redis-server's TLS port never listened");
+}
+
+static void setup(void)
+{
+    make_certs();
+    start_redis("no");
+    fx_setup_no_redis();
+}
+
+static void setup_mutual(void)
+{
+    make_certs();
+    start_redis("yes");
+    fx_setup_no_redis();
+}
+
+static void teardown(void)
+{
+    fx_teardown();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+TestSuite(tls, .init = setup, .fini = teardown, .timeout = 60);
+
+/* Pool options for the TLS port, trusting the test CA. */
+static void tls_options(rp_pool_options *opts, int pool_size)
+{
+    fx_pool_options(opts, pool_size);
+    opts->addr = tls_addr;
+    opts->tls.enable = true;
+    opts->tls.ca_file = path_ca;
+}
+
+/* One get's outcome, with the loop run until it came (bounded). */
+static fx_got get_once(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
+{
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, timeout_ms), "the get never completed");
+    fx_run_for(loop, 20);
+    cr_assert_eq(got.calls, 1, "the get's callback ran %d times", got.calls);
+    return got;
+}
+
+/* A dial that must fail: its status and the pool's TLS reason. */
+static int dial_must_fail(rp_pool_options *opts, char *reason, size_t cap)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, opts), 0);
+    fx_got got = get_once(loop, pool, 10000);
+    cr_assert_null(got.conn);
+    const char *why = rp_pool_tls_error(pool);
+    snprintf(reason, cap, "%s", why ? why : "(none)");
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.total_conns, 0);
+    cr_expect_eq(st.last_dial_error, got.status);
+    fx_close_and_free(loop, pool);
+    return got.status;
+}
+
+static void expect_reason(const char *reason, const char *want)
+{
+    cr_expect(strstr(reason, want), "the reason \"%s\" does not say \"%s\"", reason, want);
+}
+
+/* ----------------------------------------------------------------- pool */
+
+Test(tls, raw_pool_ping_over_tls)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn), "PING over TLS failed");
+    cr_expect(fx_ping(loop, conn), "a second PING over TLS failed");
+    rp_pool_put(pool, conn);
+    cr_expect_null(rp_pool_tls_error(pool));
+    cr_expect(rp_tls_available());
+    cr_expect_eq(RP_HAVE_TLS, 1);
+    fx_close_and_free(loop, pool);
+}
+
+/* The server's session tickets arrive after the handshake: an idle
+ * connection that receives them stays healthy and is handed out again. */
+Test(tls, tickets_on_an_idle_connection_keep_it)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1; /* watched and checked as soon as idle */
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    rp_pool_put(pool, conn); /* before any read: the tickets are still on their way */
+    fx_run_for(loop, 300);
+    cr_expect_eq(rp_pool_idle_len(pool), 1, "the idle watch dropped a healthy TLS connection");
+    rp_conn *again = fx_get_conn(loop, pool);
+    cr_expect_eq(again, conn);
+    cr_expect(fx_ping(loop, again));
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 0);
+    rp_pool_put(pool, again);
+    fx_close_and_free(loop, pool);
+}
+
+static void io_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    ssize_t *out = data;
+    cr_expect_eq(*out, 1000000, "an I/O callback ran twice");
+    *out = result;
+}
+
+static bool io_done(const ssize_t *r) { return *r != 1000000; }
+
+static void run_until_io(rp_loop *loop, const ssize_t *r, unsigned ms)
+{
+    uint64_t deadline = fx_now_ms() + ms;
+    while (!io_done(r) && fx_now_ms() < deadline)
+        if (rp_loop_run(loop, RP_RUN_NOWAIT) == 0)
+            usleep(200);
+    cr_assert(io_done(r), "the I/O never completed");
+}
+
+/* A server that goes away sends no close_notify: the read in flight ends
+ * with RP_ETLS and OpenSSL's reason, not as a clean end of stream. */
+Test(tls, server_gone_without_close_notify_is_an_error)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    char buf[64];
+    ssize_t result = 1000000;
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &result), 0);
+    fx_run_for(loop, 50);
+    cr_assert(!io_done(&result));
+    uint64_t start = fx_now_ms();
+    fx_redis_stop();
+    run_until_io(loop, &result, 3000);
+    cr_expect_eq(result, RP_ETLS, "the read ended with %zd (%s)", result, rp_strerror((int)result));
+    cr_expect_lt(fx_now_ms() - start, 2000);
+    const char *why = rp_pool_tls_error(pool);
+    cr_assert_not_null(why);
+    expect_reason(why, "unexpected eof");
+    fx_run_for(loop, 20);
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* The idle watch still sees the peer go away on a TLS connection. */
+Test(tls, idle_watch_sees_the_server_go)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 100);
+    cr_assert_eq(rp_pool_idle_len(pool), 1);
+    fx_redis_stop();
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect_eq(rp_pool_idle_len(pool), 0, "the idle watch missed the server's close");
+    fx_close_and_free(loop, pool);
+}
+
+/* Records that carry data nobody asked for fail an idle connection: a
+ * subscribed connection put back idle, then a message published to it. */
+Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n";
+    ssize_t sent = 1000000, got = 1000000;
+    char buf[256];
+    cr_assert_eq(rp_conn_send(conn, sub, sizeof sub - 1, io_cb, &sent), 0);
+    run_until_io(loop, &sent, 3000);
+    cr_assert_eq(sent, (ssize_t)sizeof sub - 1);
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
+    run_until_io(loop, &got, 3000);
+    cr_assert_gt(got, 0);
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 100);
+    cr_assert_eq(rp_pool_idle_len(pool), 1);
+    fx_redis_command("*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\nx\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect_eq(rp_pool_idle_len(pool), 0, "stray plaintext did not fail the idle connection");
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 1);
+    fx_close_and_free(loop, pool);
+}
+
+/* --------------------------------------------------------------- client */
+
+static rp_client *tls_client(rp_loop **loop, int autopipeline_conns)
+{
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    tls_options(&opts.pool, 4);
+    opts.autopipeline_conns = autopipeline_conns;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, *loop, &opts), 0);
+    return client;
+}
+
+static fx_result command(rp_loop *loop, rp_client *client, int argc, const char *const *argv, const size_t *lens)
+{
+    fx_result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, argc, argv, lens), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000), "the command never completed");
+    return r;
+}
+
+/* The plain port's view of a key: the server-side effect. */
+static long long plain_integer(const char *key)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx_redis_port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    char cmd[128], reply[128] = {0};
+    int len = snprintf(cmd, sizeof cmd, "GET %s\r\n", key);
+    cr_assert_eq(write(fd, cmd, (size_t)len), len);
+    cr_assert_gt(read(fd, reply, sizeof reply - 1), 0);
+    close(fd);
+    char *nl = strchr(reply, '\n');
+    return reply[0] == '$' && nl ? atoll(nl + 1) : -1;
+}
+
+Test(tls, client_commands)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, 0);
+    fx_result r = command(loop, client, 3, (const char *const[]){"SET", "k", "41"}, NULL);
+    cr_expect_eq(r.status, 0);
+    cr_expect_str_eq(r.str, "OK");
+    r = command(loop, client, 2, (const char *const[]){"INCR", "k"}, NULL);
+    cr_expect_eq(r.integer, 42);
+    cr_expect_eq(plain_integer("k"), 42);
+    fx_client_close_and_free(loop, client);
+}
+
+static void pipelined(int autopipeline_conns)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, autopipeline_conns);
+    enum { N = 2000 };
+    static fx_result results[N];
+    memset(results, 0, sizeof results);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &results[i], 2, (const char *const[]){"INCR", "n"}, NULL), 0);
+    int done = 0;
+    uint64_t deadline = fx_now_ms() + 20000;
+    while (done < N && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        for (done = 0; done < N && results[done].calls; done++)
+            ;
+    }
+    fx_run_for(loop, 20);
+    long long max = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(results[i].calls, 1, "command %d: %d callbacks", i, results[i].calls);
+        cr_assert_eq(results[i].status, 0, "command %d: %s", i, rp_strerror(results[i].status));
+        max = results[i].integer > max ? results[i].integer : max;
+    }
+    cr_expect_eq(max, N);
+    cr_expect_eq(plain_integer("n"), N);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(tls, pipelining) { pipelined(0); }
+Test(tls, autopipelining_lanes) { pipelined(2); }
+
+struct cmp {
+    const char *want;
+    size_t size;
+    int calls, status;
+    bool same;
+};
+
+static void cmp_cb(rp_client *cl, const redisReply *reply, int status, void *data)
+{
+    (void)cl;
+    struct cmp *c = data;
+    c->calls++;
+    c->status = status;
+    c->same = reply && reply->type == REDIS_REPLY_STRING && reply->len == c->size &&
+              memcmp(reply->str, c->want, c->size) == 0;
+}
+
+Test(tls, large_value)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, 0);
+    size_t size = 8u << 20;
+    char *value = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        value[i] = (char)('a' + i % 26);
+    fx_result r = command(loop, client, 3, (const char *const[]){"SET", "big", value},
+                          (const size_t[]){3, 3, size});
+    cr_expect_eq(r.status, 0);
+    r = command(loop, client, 2, (const char *const[]){"STRLEN", "big"}, NULL);
+    cr_expect_eq(r.integer, (long long)size);
+    /* Read it back and compare every byte. */
+    struct cmp c = {value, size, 0, 0, false};
+    cr_assert_eq(rp_client_command(client, cmp_cb, &c, 2, (const char *const[]){"GET", "big"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &c.calls, 1, 20000));
+    cr_expect_eq(c.status, 0);
+    cr_expect(c.same, "the value read back differs");
+    free(value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The server restarts: the pool dials again, over TLS, and commands work. */
+Test(tls, server_restart_redials)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, 0);
+    fx_result r = command(loop, client, 1, (const char *const[]){"PING"}, NULL);
+    cr_assert_eq(r.status, 0);
+    fx_redis_restart();
+    bool ok = false;
+    uint64_t deadline = fx_now_ms() + 10000;
+    while (!ok && fx_now_ms() < deadline) {
+        r = command(loop, client, 1, (const char *const[]){"PING"}, NULL);
+        ok = r.status == 0 && strcmp(r.str, "PONG") == 0;
+    }
+    cr_expect(ok, "no PING succeeded after the restart: %s", rp_strerror(r.status));
+    fx_client_close_and_free(loop, client);
+}
+
+/* --------------------------------------------------------- verification */
+
+Test(tls, host_name_verified_by_dns_san)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    char addr[64];
+    snprintf(addr, sizeof addr, "localhost:%d", tls_port);
+    opts.addr = addr;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(tls, wrong_host_name_fails)
+{
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.tls.server_name = "redis.example.com";
+    char reason[256];
+    cr_expect_eq(dial_must_fail(&opts, reason, sizeof reason), RP_ETLS);
+    expect_reason(reason, "certificate verify failed");
+    expect_reason(reason, "hostname mismatch");
+}
+
+Test(tls, untrusted_ca_fails)
+{
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.tls.ca_file = path_rogue_ca;
+    char reason[256];
+    cr_expect_eq(dial_must_fail(&opts, reason, sizeof reason), RP_ETLS);
+    expect_reason(reason, "certificate verify failed");
+}
+
+Test(tls, insecure_skips_verification)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.tls.ca_file = path_rogue_ca;
+    opts.tls.server_name = "redis.example.com";
+    opts.tls.insecure = true;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+Test(tls, bad_options_are_refused)
+{
+    rp_loop *loop;
+    rp_pool *pool = NULL;
+    rp_pool_options opts;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    tls_options(&opts, 2);
+    opts.tls.ca_file = "/nonexistent/ca.crt";
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), RP_ETLS);
+    tls_options(&opts, 2);
+    opts.tls.cert_file = path_client_crt; /* no key */
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL);
+    tls_options(&opts, 2);
+    opts.tls.min_version = 0x0301;
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL);
+    tls_options(&opts, 2);
+    opts.addr = "unix:/tmp/redis.sock"; /* no name to verify */
+    cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL);
+    cr_expect_null(pool);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* ------------------------------------------------------------ hostile */
+
+/* redis-server's plain port under a TLS client: it answers a ClientHello
+ * only if one of its random bytes happens to end an inline command, so
+ * the dial ends either way within dial_timeout_ms, never later. */
+Test(tls, plaintext_redis_on_the_tls_port)
+{
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fx_redis_port); /* the plain port */
+    opts.addr = addr;
+    opts.dial_timeout_ms = 500;
+    uint64_t start = fx_now_ms();
+    char reason[256];
+    int status = dial_must_fail(&opts, reason, sizeof reason);
+    cr_expect(status == -ETIMEDOUT || status == RP_ETLS, "status %s", rp_strerror(status));
+    if (status == RP_ETLS)
+        expect_reason(reason, "wrong version number");
+    cr_expect_lt(fx_now_ms() - start, 3000);
+}
+
+/* A plaintext server that answers the ClientHello with a Redis error: the
+ * reply is no TLS record, and the dial fails at once. */
+Test(tls, plaintext_answer_is_wrong_version_number)
+{
+    int port;
+    int lfd = fx_listener(8, &port);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts.addr = addr;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    fx_run_for(loop, 50);
+    int afd = accept(lfd, NULL, NULL);
+    cr_assert_geq(afd, 0);
+    static const char answer[] = "-ERR unknown command\r\n";
+    cr_assert_eq(write(afd, answer, sizeof answer - 1), (ssize_t)sizeof answer - 1);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000), "the dial never ended");
+    fx_run_for(loop, 20);
+    cr_expect_eq(got.calls, 1);
+    cr_expect_eq(got.status, RP_ETLS, "status %s", rp_strerror(got.status));
+    const char *why = rp_pool_tls_error(pool);
+    cr_assert_not_null(why);
+    expect_reason(why, "wrong version number");
+    close(afd);
+    fx_close_and_free(loop, pool);
+    close(lfd);
+}
+
+/* A listener whose backlog completes the TCP handshake and which never
+ * answers the ClientHello: dial_timeout_ms bounds the handshake too. */
+Test(tls, silent_listener_times_out)
+{
+    int port;
+    int lfd = fx_listener(8, &port);
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts.addr = addr;
+    opts.dial_timeout_ms = 300;
+    uint64_t start = fx_now_ms();
+    char reason[256];
+    cr_expect_eq(dial_must_fail(&opts, reason, sizeof reason), -ETIMEDOUT);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_geq(took, 250);
+    cr_expect_lt(took, 3000);
+    close(lfd);
+}
+
+/* A listener that accepts and closes at once: the handshake is cut. */
+Test(tls, listener_closing_mid_handshake)
+{
+    int port;
+    int lfd = fx_listener(8, &port);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts.addr = addr;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    fx_run_for(loop, 50);
+    int afd = accept(lfd, NULL, NULL);
+    cr_assert_geq(afd, 0);
+    close(afd);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_run_for(loop, 20);
+    cr_expect_eq(got.calls, 1);
+    cr_expect(got.status == RP_ETLS || got.status == -ECONNRESET, "status %s", rp_strerror(got.status));
+    fx_close_and_free(loop, pool);
+    close(lfd);
+}
+
+/* ---------------------------------------------------------- mutual TLS */
+
+TestSuite(tls_mutual, .init = setup_mutual, .fini = teardown, .timeout = 60);
+
+Test(tls_mutual, client_certificate_accepted)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.tls.cert_file = path_client_crt;
+    opts.tls.key_file = path_client_key;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
+/* TLS 1.3: the client's handshake ends before the server judges its
+ * certificate; the refusal arrives as an alert on the first read. */
+static void refused(const char *cert, const char *key, const char *want)
+{
+    rp_loop *loop;
+    rp_client *client;
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    tls_options(&opts.pool, 2);
+    opts.pool.tls.cert_file = cert;
+    opts.pool.tls.key_file = key;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    fx_result r = command(loop, client, 1, (const char *const[]){"PING"}, NULL);
+    fx_run_for(loop, 20);
+    cr_expect_eq(r.calls, 1);
+    cr_expect_eq(r.status, RP_ETLS, "status %s", rp_strerror(r.status));
+    const char *why = rp_pool_tls_error(rp_client_pool(client));
+    cr_assert_not_null(why);
+    expect_reason(why, want);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(tls_mutual, client_without_certificate_refused) { refused(NULL, NULL, "certificate required"); }
+Test(tls_mutual, client_certificate_of_unknown_ca_refused) { refused(path_rogue_crt, path_rogue_key, "unknown ca"); }
