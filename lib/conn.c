@@ -122,7 +122,10 @@ void rp__conn_watch(rp_conn *conn, bool check)
 {
     int flags = check ? MSG_DONTWAIT : 0;
     struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
-    io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
+    if (conn->tls)
+        rp__tls_watch_prep(conn, sqe, check);
+    else
+        io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
     /* A check answers at once; a watch may wait for hours and must not
      * keep the loop running. */

@@ -75,6 +75,8 @@ struct rp__tls_ctx {
     char error[256];   /* the last failure, "" if none */
 };
 
+enum { WATCH_SOCKET, WATCH_PROBE, WATCH_READ }; /* zero-length recv, NOP, reading */
+
 struct rp__tls {
     rp__tls_ctx *ctx;
     SSL *ssl;
@@ -86,7 +88,8 @@ struct rp__tls {
     bool hs_sending;    /* the handshake's op in flight is a SEND */
     bool recv_nop;      /* the recv's SQE is a NOP: no new ciphertext */
     bool want_read;     /* OpenSSL holds no plaintext: a recv must RECV */
-    bool watch_reading; /* the watch op is reading what arrived on an idle socket */
+    bool watch_check;   /* the watch op is a check (MSG_DONTWAIT), not a watch */
+    uint8_t watch_step; /* what the watch op in flight does: */
     char in[RP__TLS_IN];
     char out[RP__TLS_OUT];
 };
@@ -471,42 +474,67 @@ int rp__tls_received(rp_conn *conn, rp__conn_io *io, int res)
     return tls_read(conn, io->buf, io->len);
 }
 
-/* Only records without application data arrived on the idle socket. */
-static int watch_healthy(rp_conn *conn)
+/* The idle watch and the check look at OpenSSL before the socket: a
+ * caller that read part of a message leaves the rest decrypted in OpenSSL,
+ * where a zero-length recv cannot see it, and those bytes must fail the
+ * connection as they would in the socket. */
+void rp__tls_watch_prep(rp_conn *conn, struct io_uring_sqe *sqe, bool check)
 {
-    if (!conn->watching)
-        return -EAGAIN; /* a check's "nothing to read" */
-    if (conn->state == RP__CONN_CHECKING)
-        return -ECANCELED; /* the owner cancelled its watch meanwhile */
-    rp__conn_watch(conn, false);
+    rp__tls *t = conn->tls;
+    t->watch_check = check;
+    t->watch_step = t->want_read ? WATCH_SOCKET : WATCH_PROBE;
+    if (t->watch_step == WATCH_PROBE)
+        io_uring_prep_nop(sqe);
+    else
+        io_uring_prep_recv(sqe, conn->fd, NULL, 0, check ? MSG_DONTWAIT : 0);
+}
+
+/* Nothing but records without application data (tickets, key updates):
+ * the same look again, unless the owner cancelled its watch meanwhile. */
+static int watch_again(rp_conn *conn)
+{
+    rp__tls *t = conn->tls;
+    if (!t->watch_check && conn->state == RP__CONN_CHECKING)
+        return -ECANCELED;
+    rp__conn_watch(conn, t->watch_check);
     return RP__TLS_AGAIN;
+}
+
+/* What OpenSSL holds: plaintext nobody asked for, close_notify and a bad
+ * record all fail the connection (0 or RP_ETLS). */
+static int watch_probe(rp_conn *conn)
+{
+    char probe;
+    int n = tls_read(conn, &probe, 1);
+    if (n == RP__TLS_AGAIN)
+        return watch_again(conn);
+    return n < 0 ? n : 0;
 }
 
 int rp__tls_watched(rp_conn *conn, int res)
 {
     rp__tls *t = conn->tls;
-    if (!t->watch_reading) {
+    uint8_t step = t->watch_step;
+    t->watch_step = WATCH_SOCKET;
+    if (step == WATCH_PROBE)
+        return watch_probe(conn); /* a NOP: nothing to cancel */
+    if (step == WATCH_SOCKET) {
         if (res != 0)
             return res; /* healthy, cancelled or reset: as without TLS */
         /* Bytes or a FIN wait: read them without waiting for more. */
-        t->watch_reading = true;
+        t->watch_step = WATCH_READ;
         struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
         io_uring_prep_recv(sqe, conn->fd, t->in, sizeof t->in, MSG_DONTWAIT);
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
-        rp__op_start(conn->loop, &conn->watch_op, false, !conn->watching);
+        rp__op_start(conn->loop, &conn->watch_op, false, t->watch_check);
         return RP__TLS_AGAIN;
     }
-    t->watch_reading = false;
     if (res == -EAGAIN)
-        return watch_healthy(conn);
+        return watch_again(conn);
     if (res <= 0)
         return res; /* FIN, reset, or the owner's cancel */
     feed(t, res);
-    char probe;
-    int n = tls_read(conn, &probe, 1);
-    if (n == RP__TLS_AGAIN)
-        return watch_healthy(conn);
-    return n < 0 ? n : 0; /* plaintext nobody asked for, close_notify, or a bad record */
+    return watch_probe(conn);
 }
 
 #else /* !RP_HAVE_TLS: the options are refused, nothing else is reachable */
@@ -551,6 +579,12 @@ int rp__tls_watched(rp_conn *conn, int res)
 {
     (void)conn;
     return res;
+}
+void rp__tls_watch_prep(rp_conn *conn, struct io_uring_sqe *sqe, bool check)
+{
+    (void)conn;
+    (void)sqe;
+    (void)check;
 }
 
 #endif

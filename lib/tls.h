@@ -59,6 +59,9 @@ int rp__tls_sent(rp_conn *conn, int res);
  * (RP_ETLS: a bad record, an alert, a stream cut without close_notify). */
 enum { RP__TLS_AGAIN = -1000000 };
 int rp__tls_received(rp_conn *conn, rp__conn_io *io, int res);
+/* Prepares the idle watch's or check's SQE: a zero-length recv, or a NOP
+ * that first asks OpenSSL for plaintext it may hold. */
+void rp__tls_watch_prep(rp_conn *conn, struct io_uring_sqe *sqe, bool check);
 /* The idle watch or check completed with res: what to report to the
  * owner, or RP__TLS_AGAIN when the TLS layer reads what arrived first (or
  * re-armed the watch after records with no application data). */

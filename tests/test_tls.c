@@ -321,6 +321,39 @@ Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
     fx_close_and_free(loop, pool);
 }
 
+/* A caller that reads part of what came leaves the rest decrypted inside
+ * OpenSSL, where no zero-length recv sees it: the check and the idle watch
+ * must still find it, and the connection must not be handed out again. */
+Test(tls, plaintext_left_in_openssl_fails_the_connection)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    ssize_t sent = 1000000, got = 1000000;
+    char buf[7];
+    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, io_cb, &sent), 0);
+    run_until_io(loop, &sent, 3000);
+    fx_run_for(loop, 50); /* both replies are in */
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
+    run_until_io(loop, &got, 3000);
+    cr_assert_eq(got, 7);
+    fx_run_for(loop, 50);
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 100);
+    rp_conn *next = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, next), "a connection with an unread reply was handed out");
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 1);
+    rp_pool_put(pool, next);
+    fx_close_and_free(loop, pool);
+}
+
 /* --------------------------------------------------------------- client */
 
 static rp_client *tls_client(rp_loop **loop, int autopipeline_conns)
