@@ -494,6 +494,72 @@ Test(tls, server_restart_redials)
     fx_client_close_and_free(loop, client);
 }
 
+typedef struct sub_log {
+    int messages, finals, final_status;
+    char last[32];
+} sub_log;
+
+static void on_push(rp_conn *conn, const redisReply *msg, int status, void *data)
+{
+    (void)conn;
+    sub_log *log = data;
+    if (!msg) {
+        log->finals++;
+        log->final_status = status;
+    } else if (msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 && strcmp(msg->element[0]->str, "message") == 0) {
+        log->messages++;
+        snprintf(log->last, sizeof log->last, "%s", msg->element[2]->str);
+    }
+}
+
+/* Pub/sub over TLS; a server that drops the subscriber ends it once. */
+Test(tls, pubsub)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, 0);
+    rp_pool *pool = rp_client_pool(client);
+    rp_conn *sub = fx_get_conn(loop, pool);
+    sub_log log = {0};
+    cr_assert_eq(rp_conn_subscribe(sub, on_push, &log, 2, (const char *[]){"SUBSCRIBE", "news"}, NULL), 0);
+    fx_run_for(loop, 100);
+    fx_redis_command("PUBLISH news hello\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (log.messages < 1 && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_expect_eq(log.messages, 1);
+    cr_expect_str_eq(log.last, "hello");
+    fx_redis_command("CLIENT KILL TYPE pubsub\r\n");
+    while (log.finals < 1 && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    fx_run_for(loop, 20);
+    cr_expect_eq(log.finals, 1);
+    cr_expect(log.final_status == RP_EEOF || log.final_status == RP_ETLS, "final status %s",
+              rp_strerror(log.final_status));
+    rp_pool_remove(pool, sub, log.final_status);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A blocking command waits over TLS, and its answer comes through. */
+Test(tls, blocking_command)
+{
+    rp_loop *loop;
+    rp_client *client = tls_client(&loop, 0);
+    uint64_t start = fx_now_ms();
+    fx_result r = command(loop, client, 3, (const char *const[]){"BLPOP", "q", "1"}, NULL);
+    cr_expect_eq(r.status, 0);
+    cr_expect_eq(r.type, REDIS_REPLY_NIL);
+    cr_expect_geq(fx_now_ms() - start, 900);
+    fx_result pushed = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &pushed, 3, (const char *const[]){"BLPOP", "q", "5"}, NULL), 0);
+    fx_run_for(loop, 100);
+    cr_expect_eq(pushed.calls, 0);
+    fx_redis_command("RPUSH q item\r\n");
+    cr_assert(fx_run_until_count(loop, &pushed.calls, 1, 3000));
+    cr_expect_eq(pushed.status, 0);
+    cr_expect_eq(pushed.type, REDIS_REPLY_ARRAY);
+    fx_client_close_and_free(loop, client);
+}
+
 /* --------------------------------------------------------- verification */
 
 Test(tls, host_name_verified_by_dns_san)
@@ -675,6 +741,44 @@ Test(tls, listener_closing_mid_handshake)
     cr_expect_eq(got.calls, 1);
     cr_expect(got.status == RP_ETLS || got.status == -ECONNRESET, "status %s", rp_strerror(got.status));
     fx_close_and_free(loop, pool);
+    close(lfd);
+}
+
+static void pool_closed(rp_pool *pool, void *data)
+{
+    (void)pool;
+    (*(int *)data)++;
+}
+
+/* Closing the pool while a handshake waits ends the get once and closes. */
+Test(tls, close_during_handshake)
+{
+    int port;
+    int lfd = fx_listener(8, &port);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    opts.addr = addr;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fx_got got = {0};
+    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
+    fx_run_for(loop, 100);
+    cr_assert_eq(got.calls, 0);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_assert_eq(st.dials_in_flight, 1, "the handshake is part of the dial");
+    int closed = 0;
+    cr_assert_eq(rp_pool_close(pool, pool_closed, &closed), 0);
+    cr_assert(fx_run_until_count(loop, &closed, 1, 3000), "the close never finished");
+    fx_run_for(loop, 20);
+    cr_expect_eq(got.calls, 1);
+    cr_expect_lt(got.status, 0);
+    cr_expect_eq(closed, 1);
+    cr_expect_eq(rp_loop_free(loop), 0);
     close(lfd);
 }
 
