@@ -187,6 +187,8 @@ void rp__conn_close(rp_conn *conn)
         }
     }
     if (conn->fd >= 0) {
+        if (conn->tls)
+            rp__tls_close_notify(conn);
         if (any_pending) {
             /* Queued SQEs must take their file reference before the fd
              * number is closed and perhaps reused by the next socket. */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 bool rp_tls_available(void) { return RP_HAVE_TLS; }
 
@@ -73,6 +74,10 @@ struct rp__tls_ctx {
     bool name_is_ip;
     bool verify_name;
     char error[256];   /* the last failure, "" if none */
+    /* Session resumption: the newest resumable session (a TLS 1.3 ticket
+     * or a 1.2 session) the server gave any of the pool's connections;
+     * the next dial offers it. Only in the library's own SSL_CTX. */
+    SSL_SESSION *session;
 };
 
 enum { WATCH_SOCKET, WATCH_PROBE, WATCH_READ }; /* zero-length recv, NOP, reading */
@@ -126,6 +131,18 @@ static int conn_failure(rp_conn *conn)
     return RP_ETLS;
 }
 
+/* OpenSSL hands over each new session the server sent; the pool keeps the
+ * newest it can resume. Returns 1: the reference is ours. */
+static int session_new(SSL *ssl, SSL_SESSION *session)
+{
+    rp__tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (!ctx || !SSL_SESSION_is_resumable(session))
+        return 0;
+    SSL_SESSION_free(ctx->session);
+    ctx->session = session;
+    return 1;
+}
+
 /* --------------------------------------------------------------- context */
 
 static int ctx_failure(const char *what)
@@ -145,6 +162,9 @@ static int ctx_configure(SSL_CTX *c, const rp_tls_options *o)
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
     /* Idle connections give their record buffers back. */
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+    /* Redials resume (session_new keeps the pool's newest session). */
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c, session_new);
     if (!o->insecure) {
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
         int ok = o->ca_file || o->ca_dir ? SSL_CTX_load_verify_locations(c, o->ca_file, o->ca_dir)
@@ -201,6 +221,8 @@ int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr
     } else if (rc == 0) {
         ctx->ssl_ctx = SSL_CTX_new(TLS_client_method());
         rc = ctx->ssl_ctx ? ctx_configure(ctx->ssl_ctx, o) : -ENOMEM;
+        if (rc == 0)
+            SSL_CTX_set_app_data(ctx->ssl_ctx, ctx); /* for session_new */
     }
     if (rc < 0) {
         ERR_clear_error();
@@ -215,6 +237,7 @@ void rp__tls_ctx_unref(rp__tls_ctx *ctx)
 {
     if (!ctx || --ctx->refs)
         return;
+    SSL_SESSION_free(ctx->session);
     SSL_CTX_free(ctx->ssl_ctx);
     rp__free(ctx->server_name);
     rp__free(ctx);
@@ -262,7 +285,7 @@ int rp__tls_conn_new(rp_conn *conn, uint32_t timeout_ms)
     t->ctx = conn->tls_ctx;
     t->ctx->refs++;
     conn->tls = t;
-    if (!conn_set_peer(t->ssl, t->ctx)) {
+    if (!conn_set_peer(t->ssl, t->ctx) || (t->ctx->session && !SSL_set_session(t->ssl, t->ctx->session))) {
         ERR_clear_error();
         rp__tls_conn_free(conn);
         return -ENOMEM;
@@ -348,8 +371,13 @@ static void handshake_step(rp_conn *conn)
     ERR_clear_error();
     int rc = SSL_do_handshake(t->ssl);
     int err = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, rc);
-    if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ)
+    if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ) {
+        /* The server changed (a new certificate, a new CA): the next dial
+         * verifies it afresh rather than resuming what it knew. */
+        SSL_SESSION_free(t->ctx->session);
+        t->ctx->session = NULL;
         handshake_end(conn, conn_failure(conn));
+    }
     else if (out_fill(t))
         handshake_io(conn, true);
     else if (rc == 1)
@@ -382,6 +410,32 @@ void rp__tls_handshake(rp_conn *conn)
 {
     conn->dial_op.done = handshake_done;
     handshake_step(conn);
+}
+
+/* close_notify, when it can go out whole: after the handshake, with no
+ * record partly sent. One non-blocking send(2) beside the shutdown(2) and
+ * close(2) that follow it; it never waits, and a full socket just skips
+ * it. Servers forget the session of a connection cut without it (OpenSSL
+ * drops such sessions from its cache): it is what lets redials resume. */
+void rp__tls_close_notify(rp_conn *conn)
+{
+    rp__tls *t = conn->tls;
+    if (!SSL_is_init_finished(t->ssl) || conn->send.op.pending || t->out_done < t->out_len ||
+        BIO_ctrl_pending(t->wbio))
+        return;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
+    char alert[64];
+    int n = BIO_read(t->wbio, alert, sizeof alert);
+    if (n > 0 && send(conn->fd, alert, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        errno = 0; /* best effort: the close goes on */
+    rp__loop_count_syscalls(conn->loop, n > 0);
+}
+
+int rp_conn_tls_resumed(const rp_conn *conn)
+{
+    return conn && conn->tls ? SSL_session_reused(conn->tls->ssl) : -EINVAL;
 }
 
 /* ------------------------------------------------------------------ data */
@@ -547,6 +601,11 @@ int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr
 }
 
 void rp__tls_ctx_unref(rp__tls_ctx *ctx) { (void)ctx; }
+int rp_conn_tls_resumed(const rp_conn *conn)
+{
+    (void)conn;
+    return -EINVAL;
+}
 const char *rp__tls_ctx_error(const rp__tls_ctx *ctx) { (void)ctx; return NULL; }
 
 int rp__tls_conn_new(rp_conn *conn, uint32_t timeout_ms)
@@ -557,6 +616,7 @@ int rp__tls_conn_new(rp_conn *conn, uint32_t timeout_ms)
 }
 
 void rp__tls_conn_free(rp_conn *conn) { (void)conn; }
+void rp__tls_close_notify(rp_conn *conn) { (void)conn; }
 void rp__tls_handshake(rp_conn *conn) { conn->events->dialed(conn, -ENOTSUP); }
 void rp__tls_io_prep(rp_conn *conn, rp__conn_io *io, bool is_send)
 {

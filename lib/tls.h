@@ -41,6 +41,9 @@ void rp__tls_options_free(rp_tls_options *opts);
 /* A dial starts on a connection whose tls_ctx is set: its session state.
  * The handshake's deadline counts from now. < 0: the dial cannot start. */
 int rp__tls_conn_new(rp_conn *conn, uint32_t timeout_ms);
+/* The connection is closing: sends close_notify if it can go out whole
+ * at once (see tls.c). */
+void rp__tls_close_notify(rp_conn *conn);
 /* Frees the session once nothing refers to the connection. */
 void rp__tls_conn_free(rp_conn *conn);
 

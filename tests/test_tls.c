@@ -354,6 +354,44 @@ Test(tls, plaintext_left_in_openssl_fails_the_connection)
     fx_close_and_free(loop, pool);
 }
 
+/* A redial offers the session the server gave the pool (the tickets come
+ * in with the first reply) and skips the full handshake; a restarted
+ * server (new ticket keys) makes it a full handshake again, which works. */
+static rp_conn *fresh_conn(rp_loop *loop, rp_pool *pool, int want_resumed)
+{
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_tls_resumed(conn), want_resumed);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_remove(pool, conn, 0);
+    return conn;
+}
+
+Test(tls, redials_resume_the_session)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fresh_conn(loop, pool, 0);
+    fresh_conn(loop, pool, 1);
+    fresh_conn(loop, pool, 1);
+    fx_redis_restart();
+    fresh_conn(loop, pool, 0);
+    fresh_conn(loop, pool, 1);
+    cr_expect_null(rp_pool_tls_error(pool));
+    fx_close_and_free(loop, pool);
+    rp_pool_options plain;
+    fx_pool_options(&plain, 1);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &plain), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_tls_resumed(conn), -EINVAL);
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
+
 /* --------------------------------------------------------------- client */
 
 static rp_client *tls_client(rp_loop **loop, int autopipeline_conns)
