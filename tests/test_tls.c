@@ -598,6 +598,34 @@ Test(tls, blocking_command)
     fx_client_close_and_free(loop, client);
 }
 
+/* rediss:// turns TLS on and names the host to verify; skip_verify is
+ * the insecure switch. */
+static void url_ping(const char *url, const char *ca_file, int want_status)
+{
+    char buf[256];
+    rp_client_options opts;
+    cr_assert_eq(rp_client_options_from_url(&opts, url, buf, sizeof buf), 0);
+    opts.pool.tls.ca_file = ca_file;
+    rp_loop *loop;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    fx_result r = command(loop, client, 3, (const char *const[]){"SET", "via-url", "1"}, NULL);
+    cr_expect_eq(r.status, want_status, "%s: %s", url, rp_strerror(r.status));
+    fx_client_close_and_free(loop, client);
+}
+
+Test(tls, rediss_url)
+{
+    char url[128];
+    snprintf(url, sizeof url, "rediss://localhost:%d/0?dial_timeout=2s&max_retries=-1", tls_port);
+    url_ping(url, path_ca, 0);
+    cr_expect_eq(plain_integer("via-url"), 1);
+    url_ping(url, path_rogue_ca, RP_ETLS);
+    snprintf(url, sizeof url, "rediss://localhost:%d?skip_verify=true", tls_port);
+    url_ping(url, path_rogue_ca, 0);
+}
+
 /* --------------------------------------------------------- verification */
 
 Test(tls, host_name_verified_by_dns_san)
