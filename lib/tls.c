@@ -29,9 +29,12 @@ bool rp_tls_available(void) { return RP_HAVE_TLS; }
 #define RP__TLS_STRINGS(o) \
     {&(o)->ca_file, &(o)->ca_dir, &(o)->cert_file, &(o)->key_file, &(o)->server_name, &(o)->ciphers, &(o)->ciphersuites}
 
+static void ssl_ctx_ref(void *ssl_ctx, bool take);
+
 int rp__tls_options_copy(rp_tls_options *dst, const rp_tls_options *src)
 {
     *dst = *src;
+    ssl_ctx_ref(dst->ssl_ctx, true); /* the copy holds the caller's context too */
     const char **strings[] = RP__TLS_STRINGS(dst);
     int rc = 0;
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
@@ -52,6 +55,8 @@ void rp__tls_options_free(rp_tls_options *o)
         rp__free((char *)*strings[i]);
         *strings[i] = NULL;
     }
+    ssl_ctx_ref(o->ssl_ctx, false);
+    o->ssl_ctx = NULL;
 }
 
 #if RP_HAVE_TLS
@@ -59,6 +64,14 @@ void rp__tls_options_free(rp_tls_options *o)
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+
+static void ssl_ctx_ref(void *ssl_ctx, bool take)
+{
+    if (ssl_ctx && take)
+        SSL_CTX_up_ref(ssl_ctx);
+    else
+        SSL_CTX_free(ssl_ctx); /* NULL-safe */
+}
 
 /* Plaintext encrypted per SEND: one full record. The ciphertext buffer
  * holds it with room for the record's overhead; what does not fit waits in
@@ -592,6 +605,12 @@ int rp__tls_watched(rp_conn *conn, int res)
 }
 
 #else /* !RP_HAVE_TLS: the options are refused, nothing else is reachable */
+
+static void ssl_ctx_ref(void *ssl_ctx, bool take)
+{
+    (void)ssl_ctx;
+    (void)take;
+}
 
 int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr)
 {

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -703,6 +704,40 @@ Test(tls, bad_options_are_refused)
     cr_expect_eq(rp_pool_new(&pool, loop, &opts), -EINVAL);
     cr_expect_null(pool);
     cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* A caller's SSL_CTX is used as it is: with the CA loaded in it the dial
+ * works; without, it fails even though ca_file names the right CA (the
+ * library adds nothing to a caller's context). The pool holds its own
+ * reference: the caller frees its one right away. */
+static int with_user_ctx(bool load_ca)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert_not_null(ctx);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (load_ca)
+        cr_assert_eq(SSL_CTX_load_verify_locations(ctx, path_ca, NULL), 1);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    opts.tls.ssl_ctx = ctx;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    SSL_CTX_free(ctx);
+    fx_got got = get_once(loop, pool, 5000);
+    if (got.status == 0) {
+        cr_expect(fx_ping(loop, got.conn));
+        rp_pool_put(pool, got.conn);
+    }
+    fx_close_and_free(loop, pool);
+    return got.status;
+}
+
+Test(tls, callers_ssl_ctx_used_as_it_is)
+{
+    cr_expect_eq(with_user_ctx(true), 0);
+    cr_expect_eq(with_user_ctx(false), RP_ETLS);
 }
 
 /* ------------------------------------------------------------ hostile */

@@ -230,9 +230,11 @@ typedef struct rp_tls_options {
     const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's */
     const char *ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's */
     /* An SSL_CTX * of the caller's own: used as it is (the library adds
-     * nothing to it but a reference, and ignores the fields above except
-     * server_name, which still sets SNI and the name each connection
-     * verifies when the context verifies peers). */
+     * nothing to it and ignores the fields above except server_name,
+     * which still sets SNI and the name each connection verifies when the
+     * context verifies peers; sessions are not resumed by the library).
+     * The pool, and an rp_cluster for the nodes it makes later, take a
+     * reference (SSL_CTX_up_ref): the caller may free its own at once. */
     void *ssl_ctx;
 } rp_tls_options;
 
