@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -882,6 +883,81 @@ Test(tls, close_during_handshake)
     cr_expect_eq(rp_loop_free(loop), 0);
     close(lfd);
 }
+
+/* A TLS server of the test's own, on a thread, for what redis-server never
+ * does: after a real handshake it writes a record that is garbage, or cuts
+ * a record short and closes. */
+typedef struct evil_server {
+    int lfd, port;
+    bool truncate;
+    pthread_t thread;
+} evil_server;
+
+static void *evil_run(void *arg)
+{
+    evil_server *e = arg;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate_chain_file(ctx, path_server_crt);
+    SSL_CTX_use_PrivateKey_file(ctx, path_server_key, SSL_FILETYPE_PEM);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    int fd = accept(e->lfd, NULL, NULL);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+        /* An application-data record header, then what follows it. */
+        static const char garbage[] = "\x17\x03\x03\x00\x20this is not a sealed record!!!!!";
+        static const char cut[] = "\x17\x03\x03\x00\x40only part";
+        const char *bytes = e->truncate ? cut : garbage;
+        size_t len = e->truncate ? sizeof cut - 1 : sizeof garbage - 1;
+        if (write(fd, bytes, len) != (ssize_t)len)
+            fprintf(stderr, "evil server: short write\n");
+        char buf[256];
+        while (!e->truncate && read(fd, buf, sizeof buf) > 0)
+            ; /* until the client closes: it must see the record, not a reset */
+    }
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* The read after the handshake fails with RP_ETLS and OpenSSL's reason,
+ * once, and the connection is not reused. */
+static void evil_read(bool truncate, const char *want)
+{
+    evil_server e = {.truncate = truncate};
+    e.lfd = fx_listener(4, &e.port);
+    cr_assert_eq(pthread_create(&e.thread, NULL, evil_run, &e), 0);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", e.port);
+    opts.addr = addr;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    char buf[64];
+    ssize_t result = 1000000;
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &result), 0);
+    run_until_io(loop, &result, 3000);
+    fx_run_for(loop, 20);
+    cr_expect_eq(result, RP_ETLS, "the read ended with %zd (%s)", result, rp_strerror((int)result));
+    const char *why = rp_pool_tls_error(pool);
+    cr_assert_not_null(why);
+    expect_reason(why, want);
+    rp_pool_put(pool, conn);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.total_conns, 0);
+    fx_close_and_free(loop, pool);
+    pthread_join(e.thread, NULL);
+    close(e.lfd);
+}
+
+Test(tls, garbage_record_mid_stream) { evil_read(false, "bad record mac"); }
+Test(tls, record_cut_short_then_closed) { evil_read(true, "unexpected eof"); }
 
 /* ---------------------------------------------------------- mutual TLS */
 
