@@ -288,6 +288,33 @@ Test(tls, idle_watch_sees_the_server_go)
     fx_close_and_free(loop, pool);
 }
 
+/* A server that closes an idle TLS connection itself (CLIENT KILL) is
+ * seen by the idle watch too. */
+Test(tls, idle_watch_sees_the_server_close_it)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_run_for(loop, 100);
+    cr_assert_eq(rp_pool_idle_len(pool), 1);
+    fx_redis_command("CLIENT KILL TYPE normal SKIPME yes\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect_eq(rp_pool_idle_len(pool), 0, "the idle watch missed the server's close");
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 1);
+    fx_close_and_free(loop, pool);
+}
+
 /* Records that carry data nobody asked for fail an idle connection: a
  * subscribed connection put back idle, then a message published to it. */
 Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
