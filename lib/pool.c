@@ -19,8 +19,8 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <string.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define RP__PROBE_INTERVAL_MS 1000u
