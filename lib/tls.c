@@ -107,7 +107,7 @@ struct rp__tls {
     bool recv_nop;      /* the recv's SQE is a NOP: no new ciphertext */
     bool want_read;     /* OpenSSL holds no plaintext: a recv must RECV */
     bool watch_check;   /* the watch op is a check (MSG_DONTWAIT), not a watch */
-    uint8_t watch_step; /* what the watch op in flight does: */
+    uint8_t watch_step; /* what the watch op in flight does (WATCH_*) */
     char in[RP__TLS_IN];
     char out[RP__TLS_OUT];
 };
