@@ -1039,3 +1039,53 @@ static void refused(const char *cert, const char *key, const char *want)
 
 Test(tls_mutual, client_without_certificate_refused) { refused(NULL, NULL, "certificate required"); }
 Test(tls_mutual, client_certificate_of_unknown_ca_refused) { refused(path_rogue_crt, path_rogue_key, "unknown ca"); }
+
+/* ---------------------------------------------------- allocation sweep */
+
+static long allocations, fail_at;
+static bool allocation_fails(void) { return ++allocations == fail_at; }
+static void *sweep_malloc(size_t size) { return allocation_fails() ? NULL : malloc(size); }
+static void *sweep_realloc(void *ptr, size_t size) { return allocation_fails() ? NULL : realloc(ptr, size); }
+static void *sweep_calloc(size_t count, size_t size) { return allocation_fails() ? NULL : calloc(count, size); }
+
+/* A pool over TLS, a get (dial and handshake) and a PING: with the Nth of
+ * the library's allocations failing, every run ends with the get's
+ * callback once (or a refused call), the pool closed and the loop freed. */
+static bool dial_with_failure(long n)
+{
+    allocations = 0;
+    fail_at = n;
+    rp_loop *loop;
+    if (rp_loop_new(&loop, NULL) < 0)
+        return false;
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    rp_pool *pool;
+    if (rp_pool_new(&pool, loop, &opts) < 0) {
+        cr_assert_eq(rp_loop_free(loop), 0);
+        return false;
+    }
+    fx_got got = {0};
+    bool ok = false;
+    if (rp_pool_get(pool, fx_get_cb, &got) > 0) {
+        cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000), "allocation %ld failing: the get never ended", n);
+        fx_run_for(loop, 5);
+        cr_assert_eq(got.calls, 1, "allocation %ld failing: %d callbacks", n, got.calls);
+        ok = got.status == 0 && fx_ping(loop, got.conn);
+        if (got.status == 0)
+            rp_pool_put(pool, got.conn);
+    }
+    fx_close_and_free(loop, pool);
+    return ok;
+}
+
+Test(tls, allocation_failures_in_the_tls_dial)
+{
+    cr_assert_eq(rp_set_allocator(sweep_malloc, sweep_realloc, sweep_calloc, free), 0);
+    cr_assert(dial_with_failure(0), "the run without failures failed");
+    long total = allocations;
+    cr_assert_gt(total, 0);
+    for (long n = 1; n <= total; n++)
+        dial_with_failure(n);
+    cr_expect(dial_with_failure(0), "a clean run after the sweep failed");
+}
