@@ -5,7 +5,7 @@
 # a throwaway memcached on a unix socket.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(liburing-dev libhiredis-dev libcriterion-dev meson ninja-build redis-server memcached pkg-config libuv1-dev libevent-dev)
+packages=(liburing-dev libhiredis-dev libcriterion-dev meson ninja-build redis-server memcached pkg-config libuv1-dev libevent-dev libssl-dev openssl)
 if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo

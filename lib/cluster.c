@@ -8,6 +8,7 @@
 #include "client.h"
 #include "keyspec.h"
 #include "retry.h"
+#include "tls.h"
 #include "topology.h"
 
 #include <errno.h>
@@ -841,6 +842,7 @@ static void cluster_free(rp_cluster *c)
         explicit_bzero((char *)c->node_opts.password, strlen(c->node_opts.password));
     rp__free((char *)c->node_opts.password);
     rp__free((char *)c->node_opts.client_name);
+    rp__tls_options_free(&c->node_opts.pool.tls);
     rp__free(c->shards);
     rp__free(c->by_addr);
     rp__keyspec_free(&c->keys);
@@ -869,6 +871,10 @@ static int cluster_copy_options(rp_cluster *c, const rp_cluster_options *opts)
         rc = copy_text(&c->node_opts.password, opts->node.password);
     if (rc == 0)
         rc = copy_text(&c->node_opts.client_name, opts->node.client_name);
+    if (rc == 0)
+        rc = rp__tls_options_copy(&c->node_opts.pool.tls, &opts->node.pool.tls);
+    else
+        memset(&c->node_opts.pool.tls, 0, sizeof c->node_opts.pool.tls); /* nothing of it copied yet */
     if (rc == 0 && !(c->seeds = rp__calloc((size_t)opts->nseeds, sizeof *c->seeds)))
         rc = -ENOMEM;
     for (int i = 0; rc == 0 && i < opts->nseeds; i++, c->nseeds++)

@@ -2,6 +2,7 @@
  * or write timeout (a send completes only once every byte is written), the
  * zero-length recv that watches an idle socket, and closing. */
 #include "conn.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <string.h>
@@ -11,10 +12,13 @@
 
 static void sendv_advance(rp__sendv *sv, size_t sent);
 
-static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
+static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
-    rp_loop *loop = conn->loop;
-    struct io_uring_sqe *sqe = rp__loop_sqe(loop);
+    if (conn->tls) {
+        rp__tls_io_prep(conn, io, is_send); /* ciphertext, or a NOP */
+        return;
+    }
+    struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
     if (is_send && io->sendv)
         io_uring_prep_sendmsg(sqe, conn->fd, &io->sendv->msg, MSG_NOSIGNAL);
     else if (is_send)
@@ -22,7 +26,24 @@ static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
     else
         io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
-    rp__op_start(loop, &io->op, io->timeout_ms != 0, true);
+}
+
+static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
+{
+    io_prep(conn, io, is_send);
+    rp__op_start(conn->loop, &io->op, io->timeout_ms != 0, true);
+}
+
+/* The next part of a transfer under way, bounded and keeping the loop
+ * alive as the part before it was; -ETIMEDOUT if its deadline fired while
+ * that part completed (the timer's cancel found nothing to cancel). */
+static int io_continue(rp_conn *conn, rp__conn_io *io, bool is_send)
+{
+    if (io->expired)
+        return -ETIMEDOUT;
+    io_prep(conn, io, is_send);
+    rp__op_start(conn->loop, &io->op, io->op.has_deadline, io->op.keeps_loop_alive);
+    return 0;
 }
 
 static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
@@ -55,18 +76,16 @@ static void send_done(rp__op *op)
     int res = rp__op_result(op);
     if (res == 0)
         res = -EPIPE;
-    if (res > 0) {
+    if (conn->tls)
+        res = rp__tls_sent(conn, res); /* the plaintext whose records are out */
+    if (res >= 0) {
         io->done += (size_t)res;
         if (io->sendv)
             sendv_advance(io->sendv, (size_t)res);
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
-            if (!io->timeout_ms || rp__timer_armed(&io->deadline)) {
-                io_submit(conn, io, true);
+            res = io_continue(conn, io, true);
+            if (res == 0)
                 return;
-            }
-            /* The deadline fired while this part was written: its cancel
-             * found nothing, and the rest must not go out unbounded. */
-            res = -ETIMEDOUT;
         }
     }
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
@@ -75,13 +94,17 @@ static void send_done(rp__op *op)
 /* What a recv of res bytes into cap left on the socket: the kernel says
  * whether bytes (or a FIN) followed (IORING_CQE_F_SOCK_NONEMPTY); a read
  * shorter than its buffer emptied the queue on any kernel, and where the
- * flag may be missing (unix sockets before Linux 6.17) a full one is a maybe. */
-static void note_unread(rp_conn *conn, const rp__op *op, size_t cap)
+ * flag may be missing (unix sockets before Linux 6.17) a full one is a maybe.
+ * Under TLS, ciphertext left on the socket or inside OpenSSL may be only a
+ * session ticket: a maybe, which the put's check decrypts to decide. */
+static void note_unread(rp_conn *conn, int res, uint32_t cflags, size_t cap)
 {
-    int res = rp__op_result(op);
     if (res <= 0)
         return; /* broken: never reused */
-    if (op->cflags & IORING_CQE_F_SOCK_NONEMPTY)
+    bool more = cflags & IORING_CQE_F_SOCK_NONEMPTY;
+    if (conn->tls)
+        conn->unread = more || rp__tls_holds_bytes(conn) ? RP__UNREAD_MAYBE : RP__UNREAD_NONE;
+    else if (more)
         conn->unread = RP__UNREAD_YES;
     else
         conn->unread = (size_t)res < cap || conn->is_tcp ? RP__UNREAD_NONE : RP__UNREAD_MAYBE;
@@ -90,36 +113,50 @@ static void note_unread(rp_conn *conn, const rp__op *op, size_t cap)
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
-    note_unread(conn, op, conn->recv.len);
-    io_finish(conn, &conn->recv, rp__op_result(op));
+    int res = rp__op_result(op);
+    /* Records that carry no plaintext (tickets, a partial record) read on. */
+    if (conn->tls && conn->state != RP__CONN_CLOSED &&
+        (res = rp__tls_received(conn, &conn->recv, res)) == RP__TLS_AGAIN) {
+        res = io_continue(conn, &conn->recv, false);
+        if (res == 0)
+            return;
+    }
+    note_unread(conn, res, op->cflags, conn->recv.len);
+    io_finish(conn, &conn->recv, res);
 }
 
 static void send_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, send.deadline);
+    conn->send.expired = true;
     rp__op_expire(conn->loop, &conn->send.op);
 }
 
 static void recv_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, recv.deadline);
+    conn->recv.expired = true;
     rp__op_expire(conn->loop, &conn->recv.op);
 }
 
 static void watch_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, watch_op);
+    int res = op->res;
     if (conn->state == RP__CONN_CLOSED)
         rp__conn_op_finished(conn);
-    else
-        conn->events->watched(conn, op->res);
+    else if (!conn->tls || (res = rp__tls_watched(conn, res)) != RP__TLS_AGAIN)
+        conn->events->watched(conn, res);
 }
 
 void rp__conn_watch(rp_conn *conn, bool check)
 {
     int flags = check ? MSG_DONTWAIT : 0;
     struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
-    io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
+    if (conn->tls)
+        rp__tls_watch_prep(conn, sqe, check);
+    else
+        io_uring_prep_recv(sqe, conn->fd, NULL, 0, flags);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&conn->watch_op);
     /* A check answers at once; a watch may wait for hours and must not
      * keep the loop running. */
@@ -159,6 +196,7 @@ void rp__conn_op_finished(rp_conn *conn)
 {
     if (!conn_releasable(conn))
         return;
+    rp__tls_conn_free(conn);
     if (conn->ext_free)
         conn->ext_free(conn->ext);
     conn->ext = NULL;
@@ -180,6 +218,8 @@ void rp__conn_close(rp_conn *conn)
         }
     }
     if (conn->fd >= 0) {
+        if (conn->tls)
+            rp__tls_close_notify(conn);
         if (any_pending) {
             /* Queued SQEs must take their file reference before the fd
              * number is closed and perhaps reused by the next socket. */
@@ -217,6 +257,7 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->timeout_ms = timeout_ms;
     if (is_send && conn->unread == RP__UNREAD_NONE)
         conn->unread = RP__UNREAD_MAYBE; /* its reply may come after the holder's last read */
+    io->expired = false;
     if (timeout_ms)
         rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
     io_submit(conn, io, is_send);
@@ -227,6 +268,7 @@ void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop
 {
     rp__op *op = &conn->recv.op;
     if (deadline_ns) {
+        conn->recv.expired = false;
         rp__timer_arm(conn->loop, &conn->recv.deadline, deadline_ns);
         op->has_deadline = true;
     } else {
@@ -282,8 +324,11 @@ int rp_conn_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_io_cb c
     rp__sendv *sv = rp__malloc(sizeof *sv + (size_t)iovcnt * sizeof sv->iov[0]);
     if (!sv)
         return -ENOMEM;
-    memcpy(sv->iov, iov, (size_t)iovcnt * sizeof sv->iov[0]);
-    sv->msg = (struct msghdr){.msg_iov = sv->iov, .msg_iovlen = (size_t)iovcnt};
+    size_t pieces = 0; /* empty ones dropped: each piece left has a byte to send */
+    for (int i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len)
+            sv->iov[pieces++] = iov[i];
+    sv->msg = (struct msghdr){.msg_iov = sv->iov, .msg_iovlen = pieces};
     conn->send.sendv = sv;
     int rc = rp__conn_start_io(conn, true, sv, total, conn->write_timeout_ms, cb, data);
     if (rc < 0) {

@@ -35,7 +35,8 @@ typedef struct rp__sendv {
     struct iovec iov[];
 } rp__sendv;
 
-typedef struct rp__conn_io {
+typedef struct rp__conn_io rp__conn_io;
+struct rp__conn_io {
     rp__op op;
     rp__timer deadline; /* cancels the op when the read/write timeout passes */
     rp_io_cb cb;
@@ -44,7 +45,20 @@ typedef struct rp__conn_io {
     size_t len, done;
     uint32_t timeout_ms;
     rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
-} rp__conn_io;
+    bool expired;       /* the deadline fired during this transfer */
+};
+
+/* The plaintext a send goes on with: the rest of its buffer, or of
+ * rp_conn_sendv's current piece (a TLS send encrypts from it). */
+static inline const char *rp__conn_io_plaintext(const rp__conn_io *io, size_t *len)
+{
+    if (io->sendv) {
+        *len = io->sendv->msg.msg_iov->iov_len;
+        return io->sendv->msg.msg_iov->iov_base;
+    }
+    *len = io->len - io->done;
+    return io->buf + io->done;
+}
 
 struct rp_conn {
     rp_loop *loop;
@@ -86,6 +100,10 @@ struct rp_conn {
     struct rp__frames *frames; /* framed receives' buffer (framing.c), or NULL */
     void *user_data; /* rp_conn_set_data */
     void (*user_free)(void *data); /* rp_conn_set_data_full: once, when released */
+    /* TLS (tls.c): the owner's context, set before a dial, and the
+     * session, from the dial until the record is released. */
+    struct rp__tls_ctx *tls_ctx;
+    struct rp__tls *tls;
 };
 
 /* Bytes a holder may have left on the socket for the next one. */

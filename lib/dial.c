@@ -11,6 +11,7 @@
  * would likely wait as long, and the caller's wait would grow by a
  * dial_timeout_ms per address. Each connect gets the whole timeout. */
 #include "conn.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -103,7 +104,10 @@ static void dial_done(rp__op *op)
     }
     rp__addrs_unref(conn->dial_addrs);
     conn->dial_addrs = NULL;
-    conn->events->dialed(conn, status);
+    if (status == 0 && conn->tls && conn->state != RP__CONN_CLOSED)
+        rp__tls_handshake(conn); /* it reports the dial's end */
+    else
+        conn->events->dialed(conn, status);
 }
 
 int rp__conn_dial(rp_conn *conn, rp__addrs *addrs, uint32_t timeout_ms)
@@ -113,8 +117,12 @@ int rp__conn_dial(rp_conn *conn, rp__addrs *addrs, uint32_t timeout_ms)
     conn->dial_addrs = addrs;
     conn->dial_next = 0;
     conn->dial_timeout_ms = timeout_ms;
-    int rc = connect_next(conn);
+    /* TLS: the handshake's deadline counts from the connect's start. */
+    int rc = conn->tls_ctx ? rp__tls_conn_new(conn, timeout_ms) : 0;
+    if (rc == 0)
+        rc = connect_next(conn);
     if (rc < 0) {
+        rp__tls_conn_free(conn);
         conn->dial_addrs = NULL;
         return rc;
     }

@@ -20,10 +20,12 @@
 #include "conn.h"
 #include "pool.h"
 #include "request.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 enum {
@@ -40,6 +42,7 @@ struct rp__conn_pool {
     rp__resolver *resolver;   /* a host name instead (both NULL once closed) */
     rp__list resolving;       /* dials waiting for the resolver, oldest first */
     const char *resolve_error; /* the last failed lookup's message */
+    struct rp__tls_ctx *tls;  /* TLS: one context for every dial; NULL: off */
     char addr_text[128];  /* as given, for the dial hooks */
     bool closed;
     bool handing_out_turns;
@@ -577,6 +580,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->write_timeout_ms = cp->opts.write_timeout_ms;
     conn->tcp_nodelay = !cp->opts.disable_tcp_nodelay;
     conn->tcp_keepalive = !cp->opts.disable_tcp_keepalive;
+    conn->tls_ctx = cp->tls;
     const rp_hooks *hooks = &cp->base.hooks;
     cp->stats.dials++;
     if (hooks->dial_start)
@@ -931,6 +935,8 @@ static void finish_close_if_done(rp__conn_pool *cp)
     rp__link *spare;
     while ((spare = rp__list_pop(&cp->spare, false)))
         rp__free(idle_conn(spare));
+    rp__tls_ctx_unref(cp->tls);
+    cp->tls = NULL;
     rp__pool_finish_close(&cp->base);
 }
 
@@ -1092,10 +1098,13 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     int rc = options_normalize(&cp->opts);
     if (rc == 0)
         rc = target_init(cp, loop, opts->addr);
+    if (rc == 0 && (rc = rp__tls_ctx_new(&cp->tls, &opts->tls, opts->addr)) < 0)
+        target_release(cp);
     if (rc < 0) {
         rp__free(cp);
         return rc;
     }
+    memset(&cp->opts.tls, 0, sizeof cp->opts.tls); /* built into cp->tls */
     snprintf(cp->addr_text, sizeof cp->addr_text, "%s", opts->addr);
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
     rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
@@ -1106,6 +1115,13 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
     pump_dials(cp);
     *out = &cp->base;
     return 0;
+}
+
+const char *rp_pool_tls_error(const rp_pool *pool)
+{
+    if (!pool || pool->vt != &conn_pool_vtable)
+        return NULL;
+    return rp__tls_ctx_error(((const rp__conn_pool *)pool)->tls);
 }
 
 const char *rp_pool_resolve_error(const rp_pool *pool)

@@ -38,7 +38,7 @@ done
 programs=$(ls "$work"/*.c 2>/dev/null || true)
 [ -n "$programs" ] || complain "no code block is marked as a full program"
 for program in $programs; do
-    cc -std=gnu11 -Wall -Werror -Wno-unused-parameter -I"$root/include" -o "${program%.c}" "$program" \
+    cc -std=gnu11 -Wall -Werror -Wno-unused-parameter -I"$root/include" -I"$build/include" -o "${program%.c}" "$program" \
         -L"$build/lib" -lringpool $(pkg-config --cflags --libs hiredis liburing) 2>"$work/cc.log" ||
         complain "$(basename "$program") does not build: $(cat "$work/cc.log")"
 done

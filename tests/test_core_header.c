@@ -6,6 +6,7 @@
 #endif
 
 #include <criterion/criterion.h>
+#include <errno.h>
 
 Test(core_header, a_loop_and_a_pool_need_nothing_from_hiredis)
 {
@@ -19,5 +20,30 @@ Test(core_header, a_loop_and_a_pool_need_nothing_from_hiredis)
     cr_expect_str_eq(rp_strerror(RP_ECLOSED), "pool or loop closed");
     cr_assert_eq(rp_pool_close(pool, NULL, NULL), 0);
     cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* The build-time macro and the run-time answer agree; a library without
+ * TLS refuses TLS options rather than dialling in plaintext. */
+Test(core_header, tls_support_is_reported_at_build_and_run_time)
+{
+    cr_expect_eq(rp_tls_available(), RP_HAVE_TLS == 1);
+    rp_loop *loop;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_pool_options opts;
+    rp_pool_options_init(&opts);
+    opts.addr = "127.0.0.1:1";
+    opts.tls.enable = true;
+    opts.tls.insecure = true;
+    rp_pool *pool = NULL;
+    int rc = rp_pool_new(&pool, loop, &opts);
+#if RP_HAVE_TLS
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(rp_pool_close(pool, NULL, NULL), 0);
+    cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+#else
+    cr_expect_eq(rc, -ENOTSUP);
+    cr_expect_null(pool);
+#endif
     cr_expect_eq(rp_loop_free(loop), 0);
 }

@@ -24,7 +24,8 @@ static const char usage[] =
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
     "                [--embed epoll|libuv|libevent|uring] [--autopipeline[=CONNS]]\n"
-    "                [--cluster]\n"
+    "                [--cluster] [--tls] [--cacert FILE] [--cacertdir DIR]\n"
+    "                [--cert FILE] [--key FILE] [--sni NAME] [--insecure]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
@@ -50,6 +51,8 @@ static const char usage[] =
     "                 through rp_cluster, each in-flight slot's keys under a\n"
     "                 hash tag of its own (as redis-benchmark --cluster); the\n"
     "                 pool and auto-pipelining options apply per node\n"
+    "  --tls          TLS, with redis-benchmark's --cacert, --cacertdir, --cert,\n"
+    "                 --key, --sni and --insecure\n"
     "  --help         this text\n";
 
 typedef struct config {
@@ -62,6 +65,7 @@ typedef struct config {
     bool quiet, csv, cluster;
     char tests[128];
     example_host embed; /* a host loop from hosts.h, or NULL: standalone */
+    rp_tls_options tls; /* --tls and its flags; the strings are argv's */
 } config;
 
 typedef struct test_def {
@@ -262,6 +266,7 @@ static void *worker_main(void *arg)
     opts.autopipeline_max_bytes = cfg->autopipeline_max_bytes;
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
+    opts.pool.tls = cfg->tls;
     rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
     /* An embedded loop's fd is asked for before any pool exists, as the
      * docs/embedding.md says: its ring is then set up for a host. */
@@ -398,6 +403,10 @@ static int parse(int argc, char **argv, config *cfg)
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
         {"autopipeline", optional_argument, NULL, 'A'},
         {"autopipeline-max-bytes", required_argument, NULL, 'M'}, {"cluster", no_argument, NULL, 'K'},
+        {"tls", no_argument, NULL, 'T'}, {"cacert", required_argument, NULL, 1},
+        {"cacertdir", required_argument, NULL, 2}, {"cert", required_argument, NULL, 3},
+        {"key", required_argument, NULL, 4}, {"sni", required_argument, NULL, 5},
+        {"insecure", no_argument, NULL, 6},
         {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
@@ -421,6 +430,13 @@ static int parse(int argc, char **argv, config *cfg)
         case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
         case 'M': cfg->autopipeline_max_bytes = (size_t)atol(optarg); break;
         case 'K': cfg->cluster = true; break;
+        case 'T': cfg->tls.enable = true; break;
+        case 1: cfg->tls.ca_file = optarg; break;
+        case 2: cfg->tls.ca_dir = optarg; break;
+        case 3: cfg->tls.cert_file = optarg; break;
+        case 4: cfg->tls.key_file = optarg; break;
+        case 5: cfg->tls.server_name = optarg; break;
+        case 6: cfg->tls.insecure = true; break;
         case 'E':
             if (!(cfg->embed = example_host_find(optarg))) {
                 fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);

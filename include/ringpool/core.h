@@ -70,6 +70,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* RP_HAVE_TLS: 1 when this build of the library has TLS (meson -Dtls),
+ * else 0. A program checks it at build time with #if RP_HAVE_TLS, and at
+ * run time with rp_tls_available() (the library it runs with may be
+ * another build than the header it was compiled with). */
+#include "ringpool/features.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -94,7 +100,8 @@ extern "C" {
     XX(ESETUP, -30006, "the server refused the connection's set-up")           \
     XX(EADDRINFO, -30007, "address could not be resolved")                     \
     XX(ECROSSSLOT, -30008, "the command's keys hash to different slots")       \
-    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")
+    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")              \
+    XX(ETLS, -30010, "TLS handshake or record failed")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),
@@ -222,6 +229,47 @@ RP_EXTERN void rp_timer_free(rp_timer *timer);
 typedef struct rp_pool rp_pool;
 typedef struct rp_conn rp_conn;
 
+/* TLS for every connection of a pool (OpenSSL 3, below the connection
+ * layer: rp_conn_send/rp_conn_recv and the Redis layer see plaintext, the
+ * loop's SEND/RECV carry the records). All zero: TLS off. rp_pool_new
+ * builds one SSL_CTX for the pool from these (it reads the files then; the
+ * strings need not outlive the call) and shares it by the pool's
+ * connections. A dial's dial_timeout_ms covers the TCP connect and the
+ * handshake: a stalled handshake fails with -ETIMEDOUT. A failed handshake
+ * or record fails with RP_ETLS; rp_pool_tls_error says why. Without TLS
+ * compiled in (RP_HAVE_TLS 0), enable makes rp_pool_new fail -ENOTSUP. A
+ * TLS connection's rp_conn_fd carries ciphertext: never read or write it. */
+#define RP_TLS1_2 0x0303
+#define RP_TLS1_3 0x0304
+typedef struct rp_tls_options {
+    bool enable;
+    /* Skips verifying the server's certificate and name: for tests only. */
+    bool insecure;
+    /* Trusted CAs: a PEM file and/or a hashed directory (c_rehash); both
+     * NULL: the system's default store. */
+    const char *ca_file;
+    const char *ca_dir;
+    /* A client certificate (PEM, chain allowed) and its key, for servers
+     * that ask for one (tls-auth-clients). */
+    const char *cert_file;
+    const char *key_file;
+    /* The name sent as SNI and verified against the certificate. NULL: the
+     * host of the pool's addr; a numeric address is verified against the
+     * certificate's IP SANs (no SNI). A unix: address needs it unless
+     * insecure. */
+    const char *server_name;
+    int min_version;          /* RP_TLS1_2 (0 = default) or RP_TLS1_3 */
+    const char *ciphers;      /* TLS 1.2 cipher list (OpenSSL syntax); NULL: OpenSSL's */
+    const char *ciphersuites; /* TLS 1.3 suites; NULL: OpenSSL's */
+    /* An SSL_CTX * of the caller's own: used as it is (the library adds
+     * nothing to it and ignores the fields above except server_name,
+     * which still sets SNI and the name each connection verifies when the
+     * context verifies peers; sessions are not resumed by the library).
+     * The pool, and an rp_cluster for the nodes it makes later, take a
+     * reference (SSL_CTX_up_ref): the caller may free its own at once. */
+    void *ssl_ctx;
+} rp_tls_options;
+
 typedef struct rp_pool_options {
     /* "127.0.0.1:6379", "[::1]:6379", "localhost:6379", "unix:/path".
      * rp_pool_new checks only the text (-EINVAL when malformed, or with
@@ -278,6 +326,7 @@ typedef struct rp_pool_options {
      * second. */
     uint32_t probe_interval_ms;     /* default 50 */
     uint32_t probe_interval_max_ms; /* default 1000 (go-redis's fixed interval) */
+    rp_tls_options tls;             /* default all zero: TLS off */
 } rp_pool_options;
 
 /* hits and misses count what go-redis's do: every get that has its turn
@@ -328,6 +377,21 @@ RP_EXTERN int     rp_pool_close(rp_pool *pool, rp_close_cb cb, void *data);
  * gai_strerror text), kept after later lookups succeed; NULL if none
  * failed, and on single and sticky pools, whose dials are their parent's. */
 RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
+/* Why the pool's last TLS handshake or record failed (OpenSSL's reason:
+ * "certificate verify failed: hostname mismatch", "wrong version number",
+ * "tlsv1 alert unknown ca", ...), kept after later dials succeed; NULL if
+ * none failed, for pools without TLS, and on single and sticky pools. */
+RP_EXTERN const char *rp_pool_tls_error(const rp_pool *pool);
+/* true when the library was built with TLS (see RP_HAVE_TLS). */
+RP_EXTERN bool rp_tls_available(void);
+/* Sessions are resumed per pool: the pool keeps the newest session (TLS
+ * 1.3 ticket or 1.2 session) its server gave, and every dial offers it, so
+ * redials after a restart, a failover or a reconnect storm skip the full
+ * handshake when the server still accepts it (not with a caller's
+ * ssl_ctx, whose session handling is the caller's). 1 if conn's handshake
+ * resumed a session, 0 if it was a full one, -EINVAL for a connection
+ * without TLS. */
+RP_EXTERN int rp_conn_tls_resumed(const rp_conn *conn);
 
 /* go-redis SingleConnPool: every get yields conn (borrowed: closing the
  * single pool gives nothing back; its owner puts or removes conn on the

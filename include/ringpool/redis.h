@@ -152,6 +152,24 @@ typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int stat
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);
 
 RP_EXTERN void     rp_client_options_init(rp_client_options *opts);
+/* Options from a URL, as go-redis's ParseURL takes it:
+ *   redis://[[user][:password]@]host[:port][/db][?option=value&...]
+ *   rediss://...          the same with TLS on (pool.tls.enable; the host
+ *                         is the name verified; set pool.tls.ca_file etc.
+ *                         after the call)
+ *   unix://[[user][:password]@]/path[?db=N&...]
+ * Defaults: host localhost, port 6379, db 0. User, password and values are
+ * %-decoded. Options: dial_timeout, read_timeout, write_timeout,
+ * pool_timeout, conn_max_idle_time, conn_max_lifetime, min_retry_backoff,
+ * max_retry_backoff (a number with ms, s, m or h, or bare seconds; -1:
+ * none), pool_size, min_idle_conns, max_idle_conns, max_active_conns,
+ * max_retries (-1: never), db, client_name, pool_fifo (true/false), and for
+ * rediss skip_verify (pool.tls.insecure). opts is first reset as by
+ * rp_client_options_init; the strings it gets point into buf (cap bytes;
+ * strlen(url) + 16 always suffice), which must outlive rp_client_new.
+ * -EINVAL for a malformed URL or an unknown option (opts untouched; the
+ * error names no part of the URL), -ENOSPC when buf is too small. */
+RP_EXTERN int      rp_client_options_from_url(rp_client_options *opts, const char *url, char *buf, size_t cap);
 RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_client_options *opts);
 RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
                                      int argc, const char *const *argv, const size_t *argvlen);
