@@ -10,24 +10,34 @@
 # -k (--cluster) starts a throwaway Redis Cluster instead, 3 masters and 3
 # replicas on free loopback ports, and runs both tools with --cluster and
 # node 0 as their seed; the server CPU is then that of all six nodes.
+# --tls makes a CA and a server certificate (SANs 127.0.0.1, localhost)
+# with the openssl CLI, starts a TLS-only redis-server, and passes --tls
+# --cacert to both tools (not with -k).
 # Examples: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
 #           examples/bench/compare.sh -k -e --autopipeline -- -c 50 -n 1000000 -t set,get
+#           examples/bench/compare.sh --tls -- -c 50 -n 200000 -t set,get
 set -euo pipefail
 rounds=3
 rp_bench=""
 rp_only=()
 cluster=()
+tls=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     case "$1" in
     -r) rounds=$2; shift 2 ;;
     -b) rp_bench=$2; shift 2 ;;
     -e) rp_only+=("$2"); shift 2 ;;
     -k | --cluster) cluster=(--cluster); shift ;;
+    --tls) tls=(--tls); shift ;;
     -h | --help) sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 [ "${1:-}" = "--" ] && shift
+if [ ${#tls[@]} -gt 0 ] && [ ${#cluster[@]} -gt 0 ]; then
+    echo "compare.sh: --tls with -k is not supported yet" >&2
+    exit 2
+fi
 flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(-c 50 -n 200000 -t set,get)
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -74,6 +84,26 @@ start_server() {
     wait_for 5 redis-cli -p "$port" ping || { echo "compare.sh: redis-server did not start" >&2; exit 1; }
 }
 
+# A CA and a server certificate for 127.0.0.1 and localhost, then a
+# redis-server that takes TLS only; both tools trust the CA.
+start_tls_server() {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$work/ca.key" \
+        -out "$work/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$work/server.key" -out "$work/server.csr" \
+        2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$work/san.ext"
+    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+        -extfile "$work/san.ext" -out "$work/server.crt" 2>/dev/null
+    port=$(free_ports 1)
+    redis-server --port 0 --tls-port "$port" --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key" \
+        --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no --bind 127.0.0.1 --save "" --appendonly no \
+        --logfile "$work/redis.log" &
+    server_pids=($!)
+    tls+=(--cacert "$work/ca.crt")
+    wait_for 5 redis-cli --tls --cacert "$work/ca.crt" -p "$port" ping ||
+        { echo "compare.sh: the TLS redis-server did not start" >&2; exit 1; }
+}
+
 # Every node says cluster_state:ok, and every replica's link to its master
 # is up: before that, redirects and a replica's full sync would be timed.
 cluster_ready() {
@@ -113,6 +143,8 @@ cluster_masters() { redis-cli -p "$port" cluster nodes | awk '$3 ~ /master/ && $
 if [ ${#cluster[@]} -gt 0 ]; then
     start_cluster
     masters=$(cluster_masters)
+elif [ ${#tls[@]} -gt 0 ]; then
+    start_tls_server
 else
     start_server
 fi
@@ -149,8 +181,9 @@ measure() {
 }
 
 for round in $(seq "$rounds"); do
-    measure redis-benchmark redis-benchmark ${cluster[@]+"${cluster[@]}"} -p "$port" "${flags[@]}"
-    measure rp-bench "$rp_bench" ${cluster[@]+"${cluster[@]}"} -p "$port" "${flags[@]}" ${rp_only[@]+"${rp_only[@]}"}
+    measure redis-benchmark redis-benchmark ${cluster[@]+"${cluster[@]}"} ${tls[@]+"${tls[@]}"} -p "$port" "${flags[@]}"
+    measure rp-bench "$rp_bench" ${cluster[@]+"${cluster[@]}"} ${tls[@]+"${tls[@]}"} -p "$port" "${flags[@]}" \
+        ${rp_only[@]+"${rp_only[@]}"}
     echo "round $round of $rounds done" >&2
 done
 if [ ${#cluster[@]} -gt 0 ] && [ "$(cluster_masters)" != "$masters" ]; then
