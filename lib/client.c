@@ -5,9 +5,12 @@
  * and never before a command that failed earlier (the retry queue).
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
- * server's COMMAND table, to know which commands are read-only. */
+ * server's COMMAND table, to know which commands are read-only. A client
+ * that follows a Sentinel-managed master (sentinel.c) adds ROLE to that
+ * round trip, and refuses a node that is not the master. */
 #include "client.h"
 #include "retry.h"
+#include "sentinel.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +29,11 @@ void rp_client_options_init(rp_client_options *opts)
 rp_pool *rp_client_pool(rp_client *client) { return client ? client->pool : NULL; }
 
 size_t rp_client_buffer_bytes(const rp_client *client) { return client ? client->buffer_bytes : 0; }
+
+const char *rp_client_sentinel_error(const rp_client *client)
+{
+    return client && client->sentinel ? rp__sentinel_error(client->sentinel) : NULL;
+}
 
 int rp_client_set_hooks(rp_client *client, const rp_hooks *hooks)
 {
@@ -61,6 +69,28 @@ static void setup_reply(rp_conn *conn, const redisReply *reply, int status, void
     if (!ctx->status && reply && reply->type == REDIS_REPLY_ERROR) {
         snprintf(ctx->client->setup_error, sizeof ctx->client->setup_error, "%s", reply->str);
         status = RP_ESETUP;
+    }
+    setup_step_done(conn, ctx, status);
+}
+
+/* ROLE: only a master takes the client's commands; a node that is not one
+ * (a demoted master, a replica the sentinels' answer was stale about) is
+ * refused, unused, and the sentinels are asked again. */
+static void role_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    setup_ctx *ctx = data;
+    rp_client *client = ctx->client;
+    bool master = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                  reply->element[0]->type == REDIS_REPLY_STRING && !strcmp(reply->element[0]->str, "master");
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        setup_reply(conn, reply, status, data);
+        return;
+    }
+    if (reply && !master) {
+        if (!ctx->status)
+            ctx->status = RP_ENOTMASTER;
+        if (!client->closing)
+            rp__sentinel_suspect(client->sentinel);
     }
     setup_step_done(conn, ctx, status);
 }
@@ -103,6 +133,8 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
         rc = setup_send(conn, ctx, setup_reply, 1, (const char *[]){"READONLY"});
     if (rc == 0 && client->client_name)
         rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
+    if (rc == 0 && client->sentinel)
+        rc = setup_send(conn, ctx, role_reply, 1, (const char *[]){"ROLE"});
     if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
         /* The server's table is ours to read, whatever the caller's reply limit. */
         if (client->max_reply_bytes < RP__SERVER_TABLE_MAX)
@@ -258,11 +290,24 @@ static void retry_timer_fired(rp__timer *timer)
     retry_queue_arm(client);
 }
 
+/* A failure that may mean the master changed: its node refused a write
+ * (READONLY: demoted), or could not be reached or set up. Not the
+ * sentinels' own failures: their rounds retry by themselves. */
+static bool sign_of_switch(const redisReply *reply, int status)
+{
+    if (reply)
+        return rp__reply_conn_unusable(reply);
+    return status < 0 && status != -ECANCELED && status != RP_ECLOSED && status != RP_ESENTINEL &&
+           status != RP_ENOMASTER;
+}
+
 /* Sends the command again after the backoff, when may_retry and retries
  * are left; completes it with (reply, status) otherwise. */
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
 {
     rp_client *client = cmd->client;
+    if (client->sentinel && !client->closing && sign_of_switch(reply, status))
+        rp__sentinel_suspect(client->sentinel);
     if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
         cmd->may_retry = may_retry && status != -ECANCELED;
         cmd_complete(cmd, reply, status == -ECANCELED && client->closing ? RP_ECLOSED : status);
@@ -493,9 +538,27 @@ static int copy_string(char **out, const char *in)
     return 0;
 }
 
+/* With a master name: sentinels to ask, and no address of the caller's. */
+static bool sentinel_options_valid(const rp_client_options *opts)
+{
+    if (!opts->master_name)
+        return !opts->sentinel_addrs && !opts->sentinel_count && !opts->sentinel_username &&
+               !opts->sentinel_password;
+    if (opts->pool.addr || !opts->master_name[0] || !opts->sentinel_addrs || opts->sentinel_count <= 0 ||
+        (opts->sentinel_username && !opts->sentinel_password))
+        return false;
+    if (opts->pool.tls.enable || opts->pool.tls.ssl_ctx)
+        return false; /* not yet: the name to verify would follow the master */
+    for (int i = 0; i < opts->sentinel_count; i++)
+        if (!opts->sentinel_addrs[i] || strlen(opts->sentinel_addrs[i]) >= 80)
+            return false;
+    return true;
+}
+
 int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
 {
-    if (!out || !loop || !opts || opts->db < 0 || (opts->username && !opts->password))
+    if (!out || !loop || !opts || opts->db < 0 || (opts->username && !opts->password) ||
+        !sentinel_options_valid(opts))
         return -EINVAL;
     rp_client *client = rp__calloc(1, sizeof *client);
     if (!client)
@@ -520,8 +583,14 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
     pool_opts.on_connect = setup_conn;
     pool_opts.on_connect_data = client;
     if (rc == 0)
-        rc = rp_pool_new(&client->pool, loop, &pool_opts);
+        rc = opts->master_name ? rp__pool_new_untargeted(&client->pool, loop, &pool_opts)
+                               : rp_pool_new(&client->pool, loop, &pool_opts);
     if (rc < 0) {
+        free_client(client);
+        return rc;
+    }
+    if (opts->master_name && (rc = rp__sentinel_new(&client->sentinel, loop, opts, client->pool)) < 0) {
+        rp_pool_close(client->pool, NULL, NULL); /* nothing dialled yet: frees later, with nothing to wait for */
         free_client(client);
         return rc;
     }
@@ -529,14 +598,23 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
     return 0;
 }
 
-static void pool_closed(rp_pool *pool, void *data)
+/* The pool and the sentinels close side by side; the last one ends it. */
+static void close_part_done(rp_client *client)
 {
-    (void)pool;
-    rp_client *client = data;
+    if (--client->closes_pending)
+        return;
     if (client->close_cb)
         client->close_cb(client, client->close_data);
     free_client(client);
 }
+
+static void pool_closed(rp_pool *pool, void *data)
+{
+    (void)pool;
+    close_part_done(data);
+}
+
+static void sentinel_closed(void *data) { close_part_done(data); }
 
 /* The pool outlives this call: connections still out (a lane's, or one
  * owed a cancelled command's reply) are put back into it later, and its
@@ -673,6 +751,11 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     client->closing = true;
     client->close_cb = cb;
     client->close_data = data;
+    client->closes_pending = 1;
+    if (client->sentinel) { /* the pool is not retargeted any more */
+        client->closes_pending++;
+        rp__sentinel_close(client->sentinel, sentinel_closed, client);
+    }
     for (rp__link *link = client->cmds.head; link; link = link->next) {
         client_cmd *cmd = cmd_of(link);
         bool unsent = cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || cmd->state == CMD_WAITING;

@@ -95,6 +95,8 @@ struct rp_client {
     size_t lane_max_bytes;
     rp__list waiting;      /* commands waiting for room, oldest first */
     bool readonly_conns;   /* READONLY at set-up: a cluster's replica reads */
+    struct rp__sentinel *sentinel; /* follows a Sentinel-managed master (sentinel.c) */
+    unsigned closes_pending; /* the pool's close, and the sentinels' */
 };
 
 /* For cluster.c: rp_client_command_ex with rp__attempt_cb, its arguments

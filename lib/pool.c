@@ -43,6 +43,7 @@ struct rp__conn_pool {
     rp__list resolving;       /* dials waiting for the resolver, oldest first */
     const char *resolve_error; /* the last failed lookup's message */
     struct rp__tls_ctx *tls;  /* TLS: one context for every dial; NULL: off */
+    int target_error;     /* no target (rp__pool_set_target): 0, dials wait; < 0, they fail */
     char addr_text[128];  /* as given, for the dial hooks */
     bool closed;
     bool handing_out_turns;
@@ -536,6 +537,13 @@ rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &owner_of(conn)->base
 static int dial_connect(rp__conn_pool *cp, rp_conn *conn)
 {
     rp__addrs *addrs = cp->addrs;
+    if (!addrs && !cp->resolver && cp->target_error)
+        return cp->target_error;
+    if (!addrs && !cp->resolver) { /* no target yet: wait for one */
+        conn->state = RP__CONN_RESOLVING;
+        rp__list_push_back(&cp->resolving, &conn->idle_link);
+        return 0;
+    }
     if (!addrs) {
         int rc = rp__resolver_addrs(cp->resolver, &addrs);
         if (rc < 0)
@@ -1087,7 +1095,7 @@ static int target_init(rp__conn_pool *cp, rp_loop *loop, const char *text)
     return 0;
 }
 
-int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
+static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, bool targeted)
 {
     if (!out || !loop || !opts)
         return -EINVAL;
@@ -1096,7 +1104,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
         return -ENOMEM;
     cp->opts = *opts;
     int rc = options_normalize(&cp->opts);
-    if (rc == 0)
+    if (rc == 0 && targeted)
         rc = target_init(cp, loop, opts->addr);
     if (rc == 0 && (rc = rp__tls_ctx_new(&cp->tls, &opts->tls, opts->addr)) < 0)
         target_release(cp);
@@ -1105,7 +1113,7 @@ int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
         return rc;
     }
     memset(&cp->opts.tls, 0, sizeof cp->opts.tls); /* built into cp->tls */
-    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", opts->addr);
+    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", targeted ? opts->addr : "");
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
     rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
@@ -1122,6 +1130,71 @@ const char *rp_pool_tls_error(const rp_pool *pool)
     if (!pool || pool->vt != &conn_pool_vtable)
         return NULL;
     return rp__tls_ctx_error(((const rp__conn_pool *)pool)->tls);
+}
+
+int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts) { return pool_new(out, loop, opts, true); }
+
+/* ------------------------------------------------------ target changes */
+
+/* For sentinel.c: a pool whose dials wait for rp__pool_set_target. */
+int rp__pool_new_untargeted(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
+{
+    return pool_new(out, loop, opts, false);
+}
+
+/* Future dials go to addr. Connections made for the old target are not
+ * reused: idle ones close now, the others (in use, dialling, being set
+ * up) close when they come back. Dials that waited for a target start. */
+static void target_switch(rp__conn_pool *cp)
+{
+    rp__link *link = cp->all.head, *next;
+    for (; link; link = next) {
+        next = link->next;
+        rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
+        if (conn->state == RP__CONN_IDLE)
+            conn_discard(cp, conn, RP_CLOSE_REMOVED);
+        else if (conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_CLOSED)
+            conn->broken = true;
+    }
+    for (unsigned n = cp->resolving.len; n; n--) {
+        rp_conn *conn = idle_conn(rp__list_pop(&cp->resolving, false));
+        int rc = dial_connect(cp, conn);
+        if (rc < 0)
+            dial_finish(cp, conn, rc, false);
+    }
+    pump_dials(cp);
+}
+
+/* addr NULL: no target; with error 0 dials wait for one, with an error
+ * they fail with it (those waiting now too). */
+int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
+{
+    rp__conn_pool *cp = (rp__conn_pool *)pool;
+    if (!pool || pool->vt != &conn_pool_vtable || cp->closed)
+        return -EINVAL;
+    rp__addrs *old_addrs = cp->addrs;
+    rp__resolver *old_resolver = cp->resolver;
+    cp->addrs = NULL;
+    cp->resolver = NULL;
+    int rc = addr ? target_init(cp, pool_loop(cp), addr) : 0;
+    rp__addrs *new_addrs = cp->addrs;
+    rp__resolver *new_resolver = cp->resolver;
+    cp->addrs = old_addrs;
+    cp->resolver = old_resolver;
+    if (rc < 0)
+        return rc;
+    if (cp->addrs || cp->resolver)
+        target_release(cp);
+    cp->addrs = new_addrs;
+    cp->resolver = new_resolver;
+    cp->target_error = addr ? 0 : error;
+    if (addr) { /* the failures counted were the old target's */
+        cp->consecutive_dial_errors = 0;
+        rp__timer_disarm(pool_loop(cp), &cp->probe);
+    }
+    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", addr ? addr : "");
+    target_switch(cp);
+    return 0;
 }
 
 const char *rp_pool_resolve_error(const rp_pool *pool)

@@ -40,6 +40,16 @@ void rp__pool_finish_close(rp_pool *pool);
 
 rp_conn *rp__pool_try_get(rp_pool *pool);
 
+/* A connection pool with no target yet: its dials wait for
+ * rp__pool_set_target (sentinel.c follows a master with it). */
+int rp__pool_new_untargeted(rp_pool **out, rp_loop *loop, const rp_pool_options *opts);
+/* Future dials go to addr (a numeric address, a host name, a path).
+ * Connections made for the previous target are never reused: idle ones
+ * close now, the others when they come back. addr NULL: no target; with
+ * error 0 dials wait for one, else they fail with error. -EINVAL for
+ * anything but an open connection pool, or a malformed addr. */
+int rp__pool_set_target(rp_pool *pool, const char *addr, int error);
+
 /* Counts and logs a caller's mistake (double put, wrong pool, ...). */
 void rp__pool_misuse(rp_pool *pool, const char *op, const char *why);
 

@@ -100,8 +100,11 @@ extern "C" {
     XX(ESETUP, -30006, "the server refused the connection's set-up")           \
     XX(EADDRINFO, -30007, "address could not be resolved")                     \
     XX(ECROSSSLOT, -30008, "the command's keys hash to different slots")       \
-    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")              \
-    XX(ETLS, -30010, "TLS handshake or record failed")
+    XX(ECLUSTERDOWN, -30009, "no cluster node serves the slot")                \
+    XX(ETLS, -30010, "TLS handshake or record failed")                         \
+    XX(ESENTINEL, -30011, "no sentinel gave the master's address")            \
+    XX(ENOMASTER, -30012, "the sentinels know no master by that name")        \
+    XX(ENOTMASTER, -30013, "the node is not the master")
 
 enum {
 #define RP__ERR_ENUM(name, value, text) RP_##name = (value),

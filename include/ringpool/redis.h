@@ -147,6 +147,23 @@ typedef struct rp_client_options {
     int         autopipeline_conns;
     unsigned    autopipeline_max_owed;  /* default (0) 1024 */
     size_t      autopipeline_max_bytes; /* default (0) 1 MiB of arguments */
+    /* Sentinel (docs/sentinel.md): with master_name set, the client follows
+     * the master the sentinels name, and pool.addr must be NULL (-EINVAL
+     * otherwise, and without sentinel_addrs). The sentinels are asked in
+     * turn (SENTINEL get-master-addr-by-name), the others they know are
+     * learnt, and one of them tells of switches (+switch-master). Until a
+     * master is known, dials wait for it; when none can be learnt they fail
+     * with RP_ENOMASTER (no sentinel knows the name) or RP_ESENTINEL (none
+     * answered, or answered garbage: rp_client_sentinel_error says why).
+     * TLS (pool.tls) is not yet supported with a master name: -EINVAL.
+     * Each new connection checks ROLE in its set-up and refuses a node that
+     * is not the master with RP_ENOTMASTER (retried, as unrun). Strings and
+     * the array are copied. */
+    const char *master_name;
+    const char *const *sentinel_addrs; /* "host:port" each */
+    int         sentinel_count;
+    const char *sentinel_username; /* AUTH to the sentinels when sentinel_password is set */
+    const char *sentinel_password;
 } rp_client_options;
 typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);
@@ -211,6 +228,10 @@ RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
  * KiB; one reading a large reply holds about the reply's size until it has
  * been read, and gives it back once nothing more is owed on it. */
 RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
+/* Why the last attempt to learn the master failed ("127.0.0.1:26379:
+ * connection refused; ..."), or NULL: no sentinel client, or no failure
+ * yet. Valid until the next loop iteration. */
+RP_EXTERN const char *rp_client_sentinel_error(const rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
  * that blocks for ever), the others with RP_ECLOSED; connections held for
