@@ -928,7 +928,7 @@ static void target_release(rp__conn_pool *cp)
 {
     if (cp->addrs)
         rp__addrs_unref(cp->addrs);
-    else
+    else if (cp->resolver) /* none: no target yet (rp__pool_set_target) */
         rp__resolver_free(cp->resolver);
     cp->addrs = NULL;
     cp->resolver = NULL;
@@ -1183,8 +1183,7 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     cp->resolver = old_resolver;
     if (rc < 0)
         return rc;
-    if (cp->addrs || cp->resolver)
-        target_release(cp);
+    target_release(cp);
     cp->addrs = new_addrs;
     cp->resolver = new_resolver;
     cp->target_error = addr ? 0 : error;

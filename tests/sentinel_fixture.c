@@ -1,0 +1,405 @@
+#define _GNU_SOURCE /* close_range */
+#include "sentinel_fixture.h"
+
+#include "fixture.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define WAIT_MS 15000
+#define PORT_MIN 23000 /* below the ephemeral range; the cluster fixture's nodes start at 10000 */
+#define PORT_SPAN 9000
+#define MAX_ARGS 16
+#define RP_MIN_SIZE(a, b) ((a) < (b) ? (a) : (b))
+
+typedef struct proc {
+    int port;
+    pid_t pid;
+    char addr[32];
+} proc;
+
+static proc data[2], sentinels[FXS_SENTINELS];
+static const char *sentinel_addr_list[FXS_SENTINELS];
+static char dir[32];
+static unsigned port_seed;
+
+const char *fxs_data_addr(int node) { return data[node].addr; }
+int fxs_data_port(int node) { return data[node].port; }
+const char *const *fxs_sentinel_addrs(void) { return sentinel_addr_list; }
+int fxs_sentinel_port(int sentinel) { return sentinels[sentinel].port; }
+
+/* ---- Commands over a blocking socket ---- */
+
+typedef struct reader {
+    int fd;
+    size_t pos, len;
+    char buf[8192];
+} reader;
+
+static char *read_line(reader *rd)
+{
+    for (;;) {
+        char *end = memmem(rd->buf + rd->pos, rd->len - rd->pos, "\r\n", 2);
+        if (end) {
+            *end = '\0';
+            char *line = rd->buf + rd->pos;
+            rd->pos = (size_t)(end + 2 - rd->buf);
+            return line;
+        }
+        memmove(rd->buf, rd->buf + rd->pos, rd->len - rd->pos);
+        rd->len -= rd->pos;
+        rd->pos = 0;
+        ssize_t n = rd->len < sizeof rd->buf ? read(rd->fd, rd->buf + rd->len, sizeof rd->buf - rd->len) : -1;
+        if (n <= 0)
+            return NULL;
+        rd->len += (size_t)n;
+    }
+}
+
+static void text_add(char **text, size_t *len, const char *s, size_t n)
+{
+    char *grown = realloc(*text, *len + n + 2);
+    cr_assert(grown, "out of memory");
+    *text = grown;
+    if (*len)
+        (*text)[(*len)++] = '\n';
+    memcpy(*text + *len, s, n);
+    *len += n;
+    (*text)[*len] = '\0';
+}
+
+static bool read_reply(reader *rd, char **text, size_t *len)
+{
+    char *line = read_line(rd);
+    if (!line)
+        return false;
+    if (line[0] == '+' || line[0] == '-' || line[0] == ':') {
+        text_add(text, len, line + 1, strlen(line + 1));
+        return true;
+    }
+    long long n = strtoll(line + 1, NULL, 10);
+    if (n == -1) {
+        text_add(text, len, "(nil)", 5);
+        return true;
+    }
+    if (line[0] == '$') { /* n bytes and CRLF, which may span reads */
+        char *value = malloc((size_t)n + 2);
+        cr_assert(value, "out of memory");
+        size_t have = 0;
+        while (have < (size_t)n + 2) {
+            if (rd->pos == rd->len) {
+                ssize_t got = read(rd->fd, rd->buf, sizeof rd->buf);
+                if (got <= 0) {
+                    free(value);
+                    return false;
+                }
+                rd->pos = 0;
+                rd->len = (size_t)got;
+            }
+            size_t take = RP_MIN_SIZE(rd->len - rd->pos, (size_t)n + 2 - have);
+            memcpy(value + have, rd->buf + rd->pos, take);
+            rd->pos += take;
+            have += take;
+        }
+        text_add(text, len, value, (size_t)n);
+        free(value);
+        return true;
+    }
+    for (long long i = 0; i < n; i++)
+        if (!read_reply(rd, text, len))
+            return false;
+    return true;
+}
+
+static char *command_argv(int port, const char *const *argv)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct timeval timeout = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char out[1024];
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    size_t used = (size_t)snprintf(out, sizeof out, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        used += (size_t)snprintf(out + used, sizeof out - used, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    cr_assert_lt(used, sizeof out, "command too long");
+    char *text = NULL;
+    size_t len = 0;
+    reader *rd = calloc(1, sizeof *rd);
+    cr_assert(rd, "out of memory");
+    rd->fd = fd;
+    bool ok = connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+              send(fd, out, used, MSG_NOSIGNAL) == (ssize_t)used && read_reply(rd, &text, &len);
+    close(fd);
+    free(rd);
+    if (!ok) {
+        free(text);
+        return NULL;
+    }
+    return text ? text : strdup("");
+}
+
+char *fxs_command(int port, const char *arg, ...)
+{
+    const char *argv[MAX_ARGS + 1];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+        cr_assert_lt(argc, MAX_ARGS, "too many arguments");
+        argv[argc++] = a;
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+    return command_argv(port, argv);
+}
+
+/* ---- Processes ---- */
+
+/* Dies with the test; holds none of its fds. */
+static void child_setup(pid_t parent)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    close_range(3, ~0U, 0);
+}
+
+static bool port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool free_port = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
+    close(fd);
+    return free_port;
+}
+
+static int pick_port(void)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        int candidate = PORT_MIN + (int)(rand_r(&port_seed) % PORT_SPAN);
+        bool ours = false;
+        for (int i = 0; i < 2; i++)
+            ours |= data[i].port == candidate;
+        for (int i = 0; i < FXS_SENTINELS; i++)
+            ours |= sentinels[i].port == candidate;
+        if (!ours && port_free(candidate))
+            return candidate;
+    }
+    cr_assert_fail("no free port");
+    return 0;
+}
+
+static pid_t spawn(const char *const *argv)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_setup(parent);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    cr_assert_gt(pid, 0, "fork: %s", strerror(errno));
+    return pid;
+}
+
+/* The process answers PING as itself; false if it exited (port taken). */
+static bool answers(proc *p)
+{
+    uint64_t deadline = fx_now_ms() + WAIT_MS;
+    while (fx_now_ms() < deadline) {
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            p->pid = 0;
+            return false;
+        }
+        char *info = fxs_command(p->port, "INFO", "server", NULL);
+        char own[40];
+        snprintf(own, sizeof own, "process_id:%d\r", (int)p->pid);
+        bool up = info && strstr(info, own);
+        free(info);
+        if (up)
+            return true;
+        usleep(10000);
+    }
+    cr_assert_fail("port %d: no answer within %d ms", p->port, WAIT_MS);
+    return false;
+}
+
+static void start_data(int i)
+{
+    proc *p = &data[i];
+    for (int attempt = 0;; attempt++) {
+        cr_assert_lt(attempt, 10, "redis-server exited at once 10 times");
+        p->port = pick_port();
+        char port[16], rdb[32], log[64], master_port[16];
+        snprintf(port, sizeof port, "%d", p->port);
+        snprintf(rdb, sizeof rdb, "dump-%d.rdb", p->port);
+        snprintf(log, sizeof log, "%s/%d.log", dir, p->port);
+        snprintf(master_port, sizeof master_port, "%d", data[0].port);
+        /* The master refuses writes (NOREPLICAS) once its replica leaves
+         * it: a forced failover then loses no acknowledged write. */
+        const char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--dir", dir, "--dbfilename", rdb, "--logfile", log, "--repl-diskless-sync-delay", "0",
+                              "--min-replicas-to-write", i == 0 ? "1" : "0", "--min-replicas-max-lag", "10",
+                              i ? "--replicaof" : NULL, "127.0.0.1", master_port, NULL};
+        p->pid = spawn(argv);
+        if (answers(p))
+            break;
+    }
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+}
+
+static void start_sentinel(int i)
+{
+    proc *p = &sentinels[i];
+    for (int attempt = 0;; attempt++) {
+        cr_assert_lt(attempt, 10, "redis-server --sentinel exited at once 10 times");
+        p->port = pick_port();
+        char conf[64];
+        snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, p->port);
+        FILE *f = fopen(conf, "we");
+        cr_assert(f, "%s: %s", conf, strerror(errno));
+        fprintf(f,
+                "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n"
+                "sentinel monitor " FXS_NAME " 127.0.0.1 %d 2\n"
+                "sentinel down-after-milliseconds " FXS_NAME " 1000\n"
+                "sentinel failover-timeout " FXS_NAME " 5000\n",
+                p->port, dir, dir, p->port, data[0].port);
+        fclose(f);
+        const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+        p->pid = spawn(argv);
+        if (answers(p))
+            break;
+    }
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+    sentinel_addr_list[i] = p->addr;
+}
+
+/* The sentinel knows the master's replica (flags exactly "slave": up and
+ * linked) and the two other sentinels. */
+static bool sentinel_ready(const proc *p)
+{
+    char *replicas = fxs_command(p->port, "SENTINEL", "replicas", FXS_NAME, NULL);
+    bool ready = replicas && strstr(replicas, "flags\nslave\n") && strstr(replicas, "master-link-status\nok");
+    free(replicas);
+    char *others = fxs_command(p->port, "SENTINEL", "sentinels", FXS_NAME, NULL);
+    int count = 0;
+    for (char *at = others; at && (at = strstr(at, "\nflags\nsentinel")); at++)
+        count++;
+    free(others);
+    return ready && count == FXS_SENTINELS - 1;
+}
+
+void fxs_start(void)
+{
+    port_seed = (unsigned)getpid() ^ (unsigned)fx_now_ms();
+    snprintf(dir, sizeof dir, "/tmp/rp-sentinel-XXXXXX");
+    cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    start_data(0);
+    start_data(1);
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        start_sentinel(i);
+    uint64_t deadline = fx_now_ms() + 2 * WAIT_MS;
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        while (!sentinel_ready(&sentinels[i])) {
+            cr_assert_lt(fx_now_ms(), deadline, "sentinel %d not ready", i);
+            usleep(50000);
+        }
+}
+
+static void kill_proc(proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = 0;
+    }
+}
+
+void fxs_kill_data(int node) { kill_proc(&data[node]); }
+void fxs_kill_sentinel(int sentinel) { kill_proc(&sentinels[sentinel]); }
+
+void fxs_stop(void)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        kill_proc(&sentinels[i]);
+    for (int i = 0; i < 2; i++)
+        kill_proc(&data[i]);
+    if (dir[0]) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        cr_expect_eq(system(cmd), 0, "%s failed", cmd);
+        dir[0] = '\0';
+    }
+}
+
+int fxs_master(void)
+{
+    for (int i = 0; i < 2; i++) {
+        char *role = data[i].pid ? fxs_command(data[i].port, "ROLE", NULL) : NULL;
+        bool master = role && !strncmp(role, "master\n", 7);
+        free(role);
+        if (master)
+            return i;
+    }
+    return -1;
+}
+
+void fxs_failover(void)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++) {
+        if (!sentinels[i].pid)
+            continue;
+        char *reply = fxs_command(sentinels[i].port, "SENTINEL", "FAILOVER", FXS_NAME, NULL);
+        cr_assert(reply && !strcmp(reply, "OK"), "SENTINEL FAILOVER: %s", reply ? reply : "no reply");
+        free(reply);
+        return;
+    }
+    cr_assert_fail("no live sentinel");
+}
+
+int fxs_switched(int from)
+{
+    int to = 1 - from;
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1\n%d", data[to].port);
+    bool all = fxs_master() == to;
+    for (int i = 0; i < FXS_SENTINELS && all; i++) {
+        if (!sentinels[i].pid)
+            continue;
+        char *addr = fxs_command(sentinels[i].port, "SENTINEL", "get-master-addr-by-name", FXS_NAME, NULL);
+        all = addr && !strcmp(addr, want);
+        free(addr);
+    }
+    return all ? to : -1;
+}
+
+int fxs_wait_switch(int from, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    for (;;) {
+        int to = fxs_switched(from);
+        if (to >= 0)
+            return to;
+        cr_assert_lt(fx_now_ms(), deadline, "no switch from data node %d within %u ms", from, timeout_ms);
+        usleep(50000);
+    }
+}

@@ -1,0 +1,49 @@
+/* Test fixture: a Sentinel-managed master on loopback. Debian's
+ * redis-server as a master, one replica and three sentinels (quorum 2,
+ * down-after 1000 ms) in a temporary directory, and the steps tests need:
+ * kills, a forced failover, waiting for a switch. Every helper cr_asserts
+ * on failure. */
+#ifndef RP_TEST_SENTINEL_FIXTURE_H
+#define RP_TEST_SENTINEL_FIXTURE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define FXS_NAME "mymaster"
+#define FXS_SENTINELS 3
+
+/* Starts the master (data node 0, with min-replicas-to-write 1, so it
+ * refuses writes once its replica leaves it), the replica (data node 1)
+ * and the sentinels, and returns once every sentinel reports the master,
+ * its replica as usable and the two other sentinels: a failover can
+ * start. */
+void fxs_start(void);
+/* Kills everything and removes the directory; safe to call twice. */
+void fxs_stop(void);
+
+/* "127.0.0.1:PORT" of data node 0 (master at start) or 1. */
+const char *fxs_data_addr(int node);
+int fxs_data_port(int node);
+/* The sentinels' addresses, FXS_SENTINELS of them. */
+const char *const *fxs_sentinel_addrs(void);
+int fxs_sentinel_port(int sentinel);
+
+/* SIGKILL, reaped. */
+void fxs_kill_data(int node);
+void fxs_kill_sentinel(int sentinel);
+
+/* A command to 127.0.0.1:port over a fresh blocking socket; the reply as
+ * text (arrays flattened, joined with '\n'; nil "(nil)"), malloc'd; NULL
+ * if nothing answers within 5 s. NULL-terminated arguments. */
+char *fxs_command(int port, const char *arg, ...);
+/* The data node whose ROLE says master, -1 if none. */
+int fxs_master(void);
+/* SENTINEL FAILOVER on the first live sentinel (asserting OK). */
+void fxs_failover(void);
+/* Waits until every live sentinel names the other data node than `from`
+ * as master and that node's ROLE says master; returns its number. */
+int fxs_wait_switch(int from, unsigned timeout_ms);
+/* One look at the same: the new master's number, or -1 not yet. */
+int fxs_switched(int from);
+
+#endif

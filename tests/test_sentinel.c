@@ -1,0 +1,475 @@
+/* rp_client following a Sentinel-managed master: discovery, switches
+ * (forced failover, a killed master), sentinels that die or never were,
+ * names they do not know, nodes that are not the master. Real
+ * redis-servers and sentinels (sentinel_fixture.c); a fake sentinel of our
+ * own only to name a node that is not the master. */
+#define _GNU_SOURCE
+#include "fixture.h"
+#include "sentinel_fixture.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void full_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start();
+}
+
+static void full_teardown(void)
+{
+    fxs_stop();
+    fx_teardown();
+}
+
+TestSuite(sentinel, .timeout = 90);
+
+static rp_loop *loop;
+static rp_client *client;
+
+static void sentinel_options(rp_client_options *opts, const char *const *addrs, int count)
+{
+    rp_client_options_init(opts);
+    opts->master_name = FXS_NAME;
+    opts->sentinel_addrs = addrs;
+    opts->sentinel_count = count;
+    opts->pool.pool_size = 8;
+    opts->pool.dial_timeout_ms = 1000;
+    opts->pool.read_timeout_ms = 2000;
+    opts->pool.pool_timeout_ms = 2000;
+    opts->max_retries = 12; /* ~3 s of backoff: a forced failover's window */
+}
+
+static void open_client(const rp_client_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, opts), 0);
+}
+
+static fx_result run(int argc, const char **argv)
+{
+    fx_result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, argc, argv, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 20000), "no reply to %s", argv[0]);
+    return r;
+}
+
+static long long server_counter(int node)
+{
+    char *value = fxs_command(fxs_data_port(node), "GET", "counter", NULL);
+    cr_assert(value, "data node %d does not answer", node);
+    long long n = strcmp(value, "(nil)") ? atoll(value) : 0;
+    free(value);
+    return n;
+}
+
+/* ------------------------------------------------------------------ load */
+
+/* INCR counter, `width` at a time, each callback counted. acked: the reply
+ * came (it ran once); refused: an error reply (it did not run); unknown: a
+ * failure whose outcome the client cannot know. */
+#define MAX_OPS 400000
+typedef struct op {
+    struct load *load;
+    int calls;
+} op;
+typedef struct load {
+    op *ops;
+    int issued, done, width;
+    bool stop;
+    int acked, refused, unknown;
+    int acked_after_switch;
+    uint64_t switch_ms, first_ack_after_switch_ms;
+    int last_status;
+    char last_refusal[128];
+} load;
+
+static void issue(load *l);
+
+static void incr_cb(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    op *o = data;
+    load *l = o->load;
+    o->calls++;
+    l->done++;
+    if (status == 0 && reply->type == REDIS_REPLY_INTEGER) {
+        l->acked++;
+        if (l->switch_ms) {
+            if (!l->acked_after_switch++)
+                l->first_ack_after_switch_ms = fx_now_ms();
+        }
+    } else if (status == 0) {
+        l->refused++;
+        snprintf(l->last_refusal, sizeof l->last_refusal, "%s", reply->str);
+    } else {
+        l->unknown++;
+        l->last_status = status;
+    }
+    if (!l->stop)
+        issue(l);
+}
+
+static void issue(load *l)
+{
+    cr_assert_lt(l->issued, MAX_OPS, "load: out of op records");
+    op *o = &l->ops[l->issued++];
+    o->load = l;
+    cr_assert_eq(rp_client_command(client, incr_cb, o, 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+}
+
+static void load_start(load *l, int width)
+{
+    *l = (load){.width = width};
+    l->ops = calloc(MAX_OPS, sizeof *l->ops);
+    cr_assert(l->ops);
+    for (int i = 0; i < width; i++)
+        issue(l);
+}
+
+/* Stops issuing, waits for every callback, checks each ran exactly once
+ * and the counter on `master`: acknowledged <= on the server <=
+ * acknowledged + outcome unknown. */
+static void load_finish(load *l, int master)
+{
+    l->stop = true;
+    cr_assert(fx_run_until_count(loop, &l->done, l->issued, 30000), "%d of %d callbacks", l->done, l->issued);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < l->issued; i++)
+        cr_assert_eq(l->ops[i].calls, 1, "op %d: %d callbacks", i, l->ops[i].calls);
+    long long on_server = server_counter(master);
+    fprintf(stderr, "load: %d issued, %d acked (%d after the switch), %d refused (%s), %d unknown (%s), %lld on the server\n",
+            l->issued, l->acked, l->acked_after_switch, l->refused, l->last_refusal, l->unknown,
+            l->unknown ? rp_strerror(l->last_status) : "-", on_server);
+    cr_expect_geq(on_server, l->acked, "an acknowledged write was lost");
+    cr_expect_leq(on_server, (long long)l->acked + l->unknown, "a write was applied twice");
+    free(l->ops);
+}
+
+/* --------------------------------------- the test's own +switch-master */
+
+typedef struct watch {
+    rp_pool *pool;
+    rp_conn *conn;
+    bool switched, closed;
+} watch;
+
+static void watch_event(rp_conn *conn, const redisReply *msg, int status, void *data)
+{
+    (void)conn;
+    (void)status;
+    watch *w = data;
+    if (msg && msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 && !strcmp(msg->element[0]->str, "message"))
+        w->switched = true;
+}
+
+static void watch_got(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    watch *w = data;
+    cr_assert_eq(status, 0, "%s", rp_strerror(status));
+    w->conn = conn;
+    cr_assert_eq(rp_conn_subscribe(conn, watch_event, w, 2, (const char *[]){"SUBSCRIBE", "+switch-master"}, NULL), 0);
+}
+
+static void watch_start(watch *w, int sentinel)
+{
+    rp_pool_options opts;
+    rp_pool_options_init(&opts);
+    opts.addr = fxs_sentinel_addrs()[sentinel];
+    opts.pool_size = 1;
+    cr_assert_eq(rp_pool_new(&w->pool, loop, &opts), 0);
+    cr_assert_eq(rp_pool_new_conn(w->pool, watch_got, w), 0);
+    fx_run_for(loop, 100);
+    cr_assert(w->conn);
+}
+
+static void watch_closed(rp_pool *pool, void *data)
+{
+    (void)pool;
+    ((watch *)data)->closed = true;
+}
+
+static void watch_stop(watch *w)
+{
+    rp_pool_remove(w->pool, w->conn, 0);
+    rp_pool_close(w->pool, watch_closed, w);
+    cr_assert(fx_run_until(loop, &w->closed, 5000));
+}
+
+/* Runs the loop (and the load) until the sentinels agree on the switch
+ * away from `from`; notes when the test heard +switch-master. */
+static int run_until_switch(load *l, watch *w, int from, unsigned timeout_ms)
+{
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    for (;;) {
+        fx_run_for(loop, 50);
+        if (w && w->switched && !l->switch_ms)
+            l->switch_ms = fx_now_ms();
+        int to = fxs_switched(from);
+        if (to >= 0 && (!w || w->switched))
+            return to;
+        cr_assert_lt(fx_now_ms(), deadline, "no switch within %u ms", timeout_ms);
+    }
+}
+
+/* Runs until `n` writes were acknowledged after the switch. */
+static void run_until_acked_after(load *l, int n)
+{
+    uint64_t deadline = fx_now_ms() + 15000;
+    while (l->acked_after_switch < n) {
+        fx_run_for(loop, 20);
+        cr_assert_lt(fx_now_ms(), deadline, "only %d writes acknowledged after the switch", l->acked_after_switch);
+    }
+}
+
+/* ----------------------------------------------------------------- tests */
+
+Test(sentinel, bad_options)
+{
+    fx_setup_no_redis();
+    rp_loop *lp;
+    cr_assert_eq(rp_loop_new(&lp, NULL), 0);
+    const char *addrs[] = {"127.0.0.1:26379"};
+    rp_client_options opts;
+    rp_client *c;
+    sentinel_options(&opts, addrs, 1);
+    opts.pool.addr = "127.0.0.1:6379";
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "a master name and an address");
+    sentinel_options(&opts, addrs, 0);
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "no sentinels");
+    sentinel_options(&opts, NULL, 1);
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "no sentinel array");
+    sentinel_options(&opts, addrs, 1);
+    opts.sentinel_username = "user";
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "a sentinel username without password");
+    rp_client_options_init(&opts);
+    opts.pool.addr = "127.0.0.1:6379";
+    opts.sentinel_addrs = addrs;
+    opts.sentinel_count = 1;
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "sentinels without a master name");
+    cr_expect_null(rp_client_sentinel_error(NULL));
+    cr_assert_eq(rp_loop_free(lp), 0);
+    fx_teardown();
+}
+
+/* No sentinel listens: the command ends with RP_ESENTINEL, quickly, and
+ * the message names each sentinel and why. */
+Test(sentinel, all_sentinels_unreachable)
+{
+    fx_setup_no_redis();
+    char a[32], b[32];
+    snprintf(a, sizeof a, "127.0.0.1:%d", fx_closed_port());
+    snprintf(b, sizeof b, "127.0.0.1:%d", fx_closed_port());
+    const char *addrs[] = {a, b};
+    rp_client_options opts;
+    sentinel_options(&opts, addrs, 2);
+    opts.max_retries = 2;
+    open_client(&opts);
+    uint64_t start = fx_now_ms();
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+    cr_expect_lt(fx_now_ms() - start, 3000, "took %llu ms", (unsigned long long)(fx_now_ms() - start));
+    const char *why = rp_client_sentinel_error(client);
+    cr_assert(why);
+    cr_expect(strstr(why, a) && strstr(why, b) && strstr(why, "refused"), "%s", why);
+    fx_client_close_and_free(loop, client);
+    fx_teardown();
+}
+
+/* A plain redis-server is no sentinel: its refusal is the message. */
+Test(sentinel, sentinel_answering_garbage)
+{
+    fx_setup();
+    const char *addrs[] = {fx_redis_addr};
+    rp_client_options opts;
+    sentinel_options(&opts, addrs, 1);
+    opts.max_retries = 0;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+    const char *why = rp_client_sentinel_error(client);
+    cr_assert(why);
+    cr_expect(strstr(why, fx_redis_addr) && strstr(why, "ERR"), "%s", why);
+    fx_client_close_and_free(loop, client);
+    fx_teardown();
+}
+
+/* A fake sentinel naming a replica as the master: ROLE refuses it, and
+ * nothing reaches it. */
+typedef struct fake_sentinel {
+    int listener;
+    char reply[128];
+} fake_sentinel;
+
+static void *fake_sentinel_run(void *arg)
+{
+    fake_sentinel *f = arg;
+    int fd;
+    while ((fd = accept(f->listener, NULL, NULL)) >= 0) {
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof buf)) > 0) /* one command a read: ours are small and paced */
+            if (write(fd, f->reply, strlen(f->reply)) < 0)
+                break;
+        close(fd);
+    }
+    return NULL;
+}
+
+Test(sentinel, refuses_a_node_that_is_not_master)
+{
+    fx_setup();
+    char replicaof[16];
+    snprintf(replicaof, sizeof replicaof, "%d", fx_closed_port());
+    fx_redis_command("SET counter 5\r\n");
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %s\r\n", replicaof);
+    fx_redis_command(cmd);
+    fake_sentinel f;
+    int port;
+    f.listener = fx_listener(16, &port);
+    snprintf(f.reply, sizeof f.reply, "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%d\r\n",
+             strlen(strchr(fx_redis_addr, ':') + 1), fx_redis_port);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, fake_sentinel_run, &f), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *addrs[] = {addr};
+    rp_client_options opts;
+    sentinel_options(&opts, addrs, 1);
+    opts.max_retries = 2;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ENOTMASTER, "%s", rp_strerror(r.status));
+    fx_client_close_and_free(loop, client);
+    fx_redis_command("REPLICAOF NO ONE\r\n");
+    shutdown(f.listener, SHUT_RDWR);
+    close(f.listener);
+    pthread_join(thread, NULL);
+    fx_teardown();
+}
+
+Test(sentinel, discovers_master_and_runs_commands, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    open_client(&opts);
+    cr_expect_eq(run(3, (const char *[]){"SET", "greeting", "hello"}).status, 0);
+    fx_result get = run(2, (const char *[]){"GET", "greeting"});
+    cr_expect_str_eq(get.str, "hello");
+    for (int i = 0; i < 10; i++)
+        cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, i + 1);
+    cr_expect_eq(server_counter(0), 10, "the writes went elsewhere than the master");
+    cr_expect_null(rp_client_sentinel_error(client));
+    fx_client_close_and_free(loop, client);
+}
+
+Test(sentinel, unknown_master_name, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.master_name = "nosuchmaster";
+    opts.max_retries = 1;
+    open_client(&opts);
+    uint64_t start = fx_now_ms();
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ENOMASTER, "%s", rp_strerror(r.status));
+    cr_expect_lt(fx_now_ms() - start, 3000);
+    const char *why = rp_client_sentinel_error(client);
+    cr_assert(why);
+    cr_expect(strstr(why, "no master by that name"), "%s", why);
+    cr_expect_eq(server_counter(0), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* SENTINEL FAILOVER while INCRs flow: none acknowledged is lost, none
+ * applied twice, each callback once, and writes go on on the new master. */
+Test(sentinel, forced_failover_under_load, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    open_client(&opts);
+    watch w = {0};
+    watch_start(&w, 1);
+    load l;
+    load_start(&l, 16);
+    fx_run_for(loop, 300);
+    cr_assert_gt(l.acked, 0);
+    uint64_t failover_ms = fx_now_ms();
+    fxs_failover();
+    int to = run_until_switch(&l, &w, 0, 20000);
+    run_until_acked_after(&l, 100);
+    fprintf(stderr, "failover: +switch-master to first acknowledged write %llu ms; SENTINEL FAILOVER to it %llu ms\n",
+            (unsigned long long)(l.first_ack_after_switch_ms - l.switch_ms),
+            (unsigned long long)(l.first_ack_after_switch_ms - failover_ms));
+    load_finish(&l, to);
+    watch_stop(&w);
+    fx_client_close_and_free(loop, client);
+}
+
+/* SIGKILL of the master: the sentinels agree it is down and promote the
+ * replica; the client follows and writes go on there. */
+Test(sentinel, master_killed, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.max_retries = 20; /* ~8 s: down-after, agreement, promotion */
+    open_client(&opts);
+    watch w = {0};
+    watch_start(&w, 2);
+    load l;
+    load_start(&l, 4);
+    fx_run_for(loop, 300);
+    cr_assert_gt(l.acked, 0);
+    fxs_kill_data(0);
+    int to = run_until_switch(&l, &w, 0, 30000);
+    cr_assert_eq(to, 1);
+    run_until_acked_after(&l, 100);
+    fprintf(stderr, "kill: +switch-master to first acknowledged write %llu ms\n",
+            (unsigned long long)(l.first_ack_after_switch_ms - l.switch_ms));
+    l.stop = true;
+    cr_assert(fx_run_until_count(loop, &l.done, l.issued, 30000));
+    /* Writes acknowledged by the killed master may not have reached its
+     * replica (asynchronous replication): only the upper bound is ours. */
+    long long on_server = server_counter(1);
+    cr_expect_leq(on_server, (long long)l.acked + l.unknown, "a write was applied twice");
+    cr_expect_geq(on_server, l.acked_after_switch, "a write acknowledged by the new master was lost");
+    for (int i = 0; i < l.issued; i++)
+        cr_assert_eq(l.ops[i].calls, 1, "op %d: %d callbacks", i, l.ops[i].calls);
+    free(l.ops);
+    watch_stop(&w);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Told only of sentinel 0, the client learns the others; sentinel 0 dies
+ * (with our subscription on it) and a failover still reaches us. */
+Test(sentinel, one_sentinel_killed, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), 1);
+    open_client(&opts);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 1);
+    fxs_kill_sentinel(0);
+    fx_run_for(loop, 500);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 2);
+    fxs_failover();
+    int to = fxs_wait_switch(0, 20000);
+    /* Writes after the switch reach the new master. */
+    fx_result r = {0};
+    uint64_t deadline = fx_now_ms() + 10000;
+    do {
+        fx_run_for(loop, 100);
+        r = run(2, (const char *[]){"INCR", "counter"});
+    } while (r.status != 0 && fx_now_ms() < deadline);
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.type, REDIS_REPLY_INTEGER, "%s", r.str);
+    cr_expect_eq(server_counter(to), 3);
+    fx_client_close_and_free(loop, client);
+}
