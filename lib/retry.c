@@ -25,9 +25,13 @@ bool rp__reply_cluster_refusal(const redisReply *reply)
     return false;
 }
 
+/* NOREPLICAS: a master with min-replicas-to-write and too few replicas
+ * (one whose replica was just promoted away from it) refuses writes
+ * before running them. */
 bool rp__reply_not_executed(const redisReply *reply)
 {
-    return rp__reply_cluster_refusal(reply) || (rp__reply_conn_unusable(reply) && !starts_with(reply, "READONLY"));
+    return rp__reply_cluster_refusal(reply) || (rp__reply_conn_unusable(reply) && !starts_with(reply, "READONLY")) ||
+           (reply->type == REDIS_REPLY_ERROR && starts_with(reply, "NOREPLICAS"));
 }
 
 /* go-redis removes a connection that got READONLY (it talks to a replica);

@@ -7,7 +7,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 
-/* LOADING, READONLY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients. */
+/* LOADING, READONLY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, max clients. */
 bool rp__reply_not_executed(const redisReply *reply);
 /* The refusals rp_cluster follows itself: all of the above but max clients. */
 bool rp__reply_cluster_refusal(const redisReply *reply);

@@ -98,7 +98,7 @@ RP_EXTERN int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *ar
  * - it provably did not run: the get or dial failed, the connection was
  *   found dead before the write, the write failed before any of its bytes
  *   reached the kernel, or the server refused it unrun (LOADING, READONLY,
- *   MASTERDOWN, TRYAGAIN, CLUSTERDOWN, max clients reached);
+ *   MASTERDOWN, TRYAGAIN, CLUSTERDOWN, NOREPLICAS, max clients reached);
  * - or running it twice is harmless: read-only by the server's COMMAND
  *   flags (read once per client; a built-in table until then), or marked
  *   RP_CMD_IDEMPOTENT; never a blocking command (BLPOP, XREAD BLOCK, ...).
