@@ -301,6 +301,17 @@ static bool sign_of_switch(const redisReply *reply, int status)
            status != RP_ENOMASTER;
 }
 
+/* The master changed (sentinel.c): what waited out a backoff for it goes
+ * now, still in order. */
+static void retry_all_now(void *data)
+{
+    rp_client *client = data;
+    uint64_t now = rp__loop_now(client->loop);
+    for (rp__link *link = client->retrying.head; link; link = link->next)
+        RP__CONTAINER_OF(link, client_cmd, wait_link)->retry_at_ns = now;
+    retry_queue_arm(client);
+}
+
 /* Sends the command again after the backoff, when may_retry and retries
  * are left; completes it with (reply, status) otherwise. */
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
@@ -594,6 +605,8 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         free_client(client);
         return rc;
     }
+    if (client->sentinel)
+        rp__sentinel_on_switch(client->sentinel, retry_all_now, client);
     *out = client;
     return 0;
 }

@@ -50,6 +50,8 @@ struct rp__sentinel {
     rp_conn *sub_conn;
     unsigned sub_next;      /* the next attempt's node, round robin */
     rp__timer sub_timer;
+    void (*on_switch)(void *data);
+    void *on_switch_data;
     /* Closing. */
     bool closing;
     unsigned clients_open;
@@ -112,8 +114,17 @@ static void set_master(rp__sentinel *s, const char *addr)
 {
     if (!strcmp(s->master, addr))
         return;
-    if (rp__pool_set_target(s->data, addr, 0) == 0)
-        snprintf(s->master, sizeof s->master, "%s", addr);
+    if (rp__pool_set_target(s->data, addr, 0) < 0)
+        return;
+    snprintf(s->master, sizeof s->master, "%s", addr);
+    if (s->on_switch)
+        s->on_switch(s->on_switch_data);
+}
+
+void rp__sentinel_on_switch(rp__sentinel *s, void (*on_switch)(void *data), void *data)
+{
+    s->on_switch = on_switch;
+    s->on_switch_data = data;
 }
 
 /* ------------------------------------------------------------ the rounds */

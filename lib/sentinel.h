@@ -13,6 +13,9 @@ typedef struct rp__sentinel rp__sentinel;
  * (already checked): master_name, sentinel_addrs and credentials, and the
  * pool's dial and read timeouts, which bound each sentinel's answer. */
 int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options *opts, rp_pool *data);
+/* on_switch(data) runs each time the target changes (rp_client: commands
+ * waiting to be sent again need not wait out their backoff). */
+void rp__sentinel_on_switch(rp__sentinel *s, void (*on_switch)(void *data), void *data);
 /* A data node said it is not the master (ROLE, READONLY): ask again
  * (at most one round at a time, and a few per second). */
 void rp__sentinel_suspect(rp__sentinel *s);

@@ -381,7 +381,9 @@ int fxs_switched(int from)
     int to = 1 - from;
     char want[64];
     snprintf(want, sizeof want, "127.0.0.1\n%d", data[to].port);
-    bool all = fxs_master() == to;
+    char *role = fxs_command(data[to].port, "ROLE", NULL);
+    bool all = role && !strncmp(role, "master\n", 7);
+    free(role);
     for (int i = 0; i < FXS_SENTINELS && all; i++) {
         if (!sentinels[i].pid)
             continue;

@@ -41,7 +41,8 @@ int fxs_master(void);
 /* SENTINEL FAILOVER on the first live sentinel (asserting OK). */
 void fxs_failover(void);
 /* Waits until every live sentinel names the other data node than `from`
- * as master and that node's ROLE says master; returns its number. */
+ * as master and that node's ROLE says master (the old one may still think
+ * it is one); returns its number. */
 int fxs_wait_switch(int from, unsigned timeout_ms);
 /* One look at the same: the new master's number, or -1 not yet. */
 int fxs_switched(int from);

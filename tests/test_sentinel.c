@@ -79,7 +79,16 @@ typedef struct op {
     struct load *load;
     int calls;
 } op;
+/* The test's own +switch-master subscription (below). */
+typedef struct watch watch;
+struct watch {
+    rp_pool *pool;
+    rp_conn *conn;
+    bool switched, closed;
+    uint64_t switch_ms;
+};
 typedef struct load {
+    watch *w; /* the test's own subscription: when the switch was told */
     op *ops;
     int issued, done, width;
     bool stop;
@@ -101,10 +110,10 @@ static void incr_cb(rp_client *c, const redisReply *reply, int status, void *dat
     l->done++;
     if (status == 0 && reply->type == REDIS_REPLY_INTEGER) {
         l->acked++;
-        if (l->switch_ms) {
-            if (!l->acked_after_switch++)
-                l->first_ack_after_switch_ms = fx_now_ms();
-        }
+        if (!l->switch_ms && l->w)
+            l->switch_ms = l->w->switch_ms;
+        if (l->switch_ms && !l->acked_after_switch++)
+            l->first_ack_after_switch_ms = fx_now_ms();
     } else if (status == 0) {
         l->refused++;
         snprintf(l->last_refusal, sizeof l->last_refusal, "%s", reply->str);
@@ -125,9 +134,9 @@ static void issue(load *l)
     cr_assert_eq(rp_client_command(client, incr_cb, o, 2, (const char *[]){"INCR", "counter"}, NULL), 0);
 }
 
-static void load_start(load *l, int width)
+static void load_start(load *l, int width, watch *w)
 {
-    *l = (load){.width = width};
+    *l = (load){.width = width, .w = w};
     l->ops = calloc(MAX_OPS, sizeof *l->ops);
     cr_assert(l->ops);
     for (int i = 0; i < width; i++)
@@ -155,11 +164,6 @@ static void load_finish(load *l, int master)
 
 /* --------------------------------------- the test's own +switch-master */
 
-typedef struct watch {
-    rp_pool *pool;
-    rp_conn *conn;
-    bool switched, closed;
-} watch;
 
 static void watch_event(rp_conn *conn, const redisReply *msg, int status, void *data)
 {
@@ -167,7 +171,10 @@ static void watch_event(rp_conn *conn, const redisReply *msg, int status, void *
     (void)status;
     watch *w = data;
     if (msg && msg->type == REDIS_REPLY_ARRAY && msg->elements == 3 && !strcmp(msg->element[0]->str, "message"))
+    {
         w->switched = true;
+        w->switch_ms = fx_now_ms();
+    }
 }
 
 static void watch_got(rp_pool *pool, rp_conn *conn, int status, void *data)
@@ -211,8 +218,6 @@ static int run_until_switch(load *l, watch *w, int from, unsigned timeout_ms)
     uint64_t deadline = fx_now_ms() + timeout_ms;
     for (;;) {
         fx_run_for(loop, 50);
-        if (w && w->switched && !l->switch_ms)
-            l->switch_ms = fx_now_ms();
         int to = fxs_switched(from);
         if (to >= 0 && (!w || w->switched))
             return to;
@@ -400,7 +405,7 @@ Test(sentinel, forced_failover_under_load, .init = full_setup, .fini = full_tear
     watch w = {0};
     watch_start(&w, 1);
     load l;
-    load_start(&l, 16);
+    load_start(&l, 16, &w);
     fx_run_for(loop, 300);
     cr_assert_gt(l.acked, 0);
     /* Replication is asynchronous: a write the old master acknowledges
@@ -435,15 +440,17 @@ Test(sentinel, master_killed, .init = full_setup, .fini = full_teardown)
     watch w = {0};
     watch_start(&w, 2);
     load l;
-    load_start(&l, 4);
+    load_start(&l, 4, &w);
     fx_run_for(loop, 300);
     cr_assert_gt(l.acked, 0);
+    uint64_t kill_ms = fx_now_ms();
     fxs_kill_data(0);
     int to = run_until_switch(&l, &w, 0, 30000);
     cr_assert_eq(to, 1);
     run_until_acked_after(&l, 100);
-    fprintf(stderr, "kill: +switch-master to first acknowledged write %llu ms\n",
-            (unsigned long long)(l.first_ack_after_switch_ms - l.switch_ms));
+    fprintf(stderr, "kill: +switch-master to first acknowledged write %llu ms; SIGKILL to it %llu ms\n",
+            (unsigned long long)(l.first_ack_after_switch_ms - l.switch_ms),
+            (unsigned long long)(l.first_ack_after_switch_ms - kill_ms));
     l.stop = true;
     cr_assert(fx_run_until_count(loop, &l.done, l.issued, 30000));
     /* Writes acknowledged by the killed master may not have reached its
