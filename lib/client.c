@@ -290,13 +290,14 @@ static void retry_timer_fired(rp__timer *timer)
     retry_queue_arm(client);
 }
 
-/* A failure that may mean the master changed: its node refused a write
- * (READONLY: demoted), or could not be reached or set up. Not the
+/* A failure that may mean the master changed: its node refused a command
+ * unrun (READONLY: demoted; NOREPLICAS: its replica was promoted away;
+ * MASTERDOWN, LOADING, ...), or could not be reached or set up. Not the
  * sentinels' own failures: their rounds retry by themselves. */
 static bool sign_of_switch(const redisReply *reply, int status)
 {
     if (reply)
-        return rp__reply_conn_unusable(reply);
+        return rp__reply_not_executed(reply);
     return status < 0 && status != -ECANCELED && status != RP_ECLOSED && status != RP_ESENTINEL &&
            status != RP_ENOMASTER;
 }

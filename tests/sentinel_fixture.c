@@ -26,6 +26,7 @@
 typedef struct proc {
     int port;
     pid_t pid;
+    bool frozen;
     char addr[32];
 } proc;
 
@@ -331,11 +332,19 @@ static void kill_proc(proc *p)
         kill(p->pid, SIGKILL);
         waitpid(p->pid, NULL, 0);
         p->pid = 0;
+        p->frozen = false;
     }
 }
 
 void fxs_kill_data(int node) { kill_proc(&data[node]); }
 void fxs_kill_sentinel(int sentinel) { kill_proc(&sentinels[sentinel]); }
+
+void fxs_freeze_sentinel(int sentinel, bool frozen)
+{
+    cr_assert_gt(sentinels[sentinel].pid, 0);
+    kill(sentinels[sentinel].pid, frozen ? SIGSTOP : SIGCONT);
+    sentinels[sentinel].frozen = frozen;
+}
 
 void fxs_stop(void)
 {
@@ -385,7 +394,7 @@ int fxs_switched(int from)
     bool all = role && !strncmp(role, "master\n", 7);
     free(role);
     for (int i = 0; i < FXS_SENTINELS && all; i++) {
-        if (!sentinels[i].pid)
+        if (!sentinels[i].pid || sentinels[i].frozen)
             continue;
         char *addr = fxs_command(sentinels[i].port, "SENTINEL", "get-master-addr-by-name", FXS_NAME, NULL);
         all = addr && !strcmp(addr, want);

@@ -31,6 +31,8 @@ int fxs_sentinel_port(int sentinel);
 /* SIGKILL, reaped. */
 void fxs_kill_data(int node);
 void fxs_kill_sentinel(int sentinel);
+/* SIGSTOP (freeze: its connections stay open and silent) or SIGCONT. */
+void fxs_freeze_sentinel(int sentinel, bool frozen);
 
 /* A command to 127.0.0.1:port over a fresh blocking socket; the reply as
  * text (arrays flattened, joined with '\n'; nil "(nil)"), malloc'd; NULL
@@ -40,7 +42,7 @@ char *fxs_command(int port, const char *arg, ...);
 int fxs_master(void);
 /* SENTINEL FAILOVER on the first live sentinel (asserting OK). */
 void fxs_failover(void);
-/* Waits until every live sentinel names the other data node than `from`
+/* Waits until every live sentinel (not frozen) names the other data node than `from`
  * as master and that node's ROLE says master (the old one may still think
  * it is one); returns its number. */
 int fxs_wait_switch(int from, unsigned timeout_ms);

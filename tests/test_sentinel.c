@@ -490,3 +490,51 @@ Test(sentinel, one_sentinel_killed, .init = full_setup, .fini = full_teardown)
     cr_expect_eq(server_counter(to), 3);
     fx_client_close_and_free(loop, client);
 }
+
+/* Every sentinel dies: the known master stays in use (the sentinels are
+ * not on the data path). */
+Test(sentinel, all_sentinels_killed_master_stays, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    open_client(&opts);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 1);
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_kill_sentinel(i);
+    fx_run_for(loop, 1500); /* the subscription fails; rounds fail */
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 2);
+    cr_expect_eq(server_counter(0), 2);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The sentinel holding the client's subscription freezes (its connection
+ * stays open, silent) and the others fail the master over: the client is
+ * never told +switch-master, but the old master's refusals (NOREPLICAS)
+ * make it ask again, and writes go on on the new master. */
+Test(sentinel, switch_found_without_the_event, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), 1); /* subscribes on sentinel 0 */
+    opts.max_retries = 20;
+    open_client(&opts);
+    load l;
+    load_start(&l, 4, NULL);
+    fx_run_for(loop, 300);
+    cr_assert_gt(l.acked, 0);
+    fxs_freeze_sentinel(0, true);
+    char *paused = fxs_command(fxs_data_port(0), "CLIENT", "PAUSE", "1500", "WRITE", NULL);
+    cr_assert(paused && !strcmp(paused, "OK"), "CLIENT PAUSE: %s", paused ? paused : "no reply");
+    free(paused);
+    char *reply = fxs_command(fxs_sentinel_port(1), "SENTINEL", "FAILOVER", FXS_NAME, NULL);
+    cr_assert(reply && !strcmp(reply, "OK"), "SENTINEL FAILOVER: %s", reply ? reply : "no reply");
+    free(reply);
+    int to = run_until_switch(&l, NULL, 0, 20000);
+    l.switch_ms = fx_now_ms();
+    run_until_acked_after(&l, 100);
+    load_finish(&l, to);
+    cr_expect_eq(l.refused, 0, "refusals were not retried: %s", l.last_refusal);
+    fxs_freeze_sentinel(0, false);
+    fx_client_close_and_free(loop, client);
+}
