@@ -2,8 +2,9 @@
  * (SENTINEL get-master-addr-by-name), the one that answers moves to the
  * front, as go-redis does, and tells us the others (SENTINEL sentinels).
  * One sentinel at a time holds our subscription to +switch-master; when
- * its connection fails the next one takes it over, and a round of asking
- * covers any switch missed meanwhile. Every sentinel is an rp_client of
+ * its connection fails, or a PING on it goes unanswered for a second, the
+ * next one takes it over, and a round of asking covers any switch missed
+ * meanwhile. Every sentinel is an rp_client of
  * its own (its AUTH, no retries): nothing here blocks or owns a socket.
  *
  * The data pool dials what we learnt (rp__pool_set_target). Until a first
@@ -22,6 +23,7 @@
 #define ROUND_MIN_GAP_MS 100u   /* rounds asked for by refusals, at most this often */
 #define ROUND_RETRY_MS 1000u    /* after a round with no answer */
 #define RESUBSCRIBE_MS 250u     /* after the subscription's connection failed */
+#define HEARTBEAT_MS 1000u      /* a PING on the subscription; unanswered by the next: failed */
 #define DEFAULT_SENTINEL_TIMEOUT_MS 3000u
 
 typedef struct node {
@@ -50,6 +52,8 @@ struct rp__sentinel {
     rp_conn *sub_conn;
     unsigned sub_next;      /* the next attempt's node, round robin */
     rp__timer sub_timer;
+    rp__timer heartbeat;    /* while subscribed */
+    bool pong_owed;
     void (*on_switch)(void *data);
     void *on_switch_data;
     /* Closing. */
@@ -264,16 +268,23 @@ static void sentinels_reply(rp_client *client, const redisReply *reply, int stat
 
 static void sub_drop(rp__sentinel *s, int reason)
 {
+    rp__timer_disarm(s->loop, &s->heartbeat);
+    s->pong_owed = false;
     if (s->sub_conn)
         rp_pool_remove(rp_client_pool(s->sub_node->client), s->sub_conn, reason);
     s->sub_conn = NULL;
     s->sub_node = NULL;
 }
 
-/* Its sentinel failed: another takes the subscription a moment later, and
- * a round covers any switch told while nobody listened. */
+/* Its sentinel failed: it is asked last from now on, another takes the
+ * subscription a moment later, and a round covers any switch told while
+ * nobody listened. */
 static void sub_lost(rp__sentinel *s, int reason)
 {
+    if (s->sub_node && s->asking != s->sub_node) {
+        rp__list_unlink(&s->nodes, &s->sub_node->link);
+        rp__list_push_back(&s->nodes, &s->sub_node->link);
+    }
     sub_drop(s, reason);
     rp__timer_arm(s->loop, &s->sub_timer, rp__loop_now(s->loop) + RESUBSCRIBE_MS * RP__NS_PER_MS);
     rp__sentinel_suspect(s);
@@ -291,6 +302,25 @@ static void switch_master(rp__sentinel *s, const redisReply *payload)
         set_master(s, addr);
 }
 
+static void heartbeat_arm(rp__sentinel *s)
+{
+    rp__timer_arm(s->loop, &s->heartbeat, rp__loop_now(s->loop) + HEARTBEAT_MS * RP__NS_PER_MS);
+}
+
+/* A sentinel that stops answering (frozen, partitioned) keeps its
+ * connection open: only an unanswered PING shows it. */
+static void heartbeat_fired(rp__timer *timer)
+{
+    rp__sentinel *s = RP__CONTAINER_OF(timer, rp__sentinel, heartbeat);
+    int rc = s->pong_owed ? -ETIMEDOUT : rp_conn_unsubscribe(s->sub_conn, 1, (const char *[]){"PING"}, NULL);
+    if (rc < 0) {
+        sub_lost(s, rc);
+        return;
+    }
+    s->pong_owed = true;
+    heartbeat_arm(s);
+}
+
 static void on_event(rp_conn *conn, const redisReply *msg, int status, void *data)
 {
     rp__sentinel *s = data;
@@ -299,13 +329,18 @@ static void on_event(rp_conn *conn, const redisReply *msg, int status, void *dat
             sub_lost(s, status < 0 ? status : RP_EBADCONN);
         return;
     }
-    if (s->closing || msg->type != REDIS_REPLY_ARRAY || msg->elements != 3 ||
+    if (s->closing || msg->type != REDIS_REPLY_ARRAY || msg->elements < 2 ||
         msg->element[0]->type != REDIS_REPLY_STRING)
         return;
-    if (!strcmp(msg->element[0]->str, "message"))
+    const char *kind = msg->element[0]->str;
+    if (!strcmp(kind, "message") && msg->elements == 3) {
         switch_master(s, msg->element[2]);
-    else if (!strcmp(msg->element[0]->str, "subscribe"))
+    } else if (!strcmp(kind, "pong")) {
+        s->pong_owed = false;
+    } else if (!strcmp(kind, "subscribe")) {
+        heartbeat_arm(s);
         rp__sentinel_suspect(s); /* a switch before the subscription took */
+    }
 }
 
 static void sub_got(rp_pool *pool, rp_conn *conn, int status, void *data)
@@ -369,6 +404,7 @@ int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options 
     s->read_timeout_ms = opts->pool.read_timeout_ms ? opts->pool.read_timeout_ms : DEFAULT_SENTINEL_TIMEOUT_MS;
     rp__timer_init(&s->round_timer, round_timer_fired, false);
     rp__timer_init(&s->sub_timer, sub_timer_fired, false);
+    rp__timer_init(&s->heartbeat, heartbeat_fired, false);
     int rc = 0;
     if (!(s->name = rp__strdup(opts->master_name)) ||
         (opts->sentinel_username && !(s->username = rp__strdup(opts->sentinel_username))) ||

@@ -535,3 +535,45 @@ Test(sentinel, switch_found_without_the_event, .init = full_setup, .fini = full_
     fxs_freeze_sentinel(0, false);
     fx_client_close_and_free(loop, client);
 }
+
+/* The subscription's sentinel freezes (SIGSTOP: its connection stays open
+ * and silent) and the others fail the master over while the client sends
+ * nothing. A heartbeat on the subscription finds the frozen sentinel
+ * (unanswered PINGs) and moves the subscription, whose round finds the new
+ * master; the pool (min_idle_conns 1) dials it. Without the heartbeat the
+ * client learnt it only when the sentinels turned the old master into a
+ * replica and killed its clients (13 s here). */
+static void note_dial(void *data, const char *addr)
+{
+    snprintf(data, 64, "%s", addr);
+}
+
+Test(sentinel, frozen_sentinel_replaced, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), 1); /* subscribes on sentinel 0 */
+    opts.pool.min_idle_conns = 1;
+    open_client(&opts);
+    char dialled[64] = "";
+    rp_hooks hooks = {.data = dialled, .dial_start = note_dial};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 1);
+    fx_run_for(loop, 2500); /* the other sentinels are learnt */
+    fxs_freeze_sentinel(0, true);
+    char *reply = fxs_command(fxs_sentinel_port(1), "SENTINEL", "FAILOVER", FXS_NAME, NULL);
+    cr_assert(reply && !strcmp(reply, "OK"), "SENTINEL FAILOVER: %s", reply ? reply : "no reply");
+    free(reply);
+    uint64_t start = fx_now_ms(), deadline = start + 20000;
+    while (strcmp(dialled, fxs_data_addr(1))) {
+        cr_assert_lt(fx_now_ms(), deadline, "the pool still dials %s", dialled);
+        fx_run_for(loop, 100);
+    }
+    fprintf(stderr, "idle: SENTINEL FAILOVER to a dial of the new master %llu ms\n",
+            (unsigned long long)(fx_now_ms() - start));
+    cr_expect_lt(fx_now_ms() - start, 8000, "the frozen sentinel was not noticed");
+    fxs_freeze_sentinel(0, false);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.integer, 2, "status %d %s", r.status, r.str);
+    cr_expect_eq(server_counter(1), 2);
+    fx_client_close_and_free(loop, client);
+}
