@@ -24,7 +24,7 @@ static const char usage[] =
     "                [-d SIZE] [-P PIPELINE] [-r KEYSPACE] [-q] [--csv]\n"
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
     "                [--embed epoll|libuv|libevent|uring] [--autopipeline[=CONNS]]\n"
-    "                [--cluster] [--tls] [--cacert FILE] [--cacertdir DIR]\n"
+    "                [--cluster] [--sentinel NAME] [--tls] [--cacert FILE] [--cacertdir DIR]\n"
     "                [--cert FILE] [--key FILE] [--sni NAME] [--insecure]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
@@ -53,6 +53,8 @@ static const char usage[] =
     "                 pool and auto-pipelining options apply per node\n"
     "  --tls          TLS, with redis-benchmark's --cacert, --cacertdir, --cert,\n"
     "                 --key, --sni and --insecure\n"
+    "  --sentinel NAME  the address is a sentinel's: the client follows the\n"
+    "                 master it names NAME (docs/sentinel.md)\n"
     "  --help         this text\n";
 
 typedef struct config {
@@ -64,6 +66,7 @@ typedef struct config {
     size_t data_size;
     bool quiet, csv, cluster;
     char tests[128];
+    char sentinel[128]; /* --sentinel: the master's name; addr is a sentinel's */
     example_host embed; /* a host loop from hosts.h, or NULL: standalone */
     rp_tls_options tls; /* --tls and its flags; the strings are argv's */
 } config;
@@ -132,7 +135,11 @@ static void finish_request(slot *s, bool ok)
     worker *w = s->w;
     w->failures += !ok;
     hist_record(&w->hist, example_now_ns() - s->started);
-    atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed);
+    long done = (long)atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed) + 1;
+    /* A sentinel client's subscription keeps the loop running until the
+     * client closes: the worker's loop returns when its quota is done. */
+    if (done == w->quota && w->cfg->sentinel[0])
+        rp_loop_stop(w->loop);
 }
 
 static void on_reply(const redisReply *reply, int status, slot *s)
@@ -261,6 +268,13 @@ static void *worker_main(void *arg)
     rp_client_options opts;
     rp_client_options_init(&opts);
     opts.pool.addr = cfg->addr;
+    const char *sentinels[] = {cfg->addr};
+    if (cfg->sentinel[0]) {
+        opts.pool.addr = NULL;
+        opts.master_name = cfg->sentinel;
+        opts.sentinel_addrs = sentinels;
+        opts.sentinel_count = 1;
+    }
     opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
     opts.autopipeline_conns = cfg->autopipeline;
     opts.autopipeline_max_bytes = cfg->autopipeline_max_bytes;
@@ -407,6 +421,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"cacertdir", required_argument, NULL, 2}, {"cert", required_argument, NULL, 3},
         {"key", required_argument, NULL, 4}, {"sni", required_argument, NULL, 5},
         {"insecure", no_argument, NULL, 6},
+        {"sentinel", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'H'}, {NULL, 0, NULL, 0}};
     char host[200] = "127.0.0.1";
     int port = 6379, opt;
@@ -437,6 +452,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 4: cfg->tls.key_file = optarg; break;
         case 5: cfg->tls.server_name = optarg; break;
         case 6: cfg->tls.insecure = true; break;
+        case 'N': snprintf(cfg->sentinel, sizeof cfg->sentinel, "%s", optarg); break;
         case 'E':
             if (!(cfg->embed = example_host_find(optarg))) {
                 fprintf(stderr, "rp-bench: --embed takes epoll, libuv, libevent or uring, not %s\n", optarg);
@@ -454,6 +470,10 @@ static int parse(int argc, char **argv, config *cfg)
     if (cfg->clients < 1 || cfg->requests < 1 || cfg->pipeline < 1 || cfg->loops < 1 || cfg->pool_size < 1 ||
         cfg->loops > cfg->clients || cfg->autopipeline < 0) {
         fprintf(stderr, "rp-bench: -c, -n, -P, --loops and --pool-size must be positive, --loops <= -c\n");
+        return -1;
+    }
+    if (cfg->cluster && cfg->sentinel[0]) {
+        fprintf(stderr, "rp-bench: --cluster and --sentinel exclude each other\n");
         return -1;
     }
     if (cfg->cluster && cfg->pipeline > 1) {

@@ -157,8 +157,9 @@ typedef struct rp_client_options {
      * answered, or answered garbage: rp_client_sentinel_error says why).
      * TLS (pool.tls) is not yet supported with a master name: -EINVAL.
      * Each new connection checks ROLE in its set-up and refuses a node that
-     * is not the master with RP_ENOTMASTER (retried, as unrun). Strings and
-     * the array are copied. */
+     * is not the master with RP_ENOTMASTER (retried, as unrun). The
+     * subscription keeps rp_loop_run(RP_RUN_DEFAULT) running until the
+     * client is closed. Strings and the array are copied. */
     const char *master_name;
     const char *const *sentinel_addrs; /* "host:port" each */
     int         sentinel_count;
