@@ -255,6 +255,9 @@ Test(sentinel, bad_options)
     sentinel_options(&opts, addrs, 1);
     opts.sentinel_username = "user";
     cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "a sentinel username without password");
+    sentinel_options(&opts, addrs, 1);
+    opts.pool.tls.enable = true;
+    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "TLS with a master name (not yet)");
     rp_client_options_init(&opts);
     opts.pool.addr = "127.0.0.1:6379";
     opts.sentinel_addrs = addrs;
