@@ -1118,46 +1118,6 @@ int fxf_seen(int node, const char *name)
     return n;
 }
 
-/* "*N\r\n" or "$N\r\n": its number and the bytes it took; 0 if the line
- * is not all here, -1 if it is not that kind. */
-static long fxf_line(const char *p, const char *end, char kind, long *value)
-{
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    if (!nl)
-        return 0;
-    if (*p != kind)
-        return -1;
-    *value = strtol(p + 1, NULL, 10);
-    return nl + 1 - p;
-}
-
-/* One whole command from buf: the bytes it took, 0 if it is not all here,
- * -1 if it is not one the fake can hold. */
-static long fxf_parse(const char *buf, size_t len, int *argc, char argv[][FXF_ARGLEN])
-{
-    const char *p = buf, *end = buf + len;
-    long n, argn, used = fxf_line(p, end, '*', &n);
-    if (used <= 0)
-        return used;
-    if (n <= 0 || n > FXF_ARGS)
-        return -1;
-    p += used;
-    for (long i = 0; i < n; i++) {
-        if ((used = fxf_line(p, end, '$', &argn)) <= 0)
-            return used;
-        p += used;
-        if (argn < 0 || argn >= FXF_ARGLEN)
-            return -1;
-        if (end - p < argn + 2)
-            return 0;
-        memcpy(argv[i], p, (size_t)argn);
-        argv[i][argn] = '\0';
-        p += argn + 2;
-    }
-    *argc = (int)n;
-    return p - buf;
-}
-
 static void fxf_serve(fxf_conn *c)
 {
     ssize_t got = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
@@ -1170,7 +1130,7 @@ static void fxf_serve(fxf_conn *c)
     char argv[FXF_ARGS][FXF_ARGLEN];
     int argc;
     long used;
-    while (c->fd >= 0 && (used = fxf_parse(c->buf, c->len, &argc, argv)) != 0) {
+    while (c->fd >= 0 && (used = fx_resp_command(c->buf, c->len, FXF_ARGS, FXF_ARGLEN, &argc, argv[0])) != 0) {
         if (used < 0) {
             close(c->fd);
             c->fd = -1;

@@ -1,8 +1,10 @@
+#define _GNU_SOURCE /* memmem */
 #include "fixture.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -373,4 +375,77 @@ void fx_close_and_free(rp_loop *loop, rp_pool *pool)
     cr_assert_eq(rp_pool_close(pool, closed_cb, &closed_flag), 0);
     cr_assert(fx_run_until(loop, &closed_flag, 5000), "pool close callback never ran");
     cr_assert_eq(rp_loop_free(loop), 0);
+}
+
+/* "*N\r\n" or "$N\r\n": its number and the bytes it took; 0 if the line
+ * is not all here, -1 if it is not that kind. */
+static long resp_line(const char *p, const char *end, char kind, long *value)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return 0;
+    if (*p != kind)
+        return -1;
+    *value = strtol(p + 1, NULL, 10);
+    return nl + 1 - p;
+}
+
+long fx_resp_command(const char *buf, size_t len, int max_args, size_t arg_cap, int *argc, char *argv)
+{
+    const char *p = buf, *end = buf + len;
+    long n, argn, used = resp_line(p, end, '*', &n);
+    if (used <= 0)
+        return used;
+    if (n <= 0 || n > max_args)
+        return -1;
+    p += used;
+    for (long i = 0; i < n; i++) {
+        if ((used = resp_line(p, end, '$', &argn)) <= 0)
+            return used;
+        p += used;
+        if (argn < 0 || (size_t)argn >= arg_cap)
+            return -1;
+        if (end - p < argn + 2)
+            return 0;
+        memcpy(argv + (size_t)i * arg_cap, p, (size_t)argn);
+        argv[(size_t)i * arg_cap + (size_t)argn] = '\0';
+        p += argn + 2;
+    }
+    *argc = (int)n;
+    return p - buf;
+}
+
+static const char *scanned_secret;
+static int secret_frees;
+
+static void scanning_free(void *ptr)
+{
+    if (ptr && memmem(ptr, malloc_usable_size(ptr), scanned_secret, strlen(scanned_secret)))
+        secret_frees++;
+    free(ptr);
+}
+
+/* Not realloc: the old block is scanned before it is freed. */
+static void *scanning_realloc(void *ptr, size_t size)
+{
+    void *grown = malloc(size);
+    if (grown && ptr) {
+        size_t old = malloc_usable_size(ptr);
+        memcpy(grown, ptr, old < size ? old : size);
+        scanning_free(ptr);
+    }
+    return grown;
+}
+
+void fx_secret_frees_begin(const char *secret)
+{
+    scanned_secret = secret;
+    secret_frees = 0;
+    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
+}
+
+int fx_secret_frees_end(void)
+{
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    return secret_frees;
 }

@@ -85,6 +85,18 @@ void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data);
 rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool);
 /* PING through send/recv; returns true on +PONG. */
 bool fx_ping(rp_loop *loop, rp_conn *conn);
+/* Replaces the library's allocator with one that scans every block it
+ * frees (or moves, on realloc) for secret first; returns the count of
+ * such blocks so far through fx_secret_frees_end, which puts the C
+ * library's allocator back. */
+void fx_secret_frees_begin(const char *secret);
+int fx_secret_frees_end(void);
+/* One whole command from buf, as a client sends it (an array of bulk
+ * strings), for the tests' own fake servers: the bytes it took, 0 if it
+ * is not all here yet, -1 if it is not one that fits max_args arguments
+ * of at most arg_cap - 1 bytes. Argument i is copied, NUL-terminated, to
+ * argv + i * arg_cap (a char[max_args][arg_cap] array's first row). */
+long fx_resp_command(const char *buf, size_t len, int max_args, size_t arg_cap, int *argc, char *argv);
 /* Sends a raw command to the fixture's redis on a separate blocking socket. */
 void fx_redis_command(const char *cmd);
 /* The same in two halves: send now (returns the socket), wait for the

@@ -1,9 +1,7 @@
 /* rp_client against a real redis-server: set-up, retries, queueing, close. */
-#define _GNU_SOURCE /* memmem */
 #include "fixture.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -806,41 +804,21 @@ Test(client, hook_argument_copies_are_nul_terminated)
 }
 
 /* Freed memory that held the password: every block the library frees is
- * scanned first (glibc's malloc_usable_size). */
+ * scanned first (the fixture's allocator). */
 #define SECRET "s3cr3t-pw-0123"
-static int freed_with_secret;
-
-static void scanning_free(void *ptr)
-{
-    if (ptr && memmem(ptr, malloc_usable_size(ptr), SECRET, strlen(SECRET)))
-        freed_with_secret++;
-    free(ptr);
-}
-
-static void *scanning_realloc(void *ptr, size_t size)
-{
-    void *grown = malloc(size);
-    if (grown && ptr) {
-        size_t old = malloc_usable_size(ptr);
-        memcpy(grown, ptr, old < size ? old : size);
-        scanning_free(ptr);
-    }
-    return grown;
-}
 
 Test(client, the_password_is_zeroed_before_its_memory_is_freed)
 {
     fx_redis_command("*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$14\r\n" SECRET "\r\n");
-    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
-    freed_with_secret = 0;
+    fx_secret_frees_begin(SECRET);
     rp_client_options opts;
     default_options(&opts, 2);
     opts.password = SECRET;
     open_client(&opts);
     cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
     close_client();
-    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
-    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+    int frees = fx_secret_frees_end();
+    cr_expect_eq(frees, 0, "%d blocks freed with the password in them", frees);
 }
 
 /* A password long enough that the set-up commands after AUTH grow the
@@ -854,8 +832,7 @@ Test(client, a_long_password_is_zeroed_too)
     snprintf(config, sizeof config, "*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$%zu\r\n%s\r\n",
              strlen(password), password);
     fx_redis_command(config);
-    cr_assert_eq(rp_set_allocator(malloc, scanning_realloc, calloc, scanning_free), 0);
-    freed_with_secret = 0;
+    fx_secret_frees_begin(SECRET);
     rp_client_options opts;
     default_options(&opts, 2);
     opts.password = password;
@@ -864,8 +841,8 @@ Test(client, a_long_password_is_zeroed_too)
     open_client(&opts);
     cr_expect_str_eq(run(1, (const char *[]){"PING"}).str, "PONG", "AUTH failed");
     close_client();
-    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
-    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+    int frees = fx_secret_frees_end();
+    cr_expect_eq(frees, 0, "%d blocks freed with the password in them", frees);
 }
 
 /* -------------------------------------------- connection-state commands */

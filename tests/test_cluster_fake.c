@@ -1,4 +1,3 @@
-#define _GNU_SOURCE /* memmem */
 /* rp_cluster against fake nodes of our own (cluster_fixture.c's fxf_*), for
  * what no healthy cluster sends: hostile COMMAND tables and layouts, long
  * host names, a COMMAND that never answers. Each node answers a command
@@ -8,7 +7,6 @@
 #include "fixture.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -515,19 +513,10 @@ Test(cluster_fake, failed_command_table_holds_no_command_back)
 /* The node password the cluster keeps is zeroed before its memory is
  * freed, as rp_client's is: every block the library frees is scanned. */
 #define SECRET "cl-s3cr3t-0123"
-static int freed_with_secret;
-
-static void scanning_free(void *ptr)
-{
-    if (ptr && memmem(ptr, malloc_usable_size(ptr), SECRET, strlen(SECRET)))
-        freed_with_secret++;
-    free(ptr);
-}
 
 Test(cluster_fake, the_node_password_is_zeroed_before_its_memory_is_freed)
 {
-    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, scanning_free), 0);
-    freed_with_secret = 0;
+    fx_secret_frees_begin(SECRET);
     char seed[32];
     snprintf(seed, sizeof seed, "127.0.0.1:%d", fx_closed_port());
     const char *seeds[] = {seed};
@@ -543,6 +532,6 @@ Test(cluster_fake, the_node_password_is_zeroed_before_its_memory_is_freed)
     cr_assert_eq(rp_cluster_close(cluster, fxc_closed_cb, &closed), 0);
     cr_assert(fx_run_until_count(loop, &closed, 1, 5000));
     cr_assert_eq(rp_loop_free(loop), 0);
-    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
-    cr_expect_eq(freed_with_secret, 0, "%d blocks freed with the password in them", freed_with_secret);
+    int frees = fx_secret_frees_end();
+    cr_expect_eq(frees, 0, "%d blocks freed with the password in them", frees);
 }

@@ -104,44 +104,6 @@ static void hs_rst(hs_conn *c)
     hs_fin(c);
 }
 
-/* RESP command parser: bytes consumed by one whole command, 0 if it is
- * not all here yet, -1 if it is not a command we can hold. */
-static long parse_line(const char *p, const char *end, char kind, long *value)
-{
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    if (!nl)
-        return 0;
-    if (*p != kind)
-        return -1;
-    *value = strtol(p + 1, NULL, 10);
-    return nl + 1 - p;
-}
-
-static long hs_parse(const char *buf, size_t len, int *argc, char argv[][HS_ARGLEN])
-{
-    const char *p = buf, *end = buf + len;
-    long n, argn, used = parse_line(p, end, '*', &n);
-    if (used <= 0)
-        return used;
-    if (n <= 0 || n > HS_ARGS)
-        return -1;
-    p += used;
-    for (long i = 0; i < n; i++) {
-        if ((used = parse_line(p, end, '$', &argn)) <= 0)
-            return used;
-        p += used;
-        if (argn < 0 || argn >= HS_ARGLEN)
-            return -1;
-        if (end - p < argn + 2)
-            return 0;
-        memcpy(argv[i], p, (size_t)argn);
-        argv[i][argn] = '\0';
-        p += argn + 2;
-    }
-    *argc = (int)n;
-    return p - buf;
-}
-
 /* Reads what the client sent; runs the script per whole command. */
 static void hs_serve(hs_conn *c)
 {
@@ -154,7 +116,7 @@ static void hs_serve(hs_conn *c)
     char argv[HS_ARGS][HS_ARGLEN];
     int argc;
     long used;
-    while (c->fd >= 0 && (used = hs_parse(c->buf, c->len, &argc, argv)) != 0) {
+    while (c->fd >= 0 && (used = fx_resp_command(c->buf, c->len, HS_ARGS, HS_ARGLEN, &argc, argv[0])) != 0) {
         if (used < 0) {
             hs_fin(c);
             return;
