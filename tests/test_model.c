@@ -168,9 +168,12 @@ static void mfail(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    const char *skip = getenv("RP_MODEL_SKIP"), *steps = getenv("RP_MODEL_STEPS"), *av = getenv("RP_MODEL_AVOID");
     fprintf(stderr, "\n==== model: seed %llu failed at step %d ====\n%s==== FAILURE: %s\n"
-                    "==== reproduce: RP_MODEL_SEEDS=%llu build/tests/test_model --filter 'model/env'\n",
-            (unsigned long long)g_seed, g_step, log_buf ? log_buf : "", msg, (unsigned long long)g_seed);
+                    "==== reproduce: RP_MODEL_SEEDS=%llu,%s%s%s%s%s%s build/tests/test_model --filter 'model/env'\n",
+            (unsigned long long)g_seed, g_step, log_buf ? log_buf : "", msg, (unsigned long long)g_seed,
+            steps ? " RP_MODEL_STEPS=" : "", steps ? steps : "", skip ? " RP_MODEL_SKIP=" : "", skip ? skip : "",
+            av ? " RP_MODEL_AVOID=" : "", av ? av : "");
     fflush(stderr);
     cr_assert_fail("model seed %llu step %d: %s", (unsigned long long)g_seed, g_step, msg);
     abort();
@@ -803,6 +806,8 @@ static void classify_failure(mreq *r, int status)
         return;
     if (r->certain_unsent) {
         r->out = OUT_ABSENT;
+    } else if (r->idempotent) {
+        r->out = OUT_UNKNOWN; /* an earlier attempt may have run */
     } else if (r->kind == RK_CMD && get_failure_status(status)) {
         r->out = OUT_ABSENT;
         r->claimed_unsent = true;
