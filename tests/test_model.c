@@ -6,12 +6,16 @@
  * close; commands on held connections), a sticky pool on it, a connection
  * taken with rp_pool_new_conn that subscribes (plain and shard channels,
  * ACL refusals, PING, unsubscribes), two clients (exclusive and
- * auto-pipelined) sending INCR/ECHO/BLPOP/PUBLISH with cancel, per-command
- * timeout_ms, close and abort, hooks that call back into the library,
- * rp_timers (start, stop, again, set_repeat, free, tied deadlines), every
- * rp_loop_run mode, three host styles (none, a wake host set with
- * rp_loop_set_host, an fd-only host), and the server: kill, restart,
- * stall (SIGSTOP) and resume.
+ * auto-pipelined) sending INCR/ECHO/BLPOP/PUBLISH/XREAD (and a name with a
+ * NUL) with cancel, per-command timeout_ms, close and abort, hooks that
+ * call back into the library, rp_timers (start, stop, again, set_repeat,
+ * free, tied deadlines), posts from another thread, every rp_loop_run
+ * mode, four hosts (none, a wake host set with rp_loop_set_host and a
+ * second one replacing it, an fd-only host, libuv through
+ * ringpool/libuv.h), small rings and reply limits, and the server: kill,
+ * restart, stall (SIGSTOP) and resume. Callbacks call back into the
+ * library too: more commands, cancels (of commands not yet flushed among
+ * them), timers, an ECHO from a subscription's final call.
  *
  * What it checks, after every step and in every callback:
  * - each accepted callback runs exactly once, never inside the call that
@@ -37,9 +41,10 @@
  * - rp_loop_alive is 1 while a request, subscription or timer is
  *   pending; rp_loop_timeout is 0 when a callback is ready, never -1 or
  *   past the earliest pending deadline; RUN_DEFAULT returns only when
- *   nothing is pending, and returns; RUN_ONCE returns once a timer is due;
- *   a wake host is woken and an fd-only host's fd is readable when a call
- *   made work ready;
+ *   nothing is pending, and returns (so does uv_run(UV_RUN_DEFAULT) under
+ *   the libuv adapter); RUN_ONCE returns once a timer is due; a wake host
+ *   is woken and an fd-only host's fd is readable when a call made work
+ *   ready, also right after it took over from another host;
  * - pool stats agree with rp_pool_len/idle_len and the model (held
  *   connections, timeouts, hits + misses), no misuse is counted;
  * - the subscriber sees exactly the confirmations the server must send,
@@ -48,8 +53,9 @@
  *   commands again;
  * - the hooks see each command start inside its call and end before its
  *   callback, with durations no longer than the time actually spent;
- * - at the end everything closes, rp_loop_free returns 0, no fd leaks
- *   (and no memory under ASan).
+ * - at the end everything closes, rp_loop_free is -EBUSY while a host is
+ *   set or a queued post opens a timer, then 0; no fd leaks (and no
+ *   memory under ASan).
  *
  * Seeds: a fixed set runs as tests model/seed_N. RP_MODEL_SEEDS="N"
  * (seeds 1..N) or "a,b,c" and RP_MODEL_SECONDS=S (random seeds until S
@@ -57,8 +63,10 @@
  * seed; RP_MODEL_SKIP="3,10-20" skips steps (each step draws its choices
  * from its own seed, so skipping some leaves the others unchanged: that is
  * how a failing sequence is minimised). A failure prints the seed and the
- * steps that ran. Timing is not replayed: a replay is likely, not certain,
- * to take the same path. RP_MODEL_VERBOSE=1 prints the log as it goes. */
+ * steps that ran, and the environment that replays it. Timing is not
+ * replayed: a replay is likely, not certain, to take the same path.
+ * RP_MODEL_VERBOSE=1 prints the log as it goes; RP_MODEL_AVOID (below)
+ * steers the generator around known findings while exploring. */
 #define _GNU_SOURCE
 #include "fixture.h"
 
