@@ -134,13 +134,17 @@ static void lane_skip_reply(rp_conn *conn, const redisReply *reply, int status, 
     lane_update(lane);
 }
 
+/* Fails the commands waiting now, oldest first. Each stays in the queue
+ * until its turn, so a callback that cancels one still waiting (or closes
+ * the client) finds it there; those the callbacks queue wait on. */
 static void fail_waiting(rp_client *client, int status)
 {
-    rp__list failed = client->waiting;
-    client->waiting = (rp__list){0};
-    rp__link *link;
-    while ((link = rp__list_pop(&failed, false))) {
-        client_cmd *cmd = RP__CONTAINER_OF(link, client_cmd, wait_link);
+    uint64_t queued_before = client->waits_queued;
+    while (client->waiting.len) {
+        client_cmd *cmd = RP__CONTAINER_OF(client->waiting.head, client_cmd, wait_link);
+        if (cmd->wait_number >= queued_before)
+            break;
+        rp__list_unlink(&client->waiting, &cmd->wait_link);
         rp__timer_disarm(client->loop, &cmd->room_wait);
         rp__cmd_retry_or_complete(cmd, NULL, status, rp__get_failure_retryable(status));
     }
@@ -248,6 +252,7 @@ void rp__autopipeline_send(client_cmd *cmd)
         rp__cmd_fail_later(cmd, status);
     } else {
         cmd->state = CMD_WAITING;
+        cmd->wait_number = client->waits_queued++;
         rp__list_push_back(&client->waiting, &cmd->wait_link);
         rp__timer_init(&cmd->room_wait, room_wait_expired, true);
         rp__timer_arm(client->loop, &cmd->room_wait,
@@ -265,7 +270,11 @@ void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
         return;
     }
     rp__lane *lane = cmd->lane;
-    int forgotten = rp__redis_forget(lane->conn, cmd, keep_conn ? lane_skip_reply : rp__drop_reply, lane);
+    /* A skipped reply still counts in owed (lane_skip_reply takes it off,
+     * and so does lane_abort, which finds it by the lane); a dropped one
+     * is taken off below, and must not be found again. */
+    int forgotten = keep_conn ? rp__redis_forget(lane->conn, cmd, lane_skip_reply, lane)
+                              : rp__redis_forget(lane->conn, cmd, rp__drop_reply, NULL);
     /* Not found: the lane failed and is calling its commands back, and an
      * earlier one's callback abandons cmd. lane_reply, still to come for
      * cmd, accounts for it. */

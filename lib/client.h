@@ -47,6 +47,7 @@ struct client_cmd {
     rp__link wait_link; /* while CMD_WAITING (the room queue) or CMD_BACKOFF
                            (the client's retry queue) */
     uint64_t retry_at_ns; /* while CMD_BACKOFF: when it is sent again */
+    uint64_t wait_number; /* while CMD_WAITING: its place among all ever queued */
     rp__timer room_wait; /* while CMD_WAITING: the pool's timeout */
     rp__timer deadline; /* the caller's timeout_ms for the whole command */
     uint64_t started_ns; /* for the command_end hook: 0 when it was not set at the start */
@@ -94,6 +95,7 @@ struct rp_client {
     unsigned lane_max_owed;
     size_t lane_max_bytes;
     rp__list waiting;      /* commands waiting for room, oldest first */
+    uint64_t waits_queued; /* commands ever queued for room: the next one's number */
     bool readonly_conns;   /* READONLY at set-up: a cluster's replica reads */
     struct rp__sentinel *sentinel; /* follows a Sentinel-managed master (sentinel.c) */
     unsigned closes_pending; /* the pool's close, and the sentinels' */
