@@ -64,6 +64,7 @@ struct rp_loop {
     pthread_mutex_t post_lock;
     rp__posted *post_head, *post_tail;
     atomic_bool stop;
+    atomic_uint posts_queued; /* posted functions not yet taken to run: pending work */
 };
 
 static uint64_t clock_now_ns(void)
@@ -476,6 +477,7 @@ static void run_posted(rp_loop *loop)
     pthread_mutex_lock(&loop->post_lock);
     rp__posted *list = loop->post_head;
     loop->post_head = loop->post_tail = NULL;
+    atomic_store_explicit(&loop->posts_queued, 0, memory_order_relaxed);
     pthread_mutex_unlock(&loop->post_lock);
     while (list) {
         rp__posted *next = list->next;
@@ -510,6 +512,7 @@ int rp_loop_post(rp_loop *loop, void (*fn)(void *arg), void *arg)
     else
         loop->post_head = item;
     loop->post_tail = item;
+    atomic_fetch_add_explicit(&loop->posts_queued, 1, memory_order_relaxed);
     /* Under the lock: once the loop thread has taken the queue, this
      * thread no longer touches the loop, which may then be freed. */
     if (was_empty)
@@ -591,14 +594,6 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     return 0;
 }
 
-static bool posts_queued(rp_loop *loop)
-{
-    pthread_mutex_lock(&loop->post_lock);
-    bool queued = loop->post_head != NULL;
-    pthread_mutex_unlock(&loop->post_lock);
-    return queued;
-}
-
 static bool loop_held(const rp_loop *loop) { return loop->handles_open || loop->host_wake || loop->in_run; }
 
 /* The loop's own reads end with the ring and never write into it later:
@@ -615,7 +610,7 @@ int rp_loop_free(rp_loop *loop)
     /* Posted work that never ran still owns its queue records. It runs
      * now, and what it opens or posts holds the loop again. */
     run_posted(loop);
-    if (loop_held(loop) || posts_queued(loop))
+    if (loop_held(loop) || atomic_load(&loop->posts_queued))
         return -EBUSY;
     io_uring_queue_exit(&loop->ring);
     close(loop->host_fd);
@@ -667,7 +662,12 @@ int rp_loop_fd(const rp_loop *loop)
 
 /* ------------------------------------------------------------------ run */
 
-static bool loop_alive(const rp_loop *loop) { return loop->refs || loop->deferred.head || loop->prepared.head; }
+/* Posted work keeps it alive too: its eventfd read completes soon. */
+static bool loop_alive(const rp_loop *loop)
+{
+    return loop->refs || loop->deferred.head || loop->prepared.head ||
+           atomic_load_explicit(&loop->posts_queued, memory_order_relaxed);
+}
 
 /* Tells the CPU this is a spin: a hyperthread sibling gets the core's
  * resources, and leaving the loop costs no pipeline flush. */

@@ -117,6 +117,12 @@ static void *post_many(void *arg)
     return NULL;
 }
 
+static void *post_one(void *arg)
+{
+    cr_assert_eq(rp_loop_post(arg, count_post, NULL), 0);
+    return NULL;
+}
+
 Test(loop, post_from_two_threads_runs_everything_on_the_loop_thread)
 {
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
@@ -150,6 +156,26 @@ Test(loop, posted_work_wakes_a_blocked_once_run)
     cr_expect_eq(atomic_load(&posted_count), 5000);
     cr_expect_lt(fx_now_ms() - start, 5000);
     finish_waiting_pool(&w);
+}
+
+/* Posted work is pending work: posted from another thread before the
+ * run, it keeps RP_RUN_DEFAULT going until it ran, and rp_loop_alive says
+ * 1 meanwhile. */
+Test(loop, posted_work_keeps_a_default_run_going)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    loop_thread = pthread_self();
+    for (int round = 0; round < 20; round++) {
+        int before = atomic_load(&posted_count);
+        pthread_t thread;
+        pthread_create(&thread, NULL, post_one, loop);
+        pthread_join(thread, NULL);
+        cr_assert_eq(rp_loop_alive(loop), 1, "round %d: a queued post is not pending work", round);
+        cr_assert_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+        cr_assert_eq(atomic_load(&posted_count), before + 1, "round %d: the run returned before the post ran", round);
+        cr_assert_eq(rp_loop_alive(loop), 0);
+    }
+    cr_expect_eq(rp_loop_free(loop), 0);
 }
 
 static void *stop_later(void *arg)

@@ -169,7 +169,8 @@ RP_EXTERN int rp_loop_fd(const rp_loop *loop);
  * uv_backend_timeout). -EINVAL for a NULL loop. */
 RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
 /* 1 while work is pending that keeps rp_loop_run(RP_RUN_DEFAULT) going (a
- * request, I/O, a timer), 0 otherwise (libuv's uv_loop_alive). */
+ * request, I/O, a timer, a function posted and not yet run), 0 otherwise
+ * (libuv's uv_loop_alive). */
 RP_EXTERN int rp_loop_alive(const rp_loop *loop);
 /* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
  * runs on the loop thread when something changes outside a run that the
