@@ -235,7 +235,12 @@ RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
 RP_EXTERN const char *rp_client_sentinel_error(const rp_client *client);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
- * that blocks for ever), the others with RP_ECLOSED; connections held for
+ * that blocks for ever), the others with RP_ECLOSED. "Sent" here means
+ * handed to a connection: one queued on it in this loop iteration, its
+ * bytes still in the connection's buffer, is sent at the iteration's end
+ * and completes with its reply (a cancel, by contrast, takes such bytes
+ * back); those still waiting for a connection or a retry end with
+ * RP_ECLOSED; connections held for
  * the skipped replies of cancelled commands wait for them alike; then the
  * pool closes and cb runs. A hook or callback may close the client; a
  * command whose command_start hook closed it ends with RP_ECLOSED. */
