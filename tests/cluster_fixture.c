@@ -238,14 +238,14 @@ static bool send_command(int fd, int argc, const char *const *argv, const size_t
 
 /* A socket to the node; -1 if nothing listens. Its timeouts bound a
  * command on a node that hangs (a test may SIGSTOP one). */
-static int connect_node(const cluster_node *n)
+static int connect_port(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
     struct timeval timeout = {.tv_sec = REPLY_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)n->port)};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
         close(fd);
@@ -254,11 +254,11 @@ static int connect_node(const cluster_node *n)
     return fd;
 }
 
-/* Runs a command on the node; false if it cannot be reached. */
-static bool run(const cluster_node *n, int argc, const char *const *argv, const size_t *lens, reply *out)
+/* Runs a command on the server at port; false if it cannot be reached. */
+static bool run(int port, int argc, const char *const *argv, const size_t *lens, reply *out)
 {
     *out = (reply){0};
-    int fd = connect_node(n);
+    int fd = connect_port(port);
     if (fd < 0)
         return false;
     reader rd = {.fd = fd};
@@ -270,7 +270,7 @@ static bool run(const cluster_node *n, int argc, const char *const *argv, const 
 }
 
 /* The same for a NULL-terminated list of strings. */
-static bool call(const cluster_node *n, const char *const *argv, reply *out)
+static bool call_port(int port, const char *const *argv, reply *out)
 {
     size_t lens[MAX_ARGS];
     int argc = 0;
@@ -278,18 +278,22 @@ static bool call(const cluster_node *n, const char *const *argv, reply *out)
         cr_assert_lt(argc, MAX_ARGS, "more than %d arguments", MAX_ARGS);
         lens[argc] = strlen(argv[argc]);
     }
-    return run(n, argc, argv, lens, out);
+    return run(port, argc, argv, lens, out);
 }
 
-static char *call_text(const cluster_node *n, const char *const *argv)
+static bool call(const cluster_node *n, const char *const *argv, reply *out) { return call_port(n->port, argv, out); }
+
+static char *call_text_port(int port, const char *const *argv)
 {
     reply r;
-    if (!call(n, argv, &r))
+    if (!call_port(port, argv, &r))
         return NULL;
     char *text = reply_text(&r);
     reply_free(&r);
     return text;
 }
+
+static char *call_text(const cluster_node *n, const char *const *argv) { return call_text_port(n->port, argv); }
 
 /* Asserts a reply that is not an error. */
 static void call_ok(const cluster_node *n, const char *const *argv)
@@ -324,14 +328,20 @@ static void collect_args(const char **argv, const char *first, va_list ap)
     argv[argc] = NULL;
 }
 
-char *fxc_command(int node, const char *arg, ...)
+char *fxc_vcommand_at(int port, const char *arg, va_list ap)
 {
     const char *argv[MAX_ARGS + 1];
+    collect_args(argv, arg, ap);
+    return call_text_port(port, argv);
+}
+
+char *fxc_command(int node, const char *arg, ...)
+{
     va_list ap;
     va_start(ap, arg);
-    collect_args(argv, arg, ap);
+    char *text = fxc_vcommand_at(node_at(node)->port, arg, ap);
     va_end(ap);
-    return call_text(node_at(node), argv);
+    return text;
 }
 
 void fxc_command_ok(int node, const char *arg, ...)
@@ -886,7 +896,7 @@ static bool migrate_batch(const char *slot, const cluster_node *from, const clus
         lens[7 + i] = keys.lens[i];
     }
     reply r;
-    bool ok = run(from, 7 + keys.n, argv, lens, &r) && !r.error;
+    bool ok = run(from->port, 7 + keys.n, argv, lens, &r) && !r.error;
     char message[256];
     snprintf(message, sizeof message, "%s", r.n ? r.items[0] : "no reply");
     reply_free(&r);

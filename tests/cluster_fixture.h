@@ -6,6 +6,7 @@
 #ifndef RP_TEST_CLUSTER_FIXTURE_H
 #define RP_TEST_CLUSTER_FIXTURE_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -39,6 +40,8 @@ const char *fxc_addr(int node);
  * flattened). NULL if the node cannot be reached or sends no reply within
  * 5 s. */
 char *fxc_command(int node, const char *arg, ...);
+/* The same for any redis-server (or sentinel) on 127.0.0.1:port. */
+char *fxc_vcommand_at(int port, const char *arg, va_list ap);
 /* The same, asserting a reply that is not an error, discarding it. */
 void fxc_command_ok(int node, const char *arg, ...);
 

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* close_range */
 #include "sentinel_fixture.h"
 
+#include "cluster_fixture.h"
 #include "fixture.h"
 
 #include <arpa/inet.h>
@@ -20,8 +21,6 @@
 #define WAIT_MS 15000
 #define PORT_MIN 23000 /* below the ephemeral range; the cluster fixture's nodes start at 10000 */
 #define PORT_SPAN 9000
-#define MAX_ARGS 16
-#define RP_MIN_SIZE(a, b) ((a) < (b) ? (a) : (b))
 
 typedef struct proc {
     int port;
@@ -40,135 +39,15 @@ int fxs_data_port(int node) { return data[node].port; }
 const char *const *fxs_sentinel_addrs(void) { return sentinel_addr_list; }
 int fxs_sentinel_port(int sentinel) { return sentinels[sentinel].port; }
 
-/* ---- Commands over a blocking socket ---- */
-
-typedef struct reader {
-    int fd;
-    size_t pos, len;
-    char buf[8192];
-} reader;
-
-static char *read_line(reader *rd)
-{
-    for (;;) {
-        char *end = memmem(rd->buf + rd->pos, rd->len - rd->pos, "\r\n", 2);
-        if (end) {
-            *end = '\0';
-            char *line = rd->buf + rd->pos;
-            rd->pos = (size_t)(end + 2 - rd->buf);
-            return line;
-        }
-        memmove(rd->buf, rd->buf + rd->pos, rd->len - rd->pos);
-        rd->len -= rd->pos;
-        rd->pos = 0;
-        ssize_t n = rd->len < sizeof rd->buf ? read(rd->fd, rd->buf + rd->len, sizeof rd->buf - rd->len) : -1;
-        if (n <= 0)
-            return NULL;
-        rd->len += (size_t)n;
-    }
-}
-
-static void text_add(char **text, size_t *len, const char *s, size_t n)
-{
-    char *grown = realloc(*text, *len + n + 2);
-    cr_assert(grown, "out of memory");
-    *text = grown;
-    if (*len)
-        (*text)[(*len)++] = '\n';
-    memcpy(*text + *len, s, n);
-    *len += n;
-    (*text)[*len] = '\0';
-}
-
-static bool read_reply(reader *rd, char **text, size_t *len)
-{
-    char *line = read_line(rd);
-    if (!line)
-        return false;
-    if (line[0] == '+' || line[0] == '-' || line[0] == ':') {
-        text_add(text, len, line + 1, strlen(line + 1));
-        return true;
-    }
-    long long n = strtoll(line + 1, NULL, 10);
-    if (n == -1) {
-        text_add(text, len, "(nil)", 5);
-        return true;
-    }
-    if (line[0] == '$') { /* n bytes and CRLF, which may span reads */
-        char *value = malloc((size_t)n + 2);
-        cr_assert(value, "out of memory");
-        size_t have = 0;
-        while (have < (size_t)n + 2) {
-            if (rd->pos == rd->len) {
-                ssize_t got = read(rd->fd, rd->buf, sizeof rd->buf);
-                if (got <= 0) {
-                    free(value);
-                    return false;
-                }
-                rd->pos = 0;
-                rd->len = (size_t)got;
-            }
-            size_t take = RP_MIN_SIZE(rd->len - rd->pos, (size_t)n + 2 - have);
-            memcpy(value + have, rd->buf + rd->pos, take);
-            rd->pos += take;
-            have += take;
-        }
-        text_add(text, len, value, (size_t)n);
-        free(value);
-        return true;
-    }
-    for (long long i = 0; i < n; i++)
-        if (!read_reply(rd, text, len))
-            return false;
-    return true;
-}
-
-static char *command_argv(int port, const char *const *argv)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
-    struct timeval timeout = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    char out[1024];
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    size_t used = (size_t)snprintf(out, sizeof out, "*%d\r\n", argc);
-    for (int i = 0; i < argc; i++)
-        used += (size_t)snprintf(out + used, sizeof out - used, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
-    cr_assert_lt(used, sizeof out, "command too long");
-    char *text = NULL;
-    size_t len = 0;
-    reader *rd = calloc(1, sizeof *rd);
-    cr_assert(rd, "out of memory");
-    rd->fd = fd;
-    bool ok = connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
-              send(fd, out, used, MSG_NOSIGNAL) == (ssize_t)used && read_reply(rd, &text, &len);
-    close(fd);
-    free(rd);
-    if (!ok) {
-        free(text);
-        return NULL;
-    }
-    return text ? text : strdup("");
-}
+/* ---- Commands over a blocking socket: the cluster fixture's client ---- */
 
 char *fxs_command(int port, const char *arg, ...)
 {
-    const char *argv[MAX_ARGS + 1];
-    int argc = 0;
     va_list ap;
     va_start(ap, arg);
-    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-        cr_assert_lt(argc, MAX_ARGS, "too many arguments");
-        argv[argc++] = a;
-    }
+    char *text = fxc_vcommand_at(port, arg, ap);
     va_end(ap);
-    argv[argc] = NULL;
-    return command_argv(port, argv);
+    return text;
 }
 
 /* ---- Processes ---- */
