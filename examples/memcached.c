@@ -2,12 +2,12 @@
  * pool alone: <ringpool/core.h>, linked with ringpool-core, no hiredis.
  *
  * A batch of commands (one, or many pipelined) takes a connection from the
- * pool, writes every request with one rp_conn_sendv (a set's header, its
- * value in place and "\r\n": no copy, no pause between the pieces), then
- * reads the replies in order: a get's with rp_conn_recv_frame, whose frame
- * function knows the reply's length from its "VALUE <key> <flags> <bytes>"
- * line before the value is all in, the others' with rp_conn_recv_until
- * "\r\n". The connection's receive buffer keeps what follows a reply for
+ * pool and writes every request with one rp_conn_roundtrip (a set's header,
+ * its value in place and "\r\n": no copy, no pause between the pieces),
+ * which also receives the first reply; the others follow in order: a get's
+ * with rp_conn_recv_frame, whose frame function knows the reply's length
+ * from its "VALUE <key> <flags> <bytes>" line before the value is all in,
+ * the others' with rp_conn_recv_until "\r\n". The connection's receive buffer keeps what follows a reply for
  * the next one, and a put with bytes left unread removes the connection, so
  * no reply reaches another holder. Every command's callback runs once.
  *
@@ -73,7 +73,7 @@ typedef struct mc_batch {
     mc_cmd *cmds;
     int n, next;   /* next: the command whose reply is read next */
     int status;    /* the first error, which ends the batch */
-    bool sending, reading, released;
+    bool reading, released;
     bool refused;  /* an error reply: the stream may be out of step */
     mc_done_cb done;
     void *data;
@@ -106,15 +106,15 @@ static void mc_release(mc_batch *b)
         rp_pool_put(b->pool, b->conn);
 }
 
-/* Ends the batch when neither its send nor a receive is in flight (a put
- * with I/O in flight would remove the connection, and their callbacks
- * still use the batch): the commands whose replies did not come get the
+/* Ends the batch when no receive is in flight (a put with I/O in flight
+ * would remove the connection, and its callback still uses the batch):
+ * the commands whose replies did not come get the
  * error, then the batch's own callback. */
 static void mc_settle(mc_batch *b)
 {
     if (b->status < 0)
         mc_release(b);
-    if (b->sending || b->reading)
+    if (b->reading)
         return;
     mc_release(b);
     for (; b->next < b->n; b->next++)
@@ -257,19 +257,8 @@ static void mc_read_next(mc_batch *b)
         b->reading = true;
 }
 
-static void mc_on_sent(rp_conn *conn, ssize_t result, void *data)
-{
-    (void)conn;
-    mc_batch *b = data;
-    b->sending = false;
-    if (result < 0)
-        mc_fail(b, (int)result);
-    else
-        mc_settle(b);
-}
-
-/* Sends every request with one sendv and, in the same submit, arms the
- * first reply's receive: one io_uring_enter a round trip. */
+/* Sends every request and receives the first reply with one
+ * rp_conn_roundtrip: one io_uring_enter, one wake-up a round trip. */
 static void mc_on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
     (void)pool;
@@ -293,13 +282,14 @@ static void mc_on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
         if (cmd->op == MC_SET)
             b->iov[iovcnt++] = (struct iovec){"\r\n", 2};
     }
-    int rc = rp_conn_sendv(conn, b->iov, iovcnt, mc_on_sent, b);
+    /* mc_get_frame ends any first reply: a line unless it is a VALUE. */
+    size_t max = b->cmds[0].op == MC_GET ? MC_REPLY_MAX : MC_LINE_MAX;
+    int rc = rp_conn_roundtrip(conn, b->iov, iovcnt, mc_get_frame, NULL, max, mc_on_reply, b);
     if (rc < 0) {
         mc_fail(b, rc);
         return;
     }
-    b->sending = true;
-    mc_read_next(b);
+    b->reading = true;
 }
 
 /* Runs n commands (1 to MC_DEPTH_MAX) pipelined on one connection of pool:
@@ -491,7 +481,8 @@ static void bench_next(caller *c)
     bench *b = c->b;
     c->count = (int)(b->n - b->issued < b->o->p ? b->n - b->issued : b->o->p);
     if (c->count <= 0) {
-        b->active--;
+        if (--b->active == 0)
+            rp_loop_stop(b->loop);
         return;
     }
     for (int i = 0; i < c->count; i++) {
@@ -524,8 +515,11 @@ static double bench_phase(bench *b, caller *callers, mc_op op, long n)
     double t0 = example_seconds();
     for (long i = 0; i < b->o->c; i++)
         bench_next(&callers[i]);
+    /* One run for the phase: a run's end submits what its callbacks queued
+     * (a host may wait on rp_loop_fd next), an enter a RP_RUN_ONCE would
+     * add to every round trip. */
     while (b->active > 0)
-        rp_loop_run(b->loop, RP_RUN_ONCE);
+        rp_loop_run(b->loop, RP_RUN_DEFAULT);
     return example_seconds() - t0;
 }
 

@@ -12,7 +12,26 @@
 
 static void sendv_advance(rp__sendv *sv, size_t sent);
 
-static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send)
+/* A reply's recv queued right behind its request's send, in the same
+ * submission, is linked to it, and the send then posts no completion when
+ * it writes every byte: one wake-up per round trip instead of two (the
+ * send's completion came first and woke the loop alone). MSG_WAITALL makes
+ * a short write a failure; a failure posts the send's completion (what it
+ * wrote, or the error) and drops the recv without one (a failed head
+ * whose success would post nothing takes its links' completions with it):
+ * send_done then arms the recv again or ends it. */
+static void link_to_send(rp_conn *conn, struct io_uring_sqe *recv_sqe)
+{
+    struct io_uring_sqe *prev = rp__loop_prev_sqe(conn->loop, recv_sqe);
+    if (!prev || prev->user_data != (uint64_t)(uintptr_t)&conn->send.op || conn->send.linked ||
+        conn->send.len - conn->send.done > INT32_MAX)
+        return;
+    prev->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+    prev->msg_flags |= MSG_WAITALL;
+    conn->send.linked = true;
+}
+
+static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
 {
     if (conn->tls) {
         rp__tls_io_prep(conn, io, is_send); /* ciphertext, or a NOP */
@@ -26,11 +45,13 @@ static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send)
     else
         io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
+    if (reply && conn->send.op.pending)
+        link_to_send(conn, sqe);
 }
 
-static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send)
+static void io_submit(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
 {
-    io_prep(conn, io, is_send);
+    io_prep(conn, io, is_send, reply);
     rp__op_start(conn->loop, &io->op, io->timeout_ms != 0, true);
 }
 
@@ -41,7 +62,7 @@ static int io_continue(rp_conn *conn, rp__conn_io *io, bool is_send)
 {
     if (io->expired)
         return -ETIMEDOUT;
-    io_prep(conn, io, is_send);
+    io_prep(conn, io, is_send, false);
     rp__op_start(conn->loop, &io->op, io->op.has_deadline, io->op.keeps_loop_alive);
     return 0;
 }
@@ -69,10 +90,27 @@ static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
     rp__conn_op_finished(conn);
 }
 
+/* A linked send failed or wrote only part: the recv it dropped is armed
+ * again behind what goes on (the rest of the send links it anew), or
+ * ends: with the send's error, since no reply can come to a request that
+ * never went out whole, or as cancelled or timed out. */
+static void recv_unlinked(rp_conn *conn, int send_error)
+{
+    rp__conn_io *io = &conn->recv;
+    if (conn->state != RP__CONN_CLOSED && !io->expired && send_error == 0) {
+        io_prep(conn, io, false, true);
+        return;
+    }
+    /* Last: the recv's end may release the record. */
+    rp__op_complete(conn->loop, &io->op, send_error && !io->expired ? send_error : -ECANCELED, 0);
+}
+
 static void send_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, send.op);
     rp__conn_io *io = &conn->send;
+    bool dropped_recv = io->linked; /* a linked send posts only when it fails */
+    io->linked = false;
     int res = rp__op_result(op);
     if (res == 0)
         res = -EPIPE;
@@ -84,11 +122,16 @@ static void send_done(rp__op *op)
             sendv_advance(io->sendv, (size_t)res);
         if (io->done < io->len && conn->state != RP__CONN_CLOSED) {
             res = io_continue(conn, io, true);
-            if (res == 0)
+            if (res == 0) {
+                if (dropped_recv)
+                    recv_unlinked(conn, 0);
                 return;
+            }
         }
     }
     io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
+    if (dropped_recv)
+        recv_unlinked(conn, res < 0 ? res : 0);
 }
 
 /* What a recv of res bytes into cap left on the socket: the kernel says
@@ -110,9 +153,22 @@ static void note_unread(rp_conn *conn, int res, uint32_t cflags, size_t cap)
         conn->unread = (size_t)res < cap || conn->is_tcp ? RP__UNREAD_NONE : RP__UNREAD_MAYBE;
 }
 
+/* The recv behind a linked send ran, so the send wrote every byte: what
+ * its completion would have said, reported first, as it would have been. */
+static void linked_send_succeeded(rp_conn *conn)
+{
+    rp__conn_io *io = &conn->send;
+    io->linked = false;
+    conn->in_callback++;
+    rp__op_complete(conn->loop, &io->op, (int32_t)(io->len - io->done), 0);
+    conn->in_callback--;
+}
+
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
+    if (conn->send.linked)
+        linked_send_succeeded(conn);
     int res = rp__op_result(op);
     /* Records that carry no plaintext (tickets, a partial record) read on. */
     if (conn->tls && conn->state != RP__CONN_CLOSED &&
@@ -132,11 +188,19 @@ static void send_expired(rp__timer *timer)
     rp__op_expire(conn->loop, &conn->send.op);
 }
 
+/* A recv still linked behind its send may not have started, and a cancel
+ * cannot find it there: the send, whose reply is already late, is ended
+ * too (it reports -ETIMEDOUT), and its completion ends the recv. */
 static void recv_expired(rp__timer *timer)
 {
     rp_conn *conn = RP__CONTAINER_OF(timer, rp_conn, recv.deadline);
     conn->recv.expired = true;
     rp__op_expire(conn->loop, &conn->recv.op);
+    if (conn->send.linked) {
+        conn->send.expired = true;
+        conn->send.op.has_deadline = true;
+        rp__op_expire(conn->loop, &conn->send.op);
+    }
 }
 
 static void watch_done(rp__op *op)
@@ -240,7 +304,8 @@ void rp__conn_close(rp_conn *conn)
  * timer that does fire cancels the op. It counts from a fresh clock read
  * (16 ns), as a linked timeout did from its submit. A send's deadline
  * covers all of its partial writes. */
-int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data)
+static int start_io(rp_conn *conn, bool is_send, bool reply, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb,
+                    void *data)
 {
     if (!conn || !cb || !buf || !len)
         return -EINVAL;
@@ -260,8 +325,20 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     io->expired = false;
     if (timeout_ms)
         rp__timer_arm(conn->loop, &io->deadline, rp__loop_now_fresh(conn->loop) + timeout_ms * RP__NS_PER_MS);
-    io_submit(conn, io, is_send);
+    io_submit(conn, io, is_send, reply);
     return 0;
+}
+
+int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data)
+{
+    return start_io(conn, is_send, false, buf, len, timeout_ms, cb, data);
+}
+
+int rp__conn_recv_reply(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)
+{
+    if (conn && !rp__conn_usable(conn))
+        return RP_ECLOSED;
+    return start_io(conn, false, true, buf, cap, conn ? conn->read_timeout_ms : 0, cb, data);
 }
 
 void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop_alive)

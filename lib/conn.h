@@ -46,6 +46,7 @@ struct rp__conn_io {
     uint32_t timeout_ms;
     rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
     bool expired;       /* the deadline fired during this transfer */
+    bool linked;        /* a send: the recv queued after it waits for it (conn.c) */
 };
 
 /* The plaintext a send goes on with: the rest of its buffer, or of
@@ -171,6 +172,11 @@ static inline bool rp__conn_usable(const rp_conn *conn)
 /* rp_conn_send / rp_conn_recv with an explicit timeout (0 = none). Unlike
  * them it also starts I/O on an idle connection (a protocol layer's watch). */
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data);
+/* A recv of a request/response round trip: linked to the connection's
+ * send when that is the SQE queued just before it, so that the send's
+ * success posts no completion and the loop wakes once per round trip.
+ * The send's callback then runs just before the recv's. */
+int rp__conn_recv_reply(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
 /* Bounds the recv in flight by an absolute deadline (0: none), and says
  * whether it keeps rp_loop_run(RP_RUN_DEFAULT) running. */
 void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop_alive);

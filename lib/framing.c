@@ -151,8 +151,9 @@ static void step(rp__frames *f)
 
 static void step_item_run(rp__deferred *item) { step(RP__CONTAINER_OF(item, rp__frames, step_item)); }
 
-static int frames_start(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, size_t max_len, rp_frame_cb cb,
-                        void *data)
+/* The connection's buffer, set for a receive that has not started. */
+static int frames_prepare(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, size_t max_len, rp_frame_cb cb,
+                          void *data)
 {
     if (!conn || !cb)
         return -EINVAL;
@@ -172,9 +173,59 @@ static int frames_start(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, si
     f->max_len = max_len ? max_len : FRAMES_DEFAULT_MAX;
     f->cb = cb;
     f->data = data;
+    return 0;
+}
+
+/* From here the connection owes a message until the callback ran. */
+static void frames_activate(rp__frames *f)
+{
     f->active = true;
-    conn->ext_pending++;
-    rp__defer(conn->loop, &f->step_item, step_item_run);
+    f->conn->ext_pending++;
+}
+
+static int frames_start(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, size_t max_len, rp_frame_cb cb,
+                        void *data)
+{
+    int rc = frames_prepare(conn, frame_fn, frame_arg, max_len, cb, data);
+    if (rc < 0)
+        return rc;
+    frames_activate(conn->frames);
+    rp__defer(conn->loop, &conn->frames->step_item, step_item_run);
+    return 0;
+}
+
+/* The request's own completion says nothing the reply's does not: its
+ * failure ends the linked receive with the send's error (conn.c). */
+static void roundtrip_sent(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    (void)result;
+    (void)data;
+}
+
+/* The request's send and the reply's recv go into one submission, the recv
+ * linked behind the send (rp__conn_recv_reply): the loop wakes once, for
+ * the reply. The buffer is made ready first, so that nothing can fail once
+ * the request is out. A reply already buffered (pipelining) is looked for
+ * first, as rp_conn_recv_frame does. */
+int rp_conn_roundtrip(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_frame_fn frame_fn, void *frame_arg,
+                      size_t max_len, rp_frame_cb cb, void *data)
+{
+    if (!frame_fn)
+        return -EINVAL;
+    int rc = frames_prepare(conn, frame_fn, frame_arg, max_len, cb, data);
+    rp__frames *f = conn ? conn->frames : NULL;
+    if (rc == 0 && f->len == 0)
+        rc = make_room(f, 0);
+    if (rc < 0)
+        return rc;
+    rp__loop_sqe_room(conn->loop, 2);
+    rc = rp_conn_sendv(conn, iov, iovcnt, roundtrip_sent, f);
+    if (rc < 0)
+        return rc;
+    frames_activate(f);
+    if (f->len || rp__conn_recv_reply(conn, f->buf, f->cap, recv_done, f) < 0)
+        rp__defer(conn->loop, &f->step_item, step_item_run);
     return 0;
 }
 

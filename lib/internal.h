@@ -97,6 +97,12 @@ struct rp__op {
  * that): submits what is queued when the ring is full, never drops. */
 struct io_uring_sqe *rp__loop_sqe(rp_loop *loop);
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second);
+/* Submits what is queued if fewer than n SQEs are free, so that the next
+ * n taken go into one submission (n <= the ring's entries, at least 2). */
+void rp__loop_sqe_room(rp_loop *loop, unsigned n);
+/* The SQE taken just before sqe (the last one taken) while both wait in
+ * the same submission, else NULL: lets an op be linked to the one before. */
+struct io_uring_sqe *rp__loop_prev_sqe(rp_loop *loop, const struct io_uring_sqe *sqe);
 /* Counts syscalls made outside the ring (socket, close, ...). */
 void rp__loop_count_syscalls(rp_loop *loop, unsigned n);
 /* Submits what is queued now. */
@@ -104,6 +110,8 @@ void rp__loop_submit(rp_loop *loop);
 /* Marks op in flight; with_deadline: a linked timeout or rp__op_expire
  * may end it. */
 void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop_alive);
+/* Ends an op as its CQE would have, for an op whose success posts none. */
+void rp__op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags);
 /* Fills `second` with a link timeout for the op in `first`. */
 void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring_sqe *second,
                          struct __kernel_timespec *ts, uint32_t ms);

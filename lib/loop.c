@@ -119,8 +119,19 @@ static bool kernel_has_work(const rp_loop *loop)
 
 static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->ring) || kernel_has_work(loop); }
 
+/* The kernel timeout is behind the earliest timer: the next run moves it
+ * (ktimer_sync), and a host must run the loop before it sleeps. */
+static bool ktimer_stale(const rp_loop *loop)
+{
+    const rp__timer *min = rp__heap_min(&loop->timers);
+    return min && (!loop->ktimer_op.pending || loop->ktimer_deadline > min->deadline_ns);
+}
+
 /* Something rp_loop_run(RP_RUN_NOWAIT) would handle right away. */
-static bool ready_now(const rp_loop *loop) { return loop->deferred.head || loop->prepared.head || work_visible(loop); }
+static bool ready_now(const rp_loop *loop)
+{
+    return loop->deferred.head || loop->prepared.head || work_visible(loop) || ktimer_stale(loop);
+}
 
 /* What changes outside rp_loop_run must reach a host that embeds the
  * loop: work queued, the loop's liveness, its next deadline. The host is
@@ -170,13 +181,27 @@ struct io_uring_sqe *rp__loop_sqe(rp_loop *loop)
 
 /* Room for both is made first, so taking the second never submits the
  * first unfilled (rp_loop_new refuses a ring of fewer than 2 entries). */
+void rp__loop_sqe_room(rp_loop *loop, unsigned n)
+{
+    while (io_uring_sq_space_left(&loop->ring) < n)
+        rp__loop_submit(loop);
+}
+
 void rp__loop_sqe_pair(rp_loop *loop, struct io_uring_sqe **first, struct io_uring_sqe **second)
 {
     poke_host(loop);
-    while (io_uring_sq_space_left(&loop->ring) < 2)
-        rp__loop_submit(loop);
+    rp__loop_sqe_room(loop, 2);
     *first = take_sqe(loop);
     *second = take_sqe(loop);
+}
+
+struct io_uring_sqe *rp__loop_prev_sqe(rp_loop *loop, const struct io_uring_sqe *sqe)
+{
+    struct io_uring_sq *sq = &loop->ring.sq;
+    unsigned tail = sq->sqe_tail;
+    if (tail - sq->sqe_head < 2 || sqe != &sq->sqes[(tail - 1) & sq->ring_mask])
+        return NULL;
+    return &sq->sqes[(tail - 2) & sq->ring_mask];
 }
 
 void rp__loop_submit(rp_loop *loop)
@@ -253,13 +278,8 @@ static bool loop_own_op(const rp_loop *loop, const rp__op *op)
     return op == &loop->ktimer_op || op == &loop->post_op || op == &loop->drain_op;
 }
 
-static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_t cflags)
+void rp__op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags)
 {
-    if (user_data == 0)
-        return; /* cancels and timer updates: their targets report */
-    if (user_data & 1)
-        return; /* a linked timeout that failed before its op ran: the op reports */
-    rp__op *op = (rp__op *)(uintptr_t)user_data;
     if (!loop_own_op(loop, op))
         loop->handled++;
     if (op->keeps_loop_alive)
@@ -269,6 +289,15 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_
     op->pending = false;
     op->timed_out = op->has_deadline && !op->cancel_requested && (res == -ECANCELED || res == -EINTR);
     op->done(op);
+}
+
+static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_t cflags)
+{
+    if (user_data == 0)
+        return; /* cancels and timer updates: their targets report */
+    if (user_data & 1)
+        return; /* a linked timeout that failed before its op ran: the op reports */
+    rp__op_complete(loop, (rp__op *)(uintptr_t)user_data, res, cflags);
 }
 
 static unsigned reap_cqes(rp_loop *loop)
@@ -290,11 +319,15 @@ static unsigned reap_cqes(rp_loop *loop)
 
 /* ---------------------------------------------------------------- timers */
 
+/* The kernel timeout follows the earliest timer only where the loop may
+ * sleep next: before an iteration's wait and at a run's end. A timer armed
+ * (and often disarmed again) between those costs no SQE, and takes none
+ * from between two SQEs that must stay together (a round trip's). */
 static void ktimer_sync(rp_loop *loop)
 {
-    rp__timer *min = rp__heap_min(&loop->timers);
-    if (!min || (loop->ktimer_op.pending && loop->ktimer_deadline <= min->deadline_ns))
+    if (!ktimer_stale(loop))
         return;
+    rp__timer *min = rp__heap_min(&loop->timers);
     loop->ktimer_ts.tv_sec = (long long)(min->deadline_ns / 1000000000ull);
     loop->ktimer_ts.tv_nsec = (long long)(min->deadline_ns % 1000000000ull);
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
@@ -334,10 +367,8 @@ void rp__timer_arm(rp_loop *loop, rp__timer *timer, uint64_t deadline_ns)
     rp__heap_push(&loop->timers, timer);
     if (timer->keeps_loop_alive)
         loop_ref(loop);
-    if (rp__heap_min(&loop->timers) == timer) {
+    if (rp__heap_min(&loop->timers) == timer)
         poke_host(loop); /* the next deadline moved earlier */
-        ktimer_sync(loop);
-    }
 }
 
 /* The kernel timeout stays where it is: at worst it wakes the loop early
@@ -727,6 +758,7 @@ static void loop_iteration(rp_loop *loop, bool may_block)
     bool handled = reap_before_sending(loop) != 0;
     may_block = may_block && !handled && loop_alive(loop);
     run_prepared(loop);
+    ktimer_sync(loop);
     may_block = may_block && !loop->deferred.head && !loop->prepared.head && !io_uring_cq_ready(&loop->ring);
     if (may_block && loop->busy_poll_ns && busy_poll(loop))
         may_block = false;
@@ -816,6 +848,7 @@ int rp_loop_run(rp_loop *loop, rp_run_mode mode)
     run_prepared(loop);
     if (loop->host_registered)
         host_fd_drain(loop);
+    ktimer_sync(loop);
     rp__loop_submit(loop);
     loop->in_run = false;
     if (loop->host_registered)

@@ -1,8 +1,10 @@
 /* Faults: refused, unanswered and failing dials, servers that restart or
  * close idle clients, and peers that send FIN, RST or stray bytes. */
+#define _GNU_SOURCE /* memmem */
 #include "fixture.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -514,13 +516,16 @@ typedef struct peer_pool {
     int peer; /* the server side of the first connection */
 } peer_pool;
 
-/* A pool of one connection to our listener, held by the caller. */
-static rp_conn *peer_pool_open(peer_pool *pp)
+/* A pool of one connection to our listener, held by the caller, whose
+ * reads wait at most read_timeout_ms (0: for ever). */
+static rp_conn *peer_pool_open_timeout(peer_pool *pp, uint32_t read_timeout_ms)
 {
     int port;
     pp->listener = fx_listener(16, &port);
     rp_pool_options opts;
     fx_pool_options(&opts, 1);
+    opts.read_timeout_ms = read_timeout_ms;
+    opts.write_timeout_ms = 0;
     open_pool_at(port, &opts);
     memset(close_reasons, 0, sizeof close_reasons);
     rp_hooks hooks = {.conn_close = count_close_reason};
@@ -530,6 +535,8 @@ static rp_conn *peer_pool_open(peer_pool *pp)
     cr_assert_geq(pp->peer, 0);
     return conn;
 }
+
+static rp_conn *peer_pool_open(peer_pool *pp) { return peer_pool_open_timeout(pp, 0); }
 
 static void peer_write(int fd, const char *text)
 {
@@ -969,5 +976,270 @@ Test(faults, a_long_line_grows_the_buffer_and_the_next_fits_again)
     free(line);
     free(long_frame_copy);
     long_frame_copy = NULL;
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+/* ---------------------------------------------------------- round trips */
+
+static ssize_t one_line(const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    const char *eol = memmem(data, len, "\r\n", 2);
+    return eol ? eol - data + 2 : 0;
+}
+
+/* The peer's side: answers each "ping\r\n" with "pong\r\n" until EOF. */
+static void *pong_peer(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[6];
+    size_t have = 0;
+    ssize_t n;
+    while ((n = read(fd, buf + have, sizeof buf - have)) > 0) {
+        have += (size_t)n;
+        if (have == sizeof buf) {
+            have = 0;
+            if (write(fd, "pong\r\n", 6) != 6)
+                break;
+        }
+    }
+    return NULL;
+}
+
+typedef struct pinger {
+    rp_conn *conn;
+    int want, answered, bad;
+    ssize_t error;
+} pinger;
+
+static void ponged(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    (void)conn;
+    pinger *p = data;
+    if (len < 0) {
+        p->error = len;
+        return;
+    }
+    p->answered++;
+    p->bad += len != 6 || memcmp(frame, "pong\r\n", 6) != 0;
+    struct iovec iov = {(void *)"ping\r\n", 6};
+    /* The next one from inside this callback: the buffer it reads into
+     * is the one this frame is in. */
+    if (p->answered < p->want)
+        p->bad += rp_conn_roundtrip(p->conn, &iov, 1, one_line, NULL, 64, ponged, p) != 0;
+}
+
+/* The reply's recv rides behind the request's send: the loop wakes once
+ * per round trip, not once for the send and again for the reply. */
+Test(faults, a_round_trip_wakes_the_loop_once)
+{
+    peer_pool pp;
+    pinger p = {.conn = peer_pool_open(&pp), .want = 200};
+    pthread_t peer;
+    cr_assert_eq(pthread_create(&peer, NULL, pong_peer, &pp.peer), 0);
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    struct iovec iov = {(void *)"ping\r\n", 6};
+    cr_assert_eq(rp_conn_roundtrip(p.conn, &iov, 1, one_line, NULL, 64, ponged, &p), 0);
+    cr_expect_eq(p.answered, 0, "the callback ran inside the call");
+    rp_loop_run(loop, RP_RUN_DEFAULT); /* alive while a reply is owed */
+    rp_loop_stats_get(loop, &after);
+    cr_expect_eq(p.answered, p.want, "answered %d of %d (error %zd)", p.answered, p.want, p.error);
+    cr_expect_eq(p.bad, 0);
+    uint64_t iterations = after.iterations - before.iterations;
+    cr_expect_leq(iterations, (uint64_t)p.want + p.want / 4, "%llu loop iterations for %d round trips",
+                  (unsigned long long)iterations, p.want);
+    rp_pool_put(pool, p.conn);
+    cr_expect_eq(stats().stale_conns, 0);
+    shutdown(pp.peer, SHUT_RDWR);
+    pthread_join(peer, NULL);
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+static frame_seen round_trip_and_wait(rp_conn *conn, const struct iovec *iov, int iovcnt, unsigned timeout_ms)
+{
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_roundtrip(conn, iov, iovcnt, one_line, NULL, 64, frame_cb, &s), 0);
+    cr_expect_eq(s.calls, 0, "the callback ran inside the call");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, timeout_ms), "the round trip never ended");
+    fx_run_for(loop, 20);
+    cr_expect_eq(s.calls, 1, "the callback ran %d times", s.calls);
+    return s;
+}
+
+/* A request that fails to go out ends the round trip with the send's
+ * error, at once: no reply can come to it. */
+Test(faults, a_round_trip_whose_send_fails_ends_with_the_sends_error)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(pp.peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(pp.peer); /* RST */
+    fx_run_for(loop, 20);
+    struct iovec iov = {(void *)"ping\r\n", 6};
+    frame_seen s = round_trip_and_wait(conn, &iov, 1, 3000);
+    cr_expect(s.len == -ECONNRESET || s.len == -EPIPE, "ended with %s", rp_strerror((int)s.len));
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0, "a connection whose send failed was kept");
+    fx_close_and_free(loop, pool);
+    close(pp.listener);
+}
+
+typedef struct slow_reader {
+    int fd;
+    size_t want, got;
+} slow_reader;
+
+/* Reads every byte of a request, in small bites, then answers it. */
+static void *slow_reader_run(void *arg)
+{
+    slow_reader *r = arg;
+    char buf[4096];
+    ssize_t n;
+    while (r->got < r->want && (n = read(r->fd, buf, sizeof buf)) > 0)
+        r->got += (size_t)n;
+    if (write(r->fd, "done\r\n", 6) != 6)
+        r->got = 0;
+    return NULL;
+}
+
+/* A request far larger than the socket buffers goes out in many writes;
+ * its reply still comes to the same callback, once. */
+Test(faults, a_round_trip_larger_than_the_socket_buffers_gets_its_reply)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 8 << 20;
+    char *big = malloc(len);
+    memset(big, 'v', len);
+    struct iovec iov[2] = {{(void *)"big\r\n", 5}, {big, len}};
+    slow_reader r = {.fd = pp.peer, .want = len + 5};
+    pthread_t reader;
+    cr_assert_eq(pthread_create(&reader, NULL, slow_reader_run, &r), 0);
+    frame_seen s = round_trip_and_wait(conn, iov, 2, 10000);
+    pthread_join(reader, NULL);
+    cr_expect_eq(r.got, len + 5);
+    cr_expect_str_eq(s.frame, "done\r\n");
+    free(big);
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+/* A peer that reads nothing: the request never goes out whole, and the
+ * round trip ends once with -ETIMEDOUT after read_timeout_ms (the reply's
+ * deadline also bounds the request it waits behind). */
+Test(faults, a_round_trip_to_a_peer_that_reads_nothing_times_out)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open_timeout(&pp, 200);
+    size_t len = 64 << 20;
+    char *big = calloc(1, len);
+    struct iovec iov = {big, len};
+    uint64_t t0 = fx_now_ms();
+    frame_seen s = round_trip_and_wait(conn, &iov, 1, 5000);
+    uint64_t took = fx_now_ms() - t0;
+    cr_expect_eq(s.len, -ETIMEDOUT, "ended with %s", rp_strerror((int)s.len));
+    cr_expect(took >= 190 && took < 3000, "timed out after %llu ms", (unsigned long long)took);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    free(big);
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+/* Removing the connection while its request is stuck ends the round trip
+ * once, with -ECANCELED, and frees everything (ASan). */
+Test(faults, removing_a_connection_under_a_round_trip_ends_it_once)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    size_t len = 64 << 20;
+    char *big = calloc(1, len);
+    struct iovec iov = {big, len};
+    frame_seen s = {0};
+    cr_assert_eq(rp_conn_roundtrip(conn, &iov, 1, one_line, NULL, 64, frame_cb, &s), 0);
+    fx_run_for(loop, 20);
+    cr_expect_eq(s.calls, 0, "64 MiB went out to a peer that reads nothing");
+    rp_pool_remove(pool, conn, -ECANCELED);
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    fx_run_for(loop, 20);
+    cr_expect_eq(s.calls, 1);
+    cr_expect_eq(s.len, -ECANCELED, "ended with %s", rp_strerror((int)s.len));
+    cr_expect_eq(rp_pool_len(pool), 0);
+    free(big);
+    peer_pool_close(&pp, NULL, pp.peer);
+}
+
+/* Only a round trip links: a send's callback never waits for a reply, so
+ * a request sent in pieces, with its reply's recv armed after the first
+ * piece, goes on. */
+Test(faults, a_send_completes_before_the_reply_of_a_recv_armed_after_it)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    io_done sent = {0}, got = {0};
+    char buf[16] = {0};
+    cr_assert_eq(rp_conn_send(conn, "head ", 5, io_done_cb, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf - 1, io_done_cb, &got), 0);
+    cr_assert(fx_run_until(loop, &sent.done, 3000), "the send waited for a reply");
+    cr_expect_eq(sent.result, 5);
+    cr_expect(!got.done);
+    cr_assert_eq(send_sync(conn, "body\r\n"), 6);
+    peer_write(pp.peer, "ok\r\n");
+    cr_assert(fx_run_until(loop, &got.done, 3000));
+    cr_expect_str_eq(buf, "ok\r\n");
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+/* Replies that came together: the first ends the round trip, the second
+ * waits in the buffer for the next receive, which reads nothing. */
+Test(faults, pipelined_requests_get_their_replies_in_order)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    struct iovec iov[2] = {{(void *)"a\r\n", 3}, {(void *)"b\r\n", 3}};
+    frame_seen s = {0};
+    cr_assert_eq(write(pp.peer, "", 0), 0);
+    cr_assert_eq(rp_conn_roundtrip(conn, iov, 2, one_line, NULL, 64, frame_cb, &s), 0);
+    fx_run_for(loop, 20);
+    char req[8] = {0};
+    cr_expect_eq(read(pp.peer, req, sizeof req - 1), 6);
+    cr_expect_str_eq(req, "a\r\nb\r\n");
+    peer_write(pp.peer, "A\r\nB\r\n");
+    cr_assert(fx_run_until_count(loop, &s.calls, 1, 3000));
+    cr_expect_str_eq(s.frame, "A\r\n");
+    rp_loop_stats before, after;
+    rp_loop_stats_get(loop, &before);
+    s = line_now(conn);
+    rp_loop_stats_get(loop, &after);
+    cr_expect_str_eq(s.frame, "B\r\n");
+    cr_expect_eq(after.sqes, before.sqes, "a buffered reply cost a read");
+    peer_pool_close(&pp, conn, pp.peer);
+}
+
+Test(faults, round_trips_refuse_what_they_cannot_do)
+{
+    peer_pool pp;
+    rp_conn *conn = peer_pool_open(&pp);
+    struct iovec iov = {(void *)"x\r\n", 3};
+    frame_seen s = {0};
+    char buf[8];
+    io_done d = {0};
+    cr_expect_eq(rp_conn_roundtrip(NULL, &iov, 1, one_line, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_roundtrip(conn, &iov, 1, NULL, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_roundtrip(conn, &iov, 1, one_line, NULL, 0, NULL, &s), -EINVAL);
+    cr_expect_eq(rp_conn_roundtrip(conn, NULL, 1, one_line, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_expect_eq(rp_conn_roundtrip(conn, &iov, 0, one_line, NULL, 0, frame_cb, &s), -EINVAL);
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_done_cb, &d), 0);
+    cr_expect_eq(rp_conn_roundtrip(conn, &iov, 1, one_line, NULL, 0, frame_cb, &s), -EBUSY, "beside a recv");
+    peer_write(pp.peer, "x");
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    d.done = false;
+    cr_assert_eq(rp_conn_send(conn, "y", 1, io_done_cb, &d), 0);
+    cr_expect_eq(rp_conn_roundtrip(conn, &iov, 1, one_line, NULL, 0, frame_cb, &s), -EBUSY, "beside a send");
+    cr_assert(fx_run_until(loop, &d.done, 3000));
+    char got[8] = {0};
+    cr_expect_eq(read(pp.peer, got, sizeof got - 1), 1, "a refused round trip sent something: %s", got);
+    fx_run_for(loop, 5);
+    cr_expect_eq(s.calls, 0, "a refused call ran its callback");
     peer_pool_close(&pp, conn, pp.peer);
 }

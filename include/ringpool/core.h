@@ -535,6 +535,17 @@ RP_EXTERN int rp_conn_recv_frame(rp_conn *conn, rp_frame_fn frame_fn, void *fram
  * out includes it): a line with "\r\n". */
 RP_EXTERN int rp_conn_recv_until(rp_conn *conn, const char *delim, size_t delim_len, size_t max_len,
                                  rp_frame_cb cb, void *data);
+/* A request and its reply in one call: sends iov as rp_conn_sendv does
+ * and receives the reply as rp_conn_recv_frame does, with one callback,
+ * the reply's. The reply's receive goes into the same submission as the
+ * request, linked behind it, so the loop wakes once per round trip rather
+ * than once for the send and once for the reply (plain TCP and unix
+ * sockets; under TLS the two go separately). A send that fails ends the
+ * callback with the send's error. Returns what rp_conn_sendv or
+ * rp_conn_recv_frame would (-EBUSY also while a send is under way);
+ * nothing is sent when it fails. */
+RP_EXTERN int rp_conn_roundtrip(rp_conn *conn, const struct iovec *iov, int iovcnt, rp_frame_fn frame_fn,
+                                void *frame_arg, size_t max_len, rp_frame_cb cb, void *data);
 
 #ifdef __cplusplus
 }
