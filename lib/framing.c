@@ -40,6 +40,7 @@ struct rp__frames {
     rp_frame_cb cb;
     void *data;
     bool active;
+    int send_error; /* rp_conn_roundtrip's request failed: the reply's error */
     rp__deferred step_item;
     /* rp_conn_recv_until's delimiter, and how far it was looked for. */
     char delim[DELIM_MAX];
@@ -84,7 +85,7 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
 {
     rp__frames *f = data;
     if (result <= 0) {
-        finish(f, 0, result == 0 ? RP_EEOF : (int)result);
+        finish(f, 0, f->send_error ? f->send_error : result == 0 ? RP_EEOF : (int)result);
         return;
     }
     (void)conn;
@@ -173,6 +174,7 @@ static int frames_prepare(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, 
     f->max_len = max_len ? max_len : FRAMES_DEFAULT_MAX;
     f->cb = cb;
     f->data = data;
+    f->send_error = 0;
     return 0;
 }
 
@@ -194,13 +196,17 @@ static int frames_start(rp_conn *conn, rp_frame_fn frame_fn, void *frame_arg, si
     return 0;
 }
 
-/* The request's own completion says nothing the reply's does not: its
- * failure ends the linked receive with the send's error (conn.c). */
+/* A request that failed to go out has no reply to wait for: the receive
+ * ends with the send's error. conn.c ends a recv linked behind the send
+ * so; one that went separately (TLS) is cancelled here. */
 static void roundtrip_sent(rp_conn *conn, ssize_t result, void *data)
 {
-    (void)conn;
-    (void)result;
-    (void)data;
+    rp__frames *f = data;
+    if (result >= 0 || !f->active)
+        return;
+    f->send_error = (int)result;
+    if (conn->recv.op.pending)
+        rp__op_cancel(conn->loop, &conn->recv.op);
 }
 
 /* The request's send and the reply's recv go into one submission, the recv
