@@ -24,7 +24,9 @@
  * fit in a quarter (the gap keeps it from swinging between two sizes); the
  * small one again, and the reader's buffer emptied, once nothing is owed.
  * So an idle connection holds a few KiB, and one reading a large reply
- * reads it in large pieces and gives the memory back afterwards. */
+ * reads it in large pieces and gives the memory back afterwards. The body
+ * of a large bulk string skips that buffer: once its header is in, it is
+ * read straight into the reader's, grown once to its size. */
 #include "commands.h"
 #include "conn.h"
 #include "redis.h"
@@ -44,6 +46,7 @@
 #define EARLY_FLUSH_MIN 16 /* commands: fewer leave with the pass's submit */
 #define RECV_BUFFER_MIN (4 * 1024)
 #define RECV_BUFFER_MAX (64 * 1024)
+#define DIRECT_READ_MIN (32 * 1024) /* a bulk body this large is read in place */
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
 
 /* Subscriptions as the server counts them: its confirmations carry the
@@ -87,6 +90,7 @@ typedef struct rp__redis {
     uint64_t queued_bytes, written_bytes; /* stream offsets */
     rp__deferred flush_item;
     bool sending_now, receiving;
+    bool direct;         /* the recv posted reads into the reader's buffer */
     bool failing_unsent; /* while fail_all calls back for a command never sent */
     int error;
     size_t reply_bytes;  /* of the reply being read, that the reader consumed */
@@ -344,6 +348,25 @@ static size_t reply_bytes_read(const rp__redis *redis)
     return redis->reply_bytes + (redis->reader->len - redis->reader->pos);
 }
 
+/* Where the next read goes, and at most how much (never past limit): the
+ * receive buffer; or, for the body of a bulk string of DIRECT_READ_MIN or
+ * more, the reader's own buffer, grown once to hold it all, so the body
+ * is read in as few reads as the socket allows and never copied into the
+ * reader (hiredis then copies it once, into the reply). */
+static char *recv_target(rp__redis *redis, size_t limit, size_t *cap)
+{
+    size_t missing = rp__reader_bulk_missing(redis->reader);
+    size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
+    redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
+    if (redis->direct) {
+        char *tail = rp__reader_tail(redis->reader, cap);
+        *cap = RP__MIN(*cap, want);
+        return tail;
+    }
+    *cap = RP__MIN(limit, redis->rbuf_size);
+    return redis->rbuf;
+}
+
 /* Posts the recv if none is posted, then bounds it for what is owed now. */
 static void arm_recv(rp__redis *redis)
 {
@@ -357,8 +380,9 @@ static void arm_recv(rp__redis *redis)
          * the same read (room + 1 wraps for a limit of SIZE_MAX). */
         size_t max = redis->limit.max_bytes, read = reply_bytes_read(redis);
         size_t room = read < max ? max - read : 0;
-        size_t cap = room < redis->rbuf_size ? room + 1 : redis->rbuf_size;
-        int rc = rp__conn_start_io(redis->conn, false, redis->rbuf, cap, 0, recv_done, redis);
+        size_t cap;
+        char *buf = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &cap);
+        int rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
         if (rc < 0) {
             start_failed(redis, rc);
             return;
@@ -642,8 +666,13 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     }
     if (redis->error)
         return;
-    int rc = redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK ? 0 : -ENOMEM;
-    adapt_recv_buffer(redis, (size_t)result);
+    int rc = 0;
+    if (redis->direct)
+        rp__reader_received(redis->reader, (size_t)result);
+    else if (redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK)
+        adapt_recv_buffer(redis, (size_t)result);
+    else
+        rc = -ENOMEM;
     count_buffers(redis);
     if (rc == 0)
         rc = read_replies(redis);

@@ -6,6 +6,8 @@
  * elements than the size limit could hold. */
 #include "reply.h"
 
+#include <errno.h>
+
 #include <hiredis/sds.h>
 #include <string.h>
 
@@ -129,6 +131,49 @@ bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes)
         declared = declared * 10 + digit;
     }
     return false;
+}
+
+size_t rp__reader_bulk_missing(const redisReader *reader)
+{
+    if (reader->ridx < 0 || reader->rstack[reader->ridx].type != REDIS_REPLY_STRING)
+        return 0;
+    const char *p = reader->buf + reader->pos, *end = reader->buf + reader->len, *q = p;
+    size_t declared = 0;
+    for (; q < end && *q >= '0' && *q <= '9'; q++) {
+        if (declared > (SIZE_MAX - 64) / 10)
+            return 0; /* past any limit: rp__reader_declares_too_much says so */
+        declared = declared * 10 + (size_t)(*q - '0');
+    }
+    if (q == p || end - q < 2 || q[0] != '\r' || q[1] != '\n')
+        return 0; /* no length (a nil's -1) or its line not all in */
+    size_t whole = (size_t)(q + 2 - p) + declared + 2, have = (size_t)(end - p);
+    return whole > have ? whole - have : 0;
+}
+
+/* The reader's buffer is an sds that hiredis appends to as it is fed:
+ * receiving into its free tail and growing its length is that append
+ * without the copy. Only between reads: growing may move it. */
+int rp__reader_reserve(redisReader *reader, size_t more)
+{
+    if (sdsavail(reader->buf) >= more)
+        return 0;
+    sds grown = sdsMakeRoomFor(reader->buf, more);
+    if (!grown)
+        return -ENOMEM;
+    reader->buf = grown;
+    return 0;
+}
+
+char *rp__reader_tail(const redisReader *reader, size_t *room)
+{
+    *room = sdsavail(reader->buf);
+    return reader->buf + sdslen(reader->buf);
+}
+
+void rp__reader_received(redisReader *reader, size_t n)
+{
+    sdsIncrLen(reader->buf, (int)n);
+    reader->len = sdslen(reader->buf);
 }
 
 /* hiredis consumes what it can: an array's header and whole elements, or

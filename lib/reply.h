@@ -20,6 +20,15 @@ void rp__reply_free(void *reply);
 /* The bulk string being read declared more than max_bytes. */
 bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes);
 
+/* Of a bulk string whose header is in but not its whole body: the bytes
+ * still to come (body and CRLF), else 0. */
+size_t rp__reader_bulk_missing(const redisReader *reader);
+/* Room for at least `more` bytes after what the reader holds, to receive
+ * into straight (rp__reader_received then counts them): -ENOMEM, or 0. */
+int rp__reader_reserve(redisReader *reader, size_t more);
+char *rp__reader_tail(const redisReader *reader, size_t *room);
+void rp__reader_received(redisReader *reader, size_t n);
+
 /* Part of a reply has been read (bytes unparsed, or a reply begun). */
 bool rp__reader_in_reply(const redisReader *reader);
 

@@ -146,3 +146,76 @@ Test(buffers, a_busy_connection_shrinks_its_buffers_once_replies_are_small)
     rp_pool_put(rp_client_pool(client), conn);
     fx_client_close_and_free(loop, client);
 }
+
+/* The body of a large bulk string is read straight into the reader's
+ * buffer (redis.c, recv_target): values inside an array, one right after
+ * another in one read, and small replies after them all come back exact,
+ * whatever the reads' boundaries. */
+enum { PART = 300 * 1000 };
+
+static char *pattern(int seed, size_t len)
+{
+    char *v = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        v[i] = (char)('a' + (i * 7 + (size_t)seed) % 26);
+    return v;
+}
+
+typedef struct exact {
+    int calls, status;
+    bool right;
+    const char *want[3];
+    size_t want_len;
+    int nwant;
+} exact;
+
+static void check_exact(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    exact *e = data;
+    e->calls++;
+    e->status = status;
+    const redisReply *const *items = reply && reply->type == REDIS_REPLY_ARRAY ? (const redisReply *const *)reply->element
+                                                                                : (const redisReply *const *)&reply;
+    size_t n = reply && reply->type == REDIS_REPLY_ARRAY ? reply->elements : 1;
+    e->right = reply && (int)n == e->nwant;
+    for (size_t i = 0; e->right && i < n; i++)
+        e->right = items[i]->type == REDIS_REPLY_STRING && items[i]->len == e->want_len &&
+                   memcmp(items[i]->str, e->want[i], e->want_len) == 0;
+}
+
+Test(buffers, large_values_in_arrays_and_pipelines_come_back_exact)
+{
+    open_client(1);
+    char *v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = pattern(i, PART);
+        char key[8];
+        snprintf(key, sizeof key, "v%d", i);
+        fx_result r = {0};
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"SET", key, v[i]},
+                                       (const size_t[]){3, strlen(key), PART}),
+                     0);
+        cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
+        cr_assert_eq(r.status, 0);
+    }
+    rp_conn *conn = fx_get_conn(loop, rp_client_pool(client));
+    exact all = {.want = {v[0], v[1], v[2]}, .want_len = PART, .nwant = 3};
+    exact second = {.want = {v[1]}, .want_len = PART, .nwant = 1};
+    exact small = {0};
+    for (int round = 0; round < 3; round++) {
+        all.calls = second.calls = small.calls = 0;
+        cr_assert_eq(rp_conn_command(conn, check_exact, &all, 4, (const char *[]){"MGET", "v0", "v1", "v2"}, NULL),
+                     0);
+        cr_assert_eq(rp_conn_command(conn, check_exact, &second, 2, (const char *[]){"GET", "v1"}, NULL), 0);
+        cr_assert_eq(rp_conn_command(conn, check_exact, &small, 2, (const char *[]){"STRLEN", "none"}, NULL), 0);
+        cr_assert(fx_run_until_count(loop, &small.calls, 1, 10000));
+        cr_expect(all.calls == 1 && all.status == 0 && all.right, "round %d: MGET came back wrong", round);
+        cr_expect(second.calls == 1 && second.status == 0 && second.right, "round %d: GET came back wrong", round);
+        cr_expect(small.calls == 1 && small.status == 0);
+    }
+    rp_pool_put(rp_client_pool(client), conn);
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+    fx_client_close_and_free(loop, client);
+}
