@@ -17,9 +17,7 @@
  * The connection layer tracks it from the kernel's word on each recv; a
  * put removes a connection known to hold bytes and checks one that may
  * (unread_at_put), so a connection read to the end costs nothing. */
-#include "conn.h"
-#include "pool.h"
-#include "request.h"
+#include "pool_conn.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -28,57 +26,11 @@
 #include <string.h>
 #include <unistd.h>
 
-enum {
-    REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
-    REQ_CHECKING,                 /* holds a turn, its connection is being checked */
-    REQ_DIALING,                  /* rp_pool_new_conn: waits for its own dial */
-};
-
-typedef struct rp__conn_pool rp__conn_pool;
-struct rp__conn_pool {
-    rp_pool base;
-    rp_pool_options opts;
-    rp__addrs *addrs;         /* a numeric address or a path: every dial's */
-    rp__resolver *resolver;   /* a host name instead (both NULL once closed) */
-    rp__list resolving;       /* dials waiting for the resolver, oldest first */
-    const char *resolve_error; /* the last failed lookup's message */
-    struct rp__tls_ctx *tls;  /* TLS: one context for every dial; NULL: off */
-    int target_error;     /* no target (rp__pool_set_target): 0, dials wait; < 0, they fail */
-    char addr_text[128];  /* as given, for the dial hooks */
-    bool closed;
-    bool handing_out_turns;
-    bool pumping, pump_again; /* pump_dials runs; it was asked again meanwhile */
-
-    rp__reqs reqs;        /* every get, and the waiters for a turn */
-    unsigned turns_used;
-    rp__list needs_conn;  /* REQ_NEEDS_CONN, oldest first */
-    rp__list idle;        /* put pushes at the front */
-    unsigned pooled_open; /* pooled connections open (go-redis poolSize) */
-    unsigned open_conns;  /* every open connection */
-    unsigned dialing;     /* pooled dials in flight, set-up included */
-    unsigned new_conn_dials;
-    unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
-    unsigned consecutive_dial_errors;
-    uint32_t probe_interval_ms; /* until the next probe: doubles after each that fails */
-    rp__list all;         /* every record in use */
-    rp__list spare;       /* released records, reused oldest first */
-    rp_stats stats;
-
-    rp__timer maintenance; /* idle watches and expiry */
-    rp__timer probe;       /* redials while dials fail fast */
-};
-
 static const rp__pool_vtable conn_pool_vtable;
 static const rp__conn_events conn_events;
 static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
 static void finish_close_if_done(rp__conn_pool *cp);
-
-static rp_loop *pool_loop(const rp__conn_pool *cp) { return cp->base.loop; }
-static uint64_t now_ns(const rp__conn_pool *cp) { return rp__loop_now(pool_loop(cp)); }
-static uint64_t ms_ns(uint32_t ms) { return (uint64_t)ms * RP__NS_PER_MS; }
-static rp__conn_pool *owner_of(const rp_conn *conn) { return conn->owner; }
-static rp_conn *idle_conn(rp__link *link) { return link ? RP__CONTAINER_OF(link, rp_conn, idle_link) : NULL; }
 
 /* ------------------------------------------------------------- records */
 
@@ -87,10 +39,10 @@ static rp_conn *idle_conn(rp__link *link) { return link ? RP__CONTAINER_OF(link,
  * says it is not in use, rather than freed memory. */
 static rp_conn *record_take(rp__conn_pool *cp)
 {
-    rp_conn *conn = idle_conn(rp__list_pop(&cp->spare, false));
+    rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->spare, false));
     if (!conn && !(conn = rp__malloc(sizeof *conn)))
         return NULL;
-    rp__conn_init(conn, pool_loop(cp), cp, &conn_events);
+    rp__conn_init(conn, rp__cp_loop(cp), cp, &conn_events);
     return conn;
 }
 
@@ -104,7 +56,7 @@ static void record_spare(rp__conn_pool *cp, rp_conn *conn)
  * caller's data (a buffer the kernel wrote into, say) may go now. */
 static void conn_released(rp_conn *conn)
 {
-    rp__conn_pool *cp = owner_of(conn);
+    rp__conn_pool *cp = rp__cp_of(conn);
     void (*user_free)(void *data) = conn->user_free;
     conn->user_free = NULL; /* once, whatever it calls */
     if (user_free)
@@ -130,10 +82,10 @@ static void idle_unlink(rp__conn_pool *cp, rp_conn *conn) { rp__list_unlink(&cp-
 /* LIFO takes the most recently put connection, FIFO the oldest. */
 static rp_conn *idle_next(const rp__conn_pool *cp)
 {
-    return idle_conn(cp->opts.pool_fifo ? cp->idle.tail : cp->idle.head);
+    return rp__cp_link_conn(cp->opts.pool_fifo ? cp->idle.tail : cp->idle.head);
 }
 
-static rp_conn *idle_pop(rp__conn_pool *cp) { return idle_conn(rp__list_pop(&cp->idle, cp->opts.pool_fifo)); }
+static rp_conn *idle_pop(rp__conn_pool *cp) { return rp__cp_link_conn(rp__list_pop(&cp->idle, cp->opts.pool_fifo)); }
 
 /* ----------------------------------------------------------------- turns */
 
@@ -174,7 +126,7 @@ static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
 {
     conn->holds_turn = req->holds_turn;
     req->holds_turn = false;
-    conn->used_ns = now_ns(cp);
+    conn->used_ns = rp__cp_now(cp);
     conn->state = RP__CONN_HANDING_OUT;
     rp__req_complete(&cp->reqs, req, conn, 0);
 }
@@ -187,14 +139,14 @@ static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t 
 {
     if (now >= conn->expires_ns)
         return true;
-    return cp->opts.conn_max_idle_time_ms && idle_ns(conn, now) >= ms_ns(cp->opts.conn_max_idle_time_ms);
+    return cp->opts.conn_max_idle_time_ms && idle_ns(conn, now) >= rp__ms_ns(cp->opts.conn_max_idle_time_ms);
 }
 
 /* Handed out with no check: used within the health window, or watched by
  * the protocol layer's own recv, which FIN, RST or stray bytes complete. */
 static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
-    return conn->recv_watch || idle_ns(conn, now) < ms_ns(cp->opts.health_check_idle_ms);
+    return conn->recv_watch || idle_ns(conn, now) < rp__ms_ns(cp->opts.health_check_idle_ms);
 }
 
 /* A dial ends, whatever its outcome: its hook, and one dial less in flight. */
@@ -202,7 +154,7 @@ static void dial_ended(rp__conn_pool *cp, rp_conn *conn, int status)
 {
     /* created_ns holds the dial's start until it succeeds; 0: not timed */
     if (cp->base.hooks.dial_end && conn->created_ns)
-        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(pool_loop(cp)) - conn->created_ns,
+        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(rp__cp_loop(cp)) - conn->created_ns,
                                 status);
     if (conn->pooled)
         cp->dialing--;
@@ -250,16 +202,16 @@ static void maintenance_arm(rp__conn_pool *cp, uint64_t deadline)
     if (deadline == UINT64_MAX || cp->closed)
         return;
     if (!rp__timer_armed(&cp->maintenance) || deadline < cp->maintenance.deadline_ns)
-        rp__timer_arm(pool_loop(cp), &cp->maintenance, deadline);
+        rp__timer_arm(rp__cp_loop(cp), &cp->maintenance, deadline);
 }
 
 static uint64_t conn_next_event(const rp__conn_pool *cp, const rp_conn *conn)
 {
     uint64_t next = conn->expires_ns;
     if (cp->opts.conn_max_idle_time_ms)
-        next = RP__MIN(next, conn->used_ns + ms_ns(cp->opts.conn_max_idle_time_ms));
+        next = RP__MIN(next, conn->used_ns + rp__ms_ns(cp->opts.conn_max_idle_time_ms));
     if (!conn->watching && !conn->recv_watch)
-        next = RP__MIN(next, conn->used_ns + ms_ns(cp->opts.health_check_idle_ms));
+        next = RP__MIN(next, conn->used_ns + rp__ms_ns(cp->opts.health_check_idle_ms));
     return next;
 }
 
@@ -294,12 +246,12 @@ static uint8_t unread_at_put(const rp_conn *conn)
 
 static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
 {
-    req->state = REQ_CHECKING;
+    req->state = RP__CP_REQ_CHECKING;
     req->conn = conn;
     conn->for_req = req;
     conn->state = RP__CONN_CHECKING;
     if (conn->watching)
-        rp__op_cancel(pool_loop(cp), &conn->watch_op);
+        rp__op_cancel(rp__cp_loop(cp), &conn->watch_op);
     else
         rp__conn_watch(conn, true);
 }
@@ -345,7 +297,7 @@ static void check_unheld(rp__conn_pool *cp, rp_conn *conn)
  * connection is removed when its holder puts it. */
 static void conn_broke(rp_conn *conn)
 {
-    rp__conn_pool *cp = owner_of(conn);
+    rp__conn_pool *cp = rp__cp_of(conn);
     if (conn->state != RP__CONN_IDLE)
         return;
     conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
@@ -354,7 +306,7 @@ static void conn_broke(rp_conn *conn)
 
 static void conn_watched(rp_conn *conn, int result)
 {
-    rp__conn_pool *cp = owner_of(conn);
+    rp__conn_pool *cp = rp__cp_of(conn);
     bool was_watching = conn->watching;
     conn->watching = false;
     if (conn->state == RP__CONN_CHECKING) {
@@ -374,7 +326,7 @@ static void conn_watched(rp_conn *conn, int result)
 static void probe_first(rp__conn_pool *cp)
 {
     cp->probe_interval_ms = cp->opts.probe_interval_ms;
-    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
+    rp__timer_arm(rp__cp_loop(cp), &cp->probe, rp__cp_now(cp) + rp__ms_ns(cp->probe_interval_ms));
 }
 
 /* A probe went out: the next one waits twice as long, up to the maximum,
@@ -383,7 +335,7 @@ static void probe_next(rp__conn_pool *cp)
 {
     uint64_t doubled = 2 * (uint64_t)cp->probe_interval_ms;
     cp->probe_interval_ms = (uint32_t)RP__MIN(doubled, (uint64_t)cp->opts.probe_interval_max_ms);
-    rp__timer_arm(pool_loop(cp), &cp->probe, now_ns(cp) + ms_ns(cp->probe_interval_ms));
+    rp__timer_arm(rp__cp_loop(cp), &cp->probe, rp__cp_now(cp) + rp__ms_ns(cp->probe_interval_ms));
 }
 
 static bool dials_fail_fast(const rp__conn_pool *cp)
@@ -424,7 +376,7 @@ static void count_dial_error(rp__conn_pool *cp, int status)
 static void dial_connected(rp__conn_pool *cp)
 {
     if (dials_fail_fast(cp))
-        rp__timer_disarm(pool_loop(cp), &cp->probe);
+        rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
     cp->consecutive_dial_errors = 0;
 }
 
@@ -448,12 +400,12 @@ static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
         conn->pooled = false;
     if (conn->pooled)
         cp->pooled_open++;
-    conn->created_ns = conn->used_ns = now_ns(cp);
+    conn->created_ns = conn->used_ns = rp__cp_now(cp);
     conn->expires_ns = UINT64_MAX;
     if (cp->opts.conn_max_lifetime_ms) {
         uint64_t jitter_range = (uint64_t)cp->opts.conn_max_lifetime_jitter_ms + 1;
-        uint64_t jitter = ms_ns((uint32_t)(rp__loop_random(pool_loop(cp)) % jitter_range));
-        uint64_t lifetime = ms_ns(cp->opts.conn_max_lifetime_ms);
+        uint64_t jitter = rp__ms_ns((uint32_t)(rp__loop_random(rp__cp_loop(cp)) % jitter_range));
+        uint64_t lifetime = rp__ms_ns(cp->opts.conn_max_lifetime_ms);
         conn->expires_ns = conn->created_ns + lifetime - RP__MIN(jitter, lifetime);
     }
     if (for_req)
@@ -494,7 +446,7 @@ static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_se
 
 static void conn_dialed(rp_conn *conn, int status)
 {
-    rp__conn_pool *cp = owner_of(conn);
+    rp__conn_pool *cp = rp__cp_of(conn);
     if (status < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
         dial_finish(cp, conn, status, false);
         return;
@@ -515,7 +467,7 @@ int rp_conn_setup_done(rp_conn *conn, int status)
         conn->state = RP__CONN_DIALING;
     if (status >= 0 && unread_at_put(conn) == RP__UNREAD_YES)
         status = -EPROTO; /* its first holder would read what the set-up left */
-    dial_finish(owner_of(conn), conn, status < 0 ? status : 0, true);
+    dial_finish(rp__cp_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
 }
 
@@ -530,7 +482,7 @@ int rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data)
     return 0;
 }
 
-rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &owner_of(conn)->base : NULL; }
+rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &rp__cp_of(conn)->base : NULL; }
 
 /* Connects at once to a numeric address, a path or a fresh answer;
  * otherwise the dial waits for the lookup. */
@@ -566,7 +518,7 @@ static void addrs_resolved(void *data, rp__addrs *answer, int status, const char
     if (status == RP_EADDRINFO)
         cp->resolve_error = error;
     for (unsigned n = cp->resolving.len; n; n--) {
-        rp_conn *conn = idle_conn(rp__list_pop(&cp->resolving, false));
+        rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
         if (!conn)
             break;
         int rc = answer ? rp__conn_dial(conn, answer, cp->opts.dial_timeout_ms) : status;
@@ -593,7 +545,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     cp->stats.dials++;
     if (hooks->dial_start)
         hooks->dial_start(hooks->data, cp->addr_text);
-    conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(pool_loop(cp)) : 0;
+    conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(rp__cp_loop(cp)) : 0;
     int rc = dial_connect(cp, conn);
     if (rc < 0) {
         if (hooks->dial_end)
@@ -671,7 +623,7 @@ static void probe_fired(rp__timer *timer)
 static void serve(rp__conn_pool *cp, rp__req *req)
 {
     rp_conn *conn;
-    uint64_t now = now_ns(cp);
+    uint64_t now = rp__cp_now(cp);
     while ((conn = idle_pop(cp))) {
         if (conn_expired(cp, conn, now)) {
             conn_discard(cp, conn, RP_CLOSE_EXPIRED);
@@ -694,7 +646,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
     } else if (!conn_coming && dials_fail_fast(cp)) {
         req_fail(cp, req, cp->stats.last_dial_error);
     } else {
-        req->state = REQ_NEEDS_CONN;
+        req->state = RP__CP_REQ_NEEDS_CONN;
         rp__list_push_back(&cp->needs_conn, &req->link);
         pump_dials(cp);
     }
@@ -710,7 +662,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
         cp->turns_used >= (unsigned)cp->opts.pool_size)
         return NULL;
     rp_conn *conn = idle_next(cp);
-    uint64_t now = now_ns(cp);
+    uint64_t now = rp__cp_now(cp);
     if (!conn || conn_expired(cp, conn, now) || !conn_known_healthy(cp, conn, now))
         return NULL;
     idle_unlink(cp, conn);
@@ -764,7 +716,7 @@ static int cp_new_conn(rp_pool *pool, rp_get_cb cb, void *data)
         rp__req_discard(&cp->reqs, req);
         return rc;
     }
-    req->state = REQ_DIALING;
+    req->state = RP__CP_REQ_DIALING;
     return 0;
 }
 
@@ -819,7 +771,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
-    uint64_t now = now_ns(cp);
+    uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
            !conn_expired(cp, conn, now);
@@ -877,10 +829,10 @@ static int cp_cancel(rp_pool *pool, int64_t id)
     case RP__REQ_QUEUED:
         rp__reqs_unwait(&cp->reqs, req);
         break;
-    case REQ_NEEDS_CONN:
+    case RP__CP_REQ_NEEDS_CONN:
         rp__list_unlink(&cp->needs_conn, &req->link);
         break;
-    case REQ_CHECKING:
+    case RP__CP_REQ_CHECKING:
         /* The check goes on; a healthy connection returns to the pool. */
         req->conn->for_req = NULL;
         req->conn = NULL;
@@ -942,7 +894,7 @@ static void finish_close_if_done(rp__conn_pool *cp)
         return;
     rp__link *spare;
     while ((spare = rp__list_pop(&cp->spare, false)))
-        rp__free(idle_conn(spare));
+        rp__free(rp__cp_link_conn(spare));
     rp__tls_ctx_unref(cp->tls);
     cp->tls = NULL;
     rp__pool_finish_close(&cp->base);
@@ -963,8 +915,8 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     cp->closed = true;
     cp->base.close_cb = cb;
     cp->base.close_data = data;
-    rp__timer_disarm(pool_loop(cp), &cp->maintenance);
-    rp__timer_disarm(pool_loop(cp), &cp->probe);
+    rp__timer_disarm(rp__cp_loop(cp), &cp->maintenance);
+    rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
     target_release(cp);
     /* Callbacks run later, and nothing they do can add to the queues of
      * a closed pool. */
@@ -994,11 +946,11 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
 static void maintenance_fired(rp__timer *timer)
 {
     rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, maintenance);
-    uint64_t now = now_ns(cp), next = UINT64_MAX;
+    uint64_t now = rp__cp_now(cp), next = UINT64_MAX;
     rp__link *link = cp->idle.head, *following;
     for (; link; link = following) {
         following = link->next;
-        rp_conn *conn = idle_conn(link);
+        rp_conn *conn = rp__cp_link_conn(link);
         if (conn_expired(cp, conn, now)) {
             conn_discard(cp, conn, RP_CLOSE_EXPIRED);
             continue;
@@ -1157,7 +1109,7 @@ static void target_switch(rp__conn_pool *cp)
             conn->broken = true;
     }
     for (unsigned n = cp->resolving.len; n; n--) {
-        rp_conn *conn = idle_conn(rp__list_pop(&cp->resolving, false));
+        rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
         int rc = dial_connect(cp, conn);
         if (rc < 0)
             dial_finish(cp, conn, rc, false);
@@ -1176,7 +1128,7 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     rp__resolver *old_resolver = cp->resolver;
     cp->addrs = NULL;
     cp->resolver = NULL;
-    int rc = addr ? target_init(cp, pool_loop(cp), addr) : 0;
+    int rc = addr ? target_init(cp, rp__cp_loop(cp), addr) : 0;
     rp__addrs *new_addrs = cp->addrs;
     rp__resolver *new_resolver = cp->resolver;
     cp->addrs = old_addrs;
@@ -1189,7 +1141,7 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     cp->target_error = addr ? 0 : error;
     if (addr) { /* the failures counted were the old target's */
         cp->consecutive_dial_errors = 0;
-        rp__timer_disarm(pool_loop(cp), &cp->probe);
+        rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
     }
     snprintf(cp->addr_text, sizeof cp->addr_text, "%s", addr ? addr : "");
     target_switch(cp);

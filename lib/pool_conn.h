@@ -1,0 +1,64 @@
+/* The connection pool's private parts: its record, and what each of its
+ * files offers the files above it. Bottom first; a file calls only those
+ * listed before it, never one above (pool.h holds the outside's view):
+ *
+ *   pool.c         the rest of the pool, until it is split further
+ */
+#ifndef RP_POOL_CONN_H
+#define RP_POOL_CONN_H
+
+#include "conn.h"
+#include "pool.h"
+#include "request.h"
+
+enum {
+    RP__CP_REQ_NEEDS_CONN = RP__REQ_OWN, /* holds a turn, waits for a dial */
+    RP__CP_REQ_CHECKING,                 /* holds a turn, its connection is being checked */
+    RP__CP_REQ_DIALING,                  /* rp_pool_new_conn: waits for its own dial */
+};
+
+typedef struct rp__conn_pool rp__conn_pool;
+struct rp__conn_pool {
+    rp_pool base;
+    rp_pool_options opts;
+    rp__addrs *addrs;         /* a numeric address or a path: every dial's */
+    rp__resolver *resolver;   /* a host name instead (both NULL once closed) */
+    rp__list resolving;       /* dials waiting for the resolver, oldest first */
+    const char *resolve_error; /* the last failed lookup's message */
+    struct rp__tls_ctx *tls;  /* TLS: one context for every dial; NULL: off */
+    int target_error;     /* no target (rp__pool_set_target): 0, dials wait; < 0, they fail */
+    char addr_text[128];  /* as given, for the dial hooks */
+    bool closed;
+    bool handing_out_turns;
+    bool pumping, pump_again; /* pump_dials runs; it was asked again meanwhile */
+
+    rp__reqs reqs;        /* every get, and the waiters for a turn */
+    unsigned turns_used;
+    rp__list needs_conn;  /* RP__CP_REQ_NEEDS_CONN, oldest first */
+    rp__list idle;        /* put pushes at the front */
+    unsigned pooled_open; /* pooled connections open (go-redis poolSize) */
+    unsigned open_conns;  /* every open connection */
+    unsigned dialing;     /* pooled dials in flight, set-up included */
+    unsigned new_conn_dials;
+    unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
+    unsigned consecutive_dial_errors;
+    uint32_t probe_interval_ms; /* until the next probe: doubles after each that fails */
+    rp__list all;         /* every record in use */
+    rp__list spare;       /* released records, reused oldest first */
+    rp_stats stats;
+
+    rp__timer maintenance; /* idle watches and expiry */
+    rp__timer probe;       /* redials while dials fail fast */
+};
+
+static inline rp_loop *rp__cp_loop(const rp__conn_pool *cp) { return cp->base.loop; }
+static inline uint64_t rp__cp_now(const rp__conn_pool *cp) { return rp__loop_now(rp__cp_loop(cp)); }
+static inline uint64_t rp__ms_ns(uint32_t ms) { return (uint64_t)ms * RP__NS_PER_MS; }
+static inline rp__conn_pool *rp__cp_of(const rp_conn *conn) { return conn->owner; }
+/* The connection on an idle, spare or resolving list. */
+static inline rp_conn *rp__cp_link_conn(rp__link *link)
+{
+    return link ? RP__CONTAINER_OF(link, rp_conn, idle_link) : NULL;
+}
+
+#endif
