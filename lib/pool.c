@@ -32,39 +32,10 @@ static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
 static void finish_close_if_done(rp__conn_pool *cp);
 
-/* ------------------------------------------------------------- records */
-
-/* Records are kept for the pool's life and reused oldest first, so a
- * stale pointer (a double put) still reads a record of this pool, which
- * says it is not in use, rather than freed memory. */
-static rp_conn *record_take(rp__conn_pool *cp)
-{
-    rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->spare, false));
-    if (!conn && !(conn = rp__malloc(sizeof *conn)))
-        return NULL;
-    rp__conn_init(conn, rp__cp_loop(cp), cp, &conn_events);
-    return conn;
-}
-
-static void record_spare(rp__conn_pool *cp, rp_conn *conn)
-{
-    conn->state = RP__CONN_CLOSED;
-    rp__list_push_back(&cp->spare, &conn->idle_link);
-}
-
-/* The record is drained: no op, reply or callback refers to it, so the
- * caller's data (a buffer the kernel wrote into, say) may go now. */
 static void conn_released(rp_conn *conn)
 {
     rp__conn_pool *cp = rp__cp_of(conn);
-    void (*user_free)(void *data) = conn->user_free;
-    conn->user_free = NULL; /* once, whatever it calls */
-    if (user_free)
-        user_free(conn->user_data);
-    rp__frames_free(conn->frames);
-    conn->frames = NULL;
-    rp__list_unlink(&cp->all, &conn->all_link);
-    record_spare(cp, conn);
+    rp__cp_record_release(cp, conn);
     if (cp->closed)
         finish_close_if_done(cp);
 }
@@ -471,19 +442,6 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     return 0;
 }
 
-/* ------------------------------------------- the caller's per-connection data */
-
-int rp_conn_set_data_full(rp_conn *conn, void *data, void (*free_fn)(void *data))
-{
-    if (!conn)
-        return -EINVAL;
-    conn->user_data = data;
-    conn->user_free = free_fn;
-    return 0;
-}
-
-rp_pool *rp_conn_pool(const rp_conn *conn) { return conn ? &rp__cp_of(conn)->base : NULL; }
-
 /* Connects at once to a numeric address, a path or a fresh answer;
  * otherwise the dial waits for the lookup. */
 static int dial_connect(rp__conn_pool *cp, rp_conn *conn)
@@ -531,7 +489,7 @@ static void addrs_resolved(void *data, rp__addrs *answer, int status, const char
  * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
 static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
 {
-    rp_conn *conn = record_take(cp);
+    rp_conn *conn = rp__cp_record_take(cp);
     if (!conn)
         return -ENOMEM;
     conn->pooled = pooled;
@@ -550,7 +508,7 @@ static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     if (rc < 0) {
         if (hooks->dial_end)
             hooks->dial_end(hooks->data, cp->addr_text, 0, rc);
-        record_spare(cp, conn);
+        rp__cp_record_spare(cp, conn);
         return rc;
     }
     rp__list_push_front(&cp->all, &conn->all_link);
@@ -892,9 +850,7 @@ static void finish_close_if_done(rp__conn_pool *cp)
 {
     if (cp->all.len || cp->reqs.outstanding)
         return;
-    rp__link *spare;
-    while ((spare = rp__list_pop(&cp->spare, false)))
-        rp__free(rp__cp_link_conn(spare));
+    rp__cp_records_free(cp);
     rp__tls_ctx_unref(cp->tls);
     cp->tls = NULL;
     rp__pool_finish_close(&cp->base);
@@ -1067,6 +1023,7 @@ static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, b
     memset(&cp->opts.tls, 0, sizeof cp->opts.tls); /* built into cp->tls */
     snprintf(cp->addr_text, sizeof cp->addr_text, "%s", targeted ? opts->addr : "");
     cp->opts.addr = NULL; /* the caller's string may not outlive the call */
+    cp->events = &conn_events;
     rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);

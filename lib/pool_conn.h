@@ -2,6 +2,7 @@
  * files offers the files above it. Bottom first; a file calls only those
  * listed before it, never one above (pool.h holds the outside's view):
  *
+ *   pool_record.c  connection records, and the caller's data on them
  *   pool.c         the rest of the pool, until it is split further
  */
 #ifndef RP_POOL_CONN_H
@@ -21,6 +22,7 @@ typedef struct rp__conn_pool rp__conn_pool;
 struct rp__conn_pool {
     rp_pool base;
     rp_pool_options opts;
+    const rp__conn_events *events; /* pool.c's, given to every record */
     rp__addrs *addrs;         /* a numeric address or a path: every dial's */
     rp__resolver *resolver;   /* a host name instead (both NULL once closed) */
     rp__list resolving;       /* dials waiting for the resolver, oldest first */
@@ -60,5 +62,15 @@ static inline rp_conn *rp__cp_link_conn(rp__link *link)
 {
     return link ? RP__CONTAINER_OF(link, rp_conn, idle_link) : NULL;
 }
+
+/* ------------------------------------------------------ pool_record.c */
+
+/* A record for a new connection (NULL: out of memory), and back to the spares. */
+rp_conn *rp__cp_record_take(rp__conn_pool *cp);
+void rp__cp_record_spare(rp__conn_pool *cp, rp_conn *conn);
+/* The record is drained: the caller's data goes, the record is spare. */
+void rp__cp_record_release(rp__conn_pool *cp, rp_conn *conn);
+/* Frees the spare records (the pool is done). */
+void rp__cp_records_free(rp__conn_pool *cp);
 
 #endif
