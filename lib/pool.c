@@ -120,19 +120,6 @@ static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uin
     return conn->recv_watch || idle_ns(conn, now) < rp__ms_ns(cp->opts.health_check_idle_ms);
 }
 
-/* A dial ends, whatever its outcome: its hook, and one dial less in flight. */
-static void dial_ended(rp__conn_pool *cp, rp_conn *conn, int status)
-{
-    /* created_ns holds the dial's start until it succeeds; 0: not timed */
-    if (cp->base.hooks.dial_end && conn->created_ns)
-        cp->base.hooks.dial_end(cp->base.hooks.data, cp->addr_text, rp__loop_now_fresh(rp__cp_loop(cp)) - conn->created_ns,
-                                status);
-    if (conn->pooled)
-        cp->dialing--;
-    else
-        cp->new_conn_dials--;
-}
-
 /* Counted in open_conns: past its dial and set-up. */
 static bool conn_open(const rp_conn *conn)
 {
@@ -147,7 +134,7 @@ static void conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason
         idle_unlink(cp, conn);
     if (conn->state == RP__CONN_RESOLVING) {
         rp__list_unlink(&cp->resolving, &conn->idle_link);
-        dial_ended(cp, conn, -ECANCELED);
+        rp__cp_dial_ended(cp, conn, -ECANCELED);
     }
     if (conn_open(conn)) {
         cp->open_conns--;
@@ -292,65 +279,6 @@ static void conn_watched(rp_conn *conn, int result)
 
 /* ------------------------------------------------------------------ dial */
 
-/* Fail-fast began: the first probe comes soon, as a server restarting is
- * often back within a few hundred milliseconds. */
-static void probe_first(rp__conn_pool *cp)
-{
-    cp->probe_interval_ms = cp->opts.probe_interval_ms;
-    rp__timer_arm(rp__cp_loop(cp), &cp->probe, rp__cp_now(cp) + rp__ms_ns(cp->probe_interval_ms));
-}
-
-/* A probe went out: the next one waits twice as long, up to the maximum,
- * so a server down for long sees one dial a second, not a storm. */
-static void probe_next(rp__conn_pool *cp)
-{
-    uint64_t doubled = 2 * (uint64_t)cp->probe_interval_ms;
-    cp->probe_interval_ms = (uint32_t)RP__MIN(doubled, (uint64_t)cp->opts.probe_interval_max_ms);
-    rp__timer_arm(rp__cp_loop(cp), &cp->probe, rp__cp_now(cp) + rp__ms_ns(cp->probe_interval_ms));
-}
-
-static bool dials_fail_fast(const rp__conn_pool *cp)
-{
-    return cp->consecutive_dial_errors >= (unsigned)cp->opts.pool_size;
-}
-
-/* Connections due to become free for requests waiting for one. */
-static unsigned conns_coming(const rp__conn_pool *cp) { return cp->dialing + cp->orphan_checks; }
-
-static unsigned requests_uncovered(const rp__conn_pool *cp)
-{
-    unsigned coming = conns_coming(cp);
-    return cp->needs_conn.len > coming ? cp->needs_conn.len - coming : 0;
-}
-
-/* Open, being dialled, or promised to a waiting request by a dial that
- * max_concurrent_dials holds back: what max_active_conns bounds. */
-static unsigned conns_committed(const rp__conn_pool *cp)
-{
-    return cp->open_conns + cp->dialing + cp->new_conn_dials + requests_uncovered(cp);
-}
-
-static bool exhausted(const rp__conn_pool *cp)
-{
-    return cp->opts.max_active_conns && conns_committed(cp) >= (unsigned)cp->opts.max_active_conns;
-}
-
-static void count_dial_error(rp__conn_pool *cp, int status)
-{
-    cp->stats.dial_errors++;
-    cp->stats.last_dial_error = status;
-    if (++cp->consecutive_dial_errors == (unsigned)cp->opts.pool_size)
-        probe_first(cp);
-}
-
-/* The server answered: fail-fast ends. */
-static void dial_connected(rp__conn_pool *cp)
-{
-    if (dials_fail_fast(cp))
-        rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
-    cp->consecutive_dial_errors = 0;
-}
-
 /* The request a failed dial was for, or else the oldest waiting for one,
  * gets its error. False when nobody took it. */
 static bool dial_failed_for(rp__conn_pool *cp, rp__req *for_req, int status)
@@ -361,57 +289,19 @@ static bool dial_failed_for(rp__conn_pool *cp, rp__req *for_req, int status)
     return req != NULL;
 }
 
-static void dial_succeeded(rp__conn_pool *cp, rp_conn *conn, rp__req *for_req)
-{
-    dial_connected(cp);
-    cp->open_conns++;
-    /* As go-redis: past pool_size a connection serves its caller once and
-     * closes on put. */
-    if (conn->pooled && cp->pooled_open >= (unsigned)cp->opts.pool_size)
-        conn->pooled = false;
-    if (conn->pooled)
-        cp->pooled_open++;
-    conn->created_ns = conn->used_ns = rp__cp_now(cp);
-    conn->expires_ns = UINT64_MAX;
-    if (cp->opts.conn_max_lifetime_ms) {
-        uint64_t jitter_range = (uint64_t)cp->opts.conn_max_lifetime_jitter_ms + 1;
-        uint64_t jitter = rp__ms_ns((uint32_t)(rp__loop_random(rp__cp_loop(cp)) % jitter_range));
-        uint64_t lifetime = rp__ms_ns(cp->opts.conn_max_lifetime_ms);
-        conn->expires_ns = conn->created_ns + lifetime - RP__MIN(jitter, lifetime);
-    }
-    if (for_req)
-        req_deliver(cp, for_req, conn);
-    else
-        conn_available(cp, conn);
-}
-
-/* A dial ends after its connect and, when the pool has on_connect, after
- * the set-up; until then it counts as a dial in flight. Only a failed
- * connect counts toward fail-fast: a refused set-up (go-redis: a failed
- * init) just removes the connection. */
+/* Hands a dial's outcome to its request or whoever waits. */
 static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup)
 {
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
-    dial_ended(cp, conn, status);
-    if (conn->state == RP__CONN_CLOSED) {
-        rp__conn_op_finished(conn); /* the pool closed under it */
+    if (!rp__cp_dial_settle(cp, conn, status, in_setup))
         return;
-    }
-    if (status == 0) {
-        dial_succeeded(cp, conn, for_req);
-    } else {
-        if (in_setup && cp->base.hooks.conn_close)
-            cp->base.hooks.conn_close(cp->base.hooks.data, conn, RP_CLOSE_SETUP);
-        rp__conn_close(conn);
-        if (in_setup) {
-            dial_connected(cp);
-            cp->stats.stale_conns++;
-        } else {
-            count_dial_error(cp, status);
-        }
+    if (status != 0)
         dial_failed_for(cp, for_req, status);
-    }
+    else if (for_req)
+        req_deliver(cp, for_req, conn);
+    else
+        conn_available(cp, conn);
     pump_dials(cp);
 }
 
@@ -442,31 +332,6 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     return 0;
 }
 
-/* Connects at once to a numeric address, a path or a fresh answer;
- * otherwise the dial waits for the lookup. */
-static int dial_connect(rp__conn_pool *cp, rp_conn *conn)
-{
-    rp__addrs *addrs = cp->addrs;
-    if (!addrs && !cp->resolver && cp->target_error)
-        return cp->target_error;
-    if (!addrs && !cp->resolver) { /* no target yet: wait for one */
-        conn->state = RP__CONN_RESOLVING;
-        rp__list_push_back(&cp->resolving, &conn->idle_link);
-        return 0;
-    }
-    if (!addrs) {
-        int rc = rp__resolver_addrs(cp->resolver, &addrs);
-        if (rc < 0)
-            return rc;
-        if (!addrs) {
-            conn->state = RP__CONN_RESOLVING;
-            rp__list_push_back(&cp->resolving, &conn->idle_link);
-            return 0;
-        }
-    }
-    return rp__conn_dial(conn, addrs, cp->opts.dial_timeout_ms);
-}
-
 /* The lookup ended: the dials that waited for it connect, or fail with its
  * error. Those a failure makes pump_dials start wait behind them for the
  * next lookup; a hook that closes the pool empties the list. */
@@ -485,57 +350,6 @@ static void addrs_resolved(void *data, rp__addrs *answer, int status, const char
     }
 }
 
-/* Starts a dial; a request that must have this very connection passes
- * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
-static int dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
-{
-    rp_conn *conn = rp__cp_record_take(cp);
-    if (!conn)
-        return -ENOMEM;
-    conn->pooled = pooled;
-    conn->for_req = for_req;
-    conn->read_timeout_ms = cp->opts.read_timeout_ms;
-    conn->write_timeout_ms = cp->opts.write_timeout_ms;
-    conn->tcp_nodelay = !cp->opts.disable_tcp_nodelay;
-    conn->tcp_keepalive = !cp->opts.disable_tcp_keepalive;
-    conn->tls_ctx = cp->tls;
-    const rp_hooks *hooks = &cp->base.hooks;
-    cp->stats.dials++;
-    if (hooks->dial_start)
-        hooks->dial_start(hooks->data, cp->addr_text);
-    conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(rp__cp_loop(cp)) : 0;
-    int rc = dial_connect(cp, conn);
-    if (rc < 0) {
-        if (hooks->dial_end)
-            hooks->dial_end(hooks->data, cp->addr_text, 0, rc);
-        rp__cp_record_spare(cp, conn);
-        return rc;
-    }
-    rp__list_push_front(&cp->all, &conn->all_link);
-    if (pooled)
-        cp->dialing++;
-    else
-        cp->new_conn_dials++;
-    return 0;
-}
-
-static bool want_dial(const rp__conn_pool *cp)
-{
-    if (cp->closed || dials_fail_fast(cp) || cp->dialing >= (unsigned)cp->opts.max_concurrent_dials)
-        return false;
-    if (cp->opts.max_active_conns &&
-        cp->open_conns + cp->dialing + cp->new_conn_dials >= (unsigned)cp->opts.max_active_conns)
-        return false;
-    if (requests_uncovered(cp))
-        return true;
-    unsigned spare = conns_coming(cp) - cp->needs_conn.len;
-    unsigned pool_size = (unsigned)cp->opts.pool_size;
-    unsigned room = pool_size - RP__MIN(pool_size, cp->pooled_open + cp->dialing);
-    return room > 0 && cp->idle.len + spare < (unsigned)cp->opts.min_idle_conns;
-}
-
-static bool fail_fast_pending(const rp__conn_pool *cp) { return dials_fail_fast(cp) && requests_uncovered(cp); }
-
 /* Starts the dials that waiting requests and min_idle_conns call for. A
  * dial that cannot even start fails the oldest waiting request, so every
  * request ends; in fail-fast mode the requests no dial covers fail at once. */
@@ -545,34 +359,25 @@ static void pump_dials(rp__conn_pool *cp)
         cp->pump_again = true;
         return;
     }
-    if (!want_dial(cp) && !fail_fast_pending(cp))
+    if (!rp__cp_want_dial(cp) && !rp__cp_fail_fast_pending(cp))
         return;
     cp->pumping = true;
     do {
         cp->pump_again = false;
-        while (want_dial(cp)) {
-            int rc = dial_start(cp, true, NULL);
+        while (rp__cp_want_dial(cp)) {
+            int rc = rp__cp_dial_start(cp, true, NULL);
             if (rc < 0) {
-                count_dial_error(cp, rc);
+                rp__cp_count_dial_error(cp, rc);
                 if (!dial_failed_for(cp, NULL, rc))
                     break; /* only min_idle_conns wanted it: try again later */
             }
         }
         /* Dial results go to the oldest: the newest are the uncovered. */
-        while (fail_fast_pending(cp)) {
+        while (rp__cp_fail_fast_pending(cp)) {
             req_fail(cp, rp__req_of(rp__list_pop(&cp->needs_conn, true)), cp->stats.last_dial_error);
         }
     } while (cp->pump_again);
     cp->pumping = false;
-}
-
-static void probe_fired(rp__timer *timer)
-{
-    rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, probe);
-    int rc = cp->dialing ? 0 : dial_start(cp, true, NULL);
-    if (rc < 0)
-        count_dial_error(cp, rc);
-    probe_next(cp);
 }
 
 /* ------------------------------------------------------------------ serve */
@@ -598,10 +403,10 @@ static void serve(rp__conn_pool *cp, rp__req *req)
         return;
     }
     cp->stats.misses++;
-    bool conn_coming = conns_coming(cp) > cp->needs_conn.len;
-    if (!conn_coming && exhausted(cp)) {
+    bool conn_coming = rp__cp_conns_coming(cp) > cp->needs_conn.len;
+    if (!conn_coming && rp__cp_exhausted(cp)) {
         req_fail(cp, req, RP_EPOOLEXHAUSTED);
-    } else if (!conn_coming && dials_fail_fast(cp)) {
+    } else if (!conn_coming && rp__cp_fail_fast(cp)) {
         req_fail(cp, req, cp->stats.last_dial_error);
     } else {
         req->state = RP__CP_REQ_NEEDS_CONN;
@@ -659,18 +464,18 @@ static int cp_new_conn(rp_pool *pool, rp_get_cb cb, void *data)
     rp__conn_pool *cp = (rp__conn_pool *)pool;
     if (cp->closed)
         return RP_ECLOSED;
-    if (exhausted(cp))
+    if (rp__cp_exhausted(cp))
         return RP_EPOOLEXHAUSTED;
     rp__req *req = rp__req_new(&cp->reqs, cb, data);
     if (!req)
         return -ENOMEM;
-    if (dials_fail_fast(cp)) {
+    if (rp__cp_fail_fast(cp)) {
         rp__req_complete(&cp->reqs, req, NULL, cp->stats.last_dial_error);
         return 0;
     }
-    int rc = dial_start(cp, false, req);
+    int rc = rp__cp_dial_start(cp, false, req);
     if (rc < 0) {
-        count_dial_error(cp, rc);
+        rp__cp_count_dial_error(cp, rc);
         rp__req_discard(&cp->reqs, req);
         return rc;
     }
@@ -832,18 +637,6 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
 
 /* ---------------------------------------------------------------- close */
 
-/* Dials under way hold their own reference to their addresses, and a
- * lookup under way is abandoned, not waited for. */
-static void target_release(rp__conn_pool *cp)
-{
-    if (cp->addrs)
-        rp__addrs_unref(cp->addrs);
-    else if (cp->resolver) /* none: no target yet (rp__pool_set_target) */
-        rp__resolver_free(cp->resolver);
-    cp->addrs = NULL;
-    cp->resolver = NULL;
-}
-
 /* The close callback runs once the last socket is closed and every
  * request has had its callback. */
 static void finish_close_if_done(rp__conn_pool *cp)
@@ -873,7 +666,7 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
     cp->base.close_data = data;
     rp__timer_disarm(rp__cp_loop(cp), &cp->maintenance);
     rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
-    target_release(cp);
+    rp__cp_target_release(cp);
     /* Callbacks run later, and nothing they do can add to the queues of
      * a closed pool. */
     rp__reqs_fail_waiters(&cp->reqs, RP_ECLOSED);
@@ -1015,7 +808,7 @@ static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, b
     if (rc == 0 && targeted)
         rc = target_init(cp, loop, opts->addr);
     if (rc == 0 && (rc = rp__tls_ctx_new(&cp->tls, &opts->tls, opts->addr)) < 0)
-        target_release(cp);
+        rp__cp_target_release(cp);
     if (rc < 0) {
         rp__free(cp);
         return rc;
@@ -1027,7 +820,7 @@ static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, b
     rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
-    rp__timer_init(&cp->probe, probe_fired, false);
+    rp__timer_init(&cp->probe, rp__cp_probe_fired, false);
     rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
     pump_dials(cp);
     *out = &cp->base;
@@ -1067,7 +860,7 @@ static void target_switch(rp__conn_pool *cp)
     }
     for (unsigned n = cp->resolving.len; n; n--) {
         rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
-        int rc = dial_connect(cp, conn);
+        int rc = rp__cp_dial_connect(cp, conn);
         if (rc < 0)
             dial_finish(cp, conn, rc, false);
     }
@@ -1092,14 +885,12 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     cp->resolver = old_resolver;
     if (rc < 0)
         return rc;
-    target_release(cp);
+    rp__cp_target_release(cp);
     cp->addrs = new_addrs;
     cp->resolver = new_resolver;
     cp->target_error = addr ? 0 : error;
-    if (addr) { /* the failures counted were the old target's */
-        cp->consecutive_dial_errors = 0;
-        rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
-    }
+    if (addr) /* the failures counted were the old target's */
+        rp__cp_dial_connected(cp);
     snprintf(cp->addr_text, sizeof cp->addr_text, "%s", addr ? addr : "");
     target_switch(cp);
     return 0;

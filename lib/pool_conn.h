@@ -3,6 +3,7 @@
  * listed before it, never one above (pool.h holds the outside's view):
  *
  *   pool_record.c  connection records, and the caller's data on them
+ *   pool_dial.c    dialling, fail-fast and the recovery probe
  *   pool.c         the rest of the pool, until it is split further
  */
 #ifndef RP_POOL_CONN_H
@@ -72,5 +73,33 @@ void rp__cp_record_spare(rp__conn_pool *cp, rp_conn *conn);
 void rp__cp_record_release(rp__conn_pool *cp, rp_conn *conn);
 /* Frees the spare records (the pool is done). */
 void rp__cp_records_free(rp__conn_pool *cp);
+
+/* -------------------------------------------------------- pool_dial.c */
+
+/* Starts a dial; a request that must have this very connection passes
+ * itself as for_req (rp_pool_new_conn), others let it go to whoever waits. */
+int rp__cp_dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req);
+/* Connects at once, or queues the dial for the lookup or the target. */
+int rp__cp_dial_connect(rp__conn_pool *cp, rp_conn *conn);
+/* A dial ends, whatever its outcome: its hook, and one dial less in flight. */
+void rp__cp_dial_ended(rp__conn_pool *cp, rp_conn *conn, int status);
+/* Books a dial's outcome; a failed one is closed. False when the pool
+ * closed under it: the record is gone and nobody is to hear of it. */
+bool rp__cp_dial_settle(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup);
+void rp__cp_count_dial_error(rp__conn_pool *cp, int status);
+/* The server answered: fail-fast ends. */
+void rp__cp_dial_connected(rp__conn_pool *cp);
+bool rp__cp_fail_fast(const rp__conn_pool *cp);
+/* Fail-fast, and requests waiting for a connection that no dial covers. */
+bool rp__cp_fail_fast_pending(const rp__conn_pool *cp);
+/* Waiting requests or min_idle_conns call for a dial, and limits allow one. */
+bool rp__cp_want_dial(const rp__conn_pool *cp);
+/* Connections due to become free for requests waiting for one. */
+unsigned rp__cp_conns_coming(const rp__conn_pool *cp);
+/* max_active_conns is reached. */
+bool rp__cp_exhausted(const rp__conn_pool *cp);
+void rp__cp_probe_fired(rp__timer *timer);
+/* Lets go of the addresses or the resolver. */
+void rp__cp_target_release(rp__conn_pool *cp);
 
 #endif
