@@ -12,11 +12,7 @@
  * connection. Hand-offs that may chain (a freed turn served at once, a
  * failed dial failing the next request) run in loops guarded against
  * re-entry, never by recursion, so no queue length can exhaust the stack.
- *
- * A put is honest: what the holder left unread never reaches the next one.
- * The connection layer tracks it from the kernel's word on each recv; a
- * put removes a connection known to hold bytes and checks one that may
- * (unread_at_put), so a connection read to the end costs nothing. */
+ */
 #include "pool_conn.h"
 #include "tls.h"
 
@@ -39,24 +35,6 @@ static void conn_released(rp_conn *conn)
     if (cp->closed)
         finish_close_if_done(cp);
 }
-
-/* ------------------------------------------------------------ idle list */
-
-static void idle_push(rp__conn_pool *cp, rp_conn *conn)
-{
-    conn->state = RP__CONN_IDLE;
-    rp__list_push_front(&cp->idle, &conn->idle_link);
-}
-
-static void idle_unlink(rp__conn_pool *cp, rp_conn *conn) { rp__list_unlink(&cp->idle, &conn->idle_link); }
-
-/* LIFO takes the most recently put connection, FIFO the oldest. */
-static rp_conn *idle_next(const rp__conn_pool *cp)
-{
-    return rp__cp_link_conn(cp->opts.pool_fifo ? cp->idle.tail : cp->idle.head);
-}
-
-static rp_conn *idle_pop(rp__conn_pool *cp) { return rp__cp_link_conn(rp__list_pop(&cp->idle, cp->opts.pool_fifo)); }
 
 /* ----------------------------------------------------------------- turns */
 
@@ -102,82 +80,7 @@ static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
     rp__req_complete(&cp->reqs, req, conn, 0);
 }
 
-/* ----------------------------------------------------------- connections */
-
-static uint64_t idle_ns(const rp_conn *conn, uint64_t now) { return now > conn->used_ns ? now - conn->used_ns : 0; }
-
-static bool conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
-{
-    if (now >= conn->expires_ns)
-        return true;
-    return cp->opts.conn_max_idle_time_ms && idle_ns(conn, now) >= rp__ms_ns(cp->opts.conn_max_idle_time_ms);
-}
-
-/* Handed out with no check: used within the health window, or watched by
- * the protocol layer's own recv, which FIN, RST or stray bytes complete. */
-static bool conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
-{
-    return conn->recv_watch || idle_ns(conn, now) < rp__ms_ns(cp->opts.health_check_idle_ms);
-}
-
-/* Counted in open_conns: past its dial and set-up. */
-static bool conn_open(const rp_conn *conn)
-{
-    return conn->state != RP__CONN_DIALING && conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_SETUP;
-}
-
-/* Takes the connection out of the pool's books and closes it. A dial that
- * waits for addresses has nothing in flight to report its end later. */
-static void conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason)
-{
-    if (conn->state == RP__CONN_IDLE)
-        idle_unlink(cp, conn);
-    if (conn->state == RP__CONN_RESOLVING) {
-        rp__list_unlink(&cp->resolving, &conn->idle_link);
-        rp__cp_dial_ended(cp, conn, -ECANCELED);
-    }
-    if (conn_open(conn)) {
-        cp->open_conns--;
-        if (conn->pooled)
-            cp->pooled_open--;
-        if (cp->base.hooks.conn_close)
-            cp->base.hooks.conn_close(cp->base.hooks.data, conn, reason);
-    }
-    rp__conn_close(conn);
-}
-
-/* As go-redis's StaleConns: every connection removed while the pool is
- * open, whatever the reason; not those closed with the pool. */
-static void conn_discard(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason)
-{
-    if (!cp->closed)
-        cp->stats.stale_conns++;
-    conn_remove(cp, conn, cp->closed ? RP_CLOSE_POOL : reason);
-}
-
-static void maintenance_arm(rp__conn_pool *cp, uint64_t deadline)
-{
-    if (deadline == UINT64_MAX || cp->closed)
-        return;
-    if (!rp__timer_armed(&cp->maintenance) || deadline < cp->maintenance.deadline_ns)
-        rp__timer_arm(rp__cp_loop(cp), &cp->maintenance, deadline);
-}
-
-static uint64_t conn_next_event(const rp__conn_pool *cp, const rp_conn *conn)
-{
-    uint64_t next = conn->expires_ns;
-    if (cp->opts.conn_max_idle_time_ms)
-        next = RP__MIN(next, conn->used_ns + rp__ms_ns(cp->opts.conn_max_idle_time_ms));
-    if (!conn->watching && !conn->recv_watch)
-        next = RP__MIN(next, conn->used_ns + rp__ms_ns(cp->opts.health_check_idle_ms));
-    return next;
-}
-
-static void idle_add(rp__conn_pool *cp, rp_conn *conn)
-{
-    idle_push(cp, conn);
-    maintenance_arm(cp, conn_next_event(cp, conn));
-}
+/* -------------------------------------------------------- checks, watches */
 
 /* A connection nobody holds: the oldest request waiting for a dial takes
  * it, else it joins the idle list. */
@@ -187,31 +90,7 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
     if (req)
         req_deliver(cp, req, conn);
     else
-        idle_add(cp, conn);
-}
-
-/* What a connection given back may hold that its holder did not read:
- * bytes a framed receive buffered, or what the socket may hold. The
- * protocol layer's own recv (recv_watch) reads whatever comes, and fails
- * the connection for bytes nobody asked for: nothing to learn. */
-static uint8_t unread_at_put(const rp_conn *conn)
-{
-    if (conn->frames && rp__frames_buffered(conn->frames))
-        return RP__UNREAD_YES; /* read from the socket, never handed to the holder */
-    uint8_t unread = conn->unread;
-    return unread != RP__UNREAD_NONE && conn->recv_watch ? RP__UNREAD_NONE : unread;
-}
-
-static void check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req)
-{
-    req->state = RP__CP_REQ_CHECKING;
-    req->conn = conn;
-    conn->for_req = req;
-    conn->state = RP__CONN_CHECKING;
-    if (conn->watching)
-        rp__op_cancel(rp__cp_loop(cp), &conn->watch_op);
-    else
-        rp__conn_watch(conn, true);
+        rp__cp_idle_add(cp, conn);
 }
 
 static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
@@ -223,32 +102,18 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
     if (healthy)
         conn->unread = RP__UNREAD_NONE; /* the kernel just said so */
     if (!healthy) {
-        conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+        rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         if (req)
             serve(cp, req);
     } else if (req) {
         cp->stats.hits++;
         req_deliver(cp, req, conn);
-    } else if (cp->opts.max_idle_conns && cp->idle.len >= (unsigned)cp->opts.max_idle_conns &&
-               !cp->needs_conn.len) {
-        conn_discard(cp, conn, RP_CLOSE_TRIMMED);
+    } else if (rp__cp_idle_full(cp) && !cp->needs_conn.len) {
+        rp__cp_conn_discard(cp, conn, RP_CLOSE_TRIMMED);
     } else {
         conn_available(cp, conn);
     }
     pump_dials(cp);
-}
-
-/* A connection put back right after a send (its reply may have come) is
- * checked before anyone gets it: a zero-length non-blocking recv, which
- * rides in the loop's next submit and answers inside it. Until then it is
- * a connection on its way, as one whose get was cancelled mid-check: a get
- * takes another idle one or waits for this one, and dials nothing. */
-static void check_unheld(rp__conn_pool *cp, rp_conn *conn)
-{
-    cp->orphan_checks++;
-    conn->for_req = NULL;
-    conn->state = RP__CONN_CHECKING;
-    rp__conn_watch(conn, true);
 }
 
 /* The protocol layer's watch saw FIN, RST or stray bytes. A held
@@ -258,7 +123,7 @@ static void conn_broke(rp_conn *conn)
     rp__conn_pool *cp = rp__cp_of(conn);
     if (conn->state != RP__CONN_IDLE)
         return;
-    conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
     pump_dials(cp);
 }
 
@@ -273,7 +138,7 @@ static void conn_watched(rp_conn *conn, int result)
         return;
     }
     /* FIN, RST or stray bytes on an idle connection. */
-    conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
     pump_dials(cp);
 }
 
@@ -326,7 +191,7 @@ int rp_conn_setup_done(rp_conn *conn, int status)
     conn->in_setup = false;
     if (conn->state == RP__CONN_SETUP)
         conn->state = RP__CONN_DIALING;
-    if (status >= 0 && unread_at_put(conn) == RP__UNREAD_YES)
+    if (status >= 0 && rp__cp_unread_at_put(conn) == RP__UNREAD_YES)
         status = -EPROTO; /* its first holder would read what the set-up left */
     dial_finish(rp__cp_of(conn), conn, status < 0 ? status : 0, true);
     return 0;
@@ -385,15 +250,11 @@ static void pump_dials(rp__conn_pool *cp)
 /* req holds a turn: give it an idle connection, or make it wait for a dial. */
 static void serve(rp__conn_pool *cp, rp__req *req)
 {
-    rp_conn *conn;
     uint64_t now = rp__cp_now(cp);
-    while ((conn = idle_pop(cp))) {
-        if (conn_expired(cp, conn, now)) {
-            conn_discard(cp, conn, RP_CLOSE_EXPIRED);
-            continue;
-        }
-        if (!conn_known_healthy(cp, conn, now)) {
-            check_start(cp, conn, req);
+    rp_conn *conn = rp__cp_idle_take(cp, now);
+    if (conn) {
+        if (!rp__cp_conn_known_healthy(cp, conn, now)) {
+            rp__cp_check_start(cp, conn, req);
         } else {
             cp->stats.hits++;
             req_deliver(cp, req, conn);
@@ -424,11 +285,10 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
     if (pool->vt != &conn_pool_vtable || cp->closed || cp->reqs.waiters.len ||
         cp->turns_used >= (unsigned)cp->opts.pool_size)
         return NULL;
-    rp_conn *conn = idle_next(cp);
     uint64_t now = rp__cp_now(cp);
-    if (!conn || conn_expired(cp, conn, now) || !conn_known_healthy(cp, conn, now))
+    rp_conn *conn = rp__cp_idle_take_ready(cp, now);
+    if (!conn)
         return NULL;
-    idle_unlink(cp, conn);
     cp->turns_used++;
     cp->stats.hits++;
     conn->holds_turn = true;
@@ -507,9 +367,9 @@ static void put_unread(rp__conn_pool *cp, rp_conn *conn, uint8_t unread, uint64_
 {
     if (unread == RP__UNREAD_MAYBE) {
         conn->used_ns = now;
-        check_unheld(cp, conn);
+        rp__cp_check_unheld(cp, conn);
     } else {
-        conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+        rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
         pump_dials(cp);
     }
 }
@@ -521,7 +381,7 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
         return RP_CLOSE_REMOVED;
     if (conn->broken || rp__conn_busy(conn))
         return RP_CLOSE_BROKEN;
-    if (conn_expired(cp, conn, now))
+    if (rp__cp_conn_expired(cp, conn, now))
         return RP_CLOSE_EXPIRED;
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
 }
@@ -537,8 +397,8 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
     uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
     keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !conn_expired(cp, conn, now);
-    uint8_t unread = keep ? unread_at_put(conn) : RP__UNREAD_NONE;
+           !rp__cp_conn_expired(cp, conn, now);
+    uint8_t unread = keep ? rp__cp_unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
     if (unread != RP__UNREAD_NONE) {
         put_unread(cp, conn, unread, now);
@@ -549,11 +409,11 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
         turn = false;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
-    } else if (keep && !(cp->opts.max_idle_conns && cp->idle.len >= (unsigned)cp->opts.max_idle_conns)) {
+    } else if (keep && !rp__cp_idle_full(cp)) {
         conn->used_ns = now;
-        idle_add(cp, conn);
+        rp__cp_idle_add(cp, conn);
     } else {
-        conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
+        rp__cp_conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
         pump_dials(cp);
     }
     if (turn)
@@ -684,7 +544,7 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
             rp__req_complete(&cp->reqs, conn->for_req, NULL, RP_ECLOSED);
             conn->for_req = NULL;
         }
-        conn_remove(cp, conn, RP_CLOSE_POOL);
+        rp__cp_conn_remove(cp, conn, RP_CLOSE_POOL);
     }
     finish_close_if_done(cp);
     return 0;
@@ -692,25 +552,11 @@ static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
 
 /* ------------------------------------------------------------- creation */
 
+/* Expired idle connections closed, min_idle_conns may call for dials. */
 static void maintenance_fired(rp__timer *timer)
 {
     rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, maintenance);
-    uint64_t now = rp__cp_now(cp), next = UINT64_MAX;
-    rp__link *link = cp->idle.head, *following;
-    for (; link; link = following) {
-        following = link->next;
-        rp_conn *conn = rp__cp_link_conn(link);
-        if (conn_expired(cp, conn, now)) {
-            conn_discard(cp, conn, RP_CLOSE_EXPIRED);
-            continue;
-        }
-        if (!conn->watching && !conn_known_healthy(cp, conn, now)) {
-            conn->watching = true;
-            rp__conn_watch(conn, false);
-        }
-        next = RP__MIN(next, conn_next_event(cp, conn));
-    }
-    maintenance_arm(cp, next);
+    rp__cp_idle_maintain(cp);
     pump_dials(cp);
 }
 
@@ -854,7 +700,7 @@ static void target_switch(rp__conn_pool *cp)
         next = link->next;
         rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
         if (conn->state == RP__CONN_IDLE)
-            conn_discard(cp, conn, RP_CLOSE_REMOVED);
+            rp__cp_conn_discard(cp, conn, RP_CLOSE_REMOVED);
         else if (conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_CLOSED)
             conn->broken = true;
     }

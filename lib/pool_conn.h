@@ -4,6 +4,7 @@
  *
  *   pool_record.c  connection records, and the caller's data on them
  *   pool_dial.c    dialling, fail-fast and the recovery probe
+ *   pool_idle.c    idle connections and their health
  *   pool.c         the rest of the pool, until it is split further
  */
 #ifndef RP_POOL_CONN_H
@@ -101,5 +102,27 @@ bool rp__cp_exhausted(const rp__conn_pool *cp);
 void rp__cp_probe_fired(rp__timer *timer);
 /* Lets go of the addresses or the resolver. */
 void rp__cp_target_release(rp__conn_pool *cp);
+
+/* -------------------------------------------------------- pool_idle.c */
+
+void rp__cp_idle_add(rp__conn_pool *cp, rp_conn *conn);
+/* The next idle connection not expired (those closed on the way), or NULL. */
+rp_conn *rp__cp_idle_take(rp__conn_pool *cp, uint64_t now);
+/* The next idle connection if it may go out unchecked, else NULL and
+ * nothing changes. */
+rp_conn *rp__cp_idle_take_ready(rp__conn_pool *cp, uint64_t now);
+/* max_idle_conns is reached. */
+bool rp__cp_idle_full(const rp__conn_pool *cp);
+bool rp__cp_conn_expired(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now);
+bool rp__cp_conn_known_healthy(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now);
+/* Out of the pool's books, and closed; discard also counts it stale. */
+void rp__cp_conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason);
+void rp__cp_conn_discard(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason);
+uint8_t rp__cp_unread_at_put(const rp_conn *conn);
+/* A check of conn for req, or for nobody (a connection on its way). */
+void rp__cp_check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req);
+void rp__cp_check_unheld(rp__conn_pool *cp, rp_conn *conn);
+/* Watches and expiry of the idle connections, when the timer fires. */
+void rp__cp_idle_maintain(rp__conn_pool *cp);
 
 #endif
