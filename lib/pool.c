@@ -26,15 +26,6 @@ static const rp__pool_vtable conn_pool_vtable;
 static const rp__conn_events conn_events;
 static void serve(rp__conn_pool *cp, rp__req *req);
 static void pump_dials(rp__conn_pool *cp);
-static void finish_close_if_done(rp__conn_pool *cp);
-
-static void conn_released(rp_conn *conn)
-{
-    rp__conn_pool *cp = rp__cp_of(conn);
-    rp__cp_record_release(cp, conn);
-    if (cp->closed)
-        finish_close_if_done(cp);
-}
 
 /* ----------------------------------------------------------------- turns */
 
@@ -495,61 +486,6 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
     out->dials_in_flight = cp->dialing;
 }
 
-/* ---------------------------------------------------------------- close */
-
-/* The close callback runs once the last socket is closed and every
- * request has had its callback. */
-static void finish_close_if_done(rp__conn_pool *cp)
-{
-    if (cp->all.len || cp->reqs.outstanding)
-        return;
-    rp__cp_records_free(cp);
-    rp__tls_ctx_unref(cp->tls);
-    cp->tls = NULL;
-    rp__pool_finish_close(&cp->base);
-}
-
-static void after_callback(rp__reqs *reqs)
-{
-    rp__conn_pool *cp = RP__CONTAINER_OF(reqs, rp__conn_pool, reqs);
-    if (cp->closed)
-        finish_close_if_done(cp);
-}
-
-static int cp_close(rp_pool *pool, rp_close_cb cb, void *data)
-{
-    rp__conn_pool *cp = (rp__conn_pool *)pool;
-    if (cp->closed)
-        return RP_ECLOSED;
-    cp->closed = true;
-    cp->base.close_cb = cb;
-    cp->base.close_data = data;
-    rp__timer_disarm(rp__cp_loop(cp), &cp->maintenance);
-    rp__timer_disarm(rp__cp_loop(cp), &cp->probe);
-    rp__cp_target_release(cp);
-    /* Callbacks run later, and nothing they do can add to the queues of
-     * a closed pool. */
-    rp__reqs_fail_waiters(&cp->reqs, RP_ECLOSED);
-    rp__req *req;
-    while ((req = rp__req_queue_pop(&cp->needs_conn)))
-        rp__req_complete(&cp->reqs, req, NULL, RP_ECLOSED);
-    rp__link *link = cp->all.head, *next;
-    for (; link; link = next) {
-        next = link->next; /* a record closed here may leave the list */
-        rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
-        if (conn->state == RP__CONN_IN_USE || conn->state == RP__CONN_HANDING_OUT ||
-            conn->state == RP__CONN_CLOSED)
-            continue; /* held: closes when it comes back */
-        if (conn->for_req) {
-            rp__req_complete(&cp->reqs, conn->for_req, NULL, RP_ECLOSED);
-            conn->for_req = NULL;
-        }
-        rp__cp_conn_remove(cp, conn, RP_CLOSE_POOL);
-    }
-    finish_close_if_done(cp);
-    return 0;
-}
-
 /* ------------------------------------------------------------- creation */
 
 /* Expired idle connections closed, min_idle_conns may call for dials. */
@@ -563,7 +499,7 @@ static void maintenance_fired(rp__timer *timer)
 static const rp__conn_events conn_events = {
     .dialed = conn_dialed,
     .watched = conn_watched,
-    .released = conn_released,
+    .released = rp__cp_conn_released,
     .broke = conn_broke,
 };
 
@@ -577,7 +513,7 @@ static const rp__pool_vtable conn_pool_vtable = {
     .len = cp_len,
     .idle_len = cp_idle_len,
     .stats = cp_stats,
-    .close = cp_close,
+    .close = rp__cp_close,
 };
 
 void rp_pool_options_init(rp_pool_options *opts)
@@ -667,7 +603,7 @@ static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, b
     cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
     rp__timer_init(&cp->maintenance, maintenance_fired, false);
     rp__timer_init(&cp->probe, rp__cp_probe_fired, false);
-    rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, after_callback);
+    rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, rp__cp_after_callback);
     pump_dials(cp);
     *out = &cp->base;
     return 0;

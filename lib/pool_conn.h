@@ -5,6 +5,7 @@
  *   pool_record.c  connection records, and the caller's data on them
  *   pool_dial.c    dialling, fail-fast and the recovery probe
  *   pool_idle.c    idle connections and their health
+ *   pool_close.c   closing, and when a closed pool is done
  *   pool.c         the rest of the pool, until it is split further
  */
 #ifndef RP_POOL_CONN_H
@@ -124,5 +125,12 @@ void rp__cp_check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req);
 void rp__cp_check_unheld(rp__conn_pool *cp, rp_conn *conn);
 /* Watches and expiry of the idle connections, when the timer fires. */
 void rp__cp_idle_maintain(rp__conn_pool *cp);
+
+/* ------------------------------------------------------- pool_close.c */
+
+int rp__cp_close(rp_pool *pool, rp_close_cb cb, void *data);
+/* The connection events' and the requests' word that a close may be done. */
+void rp__cp_conn_released(rp_conn *conn);
+void rp__cp_after_callback(rp__reqs *reqs);
 
 #endif
