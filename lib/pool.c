@@ -1,8 +1,10 @@
-/* The connection pool: go-redis ConnPool's state machine on the loop.
+/* The connection pool's hand-out: go-redis ConnPool's turns and requests
+ * on the loop. pool_conn.h says how the pool's files stand on each other.
  *
  * A get takes a turn (pool_size of them) or waits for one in a strict FIFO
- * queue. With a turn it pops an idle connection (checked first when idle
- * longer than the health window) or, failing that, waits for a dial. Dials
+ * queue (request.c: the pool timeout). With a turn it takes an idle
+ * connection (checked first when idle longer than the health window:
+ * pool_idle.c) or, failing that, waits for a dial (pool_dial.c). Dials
  * are not owned by requests: a finished dial goes to the oldest request
  * that needs one, or to the idle list, so a waiter's timeout or cancel
  * never wastes a dial under way.
@@ -12,20 +14,15 @@
  * connection. Hand-offs that may chain (a freed turn served at once, a
  * failed dial failing the next request) run in loops guarded against
  * re-entry, never by recursion, so no queue length can exhaust the stack.
- */
+ *
+ * The connection layer's events (a dial ended, a watch answered, a
+ * connection broke) arrive here, as each may hand out a connection, fail
+ * a request or call for a dial. */
 #include "pool_conn.h"
-#include "tls.h"
 
 #include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-static const rp__pool_vtable conn_pool_vtable;
-static const rp__conn_events conn_events;
 static void serve(rp__conn_pool *cp, rp__req *req);
-static void pump_dials(rp__conn_pool *cp);
 
 /* ----------------------------------------------------------------- turns */
 
@@ -71,8 +68,6 @@ static void req_deliver(rp__conn_pool *cp, rp__req *req, rp_conn *conn)
     rp__req_complete(&cp->reqs, req, conn, 0);
 }
 
-/* -------------------------------------------------------- checks, watches */
-
 /* A connection nobody holds: the oldest request waiting for a dial takes
  * it, else it joins the idle list. */
 static void conn_available(rp__conn_pool *cp, rp_conn *conn)
@@ -84,56 +79,7 @@ static void conn_available(rp__conn_pool *cp, rp_conn *conn)
         rp__cp_idle_add(cp, conn);
 }
 
-static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
-{
-    rp__req *req = conn->for_req;
-    conn->for_req = NULL;
-    if (!req)
-        cp->orphan_checks--;
-    if (healthy)
-        conn->unread = RP__UNREAD_NONE; /* the kernel just said so */
-    if (!healthy) {
-        rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
-        if (req)
-            serve(cp, req);
-    } else if (req) {
-        cp->stats.hits++;
-        req_deliver(cp, req, conn);
-    } else if (rp__cp_idle_full(cp) && !cp->needs_conn.len) {
-        rp__cp_conn_discard(cp, conn, RP_CLOSE_TRIMMED);
-    } else {
-        conn_available(cp, conn);
-    }
-    pump_dials(cp);
-}
-
-/* The protocol layer's watch saw FIN, RST or stray bytes. A held
- * connection is removed when its holder puts it. */
-static void conn_broke(rp_conn *conn)
-{
-    rp__conn_pool *cp = rp__cp_of(conn);
-    if (conn->state != RP__CONN_IDLE)
-        return;
-    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
-    pump_dials(cp);
-}
-
-static void conn_watched(rp_conn *conn, int result)
-{
-    rp__conn_pool *cp = rp__cp_of(conn);
-    bool was_watching = conn->watching;
-    conn->watching = false;
-    if (conn->state == RP__CONN_CHECKING) {
-        /* A cancelled watch or an empty non-blocking read: still healthy. */
-        check_done(cp, conn, result == (was_watching ? -ECANCELED : -EAGAIN));
-        return;
-    }
-    /* FIN, RST or stray bytes on an idle connection. */
-    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
-    pump_dials(cp);
-}
-
-/* ------------------------------------------------------------------ dial */
+/* ----------------------------------------------------------------- dials */
 
 /* The request a failed dial was for, or else the oldest waiting for one,
  * gets its error. False when nobody took it. */
@@ -145,71 +91,9 @@ static bool dial_failed_for(rp__conn_pool *cp, rp__req *for_req, int status)
     return req != NULL;
 }
 
-/* Hands a dial's outcome to its request or whoever waits. */
-static void dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup)
-{
-    rp__req *for_req = conn->for_req;
-    conn->for_req = NULL;
-    if (!rp__cp_dial_settle(cp, conn, status, in_setup))
-        return;
-    if (status != 0)
-        dial_failed_for(cp, for_req, status);
-    else if (for_req)
-        req_deliver(cp, for_req, conn);
-    else
-        conn_available(cp, conn);
-    pump_dials(cp);
-}
-
-static void conn_dialed(rp_conn *conn, int status)
-{
-    rp__conn_pool *cp = rp__cp_of(conn);
-    if (status < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
-        dial_finish(cp, conn, status, false);
-        return;
-    }
-    conn->state = RP__CONN_SETUP;
-    conn->in_setup = true;
-    cp->opts.on_connect(conn, cp->opts.on_connect_data);
-}
-
-int rp_conn_setup_done(rp_conn *conn, int status)
-{
-    if (!conn || !conn->in_setup) {
-        rp__log_misuse("rp_conn_setup_done: connection is not being set up");
-        return -EINVAL;
-    }
-    conn->in_setup = false;
-    if (conn->state == RP__CONN_SETUP)
-        conn->state = RP__CONN_DIALING;
-    if (status >= 0 && rp__cp_unread_at_put(conn) == RP__UNREAD_YES)
-        status = -EPROTO; /* its first holder would read what the set-up left */
-    dial_finish(rp__cp_of(conn), conn, status < 0 ? status : 0, true);
-    return 0;
-}
-
-/* The lookup ended: the dials that waited for it connect, or fail with its
- * error. Those a failure makes pump_dials start wait behind them for the
- * next lookup; a hook that closes the pool empties the list. */
-static void addrs_resolved(void *data, rp__addrs *answer, int status, const char *error)
-{
-    rp__conn_pool *cp = data;
-    if (status == RP_EADDRINFO)
-        cp->resolve_error = error;
-    for (unsigned n = cp->resolving.len; n; n--) {
-        rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
-        if (!conn)
-            break;
-        int rc = answer ? rp__conn_dial(conn, answer, cp->opts.dial_timeout_ms) : status;
-        if (rc < 0)
-            dial_finish(cp, conn, rc, false);
-    }
-}
-
-/* Starts the dials that waiting requests and min_idle_conns call for. A
- * dial that cannot even start fails the oldest waiting request, so every
+/* A dial that cannot even start fails the oldest waiting request, so every
  * request ends; in fail-fast mode the requests no dial covers fail at once. */
-static void pump_dials(rp__conn_pool *cp)
+void rp__cp_pump_dials(rp__conn_pool *cp)
 {
     if (cp->pumping) {
         cp->pump_again = true;
@@ -236,6 +120,107 @@ static void pump_dials(rp__conn_pool *cp)
     cp->pumping = false;
 }
 
+void rp__cp_dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup)
+{
+    rp__req *for_req = conn->for_req;
+    conn->for_req = NULL;
+    if (!rp__cp_dial_settle(cp, conn, status, in_setup))
+        return;
+    if (status != 0)
+        dial_failed_for(cp, for_req, status);
+    else if (for_req)
+        req_deliver(cp, for_req, conn);
+    else
+        conn_available(cp, conn);
+    rp__cp_pump_dials(cp);
+}
+
+static void conn_dialed(rp_conn *conn, int status)
+{
+    rp__conn_pool *cp = rp__cp_of(conn);
+    if (status < 0 || conn->state == RP__CONN_CLOSED || !cp->opts.on_connect) {
+        rp__cp_dial_finish(cp, conn, status, false);
+        return;
+    }
+    conn->state = RP__CONN_SETUP;
+    conn->in_setup = true;
+    cp->opts.on_connect(conn, cp->opts.on_connect_data);
+}
+
+int rp_conn_setup_done(rp_conn *conn, int status)
+{
+    if (!conn || !conn->in_setup) {
+        rp__log_misuse("rp_conn_setup_done: connection is not being set up");
+        return -EINVAL;
+    }
+    conn->in_setup = false;
+    if (conn->state == RP__CONN_SETUP)
+        conn->state = RP__CONN_DIALING;
+    if (status >= 0 && rp__cp_unread_at_put(conn) == RP__UNREAD_YES)
+        status = -EPROTO; /* its first holder would read what the set-up left */
+    rp__cp_dial_finish(rp__cp_of(conn), conn, status < 0 ? status : 0, true);
+    return 0;
+}
+
+/* -------------------------------------------------------- checks, watches */
+
+static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
+{
+    rp__req *req = conn->for_req;
+    conn->for_req = NULL;
+    if (!req)
+        cp->orphan_checks--;
+    if (healthy)
+        conn->unread = RP__UNREAD_NONE; /* the kernel just said so */
+    if (!healthy) {
+        rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+        if (req)
+            serve(cp, req);
+    } else if (req) {
+        cp->stats.hits++;
+        req_deliver(cp, req, conn);
+    } else if (rp__cp_idle_full(cp) && !cp->needs_conn.len) {
+        rp__cp_conn_discard(cp, conn, RP_CLOSE_TRIMMED);
+    } else {
+        conn_available(cp, conn);
+    }
+    rp__cp_pump_dials(cp);
+}
+
+/* The protocol layer's watch saw FIN, RST or stray bytes. A held
+ * connection is removed when its holder puts it. */
+static void conn_broke(rp_conn *conn)
+{
+    rp__conn_pool *cp = rp__cp_of(conn);
+    if (conn->state != RP__CONN_IDLE)
+        return;
+    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+    rp__cp_pump_dials(cp);
+}
+
+static void conn_watched(rp_conn *conn, int result)
+{
+    rp__conn_pool *cp = rp__cp_of(conn);
+    bool was_watching = conn->watching;
+    conn->watching = false;
+    if (conn->state == RP__CONN_CHECKING) {
+        /* A cancelled watch or an empty non-blocking read: still healthy. */
+        check_done(cp, conn, result == (was_watching ? -ECANCELED : -EAGAIN));
+        return;
+    }
+    /* FIN, RST or stray bytes on an idle connection. */
+    rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
+    rp__cp_pump_dials(cp);
+}
+
+/* Expired idle connections closed, min_idle_conns may call for dials. */
+void rp__cp_maintenance_fired(rp__timer *timer)
+{
+    rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, maintenance);
+    rp__cp_idle_maintain(cp);
+    rp__cp_pump_dials(cp);
+}
+
 /* ------------------------------------------------------------------ serve */
 
 /* req holds a turn: give it an idle connection, or make it wait for a dial. */
@@ -251,7 +236,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
             req_deliver(cp, req, conn);
         }
         if (cp->opts.min_idle_conns)
-            pump_dials(cp);
+            rp__cp_pump_dials(cp);
         return;
     }
     cp->stats.misses++;
@@ -263,7 +248,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
     } else {
         req->state = RP__CP_REQ_NEEDS_CONN;
         rp__list_push_back(&cp->needs_conn, &req->link);
-        pump_dials(cp);
+        rp__cp_pump_dials(cp);
     }
 }
 
@@ -273,7 +258,7 @@ static void serve(rp__conn_pool *cp, rp__req *req)
 rp_conn *rp__pool_try_get(rp_pool *pool)
 {
     rp__conn_pool *cp = (rp__conn_pool *)pool;
-    if (pool->vt != &conn_pool_vtable || cp->closed || cp->reqs.waiters.len ||
+    if (pool->vt != &rp__cp_vtable || cp->closed || cp->reqs.waiters.len ||
         cp->turns_used >= (unsigned)cp->opts.pool_size)
         return NULL;
     uint64_t now = rp__cp_now(cp);
@@ -286,7 +271,7 @@ rp_conn *rp__pool_try_get(rp_pool *pool)
     conn->used_ns = now;
     conn->state = RP__CONN_IN_USE;
     if (cp->opts.min_idle_conns)
-        pump_dials(cp);
+        rp__cp_pump_dials(cp);
     return conn;
 }
 
@@ -361,7 +346,7 @@ static void put_unread(rp__conn_pool *cp, rp_conn *conn, uint8_t unread, uint64_
         rp__cp_check_unheld(cp, conn);
     } else {
         rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
-        pump_dials(cp);
+        rp__cp_pump_dials(cp);
     }
 }
 
@@ -405,7 +390,7 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
         rp__cp_idle_add(cp, conn);
     } else {
         rp__cp_conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
-        pump_dials(cp);
+        rp__cp_pump_dials(cp);
     }
     if (turn)
         release_turn(cp);
@@ -486,24 +471,16 @@ static void cp_stats(const rp_pool *pool, rp_stats *out)
     out->dials_in_flight = cp->dialing;
 }
 
-/* ------------------------------------------------------------- creation */
+/* ---------------------------------------------------------------- tables */
 
-/* Expired idle connections closed, min_idle_conns may call for dials. */
-static void maintenance_fired(rp__timer *timer)
-{
-    rp__conn_pool *cp = RP__CONTAINER_OF(timer, rp__conn_pool, maintenance);
-    rp__cp_idle_maintain(cp);
-    pump_dials(cp);
-}
-
-static const rp__conn_events conn_events = {
+const rp__conn_events rp__cp_events = {
     .dialed = conn_dialed,
     .watched = conn_watched,
     .released = rp__cp_conn_released,
     .broke = conn_broke,
 };
 
-static const rp__pool_vtable conn_pool_vtable = {
+const rp__pool_vtable rp__cp_vtable = {
     .get = cp_get,
     .cancel = cp_cancel,
     .put = cp_put,
@@ -515,172 +492,3 @@ static const rp__pool_vtable conn_pool_vtable = {
     .stats = cp_stats,
     .close = rp__cp_close,
 };
-
-void rp_pool_options_init(rp_pool_options *opts)
-{
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    *opts = (rp_pool_options){
-        .pool_size = 10 * (int)(cpus > 0 ? cpus : 1),
-        .dial_timeout_ms = 5000,
-        .pool_timeout_ms = 4000,
-        .read_timeout_ms = 3000,
-        .write_timeout_ms = 3000,
-        .conn_max_idle_time_ms = 30 * 60 * 1000,
-        .health_check_idle_ms = 500,
-        .probe_interval_ms = 50,
-        .probe_interval_max_ms = 1000,
-    };
-}
-
-/* Zero means "the default" for sizes and waits, as in go-redis. */
-static int options_normalize(rp_pool_options *opts)
-{
-    rp_pool_options defaults;
-    rp_pool_options_init(&defaults);
-    if (opts->pool_size < 0 || opts->min_idle_conns < 0 || opts->max_idle_conns < 0 ||
-        opts->max_active_conns < 0 || opts->max_concurrent_dials < 0)
-        return -EINVAL;
-    if (opts->pool_size == 0)
-        opts->pool_size = defaults.pool_size;
-    if (opts->min_idle_conns > opts->pool_size)
-        return -EINVAL;
-    if (opts->max_idle_conns && opts->max_idle_conns < opts->min_idle_conns)
-        return -EINVAL;
-    if (opts->max_concurrent_dials == 0)
-        opts->max_concurrent_dials = opts->pool_size;
-    if (opts->dial_timeout_ms == 0)
-        opts->dial_timeout_ms = defaults.dial_timeout_ms;
-    if (opts->pool_timeout_ms == 0)
-        opts->pool_timeout_ms = defaults.pool_timeout_ms;
-    if (opts->probe_interval_ms == 0)
-        opts->probe_interval_ms = defaults.probe_interval_ms;
-    if (opts->probe_interval_max_ms == 0)
-        opts->probe_interval_max_ms = defaults.probe_interval_max_ms;
-    if (opts->probe_interval_max_ms < opts->probe_interval_ms)
-        opts->probe_interval_max_ms = opts->probe_interval_ms; /* a fixed interval */
-    return 0;
-}
-
-/* A numeric address or a path is the list every dial uses; a host name
- * gets a resolver, which starts no thread until a dial needs it. */
-static int target_init(rp__conn_pool *cp, rp_loop *loop, const char *text)
-{
-    rp__addr addr;
-    rp__hostport name;
-    int rc = rp__addr_parse(text, &addr, &name);
-    if (rc == RP__ADDR_NAME)
-        return rp__resolver_new(&cp->resolver, loop, &name, addrs_resolved, cp);
-    if (rc < 0)
-        return rc;
-    if (!(cp->addrs = rp__addrs_new(1)))
-        return -ENOMEM;
-    cp->addrs->addr[0] = addr;
-    return 0;
-}
-
-static int pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts, bool targeted)
-{
-    if (!out || !loop || !opts)
-        return -EINVAL;
-    rp__conn_pool *cp = rp__calloc(1, sizeof *cp);
-    if (!cp)
-        return -ENOMEM;
-    cp->opts = *opts;
-    int rc = options_normalize(&cp->opts);
-    if (rc == 0 && targeted)
-        rc = target_init(cp, loop, opts->addr);
-    if (rc == 0 && (rc = rp__tls_ctx_new(&cp->tls, &opts->tls, opts->addr)) < 0)
-        rp__cp_target_release(cp);
-    if (rc < 0) {
-        rp__free(cp);
-        return rc;
-    }
-    memset(&cp->opts.tls, 0, sizeof cp->opts.tls); /* built into cp->tls */
-    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", targeted ? opts->addr : "");
-    cp->opts.addr = NULL; /* the caller's string may not outlive the call */
-    cp->events = &conn_events;
-    rp__pool_init(&cp->base, &conn_pool_vtable, loop, &cp->reqs);
-    cp->base.pool_timeout_ms = cp->opts.pool_timeout_ms;
-    rp__timer_init(&cp->maintenance, maintenance_fired, false);
-    rp__timer_init(&cp->probe, rp__cp_probe_fired, false);
-    rp__reqs_init(&cp->reqs, &cp->base, cp->opts.pool_timeout_ms, rp__cp_after_callback);
-    pump_dials(cp);
-    *out = &cp->base;
-    return 0;
-}
-
-const char *rp_pool_tls_error(const rp_pool *pool)
-{
-    if (!pool || pool->vt != &conn_pool_vtable)
-        return NULL;
-    return rp__tls_ctx_error(((const rp__conn_pool *)pool)->tls);
-}
-
-int rp_pool_new(rp_pool **out, rp_loop *loop, const rp_pool_options *opts) { return pool_new(out, loop, opts, true); }
-
-/* ------------------------------------------------------ target changes */
-
-/* For sentinel.c: a pool whose dials wait for rp__pool_set_target. */
-int rp__pool_new_untargeted(rp_pool **out, rp_loop *loop, const rp_pool_options *opts)
-{
-    return pool_new(out, loop, opts, false);
-}
-
-/* Future dials go to addr. Connections made for the old target are not
- * reused: idle ones close now, the others (in use, dialling, being set
- * up) close when they come back. Dials that waited for a target start. */
-static void target_switch(rp__conn_pool *cp)
-{
-    rp__link *link = cp->all.head, *next;
-    for (; link; link = next) {
-        next = link->next;
-        rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
-        if (conn->state == RP__CONN_IDLE)
-            rp__cp_conn_discard(cp, conn, RP_CLOSE_REMOVED);
-        else if (conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_CLOSED)
-            conn->broken = true;
-    }
-    for (unsigned n = cp->resolving.len; n; n--) {
-        rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
-        int rc = rp__cp_dial_connect(cp, conn);
-        if (rc < 0)
-            dial_finish(cp, conn, rc, false);
-    }
-    pump_dials(cp);
-}
-
-/* addr NULL: no target; with error 0 dials wait for one, with an error
- * they fail with it (those waiting now too). */
-int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
-{
-    rp__conn_pool *cp = (rp__conn_pool *)pool;
-    if (!pool || pool->vt != &conn_pool_vtable || cp->closed)
-        return -EINVAL;
-    rp__addrs *old_addrs = cp->addrs;
-    rp__resolver *old_resolver = cp->resolver;
-    cp->addrs = NULL;
-    cp->resolver = NULL;
-    int rc = addr ? target_init(cp, rp__cp_loop(cp), addr) : 0;
-    rp__addrs *new_addrs = cp->addrs;
-    rp__resolver *new_resolver = cp->resolver;
-    cp->addrs = old_addrs;
-    cp->resolver = old_resolver;
-    if (rc < 0)
-        return rc;
-    rp__cp_target_release(cp);
-    cp->addrs = new_addrs;
-    cp->resolver = new_resolver;
-    cp->target_error = addr ? 0 : error;
-    if (addr) /* the failures counted were the old target's */
-        rp__cp_dial_connected(cp);
-    snprintf(cp->addr_text, sizeof cp->addr_text, "%s", addr ? addr : "");
-    target_switch(cp);
-    return 0;
-}
-
-const char *rp_pool_resolve_error(const rp_pool *pool)
-{
-    if (!pool || pool->vt != &conn_pool_vtable)
-        return NULL;
-    return ((const rp__conn_pool *)pool)->resolve_error;
-}

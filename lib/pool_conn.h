@@ -6,8 +6,16 @@
  *   pool_dial.c    dialling, fail-fast and the recovery probe
  *   pool_idle.c    idle connections and their health
  *   pool_close.c   closing, and when a closed pool is done
- *   pool.c         the rest of the pool, until it is split further
- */
+ *   pool.c         the hand-out: turns, gets, puts, cancels, and the
+ *                  connection events, which all end up handing out
+ *   pool_new.c     creation, options, and the target dials go to
+ *
+ * What a lower file learns that concerns a request (a dial ended, a check
+ * answered, a connection broke) reaches the hand-out as a return value
+ * (rp__cp_dial_settle), or by way of the outside: the connection layer's
+ * events (pool.c's table, which every record carries), the resolver's
+ * callback and the timers, all wired up in pool_new.c. Never by a call
+ * back up. */
 #ifndef RP_POOL_CONN_H
 #define RP_POOL_CONN_H
 
@@ -132,5 +140,15 @@ int rp__cp_close(rp_pool *pool, rp_close_cb cb, void *data);
 /* The connection events' and the requests' word that a close may be done. */
 void rp__cp_conn_released(rp_conn *conn);
 void rp__cp_after_callback(rp__reqs *reqs);
+
+/* ------------------------------------------------------------- pool.c */
+
+extern const rp__pool_vtable rp__cp_vtable;
+extern const rp__conn_events rp__cp_events;
+/* Hands a dial's outcome to its request or whoever waits. */
+void rp__cp_dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_setup);
+/* Starts the dials that waiting requests and min_idle_conns call for. */
+void rp__cp_pump_dials(rp__conn_pool *cp);
+void rp__cp_maintenance_fired(rp__timer *timer);
 
 #endif
