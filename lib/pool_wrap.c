@@ -13,6 +13,7 @@
  * connection back to the parent (or removes it if it went bad) once the
  * last sharer closes. */
 #include "pool.h"
+#include "pool_conn.h"
 #include "request.h"
 
 #include <errno.h>
@@ -68,6 +69,18 @@ static void finish_close_if_done(wrap_pool *wp)
 {
     if (wp->closed && !wp->reqs.outstanding && !wp->parent_get && !wp->conn && !wp->extra_closes)
         rp__pool_finish_close(&wp->base);
+}
+
+/* A put is honest, as the parent's: a connection that broke, has I/O in
+ * flight, or may hold bytes its holder did not read (a reply to a send it
+ * never read, a frame left buffered) would hand them to the next holder
+ * of this same connection. The pool goes bad instead, as after a remove. */
+static void put_checked(wrap_pool *wp, const rp_conn *conn)
+{
+    if (conn->broken || rp__conn_busy(conn) || rp__cp_unread_at_put(conn) != RP__UNREAD_NONE) {
+        wp->bad = true;
+        wp->bad_reason = RP_EBADCONN;
+    }
 }
 
 static void after_callback(rp__reqs *reqs) { finish_close_if_done(RP__CONTAINER_OF(reqs, wrap_pool, reqs)); }
@@ -151,12 +164,15 @@ static int single_cancel(rp_pool *pool, int64_t id)
     return 0;
 }
 
-/* Put keeps the connection: the single pool has nothing else to do. */
+/* Put keeps the connection, unless it would hand its next holder bytes
+ * or an error of this one's. */
 static void single_put(rp_pool *pool, rp_conn *conn)
 {
     wrap_pool *wp = (wrap_pool *)pool;
     if (!conn || conn != wp->conn)
         rp__pool_misuse(pool, "rp_pool_put", "connection does not belong to this pool");
+    else
+        put_checked(wp, conn);
 }
 
 static void single_remove(rp_pool *pool, rp_conn *conn, int reason)
@@ -371,8 +387,10 @@ static int sticky_cancel(rp_pool *pool, int64_t id)
 static void sticky_put(rp_pool *pool, rp_conn *conn)
 {
     wrap_pool *wp = (wrap_pool *)pool;
-    if (!wrong_conn(wp, conn, "rp_pool_put"))
+    if (!wrong_conn(wp, conn, "rp_pool_put")) {
+        put_checked(wp, conn);
         sticky_conn_back(wp);
+    }
 }
 
 static void sticky_remove(rp_pool *pool, rp_conn *conn, int reason)

@@ -361,3 +361,85 @@ Test(wrap, sticky_waiters_all_get_the_parents_error)
         close(fillers[i]);
     close(listener);
 }
+
+/* ------------------------------------------------------- an honest put */
+
+static void sent_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    *(ssize_t *)data = result ? result : -1;
+}
+
+/* PING sent, its reply never read: it comes after the holder's last read. */
+static void send_ping_unread(rp_conn *conn)
+{
+    ssize_t sent = 0;
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, sent_cb, &sent), 0);
+    uint64_t until = fx_now_ms() + 3000;
+    while (!sent && fx_now_ms() < until)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    cr_assert_eq(sent, 6);
+    fx_run_for(loop, 20); /* +PONG arrives, unread */
+}
+
+/* A single pool never hands its next holder the reply its last holder
+ * left unread: the put marks the pool bad, as a remove does. */
+Test(wrap, single_put_with_a_reply_unread_goes_bad)
+{
+    open_parent(2, 1000);
+    rp_conn *conn = fx_get_conn(loop, parent);
+    rp_pool *single;
+    cr_assert_eq(rp_single_pool_new(&single, parent, conn), 0);
+    fx_got got = get_and_wait(single);
+    send_ping_unread(got.conn);
+    rp_pool_put(single, got.conn);
+    fx_got next = {0};
+    cr_expect_eq(rp_pool_get(single, fx_get_cb, &next), RP_EBADCONN, "the next holder got the old reply");
+    cr_expect_eq(rp_pool_bad_conn_reason(single), RP_EBADCONN);
+    close_and_wait(single);
+    rp_pool_remove(parent, conn, RP_EBADCONN);
+    fx_close_and_free(loop, parent);
+}
+
+/* Read to the end, the same connection is handed out again. */
+Test(wrap, single_put_after_reading_the_reply_keeps_the_connection)
+{
+    open_parent(2, 1000);
+    rp_conn *conn = fx_get_conn(loop, parent);
+    rp_pool *single;
+    cr_assert_eq(rp_single_pool_new(&single, parent, conn), 0);
+    for (int i = 0; i < 3; i++) {
+        fx_got got = get_and_wait(single);
+        cr_assert_eq(got.status, 0, "round %d: %s", i, rp_strerror(got.status));
+        cr_expect(fx_ping(loop, got.conn));
+        rp_pool_put(single, got.conn);
+    }
+    cr_expect_eq(rp_pool_bad_conn_reason(single), 0);
+    close_and_wait(single);
+    rp_pool_put(parent, conn);
+    fx_close_and_free(loop, parent);
+}
+
+/* A sticky pool's waiter is not handed the connection with the reply its
+ * holder left: it gets RP_EBADCONN, and a reset gives the connection back
+ * to the parent as removed. */
+Test(wrap, sticky_put_with_a_reply_unread_goes_bad_until_reset)
+{
+    rp_pool *sticky = open_sticky(4, 1000);
+    fx_got first = get_and_wait(sticky);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
+    send_ping_unread(first.conn);
+    rp_pool_put(sticky, first.conn);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 1000));
+    cr_expect_eq(waiter.status, RP_EBADCONN, "the waiter got %s", rp_strerror(waiter.status));
+    int parent_conns = rp_pool_len(parent);
+    cr_assert_eq(rp_sticky_pool_reset(sticky), 0);
+    cr_expect_eq(rp_pool_len(parent), parent_conns - 1, "reset kept the connection with the old reply");
+    fx_got fresh = get_and_wait(sticky);
+    cr_expect_eq(fresh.status, 0);
+    cr_expect(fx_ping(loop, fresh.conn));
+    rp_pool_put(sticky, fresh.conn);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
