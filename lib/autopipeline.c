@@ -9,14 +9,29 @@
  * back to the pool, so with one caller the path is the exclusive one's.
  * Failures are the exclusive path's too: a lane that fails fails each
  * command it owes, and each is retried or completed by the same rule
- * (client.c). */
-#include "client.h"
+ * (command.c). client.c calls in here; this file calls only down, into
+ * command.c and the layers below it.
+ * A lane's state machine: empty (no connection) -> getting (get_id) ->
+ * open (owed counts the replies still to come; failed once error is set:
+ * it takes nothing more) -> empty again when it owes nothing: its
+ * connection goes back to the pool, or out of it if the lane failed. */
+#include "autopipeline.h"
 #include "retry.h"
 
 #include <errno.h>
 
 #define DEFAULT_MAX_OWED 1024u
 #define DEFAULT_MAX_BYTES (1u << 20)
+
+/* A connection commands share: taken from the pool while it owes
+ * replies, put back when it owes none. */
+struct rp__lane {
+    rp_client *client;
+    rp_conn *conn;   /* NULL while empty or getting */
+    int64_t get_id;  /* the get under way for it, 0 if none */
+    int error;       /* it failed: takes nothing more, removed when it owes none */
+    unsigned owed;   /* commands sent on it whose reply has not come */
+};
 
 int rp__autopipeline_init(rp_client *client, const rp_client_options *opts)
 {
