@@ -16,7 +16,6 @@
  * it takes nothing more) -> empty again when it owes nothing: its
  * connection goes back to the pool, or out of it if the lane failed. */
 #include "autopipeline.h"
-#include "retry.h"
 
 #include <errno.h>
 
@@ -125,14 +124,12 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
         /* Abandoned while the lane's failure was being delivered (see
          * rp__autopipeline_abandon): its end is already queued. */
         lane_fail(lane, status);
-    } else if (status == 0) {
-        if (rp__reply_conn_unusable(reply))
-            lane_fail(lane, RP_EBADCONN);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
     } else {
-        bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
-        lane_fail(lane, status);
-        rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
+        bool may_retry;
+        int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+        if (conn_error)
+            lane_fail(lane, conn_error);
+        rp__cmd_retry_or_complete(cmd, reply, status, may_retry);
     }
     lane_update(lane);
 }

@@ -22,7 +22,6 @@
  * round trip, and refuses a node that is not the master. */
 #include "client.h"
 #include "autopipeline.h"
-#include "retry.h"
 #include "sentinel.h"
 
 #include <errno.h>
@@ -189,19 +188,13 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
     rp_client *client = cmd->client;
     if (cmd->server_table)
         rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
-    if (status == 0) {
-        if (rp__reply_conn_unusable(reply))
-            rp_pool_remove(client->pool, conn, RP_EBADCONN);
-        else if (cmd->binds_conn)
-            rp_pool_remove(client->pool, conn, 0);
-        else
-            rp_pool_put(client->pool, conn);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
-        return;
-    }
-    bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
-    rp_pool_remove(client->pool, conn, status);
-    rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
+    bool may_retry;
+    int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+    if (conn_error || cmd->binds_conn)
+        rp_pool_remove(client->pool, conn, conn_error);
+    else
+        rp_pool_put(client->pool, conn);
+    rp__cmd_retry_or_complete(cmd, reply, status, may_retry);
 }
 
 /* Queues the command on conn; a connection that refuses it is removed. */

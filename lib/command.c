@@ -39,14 +39,22 @@ static bool safe_to_repeat(const client_cmd *cmd)
            rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]);
 }
 
-bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status)
-{
-    return rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
-}
-
-bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply)
+/* A refusal the node client sends again itself: not those an rp_cluster
+ * attempt leaves to the cluster (max_redirects bounds them all). */
+static bool retry_refusal(const client_cmd *cmd, const redisReply *reply)
 {
     return rp__reply_not_executed(reply) && !(cmd->attempt_cb && rp__reply_cluster_refusal(reply));
+}
+
+int rp__cmd_attempt_verdict(const client_cmd *cmd, rp_conn *conn, const redisReply *reply, int status,
+                            bool *may_retry)
+{
+    if (status < 0) {
+        *may_retry = rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
+        return status;
+    }
+    *may_retry = retry_refusal(cmd, reply);
+    return rp__reply_conn_unusable(reply) ? RP_EBADCONN : 0;
 }
 
 bool rp__get_failure_retryable(int status)

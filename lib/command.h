@@ -93,11 +93,12 @@ struct rp_client {
     unsigned closes_pending; /* the pool's close, and the sentinels' */
 };
 
-/* Inside the reply callback of a command whose connection failed. */
-bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status);
-/* A refusal the node client sends again itself: not those an rp_cluster
- * attempt leaves to the cluster (max_redirects bounds them all). */
-bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply);
+/* An attempt on conn ended: with a reply (status 0) or a failure. Returns
+ * what that says of conn (0: good; else the error to remove it with) and
+ * in *may_retry whether sending cmd again is safe. Ask before conn is
+ * given back: whether the command's bytes left it is conn's to tell. */
+int rp__cmd_attempt_verdict(const client_cmd *cmd, rp_conn *conn, const redisReply *reply, int status,
+                            bool *may_retry);
 /* A get that failed sent nothing: every such failure is worth another try
  * but those that would fail the same way again. */
 bool rp__get_failure_retryable(int status);
