@@ -158,7 +158,7 @@ static void fail_waiting(rp_client *client, int status)
             break;
         rp__list_unlink(&client->waiting, &cmd->wait_link);
         rp__timer_disarm(client->loop, &cmd->room_wait);
-        rp__cmd_retry_or_complete(cmd, NULL, status, rp__get_failure_retryable(status));
+        rp__cmd_get_failed(cmd, status);
     }
 }
 
@@ -248,7 +248,7 @@ static void room_wait_expired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
     rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
-    rp__cmd_retry_or_complete(cmd, NULL, RP_EPOOLTIMEOUT, rp__get_failure_retryable(RP_EPOOLTIMEOUT));
+    rp__cmd_get_failed(cmd, RP_EPOOLTIMEOUT);
 }
 
 void rp__autopipeline_send(client_cmd *cmd)

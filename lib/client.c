@@ -229,7 +229,10 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
     }
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
-    rp__cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : rp__get_failure_retryable(status));
+    if (conn)
+        rp__cmd_retry_or_complete(cmd, NULL, status, status != -ENOMEM);
+    else
+        rp__cmd_get_failed(cmd, status);
 }
 
 /* An idle connection goes to work at once: the command leaves with this

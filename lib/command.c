@@ -57,7 +57,9 @@ int rp__cmd_attempt_verdict(const client_cmd *cmd, rp_conn *conn, const redisRep
     return rp__reply_conn_unusable(reply) ? RP_EBADCONN : 0;
 }
 
-bool rp__get_failure_retryable(int status)
+/* A get that failed sent nothing: every such failure is worth another try
+ * but those that would fail the same way again. */
+static bool get_failure_retryable(int status)
 {
     return status != RP_ECLOSED && status != -ECANCELED && status != RP_ESETUP && status != -ENOMEM &&
            status != RP_EPOOLEXHAUSTED;
@@ -195,6 +197,11 @@ void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int sta
     cmd->state = CMD_BACKOFF;
     retry_queue_push(cmd, rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms,
                                                client->max_backoff_ms));
+}
+
+void rp__cmd_get_failed(client_cmd *cmd, int status)
+{
+    rp__cmd_retry_or_complete(cmd, NULL, status, get_failure_retryable(status));
 }
 
 void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)

@@ -99,12 +99,11 @@ struct rp_client {
  * given back: whether the command's bytes left it is conn's to tell. */
 int rp__cmd_attempt_verdict(const client_cmd *cmd, rp_conn *conn, const redisReply *reply, int status,
                             bool *may_retry);
-/* A get that failed sent nothing: every such failure is worth another try
- * but those that would fail the same way again. */
-bool rp__get_failure_retryable(int status);
 /* Sends cmd again after its backoff (the retry queue), when may_retry and
  * retries are left; completes it with (reply, status) otherwise. */
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry);
+/* A get for cmd failed (or its wait for room did): nothing was sent. */
+void rp__cmd_get_failed(client_cmd *cmd, int status);
 /* Completes cmd with status from the loop, later in this iteration. */
 void rp__cmd_fail_later(client_cmd *cmd, int status);
 
