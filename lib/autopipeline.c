@@ -94,22 +94,26 @@ static void lane_send(rp__lane *lane, client_cmd *cmd)
     lane->owed++;
 }
 
-static client_cmd *waiting_pop(rp_client *client)
+static client_cmd *waiting_head(const rp_client *client)
 {
-    rp__link *link = rp__list_pop(&client->waiting, false);
-    if (!link)
-        return NULL;
-    client_cmd *cmd = RP__CONTAINER_OF(link, client_cmd, wait_link);
-    rp__timer_disarm(client->loop, &cmd->room_wait);
-    return cmd;
+    return RP__CONTAINER_OF(client->waiting.head, client_cmd, wait_link);
+}
+
+static void waiting_remove(client_cmd *cmd)
+{
+    rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
+    rp__timer_disarm(cmd->client->loop, &cmd->room_wait);
 }
 
 /* Waiting commands, oldest first, while the lane has room. */
 static void lane_feed(rp__lane *lane)
 {
     rp_client *client = lane->client;
-    while (lane->conn && !lane->error && lane->owed < client->lane_max_owed && client->waiting.len)
-        lane_send(lane, waiting_pop(client));
+    while (lane->conn && !lane->error && lane->owed < client->lane_max_owed && client->waiting.len) {
+        client_cmd *cmd = waiting_head(client);
+        waiting_remove(cmd);
+        lane_send(lane, cmd);
+    }
 }
 
 static void lane_update(rp__lane *lane);
@@ -153,11 +157,10 @@ static void fail_waiting(rp_client *client, int status)
 {
     uint64_t queued_before = client->waits_queued;
     while (client->waiting.len) {
-        client_cmd *cmd = RP__CONTAINER_OF(client->waiting.head, client_cmd, wait_link);
+        client_cmd *cmd = waiting_head(client);
         if (cmd->wait_number >= queued_before)
             break;
-        rp__list_unlink(&client->waiting, &cmd->wait_link);
-        rp__timer_disarm(client->loop, &cmd->room_wait);
+        waiting_remove(cmd);
         rp__cmd_get_failed(cmd, status);
     }
 }
@@ -247,7 +250,7 @@ static void lane_update(rp__lane *lane)
 static void room_wait_expired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
-    rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
+    waiting_remove(cmd); /* its timer has fired: disarmed already */
     rp__cmd_get_failed(cmd, RP_EPOOLTIMEOUT);
 }
 
@@ -275,10 +278,8 @@ void rp__autopipeline_send(client_cmd *cmd)
 
 void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
 {
-    rp_client *client = cmd->client;
     if (cmd->state == CMD_WAITING) {
-        rp__list_unlink(&client->waiting, &cmd->wait_link);
-        rp__timer_disarm(client->loop, &cmd->room_wait);
+        waiting_remove(cmd);
         return;
     }
     rp__lane *lane = cmd->lane;
