@@ -287,8 +287,6 @@ static client_cmd *cmd_new_copy(int argc, const char *const *argv, const size_t 
         return NULL;
     cmd->argv = args;
     cmd->argvlen = lens;
-    for (int i = 0; i < argc; i++)
-        cmd->bytes += lens[i];
     return cmd;
 }
 
@@ -300,8 +298,6 @@ static client_cmd *cmd_new_borrowed(int argc, const char *const *argv, const siz
         return NULL;
     cmd->argv = (const char **)argv;
     cmd->argvlen = (size_t *)argvlen;
-    for (int i = 0; i < argc; i++)
-        cmd->bytes += argvlen[i];
     return cmd;
 }
 
@@ -311,6 +307,8 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     if (!cmd)
         return NULL;
     cmd->argc = argc;
+    for (int i = 0; i < argc; i++)
+        cmd->bytes += cmd->argvlen[i];
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
     cmd->binds_conn = rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
