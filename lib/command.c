@@ -53,7 +53,7 @@ int rp__cmd_attempt_verdict(const client_cmd *cmd, rp_conn *conn, const redisRep
         *may_retry = rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
         return status;
     }
-    *may_retry = retry_refusal(cmd, reply);
+    *may_retry = reply->type == REDIS_REPLY_ERROR && retry_refusal(cmd, reply);
     return rp__reply_conn_unusable(reply) ? RP_EBADCONN : 0;
 }
 
