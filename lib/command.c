@@ -2,16 +2,18 @@
  * it. Its state machine (client_cmd.state):
  *   GETTING -> SENT (client.c: a connection of its own), or
  *   GETTING -> WAITING -> SENT (autopipeline.c: a shared one);
- *   an attempt's end -> BACKOFF -> GETTING again, or -> DONE.
+ *   SENT, and a failed get or wait -> BACKOFF -> sent again, or -> DONE;
+ *   any state -> DONE when the command is taken back (cancel, deadline,
+ *   close: client.c, through rp__cmd_fail_later).
  * Every attempt ends here with one verdict: what its reply or failure says
  * of the connection, and whether sending the command again is safe (it
  * provably did not run, or may run twice). A command sent again waits out
  * go-redis's backoff in the client's retry queue, in order behind the
  * ones that failed before it; the retry timer (client.c) sends it. DONE is
- * final: the callback runs exactly once, now or from the loop
- * (rp__cmd_fail_later), and a closing client's last command closes its
- * pool. Nothing here gets a connection, sends, or takes a command back:
- * the paths above do, and call down into this file. */
+ * final: the callback runs exactly once, now or from the loop, and a
+ * closing client's last command closes its pool. Nothing here gets a
+ * connection, sends, or takes a command back: the paths above do, and
+ * call down into this file; this file calls neither. */
 #include "command.h"
 #include "retry.h"
 #include "sentinel.h"
