@@ -9,14 +9,28 @@
  * back to the pool, so with one caller the path is the exclusive one's.
  * Failures are the exclusive path's too: a lane that fails fails each
  * command it owes, and each is retried or completed by the same rule
- * (client.c). */
-#include "client.h"
-#include "retry.h"
+ * (command.c). client.c calls in here; this file calls only down, into
+ * command.c and the layers below it.
+ * A lane's state machine: empty (no connection) -> getting (get_id) ->
+ * open (owed counts the replies still to come; failed once error is set:
+ * it takes nothing more) -> empty again when it owes nothing: its
+ * connection goes back to the pool, or out of it if the lane failed. */
+#include "autopipeline.h"
 
 #include <errno.h>
 
 #define DEFAULT_MAX_OWED 1024u
 #define DEFAULT_MAX_BYTES (1u << 20)
+
+/* A connection commands share: taken from the pool while it owes
+ * replies, put back when it owes none. */
+struct rp__lane {
+    rp_client *client;
+    rp_conn *conn;   /* NULL while empty or getting */
+    int64_t get_id;  /* the get under way for it, 0 if none */
+    int error;       /* it failed: takes nothing more, removed when it owes none */
+    unsigned owed;   /* commands sent on it whose reply has not come */
+};
 
 int rp__autopipeline_init(rp_client *client, const rp_client_options *opts)
 {
@@ -80,22 +94,26 @@ static void lane_send(rp__lane *lane, client_cmd *cmd)
     lane->owed++;
 }
 
-static client_cmd *waiting_pop(rp_client *client)
+static client_cmd *waiting_head(const rp_client *client)
 {
-    rp__link *link = rp__list_pop(&client->waiting, false);
-    if (!link)
-        return NULL;
-    client_cmd *cmd = RP__CONTAINER_OF(link, client_cmd, wait_link);
-    rp__timer_disarm(client->loop, &cmd->room_wait);
-    return cmd;
+    return RP__CONTAINER_OF(client->waiting.head, client_cmd, wait_link);
+}
+
+static void waiting_remove(client_cmd *cmd)
+{
+    rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
+    rp__timer_disarm(cmd->client->loop, &cmd->room_wait);
 }
 
 /* Waiting commands, oldest first, while the lane has room. */
 static void lane_feed(rp__lane *lane)
 {
     rp_client *client = lane->client;
-    while (lane->conn && !lane->error && lane->owed < client->lane_max_owed && client->waiting.len)
-        lane_send(lane, waiting_pop(client));
+    while (lane->conn && !lane->error && lane->owed < client->lane_max_owed && client->waiting.len) {
+        client_cmd *cmd = waiting_head(client);
+        waiting_remove(cmd);
+        lane_send(lane, cmd);
+    }
 }
 
 static void lane_update(rp__lane *lane);
@@ -110,14 +128,12 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
         /* Abandoned while the lane's failure was being delivered (see
          * rp__autopipeline_abandon): its end is already queued. */
         lane_fail(lane, status);
-    } else if (status == 0) {
-        if (rp__reply_conn_unusable(reply))
-            lane_fail(lane, RP_EBADCONN);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
     } else {
-        bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
-        lane_fail(lane, status);
-        rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
+        bool may_retry;
+        int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+        if (conn_error)
+            lane_fail(lane, conn_error);
+        rp__cmd_retry_or_complete(cmd, reply, status, may_retry);
     }
     lane_update(lane);
 }
@@ -141,12 +157,11 @@ static void fail_waiting(rp_client *client, int status)
 {
     uint64_t queued_before = client->waits_queued;
     while (client->waiting.len) {
-        client_cmd *cmd = RP__CONTAINER_OF(client->waiting.head, client_cmd, wait_link);
+        client_cmd *cmd = waiting_head(client);
         if (cmd->wait_number >= queued_before)
             break;
-        rp__list_unlink(&client->waiting, &cmd->wait_link);
-        rp__timer_disarm(client->loop, &cmd->room_wait);
-        rp__cmd_retry_or_complete(cmd, NULL, status, rp__get_failure_retryable(status));
+        waiting_remove(cmd);
+        rp__cmd_get_failed(cmd, status);
     }
 }
 
@@ -235,8 +250,8 @@ static void lane_update(rp__lane *lane)
 static void room_wait_expired(rp__timer *timer)
 {
     client_cmd *cmd = RP__CONTAINER_OF(timer, client_cmd, room_wait);
-    rp__list_unlink(&cmd->client->waiting, &cmd->wait_link);
-    rp__cmd_retry_or_complete(cmd, NULL, RP_EPOOLTIMEOUT, rp__get_failure_retryable(RP_EPOOLTIMEOUT));
+    waiting_remove(cmd); /* its timer has fired: disarmed already */
+    rp__cmd_get_failed(cmd, RP_EPOOLTIMEOUT);
 }
 
 void rp__autopipeline_send(client_cmd *cmd)
@@ -263,10 +278,8 @@ void rp__autopipeline_send(client_cmd *cmd)
 
 void rp__autopipeline_abandon(client_cmd *cmd, bool keep_conn)
 {
-    rp_client *client = cmd->client;
     if (cmd->state == CMD_WAITING) {
-        rp__list_unlink(&client->waiting, &cmd->wait_link);
-        rp__timer_disarm(client->loop, &cmd->room_wait);
+        waiting_remove(cmd);
         return;
     }
     rp__lane *lane = cmd->lane;

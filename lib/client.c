@@ -1,15 +1,27 @@
-/* rp_client: an async Redis client over the pool. A command gets a
- * connection, sends, waits for its reply and puts the connection back, or
- * removes it when it proved bad. It is sent again, after go-redis's
- * backoff and up to max_retries times, only when that is safe (retry.c),
- * and never before a command that failed earlier (the retry queue).
+/* rp_client: an async Redis client over the pool. This file is the
+ * client's front: it makes commands, routes each attempt and takes
+ * commands back. How an attempt ends is command.c's; connections that
+ * commands share are autopipeline.c's. Calls go down only: client.c ->
+ * autopipeline.c -> command.c.
+ * An attempt's route (cmd_get): a command that may share a connection goes
+ * to a lane; any other gets a connection of its own (an idle one at once,
+ * or a get), sends, and on its reply puts the connection back, or removes
+ * it when it proved bad or holds the command's state. Retries come back
+ * here, from the retry timer.
+ * Taking a command back (cancel, the caller's deadline, close) follows
+ * its state: a get cancelled, a backoff stopped, a lane's command handed
+ * to autopipeline.c, a sent command's connection held until its reply is
+ * skipped (the held list), or closed.
+ * The client itself: open -> closing (rp_client_close or _abort) -> its
+ * last command ends, and command.c closes the pool -> the pool and the
+ * sentinels have closed: close_cb runs, and the client is freed.
  * New connections are set up (AUTH, SELECT, CLIENT SETNAME, pipelined in
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. A client
  * that follows a Sentinel-managed master (sentinel.c) adds ROLE to that
  * round trip, and refuses a node that is not the master. */
 #include "client.h"
-#include "retry.h"
+#include "autopipeline.h"
 #include "sentinel.h"
 
 #include <errno.h>
@@ -170,186 +182,19 @@ static void setup_conn(rp_conn *conn, void *data)
 
 static client_cmd *cmd_of(rp__link *link) { return RP__CONTAINER_OF(link, client_cmd, link); }
 
-static void close_if_drained(rp_client *client);
-
-static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
-{
-    rp_client *client = cmd->client;
-    cmd->state = CMD_DONE;
-    rp__timer_disarm(client->loop, &cmd->deadline);
-    rp__list_unlink(&client->cmds, &cmd->link);
-    redisReply refusal;
-    if (status == RP_ESETUP) {
-        /* The server's own words, as the reply to this command. */
-        refusal = (redisReply){.type = REDIS_REPLY_ERROR, .str = client->setup_error,
-                               .len = strlen(client->setup_error)};
-        reply = &refusal;
-        status = 0;
-    }
-    if (client->hooks.command_end && cmd->started_ns) /* only what was timed */
-        client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
-                                  rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
-    if (cmd->attempt_cb)
-        cmd->attempt_cb(reply, status, cmd->may_retry, cmd->data);
-    else
-        cmd->cb(client, reply, status, cmd->data);
-    rp__free(cmd);
-    close_if_drained(client);
-}
-
-static void cmd_finish_run(rp__deferred *item)
-{
-    client_cmd *cmd = RP__CONTAINER_OF(item, client_cmd, finish);
-    cmd_complete(cmd, NULL, cmd->status);
-}
-
-static void cmd_get(client_cmd *cmd);
-
-/* EOF, reset, timeout, a protocol error: the connection, not the command,
- * failed, and the command may or may not have run. */
-static bool conn_proved_bad(int status)
-{
-    return status == RP_EEOF || status == -ECONNRESET || status == -EPIPE || status == -ETIMEDOUT ||
-           status == -ECONNABORTED || status == -EPROTO;
-}
-
-/* A get that failed sent nothing: every such failure is worth another try
- * but those that would fail the same way again. */
-bool rp__get_failure_retryable(int status)
-{
-    return status != RP_ECLOSED && status != -ECANCELED && status != RP_ESETUP && status != -ENOMEM &&
-           status != RP_EPOOLEXHAUSTED;
-}
-
-/* A blocking command is never sent again: it may have taken its item. */
-static bool safe_to_repeat(const client_cmd *cmd)
-{
-    const rp_client *client = cmd->client;
-    if (cmd->blocking)
-        return false;
-    return cmd->idempotent || client->retry_unsafe ||
-           rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]);
-}
-
-/* Inside the reply callback of a command whose connection failed. */
-bool rp__cmd_may_retry_after(const client_cmd *cmd, rp_conn *conn, int status)
-{
-    return rp__redis_failed_unsent(conn) || (conn_proved_bad(status) && safe_to_repeat(cmd));
-}
-
-bool rp__cmd_retry_refusal(const client_cmd *cmd, const redisReply *reply)
-{
-    return rp__reply_not_executed(reply) && !(cmd->attempt_cb && rp__reply_cluster_refusal(reply));
-}
-
-/* Commands in backoff wait in one queue, in the order they failed, and
- * none is sent again before one that failed earlier: a command's retry
- * time is its own backoff, or the previous one's time if that is later.
- * So commands that failed together (a lane's unsent ones, a pipeline's)
- * are sent again in their order, as go-redis retries a pipeline as one
- * batch. The times never decrease along the queue: one timer serves it. */
-static void retry_queue_arm(rp_client *client)
-{
-    rp__link *head = client->retrying.head;
-    if (head)
-        rp__timer_arm(client->loop, &client->retry_timer,
-                      RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns);
-    else
-        rp__timer_disarm(client->loop, &client->retry_timer);
-}
-
-static void retry_queue_push(client_cmd *cmd, uint64_t wait_ns)
-{
-    rp_client *client = cmd->client;
-    uint64_t at = rp__loop_now(client->loop) + wait_ns;
-    rp__link *tail = client->retrying.tail;
-    if (tail && RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns > at)
-        at = RP__CONTAINER_OF(tail, client_cmd, wait_link)->retry_at_ns;
-    cmd->retry_at_ns = at;
-    rp__list_push_back(&client->retrying, &cmd->wait_link);
-    if (client->retrying.len == 1)
-        retry_queue_arm(client);
-}
-
-static void retry_queue_remove(client_cmd *cmd)
-{
-    rp__list_unlink(&cmd->client->retrying, &cmd->wait_link);
-    retry_queue_arm(cmd->client);
-}
-
-/* Sends every command whose time has come, oldest first. */
-static void retry_timer_fired(rp__timer *timer)
-{
-    rp_client *client = RP__CONTAINER_OF(timer, rp_client, retry_timer);
-    uint64_t now = rp__loop_now(client->loop);
-    rp__link *head;
-    while ((head = client->retrying.head) && RP__CONTAINER_OF(head, client_cmd, wait_link)->retry_at_ns <= now) {
-        rp__list_unlink(&client->retrying, head);
-        cmd_get(RP__CONTAINER_OF(head, client_cmd, wait_link));
-    }
-    retry_queue_arm(client);
-}
-
-/* A failure that may mean the master changed: its node refused a command
- * unrun (READONLY: demoted; NOREPLICAS: its replica was promoted away;
- * MASTERDOWN, LOADING, ...), or could not be reached or set up. Not the
- * sentinels' own failures: their rounds retry by themselves. */
-static bool sign_of_switch(const redisReply *reply, int status)
-{
-    if (reply)
-        return rp__reply_not_executed(reply);
-    return status < 0 && status != -ECANCELED && status != RP_ECLOSED && status != RP_ESENTINEL &&
-           status != RP_ENOMASTER;
-}
-
-/* The master changed (sentinel.c): what waited out a backoff for it goes
- * now, still in order. */
-static void retry_all_now(void *data)
-{
-    rp_client *client = data;
-    uint64_t now = rp__loop_now(client->loop);
-    for (rp__link *link = client->retrying.head; link; link = link->next)
-        RP__CONTAINER_OF(link, client_cmd, wait_link)->retry_at_ns = now;
-    retry_queue_arm(client);
-}
-
-/* Sends the command again after the backoff, when may_retry and retries
- * are left; completes it with (reply, status) otherwise. */
-void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
-{
-    rp_client *client = cmd->client;
-    if (client->sentinel && !client->closing && sign_of_switch(reply, status))
-        rp__sentinel_suspect(client->sentinel);
-    if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
-        cmd->may_retry = may_retry && status != -ECANCELED;
-        cmd_complete(cmd, reply, status == -ECANCELED && client->closing ? RP_ECLOSED : status);
-        return;
-    }
-    cmd->retries++;
-    cmd->state = CMD_BACKOFF;
-    retry_queue_push(cmd, rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms,
-                                               client->max_backoff_ms));
-}
-
 static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     client_cmd *cmd = data;
     rp_client *client = cmd->client;
     if (cmd->server_table)
         rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
-    if (status == 0) {
-        if (rp__reply_conn_unusable(reply))
-            rp_pool_remove(client->pool, conn, RP_EBADCONN);
-        else if (cmd->binds_conn)
-            rp_pool_remove(client->pool, conn, 0);
-        else
-            rp_pool_put(client->pool, conn);
-        rp__cmd_retry_or_complete(cmd, reply, 0, rp__cmd_retry_refusal(cmd, reply));
-        return;
-    }
-    bool may_retry = rp__cmd_may_retry_after(cmd, conn, status);
-    rp_pool_remove(client->pool, conn, status);
-    rp__cmd_retry_or_complete(cmd, NULL, status, may_retry);
+    bool may_retry;
+    int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+    if (conn_error || cmd->binds_conn)
+        rp_pool_remove(client->pool, conn, conn_error);
+    else
+        rp_pool_put(client->pool, conn);
+    rp__cmd_retry_or_complete(cmd, reply, status, may_retry);
 }
 
 /* Queues the command on conn; a connection that refuses it is removed. */
@@ -384,14 +229,10 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
     }
     if (status == 0 && (status = cmd_send(cmd, conn)) == 0)
         return;
-    rp__cmd_retry_or_complete(cmd, NULL, status, conn ? status != -ENOMEM : rp__get_failure_retryable(status));
-}
-
-void rp__cmd_fail_later(client_cmd *cmd, int status)
-{
-    cmd->state = CMD_DONE; /* close must not queue it a second time */
-    cmd->status = status;
-    rp__defer(cmd->client->loop, &cmd->finish, cmd_finish_run);
+    if (conn)
+        rp__cmd_retry_or_complete(cmd, NULL, status, status != -ENOMEM);
+    else
+        rp__cmd_get_failed(cmd, status);
 }
 
 /* An idle connection goes to work at once: the command leaves with this
@@ -415,6 +256,16 @@ static void cmd_get(client_cmd *cmd)
         cmd->get_id = id;
 }
 
+/* Sends every command whose time has come, oldest first. */
+static void retry_timer_fired(rp__timer *timer)
+{
+    rp_client *client = RP__CONTAINER_OF(timer, rp_client, retry_timer);
+    uint64_t now = rp__loop_now(client->loop);
+    client_cmd *cmd;
+    while ((cmd = rp__retry_queue_pop(client, now)))
+        cmd_get(cmd);
+}
+
 static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn);
 
 /* The caller's deadline for the whole command passed: wherever it is (a
@@ -436,8 +287,6 @@ static client_cmd *cmd_new_copy(int argc, const char *const *argv, const size_t 
         return NULL;
     cmd->argv = args;
     cmd->argvlen = lens;
-    for (int i = 0; i < argc; i++)
-        cmd->bytes += lens[i];
     return cmd;
 }
 
@@ -449,8 +298,6 @@ static client_cmd *cmd_new_borrowed(int argc, const char *const *argv, const siz
         return NULL;
     cmd->argv = (const char **)argv;
     cmd->argvlen = (size_t *)argvlen;
-    for (int i = 0; i < argc; i++)
-        cmd->bytes += argvlen[i];
     return cmd;
 }
 
@@ -460,6 +307,8 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     if (!cmd)
         return NULL;
     cmd->argc = argc;
+    for (int i = 0; i < argc; i++)
+        cmd->bytes += cmd->argvlen[i];
     cmd->client = client;
     cmd->blocking = rp__command_block_ms(argc, cmd->argv, cmd->argvlen) >= 0;
     cmd->binds_conn = rp__command_binds_conn(cmd->argv[0], cmd->argvlen[0]);
@@ -607,7 +456,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return rc;
     }
     if (client->sentinel)
-        rp__sentinel_on_switch(client->sentinel, retry_all_now, client);
+        rp__sentinel_on_switch(client->sentinel, rp__retry_all_now, client);
     *out = client;
     return 0;
 }
@@ -629,17 +478,6 @@ static void pool_closed(rp_pool *pool, void *data)
 }
 
 static void sentinel_closed(void *data) { close_part_done(data); }
-
-/* The pool outlives this call: connections still out (a lane's, or one
- * owed a cancelled command's reply) are put back into it later, and its
- * close waits for them. */
-static void close_if_drained(rp_client *client)
-{
-    if (client->closing && !client->cmds.len && !client->pool_closing) {
-        client->pool_closing = true;
-        rp_pool_close(client->pool, pool_closed, client);
-    }
-}
 
 /* ------------------------------------------------------ cancel, close */
 
@@ -680,15 +518,6 @@ static void close_held_conns(rp_client *client)
     }
 }
 
-/* The reply of a command whose connection an abort closed. */
-void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
-{
-    (void)conn;
-    (void)reply;
-    (void)status;
-    (void)data;
-}
-
 /* A sent command taken back: its reply is skipped on a connection held
  * for it (keep_conn), or the connection closes. One still unsent in the
  * connection's buffer is dropped from it, and the connection goes back. */
@@ -727,7 +556,7 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
             rp_pool_cancel(client->pool, cmd->get_id);
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
-        retry_queue_remove(cmd);
+        rp__retry_queue_remove(cmd);
     } else if (cmd->state == CMD_SENT) {
         cmd_abandon_sent(cmd, status, keep_conn);
     }
@@ -780,7 +609,11 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     if (abort)
         close_held_conns(client);
     rp__autopipeline_close(client, abort);
-    close_if_drained(client);
+    /* The pool outlives this call: connections still out (a lane's, or
+     * one owed a cancelled command's reply) are put back into it later,
+     * and its close waits for them. */
+    client->pool_closed = pool_closed;
+    rp__client_close_if_drained(client);
     return 0;
 }
 

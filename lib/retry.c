@@ -1,6 +1,6 @@
 /* When rp_client may send a command again: what a server's error reply
  * says about a command, and go-redis's backoff. The rule itself is in
- * client.c: a command is retried only when it provably did not run (its
+ * command.c: a command is retried only when it provably did not run (its
  * bytes never reached the kernel, or the server said it did not run it) or
  * when running it twice is harmless (commands.c knows which are read-only). */
 #include "retry.h"
