@@ -255,9 +255,6 @@ Test(sentinel, bad_options)
     sentinel_options(&opts, addrs, 1);
     opts.sentinel_username = "user";
     cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "a sentinel username without password");
-    sentinel_options(&opts, addrs, 1);
-    opts.pool.tls.enable = true;
-    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "TLS with a master name (not yet)");
     rp_client_options_init(&opts);
     opts.pool.addr = "127.0.0.1:6379";
     opts.sentinel_addrs = addrs;
@@ -578,5 +575,72 @@ Test(sentinel, frozen_sentinel_replaced, .init = full_setup, .fini = full_teardo
     fx_result r = run(2, (const char *[]){"INCR", "counter"});
     cr_expect_eq(r.integer, 2, "status %d %s", r.status, r.str);
     cr_expect_eq(server_counter(1), 2);
+    fx_client_close_and_free(loop, client);
+}
+
+/* ------------------------------------------------------------------- TLS */
+
+static void tls_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start_tls();
+}
+
+static void tls_options(rp_client_options *opts)
+{
+    sentinel_options(opts, fxs_sentinel_addrs(), 1); /* the others are learnt, over TLS too */
+    opts->pool.tls.enable = true;
+    opts->pool.tls.ca_file = fxs_tls_ca();
+    opts->pool.tls.cert_file = fxs_tls_cert(); /* the servers ask for one (tls-auth-clients) */
+    opts->pool.tls.key_file = fxs_tls_key();
+}
+
+/* A rediss set-up: the sentinels and the data nodes listen on TLS ports,
+ * which the sentinels name. The client asks them over TLS, writes to the
+ * master over TLS (the name verified: each node's own address), and
+ * follows a forced failover there. */
+Test(sentinel_tls, follows_master_over_tls, .init = tls_setup, .fini = full_teardown, .timeout = 90)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    open_client(&opts);
+    for (int i = 0; i < 5; i++) {
+        fx_result r = run(2, (const char *[]){"INCR", "counter"});
+        cr_assert_eq(r.status, 0, "%s (%s)", rp_strerror(r.status), rp_client_sentinel_error(client));
+        cr_expect_eq(r.integer, i + 1);
+    }
+    cr_expect_eq(server_counter(0), 5);
+    cr_expect_null(rp_pool_tls_error(rp_client_pool(client)));
+    fx_run_for(loop, 1500); /* the other sentinels are learnt */
+    fxs_failover();
+    int to = fxs_wait_switch(0, 20000);
+    cr_assert_eq(to, 1);
+    fx_result r = {0};
+    uint64_t deadline = fx_now_ms() + 10000;
+    do {
+        fx_run_for(loop, 50);
+        r = run(2, (const char *[]){"INCR", "counter"});
+    } while ((r.status != 0 || r.type != REDIS_REPLY_INTEGER) && fx_now_ms() < deadline);
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 6, "%s", r.str);
+    cr_expect_eq(server_counter(1), 6, "the write did not reach the new master");
+    fx_client_close_and_free(loop, client);
+}
+
+/* The certificate's names are 127.0.0.1 and localhost: a client told to
+ * expect another name refuses the sentinels (and would refuse the nodes). */
+Test(sentinel_tls, wrong_name_refused, .init = tls_setup, .fini = full_teardown, .timeout = 60)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    opts.pool.tls.server_name = "redis.invalid";
+    opts.max_retries = 0;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+    const char *why = rp_client_sentinel_error(client);
+    cr_assert(why);
+    cr_expect(strstr(why, rp_strerror(RP_ETLS)), "%s", why);
+    cr_expect_eq(server_counter(0), 0);
     fx_client_close_and_free(loop, client);
 }
