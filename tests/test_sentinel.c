@@ -507,6 +507,45 @@ Test(sentinel, all_sentinels_killed_master_stays, .init = full_setup, .fini = fu
     fx_client_close_and_free(loop, client);
 }
 
+/* Every sentinel dies before a client has learnt the master: its commands
+ * end with RP_ESENTINEL within one round's timeouts, and the message
+ * names each sentinel. The sentinels come back: the rounds that follow
+ * (one a second) find the master, and the same client writes there. */
+Test(sentinel, all_sentinels_killed_then_return, .init = full_setup, .fini = full_teardown)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_kill_sentinel(i);
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.max_retries = 0;
+    open_client(&opts);
+    for (int attempt = 0; attempt < 2; attempt++) { /* the first round, and one a second later */
+        uint64_t start = fx_now_ms();
+        fx_result r = run(2, (const char *[]){"INCR", "counter"});
+        cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+        cr_expect_lt(fx_now_ms() - start, 3000, "took %llu ms", (unsigned long long)(fx_now_ms() - start));
+        const char *why = rp_client_sentinel_error(client);
+        cr_assert(why);
+        for (int i = 0; i < FXS_SENTINELS; i++)
+            cr_expect(strstr(why, fxs_sentinel_addrs()[i]), "%s", why);
+        fx_run_for(loop, 1200);
+    }
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_restart_sentinel(i);
+    uint64_t start = fx_now_ms(), deadline = start + 10000;
+    fx_result r;
+    do {
+        fx_run_for(loop, 100);
+        r = run(2, (const char *[]){"INCR", "counter"});
+    } while (r.status == RP_ESENTINEL && fx_now_ms() < deadline);
+    fprintf(stderr, "sentinels back: first write after %llu ms\n", (unsigned long long)(fx_now_ms() - start));
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    cr_expect_eq(server_counter(0), 1);
+    cr_expect_null(rp_client_sentinel_error(client));
+    fx_client_close_and_free(loop, client);
+}
+
 /* The sentinel holding the client's subscription freezes (its connection
  * stays open, silent) and the others fail the master over: the client is
  * never told +switch-master, but the old master's refusals (NOREPLICAS)
