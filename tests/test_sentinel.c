@@ -617,6 +617,199 @@ Test(sentinel, frozen_sentinel_replaced, .init = full_setup, .fini = full_teardo
     fx_client_close_and_free(loop, client);
 }
 
+/* The data node's ROLE says it is a replica. */
+static bool data_is_replica(int node)
+{
+    char *role = fxs_command(fxs_data_port(node), "ROLE", NULL);
+    bool replica = role && !strncmp(role, "slave\n", 6);
+    free(role);
+    return replica;
+}
+
+/* A partitioned master: frozen (SIGSTOP: its sockets stay open and
+ * silent) under an INCR load until the sentinels promote its replica,
+ * then thawed. It comes back believing it is the master, with the
+ * commands it had not read yet in its sockets; the sentinels then make it
+ * a replica of the new master. The client's commands in flight on it end
+ * with their timeouts (outcome unknown, never sent again); no
+ * acknowledged write is lost, none applied twice: on the new master,
+ * acknowledged <= counter <= acknowledged + unknown. With
+ * RP_SENTINEL_LONG set the load goes on until the old master is a replica
+ * again (~10 s more). */
+Test(sentinel, partitioned_master_returns, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.max_retries = 20; /* ~8 s of backoff: down-after, agreement, promotion */
+    open_client(&opts);
+    watch w = {0};
+    watch_start(&w, 2);
+    load l;
+    load_start(&l, 8, &w);
+    cr_assert(fx_run_until_count(loop, &l.acked, 200, 10000), "%d acknowledged before the partition", l.acked);
+    uint64_t freeze_ms = fx_now_ms();
+    fxs_freeze_data(0, true);
+    int to = run_until_switch(&l, &w, 0, 30000);
+    cr_assert_eq(to, 1);
+    fxs_freeze_data(0, false);
+    uint64_t thaw_ms = fx_now_ms();
+    run_until_acked_after(&l, 100);
+    fprintf(stderr, "partition: frozen %llu ms; +switch-master to first acknowledged write %llu ms\n",
+            (unsigned long long)(thaw_ms - freeze_ms),
+            (unsigned long long)(l.first_ack_after_switch_ms - l.switch_ms));
+    bool replica = false;
+    if (getenv("RP_SENTINEL_LONG")) {
+        uint64_t deadline = fx_now_ms() + 30000;
+        while (!(replica = data_is_replica(0)) && fx_now_ms() < deadline)
+            fx_run_for(loop, 200);
+        cr_expect(replica, "the old master never became a replica");
+        fprintf(stderr, "partition: the old master a replica %llu ms after the thaw\n",
+                (unsigned long long)(fx_now_ms() - thaw_ms));
+    } else {
+        fx_run_for(loop, 1000); /* the old master awake, the load going on */
+    }
+    int acked_before = l.acked;
+    fx_run_for(loop, 300);
+    cr_expect_gt(l.acked, acked_before, "writes stopped");
+    load_finish(&l, to);
+    cr_expect_eq(l.refused, 0, "refusals were not retried: %s", l.last_refusal);
+    if (replica) { /* it took the new master's data: its own writes, if any, are gone */
+        uint64_t deadline = fx_now_ms() + 10000;
+        while (server_counter(0) != server_counter(1) && fx_now_ms() < deadline)
+            usleep(50000);
+        cr_expect_eq(server_counter(0), server_counter(1));
+    }
+    watch_stop(&w);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A fake sentinel that names whichever node the test says, on every
+ * connection (a thread each): real sentinels would fail a hand-made
+ * demotion back. */
+typedef struct named_sentinel {
+    int listener;
+    pthread_mutex_t lock;
+    char reply[128];
+} named_sentinel;
+
+typedef struct named_conn {
+    named_sentinel *f;
+    int fd;
+} named_conn;
+
+static void *named_conn_run(void *arg)
+{
+    named_conn *c = arg;
+    char buf[4096], reply[128];
+    while (read(c->fd, buf, sizeof buf) > 0) { /* one command a read: ours are small and paced */
+        pthread_mutex_lock(&c->f->lock);
+        memcpy(reply, c->f->reply, sizeof reply);
+        pthread_mutex_unlock(&c->f->lock);
+        if (write(c->fd, reply, strlen(reply)) < 0)
+            break;
+    }
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *named_accept_run(void *arg)
+{
+    named_sentinel *f = arg;
+    int fd;
+    while ((fd = accept(f->listener, NULL, NULL)) >= 0) {
+        named_conn *c = malloc(sizeof *c);
+        pthread_t thread;
+        cr_assert(c);
+        *c = (named_conn){f, fd};
+        cr_assert_eq(pthread_create(&thread, NULL, named_conn_run, c), 0);
+        pthread_detach(thread);
+    }
+    return NULL;
+}
+
+static void named_set(named_sentinel *f, int node)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", fxs_data_port(node));
+    pthread_mutex_lock(&f->lock);
+    snprintf(f->reply, sizeof f->reply, "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n", strlen(port), port);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* INCRs the node refused (READONLY...): INFO commandstats' rejected_calls. */
+static long long incr_rejected(int node)
+{
+    char *stats = fxs_command(fxs_data_port(node), "INFO", "commandstats", NULL);
+    cr_assert(stats);
+    const char *at = strstr(stats, "cmdstat_incr:");
+    const char *field = at ? strstr(at, "rejected_calls=") : NULL;
+    long long rejected = field ? atoll(field + strlen("rejected_calls=")) : 0;
+    free(stats);
+    return rejected;
+}
+
+/* The master is demoted by hand (REPLICAOF, which keeps its clients)
+ * while the client holds connections to it, and its replica promoted.
+ * Writes sent on those connections are refused (READONLY: they did not
+ * run), start a round, which names the new master, and are retried
+ * there: every one acknowledged once, the new master's counter exact. */
+Test(sentinel, demoted_master_with_held_connections, .init = full_setup, .fini = full_teardown)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_kill_sentinel(i);
+    named_sentinel f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    int port;
+    f.listener = fx_listener(16, &port);
+    named_set(&f, 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, named_accept_run, &f), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *addrs[] = {addr};
+    rp_client_options opts;
+    sentinel_options(&opts, addrs, 1);
+    open_client(&opts);
+    enum { N = 8 };
+    fx_result r[N] = {0};
+    for (int i = 0; i < N; i++) /* N connections to the master, idle afterwards */
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &r[i], 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    cr_expect_eq(server_counter(0), N);
+    rp_stats stats;
+    rp_pool_stats(rp_client_pool(client), &stats);
+    cr_assert_gt(stats.idle_conns, 1, "the client holds %u connections", stats.idle_conns);
+    free(fxs_command(fxs_data_port(1), "REPLICAOF", "NO", "ONE", NULL));
+    char port1[16];
+    snprintf(port1, sizeof port1, "%d", fxs_data_port(1));
+    char *ok = fxs_command(fxs_data_port(0), "REPLICAOF", "127.0.0.1", port1, NULL);
+    cr_assert(ok && !strcmp(ok, "OK"), "REPLICAOF: %s", ok ? ok : "no reply");
+    free(ok);
+    cr_assert(data_is_replica(0));
+    long long rejected_before = incr_rejected(0);
+    named_set(&f, 1);
+    fx_result after[N] = {0};
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &after[i], 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert(fx_run_until_count(loop, &after[i].calls, 1, 10000));
+        cr_expect_eq(after[i].status, 0, "%s", rp_strerror(after[i].status));
+        cr_expect_eq(after[i].type, REDIS_REPLY_INTEGER, "%s", after[i].str);
+    }
+    cr_expect_eq(server_counter(1), 2 * N, "the new master");
+    /* The held connections were used: the demoted master refused writes
+     * on them (a replica runs none); each was retried on the new master. */
+    cr_expect_gt(incr_rejected(0), rejected_before, "the held connections were not used");
+    fx_run_for(loop, 50);
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(after[i].calls, 1);
+    fx_client_close_and_free(loop, client);
+    shutdown(f.listener, SHUT_RDWR);
+    close(f.listener);
+    pthread_join(thread, NULL);
+}
+
 /* ------------------------------------------------------------------- TLS */
 
 static void tls_setup(void)
