@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void full_setup(void)
@@ -808,6 +809,37 @@ Test(sentinel, demoted_master_with_held_connections, .init = full_setup, .fini =
     shutdown(f.listener, SHUT_RDWR);
     close(f.listener);
     pthread_join(thread, NULL);
+}
+
+/* examples/sentinel: it writes to the master, rides a forced failover
+ * (its writes fail while it lasts: it does not retry) and dials the new
+ * one. (Its first dial waited for the sentinels' answer: the dial_start
+ * hook saw no address for it.) */
+Test(sentinel, example_follows_a_failover, .init = full_setup, .fini = full_teardown)
+{
+    const char *dir = getenv("RP_EXAMPLES_DIR");
+    if (!dir || access(dir, F_OK) != 0)
+        cr_skip_test("RP_EXAMPLES_DIR: the examples are not built");
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd, "%s/sentinel -a %s -a %s -n 40 -i 50 2>&1", dir, fxs_sentinel_addrs()[0],
+             fxs_sentinel_addrs()[1]);
+    FILE *pipe = popen(cmd, "r");
+    cr_assert(pipe);
+    usleep(800000);
+    fxs_failover();
+    size_t n = fread(out, 1, sizeof out - 1, pipe);
+    out[n] = '\0';
+    int status = pclose(pipe);
+    cr_expect_eq(WEXITSTATUS(status), 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "dialling %s\n", fxs_data_addr(1));
+    cr_expect(strstr(out, "first write acknowledged (counter 1)"), "%s", out);
+    cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
+    cr_expect(strstr(out, "writes succeed again after"), "%s", out);
+    cr_expect(strstr(out, "40 writes acknowledged"), "%s", out);
+    char *value = fxs_command(fxs_data_port(1), "GET", "sentinel-example:counter", NULL);
+    cr_expect(value && atoll(value) >= 40, "the new master's counter: %s", value ? value : "no answer");
+    free(value);
 }
 
 /* ------------------------------------------------------------------- TLS */
