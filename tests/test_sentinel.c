@@ -850,6 +850,8 @@ static void tls_setup(void)
     fxs_start_tls();
 }
 
+TestSuite(sentinel_tls, .timeout = 90);
+
 static void tls_options(rp_client_options *opts)
 {
     sentinel_options(opts, fxs_sentinel_addrs(), 1); /* the others are learnt, over TLS too */
@@ -863,7 +865,7 @@ static void tls_options(rp_client_options *opts)
  * which the sentinels name. The client asks them over TLS, writes to the
  * master over TLS (the name verified: each node's own address), and
  * follows a forced failover there. */
-Test(sentinel_tls, follows_master_over_tls, .init = tls_setup, .fini = full_teardown, .timeout = 90)
+Test(sentinel_tls, follows_master_over_tls, .init = tls_setup, .fini = full_teardown)
 {
     rp_client_options opts;
     tls_options(&opts);
@@ -893,7 +895,7 @@ Test(sentinel_tls, follows_master_over_tls, .init = tls_setup, .fini = full_tear
 
 /* The certificate's names are 127.0.0.1 and localhost: a client told to
  * expect another name refuses the sentinels (and would refuse the nodes). */
-Test(sentinel_tls, wrong_name_refused, .init = tls_setup, .fini = full_teardown, .timeout = 60)
+Test(sentinel_tls, wrong_name_refused, .init = tls_setup, .fini = full_teardown)
 {
     rp_client_options opts;
     tls_options(&opts);
