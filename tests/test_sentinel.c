@@ -679,9 +679,9 @@ Test(sentinel, partitioned_master_returns, .init = full_setup, .fini = full_tear
     uint64_t thaw_ms = fx_now_ms();
     run_until_acked_after(&l, 100);
     fprintf(stderr, "partition: frozen %llu ms; +switch-master to first acknowledged write %lld ms "
-            "(the client dialled the new master at %+lld ms)\n",
+            "(the client dialled the new master at %+lld ms); SIGSTOP to it %llu ms\n",
             (unsigned long long)(thaw_ms - freeze_ms), (long long)(l.first_ack_after_switch_ms - l.switch_ms),
-            (long long)(d.at_ms - l.switch_ms));
+            (long long)(d.at_ms - l.switch_ms), (unsigned long long)(l.first_ack_after_switch_ms - freeze_ms));
     bool replica = false;
     if (getenv("RP_SENTINEL_LONG")) {
         uint64_t deadline = fx_now_ms() + 30000;
