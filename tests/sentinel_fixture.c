@@ -34,8 +34,8 @@ static proc data[2], sentinels[FXS_SENTINELS];
 static const char *sentinel_addr_list[FXS_SENTINELS];
 static char dir[32];
 static unsigned port_seed;
-static bool tls;
-static char tls_ca[64], tls_cert[64], tls_key[64];
+static bool tls, tls_data_dns_only;
+static char tls_ca[64], tls_cert[64], tls_key[64], tls_data_cert[64], tls_data_key[64];
 
 const char *fxs_data_addr(int node) { return data[node].addr; }
 const char *fxs_tls_ca(void) { return tls_ca; }
@@ -158,7 +158,8 @@ static void start_data(int i)
                               "--min-replicas-to-write", i == 0 ? "1" : "0", "--min-replicas-max-lag", "10",
                               "--replicaof", i ? "127.0.0.1" : "no", i ? master_port : "one",
                               tls ? "--tls-port" : NULL, tls_port, "--tls-replication", "yes",
-                              "--tls-cert-file", tls_cert, "--tls-key-file", tls_key, "--tls-ca-cert-file", tls_ca, NULL};
+                              "--tls-cert-file", tls_data_cert, "--tls-key-file", tls_data_key, "--tls-ca-cert-file",
+                              tls_ca, NULL};
         p->pid = spawn(argv);
         if (answers(p))
             break;
@@ -241,17 +242,25 @@ static void make_certs(void)
              "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=node "
              "-keyout node.key -out node.csr && "
              "openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile node.ext "
-             "-out node.crt) >/dev/null 2>&1",
+             "-out node.crt && "
+             "printf 'subjectAltName=DNS:localhost\\n' > named.ext && "
+             "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=named "
+             "-keyout named.key -out named.csr && "
+             "openssl x509 -req -in named.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile named.ext "
+             "-out named.crt) >/dev/null 2>&1",
              dir);
     cr_assert_eq(system(cmd), 0, "making certificates failed: %s", cmd);
     snprintf(tls_ca, sizeof tls_ca, "%s/ca.crt", dir);
     snprintf(tls_cert, sizeof tls_cert, "%s/node.crt", dir);
     snprintf(tls_key, sizeof tls_key, "%s/node.key", dir);
+    snprintf(tls_data_cert, sizeof tls_data_cert, "%s/%s.crt", dir, tls_data_dns_only ? "named" : "node");
+    snprintf(tls_data_key, sizeof tls_data_key, "%s/%s.key", dir, tls_data_dns_only ? "named" : "node");
 }
 
-void fxs_start_tls(void)
+void fxs_start_tls(bool data_dns_only)
 {
     tls = true;
+    tls_data_dns_only = data_dns_only;
     fxs_start();
 }
 
@@ -309,7 +318,7 @@ void fxs_stop(void)
         cr_expect_eq(system(cmd), 0, "%s failed", cmd);
         dir[0] = '\0';
     }
-    tls = false;
+    tls = tls_data_dns_only = false;
 }
 
 int fxs_master(void)

@@ -22,8 +22,10 @@ void fxs_start(void);
  * TLS port, which the sentinels monitor and announce (tls-replication
  * yes), replication uses, and the addresses below name. A CA and one
  * certificate (SANs localhost, 127.0.0.1) made per run with the openssl
- * CLI serve every process, as server and as client. */
-void fxs_start_tls(void);
+ * CLI serve every process, as server and as client; with data_dns_only
+ * the data nodes serve one whose only name is localhost (no IP SAN: a
+ * client verifying the address the sentinels name refuses them). */
+void fxs_start_tls(bool data_dns_only);
 const char *fxs_tls_ca(void);
 const char *fxs_tls_cert(void);
 const char *fxs_tls_key(void);

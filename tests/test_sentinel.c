@@ -871,7 +871,13 @@ Test(sentinel, example_follows_a_failover, .init = full_setup, .fini = full_tear
 static void tls_setup(void)
 {
     fx_setup_no_redis();
-    fxs_start_tls();
+    fxs_start_tls(false);
+}
+
+static void tls_named_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start_tls(true);
 }
 
 TestSuite(sentinel_tls, .timeout = 90);
@@ -932,5 +938,33 @@ Test(sentinel_tls, wrong_name_refused, .init = tls_setup, .fini = full_teardown)
     cr_assert(why);
     cr_expect(strstr(why, rp_strerror(RP_ETLS)), "%s", why);
     cr_expect_eq(server_counter(0), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The data nodes' certificate names only localhost; the sentinels name
+ * 127.0.0.1. Verified against the host the sentinels name, the master is
+ * refused (and nothing is written); told server_name localhost, which
+ * every certificate carries, the client writes. */
+Test(sentinel_tls, data_node_verified_against_the_named_address, .init = tls_named_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    opts.max_retries = 0;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ETLS, "%s", rp_strerror(r.status));
+    const char *why = rp_pool_tls_error(rp_client_pool(client));
+    cr_expect(why && strstr(why, "certificate verify failed"), "%s", why ? why : "no TLS error");
+    cr_expect_null(rp_client_sentinel_error(client), "the sentinels answered");
+    cr_expect_eq(server_counter(0), 0);
+    fx_client_close_and_free(loop, client);
+
+    tls_options(&opts);
+    opts.pool.tls.server_name = "localhost";
+    open_client(&opts);
+    r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    cr_expect_eq(server_counter(0), 1);
     fx_client_close_and_free(loop, client);
 }
