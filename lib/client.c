@@ -408,8 +408,6 @@ static bool sentinel_options_valid(const rp_client_options *opts)
     if (opts->pool.addr || !opts->master_name[0] || !opts->sentinel_addrs || opts->sentinel_count <= 0 ||
         (opts->sentinel_username && !opts->sentinel_password))
         return false;
-    if (opts->pool.tls.enable || opts->pool.tls.ssl_ctx)
-        return false; /* not yet: the name to verify would follow the master */
     for (int i = 0; i < opts->sentinel_count; i++)
         if (!opts->sentinel_addrs[i] || strlen(opts->sentinel_addrs[i]) >= 80)
             return false;

@@ -174,7 +174,9 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     rp__resolver *old_resolver = cp->resolver;
     cp->addrs = NULL;
     cp->resolver = NULL;
-    int rc = addr ? target_init(cp, rp__cp_loop(cp), addr) : 0;
+    int rc = addr ? rp__tls_ctx_retarget(cp->tls, addr) : 0; /* the name verified follows */
+    if (rc == 0 && addr)
+        rc = target_init(cp, rp__cp_loop(cp), addr);
     rp__addrs *new_addrs = cp->addrs;
     rp__resolver *new_resolver = cp->resolver;
     cp->addrs = old_addrs;

@@ -15,6 +15,8 @@
  * sentinels are unreachable: they are not on the data path. */
 #include "sentinel.h"
 
+#include "tls.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@ struct rp__sentinel {
     rp_loop *loop;
     rp_pool *data;
     char *name, *username, *password;
+    rp_tls_options tls;     /* the client's pool.tls, for every sentinel too */
     uint32_t dial_timeout_ms, read_timeout_ms;
     rp__list nodes;         /* asking order: the last to answer first */
     /* A round: the node being asked (NULL: none under way). */
@@ -89,6 +92,7 @@ static int node_add(rp__sentinel *s, const char *addr)
     opts.pool.read_timeout_ms = s->read_timeout_ms;
     opts.pool.write_timeout_ms = s->read_timeout_ms;
     opts.pool.pool_timeout_ms = s->dial_timeout_ms + s->read_timeout_ms;
+    opts.pool.tls = s->tls;
     opts.username = s->username;
     opts.password = s->password;
     opts.max_retries = 0; /* the next sentinel is the retry */
@@ -387,6 +391,7 @@ static void sentinel_free(rp__sentinel *s)
         rp__free(node_of(link));
     rp__free(s->name);
     rp__free(s->username);
+    rp__tls_options_free(&s->tls);
     if (s->password)
         explicit_bzero(s->password, strlen(s->password));
     rp__free(s->password);
@@ -410,6 +415,8 @@ int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options 
         (opts->sentinel_username && !(s->username = rp__strdup(opts->sentinel_username))) ||
         (opts->sentinel_password && !(s->password = rp__strdup(opts->sentinel_password))))
         rc = -ENOMEM;
+    if (rc == 0)
+        rc = rp__tls_options_copy(&s->tls, &opts->pool.tls);
     for (int i = 0; rc == 0 && i < opts->sentinel_count; i++)
         rc = node_add(s, opts->sentinel_addrs[i]);
     if (rc < 0) {

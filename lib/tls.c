@@ -86,6 +86,7 @@ struct rp__tls_ctx {
     char *server_name; /* SNI and the name verified; NULL: none */
     bool name_is_ip;
     bool verify_name;
+    bool name_follows_target; /* no server_name, no address yet: each target's host */
     char error[256];   /* the last failure, "" if none */
     /* Session resumption: the newest resumable session (a TLS 1.3 ticket
      * or a 1.2 session) the server gave any of the pool's connections;
@@ -198,22 +199,46 @@ static int ctx_configure(SSL_CTX *c, const rp_tls_options *o)
     return 0;
 }
 
-/* The name to send and verify: the option, else the address's host. */
-static int ctx_server_name(rp__tls_ctx *ctx, const rp_tls_options *o, const char *addr)
+/* The name to send and verify: the option, else the address's host. A
+ * pool made without an address (Sentinel's) names each target's host as
+ * rp__tls_ctx_retarget tells it. */
+static int ctx_name_from(rp__tls_ctx *ctx, const char *option, const char *addr, bool own_ctx)
 {
     rp__addr parsed;
     rp__hostport host;
-    int rc = rp__addr_parse(addr, &parsed, &host);
+    int rc = option ? 0 : rp__addr_parse(addr, &parsed, &host);
     if (rc < 0)
         return rc;
-    bool is_unix = parsed.sa.ss_family == AF_UNIX;
-    const char *name = o->server_name ? o->server_name : is_unix ? NULL : host.host;
-    ctx->verify_name = !o->insecure;
+    const char *name = option ? option : parsed.sa.ss_family == AF_UNIX ? NULL : host.host;
     if (!name)
-        return ctx->verify_name && !o->ssl_ctx ? -EINVAL : 0;
+        return ctx->verify_name && own_ctx ? -EINVAL : 0;
+    char *copy = rp__strdup(name);
+    if (!copy)
+        return -ENOMEM;
     unsigned char ip[16];
     ctx->name_is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-    return (ctx->server_name = rp__strdup(name)) ? 0 : -ENOMEM;
+    rp__free(ctx->server_name);
+    ctx->server_name = copy;
+    return 0;
+}
+
+static int ctx_server_name(rp__tls_ctx *ctx, const rp_tls_options *o, const char *addr)
+{
+    ctx->verify_name = !o->insecure;
+    ctx->name_follows_target = !o->server_name && !addr;
+    return ctx->name_follows_target ? 0 : ctx_name_from(ctx, o->server_name, addr, !o->ssl_ctx);
+}
+
+int rp__tls_ctx_retarget(rp__tls_ctx *ctx, const char *addr)
+{
+    if (!ctx || !ctx->name_follows_target)
+        return 0;
+    int rc = ctx_name_from(ctx, NULL, addr, true);
+    if (rc == 0) { /* the old node's session means nothing to the new one */
+        SSL_SESSION_free(ctx->session);
+        ctx->session = NULL;
+    }
+    return rc;
 }
 
 int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr)
@@ -624,6 +649,12 @@ int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr
 }
 
 void rp__tls_ctx_unref(rp__tls_ctx *ctx) { (void)ctx; }
+int rp__tls_ctx_retarget(rp__tls_ctx *ctx, const char *addr)
+{
+    (void)ctx;
+    (void)addr;
+    return 0;
+}
 int rp_conn_tls_resumed(const rp_conn *conn)
 {
     (void)conn;

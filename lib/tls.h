@@ -30,6 +30,11 @@ typedef struct rp__tls rp__tls;         /* one per connection */
  * -ENOMEM. addr is the pool's address, for the default server name. */
 int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *opts, const char *addr);
 void rp__tls_ctx_unref(rp__tls_ctx *ctx);
+/* The pool's target is now addr (rp__pool_set_target): a context made
+ * without an address or server_name names addr's host from now on (new
+ * dials; a session of the old target is not offered). -EINVAL for a unix:
+ * address that needs a name, -ENOMEM; 0 and nothing changes otherwise. */
+int rp__tls_ctx_retarget(rp__tls_ctx *ctx, const char *addr);
 /* The last failure's text, NULL if none. */
 const char *rp__tls_ctx_error(const rp__tls_ctx *ctx);
 

@@ -23,7 +23,8 @@
 #define PORT_SPAN 9000
 
 typedef struct proc {
-    int port;
+    int port;        /* plain: the fixture's own commands */
+    int client_port; /* what clients and sentinels use: the TLS port with TLS, else port */
     pid_t pid;
     bool frozen;
     char addr[32];
@@ -33,8 +34,13 @@ static proc data[2], sentinels[FXS_SENTINELS];
 static const char *sentinel_addr_list[FXS_SENTINELS];
 static char dir[32];
 static unsigned port_seed;
+static bool tls, tls_data_dns_only;
+static char tls_ca[64], tls_cert[64], tls_key[64], tls_data_cert[64], tls_data_key[64];
 
 const char *fxs_data_addr(int node) { return data[node].addr; }
+const char *fxs_tls_ca(void) { return tls_ca; }
+const char *fxs_tls_cert(void) { return tls_cert; }
+const char *fxs_tls_key(void) { return tls_key; }
 int fxs_data_port(int node) { return data[node].port; }
 const char *const *fxs_sentinel_addrs(void) { return sentinel_addr_list; }
 int fxs_sentinel_port(int sentinel) { return sentinels[sentinel].port; }
@@ -78,9 +84,9 @@ static int pick_port(void)
         int candidate = PORT_MIN + (int)(rand_r(&port_seed) % PORT_SPAN);
         bool ours = false;
         for (int i = 0; i < 2; i++)
-            ours |= data[i].port == candidate;
+            ours |= data[i].port == candidate || data[i].client_port == candidate;
         for (int i = 0; i < FXS_SENTINELS; i++)
-            ours |= sentinels[i].port == candidate;
+            ours |= sentinels[i].port == candidate || sentinels[i].client_port == candidate;
         if (!ours && port_free(candidate))
             return candidate;
     }
@@ -123,28 +129,49 @@ static bool answers(proc *p)
     return false;
 }
 
+/* Ports for p: a plain one, and with TLS a TLS one. */
+static void pick_ports(proc *p)
+{
+    p->port = p->client_port = 0;
+    p->port = pick_port();
+    p->client_port = tls ? pick_port() : p->port;
+}
+
 static void start_data(int i)
 {
     proc *p = &data[i];
     for (int attempt = 0;; attempt++) {
         cr_assert_lt(attempt, 10, "redis-server exited at once 10 times");
-        p->port = pick_port();
-        char port[16], rdb[32], log[64], master_port[16];
+        pick_ports(p);
+        char port[16], tls_port[16], rdb[32], log[64], master_port[16];
         snprintf(port, sizeof port, "%d", p->port);
+        snprintf(tls_port, sizeof tls_port, "%d", p->client_port);
         snprintf(rdb, sizeof rdb, "dump-%d.rdb", p->port);
         snprintf(log, sizeof log, "%s/%d.log", dir, p->port);
-        snprintf(master_port, sizeof master_port, "%d", data[0].port);
+        snprintf(master_port, sizeof master_port, "%d", data[0].client_port);
         /* The master refuses writes (NOREPLICAS) once its replica leaves
          * it: a forced failover then loses no acknowledged write. */
+        /* With TLS, replication and the sentinels' links use it too, and a
+         * replica announces its TLS port. */
         const char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", dir, "--dbfilename", rdb, "--logfile", log, "--repl-diskless-sync-delay", "0",
                               "--min-replicas-to-write", i == 0 ? "1" : "0", "--min-replicas-max-lag", "10",
-                              i ? "--replicaof" : NULL, "127.0.0.1", master_port, NULL};
+                              "--replicaof", i ? "127.0.0.1" : "no", i ? master_port : "one",
+                              tls ? "--tls-port" : NULL, tls_port, "--tls-replication", "yes",
+                              "--tls-cert-file", tls_data_cert, "--tls-key-file", tls_data_key, "--tls-ca-cert-file",
+                              tls_ca, NULL};
         p->pid = spawn(argv);
         if (answers(p))
             break;
     }
-    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->client_port);
+}
+
+/* The sentinel's config file: written at its first start, rewritten by the
+ * sentinel itself (what it learnt), read again at a restart. */
+static void sentinel_conf(const proc *p, char *conf, size_t size)
+{
+    snprintf(conf, size, "%s/sentinel-%d.conf", dir, p->port);
 }
 
 static void start_sentinel(int i)
@@ -152,25 +179,39 @@ static void start_sentinel(int i)
     proc *p = &sentinels[i];
     for (int attempt = 0;; attempt++) {
         cr_assert_lt(attempt, 10, "redis-server --sentinel exited at once 10 times");
-        p->port = pick_port();
+        pick_ports(p);
         char conf[64];
-        snprintf(conf, sizeof conf, "%s/sentinel-%d.conf", dir, p->port);
+        sentinel_conf(p, conf, sizeof conf);
         FILE *f = fopen(conf, "we");
         cr_assert(f, "%s: %s", conf, strerror(errno));
+        fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n", p->port, dir, dir, p->port);
+        if (tls)
+            fprintf(f, "tls-port %d\ntls-replication yes\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n",
+                    p->client_port, tls_cert, tls_key, tls_ca);
         fprintf(f,
-                "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n"
                 "sentinel monitor " FXS_NAME " 127.0.0.1 %d 2\n"
                 "sentinel down-after-milliseconds " FXS_NAME " 1000\n"
                 "sentinel failover-timeout " FXS_NAME " 5000\n",
-                p->port, dir, dir, p->port, data[0].port);
+                data[0].client_port);
         fclose(f);
         const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
         p->pid = spawn(argv);
         if (answers(p))
             break;
     }
-    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->client_port);
     sentinel_addr_list[i] = p->addr;
+}
+
+void fxs_restart_sentinel(int i)
+{
+    proc *p = &sentinels[i];
+    cr_assert_eq(p->pid, 0, "sentinel %d still runs", i);
+    char conf[64];
+    sentinel_conf(p, conf, sizeof conf);
+    const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+    p->pid = spawn(argv);
+    cr_assert(answers(p), "sentinel %d did not come back on port %d", i, p->port);
 }
 
 /* The sentinel knows the master's replica (flags exactly "slave": up and
@@ -188,11 +229,48 @@ static bool sentinel_ready(const proc *p)
     return ready && count == FXS_SENTINELS - 1;
 }
 
+/* One certificate (SANs localhost and 127.0.0.1) from a CA of its own,
+ * served by every node and sentinel and shown by them as clients
+ * (tls-auth-clients is on by default), and by the tests' clients. */
+static void make_certs(void)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && (openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -days 2 "
+             "-subj /CN=ca -keyout ca.key -out ca.crt && "
+             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > node.ext && "
+             "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=node "
+             "-keyout node.key -out node.csr && "
+             "openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile node.ext "
+             "-out node.crt && "
+             "printf 'subjectAltName=DNS:localhost\\n' > named.ext && "
+             "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=named "
+             "-keyout named.key -out named.csr && "
+             "openssl x509 -req -in named.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile named.ext "
+             "-out named.crt) >/dev/null 2>&1",
+             dir);
+    cr_assert_eq(system(cmd), 0, "making certificates failed: %s", cmd);
+    snprintf(tls_ca, sizeof tls_ca, "%s/ca.crt", dir);
+    snprintf(tls_cert, sizeof tls_cert, "%s/node.crt", dir);
+    snprintf(tls_key, sizeof tls_key, "%s/node.key", dir);
+    snprintf(tls_data_cert, sizeof tls_data_cert, "%s/%s.crt", dir, tls_data_dns_only ? "named" : "node");
+    snprintf(tls_data_key, sizeof tls_data_key, "%s/%s.key", dir, tls_data_dns_only ? "named" : "node");
+}
+
+void fxs_start_tls(bool data_dns_only)
+{
+    tls = true;
+    tls_data_dns_only = data_dns_only;
+    fxs_start();
+}
+
 void fxs_start(void)
 {
     port_seed = (unsigned)getpid() ^ (unsigned)fx_now_ms();
     snprintf(dir, sizeof dir, "/tmp/rp-sentinel-XXXXXX");
     cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
+    if (tls)
+        make_certs();
     start_data(0);
     start_data(1);
     for (int i = 0; i < FXS_SENTINELS; i++)
@@ -218,12 +296,15 @@ static void kill_proc(proc *p)
 void fxs_kill_data(int node) { kill_proc(&data[node]); }
 void fxs_kill_sentinel(int sentinel) { kill_proc(&sentinels[sentinel]); }
 
-void fxs_freeze_sentinel(int sentinel, bool frozen)
+static void freeze(proc *p, bool frozen)
 {
-    cr_assert_gt(sentinels[sentinel].pid, 0);
-    kill(sentinels[sentinel].pid, frozen ? SIGSTOP : SIGCONT);
-    sentinels[sentinel].frozen = frozen;
+    cr_assert_gt(p->pid, 0);
+    kill(p->pid, frozen ? SIGSTOP : SIGCONT);
+    p->frozen = frozen;
 }
+
+void fxs_freeze_sentinel(int sentinel, bool frozen) { freeze(&sentinels[sentinel], frozen); }
+void fxs_freeze_data(int node, bool frozen) { freeze(&data[node], frozen); }
 
 void fxs_stop(void)
 {
@@ -237,12 +318,13 @@ void fxs_stop(void)
         cr_expect_eq(system(cmd), 0, "%s failed", cmd);
         dir[0] = '\0';
     }
+    tls = tls_data_dns_only = false;
 }
 
 int fxs_master(void)
 {
     for (int i = 0; i < 2; i++) {
-        char *role = data[i].pid ? fxs_command(data[i].port, "ROLE", NULL) : NULL;
+        char *role = data[i].pid && !data[i].frozen ? fxs_command(data[i].port, "ROLE", NULL) : NULL;
         bool master = role && !strncmp(role, "master\n", 7);
         free(role);
         if (master)
@@ -268,7 +350,7 @@ int fxs_switched(int from)
 {
     int to = 1 - from;
     char want[64];
-    snprintf(want, sizeof want, "127.0.0.1\n%d", data[to].port);
+    snprintf(want, sizeof want, "127.0.0.1\n%d", data[to].client_port);
     char *role = fxs_command(data[to].port, "ROLE", NULL);
     bool all = role && !strncmp(role, "master\n", 7);
     free(role);

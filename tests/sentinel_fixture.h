@@ -18,21 +18,38 @@
  * its replica as usable and the two other sentinels: a failover can
  * start. */
 void fxs_start(void);
+/* The same with TLS everywhere: each node and sentinel also listens on a
+ * TLS port, which the sentinels monitor and announce (tls-replication
+ * yes), replication uses, and the addresses below name. A CA and one
+ * certificate (SANs localhost, 127.0.0.1) made per run with the openssl
+ * CLI serve every process, as server and as client; with data_dns_only
+ * the data nodes serve one whose only name is localhost (no IP SAN: a
+ * client verifying the address the sentinels name refuses them). */
+void fxs_start_tls(bool data_dns_only);
+const char *fxs_tls_ca(void);
+const char *fxs_tls_cert(void);
+const char *fxs_tls_key(void);
 /* Kills everything and removes the directory; safe to call twice. */
 void fxs_stop(void);
 
-/* "127.0.0.1:PORT" of data node 0 (master at start) or 1. */
+/* "127.0.0.1:PORT" of data node 0 (master at start) or 1, as clients and
+ * sentinels reach it (the TLS port with TLS); the plain port, for
+ * fxs_command. */
 const char *fxs_data_addr(int node);
 int fxs_data_port(int node);
-/* The sentinels' addresses, FXS_SENTINELS of them. */
+/* The sentinels' addresses (TLS ports with TLS), FXS_SENTINELS of them;
+ * their plain ports. */
 const char *const *fxs_sentinel_addrs(void);
 int fxs_sentinel_port(int sentinel);
 
 /* SIGKILL, reaped. */
 void fxs_kill_data(int node);
 void fxs_kill_sentinel(int sentinel);
+/* A killed sentinel again, on its ports, with the config it rewrote. */
+void fxs_restart_sentinel(int sentinel);
 /* SIGSTOP (freeze: its connections stay open and silent) or SIGCONT. */
 void fxs_freeze_sentinel(int sentinel, bool frozen);
+void fxs_freeze_data(int node, bool frozen);
 
 /* A command to 127.0.0.1:port over a fresh blocking socket; the reply as
  * text (arrays flattened, joined with '\n'; nil "(nil)"), malloc'd; NULL

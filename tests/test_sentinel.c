@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void full_setup(void)
@@ -74,7 +75,7 @@ static long long server_counter(int node)
 /* INCR counter, `width` at a time, each callback counted. acked: the reply
  * came (it ran once); refused: an error reply (it did not run); unknown: a
  * failure whose outcome the client cannot know. */
-#define MAX_OPS 400000
+#define MAX_OPS 1000000
 typedef struct op {
     struct load *load;
     int calls;
@@ -100,6 +101,27 @@ typedef struct load {
 } load;
 
 static void issue(load *l);
+
+/* When the client first dialled `want` (it learnt the switch). */
+typedef struct dial_watch {
+    char want[64];
+    uint64_t at_ms;
+} dial_watch;
+
+static void dial_noted(void *data, const char *addr)
+{
+    dial_watch *d = data;
+    if (!d->at_ms && !strcmp(addr, d->want))
+        d->at_ms = fx_now_ms();
+}
+
+static void dial_watch_start(dial_watch *d, int node)
+{
+    *d = (dial_watch){0};
+    snprintf(d->want, sizeof d->want, "%s", fxs_data_addr(node));
+    rp_hooks hooks = {.data = d, .dial_start = dial_noted};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+}
 
 static void incr_cb(rp_client *c, const redisReply *reply, int status, void *data)
 {
@@ -255,9 +277,6 @@ Test(sentinel, bad_options)
     sentinel_options(&opts, addrs, 1);
     opts.sentinel_username = "user";
     cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "a sentinel username without password");
-    sentinel_options(&opts, addrs, 1);
-    opts.pool.tls.enable = true;
-    cr_expect_eq(rp_client_new(&c, lp, &opts), -EINVAL, "TLS with a master name (not yet)");
     rp_client_options_init(&opts);
     opts.pool.addr = "127.0.0.1:6379";
     opts.sentinel_addrs = addrs;
@@ -510,6 +529,45 @@ Test(sentinel, all_sentinels_killed_master_stays, .init = full_setup, .fini = fu
     fx_client_close_and_free(loop, client);
 }
 
+/* Every sentinel dies before a client has learnt the master: its commands
+ * end with RP_ESENTINEL within one round's timeouts, and the message
+ * names each sentinel. The sentinels come back: the rounds that follow
+ * (one a second) find the master, and the same client writes there. */
+Test(sentinel, all_sentinels_killed_then_return, .init = full_setup, .fini = full_teardown)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_kill_sentinel(i);
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.max_retries = 0;
+    open_client(&opts);
+    for (int attempt = 0; attempt < 2; attempt++) { /* the first round, and one a second later */
+        uint64_t start = fx_now_ms();
+        fx_result r = run(2, (const char *[]){"INCR", "counter"});
+        cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+        cr_expect_lt(fx_now_ms() - start, 3000, "took %llu ms", (unsigned long long)(fx_now_ms() - start));
+        const char *why = rp_client_sentinel_error(client);
+        cr_assert(why);
+        for (int i = 0; i < FXS_SENTINELS; i++)
+            cr_expect(strstr(why, fxs_sentinel_addrs()[i]), "%s", why);
+        fx_run_for(loop, 1200);
+    }
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_restart_sentinel(i);
+    uint64_t start = fx_now_ms(), deadline = start + 10000;
+    fx_result r;
+    do {
+        fx_run_for(loop, 100);
+        r = run(2, (const char *[]){"INCR", "counter"});
+    } while (r.status == RP_ESENTINEL && fx_now_ms() < deadline);
+    fprintf(stderr, "sentinels back: first write after %llu ms\n", (unsigned long long)(fx_now_ms() - start));
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    cr_expect_eq(server_counter(0), 1);
+    cr_expect_null(rp_client_sentinel_error(client));
+    fx_client_close_and_free(loop, client);
+}
+
 /* The sentinel holding the client's subscription freezes (its connection
  * stays open, silent) and the others fail the master over: the client is
  * never told +switch-master, but the old master's refusals (NOREPLICAS)
@@ -578,5 +636,335 @@ Test(sentinel, frozen_sentinel_replaced, .init = full_setup, .fini = full_teardo
     fx_result r = run(2, (const char *[]){"INCR", "counter"});
     cr_expect_eq(r.integer, 2, "status %d %s", r.status, r.str);
     cr_expect_eq(server_counter(1), 2);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The data node's ROLE says it is a replica. */
+static bool data_is_replica(int node)
+{
+    char *role = fxs_command(fxs_data_port(node), "ROLE", NULL);
+    bool replica = role && !strncmp(role, "slave\n", 6);
+    free(role);
+    return replica;
+}
+
+/* A partitioned master: frozen (SIGSTOP: its sockets stay open and
+ * silent) under an INCR load until the sentinels promote its replica,
+ * then thawed. It comes back believing it is the master, with the
+ * commands it had not read yet in its sockets; the sentinels then make it
+ * a replica of the new master. The client's commands in flight on it end
+ * with their timeouts (outcome unknown, never sent again); no
+ * acknowledged write is lost, none applied twice: on the new master,
+ * acknowledged <= counter <= acknowledged + unknown. With
+ * RP_SENTINEL_LONG set the load goes on until the old master is a replica
+ * again (~10 s more). */
+Test(sentinel, partitioned_master_returns, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.max_retries = 20; /* ~8 s of backoff: down-after, agreement, promotion */
+    open_client(&opts);
+    watch w = {0};
+    watch_start(&w, 2);
+    dial_watch d;
+    dial_watch_start(&d, 1);
+    load l;
+    load_start(&l, 8, &w);
+    cr_assert(fx_run_until_count(loop, &l.acked, 200, 10000), "%d acknowledged before the partition", l.acked);
+    uint64_t freeze_ms = fx_now_ms();
+    fxs_freeze_data(0, true);
+    int to = run_until_switch(&l, &w, 0, 30000);
+    cr_assert_eq(to, 1);
+    fxs_freeze_data(0, false);
+    uint64_t thaw_ms = fx_now_ms();
+    run_until_acked_after(&l, 100);
+    fprintf(stderr, "partition: frozen %llu ms; +switch-master to first acknowledged write %lld ms "
+            "(the client dialled the new master at %+lld ms); SIGSTOP to it %llu ms\n",
+            (unsigned long long)(thaw_ms - freeze_ms), (long long)(l.first_ack_after_switch_ms - l.switch_ms),
+            (long long)(d.at_ms - l.switch_ms), (unsigned long long)(l.first_ack_after_switch_ms - freeze_ms));
+    bool replica = false;
+    if (getenv("RP_SENTINEL_LONG")) {
+        uint64_t deadline = fx_now_ms() + 30000;
+        while (!(replica = data_is_replica(0)) && fx_now_ms() < deadline)
+            fx_run_for(loop, 200);
+        cr_expect(replica, "the old master never became a replica");
+        fprintf(stderr, "partition: the old master a replica %llu ms after the thaw\n",
+                (unsigned long long)(fx_now_ms() - thaw_ms));
+    } else {
+        fx_run_for(loop, 1000); /* the old master awake, the load going on */
+    }
+    int acked_before = l.acked;
+    fx_run_for(loop, 300);
+    cr_expect(l.acked > acked_before || l.issued == MAX_OPS, "writes stopped");
+    load_finish(&l, to);
+    cr_expect_eq(l.refused, 0, "refusals were not retried: %s", l.last_refusal);
+    if (replica) { /* it took the new master's data: its own writes, if any, are gone */
+        uint64_t deadline = fx_now_ms() + 10000;
+        while (server_counter(0) != server_counter(1) && fx_now_ms() < deadline)
+            usleep(50000);
+        cr_expect_eq(server_counter(0), server_counter(1));
+    }
+    watch_stop(&w);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A fake sentinel that names whichever node the test says, on every
+ * connection (a thread each): real sentinels would fail a hand-made
+ * demotion back. */
+typedef struct named_sentinel {
+    int listener;
+    pthread_mutex_t lock;
+    char reply[128];
+} named_sentinel;
+
+typedef struct named_conn {
+    named_sentinel *f;
+    int fd;
+} named_conn;
+
+static void *named_conn_run(void *arg)
+{
+    named_conn *c = arg;
+    char buf[4096], reply[128];
+    while (read(c->fd, buf, sizeof buf) > 0) { /* one command a read: ours are small and paced */
+        pthread_mutex_lock(&c->f->lock);
+        memcpy(reply, c->f->reply, sizeof reply);
+        pthread_mutex_unlock(&c->f->lock);
+        if (write(c->fd, reply, strlen(reply)) < 0)
+            break;
+    }
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *named_accept_run(void *arg)
+{
+    named_sentinel *f = arg;
+    int fd;
+    while ((fd = accept(f->listener, NULL, NULL)) >= 0) {
+        named_conn *c = malloc(sizeof *c);
+        pthread_t thread;
+        cr_assert(c);
+        *c = (named_conn){f, fd};
+        cr_assert_eq(pthread_create(&thread, NULL, named_conn_run, c), 0);
+        pthread_detach(thread);
+    }
+    return NULL;
+}
+
+static void named_set(named_sentinel *f, int node)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", fxs_data_port(node));
+    pthread_mutex_lock(&f->lock);
+    snprintf(f->reply, sizeof f->reply, "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n", strlen(port), port);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* INCRs the node refused (READONLY...): INFO commandstats' rejected_calls. */
+static long long incr_rejected(int node)
+{
+    char *stats = fxs_command(fxs_data_port(node), "INFO", "commandstats", NULL);
+    cr_assert(stats);
+    const char *at = strstr(stats, "cmdstat_incr:");
+    const char *field = at ? strstr(at, "rejected_calls=") : NULL;
+    long long rejected = field ? atoll(field + strlen("rejected_calls=")) : 0;
+    free(stats);
+    return rejected;
+}
+
+/* The master is demoted by hand (REPLICAOF, which keeps its clients)
+ * while the client holds connections to it, and its replica promoted.
+ * Writes sent on those connections are refused (READONLY: they did not
+ * run), start a round, which names the new master, and are retried
+ * there: every one acknowledged once, the new master's counter exact. */
+Test(sentinel, demoted_master_with_held_connections, .init = full_setup, .fini = full_teardown)
+{
+    for (int i = 0; i < FXS_SENTINELS; i++)
+        fxs_kill_sentinel(i);
+    named_sentinel f = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    int port;
+    f.listener = fx_listener(16, &port);
+    named_set(&f, 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, named_accept_run, &f), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *addrs[] = {addr};
+    rp_client_options opts;
+    sentinel_options(&opts, addrs, 1);
+    open_client(&opts);
+    enum { N = 8 };
+    fx_result r[N] = {0};
+    for (int i = 0; i < N; i++) /* N connections to the master, idle afterwards */
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &r[i], 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    cr_expect_eq(server_counter(0), N);
+    rp_stats stats;
+    rp_pool_stats(rp_client_pool(client), &stats);
+    cr_assert_gt(stats.idle_conns, 1, "the client holds %u connections", stats.idle_conns);
+    free(fxs_command(fxs_data_port(1), "REPLICAOF", "NO", "ONE", NULL));
+    char port1[16];
+    snprintf(port1, sizeof port1, "%d", fxs_data_port(1));
+    char *ok = fxs_command(fxs_data_port(0), "REPLICAOF", "127.0.0.1", port1, NULL);
+    cr_assert(ok && !strcmp(ok, "OK"), "REPLICAOF: %s", ok ? ok : "no reply");
+    free(ok);
+    cr_assert(data_is_replica(0));
+    long long rejected_before = incr_rejected(0);
+    named_set(&f, 1);
+    fx_result after[N] = {0};
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &after[i], 2, (const char *[]){"INCR", "counter"}, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert(fx_run_until_count(loop, &after[i].calls, 1, 10000));
+        cr_expect_eq(after[i].status, 0, "%s", rp_strerror(after[i].status));
+        cr_expect_eq(after[i].type, REDIS_REPLY_INTEGER, "%s", after[i].str);
+    }
+    cr_expect_eq(server_counter(1), 2 * N, "the new master");
+    /* The held connections were used: the demoted master refused writes
+     * on them (a replica runs none); each was retried on the new master. */
+    cr_expect_gt(incr_rejected(0), rejected_before, "the held connections were not used");
+    fx_run_for(loop, 50);
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(after[i].calls, 1);
+    fx_client_close_and_free(loop, client);
+    shutdown(f.listener, SHUT_RDWR);
+    close(f.listener);
+    pthread_join(thread, NULL);
+}
+
+/* examples/sentinel: it writes to the master, rides a forced failover
+ * (its writes fail while it lasts: it does not retry) and dials the new
+ * one. (Its first dial waited for the sentinels' answer: the dial_start
+ * hook saw no address for it.) */
+Test(sentinel, example_follows_a_failover, .init = full_setup, .fini = full_teardown)
+{
+    const char *dir = getenv("RP_EXAMPLES_DIR");
+    if (!dir || access(dir, F_OK) != 0)
+        cr_skip_test("RP_EXAMPLES_DIR: the examples are not built");
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd, "%s/sentinel -a %s -a %s -n 40 -i 50 2>&1", dir, fxs_sentinel_addrs()[0],
+             fxs_sentinel_addrs()[1]);
+    FILE *pipe = popen(cmd, "r");
+    cr_assert(pipe);
+    usleep(800000);
+    fxs_failover();
+    size_t n = fread(out, 1, sizeof out - 1, pipe);
+    out[n] = '\0';
+    int status = pclose(pipe);
+    cr_expect_eq(WEXITSTATUS(status), 0, "%s", out);
+    char want[64];
+    snprintf(want, sizeof want, "dialling %s\n", fxs_data_addr(1));
+    cr_expect(strstr(out, "first write acknowledged (counter 1)"), "%s", out);
+    cr_expect(strstr(out, want), "no \"%s\" in:\n%s", want, out);
+    cr_expect(strstr(out, "writes succeed again after"), "%s", out);
+    cr_expect(strstr(out, "40 writes acknowledged"), "%s", out);
+    char *value = fxs_command(fxs_data_port(1), "GET", "sentinel-example:counter", NULL);
+    cr_expect(value && atoll(value) >= 40, "the new master's counter: %s", value ? value : "no answer");
+    free(value);
+}
+
+/* ------------------------------------------------------------------- TLS */
+
+static void tls_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start_tls(false);
+}
+
+static void tls_named_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start_tls(true);
+}
+
+TestSuite(sentinel_tls, .timeout = 90);
+
+static void tls_options(rp_client_options *opts)
+{
+    sentinel_options(opts, fxs_sentinel_addrs(), 1); /* the others are learnt, over TLS too */
+    opts->pool.tls.enable = true;
+    opts->pool.tls.ca_file = fxs_tls_ca();
+    opts->pool.tls.cert_file = fxs_tls_cert(); /* the servers ask for one (tls-auth-clients) */
+    opts->pool.tls.key_file = fxs_tls_key();
+}
+
+/* A rediss set-up: the sentinels and the data nodes listen on TLS ports,
+ * which the sentinels name. The client asks them over TLS, writes to the
+ * master over TLS (the name verified: each node's own address), and
+ * follows a forced failover there. */
+Test(sentinel_tls, follows_master_over_tls, .init = tls_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    open_client(&opts);
+    for (int i = 0; i < 5; i++) {
+        fx_result r = run(2, (const char *[]){"INCR", "counter"});
+        cr_assert_eq(r.status, 0, "%s (%s)", rp_strerror(r.status), rp_client_sentinel_error(client));
+        cr_expect_eq(r.integer, i + 1);
+    }
+    cr_expect_eq(server_counter(0), 5);
+    cr_expect_null(rp_pool_tls_error(rp_client_pool(client)));
+    fx_run_for(loop, 1500); /* the other sentinels are learnt */
+    fxs_failover();
+    int to = fxs_wait_switch(0, 20000);
+    cr_assert_eq(to, 1);
+    fx_result r = {0};
+    uint64_t deadline = fx_now_ms() + 10000;
+    do {
+        fx_run_for(loop, 50);
+        r = run(2, (const char *[]){"INCR", "counter"});
+    } while ((r.status != 0 || r.type != REDIS_REPLY_INTEGER) && fx_now_ms() < deadline);
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 6, "%s", r.str);
+    cr_expect_eq(server_counter(1), 6, "the write did not reach the new master");
+    fx_client_close_and_free(loop, client);
+}
+
+/* The certificate's names are 127.0.0.1 and localhost: a client told to
+ * expect another name refuses the sentinels (and would refuse the nodes). */
+Test(sentinel_tls, wrong_name_refused, .init = tls_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    opts.pool.tls.server_name = "redis.invalid";
+    opts.max_retries = 0;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ESENTINEL, "%s", rp_strerror(r.status));
+    const char *why = rp_client_sentinel_error(client);
+    cr_assert(why);
+    cr_expect(strstr(why, rp_strerror(RP_ETLS)), "%s", why);
+    cr_expect_eq(server_counter(0), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The data nodes' certificate names only localhost; the sentinels name
+ * 127.0.0.1. Verified against the host the sentinels name, the master is
+ * refused (and nothing is written); told server_name localhost, which
+ * every certificate carries, the client writes. */
+Test(sentinel_tls, data_node_verified_against_the_named_address, .init = tls_named_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    tls_options(&opts);
+    opts.max_retries = 0;
+    open_client(&opts);
+    fx_result r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, RP_ETLS, "%s", rp_strerror(r.status));
+    const char *why = rp_pool_tls_error(rp_client_pool(client));
+    cr_expect(why && strstr(why, "certificate verify failed"), "%s", why ? why : "no TLS error");
+    cr_expect_null(rp_client_sentinel_error(client), "the sentinels answered");
+    cr_expect_eq(server_counter(0), 0);
+    fx_client_close_and_free(loop, client);
+
+    tls_options(&opts);
+    opts.pool.tls.server_name = "localhost";
+    open_client(&opts);
+    r = run(2, (const char *[]){"INCR", "counter"});
+    cr_expect_eq(r.status, 0, "%s", rp_strerror(r.status));
+    cr_expect_eq(r.integer, 1);
+    cr_expect_eq(server_counter(0), 1);
     fx_client_close_and_free(loop, client);
 }

@@ -155,7 +155,9 @@ typedef struct rp_client_options {
      * master is known, dials wait for it; when none can be learnt they fail
      * with RP_ENOMASTER (no sentinel knows the name) or RP_ESENTINEL (none
      * answered, or answered garbage: rp_client_sentinel_error says why).
-     * TLS (pool.tls) is not yet supported with a master name: -EINVAL.
+     * TLS (pool.tls) applies to the sentinels and the data nodes alike:
+     * without pool.tls.server_name each is verified against the host of
+     * its own address (a data node: the one the sentinels name).
      * Each new connection checks ROLE in its set-up and refuses a node that
      * is not the master with RP_ENOTMASTER (retried, as unrun). The
      * subscription keeps rp_loop_run(RP_RUN_DEFAULT) running until the
