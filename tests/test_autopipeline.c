@@ -360,6 +360,7 @@ Test(autopipeline, subscribe_through_the_client_leaves_no_subscriber_in_the_pool
     cr_expect_eq(sub.status, 0, "%s", rp_strerror(sub.status));
     cr_expect_eq(sub.type, REDIS_REPLY_ARRAY);
     result ping = run(PING); /* a subscriber would answer [pong, ""] */
+    cr_expect_eq(ping.status, 0, "PING failed: %s", rp_strerror(ping.status));
     cr_expect_eq(ping.type, REDIS_REPLY_STATUS);
     cr_expect_str_eq(ping.str, "PONG");
     close_client();
