@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 TestSuite(alloc, .init = fx_setup, .fini = fx_teardown, .timeout = 240);
@@ -298,6 +299,78 @@ static bool large_reply_scenario(void)
     return all_ok;
 }
 
+/* The raw pool's own protocol helpers: each get's connection sends two
+ * PINGs with rp_conn_roundtrip, which receives the first reply, and
+ * rp_conn_recv_until the second; the connection then goes back (removed
+ * after an error). Each step is a request whose callback is owed. */
+static ssize_t line_frame(const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    const char *eol = memchr(data, '\n', len);
+    return eol ? eol - data + 1 : 0;
+}
+
+static int pong_status(const char *frame, ssize_t len)
+{
+    return len < 0 ? (int)len : len == 7 && !memcmp(frame, "+PONG\r\n", 7) ? 0 : -EPROTO;
+}
+
+static void raw_done(rp_conn *conn, int status)
+{
+    if (status < 0)
+        rp_pool_remove(rp_conn_pool(conn), conn, status);
+    else
+        rp_pool_put(rp_conn_pool(conn), conn);
+}
+
+static void on_second_pong(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    int i = (int)(intptr_t)data;
+    t.calls[i]++;
+    t.status[i] = pong_status(frame, len);
+    raw_done(conn, t.status[i]);
+}
+
+static void on_first_pong(rp_conn *conn, const char *frame, ssize_t len, void *data)
+{
+    int i = (int)(intptr_t)data;
+    t.calls[i]++;
+    t.status[i] = pong_status(frame, len);
+    void *next = (void *)(intptr_t)t.accepted;
+    if (t.status[i] < 0 || !accepted(rp_conn_recv_until(conn, "\r\n", 2, 64, on_second_pong, next)))
+        raw_done(conn, t.status[i] < 0 ? t.status[i] : -ENOMEM);
+}
+
+static void on_raw_get(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    int i = (int)(intptr_t)data;
+    t.calls[i]++;
+    t.status[i] = status;
+    static const struct iovec pings[2] = {{(void *)"PING\r\n", 6}, {(void *)"PING\r\n", 6}};
+    void *next = (void *)(intptr_t)t.accepted;
+    if (conn && !accepted(rp_conn_roundtrip(conn, pings, 2, line_frame, NULL, 64, on_first_pong, next)))
+        raw_done(conn, -ENOMEM);
+}
+
+static bool raw_scenario(void)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    pool_opts(&opts);
+    if (!open_loop_and_pool(&loop, &pool, &opts))
+        return false;
+    for (int i = 0; i < 3; i++)
+        accepted(rp_pool_get(pool, on_raw_get, (void *)(intptr_t)t.accepted));
+    run_until_all_called(loop, "raw");
+    bool all_ok = t.accepted == 9;
+    for (int i = 0; i < t.accepted; i++)
+        all_ok = all_ok && t.status[i] == 0;
+    close_pool_and_loop(loop, pool);
+    return all_ok;
+}
+
 /* Every allocation up to 300, then a spread of the rest (the client's
  * first connection reads the COMMAND table: thousands of small ones). */
 static void sweep(const char *name, bool (*scenario)(void))
@@ -331,3 +404,4 @@ Test(alloc, autopipelined_commands_and_retries_survive_each_failing_allocation)
 Test(alloc, pubsub_survives_each_failing_allocation) { sweep("pubsub", pubsub_scenario); }
 Test(alloc, close_with_commands_in_flight_survives_each_failing_allocation) { sweep("close", close_scenario); }
 Test(alloc, a_large_reply_survives_each_failing_allocation) { sweep("large reply", large_reply_scenario); }
+Test(alloc, raw_round_trips_survive_each_failing_allocation) { sweep("raw", raw_scenario); }
