@@ -24,7 +24,8 @@ static char tls_port_text[16];
 static int tls_port;
 static char tls_addr[64];
 static char path_ca[128], path_server_crt[128], path_server_key[128], path_client_crt[128], path_client_key[128],
-    path_rogue_ca[128], path_rogue_crt[128], path_rogue_key[128];
+    path_rogue_ca[128], path_rogue_crt[128], path_rogue_key[128], path_expired_crt[128], path_expired_key[128],
+    path_expired_client_crt[128], path_expired_client_key[128];
 
 static void run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void run(const char *fmt, ...)
@@ -47,15 +48,19 @@ static void make_ca(const char *name)
         name, name, name);
 }
 
-/* A leaf certificate for name signed by ca, with the extensions in ext. */
-static void make_leaf(const char *name, const char *ca, const char *ext)
+/* A leaf certificate for name signed by ca, with the extensions in ext,
+ * valid for `days` from now; -1: it expired a day ago (openssl x509 sets
+ * notAfter that far from now). */
+static void make_leaf_for(const char *name, const char *ca, const char *ext, int days)
 {
     run("printf '%%s\\n' '%s' > %s.ext && "
         "openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=%s "
         "-keyout %s.key -out %s.csr && "
-        "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days 2 -extfile %s.ext -out %s.crt",
-        ext, name, name, name, name, name, ca, ca, name, name);
+        "openssl x509 -req -in %s.csr -CA %s.crt -CAkey %s.key -CAcreateserial -days %d -extfile %s.ext -out %s.crt",
+        ext, name, name, name, name, name, ca, ca, days, name, name);
 }
+
+static void make_leaf(const char *name, const char *ca, const char *ext) { make_leaf_for(name, ca, ext, 2); }
 
 static void make_certs(void)
 {
@@ -66,6 +71,8 @@ static void make_certs(void)
     make_leaf("client", "ca", "extendedKeyUsage=clientAuth");
     make_ca("rogue-ca");
     make_leaf("rogue", "rogue-ca", "extendedKeyUsage=clientAuth");
+    make_leaf_for("expired", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1", -1);
+    make_leaf_for("expired-client", "ca", "extendedKeyUsage=clientAuth", -1);
     snprintf(path_ca, sizeof path_ca, "%s/ca.crt", dir);
     snprintf(path_server_crt, sizeof path_server_crt, "%s/server.crt", dir);
     snprintf(path_server_key, sizeof path_server_key, "%s/server.key", dir);
@@ -74,18 +81,22 @@ static void make_certs(void)
     snprintf(path_rogue_ca, sizeof path_rogue_ca, "%s/rogue-ca.crt", dir);
     snprintf(path_rogue_crt, sizeof path_rogue_crt, "%s/rogue.crt", dir);
     snprintf(path_rogue_key, sizeof path_rogue_key, "%s/rogue.key", dir);
+    snprintf(path_expired_crt, sizeof path_expired_crt, "%s/expired.crt", dir);
+    snprintf(path_expired_key, sizeof path_expired_key, "%s/expired.key", dir);
+    snprintf(path_expired_client_crt, sizeof path_expired_client_crt, "%s/expired-client.crt", dir);
+    snprintf(path_expired_client_key, sizeof path_expired_client_key, "%s/expired-client.key", dir);
 }
 
 /* Arguments for redis-server: kept for restarts. */
 static const char *redis_args[32];
 
-static void start_redis(const char *auth_clients)
+static void start_redis_with(const char *auth_clients, const char *crt, const char *key)
 {
     tls_port = fx_closed_port();
     snprintf(tls_port_text, sizeof tls_port_text, "%d", tls_port);
     snprintf(tls_addr, sizeof tls_addr, "127.0.0.1:%d", tls_port);
-    const char *args[] = {"--tls-port", tls_port_text, "--tls-cert-file", path_server_crt, "--tls-key-file",
-                          path_server_key, "--tls-ca-cert-file", path_ca, "--tls-auth-clients", auth_clients,
+    const char *args[] = {"--tls-port", tls_port_text, "--tls-cert-file", crt, "--tls-key-file",
+                          key, "--tls-ca-cert-file", path_ca, "--tls-auth-clients", auth_clients,
                           NULL};
     memcpy(redis_args, args, sizeof args);
     fx_redis_start_with(redis_args);
@@ -103,6 +114,8 @@ static void start_redis(const char *auth_clients)
     cr_assert_fail("redis-server's TLS port never listened");
 }
 
+static void start_redis(const char *auth_clients) { start_redis_with(auth_clients, path_server_crt, path_server_key); }
+
 static void setup(void)
 {
     make_certs();
@@ -114,6 +127,14 @@ static void setup_mutual(void)
 {
     make_certs();
     start_redis("yes");
+    fx_setup_no_redis();
+}
+
+/* redis-server presents a certificate that expired yesterday. */
+static void setup_expired(void)
+{
+    make_certs();
+    start_redis_with("no", path_expired_crt, path_expired_key);
     fx_setup_no_redis();
 }
 
@@ -599,14 +620,20 @@ static void cmp_cb(rp_client *cl, const redisReply *reply, int status, void *dat
               memcmp(reply->str, c->want, c->size) == 0;
 }
 
+/* 64 MiB each way over TLS, every byte compared (a pattern whose period,
+ * 251, is prime to the record size: a record lost, doubled or reordered
+ * shows). */
 Test(tls, large_value)
 {
     rp_loop *loop;
     rp_client *client = tls_client(&loop, 0);
-    size_t size = 8u << 20;
+    size_t size = 64u << 20;
     char *value = malloc(size);
-    for (size_t i = 0; i < size; i++)
-        value[i] = (char)('a' + i % 26);
+    cr_assert_not_null(value);
+    for (size_t i = 0; i < 251; i++)
+        value[i] = (char)i;
+    for (size_t i = 251; i < size; i *= 2) /* i stays a multiple of 251 */
+        memcpy(value + i, value, i < size - i ? i : size - i);
     fx_result r = command(loop, client, 3, (const char *const[]){"SET", "big", value},
                           (const size_t[]){3, 3, size});
     cr_expect_eq(r.status, 0);
@@ -1116,8 +1143,45 @@ static void refused(const char *cert, const char *key, const char *want)
     fx_close_and_free(loop, pool);
 }
 
+/* The server refuses a client certificate that has expired. */
+Test(tls_mutual, expired_client_certificate_refused)
+{
+    refused(path_expired_client_crt, path_expired_client_key, "certificate expired");
+}
+
 Test(tls_mutual, client_without_certificate_refused) { refused(NULL, NULL, "certificate required"); }
 Test(tls_mutual, client_certificate_of_unknown_ca_refused) { refused(path_rogue_crt, path_rogue_key, "unknown ca"); }
+
+/* ---------------------------------------------------- expired server */
+
+TestSuite(tls_expired, .init = setup_expired, .fini = teardown, .timeout = 60);
+
+/* A server certificate past its notAfter fails the dial at once, with
+ * the verifier's reason, and the get's callback runs once; the redials
+ * that follow fail the same way (nothing of the failed dial is resumed). */
+Test(tls_expired, expired_server_certificate_fails)
+{
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    for (int i = 0; i < 2; i++) {
+        uint64_t start = fx_now_ms();
+        char reason[256];
+        cr_expect_eq(dial_must_fail(&opts, reason, sizeof reason), RP_ETLS);
+        expect_reason(reason, "certificate verify failed");
+        expect_reason(reason, "certificate has expired");
+        cr_expect_lt(fx_now_ms() - start, 3000);
+    }
+    /* The same server with verification off: the dial itself works. */
+    opts.tls.insecure = true;
+    rp_loop *loop;
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, conn));
+    rp_pool_put(pool, conn);
+    fx_close_and_free(loop, pool);
+}
 
 /* ---------------------------------------------------- allocation sweep */
 
