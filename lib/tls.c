@@ -336,6 +336,22 @@ static void prep_send(rp_conn *conn, struct io_uring_sqe *sqe)
     io_uring_prep_send(sqe, conn->fd, t->out + t->out_done, t->out_len - t->out_done, MSG_NOSIGNAL);
 }
 
+/* Ciphertext a RECV brought (res > 0) or the peer's FIN (0) goes to
+ * OpenSSL. False when the read BIO could not grow to take it: those bytes
+ * are lost, and the connection with them (-ENOMEM), rather than waiting
+ * for records that will never be whole. */
+static bool feed(rp__tls *t, int res)
+{
+    if (res == 0) {
+        BIO_set_mem_eof_return(t->rbio, 0); /* OpenSSL reports a cut record or a missing close_notify */
+        return true;
+    }
+    if (BIO_write(t->rbio, t->in, res) == res)
+        return true;
+    ERR_clear_error();
+    return false;
+}
+
 /* ------------------------------------------------------------- handshake */
 
 static void handshake_step(rp_conn *conn);
@@ -410,12 +426,12 @@ static void handshake_done(rp__op *op)
         handshake_end(conn, res);
         return;
     }
-    if (t->hs_sending)
+    if (t->hs_sending) {
         t->out_done += (size_t)res;
-    else if (res == 0)
-        BIO_set_mem_eof_return(t->rbio, 0); /* the peer's FIN: OpenSSL reports the cut */
-    else
-        BIO_write(t->rbio, t->in, res);
+    } else if (!feed(t, res)) {
+        handshake_end(conn, -ENOMEM);
+        return;
+    }
     handshake_step(conn);
 }
 
@@ -524,22 +540,13 @@ static int tls_read(rp_conn *conn, void *buf, size_t len)
     }
 }
 
-/* Ciphertext a RECV brought (res > 0) or the peer's FIN (0) goes to OpenSSL. */
-static void feed(rp__tls *t, int res)
-{
-    if (res > 0)
-        BIO_write(t->rbio, t->in, res);
-    else
-        BIO_set_mem_eof_return(t->rbio, 0);
-}
-
 int rp__tls_received(rp_conn *conn, rp__conn_io *io, int res)
 {
     rp__tls *t = conn->tls;
     if (res < 0)
         return res;
-    if (!t->recv_nop)
-        feed(t, res);
+    if (!t->recv_nop && !feed(t, res))
+        return -ENOMEM;
     return tls_read(conn, io->buf, io->len);
 }
 
@@ -604,8 +611,7 @@ int rp__tls_watched(rp_conn *conn, int res)
         return watch_again(conn);
     if (res <= 0)
         return res; /* FIN, reset, or the owner's cancel */
-    feed(t, res);
-    return watch_probe(conn);
+    return feed(t, res) ? watch_probe(conn) : -ENOMEM;
 }
 
 #else /* !RP_HAVE_TLS: the options are refused, nothing else is reachable */
