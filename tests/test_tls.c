@@ -535,6 +535,30 @@ Test(tls, redials_resume_the_session)
     fx_close_and_free(loop, pool);
 }
 
+/* A resumed handshake makes OpenSSL mark the session it used as spent
+ * (TLS 1.3: a ticket is for one connection). A dial that starts after
+ * another resumed, before any new ticket came, must still resume: the
+ * server gave two tickets, and each dial gets one of its own. */
+Test(tls, a_dial_after_a_resumed_one_resumes_too)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    fresh_conn(loop, pool, 0); /* reads the server's tickets */
+    rp_conn *first = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_tls_resumed(first), 1);
+    rp_conn *second = fx_get_conn(loop, pool); /* dialed once the first resumed */
+    cr_expect_eq(rp_conn_tls_resumed(second), 1, "the second dial made a full handshake");
+    cr_expect(fx_ping(loop, first));
+    cr_expect(fx_ping(loop, second));
+    rp_pool_put(pool, first);
+    rp_pool_put(pool, second);
+    fx_close_and_free(loop, pool);
+}
+
 /* --------------------------------------------------------------- client */
 
 /* A client over TLS; timeout_ms (0: the defaults) for reads and writes. */
