@@ -31,6 +31,8 @@ typedef struct cnode {
     bool master;
     bool listed;  /* in the topology being applied */
     bool closing; /* left the topology: its client is closing */
+    bool superseded; /* a node of the same address took its place: closed once the layout is applied */
+    char *name;   /* over TLS, the host name it announced: its client's server name; NULL: the option's */
     uint64_t failed_ns;     /* its last failure, 0 if none */
     uint64_t asked_refresh; /* the refresh that last asked it */
     int info_index;         /* its entry in rp_cluster_nodes's answer, -1: none */
@@ -133,7 +135,7 @@ static cnode **bucket_of(rp_cluster *c, const char *addr)
 static cnode *node_find(rp_cluster *c, const char *addr)
 {
     for (cnode *node = c->nbuckets ? *bucket_of(c, addr) : NULL; node; node = node->same_hash)
-        if (!node->closing && !strcmp(node->addr, addr))
+        if (!node->closing && !node->superseded && !strcmp(node->addr, addr))
             return node;
     return NULL;
 }
@@ -167,26 +169,34 @@ static void node_set_hooks(cnode *node)
     rp_client_set_hooks(node->client, &hooks);
 }
 
-/* The node at addr, with a client of its own if it is new; NULL without
- * memory (or for an address the client rejects). */
-static cnode *node_get(rp_cluster *c, const char *addr, int *error)
+static bool cluster_tls(const rp_cluster *c)
 {
-    cnode *node = node_find(c, addr);
-    if (node)
-        return node;
-    if (strlen(addr) >= sizeof node->addr) {
+    return c->node_opts.pool.tls.enable || c->node_opts.pool.tls.ssl_ctx;
+}
+
+/* A new node at addr with a client of its own, whose TLS server name is
+ * name if not NULL; NULL without memory (or for an address the client
+ * rejects). */
+static cnode *node_new(rp_cluster *c, const char *addr, const char *name, int *error)
+{
+    if (strlen(addr) >= RP__ADDR_MAX) {
         *error = -EINVAL;
         return NULL;
     }
-    if ((*error = by_addr_reserve(c)) < 0 || !(node = rp__calloc(1, sizeof *node))) {
+    cnode *node = by_addr_reserve(c) == 0 ? rp__calloc(1, sizeof *node) : NULL;
+    if (!node || (name && !(node->name = rp__strdup(name)))) {
+        rp__free(node);
         *error = -ENOMEM;
         return NULL;
     }
     memcpy(node->addr, addr, strlen(addr) + 1);
     rp_client_options opts = c->node_opts;
     opts.pool.addr = node->addr;
+    if (name)
+        opts.pool.tls.server_name = name;
     *error = rp_client_new(&node->client, c->loop, &opts);
     if (*error < 0) {
+        rp__free(node->name);
         rp__free(node);
         return NULL;
     }
@@ -203,6 +213,31 @@ static cnode *node_get(rp_cluster *c, const char *addr, int *error)
     return node;
 }
 
+/* The node at addr, new if there is none: seeds and redirect targets,
+ * which name no host (a new one's server name is the option's). */
+static cnode *node_get(rp_cluster *c, const char *addr, int *error)
+{
+    cnode *node = node_find(c, addr);
+    return node ? node : node_new(c, addr, NULL, error);
+}
+
+/* The node a layout lists. Over TLS the name it announces is the name
+ * its certificate is verified against (else the option's): a node made
+ * before it was known (a seed, a redirect's target) or that announces
+ * another name now gives its place to a new one. */
+static cnode *node_listed(rp_cluster *c, const rp__node_desc *desc, int *error)
+{
+    cnode *node = node_find(c, desc->addr);
+    if (!cluster_tls(c))
+        return node ? node : node_new(c, desc->addr, NULL, error);
+    if (node && (node->name && desc->name ? !strcmp(node->name, desc->name) : node->name == desc->name))
+        return node;
+    cnode *fresh = node_new(c, desc->addr, desc->name, error);
+    if (fresh && node)
+        node->superseded = true; /* not listed: topology_apply closes it */
+    return fresh;
+}
+
 static void node_closed(rp_client *client, void *data)
 {
     (void)client;
@@ -213,6 +248,7 @@ static void node_closed(rp_client *client, void *data)
     while (*at != node)
         at = &(*at)->same_hash;
     *at = node->same_hash;
+    rp__free(node->name);
     rp__free(node);
     c->nodes_open--;
     maybe_finish_close(c);
@@ -248,11 +284,11 @@ static int shards_build(rp_cluster *c, const rp__topology *topo, cshard *shards)
     int error = 0;
     for (int i = 0; i < topo->nshards; i++) {
         const rp__shard_desc *desc = &topo->shards[i];
-        if (!(shards[i].master = node_get(c, desc->master, &error)))
+        if (!(shards[i].master = node_listed(c, &desc->master, &error)))
             return error;
         shards[i].master->listed = shards[i].master->master = true;
         for (int r = 0; r < desc->nreplicas; r++) {
-            cnode *replica = node_get(c, desc->replicas[r], &error);
+            cnode *replica = node_listed(c, &desc->replicas[r], &error);
             if (!replica)
                 return error;
             replica->listed = true;
@@ -305,7 +341,7 @@ static int topology_read(rp_cluster *c, const redisReply *reply)
     rp__topology *topo = rp__calloc(1, sizeof *topo);
     if (!topo)
         return -ENOMEM;
-    int rc = c->use_slots ? rp__topology_from_slots(topo, reply) : rp__topology_from_shards(topo, reply);
+    int rc = c->use_slots ? rp__topology_from_slots(topo, reply) : rp__topology_from_shards(topo, reply, cluster_tls(c));
     if (rc == 0)
         rc = topology_apply(c, topo);
     rp__topology_free(topo);

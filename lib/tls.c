@@ -79,6 +79,9 @@ static void ssl_ctx_ref(void *ssl_ctx, bool take)
 #define RP__TLS_CHUNK 16384
 #define RP__TLS_OUT (RP__TLS_CHUNK + 1024)
 #define RP__TLS_IN 16384
+/* Sessions kept per pool: a TLS 1.3 server gives two tickets a
+ * connection (OpenSSL's default), and a dial uses one. */
+#define RP__TLS_SESSIONS 8
 
 struct rp__tls_ctx {
     unsigned refs;
@@ -88,10 +91,12 @@ struct rp__tls_ctx {
     bool verify_name;
     bool name_follows_target; /* no server_name, no address yet: each target's host */
     char error[256];   /* the last failure, "" if none */
-    /* Session resumption: the newest resumable session (a TLS 1.3 ticket
-     * or a 1.2 session) the server gave any of the pool's connections;
-     * the next dial offers it. Only in the library's own SSL_CTX. */
-    SSL_SESSION *session;
+    /* Session resumption: the newest resumable sessions (TLS 1.3
+     * tickets, or 1.2 sessions) the servers gave the pool's connections,
+     * the newest last; each dial offers one (session_offer). Only in the
+     * library's own SSL_CTX. */
+    SSL_SESSION *sessions[RP__TLS_SESSIONS];
+    int nsessions;
 };
 
 enum { WATCH_SOCKET, WATCH_PROBE, WATCH_READ }; /* zero-length recv, NOP, reading */
@@ -146,15 +151,43 @@ static int conn_failure(rp_conn *conn)
 }
 
 /* OpenSSL hands over each new session the server sent; the pool keeps the
- * newest it can resume. Returns 1: the reference is ours. */
+ * newest RP__TLS_SESSIONS it can resume. Returns 1: the reference is ours. */
 static int session_new(SSL *ssl, SSL_SESSION *session)
 {
     rp__tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
     if (!ctx || !SSL_SESSION_is_resumable(session))
         return 0;
-    SSL_SESSION_free(ctx->session);
-    ctx->session = session;
+    if (ctx->nsessions == RP__TLS_SESSIONS) {
+        SSL_SESSION_free(ctx->sessions[0]); /* the oldest */
+        ctx->nsessions--;
+        memmove(ctx->sessions, ctx->sessions + 1, (size_t)ctx->nsessions * sizeof ctx->sessions[0]);
+    }
+    ctx->sessions[ctx->nsessions++] = session;
     return 1;
+}
+
+/* The session a new connection offers, NULL if none. A TLS 1.3 client
+ * that resumed marks the session spent (a ticket is for one connection):
+ * a dial that starts after another resumed, and offered the same one,
+ * would make a full handshake. So each dial takes a session of its own,
+ * the newest; the last one left is shared, not taken, so that a burst of
+ * dials that start together all offer it (servers with stateless
+ * tickets take it again). Spent ones are dropped. The caller's
+ * SSL_set_session takes its own reference. */
+static SSL_SESSION *session_offer(rp__tls_ctx *ctx, bool *taken)
+{
+    while (ctx->nsessions && !SSL_SESSION_is_resumable(ctx->sessions[ctx->nsessions - 1]))
+        SSL_SESSION_free(ctx->sessions[--ctx->nsessions]);
+    *taken = ctx->nsessions > 1;
+    return !ctx->nsessions ? NULL : *taken ? ctx->sessions[--ctx->nsessions] : ctx->sessions[ctx->nsessions - 1];
+}
+
+/* The server changed (a new certificate, a new CA): the next dials
+ * verify it afresh rather than resuming what they knew. */
+static void sessions_drop(rp__tls_ctx *ctx)
+{
+    while (ctx->nsessions)
+        SSL_SESSION_free(ctx->sessions[--ctx->nsessions]);
 }
 
 /* --------------------------------------------------------------- context */
@@ -176,7 +209,7 @@ static int ctx_configure(SSL_CTX *c, const rp_tls_options *o)
     SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
     /* Idle connections give their record buffers back. */
     SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
-    /* Redials resume (session_new keeps the pool's newest session). */
+    /* Redials resume (session_new keeps the pool's newest sessions). */
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c, session_new);
     if (!o->insecure) {
@@ -234,10 +267,8 @@ int rp__tls_ctx_retarget(rp__tls_ctx *ctx, const char *addr)
     if (!ctx || !ctx->name_follows_target)
         return 0;
     int rc = ctx_name_from(ctx, NULL, addr, true);
-    if (rc == 0) { /* the old node's session means nothing to the new one */
-        SSL_SESSION_free(ctx->session);
-        ctx->session = NULL;
-    }
+    if (rc == 0) /* the old node's sessions mean nothing to the new one */
+        sessions_drop(ctx);
     return rc;
 }
 
@@ -275,7 +306,7 @@ void rp__tls_ctx_unref(rp__tls_ctx *ctx)
 {
     if (!ctx || --ctx->refs)
         return;
-    SSL_SESSION_free(ctx->session);
+    sessions_drop(ctx);
     SSL_CTX_free(ctx->ssl_ctx);
     rp__free(ctx->server_name);
     rp__free(ctx);
@@ -323,7 +354,12 @@ int rp__tls_conn_new(rp_conn *conn, uint32_t timeout_ms)
     t->ctx = conn->tls_ctx;
     t->ctx->refs++;
     conn->tls = t;
-    if (!conn_set_peer(t->ssl, t->ctx) || (t->ctx->session && !SSL_set_session(t->ssl, t->ctx->session))) {
+    bool taken;
+    SSL_SESSION *session = session_offer(t->ctx, &taken);
+    bool ok = conn_set_peer(t->ssl, t->ctx) && (!session || SSL_set_session(t->ssl, session));
+    if (taken)
+        SSL_SESSION_free(session); /* t->ssl holds it now, or it is gone */
+    if (!ok) {
         ERR_clear_error();
         rp__tls_conn_free(conn);
         return -ENOMEM;
@@ -359,6 +395,22 @@ static void prep_send(rp_conn *conn, struct io_uring_sqe *sqe)
 {
     rp__tls *t = conn->tls;
     io_uring_prep_send(sqe, conn->fd, t->out + t->out_done, t->out_len - t->out_done, MSG_NOSIGNAL);
+}
+
+/* Ciphertext a RECV brought (res > 0) or the peer's FIN (0) goes to
+ * OpenSSL. False when the read BIO could not grow to take it: those bytes
+ * are lost, and the connection with them (-ENOMEM), rather than waiting
+ * for records that will never be whole. */
+static bool feed(rp__tls *t, int res)
+{
+    if (res == 0) {
+        BIO_set_mem_eof_return(t->rbio, 0); /* OpenSSL reports a cut record or a missing close_notify */
+        return true;
+    }
+    if (BIO_write(t->rbio, t->in, res) == res)
+        return true;
+    ERR_clear_error();
+    return false;
 }
 
 /* ------------------------------------------------------------- handshake */
@@ -410,10 +462,7 @@ static void handshake_step(rp_conn *conn)
     int rc = SSL_do_handshake(t->ssl);
     int err = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, rc);
     if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ) {
-        /* The server changed (a new certificate, a new CA): the next dial
-         * verifies it afresh rather than resuming what it knew. */
-        SSL_SESSION_free(t->ctx->session);
-        t->ctx->session = NULL;
+        sessions_drop(t->ctx);
         handshake_end(conn, conn_failure(conn));
     }
     else if (out_fill(t))
@@ -435,12 +484,12 @@ static void handshake_done(rp__op *op)
         handshake_end(conn, res);
         return;
     }
-    if (t->hs_sending)
+    if (t->hs_sending) {
         t->out_done += (size_t)res;
-    else if (res == 0)
-        BIO_set_mem_eof_return(t->rbio, 0); /* the peer's FIN: OpenSSL reports the cut */
-    else
-        BIO_write(t->rbio, t->in, res);
+    } else if (!feed(t, res)) {
+        handshake_end(conn, -ENOMEM);
+        return;
+    }
     handshake_step(conn);
 }
 
@@ -549,22 +598,13 @@ static int tls_read(rp_conn *conn, void *buf, size_t len)
     }
 }
 
-/* Ciphertext a RECV brought (res > 0) or the peer's FIN (0) goes to OpenSSL. */
-static void feed(rp__tls *t, int res)
-{
-    if (res > 0)
-        BIO_write(t->rbio, t->in, res);
-    else
-        BIO_set_mem_eof_return(t->rbio, 0);
-}
-
 int rp__tls_received(rp_conn *conn, rp__conn_io *io, int res)
 {
     rp__tls *t = conn->tls;
     if (res < 0)
         return res;
-    if (!t->recv_nop)
-        feed(t, res);
+    if (!t->recv_nop && !feed(t, res))
+        return -ENOMEM;
     return tls_read(conn, io->buf, io->len);
 }
 
@@ -629,8 +669,7 @@ int rp__tls_watched(rp_conn *conn, int res)
         return watch_again(conn);
     if (res <= 0)
         return res; /* FIN, reset, or the owner's cancel */
-    feed(t, res);
-    return watch_probe(conn);
+    return feed(t, res) ? watch_probe(conn) : -ENOMEM;
 }
 
 #else /* !RP_HAVE_TLS: the options are refused, nothing else is reachable */

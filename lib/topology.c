@@ -47,20 +47,44 @@ static void assign(rp__topology *topo, const redisReply *first, const redisReply
         topo->owner[slot] = (uint16_t)(shard + 1);
 }
 
-/* One more address kept; -EPROTO past RP__MAX_NODES, -ENOMEM. */
-static int addr_keep(rp__topology *topo, char **out, const char *addr)
+/* A node as a reply names it: its address, and the host name it
+ * announces (pointing into the reply), NULL if none. */
+typedef struct node_ref {
+    char addr[RP__ADDR_MAX];
+    const char *name;
+} node_ref;
+
+/* An announced host name: text that is not empty. */
+static const char *announced_name(const redisReply *name)
+{
+    return rp__reply_is_text(name) && name->len ? name->str : NULL;
+}
+
+/* One more node kept; -EPROTO past RP__MAX_NODES, -ENOMEM. */
+static int node_keep(rp__topology *topo, rp__node_desc *out, const node_ref *node)
 {
     if (topo->nodes == RP__MAX_NODES)
         return -EPROTO;
-    if (!(*out = rp__strdup(addr)))
+    out->addr = rp__strdup(node->addr);
+    out->name = node->name && out->addr ? rp__strdup(node->name) : NULL;
+    if (!out->addr || (node->name && !out->name)) {
+        rp__free(out->addr);
+        *out = (rp__node_desc){0};
         return -ENOMEM;
+    }
     topo->nodes++;
     return 0;
 }
 
-/* A new shard of that master: its index, or addr_keep's error. The array
+static void node_desc_free(rp__node_desc *node)
+{
+    rp__free(node->addr);
+    rp__free(node->name);
+}
+
+/* A new shard of that master: its index, or node_keep's error. The array
  * grows by doubling, with the shards found. */
-static int shard_add(rp__topology *topo, const char *master)
+static int shard_add(rp__topology *topo, const node_ref *master)
 {
     if (topo->nodes == RP__MAX_NODES) /* and so nshards < RP__MAX_NODES: room below */
         return -EPROTO;
@@ -74,16 +98,16 @@ static int shard_add(rp__topology *topo, const char *master)
     }
     rp__shard_desc *shard = &topo->shards[topo->nshards];
     memset(shard, 0, sizeof *shard);
-    int rc = addr_keep(topo, &shard->master, master);
+    int rc = node_keep(topo, &shard->master, master);
     return rc < 0 ? rc : topo->nshards++;
 }
 
-static int replica_add(rp__topology *topo, int index, const char *addr)
+static int replica_add(rp__topology *topo, int index, const node_ref *node)
 {
     rp__shard_desc *shard = &topo->shards[index];
     if (shard->nreplicas == RP__MAX_REPLICAS)
         return 0;
-    int rc = addr_keep(topo, &shard->replicas[shard->nreplicas], addr);
+    int rc = node_keep(topo, &shard->replicas[shard->nreplicas], node);
     shard->nreplicas += rc == 0;
     return rc;
 }
@@ -103,17 +127,20 @@ static int topology_end(rp__topology *topo, int rc)
     return rc ? rc : -EPROTO;
 }
 
-/* A node of CLUSTER SHARDS: a flat map (id, port, ip, endpoint, role,
- * health, ...); the endpoint is the address clients should use. False if
- * it has no usable address or role. */
-static bool shards_node(const redisReply *node, char *addr, bool *master, bool *online)
+/* A node of CLUSTER SHARDS: a flat map (id, port, tls-port, ip, endpoint,
+ * hostname, role, health, ...); the endpoint is the address clients
+ * should use. False if it has no usable address or role. */
+static bool shards_node(const redisReply *node, bool tls, node_ref *out, bool *master, bool *online)
 {
     const redisReply *role = rp__reply_map_get(node, "role"), *health = rp__reply_map_get(node, "health");
-    const redisReply *port = rp__reply_map_get(node, "port");
+    const redisReply *port = rp__reply_map_get(node, tls ? "tls-port" : "port");
+    if (!port)
+        port = rp__reply_map_get(node, tls ? "port" : "tls-port");
     if (!rp__reply_is_text(role) ||
-        (!format_addr(addr, rp__reply_map_get(node, "endpoint"), port) &&
-         !format_addr(addr, rp__reply_map_get(node, "ip"), port)))
+        (!format_addr(out->addr, rp__reply_map_get(node, "endpoint"), port) &&
+         !format_addr(out->addr, rp__reply_map_get(node, "ip"), port)))
         return false;
+    out->name = announced_name(rp__reply_map_get(node, "hostname"));
     *master = !strcmp(role->str, "master");
     *online = rp__reply_is_text(health) && !strcmp(health->str, "online");
     return true;
@@ -123,37 +150,37 @@ static bool shards_node(const redisReply *node, char *addr, bool *master, bool *
  * Its master is the last node with that role; a master that failed and
  * whose slots went to its replica stays listed, alone and down, until it
  * is forgotten: it serves nothing, and is left out. */
-static int shards_entry(rp__topology *topo, const redisReply *entry)
+static int shards_entry(rp__topology *topo, const redisReply *entry, bool tls)
 {
     const redisReply *slots = rp__reply_map_get(entry, "slots"), *nodes = rp__reply_map_get(entry, "nodes");
-    char addr[RP__ADDR_MAX], master_addr[RP__ADDR_MAX] = "";
+    node_ref node, master_node = {.name = NULL}; /* addr "": none yet */
     bool master, online, master_down = false;
     if (!slots || slots->type != REDIS_REPLY_ARRAY || !nodes || nodes->type != REDIS_REPLY_ARRAY)
         return 0;
     for (size_t n = 0; n < nodes->elements; n++)
-        if (shards_node(nodes->element[n], addr, &master, &online) && master) {
-            memcpy(master_addr, addr, sizeof addr);
+        if (shards_node(nodes->element[n], tls, &node, &master, &online) && master) {
+            master_node = node;
             master_down |= !online;
         }
-    if (!master_addr[0] || (master_down && !slots->elements))
+    if (!master_node.addr[0] || (master_down && !slots->elements))
         return 0;
-    int rc, index = shard_add(topo, master_addr);
+    int rc, index = shard_add(topo, &master_node);
     if (index < 0)
         return index;
     for (size_t n = 0; n < nodes->elements; n++)
-        if (shards_node(nodes->element[n], addr, &master, &online) && !master && online &&
-            (rc = replica_add(topo, index, addr)) < 0)
+        if (shards_node(nodes->element[n], tls, &node, &master, &online) && !master && online &&
+            (rc = replica_add(topo, index, &node)) < 0)
             return rc;
     for (size_t s = 0; s + 1 < slots->elements; s += 2)
         assign(topo, slots->element[s], slots->element[s + 1], index);
     return 0;
 }
 
-int rp__topology_from_shards(rp__topology *topo, const redisReply *reply)
+int rp__topology_from_shards(rp__topology *topo, const redisReply *reply, bool tls)
 {
     int rc = topology_start(topo, reply);
     for (size_t i = 0; rc == 0 && i < reply->elements; i++)
-        rc = shards_entry(topo, reply->element[i]);
+        rc = shards_entry(topo, reply->element[i], tls);
     return topology_end(topo, rc);
 }
 
@@ -186,43 +213,46 @@ size_t rp__addr_hash(const char *addr)
 
 /* The shard whose master is addr (*found), or a new one: its index, or a
  * negative code from shard_add. */
-static int shard_of_master(rp__topology *topo, master_index *index, const char *addr, bool *found)
+static int shard_of_master(rp__topology *topo, master_index *index, const node_ref *master, bool *found)
 {
-    size_t i = rp__addr_hash(addr) & index->mask;
+    size_t i = rp__addr_hash(master->addr) & index->mask;
     for (; index->entry[i]; i = (i + 1) & index->mask)
-        if (!strcmp(topo->shards[index->entry[i] - 1].master, addr)) {
+        if (!strcmp(topo->shards[index->entry[i] - 1].master.addr, master->addr)) {
             *found = true;
             return index->entry[i] - 1;
         }
     *found = false;
-    int shard = shard_add(topo, addr);
+    int shard = shard_add(topo, master);
     if (shard >= 0)
         index->entry[i] = (uint16_t)(shard + 1);
     return shard;
 }
 
-/* A range of CLUSTER SLOTS: [first, last, master, replica...], each node
- * [host, port, id, ...]. A master serving several ranges has one shard. */
+/* A node of CLUSTER SLOTS: [host, port, id, {hostname, ...}] (Redis 7
+ * adds the map of metadata). False without a usable address. */
+static bool slots_node(const redisReply *node, node_ref *out)
+{
+    if (node->type != REDIS_REPLY_ARRAY || node->elements < 2 ||
+        !format_addr(out->addr, node->element[0], node->element[1]))
+        return false;
+    out->name = node->elements > 3 ? announced_name(rp__reply_map_get(node->element[3], "hostname")) : NULL;
+    return true;
+}
+
+/* A range of CLUSTER SLOTS: [first, last, master, replica...]. A master
+ * serving several ranges has one shard. */
 static int slots_range(rp__topology *topo, master_index *index, const redisReply *range)
 {
-    char addr[RP__ADDR_MAX];
+    node_ref node;
     bool found;
-    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3)
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 || !slots_node(range->element[2], &node))
         return 0;
-    const redisReply *master = range->element[2];
-    if (master->type != REDIS_REPLY_ARRAY || master->elements < 2 ||
-        !format_addr(addr, master->element[0], master->element[1]))
-        return 0;
-    int rc, shard = shard_of_master(topo, index, addr, &found);
+    int rc, shard = shard_of_master(topo, index, &node, &found);
     if (shard < 0)
         return shard;
-    for (size_t r = 3; !found && r < range->elements; r++) {
-        const redisReply *replica = range->element[r];
-        if (replica->type == REDIS_REPLY_ARRAY && replica->elements >= 2 &&
-            format_addr(addr, replica->element[0], replica->element[1]) &&
-            (rc = replica_add(topo, shard, addr)) < 0)
+    for (size_t r = 3; !found && r < range->elements; r++)
+        if (slots_node(range->element[r], &node) && (rc = replica_add(topo, shard, &node)) < 0)
             return rc;
-    }
     assign(topo, range->element[0], range->element[1], shard);
     return 0;
 }
@@ -242,9 +272,9 @@ int rp__topology_from_slots(rp__topology *topo, const redisReply *reply)
 void rp__topology_free(rp__topology *topo)
 {
     for (int i = 0; i < topo->nshards; i++) {
-        rp__free(topo->shards[i].master);
+        node_desc_free(&topo->shards[i].master);
         for (int r = 0; r < topo->shards[i].nreplicas; r++)
-            rp__free(topo->shards[i].replicas[r]);
+            node_desc_free(&topo->shards[i].replicas[r]);
     }
     rp__free(topo->shards);
     topo->shards = NULL;

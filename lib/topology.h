@@ -14,9 +14,14 @@
  * + 1 in 16 bits. */
 #define RP__MAX_NODES RP_CLUSTER_SLOTS
 
+typedef struct rp__node_desc {
+    char *addr; /* "host:port" */
+    char *name; /* the host name it announces (cluster-announce-hostname), NULL if none */
+} rp__node_desc;
+
 typedef struct rp__shard_desc {
-    char *master;                     /* "host:port" */
-    char *replicas[RP__MAX_REPLICAS]; /* those online */
+    rp__node_desc master;
+    rp__node_desc replicas[RP__MAX_REPLICAS]; /* those online */
     int nreplicas;
 } rp__shard_desc;
 
@@ -30,8 +35,11 @@ typedef struct rp__topology {
 /* From the reply of CLUSTER SHARDS or of CLUSTER SLOTS: 0, -EPROTO for a
  * reply of another shape, one that assigns no slot or one naming more
  * than RP__MAX_NODES nodes, -ENOMEM. Numbers out of range (a slot, a port)
- * leave out the range or node that holds them. */
-int rp__topology_from_shards(rp__topology *topo, const redisReply *reply);
+ * leave out the range or node that holds them. CLUSTER SHARDS lists a
+ * node's "port" (plaintext) and "tls-port" whatever the asking connection
+ * is (CLUSTER SLOTS and MOVED answer with the asker's kind): tls picks
+ * the TLS one, else the plaintext one, each falling back to the other. */
+int rp__topology_from_shards(rp__topology *topo, const redisReply *reply, bool tls);
 int rp__topology_from_slots(rp__topology *topo, const redisReply *reply);
 void rp__topology_free(rp__topology *topo);
 /* A hash of a node's address (FNV-1a), for tables of nodes. */

@@ -22,6 +22,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if RP_HAVE_TLS
+#include <openssl/ssl.h>
+#endif
+
 #define MAX_ARGS 128 /* of a command: MIGRATE's own and a batch of keys */
 #define KEYS_PER_MIGRATE 100
 #define REPLY_TIMEOUT_S 5
@@ -46,6 +50,13 @@ typedef struct cluster_node {
     char addr[32];
     char id[41]; /* CLUSTER MYID */
 } cluster_node;
+
+/* fxc_start_tls's cluster: the files its nodes use, and the context of
+ * the fixture's own blocking TLS client (NULL: plaintext). */
+static struct {
+    char ca[128], cert[128], key[128], hostname[64];
+    void *ssl_ctx;
+} tls;
 
 static cluster_node nodes[FXC_MAX_NODES];
 static int node_count;
@@ -123,9 +134,35 @@ static char *reply_text(const reply *r)
 
 typedef struct reader {
     int fd;
+    void *ssl; /* over TLS: the SSL on fd */
     size_t pos, len;
     char buf[4096];
 } reader;
+
+/* read(2), or SSL_read over TLS. */
+static ssize_t link_read(reader *rd, void *buf, size_t len)
+{
+#if RP_HAVE_TLS
+    if (rd->ssl) {
+        size_t n;
+        return SSL_read_ex(rd->ssl, buf, len, &n) == 1 ? (ssize_t)n : -1;
+    }
+#endif
+    return read(rd->fd, buf, len);
+}
+
+/* send(2) (MSG_NOSIGNAL: a node that died mid-command is an answer, not
+ * SIGPIPE), or SSL_write over TLS. */
+static ssize_t link_write(reader *rd, const void *buf, size_t len)
+{
+#if RP_HAVE_TLS
+    if (rd->ssl) {
+        size_t n;
+        return SSL_write_ex(rd->ssl, buf, len, &n) == 1 ? (ssize_t)n : -1;
+    }
+#endif
+    return send(rd->fd, buf, len, MSG_NOSIGNAL);
+}
 
 static bool refill(reader *rd)
 {
@@ -134,7 +171,7 @@ static bool refill(reader *rd)
     rd->pos = 0;
     if (rd->len == sizeof rd->buf)
         return false; /* a line longer than the buffer: not a reply of ours */
-    ssize_t n = read(rd->fd, rd->buf + rd->len, sizeof rd->buf - rd->len);
+    ssize_t n = link_read(rd, rd->buf + rd->len, sizeof rd->buf - rd->len);
     if (n <= 0)
         return false;
     rd->len += (size_t)n;
@@ -164,7 +201,7 @@ static bool read_bytes(reader *rd, char *dst, size_t n)
     memcpy(dst, rd->buf + rd->pos, have);
     rd->pos += have;
     while (have < n) {
-        ssize_t got = read(rd->fd, dst + have, n - have);
+        ssize_t got = link_read(rd, dst + have, n - have);
         if (got <= 0)
             return false;
         have += (size_t)got;
@@ -213,7 +250,7 @@ static bool read_reply(reader *rd, reply *out, bool top)
     return true;
 }
 
-static bool send_command(int fd, int argc, const char *const *argv, const size_t *lens)
+static bool send_command(reader *rd, int argc, const char *const *argv, const size_t *lens)
 {
     size_t size = 16;
     for (int i = 0; i < argc; i++)
@@ -229,8 +266,7 @@ static bool send_command(int fd, int argc, const char *const *argv, const size_t
     }
     size_t sent = 0;
     ssize_t n = 0;
-    /* MSG_NOSIGNAL: a node that died mid-command is an answer, not SIGPIPE. */
-    while (sent < len && (n = send(fd, buf + sent, len - sent, MSG_NOSIGNAL)) > 0)
+    while (sent < len && (n = link_write(rd, buf + sent, len - sent)) > 0)
         sent += (size_t)n;
     free(buf);
     return sent == len;
@@ -254,6 +290,30 @@ static int connect_port(int port)
     return fd;
 }
 
+/* Over TLS, the handshake (blocking, bounded by the socket's timeouts);
+ * the fixture trusts the nodes' CA but checks no name. */
+static bool link_open(reader *rd)
+{
+#if RP_HAVE_TLS
+    if (tls.ssl_ctx) {
+        rd->ssl = SSL_new(tls.ssl_ctx);
+        cr_assert(rd->ssl, "SSL_new failed");
+        SSL_set_fd(rd->ssl, rd->fd);
+        return SSL_connect(rd->ssl) == 1;
+    }
+#endif
+    (void)rd;
+    return true;
+}
+
+static void link_close(reader *rd)
+{
+#if RP_HAVE_TLS
+    SSL_free(rd->ssl);
+#endif
+    rd->ssl = NULL;
+}
+
 /* Runs a command on the server at port; false if it cannot be reached. */
 static bool run(int port, int argc, const char *const *argv, const size_t *lens, reply *out)
 {
@@ -262,7 +322,8 @@ static bool run(int port, int argc, const char *const *argv, const size_t *lens,
     if (fd < 0)
         return false;
     reader rd = {.fd = fd};
-    bool ok = send_command(fd, argc, argv, lens) && read_reply(&rd, out, true);
+    bool ok = link_open(&rd) && send_command(&rd, argc, argv, lens) && read_reply(&rd, out, true);
+    link_close(&rd);
     close(fd);
     if (!ok)
         reply_free(out);
@@ -411,12 +472,25 @@ static pid_t spawn_node(int port)
      * - dbfilename per node: replicas share the directory, and each
      *   renames the RDB it receives onto it;
      * - enable-debug-command: tests may slow a node with DEBUG SLEEP. */
-    const char *argv[] = {"redis-server", "--port", port_arg, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+    const char *argv[64] = {"redis-server", "--port", port_arg, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                           "--cluster-config-file", conf, "--cluster-node-timeout", "1000", "--save", "",
                           "--appendonly", "no", "--dir", cluster_dir, "--dbfilename", rdb, "--logfile", log,
                           "--daemonize", "no", "--repl-diskless-sync-delay", "0",
                           "--cluster-replica-validity-factor", "0", "--cluster-allow-replica-migration", "no",
                           "--enable-debug-command", "yes", NULL};
+    /* TLS only: the port is the TLS port, and with no plaintext port the
+     * cluster bus listens at it + 10000 as it would at a plaintext one's
+     * (pick_port's rule holds as it is). */
+    if (tls.ssl_ctx) {
+        const char *tls_args[] = {"--port", "0", "--tls-port", port_arg, "--tls-cluster", "yes",
+                                  "--tls-replication", "yes", "--tls-cert-file", tls.cert, "--tls-key-file", tls.key,
+                                  "--tls-ca-cert-file", tls.ca, "--tls-auth-clients", "no",
+                                  "--cluster-announce-hostname", tls.hostname, NULL};
+        int argc = 0;
+        while (argv[argc])
+            argc++;
+        memcpy(argv + argc, tls_args, sizeof tls_args);
+    }
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
@@ -536,8 +610,13 @@ static void print_file(const char *path)
 /* redis-cli --cluster create, its output in create.log. */
 static void create_cluster(void)
 {
-    const char *argv[8 + FXC_MAX_NODES] = {"redis-cli", "--cluster", "create"};
+    const char *argv[16 + FXC_MAX_NODES] = {"redis-cli", "--cluster", "create"};
     int argc = 3;
+    if (tls.ssl_ctx) {
+        argv[argc++] = "--tls";
+        argv[argc++] = "--cacert";
+        argv[argc++] = tls.ca;
+    }
     for (int i = 0; i < node_count; i++)
         argv[argc++] = nodes[i].addr;
     argv[argc++] = "--cluster-replicas";
@@ -572,6 +651,24 @@ static void create_cluster(void)
     cr_assert(ok, "redis-cli --cluster create %s", exited ? "failed" : "still ran after 10 s");
 }
 
+void fxc_start_tls(const char *ca, const char *cert, const char *key, const char *hostname)
+{
+#if RP_HAVE_TLS
+    snprintf(tls.ca, sizeof tls.ca, "%s", ca);
+    snprintf(tls.cert, sizeof tls.cert, "%s", cert);
+    snprintf(tls.key, sizeof tls.key, "%s", key);
+    snprintf(tls.hostname, sizeof tls.hostname, "%s", hostname ? hostname : "");
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    cr_assert(ctx && SSL_CTX_load_verify_locations(ctx, ca, NULL) == 1, "the fixture's TLS context");
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    tls.ssl_ctx = ctx;
+    fxc_start();
+#else
+    (void)ca, (void)cert, (void)key, (void)hostname;
+    cr_assert_fail("fxc_start_tls: this build has no TLS");
+#endif
+}
+
 void fxc_start(void)
 {
     cr_assert_eq(node_count, 0, "fxc_start: a cluster is running already");
@@ -602,6 +699,10 @@ void fxc_stop(void)
         reaper_pid = 0;
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "rm -rf %s failed", cluster_dir);
     }
+#if RP_HAVE_TLS
+    SSL_CTX_free(tls.ssl_ctx);
+#endif
+    tls.ssl_ctx = NULL;
 }
 
 void fxc_kill(int node)

@@ -20,6 +20,13 @@
  * redis-cli's choice: ask fxc_replica_of), joined with redis-cli --cluster
  * create; returns once fxc_wait_ok passes. */
 void fxc_start(void);
+/* The same cluster speaking only TLS (--port 0 --tls-port, the cluster
+ * bus and replication over TLS too): each node presents cert and key,
+ * trusts ca, and announces hostname (cluster-announce-hostname; NULL or
+ * "": none). fxc_port is then the TLS port, and the fixture's own
+ * commands (fxc_command, ...) go over TLS, trusting ca, checking no name.
+ * Asserts when the build has no TLS. */
+void fxc_start_tls(const char *ca, const char *cert, const char *key, const char *hostname);
 /* Kills every node (SIGKILL), reaps them and removes the directory; safe
  * to call twice. fxc_count() is 0 after it. */
 void fxc_stop(void);

@@ -11,11 +11,13 @@
 # replicas on free loopback ports, and runs both tools with --cluster and
 # node 0 as their seed; the server CPU is then that of all six nodes.
 # --tls makes a CA and a server certificate (SANs 127.0.0.1, localhost)
-# with the openssl CLI, starts a TLS-only redis-server, and passes --tls
-# --cacert to both tools (not with -k).
+# with the openssl CLI, starts a TLS-only redis-server (with -k, a cluster
+# whose every node takes TLS only, cluster bus and replication included),
+# and passes --tls --cacert to both tools.
 # Examples: examples/bench/compare.sh -- -c 50 -n 200000 -t set,get
 #           examples/bench/compare.sh -k -e --autopipeline -- -c 50 -n 1000000 -t set,get
 #           examples/bench/compare.sh --tls -- -c 50 -n 200000 -t set,get
+#           examples/bench/compare.sh --tls -k -e --autopipeline -- -c 50 -n 1000000 -t set,get
 set -euo pipefail
 rounds=3
 rp_bench=""
@@ -34,10 +36,6 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     esac
 done
 [ "${1:-}" = "--" ] && shift
-if [ ${#tls[@]} -gt 0 ] && [ ${#cluster[@]} -gt 0 ]; then
-    echo "compare.sh: --tls with -k is not supported yet" >&2
-    exit 2
-fi
 flags=("$@")
 [ ${#flags[@]} -gt 0 ] || flags=(-c 50 -n 200000 -t set,get)
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -84,9 +82,10 @@ start_server() {
     wait_for 5 redis-cli -p "$port" ping || { echo "compare.sh: redis-server did not start" >&2; exit 1; }
 }
 
-# A CA and a server certificate for 127.0.0.1 and localhost, then a
-# redis-server that takes TLS only; both tools trust the CA.
-start_tls_server() {
+# A CA and a server certificate for 127.0.0.1 and localhost; both tools,
+# and redis-cli here, trust the CA.
+cli=(redis-cli)
+make_certs() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$work/ca.key" \
         -out "$work/ca.crt" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$work/server.key" -out "$work/server.csr" \
@@ -94,13 +93,19 @@ start_tls_server() {
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$work/san.ext"
     openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
         -extfile "$work/san.ext" -out "$work/server.crt" 2>/dev/null
+    tls+=(--cacert "$work/ca.crt")
+    cli+=(--tls --cacert "$work/ca.crt")
+}
+
+# A redis-server that takes TLS only.
+start_tls_server() {
+    make_certs
     port=$(free_ports 1)
     redis-server --port 0 --tls-port "$port" --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key" \
         --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no --bind 127.0.0.1 --save "" --appendonly no \
         --logfile "$work/redis.log" &
     server_pids=($!)
-    tls+=(--cacert "$work/ca.crt")
-    wait_for 5 redis-cli --tls --cacert "$work/ca.crt" -p "$port" ping ||
+    wait_for 5 "${cli[@]}" -p "$port" ping ||
         { echo "compare.sh: the TLS redis-server did not start" >&2; exit 1; }
 }
 
@@ -109,28 +114,37 @@ start_tls_server() {
 cluster_ready() {
     local p state replication
     for p in "${ports[@]}"; do
-        state=$(redis-cli -p "$p" cluster info) && replication=$(redis-cli -p "$p" info replication) || return 1
+        state=$("${cli[@]}" -p "$p" cluster info) && replication=$("${cli[@]}" -p "$p" info replication) || return 1
         [[ $state == *cluster_state:ok* ]] || return 1
         [[ $replication == *role:master* || $replication == *master_link_status:up* ]] || return 1
     done
 }
 
 # Six nodes, each with its cluster bus on a port of its own (a free port
-# plus 10000, the default, may be past 65535), joined by redis-cli.
+# plus 10000, the default, may be past 65535), joined by redis-cli. With
+# --tls each node's port is its TLS port, and it has no plaintext one.
 start_cluster() {
-    local all i
+    local all i listen=()
     read -r -a all <<<"$(free_ports 12)"
     ports=("${all[@]:0:6}")
+    [ ${#tls[@]} -eq 0 ] || make_certs
     for i in 0 1 2 3 4 5; do
-        redis-server --port "${ports[$i]}" --cluster-port "${all[$((i + 6))]}" --bind 127.0.0.1 \
+        if [ ${#tls[@]} -gt 0 ]; then
+            listen=(--port 0 --tls-port "${ports[$i]}" --tls-cluster yes --tls-replication yes
+                --tls-cert-file "$work/server.crt" --tls-key-file "$work/server.key"
+                --tls-ca-cert-file "$work/ca.crt" --tls-auth-clients no)
+        else
+            listen=(--port "${ports[$i]}")
+        fi
+        redis-server "${listen[@]}" --cluster-port "${all[$((i + 6))]}" --bind 127.0.0.1 \
             --cluster-enabled yes --cluster-config-file "nodes-$i.conf" --cluster-node-timeout 1000 \
             --save "" --appendonly no --dir "$work" --logfile "$work/node-$i.log" &
         server_pids+=($!)
     done
     for i in 0 1 2 3 4 5; do
-        wait_for 5 redis-cli -p "${ports[$i]}" ping || { echo "compare.sh: node $i did not start" >&2; exit 1; }
+        wait_for 5 "${cli[@]}" -p "${ports[$i]}" ping || { echo "compare.sh: node $i did not start" >&2; exit 1; }
     done
-    redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 1 --cluster-yes \
+    "${cli[@]}" --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 1 --cluster-yes \
         >"$work/create.log" 2>&1 || { cat "$work/create.log" >&2; exit 1; }
     wait_for 30 cluster_ready || { echo "compare.sh: the cluster did not come up" >&2; exit 1; }
     port=${ports[0]}
@@ -138,7 +152,7 @@ start_cluster() {
 }
 
 # The masters as node 0 sees them: a change during the runs is a failover.
-cluster_masters() { redis-cli -p "$port" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ {print $2}' | sort; }
+cluster_masters() { "${cli[@]}" -p "$port" cluster nodes | awk '$3 ~ /master/ && $3 !~ /fail/ {print $2}' | sort; }
 
 if [ ${#cluster[@]} -gt 0 ]; then
     start_cluster

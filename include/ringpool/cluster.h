@@ -61,7 +61,12 @@ typedef struct rp_cluster_options {
     const char *const *seeds; /* "host:port" of one or more nodes */
     int nseeds;
     /* Each node's client: its pool, timeouts, password, retries,
-     * auto-pipelining. node.pool.addr is set per node; node.db must be 0. */
+     * auto-pipelining. node.pool.addr is set per node; node.db must be 0.
+     * Over TLS (node.pool.tls) every node speaks TLS: its TLS port is the
+     * one used (CLUSTER SHARDS' tls-port), and the name its certificate
+     * must carry is the host name the node announces
+     * (cluster-announce-hostname), else node.pool.tls.server_name, else
+     * the host of its address. Redirects keep TLS. */
     rp_client_options node;
     int max_redirects;            /* rp_cluster_options_init: 3 (go-redis); 0 or less: none */
     bool read_from_replicas;      /* read-only commands to replicas */

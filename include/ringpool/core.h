@@ -388,10 +388,13 @@ RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
 RP_EXTERN const char *rp_pool_tls_error(const rp_pool *pool);
 /* true when the library was built with TLS (see RP_HAVE_TLS). */
 RP_EXTERN bool rp_tls_available(void);
-/* Sessions are resumed per pool: the pool keeps the newest session (TLS
- * 1.3 ticket or 1.2 session) its server gave, and every dial offers it, so
- * redials after a restart, a failover or a reconnect storm skip the full
- * handshake when the server still accepts it (not with a caller's
+/* Sessions are resumed per pool: the pool keeps the newest sessions (TLS
+ * 1.3 tickets or 1.2 sessions, up to 8) its server gave; each dial offers
+ * one of its own (a TLS 1.3 client spends a ticket once it resumed with
+ * it), and the last is offered by every dial until new ones come. So
+ * redials after a failover or a reconnect storm skip the full handshake
+ * when the server still accepts the session; a session arrives after the
+ * handshake, with the connection's first read (not with a caller's
  * ssl_ctx, whose session handling is the caller's). 1 if conn's handshake
  * resumed a session, 0 if it was a full one, -EINVAL for a connection
  * without TLS. */
