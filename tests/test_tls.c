@@ -1436,3 +1436,88 @@ Test(tls, openssl_allocation_failures_in_the_handshake)
     snprintf(cmd, sizeof cmd, "%s/tls_openssl_sweep %s %s 7 5", tests_dir, tls_addr, path_ca);
     cr_expect_eq(system(cmd), 0, "%s failed", cmd);
 }
+
+/* --------------------------------------------------------- round trips */
+
+static ssize_t resp_line(const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    const char *eol = memchr(data, '\n', len);
+    return eol ? eol - data + 1 : 0;
+}
+
+/* rp_conn_roundtrip over TLS: the request's records and the reply's go
+ * separately (no link), with the same result: pipelined PINGs, then a
+ * 1 MiB value in pieces. */
+Test(tls, round_trips)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    struct iovec pings[2] = {{(void *)"PING\r\n", 6}, {(void *)"PING\r\n", 6}};
+    char first[64] = "", second[64] = "";
+    cr_assert_eq(rp_conn_roundtrip(conn, pings, 2, resp_line, NULL, 64, line_cb, first), 0);
+    cr_expect_str_eq(first, "", "the callback ran inside the call");
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (!first[0] && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_expect_str_eq(first, "+PONG\r\n");
+    cr_assert_eq(rp_conn_recv_until(conn, "\r\n", 2, 64, line_cb, second), 0);
+    while (!second[0] && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_expect_str_eq(second, "+PONG\r\n");
+    static char value[1 << 20];
+    memset(value, 'r', sizeof value);
+    char header[64], reply[64] = "";
+    int header_len = snprintf(header, sizeof header, "*3\r\n$3\r\nSET\r\n$2\r\nrt\r\n$%zu\r\n", sizeof value);
+    struct iovec set[3] = {{header, (size_t)header_len}, {value, sizeof value}, {(void *)"\r\n", 2}};
+    cr_assert_eq(rp_conn_roundtrip(conn, set, 3, resp_line, NULL, 64, line_cb, reply), 0);
+    while (!reply[0] && fx_now_ms() < deadline)
+        fx_run_for(loop, 5);
+    cr_expect_str_eq(reply, "+OK\r\n");
+    rp_pool_put(pool, conn);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 0);
+    fx_close_and_free(loop, pool);
+}
+
+/* A request that cannot go out (the server stopped reading; the write
+ * timeout passes) ends the round trip with the send's error at once, not
+ * after the read timeout, although under TLS the reply's receive was not
+ * linked to it. */
+Test(tls, a_round_trip_whose_send_times_out_ends_with_the_sends_error)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    opts.write_timeout_ms = 300;
+    opts.read_timeout_ms = 20000;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t len = 64 << 20;
+    char *big = calloc(1, len);
+    struct iovec iov = {big, len};
+    char reply[64] = "";
+    kill(fx_redis_pid(), SIGSTOP);
+    uint64_t start = fx_now_ms();
+    cr_assert_eq(rp_conn_roundtrip(conn, &iov, 1, resp_line, NULL, 64, line_cb, reply), 0);
+    while (!reply[0] && fx_now_ms() < start + 10000)
+        fx_run_for(loop, 5);
+    uint64_t took = fx_now_ms() - start;
+    kill(fx_redis_pid(), SIGCONT);
+    char want[32];
+    snprintf(want, sizeof want, "error %d", -ETIMEDOUT);
+    cr_expect_str_eq(reply, want, "the round trip ended with \"%s\"", reply);
+    cr_expect_lt(took, 5000, "ended after %llu ms: it waited for the read timeout", (unsigned long long)took);
+    rp_pool_put(pool, conn);
+    cr_expect_eq(rp_pool_len(pool), 0);
+    free(big);
+    fx_close_and_free(loop, pool);
+}
