@@ -18,15 +18,18 @@
  * owed, each exactly once, from the loop (never inside a call), and is
  * sticky.
  *
- * The recv reads into a buffer that follows the traffic, much as Netty's
- * adaptive one does: a small one inside the record; the largest after a
- * read fills it; half as large after two reads in a row that would have
- * fit in a quarter (the gap keeps it from swinging between two sizes); the
- * small one again, and the reader's buffer emptied, once nothing is owed.
- * So an idle connection holds a few KiB, and one reading a large reply
- * reads it in large pieces and gives the memory back afterwards. The body
- * of a large bulk string skips that buffer: once its header is in, it is
- * read straight into the reader's, grown once to its size. */
+ * The recv takes its buffer from the loop's provided buffer ring when its
+ * bytes arrive (recv_ring.c), and gives it back as soon as hiredis's
+ * reader has copied them: a connection waiting for a reply, or idle,
+ * holds no receive buffer. Without a ring (disabled, an older kernel, or
+ * TLS, which decrypts into the recv's buffer) it reads into one of its own
+ * that follows the traffic, much as Netty's adaptive one does: a small
+ * one; the largest after a read fills it; half as large after two reads in
+ * a row that would have fit in a quarter (the gap keeps it from swinging
+ * between two sizes); the small one again once nothing is owed. Either
+ * way the reader's buffer is emptied once nothing is owed. The body of a
+ * large bulk string skips both: once its header is in, it is read
+ * straight into the reader's, grown once to its size. */
 #include "commands.h"
 #include "conn.h"
 #include "redis.h"
@@ -97,12 +100,12 @@ typedef struct rp__redis {
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
     match_state match;   /* next is 0: answered commands leave the ring */
-    char *rbuf;          /* small, or one grown for the traffic */
+    char *rbuf;          /* without the ring: small, or grown for the traffic */
     size_t rbuf_size;
+    bool ring_recv;      /* the recv posted takes its buffer from the ring */
     unsigned short_reads; /* in a row, each of which would have fit in a quarter */
     size_t *bytes_total; /* a client's count of its receive buffers' bytes */
     size_t bytes_counted; /* this connection's part of it */
-    char small[RECV_BUFFER_MIN];
 } rp__redis;
 
 /* -------------------------------------------------------- receive buffer */
@@ -116,24 +119,31 @@ static void count_buffers(rp__redis *redis)
     redis->bytes_counted = bytes;
 }
 
-/* Only while no recv is posted. A buffer that cannot be had leaves the
- * one in use, and reads go on in it. */
+/* Receives go through the loop's buffer ring where there is one; TLS
+ * decrypts into a buffer of the connection's own (tls.c). */
+static bool uses_ring(const rp__redis *redis)
+{
+    return !redis->conn->tls && rp__loop_recv_ring(redis->conn->loop);
+}
+
+/* Only while no recv is posted; size 0 frees it. A buffer that cannot be
+ * had leaves the one in use (or none: then the caller fails). */
 static void resize_recv_buffer(rp__redis *redis, size_t size)
 {
-    char *buf = size == sizeof redis->small ? redis->small : rp__malloc(size);
-    if (!buf)
+    char *buf = size ? rp__malloc(size) : NULL;
+    if (size && !buf)
         return;
-    if (redis->rbuf != redis->small)
-        rp__free(redis->rbuf);
+    rp__free(redis->rbuf);
     redis->rbuf = buf;
     redis->rbuf_size = size;
     redis->short_reads = 0;
 }
 
-/* A read of n bytes, fed to the reader already: the buffer is free. */
+/* A read of n bytes into the connection's own buffer, fed to the reader
+ * already: the buffer is free. */
 static void adapt_recv_buffer(rp__redis *redis, size_t n)
 {
-    bool is_short = n <= redis->rbuf_size / 4 && redis->rbuf != redis->small;
+    bool is_short = n <= redis->rbuf_size / 4 && redis->rbuf_size > RECV_BUFFER_MIN;
     redis->short_reads = is_short ? redis->short_reads + 1 : 0;
     if (n == redis->rbuf_size && n < RECV_BUFFER_MAX)
         resize_recv_buffer(redis, RECV_BUFFER_MAX);
@@ -142,10 +152,13 @@ static void adapt_recv_buffer(rp__redis *redis, size_t n)
 }
 
 /* Nothing is owed: the recv now posted is the idle watch, which needs no
- * more than the small buffer, and no reply is left to read. */
+ * buffer from the ring and the small one without, and no reply is left
+ * to read. */
 static void release_buffers(rp__redis *redis)
 {
-    resize_recv_buffer(redis, sizeof redis->small);
+    size_t keep = uses_ring(redis) ? 0 : RECV_BUFFER_MIN;
+    if (redis->rbuf_size != keep)
+        resize_recv_buffer(redis, keep);
     rp__reader_release_buffer(redis->reader);
     count_buffers(redis);
 }
@@ -155,8 +168,7 @@ static void redis_free(void *ext)
     rp__redis *redis = ext;
     if (redis->bytes_total)
         *redis->bytes_total -= redis->bytes_counted;
-    if (redis->rbuf != redis->small)
-        rp__free(redis->rbuf);
+    rp__free(redis->rbuf);
     redisReaderFree(redis->reader);
     /* They held AUTH's password: no secret is left in freed memory. */
     if (redis->out.data)
@@ -182,8 +194,6 @@ static rp__redis *redis_of(rp_conn *conn)
         rp__free(redis);
         return NULL;
     }
-    redis->rbuf = redis->small;
-    redis->rbuf_size = sizeof redis->small;
     count_buffers(redis);
     redis->conn = conn;
     conn->ext = redis;
@@ -348,23 +358,34 @@ static size_t reply_bytes_read(const rp__redis *redis)
     return redis->reply_bytes + (redis->reader->len - redis->reader->pos);
 }
 
-/* Where the next read goes, and at most how much (never past limit): the
- * receive buffer; or, for the body of a bulk string of DIRECT_READ_MIN or
- * more, the reader's own buffer, grown once to hold it all, so the body
- * is read in as few reads as the socket allows and never copied into the
- * reader (hiredis then copies it once, into the reply). */
-static char *recv_target(rp__redis *redis, size_t limit, size_t *cap)
+/* Where the next read goes, and at most how much (never past limit): for
+ * the body of a bulk string of DIRECT_READ_MIN or more, the reader's own
+ * buffer, grown once to hold it all, so the body is read in as few reads
+ * as the socket allows and never copied into the reader (hiredis then
+ * copies it once, into the reply); else a buffer of the loop's ring,
+ * picked when bytes arrive (NULL); else the connection's own. -ENOMEM if
+ * that cannot be had. */
+static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
 {
     size_t missing = rp__reader_bulk_missing(redis->reader);
     size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
     redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
+    redis->ring_recv = !redis->direct && uses_ring(redis);
     if (redis->direct) {
-        char *tail = rp__reader_tail(redis->reader, cap);
+        *buf = rp__reader_tail(redis->reader, cap);
         *cap = RP__MIN(*cap, want);
-        return tail;
+    } else if (redis->ring_recv) {
+        *buf = NULL;
+        *cap = RP__MIN(limit, RECV_BUFFER_MAX);
+    } else {
+        if (!redis->rbuf)
+            resize_recv_buffer(redis, RECV_BUFFER_MIN);
+        if (!redis->rbuf)
+            return -ENOMEM;
+        *buf = redis->rbuf;
+        *cap = RP__MIN(limit, redis->rbuf_size);
     }
-    *cap = RP__MIN(limit, redis->rbuf_size);
-    return redis->rbuf;
+    return 0;
 }
 
 /* Posts the recv if none is posted, then bounds it for what is owed now. */
@@ -381,8 +402,12 @@ static void arm_recv(rp__redis *redis)
         size_t max = redis->limit.max_bytes, read = reply_bytes_read(redis);
         size_t room = read < max ? max - read : 0;
         size_t cap;
-        char *buf = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &cap);
-        int rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
+        char *buf;
+        int rc = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &buf, &cap);
+        if (rc == 0 && redis->ring_recv)
+            rc = rp__conn_start_recv_select(redis->conn, cap, 0, recv_done, redis);
+        else if (rc == 0)
+            rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
         if (rc < 0) {
             start_failed(redis, rc);
             return;
@@ -667,12 +692,14 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     if (redis->error)
         return;
     int rc = 0;
+    /* The bytes are at conn->recv.buf: the connection's buffer, a piece of
+     * the ring's, or the one it fell back on when the ring ran dry. */
     if (redis->direct)
         rp__reader_received(redis->reader, (size_t)result);
-    else if (redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK)
-        adapt_recv_buffer(redis, (size_t)result);
-    else
+    else if (redisReaderFeed(redis->reader, conn->recv.buf, (size_t)result) != REDIS_OK)
         rc = -ENOMEM;
+    else if (!redis->ring_recv)
+        adapt_recv_buffer(redis, (size_t)result);
     count_buffers(redis);
     if (rc == 0)
         rc = read_replies(redis);
