@@ -279,6 +279,10 @@ void rp__recv_ring_stats_get(const rp__recv_ring *ring, rp__recv_ring_stats *out
 /* The loop's ring, set up on first use; NULL if it has none. */
 rp__recv_ring *rp__loop_recv_ring(rp_loop *loop);
 
+/* A slot the Redis layer keeps its spare parts in (redis.c), freed with
+ * the loop by free_fn (set on first use). */
+void **rp__loop_spares(rp_loop *loop, void (*free_fn)(void *));
+
 /* Reports a caller's mistake: counted by the caller, logged here. */
 void rp__log_misuse(const char *what);
 

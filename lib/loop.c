@@ -38,6 +38,8 @@ struct rp_loop {
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
     rp__recv_ring *recv_ring; /* set up on first use, unless off */
     bool recv_ring_off;     /* disabled, or it could not be set up */
+    void *spares;           /* rp__loop_spares */
+    void (*spares_free)(void *);
 
     rp__deferred_queue deferred;
     unsigned defer_budget;  /* items left in this iteration's snapshot */
@@ -234,6 +236,12 @@ static bool recv_ring_disabled(const rp_loop_options *opts)
 {
     const char *env = getenv("RINGPOOL_RECV_RING");
     return (opts && opts->no_recv_ring) || (env && !strcmp(env, "0"));
+}
+
+void **rp__loop_spares(rp_loop *loop, void (*free_fn)(void *))
+{
+    loop->spares_free = free_fn;
+    return &loop->spares;
 }
 
 rp__recv_ring *rp__loop_recv_ring(rp_loop *loop)
@@ -671,6 +679,8 @@ int rp_loop_free(rp_loop *loop)
         return -EBUSY;
     io_uring_queue_exit(&loop->ring);
     rp__recv_ring_free(loop->recv_ring, RP__RECV_RING_BGID, false);
+    if (loop->spares_free)
+        loop->spares_free(loop->spares);
     close(loop->host_fd);
     close(loop->post_fd);
     pthread_mutex_destroy(&loop->post_lock);

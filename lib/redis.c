@@ -108,12 +108,91 @@ typedef struct rp__redis {
     size_t bytes_counted; /* this connection's part of it */
 } rp__redis;
 
+/* ----------------------------------------------------------- spare parts */
+
+/* What a connection needs only while replies are owed, its reader and its
+ * ring of commands, goes to the loop's spares once nothing is owed and is
+ * taken back for the next command: an idle connection holds neither, and
+ * a connection that goes idle between every round trip costs no
+ * allocation for it. A reader goes back only between replies, with no
+ * error and its buffer released; a ring only at its first size. */
+#define FIRST_CMDS 16
+#define SPARES 64
+
+typedef struct spares {
+    redisReader *readers[SPARES];
+    pending_cmd *rings[SPARES];
+    unsigned nreaders, nrings;
+} spares;
+
+static void spares_free(void *p)
+{
+    spares *sp = p;
+    if (!sp)
+        return;
+    for (unsigned i = 0; i < sp->nreaders; i++)
+        redisReaderFree(sp->readers[i]);
+    for (unsigned i = 0; i < sp->nrings; i++)
+        rp__free(sp->rings[i]);
+    rp__free(sp);
+}
+
+static spares *spares_of(rp_loop *loop)
+{
+    void **slot = rp__loop_spares(loop, spares_free);
+    if (!*slot)
+        *slot = rp__calloc(1, sizeof(spares));
+    return *slot;
+}
+
+static redisReader *reader_take(rp__redis *redis)
+{
+    spares *sp = spares_of(redis->conn->loop);
+    redisReader *reader = sp && sp->nreaders ? sp->readers[--sp->nreaders] : rp__reader_new(&redis->limit);
+    if (reader)
+        reader->privdata = &redis->limit;
+    return reader;
+}
+
+static void reader_give_back(rp__redis *redis)
+{
+    redisReader *reader = redis->reader;
+    if (!reader || rp__reader_in_reply(reader) || reader->err)
+        return;
+    redis->reader = NULL;
+    rp__reader_release_buffer(reader);
+    spares *sp = spares_of(redis->conn->loop);
+    if (sp && sp->nreaders < SPARES)
+        sp->readers[sp->nreaders++] = reader;
+    else
+        redisReaderFree(reader);
+}
+
+static pending_cmd *ring_take(rp__redis *redis)
+{
+    spares *sp = spares_of(redis->conn->loop);
+    return sp && sp->nrings ? sp->rings[--sp->nrings] : rp__malloc(FIRST_CMDS * sizeof(pending_cmd));
+}
+
+static void ring_give_back(rp__redis *redis)
+{
+    if (redis->count || !redis->cmds)
+        return;
+    spares *sp = spares_of(redis->conn->loop);
+    if (redis->cap == FIRST_CMDS && sp && sp->nrings < SPARES)
+        sp->rings[sp->nrings++] = redis->cmds;
+    else
+        rp__free(redis->cmds);
+    redis->cmds = NULL;
+    redis->head = redis->cap = 0;
+}
+
 /* -------------------------------------------------------- receive buffer */
 
 /* Keeps the client's count of its receive buffers' bytes up to date. */
 static void count_buffers(rp__redis *redis)
 {
-    size_t bytes = redis->rbuf_size + rp__reader_buffer_bytes(redis->reader);
+    size_t bytes = redis->rbuf_size + (redis->reader ? rp__reader_buffer_bytes(redis->reader) : 0);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
@@ -159,7 +238,8 @@ static void release_buffers(rp__redis *redis)
     size_t keep = uses_ring(redis) ? 0 : RECV_BUFFER_MIN;
     if (redis->rbuf_size != keep)
         resize_recv_buffer(redis, keep);
-    rp__reader_release_buffer(redis->reader);
+    reader_give_back(redis);
+    ring_give_back(redis);
     count_buffers(redis);
 }
 
@@ -169,7 +249,11 @@ static void redis_free(void *ext)
     if (redis->bytes_total)
         *redis->bytes_total -= redis->bytes_counted;
     rp__free(redis->rbuf);
-    redisReaderFree(redis->reader);
+    reader_give_back(redis);
+    if (redis->reader)
+        redisReaderFree(redis->reader);
+    redis->count = 0;
+    ring_give_back(redis);
     /* They held AUTH's password: no secret is left in freed memory. */
     if (redis->out.data)
         explicit_bzero(redis->out.data, redis->out.cap);
@@ -177,7 +261,6 @@ static void redis_free(void *ext)
         explicit_bzero(redis->sending.data, redis->sending.cap);
     rp__free(redis->out.data);
     rp__free(redis->sending.data);
-    rp__free(redis->cmds);
     rp__free(redis);
 }
 
@@ -189,11 +272,6 @@ static rp__redis *redis_of(rp_conn *conn)
     if (!redis)
         return NULL;
     redis->limit.max_bytes = DEFAULT_MAX_REPLY_BYTES;
-    redis->reader = rp__reader_new(&redis->limit);
-    if (!redis->reader) {
-        rp__free(redis);
-        return NULL;
-    }
     count_buffers(redis);
     redis->conn = conn;
     conn->ext = redis;
@@ -355,7 +433,7 @@ static void bound_recv(rp__redis *redis)
  * unparsed (neither is larger than the limit, which is a size_t). */
 static size_t reply_bytes_read(const rp__redis *redis)
 {
-    return redis->reply_bytes + (redis->reader->len - redis->reader->pos);
+    return redis->reply_bytes + (redis->reader ? redis->reader->len - redis->reader->pos : 0);
 }
 
 /* Where the next read goes, and at most how much (never past limit): for
@@ -367,7 +445,7 @@ static size_t reply_bytes_read(const rp__redis *redis)
  * that cannot be had. */
 static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
 {
-    size_t missing = rp__reader_bulk_missing(redis->reader);
+    size_t missing = redis->reader ? rp__reader_bulk_missing(redis->reader) : 0;
     size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
     redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
     redis->ring_recv = !redis->direct && uses_ring(redis);
@@ -696,6 +774,8 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
      * the ring's, or the one it fell back on when the ring ran dry. */
     if (redis->direct)
         rp__reader_received(redis->reader, (size_t)result);
+    else if (!redis->reader && !(redis->reader = reader_take(redis)))
+        rc = -ENOMEM;
     else if (redisReaderFeed(redis->reader, conn->recv.buf, (size_t)result) != REDIS_OK)
         rc = -ENOMEM;
     else if (!redis->ring_recv)
@@ -759,8 +839,8 @@ static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *c
     if (redis->count == redis->cap) {
         if (redis->cap > UINT_MAX / 2)
             return -ENOMEM; /* the ring's size would wrap */
-        unsigned cap = redis->cap ? redis->cap * 2 : 16;
-        pending_cmd *cmds = rp__malloc(cap * sizeof *cmds);
+        unsigned cap = redis->cap ? redis->cap * 2 : FIRST_CMDS;
+        pending_cmd *cmds = redis->cap ? rp__malloc(cap * sizeof *cmds) : ring_take(redis);
         if (!cmds)
             return -ENOMEM;
         for (unsigned i = 0; i < redis->count; i++)
