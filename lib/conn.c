@@ -197,7 +197,9 @@ static void ring_recv_done(rp_conn *conn, rp__op *op)
     uint32_t cflags = op->cflags;
     io->buf = rp__recv_ring_take(ring, raw, cflags);
     io->select = false;
-    note_unread(conn, res, cflags, io->len);
+    /* A read shorter than asked may only have met the end of a ring
+     * buffer: only the kernel's flag says the socket is empty. */
+    note_unread(conn, res, cflags, conn->is_tcp ? io->len : 0);
     io_finish(conn, io, res);
     rp__recv_ring_put(ring, raw, cflags);
 }
