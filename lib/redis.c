@@ -149,8 +149,14 @@ static redisReader *reader_take(rp__redis *redis)
 {
     spares *sp = spares_of(redis->conn->loop);
     redisReader *reader = sp && sp->nreaders ? sp->readers[--sp->nreaders] : rp__reader_new(&redis->limit);
-    if (reader)
-        reader->privdata = &redis->limit;
+    if (!reader)
+        return NULL;
+    /* hiredis copies privdata into its first task when a reply may begin,
+     * and a spare may have one set up (with no byte of it read) for the
+     * connection that used it last. */
+    reader->privdata = &redis->limit;
+    for (size_t i = 0; i < sizeof reader->rstack / sizeof reader->rstack[0]; i++)
+        reader->rstack[i].privdata = &redis->limit;
     return reader;
 }
 
