@@ -43,8 +43,8 @@ static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
     else if (is_send)
         io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
     else
-        io_uring_prep_recv(sqe, conn->fd, io->select ? NULL : io->buf, io->len, 0);
-    if (!is_send && io->select) {
+        io_uring_prep_recv(sqe, conn->fd, io->ring ? NULL : io->buf, io->len, 0);
+    if (!is_send && io->ring) {
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = RP__RECV_RING_BGID;
     }
@@ -172,14 +172,14 @@ static void linked_send_succeeded(rp_conn *conn)
  * connection's own, freed when it ends (ring_recv_done). */
 static int recv_fallback(rp_conn *conn, rp__conn_io *io)
 {
-    rp__recv_ring_ran_dry(rp__loop_recv_ring(conn->loop));
+    rp__recv_ring_ran_dry(io->ring);
     if (conn->state == RP__CONN_CLOSED)
         return -ECANCELED;
     if (io->expired)
         return -ETIMEDOUT;
     if (!(io->fallback = rp__malloc(io->len)))
         return -ENOMEM;
-    io->select = false;
+    io->ring = NULL;
     io->buf = io->fallback;
     return io_continue(conn, io, false);
 }
@@ -192,11 +192,11 @@ static void ring_recv_done(rp_conn *conn, rp__op *op)
     int res = rp__op_result(op);
     if (res == -ENOBUFS && (res = recv_fallback(conn, io)) == 0)
         return;
-    rp__recv_ring *ring = rp__loop_recv_ring(conn->loop);
+    rp__recv_ring *ring = io->ring;
     int32_t raw = op->res;
     uint32_t cflags = op->cflags;
     io->buf = rp__recv_ring_take(ring, raw, cflags);
-    io->select = false;
+    io->ring = NULL;
     /* A read shorter than asked may only have met the end of a ring
      * buffer: only the kernel's flag says the socket is empty. */
     note_unread(conn, res, cflags, conn->is_tcp ? io->len : 0);
@@ -209,7 +209,7 @@ static void recv_done(rp__op *op)
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
     if (conn->send.linked)
         linked_send_succeeded(conn);
-    if (conn->recv.select) {
+    if (conn->recv.ring) {
         ring_recv_done(conn, op);
         return;
     }
@@ -354,7 +354,7 @@ void rp__conn_close(rp_conn *conn)
 static int start_io(rp_conn *conn, bool is_send, bool reply, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb,
                     void *data)
 {
-    if (!conn || !cb || (!buf && (is_send || !conn->recv.select)) || !len)
+    if (!conn || !cb || (!buf && (is_send || !conn->recv.ring)) || !len)
         return -EINVAL;
     if (conn->state == RP__CONN_CLOSED)
         return RP_ECLOSED;
@@ -381,14 +381,15 @@ int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32
     return start_io(conn, is_send, false, buf, len, timeout_ms, cb, data);
 }
 
-int rp__conn_start_recv_select(rp_conn *conn, size_t cap, uint32_t timeout_ms, rp_io_cb cb, void *data)
+int rp__conn_start_recv_select(rp_conn *conn, rp__recv_ring *ring, size_t cap, uint32_t timeout_ms, rp_io_cb cb,
+                               void *data)
 {
-    if (!conn || conn->recv.op.pending || conn->tls)
-        return conn && conn->tls ? -ENOTSUP : -EBUSY;
-    conn->recv.select = true;
+    if (!conn || !ring || conn->recv.op.pending || conn->tls)
+        return conn && conn->tls ? -ENOTSUP : -EINVAL;
+    conn->recv.ring = ring;
     int rc = start_io(conn, false, false, NULL, cap, timeout_ms, cb, data);
     if (rc < 0)
-        conn->recv.select = false;
+        conn->recv.ring = NULL;
     return rc;
 }
 

@@ -103,6 +103,7 @@ typedef struct rp__redis {
     char *rbuf;          /* without the ring: small, or grown for the traffic */
     size_t rbuf_size;
     bool ring_recv;      /* the recv posted takes its buffer from the ring */
+    rp__recv_ring *ring; /* the loop's, or NULL */
     unsigned short_reads; /* in a row, each of which would have fit in a quarter */
     size_t *bytes_total; /* a client's count of its receive buffers' bytes */
     size_t bytes_counted; /* this connection's part of it */
@@ -206,9 +207,9 @@ static void count_buffers(rp__redis *redis)
 
 /* Receives go through the loop's buffer ring where there is one; TLS
  * decrypts into a buffer of the connection's own (tls.c). */
-static bool uses_ring(const rp__redis *redis)
+static rp__recv_ring *ring_of(const rp__redis *redis)
 {
-    return !redis->conn->tls && rp__loop_recv_ring(redis->conn->loop);
+    return redis->conn->tls ? NULL : redis->ring;
 }
 
 /* Only while no recv is posted; size 0 frees it. A buffer that cannot be
@@ -241,7 +242,7 @@ static void adapt_recv_buffer(rp__redis *redis, size_t n)
  * to read. */
 static void release_buffers(rp__redis *redis)
 {
-    size_t keep = uses_ring(redis) ? 0 : RECV_BUFFER_MIN;
+    size_t keep = ring_of(redis) ? 0 : RECV_BUFFER_MIN;
     if (redis->rbuf_size != keep)
         resize_recv_buffer(redis, keep);
     reader_give_back(redis);
@@ -278,6 +279,7 @@ static rp__redis *redis_of(rp_conn *conn)
     if (!redis)
         return NULL;
     redis->limit.max_bytes = DEFAULT_MAX_REPLY_BYTES;
+    redis->ring = rp__loop_recv_ring(conn->loop); /* lives as long as the loop's connections */
     count_buffers(redis);
     redis->conn = conn;
     conn->ext = redis;
@@ -454,7 +456,7 @@ static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
     size_t missing = redis->reader ? rp__reader_bulk_missing(redis->reader) : 0;
     size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
     redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
-    redis->ring_recv = !redis->direct && uses_ring(redis);
+    redis->ring_recv = !redis->direct && ring_of(redis);
     if (redis->direct) {
         *buf = rp__reader_tail(redis->reader, cap);
         *cap = RP__MIN(*cap, want);
@@ -489,7 +491,7 @@ static void arm_recv(rp__redis *redis)
         char *buf;
         int rc = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &buf, &cap);
         if (rc == 0 && redis->ring_recv)
-            rc = rp__conn_start_recv_select(redis->conn, cap, 0, recv_done, redis);
+            rc = rp__conn_start_recv_select(redis->conn, redis->ring, cap, 0, recv_done, redis);
         else if (rc == 0)
             rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
         if (rc < 0) {
