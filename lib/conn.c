@@ -43,7 +43,11 @@ static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
     else if (is_send)
         io_uring_prep_send(sqe, conn->fd, io->buf + io->done, io->len - io->done, MSG_NOSIGNAL);
     else
-        io_uring_prep_recv(sqe, conn->fd, io->buf, io->len, 0);
+        io_uring_prep_recv(sqe, conn->fd, io->ring ? NULL : io->buf, io->len, 0);
+    if (!is_send && io->ring) {
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = RP__RECV_RING_BGID;
+    }
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op);
     if (reply && conn->send.op.pending)
         link_to_send(conn, sqe);
@@ -164,11 +168,53 @@ static void linked_send_succeeded(rp_conn *conn)
     conn->in_callback--;
 }
 
+/* The ring had no buffer: the same recv goes on into one of the
+ * connection's own, freed when it ends (ring_recv_done). */
+static int recv_fallback(rp_conn *conn, rp__conn_io *io)
+{
+    rp__recv_ring_ran_dry(io->ring);
+    if (conn->state == RP__CONN_CLOSED)
+        return -ECANCELED;
+    if (io->expired)
+        return -ETIMEDOUT;
+    if (!(io->fallback = rp__malloc(io->len)))
+        return -ENOMEM;
+    io->ring = NULL;
+    io->buf = io->fallback;
+    return io_continue(conn, io, false);
+}
+
+/* A recv from the ring: its bytes are the callback's, then the ring's
+ * again (after the callback: the record may be gone, the ring is not). */
+static void ring_recv_done(rp_conn *conn, rp__op *op)
+{
+    rp__conn_io *io = &conn->recv;
+    int res = rp__op_result(op);
+    if (res == -ENOBUFS && (res = recv_fallback(conn, io)) == 0)
+        return;
+    rp__recv_ring *ring = io->ring;
+    int32_t raw = op->res;
+    uint32_t cflags = op->cflags;
+    io->buf = rp__recv_ring_take(ring, raw, cflags);
+    io->ring = NULL;
+    /* A read shorter than asked may only have met the end of a ring
+     * buffer: only the kernel's flag says the socket is empty. */
+    note_unread(conn, res, cflags, conn->is_tcp ? io->len : 0);
+    io_finish(conn, io, res);
+    rp__recv_ring_put(ring, raw, cflags);
+}
+
 static void recv_done(rp__op *op)
 {
     rp_conn *conn = RP__CONTAINER_OF(op, rp_conn, recv.op);
     if (conn->send.linked)
         linked_send_succeeded(conn);
+    if (conn->recv.ring) {
+        ring_recv_done(conn, op);
+        return;
+    }
+    char *fallback = conn->recv.fallback;
+    conn->recv.fallback = NULL;
     int res = rp__op_result(op);
     /* Records that carry no plaintext (tickets, a partial record) read on. */
     if (conn->tls && conn->state != RP__CONN_CLOSED &&
@@ -179,6 +225,7 @@ static void recv_done(rp__op *op)
     }
     note_unread(conn, res, op->cflags, conn->recv.len);
     io_finish(conn, &conn->recv, res);
+    rp__free(fallback);
 }
 
 static void send_expired(rp__timer *timer)
@@ -307,7 +354,7 @@ void rp__conn_close(rp_conn *conn)
 static int start_io(rp_conn *conn, bool is_send, bool reply, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb,
                     void *data)
 {
-    if (!conn || !cb || !buf || !len)
+    if (!conn || !cb || (!buf && (is_send || !conn->recv.ring)) || !len)
         return -EINVAL;
     if (conn->state == RP__CONN_CLOSED)
         return RP_ECLOSED;
@@ -332,6 +379,18 @@ static int start_io(rp_conn *conn, bool is_send, bool reply, void *buf, size_t l
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data)
 {
     return start_io(conn, is_send, false, buf, len, timeout_ms, cb, data);
+}
+
+int rp__conn_start_recv_select(rp_conn *conn, rp__recv_ring *ring, size_t cap, uint32_t timeout_ms, rp_io_cb cb,
+                               void *data)
+{
+    if (!conn || !ring || conn->recv.op.pending || conn->tls)
+        return conn && conn->tls ? -ENOTSUP : -EINVAL;
+    conn->recv.ring = ring;
+    int rc = start_io(conn, false, false, NULL, cap, timeout_ms, cb, data);
+    if (rc < 0)
+        conn->recv.ring = NULL;
+    return rc;
 }
 
 int rp__conn_recv_reply(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data)

@@ -47,6 +47,8 @@ struct rp__conn_io {
     rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
     bool expired;       /* the deadline fired during this transfer */
     bool linked;        /* a send: the recv queued after it waits for it (conn.c) */
+    rp__recv_ring *ring; /* a recv whose buffer this ring gives on arrival */
+    char *fallback;     /* its own buffer after the ring ran dry, till it ends */
 };
 
 /* The plaintext a send goes on with: the rest of its buffer, or of
@@ -172,6 +174,11 @@ static inline bool rp__conn_usable(const rp_conn *conn)
 /* rp_conn_send / rp_conn_recv with an explicit timeout (0 = none). Unlike
  * them it also starts I/O on an idle connection (a protocol layer's watch). */
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data);
+/* A recv that takes its buffer from the loop's ring (rp__loop_recv_ring)
+ * when bytes arrive, at most cap of them: the callback
+ * finds them at conn->recv.buf, valid until it returns. A ring found empty
+ * is counted and the recv reads into a buffer of its own instead. */
+int rp__conn_start_recv_select(rp_conn *conn, rp__recv_ring *ring, size_t cap, uint32_t timeout_ms, rp_io_cb cb, void *data);
 /* A recv of a request/response round trip: linked to the connection's
  * send when that is the SQE queued just before it, so that the send's
  * success posts no completion and the loop wakes once per round trip.

@@ -253,6 +253,36 @@ char *rp__strdup(const char *text);
 void *rp__calloc_with_args(size_t head, int argc, const char *const *argv, const size_t *argvlen,
                            const char ***argv_out, size_t **len_out);
 
+/* ------------------------------------------------ provided buffer ring */
+
+/* A loop's ring of receive buffers (recv_ring.c), shared by the receives
+ * of its connections that select their buffer on arrival. */
+typedef struct rp__recv_ring rp__recv_ring;
+typedef struct rp__recv_ring_stats {
+    uint64_t bytes;        /* the ring's buffers */
+    uint64_t bytes_in_use; /* handed to receives whose bytes are not yet fed */
+    uint64_t fallbacks;    /* receives that found it empty (-ENOBUFS) */
+} rp__recv_ring_stats;
+#define RP__RECV_RING_BGID 0
+/* NULL where the kernel cannot register one, or without memory. */
+rp__recv_ring *rp__recv_ring_new(struct io_uring *uring, uint16_t bgid);
+/* unregister: false when the io_uring itself is gone already. */
+void rp__recv_ring_free(rp__recv_ring *ring, uint16_t bgid, bool unregister);
+/* The bytes a receive's completion (res, cflags) got from the ring, or
+ * NULL if it got none; they stay valid until rp__recv_ring_put. */
+char *rp__recv_ring_take(rp__recv_ring *ring, int32_t res, uint32_t cflags);
+/* Its bytes were consumed: the buffer goes back once the kernel is done. */
+void rp__recv_ring_put(rp__recv_ring *ring, int32_t res, uint32_t cflags);
+/* A receive found the ring empty: counted, and the ring grows. */
+void rp__recv_ring_ran_dry(rp__recv_ring *ring);
+void rp__recv_ring_stats_get(const rp__recv_ring *ring, rp__recv_ring_stats *out);
+/* The loop's ring, set up on first use; NULL if it has none. */
+rp__recv_ring *rp__loop_recv_ring(rp_loop *loop);
+
+/* A slot the Redis layer keeps its spare parts in (redis.c), freed with
+ * the loop by free_fn (set on first use). */
+void **rp__loop_spares(rp_loop *loop, void (*free_fn)(void *));
+
 /* Reports a caller's mistake: counted by the caller, logged here. */
 void rp__log_misuse(const char *what);
 

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,10 @@ struct rp_loop {
     unsigned handled;       /* CQEs, timers and callbacks this run handled */
     rp_loop_stats stats;
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
+    rp__recv_ring *recv_ring; /* set up on first use, unless off */
+    bool recv_ring_off;     /* disabled, or it could not be set up */
+    void *spares;           /* rp__loop_spares */
+    void (*spares_free)(void *);
 
     rp__deferred_queue deferred;
     unsigned defer_budget;  /* items left in this iteration's snapshot */
@@ -218,6 +223,34 @@ void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out)
 {
     *out = loop->stats;
     out->syscalls += out->enters;
+    rp__recv_ring_stats ring;
+    rp__recv_ring_stats_get(loop->recv_ring, &ring);
+    out->recv_ring_bytes = ring.bytes;
+    out->recv_ring_bytes_in_use = ring.bytes_in_use;
+    out->recv_ring_fallbacks = ring.fallbacks;
+}
+
+/* Off by option, or by RINGPOOL_RECV_RING=0 in the environment (to run a
+ * program, or the test suite, on the per-connection path). */
+static bool recv_ring_disabled(const rp_loop_options *opts)
+{
+    const char *env = getenv("RINGPOOL_RECV_RING");
+    return (opts && opts->no_recv_ring) || (env && !strcmp(env, "0"));
+}
+
+void **rp__loop_spares(rp_loop *loop, void (*free_fn)(void *))
+{
+    loop->spares_free = free_fn;
+    return &loop->spares;
+}
+
+rp__recv_ring *rp__loop_recv_ring(rp_loop *loop)
+{
+    if (!loop->recv_ring && !loop->recv_ring_off) {
+        loop->recv_ring = rp__recv_ring_new(&loop->ring, RP__RECV_RING_BGID);
+        loop->recv_ring_off = !loop->recv_ring;
+    }
+    return loop->recv_ring;
 }
 
 void rp__op_start(rp_loop *loop, rp__op *op, bool with_deadline, bool keeps_loop_alive)
@@ -615,6 +648,7 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     pthread_mutex_init(&loop->post_lock, NULL);
     loop->now_ns = clock_now_ns();
     loop->busy_poll_ns = opts ? (uint64_t)opts->busy_poll_us * 1000u : 0;
+    loop->recv_ring_off = recv_ring_disabled(opts);
     loop->random_state = loop->now_ns ^ (uint64_t)(uintptr_t)loop ^ 0x9e3779b97f4a7c15ull;
     loop->ktimer_op.done = ktimer_done;
     loop->post_op.done = post_done;
@@ -644,6 +678,9 @@ int rp_loop_free(rp_loop *loop)
     if (loop_held(loop) || atomic_load(&loop->posts_queued))
         return -EBUSY;
     io_uring_queue_exit(&loop->ring);
+    rp__recv_ring_free(loop->recv_ring, RP__RECV_RING_BGID, false);
+    if (loop->spares_free)
+        loop->spares_free(loop->spares);
     close(loop->host_fd);
     close(loop->post_fd);
     pthread_mutex_destroy(&loop->post_lock);
@@ -663,6 +700,9 @@ static void ring_for_host(rp_loop *loop)
         loop->ktimer_op.pending || loop->drain_op.pending || ring_init(&ring, loop->entries, true) < 0)
         return;
     io_uring_queue_exit(&loop->ring); /* cancels the post read */
+    /* No connection reads from the ring now; the next one sets it up anew. */
+    rp__recv_ring_free(loop->recv_ring, RP__RECV_RING_BGID, false);
+    loop->recv_ring = NULL;
     loop->ring = ring;
     post_arm(loop);
     rp__loop_submit(loop);

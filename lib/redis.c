@@ -18,15 +18,18 @@
  * owed, each exactly once, from the loop (never inside a call), and is
  * sticky.
  *
- * The recv reads into a buffer that follows the traffic, much as Netty's
- * adaptive one does: a small one inside the record; the largest after a
- * read fills it; half as large after two reads in a row that would have
- * fit in a quarter (the gap keeps it from swinging between two sizes); the
- * small one again, and the reader's buffer emptied, once nothing is owed.
- * So an idle connection holds a few KiB, and one reading a large reply
- * reads it in large pieces and gives the memory back afterwards. The body
- * of a large bulk string skips that buffer: once its header is in, it is
- * read straight into the reader's, grown once to its size. */
+ * The recv takes its buffer from the loop's provided buffer ring when its
+ * bytes arrive (recv_ring.c), and gives it back as soon as hiredis's
+ * reader has copied them: a connection waiting for a reply, or idle,
+ * holds no receive buffer. Without a ring (disabled, an older kernel, or
+ * TLS, which decrypts into the recv's buffer) it reads into one of its own
+ * that follows the traffic, much as Netty's adaptive one does: a small
+ * one; the largest after a read fills it; half as large after two reads in
+ * a row that would have fit in a quarter (the gap keeps it from swinging
+ * between two sizes); the small one again once nothing is owed. Either
+ * way the reader's buffer is emptied once nothing is owed. The body of a
+ * large bulk string skips both: once its header is in, it is read
+ * straight into the reader's, grown once to its size. */
 #include "commands.h"
 #include "conn.h"
 #include "redis.h"
@@ -97,43 +100,136 @@ typedef struct rp__redis {
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
     match_state match;   /* next is 0: answered commands leave the ring */
-    char *rbuf;          /* small, or one grown for the traffic */
+    char *rbuf;          /* without the ring: small, or grown for the traffic */
     size_t rbuf_size;
+    bool ring_recv;      /* the recv posted takes its buffer from the ring */
+    rp__recv_ring *ring; /* the loop's, or NULL */
     unsigned short_reads; /* in a row, each of which would have fit in a quarter */
     size_t *bytes_total; /* a client's count of its receive buffers' bytes */
     size_t bytes_counted; /* this connection's part of it */
-    char small[RECV_BUFFER_MIN];
 } rp__redis;
+
+/* ----------------------------------------------------------- spare parts */
+
+/* What a connection needs only while replies are owed, its reader and its
+ * ring of commands, goes to the loop's spares once nothing is owed and is
+ * taken back for the next command: an idle connection holds neither, and
+ * a connection that goes idle between every round trip costs no
+ * allocation for it. A reader goes back only between replies, with no
+ * error and its buffer released; a ring only at its first size. */
+#define FIRST_CMDS 16
+#define SPARES 64
+
+typedef struct spares {
+    redisReader *readers[SPARES];
+    pending_cmd *rings[SPARES];
+    unsigned nreaders, nrings;
+} spares;
+
+static void spares_free(void *p)
+{
+    spares *sp = p;
+    if (!sp)
+        return;
+    for (unsigned i = 0; i < sp->nreaders; i++)
+        redisReaderFree(sp->readers[i]);
+    for (unsigned i = 0; i < sp->nrings; i++)
+        rp__free(sp->rings[i]);
+    rp__free(sp);
+}
+
+static spares *spares_of(rp_loop *loop)
+{
+    void **slot = rp__loop_spares(loop, spares_free);
+    if (!*slot)
+        *slot = rp__calloc(1, sizeof(spares));
+    return *slot;
+}
+
+static redisReader *reader_take(rp__redis *redis)
+{
+    spares *sp = spares_of(redis->conn->loop);
+    redisReader *reader = sp && sp->nreaders ? sp->readers[--sp->nreaders] : rp__reader_new(&redis->limit);
+    if (!reader)
+        return NULL;
+    /* hiredis copies privdata into its first task when a reply may begin,
+     * and a spare may have one set up (with no byte of it read) for the
+     * connection that used it last. */
+    reader->privdata = &redis->limit;
+    for (size_t i = 0; i < sizeof reader->rstack / sizeof reader->rstack[0]; i++)
+        reader->rstack[i].privdata = &redis->limit;
+    return reader;
+}
+
+static void reader_give_back(rp__redis *redis)
+{
+    redisReader *reader = redis->reader;
+    if (!reader || rp__reader_in_reply(reader) || reader->err)
+        return;
+    redis->reader = NULL;
+    rp__reader_release_buffer(reader);
+    spares *sp = spares_of(redis->conn->loop);
+    if (sp && sp->nreaders < SPARES)
+        sp->readers[sp->nreaders++] = reader;
+    else
+        redisReaderFree(reader);
+}
+
+static pending_cmd *ring_take(rp__redis *redis)
+{
+    spares *sp = spares_of(redis->conn->loop);
+    return sp && sp->nrings ? sp->rings[--sp->nrings] : rp__malloc(FIRST_CMDS * sizeof(pending_cmd));
+}
+
+static void ring_give_back(rp__redis *redis)
+{
+    if (redis->count || !redis->cmds)
+        return;
+    spares *sp = spares_of(redis->conn->loop);
+    if (redis->cap == FIRST_CMDS && sp && sp->nrings < SPARES)
+        sp->rings[sp->nrings++] = redis->cmds;
+    else
+        rp__free(redis->cmds);
+    redis->cmds = NULL;
+    redis->head = redis->cap = 0;
+}
 
 /* -------------------------------------------------------- receive buffer */
 
 /* Keeps the client's count of its receive buffers' bytes up to date. */
 static void count_buffers(rp__redis *redis)
 {
-    size_t bytes = redis->rbuf_size + rp__reader_buffer_bytes(redis->reader);
+    size_t bytes = redis->rbuf_size + (redis->reader ? rp__reader_buffer_bytes(redis->reader) : 0);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
 }
 
-/* Only while no recv is posted. A buffer that cannot be had leaves the
- * one in use, and reads go on in it. */
+/* Receives go through the loop's buffer ring where there is one; TLS
+ * decrypts into a buffer of the connection's own (tls.c). */
+static rp__recv_ring *ring_of(const rp__redis *redis)
+{
+    return redis->conn->tls ? NULL : redis->ring;
+}
+
+/* Only while no recv is posted; size 0 frees it. A buffer that cannot be
+ * had leaves the one in use (or none: then the caller fails). */
 static void resize_recv_buffer(rp__redis *redis, size_t size)
 {
-    char *buf = size == sizeof redis->small ? redis->small : rp__malloc(size);
-    if (!buf)
+    char *buf = size ? rp__malloc(size) : NULL;
+    if (size && !buf)
         return;
-    if (redis->rbuf != redis->small)
-        rp__free(redis->rbuf);
+    rp__free(redis->rbuf);
     redis->rbuf = buf;
     redis->rbuf_size = size;
     redis->short_reads = 0;
 }
 
-/* A read of n bytes, fed to the reader already: the buffer is free. */
+/* A read of n bytes into the connection's own buffer, fed to the reader
+ * already: the buffer is free. */
 static void adapt_recv_buffer(rp__redis *redis, size_t n)
 {
-    bool is_short = n <= redis->rbuf_size / 4 && redis->rbuf != redis->small;
+    bool is_short = n <= redis->rbuf_size / 4 && redis->rbuf_size > RECV_BUFFER_MIN;
     redis->short_reads = is_short ? redis->short_reads + 1 : 0;
     if (n == redis->rbuf_size && n < RECV_BUFFER_MAX)
         resize_recv_buffer(redis, RECV_BUFFER_MAX);
@@ -142,11 +238,15 @@ static void adapt_recv_buffer(rp__redis *redis, size_t n)
 }
 
 /* Nothing is owed: the recv now posted is the idle watch, which needs no
- * more than the small buffer, and no reply is left to read. */
+ * buffer from the ring and the small one without, and no reply is left
+ * to read. */
 static void release_buffers(rp__redis *redis)
 {
-    resize_recv_buffer(redis, sizeof redis->small);
-    rp__reader_release_buffer(redis->reader);
+    size_t keep = ring_of(redis) ? 0 : RECV_BUFFER_MIN;
+    if (redis->rbuf_size != keep)
+        resize_recv_buffer(redis, keep);
+    reader_give_back(redis);
+    ring_give_back(redis);
     count_buffers(redis);
 }
 
@@ -155,9 +255,12 @@ static void redis_free(void *ext)
     rp__redis *redis = ext;
     if (redis->bytes_total)
         *redis->bytes_total -= redis->bytes_counted;
-    if (redis->rbuf != redis->small)
-        rp__free(redis->rbuf);
-    redisReaderFree(redis->reader);
+    rp__free(redis->rbuf);
+    reader_give_back(redis);
+    if (redis->reader)
+        redisReaderFree(redis->reader);
+    redis->count = 0;
+    ring_give_back(redis);
     /* They held AUTH's password: no secret is left in freed memory. */
     if (redis->out.data)
         explicit_bzero(redis->out.data, redis->out.cap);
@@ -165,7 +268,6 @@ static void redis_free(void *ext)
         explicit_bzero(redis->sending.data, redis->sending.cap);
     rp__free(redis->out.data);
     rp__free(redis->sending.data);
-    rp__free(redis->cmds);
     rp__free(redis);
 }
 
@@ -177,13 +279,7 @@ static rp__redis *redis_of(rp_conn *conn)
     if (!redis)
         return NULL;
     redis->limit.max_bytes = DEFAULT_MAX_REPLY_BYTES;
-    redis->reader = rp__reader_new(&redis->limit);
-    if (!redis->reader) {
-        rp__free(redis);
-        return NULL;
-    }
-    redis->rbuf = redis->small;
-    redis->rbuf_size = sizeof redis->small;
+    redis->ring = rp__loop_recv_ring(conn->loop); /* lives as long as the loop's connections */
     count_buffers(redis);
     redis->conn = conn;
     conn->ext = redis;
@@ -345,26 +441,37 @@ static void bound_recv(rp__redis *redis)
  * unparsed (neither is larger than the limit, which is a size_t). */
 static size_t reply_bytes_read(const rp__redis *redis)
 {
-    return redis->reply_bytes + (redis->reader->len - redis->reader->pos);
+    return redis->reply_bytes + (redis->reader ? redis->reader->len - redis->reader->pos : 0);
 }
 
-/* Where the next read goes, and at most how much (never past limit): the
- * receive buffer; or, for the body of a bulk string of DIRECT_READ_MIN or
- * more, the reader's own buffer, grown once to hold it all, so the body
- * is read in as few reads as the socket allows and never copied into the
- * reader (hiredis then copies it once, into the reply). */
-static char *recv_target(rp__redis *redis, size_t limit, size_t *cap)
+/* Where the next read goes, and at most how much (never past limit): for
+ * the body of a bulk string of DIRECT_READ_MIN or more, the reader's own
+ * buffer, grown once to hold it all, so the body is read in as few reads
+ * as the socket allows and never copied into the reader (hiredis then
+ * copies it once, into the reply); else a buffer of the loop's ring,
+ * picked when bytes arrive (NULL); else the connection's own. -ENOMEM if
+ * that cannot be had. */
+static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
 {
-    size_t missing = rp__reader_bulk_missing(redis->reader);
+    size_t missing = redis->reader ? rp__reader_bulk_missing(redis->reader) : 0;
     size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
     redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
+    redis->ring_recv = !redis->direct && ring_of(redis);
     if (redis->direct) {
-        char *tail = rp__reader_tail(redis->reader, cap);
+        *buf = rp__reader_tail(redis->reader, cap);
         *cap = RP__MIN(*cap, want);
-        return tail;
+    } else if (redis->ring_recv) {
+        *buf = NULL;
+        *cap = RP__MIN(limit, RECV_BUFFER_MAX);
+    } else {
+        if (!redis->rbuf)
+            resize_recv_buffer(redis, RECV_BUFFER_MIN);
+        if (!redis->rbuf)
+            return -ENOMEM;
+        *buf = redis->rbuf;
+        *cap = RP__MIN(limit, redis->rbuf_size);
     }
-    *cap = RP__MIN(limit, redis->rbuf_size);
-    return redis->rbuf;
+    return 0;
 }
 
 /* Posts the recv if none is posted, then bounds it for what is owed now. */
@@ -381,8 +488,12 @@ static void arm_recv(rp__redis *redis)
         size_t max = redis->limit.max_bytes, read = reply_bytes_read(redis);
         size_t room = read < max ? max - read : 0;
         size_t cap;
-        char *buf = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &cap);
-        int rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
+        char *buf;
+        int rc = recv_target(redis, room < SIZE_MAX ? room + 1 : room, &buf, &cap);
+        if (rc == 0 && redis->ring_recv)
+            rc = rp__conn_start_recv_select(redis->conn, redis->ring, cap, 0, recv_done, redis);
+        else if (rc == 0)
+            rc = rp__conn_start_io(redis->conn, false, buf, cap, 0, recv_done, redis);
         if (rc < 0) {
             start_failed(redis, rc);
             return;
@@ -667,12 +778,16 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     if (redis->error)
         return;
     int rc = 0;
+    /* The bytes are at conn->recv.buf: the connection's buffer, a piece of
+     * the ring's, or the one it fell back on when the ring ran dry. */
     if (redis->direct)
         rp__reader_received(redis->reader, (size_t)result);
-    else if (redisReaderFeed(redis->reader, redis->rbuf, (size_t)result) == REDIS_OK)
-        adapt_recv_buffer(redis, (size_t)result);
-    else
+    else if (!redis->reader && !(redis->reader = reader_take(redis)))
         rc = -ENOMEM;
+    else if (redisReaderFeed(redis->reader, conn->recv.buf, (size_t)result) != REDIS_OK)
+        rc = -ENOMEM;
+    else if (!redis->ring_recv)
+        adapt_recv_buffer(redis, (size_t)result);
     count_buffers(redis);
     if (rc == 0)
         rc = read_replies(redis);
@@ -732,8 +847,8 @@ static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *c
     if (redis->count == redis->cap) {
         if (redis->cap > UINT_MAX / 2)
             return -ENOMEM; /* the ring's size would wrap */
-        unsigned cap = redis->cap ? redis->cap * 2 : 16;
-        pending_cmd *cmds = rp__malloc(cap * sizeof *cmds);
+        unsigned cap = redis->cap ? redis->cap * 2 : FIRST_CMDS;
+        pending_cmd *cmds = redis->cap ? rp__malloc(cap * sizeof *cmds) : ring_take(redis);
         if (!cmds)
             return -ENOMEM;
         for (unsigned i = 0; i < redis->count; i++)

@@ -186,12 +186,15 @@ bool rp__reader_in_reply(const redisReader *reader)
 
 size_t rp__reader_buffer_bytes(const redisReader *reader) { return sdsalloc(reader->buf); }
 
-/* hiredis frees a large buffer it has emptied only when the next bytes
- * arrive, which for an idle connection may be never. If no empty buffer
- * can be had, the large one stays until then. */
+/* hiredis frees a buffer it has emptied only when the next bytes arrive
+ * and only past maxbuf (16 KiB), which for an idle connection may be
+ * never. Between replies any buffer past a few small replies' size goes
+ * (smaller ones stay: swapping them would cost an allocation per round
+ * trip and save nothing). If no empty buffer can be had, it stays. */
+#define READER_KEEP 128
 void rp__reader_release_buffer(redisReader *reader)
 {
-    if (reader->pos != reader->len || sdsalloc(reader->buf) <= reader->maxbuf)
+    if (reader->pos != reader->len || sdsalloc(reader->buf) <= READER_KEEP)
         return;
     sds empty = sdsempty();
     if (!empty)

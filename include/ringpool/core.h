@@ -136,6 +136,13 @@ typedef struct rp_loop_options {
      * reply that comes back within the window skips the wake-up (tens of
      * microseconds on a VM), at the cost of a busy CPU. 0 = never spin. */
     unsigned busy_poll_us;
+    /* The Redis layer's connections receive through one ring of buffers
+     * per loop (io_uring provided buffers, Linux 6.12 or later), so a
+     * connection waiting for a reply, or idle, holds no receive buffer.
+     * true: each reads into a buffer of its own instead, as it does where
+     * the kernel has no such ring, under TLS, and when the environment
+     * says RINGPOOL_RECV_RING=0. */
+    bool no_recv_ring;
 } rp_loop_options;
 typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
 
@@ -204,6 +211,12 @@ typedef struct rp_loop_stats {
     uint64_t iterations;
     uint64_t sqes;
     uint64_t busy_poll_hits; /* sleeps avoided by busy_poll_us */
+    /* The receive buffer ring (no_recv_ring): its buffers' bytes (0: none),
+     * those handed to receives and not yet parsed, and the receives that
+     * found it empty and read into a buffer of their own instead. */
+    uint64_t recv_ring_bytes;
+    uint64_t recv_ring_bytes_in_use;
+    uint64_t recv_ring_fallbacks;
 } rp_loop_stats;
 RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
 /* The loop's cached monotonic clock in nanoseconds, updated every iteration. */

@@ -227,8 +227,13 @@ RP_EXTERN int      rp_client_set_hooks(rp_client *client, const rp_hooks *hooks)
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
 /* Bytes the client's connections hold in receive buffers now: each one's
- * recv buffer and hiredis reader's buffer. An idle connection holds a few
- * KiB; one reading a large reply holds about the reply's size until it has
+ * own recv buffer and hiredis reader's buffer. Through the loop's buffer
+ * ring (rp_loop_options.no_recv_ring) a connection has no recv buffer of
+ * its own, and an idle one no reader either: it holds 0; the ring's
+ * buffers are the loop's (rp_loop_stats: recv_ring_bytes, those in use,
+ * and the fallbacks when it ran dry, each a buffer held for one read).
+ * Without the ring (TLS, an older kernel) an idle connection holds 4 KiB.
+ * One reading a large reply holds about the reply's size until it has
  * been read, and gives it back once nothing more is owed on it. */
 RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
 /* Why the last attempt to learn the master failed ("127.0.0.1:26379:

@@ -1,0 +1,349 @@
+/* The loop's provided buffer ring (lib/recv_ring.c): more replies arrive
+ * at once than its buffers hold (each recv that finds it empty reads into
+ * a buffer of its own, all data exact), a ring that cannot grow, a server
+ * that dies in the middle of a large value, the ring disabled by option,
+ * and the memory of ten thousand idle connections. Under
+ * RINGPOOL_RECV_RING=0 (meson test --setup=noring) the same tests run on
+ * the per-connection path and skip what only the ring does. */
+#include "fixture.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+TestSuite(recv_ring, .init = fx_setup, .fini = fx_teardown, .timeout = 240);
+
+static bool ring_on(rp_loop *loop)
+{
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    return ls.recv_ring_bytes != 0;
+}
+
+/* A value of len bytes that differs for every seed and position. */
+static char *pattern(int seed, size_t len)
+{
+    char *v = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        v[i] = (char)('a' + (i * 7 + (size_t)seed * 3) % 26);
+    return v;
+}
+
+typedef struct got {
+    int calls, status;
+    bool right;
+    const char *want;
+    size_t want_len;
+} got;
+
+static void check_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    got *g = data;
+    g->calls++;
+    g->status = status;
+    g->right = reply && reply->type == REDIS_REPLY_STRING && reply->len == g->want_len &&
+               memcmp(reply->str, g->want, g->want_len) == 0;
+}
+
+enum { CONNS = 24, VALUE = 16 * 1024 };
+
+static void set_values(char **values, int n, size_t len)
+{
+    for (int i = 0; i < n; i++) {
+        values[i] = pattern(i, len);
+        char cmd[64];
+        int head = snprintf(cmd, sizeof cmd, "*3\r\n$3\r\nSET\r\n$3\r\nk%02d\r\n$%zu\r\n", i, len);
+        char *whole = malloc((size_t)head + len + 3);
+        memcpy(whole, cmd, (size_t)head);
+        memcpy(whole + head, values[i], len);
+        memcpy(whole + head + len, "\r\n", 3);
+        fx_redis_command(whole);
+        free(whole);
+    }
+}
+
+/* n GETs on n connections of their own, all answered before the loop
+ * looks: the kernel hands the replies' bytes out of the ring in one go. */
+static int get_all_at_once(rp_loop *loop, rp_pool *pool, rp_conn **conns, got *g, char **values, int n, size_t len)
+{
+    int accepted = 0;
+    for (int i = 0; i < n; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%02d", i);
+        g[i] = (got){.want = values[i], .want_len = len};
+        if (conns[i] && rp_conn_command(conns[i], check_reply, &g[i], 2, (const char *[]){"GET", key}, NULL) == 0)
+            accepted++;
+        else
+            g[i].calls = -1; /* not accepted: no callback due */
+    }
+    rp_loop_run(loop, RP_RUN_NOWAIT); /* sends them and posts the recvs */
+    usleep(150 * 1000);
+    uint64_t deadline = fx_now_ms() + 5000;
+    int done = 0;
+    while (done < n && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        for (done = 0; done < n && g[done].calls; done++)
+            ;
+    }
+    (void)pool;
+    return accepted;
+}
+
+Test(recv_ring, more_replies_at_once_than_the_ring_holds_come_back_exact)
+{
+    char *values[CONNS];
+    set_values(values, CONNS, VALUE);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conns[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    got g[CONNS];
+    rp_loop_stats before;
+    rp_loop_stats_get(loop, &before);
+    cr_assert_eq(get_all_at_once(loop, pool, conns, g, values, CONNS, VALUE), CONNS);
+    for (int i = 0; i < CONNS; i++) {
+        cr_expect_eq(g[i].calls, 1, "GET %d called back %d times", i, g[i].calls);
+        cr_expect_eq(g[i].status, 0, "GET %d: %s", i, rp_strerror(g[i].status));
+        cr_expect(g[i].right, "GET %d: its value is not the one set", i);
+    }
+    rp_loop_stats after;
+    rp_loop_stats_get(loop, &after);
+    if (ring_on(loop)) {
+        /* 24 x 16 KiB at once: more than the first two 64 KiB buffers. */
+        cr_expect_gt(after.recv_ring_fallbacks, before.recv_ring_fallbacks, "the ring never ran dry");
+        cr_expect_gt(after.recv_ring_bytes, before.recv_ring_bytes, "the ring did not grow");
+        cr_expect_eq(after.recv_ring_bytes_in_use, 0, "%llu bytes still taken",
+                     (unsigned long long)after.recv_ring_bytes_in_use);
+    }
+    /* And again, on the grown ring: still exact. */
+    cr_assert_eq(get_all_at_once(loop, pool, conns, g, values, CONNS, VALUE), CONNS);
+    for (int i = 0; i < CONNS; i++)
+        cr_expect(g[i].calls == 1 && g[i].status == 0 && g[i].right, "second round, GET %d", i);
+    for (int i = 0; i < CONNS; i++) {
+        rp_pool_put(pool, conns[i]);
+        free(values[i]);
+    }
+    fx_close_and_free(loop, pool);
+}
+
+Test(recv_ring, disabled_by_option_each_connection_reads_into_its_own_buffer)
+{
+    rp_loop *loop;
+    rp_client *client;
+    rp_loop_options lo = {.no_recv_ring = true};
+    cr_assert_eq(rp_loop_new(&loop, &lo), 0);
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = fx_redis_addr;
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    fx_result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 1, (const char *[]){"PING"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000));
+    cr_expect_eq(r.status, 0);
+    cr_expect_str_eq(r.str, "PONG");
+    cr_expect(!ring_on(loop), "the ring was set up although disabled");
+    cr_expect_geq(rp_client_buffer_bytes(client), 4096, "the idle connection keeps its small buffer");
+    fx_client_close_and_free(loop, client);
+}
+
+/* Our own server: it answers the GET with the header and part of a large
+ * value, then dies. */
+Test(recv_ring, a_server_that_dies_in_the_middle_of_a_large_value_fails_the_command_once)
+{
+    int port, lfd = fx_listener(8, &port);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    rp_pool_options_init(&opts);
+    opts.addr = addr;
+    opts.pool_size = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    int sfd = accept(lfd, NULL, NULL);
+    cr_assert_geq(sfd, 0);
+    got g = {0};
+    cr_assert_eq(rp_conn_command(conn, check_reply, &g, 2, (const char *[]){"GET", "k"}, NULL), 0);
+    fx_run_for(loop, 30);
+    char req[64];
+    cr_assert_gt(recv(sfd, req, sizeof req, 0), 0);
+    const char *head = "$1000000\r\n";
+    cr_assert_eq(send(sfd, head, strlen(head), 0), (ssize_t)strlen(head));
+    char *part = pattern(1, 300 * 1000);
+    size_t sent = 0;
+    while (sent < 300 * 1000) {
+        ssize_t n = send(sfd, part + sent, 300 * 1000 - sent, MSG_DONTWAIT);
+        if (n > 0)
+            sent += (size_t)n;
+        fx_run_for(loop, 5);
+    }
+    fx_run_for(loop, 30);
+    cr_expect_eq(g.calls, 0, "called back before the server died");
+    close(sfd);
+    cr_assert(fx_run_until_count(loop, &g.calls, 1, 5000));
+    fx_run_for(loop, 30);
+    cr_expect_eq(g.calls, 1);
+    cr_expect_eq(g.status, RP_EEOF, "%s", rp_strerror(g.status));
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    cr_expect_eq(ls.recv_ring_bytes_in_use, 0);
+    rp_pool_remove(pool, conn, 0);
+    fx_close_and_free(loop, pool);
+    close(lfd);
+    free(part);
+}
+
+/* Allocation failure: the ring's growth, the fallback buffers and
+ * everything else fail in turn, and every GET still ends exactly once,
+ * with its value or an error. */
+static long allocations, fail_at;
+static bool allocation_fails(void) { return ++allocations == fail_at; }
+static void *test_malloc(size_t size) { return allocation_fails() ? NULL : malloc(size); }
+static void *test_realloc(void *ptr, size_t size) { return allocation_fails() ? NULL : realloc(ptr, size); }
+static void *test_calloc(size_t count, size_t size) { return allocation_fails() ? NULL : calloc(count, size); }
+
+enum { SWEEP_CONNS = 12 };
+
+static void get_cb(rp_pool *pool, rp_conn *conn, int status, void *data)
+{
+    (void)pool;
+    (void)status;
+    *(rp_conn **)data = conn;
+}
+
+static bool dry_ring_scenario(char **values, int *fallbacks)
+{
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, SWEEP_CONNS);
+    if (rp_loop_new(&loop, NULL) < 0)
+        return false;
+    if (rp_pool_new(&pool, loop, &opts) < 0) {
+        rp_loop_free(loop);
+        return false;
+    }
+    rp_conn *conns[SWEEP_CONNS] = {0};
+    for (int i = 0; i < SWEEP_CONNS; i++)
+        if (rp_pool_get(pool, get_cb, &conns[i]) < 0)
+            conns[i] = NULL;
+    fx_run_for(loop, 50);
+    got g[SWEEP_CONNS];
+    get_all_at_once(loop, pool, conns, g, values, SWEEP_CONNS, VALUE);
+    bool all_right = true;
+    for (int i = 0; i < SWEEP_CONNS; i++) {
+        cr_assert(g[i].calls == -1 || g[i].calls == 1, "allocation %ld failing: GET %d called back %d times",
+                  fail_at, i, g[i].calls);
+        cr_assert(g[i].calls != 1 || g[i].status < 0 || g[i].right, "allocation %ld failing: GET %d wrong value",
+                  fail_at, i);
+        all_right = all_right && g[i].calls == 1 && g[i].status == 0;
+    }
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    *fallbacks = (int)ls.recv_ring_fallbacks;
+    for (int i = 0; i < SWEEP_CONNS; i++)
+        if (conns[i])
+            rp_pool_put(pool, conns[i]);
+    bool closed = false;
+    rp_pool_close(pool, NULL, NULL);
+    fx_run_for(loop, 20);
+    (void)closed;
+    cr_assert_eq(rp_loop_free(loop), 0);
+    return all_right;
+}
+
+Test(recv_ring, a_ring_that_cannot_grow_and_fallbacks_that_fail_lose_nothing)
+{
+    char *values[SWEEP_CONNS];
+    set_values(values, SWEEP_CONNS, VALUE);
+    cr_assert_eq(rp_set_allocator(test_malloc, test_realloc, test_calloc, free), 0);
+    fail_at = 0;
+    allocations = 0;
+    int fallbacks;
+    cr_assert(dry_ring_scenario(values, &fallbacks), "the scenario fails with every allocation succeeding");
+    long total = allocations;
+    for (fail_at = 1; fail_at <= total; fail_at++) {
+        allocations = 0;
+        int f;
+        dry_ring_scenario(values, &f);
+    }
+    fail_at = 0;
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    for (int i = 0; i < SWEEP_CONNS; i++)
+        free(values[i]);
+}
+
+/* Ten thousand connections, each used once and idle since: the library's
+ * heap (mallinfo2: the process's whole malloc heap, hiredis's readers
+ * included, measured from before the client opened to after they all went
+ * idle, so every record, reader and buffer a connection keeps) must grow
+ * by no more than 1.5 KiB a connection. redis-server needs as many
+ * clients and fds: the fd limit is raised, or the test is skipped. */
+enum { IDLE = 10000 };
+
+Test(recv_ring, ten_thousand_idle_connections_cost_at_most_1536_bytes_each, .timeout = 240)
+{
+    struct rlimit lim;
+    rlim_t want = IDLE + 512;
+    if (getrlimit(RLIMIT_NOFILE, &lim) < 0 || lim.rlim_max < want) {
+        cr_skip_test("the fd limit (%llu) is below %llu", (unsigned long long)lim.rlim_max, (unsigned long long)want);
+    }
+    lim.rlim_cur = want;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    fx_redis_stop();
+    static const char *const extra[] = {"--maxclients", "10100", NULL};
+    fx_redis_start_with(extra);
+    rp_loop *loop;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = fx_redis_addr;
+    opts.pool.pool_size = IDLE;
+    opts.pool.min_idle_conns = IDLE;
+    opts.pool.max_concurrent_dials = 256;
+    size_t before = mallinfo2().uordblks;
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    uint64_t deadline = fx_now_ms() + 120000;
+    while (rp_pool_idle_len(rp_client_pool(client)) < IDLE && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(rp_pool_idle_len(rp_client_pool(client)), IDLE);
+    static fx_result pings[IDLE];
+    memset(pings, 0, sizeof pings);
+    for (int i = 0; i < IDLE; i++)
+        cr_assert_eq(rp_client_command(client, fx_result_cb, &pings[i], 1, (const char *[]){"PING"}, NULL), 0);
+    int done = 0;
+    while (done < IDLE && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        while (done < IDLE && pings[done].calls)
+            done++;
+    }
+    cr_assert_eq(done, IDLE, "only %d of %d PINGs answered", done, IDLE);
+    fx_run_for(loop, 50);
+    cr_assert_eq(rp_pool_idle_len(rp_client_pool(client)), IDLE, "%d idle", rp_pool_idle_len(rp_client_pool(client)));
+    size_t after = mallinfo2().uordblks;
+    size_t per_conn = (after - before) / IDLE;
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    cr_log_info("%d idle connections: %zu bytes of heap each, %zu in receive buffers in all, ring %llu bytes", IDLE,
+                per_conn, rp_client_buffer_bytes(client), (unsigned long long)ls.recv_ring_bytes);
+    fprintf(stderr, "idle: %zu bytes of heap per connection, buffer bytes %zu, ring %llu\n", per_conn,
+            rp_client_buffer_bytes(client), (unsigned long long)ls.recv_ring_bytes);
+    if (ring_on(loop))
+        cr_expect_leq(per_conn, 1536, "%zu bytes of heap per idle connection", per_conn);
+    fx_client_close_and_free(loop, client);
+    fx_redis_stop();
+    fx_redis_start();
+}
