@@ -71,13 +71,15 @@ static void finish_close_if_done(wrap_pool *wp)
         rp__pool_finish_close(&wp->base);
 }
 
-/* A put is honest, as the parent's: a connection that broke, has I/O in
- * flight, or may hold bytes its holder did not read (a reply to a send it
- * never read, a frame left buffered) would hand them to the next holder
- * of this same connection. The pool goes bad instead, as after a remove. */
+/* A put is honest, as the parent's: a connection that broke, or may hold
+ * bytes its holder did not read (a reply to a send it never read, a frame
+ * left buffered) would hand them to the next holder of this same
+ * connection. The pool goes bad instead, as after a remove. Replies the
+ * Redis layer still owes are not such bytes: it hands each to its own
+ * command, whoever holds the connection. */
 static void put_checked(wrap_pool *wp, const rp_conn *conn)
 {
-    if (conn->broken || rp__conn_busy(conn) || rp__cp_unread_at_put(conn) != RP__UNREAD_NONE) {
+    if (conn->broken || rp__cp_unread_at_put(conn) != RP__UNREAD_NONE) {
         wp->bad = true;
         wp->bad_reason = RP_EBADCONN;
     }

@@ -418,10 +418,11 @@ RP_EXTERN int rp_conn_tls_resumed(const rp_conn *conn);
  * parent). Put keeps it; remove records the reason, and later gets fail
  * with RP_EBADCONN; after close they fail with RP_ECLOSED. Len and idle
  * len are 0, as in go-redis. Put is honest, on single and sticky pools
- * alike: a connection put back broken, with I/O in flight, or with bytes
- * its holder may not have read (a reply to a send it never read, a frame
- * left buffered) would hand them to its next holder, so the pool goes bad
- * as after a remove, with reason RP_EBADCONN. */
+ * alike: a connection put back broken, or with bytes its holder may not
+ * have read (a reply to a send it never read, a frame left buffered; not
+ * replies the Redis layer still owes its commands) would hand them to its
+ * next holder, so the pool goes bad as after a remove, with reason
+ * RP_EBADCONN. */
 RP_EXTERN int     rp_single_pool_new(rp_pool **pool, rp_pool *parent, rp_conn *conn);
 /* go-redis StickyConnPool: the first get takes a connection from parent;
  * later gets yield that same connection, waiting (FIFO, with the parent's
