@@ -31,6 +31,8 @@ struct client_cmd {
     size_t *argvlen;
     size_t bytes;      /* of its arguments */
     int retries;
+    int master_waits;  /* sends again while waiting for a master: not retries */
+    uint64_t master_lost_ns; /* its first failure for want of a master, or 0 */
     bool idempotent; /* the caller says running it twice is harmless */
     bool blocking;   /* BLPOP, XREAD BLOCK, ...: never sent again */
     /* A state command (SELECT, CLIENT SETNAME, MULTI, WATCH, SUBSCRIBE,
