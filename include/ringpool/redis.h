@@ -159,8 +159,14 @@ typedef struct rp_client_options {
      * without pool.tls.server_name each is verified against the host of
      * its own address (a data node: the one the sentinels name).
      * Each new connection checks ROLE in its set-up and refuses a node that
-     * is not the master with RP_ENOTMASTER (retried, as unrun). The
-     * subscription keeps rp_loop_run(RP_RUN_DEFAULT) running until the
+     * is not the master with RP_ENOTMASTER (retried, as unrun). A command
+     * that fails for want of the master (a refusal of a command that did
+     * not run, a failed dial or set-up) and may be sent again waits for
+     * the new one: sent again after the backoff, or at once on a switch,
+     * within pool.pool_timeout_ms from its first such failure, without
+     * spending max_retries (0 still turns it off); then it ends with that
+     * failure. On a switch, dials and set-ups to the old master are
+     * abandoned at once. The subscription keeps rp_loop_run(RP_RUN_DEFAULT) running until the
      * client is closed. Strings and the array are copied. */
     const char *master_name;
     const char *const *sentinel_addrs; /* "host:port" each */
