@@ -836,6 +836,110 @@ Test(sentinel, switch_abandons_set_ups_to_the_old_master, .init = full_setup, .f
     fx_client_close_and_free(loop, client);
 }
 
+/* A number in the data node's INFO section: the digits after `key`
+ * ("cmdstat_get:calls="), 0 when absent. */
+static long long info_number(int node, const char *section, const char *key)
+{
+    char *info = fxs_command(fxs_data_port(node), "INFO", section, NULL);
+    cr_assert(info, "data node %d does not answer", node);
+    const char *at = strstr(info, key);
+    long long n = at ? atoll(at + strlen(key)) : 0;
+    free(info);
+    return n;
+}
+
+static long long gets_on(int node) { return info_number(node, "commandstats", "cmdstat_get:calls="); }
+
+/* n GETs of "greeting" through c, each answered "hello". */
+static void gets_through(rp_client *c, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fx_result r = {0};
+        cr_assert_eq(rp_client_command(c, fx_result_cb, &r, 2, (const char *[]){"GET", "greeting"}, NULL), 0);
+        cr_assert(fx_run_until_count(loop, &r.calls, 1, 10000));
+        cr_assert_eq(r.status, 0, "GET %d: %s", i, rp_strerror(r.status));
+        cr_assert_str_eq(r.str, "hello", "GET %d", i);
+    }
+}
+
+static rp_client *reads_client(bool replica_only, bool route_randomly)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.replica_only = replica_only;
+    opts.route_randomly = route_randomly;
+    rp_client *c;
+    cr_assert_eq(rp_client_new(&c, loop, &opts), 0);
+    return c;
+}
+
+static void reads_client_close(rp_client *c)
+{
+    bool closed = false;
+    cr_assert_eq(rp_client_close(c, brief_closed, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000));
+}
+
+/* Reads on replicas: with replica_only every GET goes to the replica
+ * (its commandstats count them, the master's do not), writes to the
+ * master (the replica refused none: no READONLY in its errorstats); with
+ * route_randomly both serve GETs; without either the master serves them
+ * all. The replica killed: GETs still succeed (the master takes them) and
+ * go on succeeding once the sentinels report it down. */
+Test(sentinel, reads_on_replicas, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.replica_only = true;
+    open_client(&opts);
+    cr_assert_eq(run(3, (const char *[]){"SET", "greeting", "hello"}).status, 0);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(run(2, (const char *[]){"INCR", "counter"}).integer, i + 1);
+    uint64_t deadline = fx_now_ms() + 5000;
+    char *value;
+    while (!(value = fxs_command(fxs_data_port(1), "GET", "greeting", NULL)) || strcmp(value, "hello")) {
+        free(value);
+        cr_assert_lt(fx_now_ms(), deadline, "the replica never got the write");
+        fx_run_for(loop, 20);
+    }
+    free(value);
+    fx_run_for(loop, 100); /* SENTINEL replicas answered */
+    long long master0 = gets_on(0), replica0 = gets_on(1);
+    gets_through(client, 40);
+    long long master1 = gets_on(0), replica1 = gets_on(1);
+    fprintf(stderr, "replica_only: %lld GETs on the master, %lld on the replica\n", master1 - master0,
+            replica1 - replica0);
+    cr_expect_eq(master1 - master0, 0, "GETs went to the master");
+    cr_expect_eq(replica1 - replica0, 40, "GETs did not go to the replica");
+    cr_expect_eq(info_number(1, "errorstats", "errorstat_READONLY:count="), 0, "a write went to the replica");
+    cr_expect_eq(info_number(0, "commandstats", "cmdstat_incr:calls="), 10);
+
+    rp_client *randomly = reads_client(false, true), *plain = reads_client(false, false);
+    gets_through(randomly, 1); /* the master known, then the replicas */
+    fx_run_for(loop, 100);
+    gets_through(plain, 1);
+    master0 = gets_on(0), replica0 = gets_on(1);
+    gets_through(randomly, 60);
+    master1 = gets_on(0), replica1 = gets_on(1);
+    fprintf(stderr, "route_randomly: %lld GETs on the master, %lld on the replica\n", master1 - master0,
+            replica1 - replica0);
+    cr_expect(master1 - master0 > 0 && replica1 - replica0 > 0, "not spread");
+    cr_expect_eq(master1 - master0 + replica1 - replica0, 60);
+    gets_through(plain, 20);
+    cr_expect_eq(gets_on(0) - master1, 20, "the option off: GETs not on the master");
+    cr_expect_eq(gets_on(1) - replica1, 0, "the option off: GETs on the replica");
+    reads_client_close(randomly);
+    reads_client_close(plain);
+
+    fxs_kill_data(1);
+    master0 = gets_on(0);
+    gets_through(client, 20);
+    fx_run_for(loop, 2000); /* the sentinels report it down (+sdown) */
+    gets_through(client, 20);
+    cr_expect_eq(gets_on(0) - master0, 40, "GETs lost with the replica");
+    fx_client_close_and_free(loop, client);
+}
+
 /* A fake sentinel that names whichever node the test says, on every
  * connection (a thread each): real sentinels would fail a hand-made
  * demotion back. */
