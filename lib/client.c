@@ -3,7 +3,9 @@
  * commands back. How an attempt ends is command.c's; connections that
  * commands share are autopipeline.c's. Calls go down only: client.c ->
  * autopipeline.c -> command.c.
- * An attempt's route (cmd_get): a command that may share a connection goes
+ * An attempt's route (cmd_get): with reads on replicas, a read-only
+ * command may go to a replica's client (sentinel.c picks it; a failure
+ * there sends it on to the master); a command that may share a connection goes
  * to a lane; any other gets a connection of its own (an idle one at once,
  * or a get), sends, and on its reply puts the connection back, or removes
  * it when it proved bad or holds the command's state. Retries come back

@@ -12,7 +12,13 @@
  * them with RP_ENOMASTER (a sentinel said it knows no such name) or
  * RP_ESENTINEL (none answered, or only with garbage), and another round
  * follows a second later. A known master stays the target while the
- * sentinels are unreachable: they are not on the data path. */
+ * sentinels are unreachable: they are not on the data path.
+ *
+ * Reads on replicas (replica_only, route_randomly): after each answer,
+ * and on the subscription's +sdown, -sdown, +slave and +switch-master,
+ * SENTINEL replicas; each usable replica gets an rp_client of its own
+ * (the data client's options), one that leaves the list is closed, and
+ * rp__sentinel_read_client picks where a read goes (client.c routes). */
 #include "sentinel.h"
 
 #include "tls.h"
