@@ -3,7 +3,9 @@
  * commands back. How an attempt ends is command.c's; connections that
  * commands share are autopipeline.c's. Calls go down only: client.c ->
  * autopipeline.c -> command.c.
- * An attempt's route (cmd_get): a command that may share a connection goes
+ * An attempt's route (cmd_get): with reads on replicas, a read-only
+ * command may go to a replica's client (sentinel.c picks it; a failure
+ * there sends it on to the master); a command that may share a connection goes
  * to a lane; any other gets a connection of its own (an idle one at once,
  * or a get), sends, and on its reply puts the connection back, or removes
  * it when it proved bad or holds the command's state. Retries come back
@@ -23,6 +25,7 @@
 #include "client.h"
 #include "autopipeline.h"
 #include "sentinel.h"
+#include "retry.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -235,11 +238,55 @@ static void on_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
         rp__cmd_get_failed(cmd, status);
 }
 
+static void cmd_get(client_cmd *cmd);
+
+/* A replica's answer is the command's, but a failure, or a refusal of a
+ * command it did not run (LOADING, MASTERDOWN...), sends it to the master:
+ * a read, safe to send again. Taken back meanwhile (cmd_abandon cancelled
+ * it here first), its own end is queued after this call. */
+static void replica_reply(rp_client *replica, const redisReply *reply, int status, void *data)
+{
+    (void)replica;
+    client_cmd *cmd = data;
+    if (cmd->state == CMD_DONE)
+        return;
+    cmd->replica = NULL;
+    bool refused = status == 0 && reply->type == REDIS_REPLY_ERROR && rp__reply_not_executed(reply);
+    if ((status < 0 || refused) && !cmd->client->closing) {
+        cmd->on_master = true;
+        cmd_get(cmd);
+        return;
+    }
+    rp__cmd_retry_or_complete(cmd, reply, status, false);
+}
+
+/* Reads on replicas (sentinel.c picks one, or the master): a read-only
+ * command that could be sent again (not blocking, binding no state). Its
+ * arguments are copied: the replica's client may outlive cmd. */
+static bool replica_send(client_cmd *cmd)
+{
+    rp_client *client = cmd->client;
+    if (!client->sentinel || cmd->on_master || cmd->blocking || cmd->binds_conn || cmd->attempt_cb ||
+        !rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]))
+        return false;
+    rp_client *replica = rp__sentinel_read_client(client->sentinel);
+    int64_t id = replica ? rp_client_command_ex(replica, NULL, replica_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen)
+                         : -ENOENT;
+    if (id < 0)
+        return false;
+    cmd->state = CMD_REPLICA;
+    cmd->replica = replica;
+    cmd->get_id = id;
+    return true;
+}
+
 /* An idle connection goes to work at once: the command leaves with this
  * iteration's submit instead of waiting one loop iteration for the get. */
 static void cmd_get(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
+    if (replica_send(cmd))
+        return;
     if (rp__autopipeline_takes(client, cmd)) {
         rp__autopipeline_send(cmd);
         return;
@@ -557,6 +604,8 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
         rp__retry_queue_remove(cmd);
     } else if (cmd->state == CMD_SENT) {
         cmd_abandon_sent(cmd, status, keep_conn);
+    } else if (cmd->state == CMD_REPLICA) {
+        rp_client_cancel(cmd->replica, cmd->get_id); /* its end is queued before cmd's */
     }
     rp__cmd_fail_later(cmd, status);
 }
@@ -601,7 +650,7 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
         client_cmd *cmd = cmd_of(link);
         bool unsent = cmd->state == CMD_BACKOFF || cmd->state == CMD_GETTING || cmd->state == CMD_WAITING;
         cmd->may_retry = unsent; /* another client may send it */
-        if (unsent || (abort && cmd->state == CMD_SENT))
+        if (unsent || (abort && (cmd->state == CMD_SENT || cmd->state == CMD_REPLICA)))
             cmd_abandon(cmd, RP_ECLOSED, false);
     }
     if (abort)

@@ -9,7 +9,9 @@
  * of the connection, and whether sending the command again is safe (it
  * provably did not run, or may run twice). A command sent again waits out
  * go-redis's backoff in the client's retry queue, in order behind the
- * ones that failed before it; the retry timer (client.c) sends it. DONE is
+ * ones that failed before it; the retry timer (client.c) sends it. With a
+ * Sentinel-managed master, a failure for want of the master waits there
+ * for the new one within the pool timeout, not counted as a retry. DONE is
  * final: the callback runs exactly once, now or from the loop, and a
  * closing client's last command closes its pool. Nothing here gets a
  * connection, sends, or takes a command back: the paths above do, and
@@ -185,20 +187,49 @@ static bool sign_of_switch(const redisReply *reply, int status)
            status != RP_ENOMASTER;
 }
 
+/* A command that failed for want of the master (a sign of a switch) and
+ * may be sent again waits for the new one as a get waits for a
+ * connection: within the pool timeout from its first such failure,
+ * without spending max_retries (0 still turns every retry off), and ends
+ * with its failure once that has passed. A pool timeout is no such
+ * failure: that wait is already spent. */
+static bool lacks_master(const client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
+{
+    const rp_client *client = cmd->client;
+    return client->sentinel && may_retry && client->max_retries && !client->closing && status != RP_EPOOLTIMEOUT &&
+           sign_of_switch(reply, status);
+}
+
+static uint64_t master_wait_end(const client_cmd *cmd)
+{
+    return cmd->master_lost_ns + (uint64_t)cmd->client->pool->pool_timeout_ms * RP__NS_PER_MS;
+}
+
 void rp__cmd_retry_or_complete(client_cmd *cmd, const redisReply *reply, int status, bool may_retry)
 {
     rp_client *client = cmd->client;
     if (client->sentinel && !client->closing && sign_of_switch(reply, status))
         rp__sentinel_suspect(client->sentinel);
-    if (!may_retry || cmd->retries >= client->max_retries || client->closing) {
+    uint64_t now = rp__loop_now(client->loop);
+    bool lacking = lacks_master(cmd, reply, status, may_retry);
+    if (lacking && !cmd->master_lost_ns)
+        cmd->master_lost_ns = now;
+    bool waiting = lacking && now < master_wait_end(cmd);
+    if (!waiting && (lacking || !may_retry || cmd->retries >= client->max_retries || client->closing)) {
         cmd->may_retry = may_retry && status != -ECANCELED;
         cmd_complete(cmd, reply, status == -ECANCELED && client->closing ? RP_ECLOSED : status);
         return;
     }
-    cmd->retries++;
+    uint64_t wait = rp__retry_backoff_ns(client->loop, cmd->retries + cmd->master_waits + 1, client->min_backoff_ms,
+                                         client->max_backoff_ms);
+    if (waiting) { /* the backoff grows over both; the last one ends with the pool timeout */
+        cmd->master_waits++;
+        wait = RP__MIN(wait, master_wait_end(cmd) - now);
+    } else {
+        cmd->retries++;
+    }
     cmd->state = CMD_BACKOFF;
-    retry_queue_push(cmd, rp__retry_backoff_ns(client->loop, cmd->retries, client->min_backoff_ms,
-                                               client->max_backoff_ms));
+    retry_queue_push(cmd, wait); /* a switch ends it at once (rp__retry_all_now) */
 }
 
 void rp__cmd_get_failed(client_cmd *cmd, int status)

@@ -9,8 +9,9 @@
 #include "pool.h"
 #include "redis.h"
 
-/* WAITING: queued for room on a shared connection (autopipeline.c). */
-typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_WAITING, CMD_DONE } cmd_state;
+/* WAITING: queued for room on a shared connection (autopipeline.c).
+ * REPLICA: sent to a replica's client (client.c, reads on replicas). */
+typedef enum { CMD_GETTING, CMD_SENT, CMD_BACKOFF, CMD_WAITING, CMD_REPLICA, CMD_DONE } cmd_state;
 
 typedef struct rp__lane rp__lane; /* a shared connection (autopipeline.c) */
 
@@ -31,6 +32,8 @@ struct client_cmd {
     size_t *argvlen;
     size_t bytes;      /* of its arguments */
     int retries;
+    int master_waits;  /* sends again while waiting for a master: not retries */
+    uint64_t master_lost_ns; /* its first failure for want of a master, or 0 */
     bool idempotent; /* the caller says running it twice is harmless */
     bool blocking;   /* BLPOP, XREAD BLOCK, ...: never sent again */
     /* A state command (SELECT, CLIENT SETNAME, MULTI, WATCH, SUBSCRIBE,
@@ -44,6 +47,8 @@ struct client_cmd {
     int64_t id;
     int64_t get_id;
     rp_conn *conn;   /* while CMD_SENT */
+    rp_client *replica; /* while CMD_REPLICA: its client; get_id, the command there */
+    bool on_master;  /* a replica failed it: the master only, from then on */
     rp__lane *lane;  /* while CMD_SENT on a shared connection */
     rp__link wait_link; /* while CMD_WAITING (the room queue) or CMD_BACKOFF
                            (the client's retry queue) */

@@ -126,8 +126,11 @@ void rp__cp_dial_finish(rp__conn_pool *cp, rp_conn *conn, int status, bool in_se
 {
     rp__req *for_req = conn->for_req;
     conn->for_req = NULL;
-    if (!rp__cp_dial_settle(cp, conn, status, in_setup))
+    if (!rp__cp_dial_settle(cp, conn, status, in_setup)) {
+        if (!cp->closed) /* abandoned for a new target: its place is free */
+            rp__cp_pump_dials(cp);
         return;
+    }
     if (status != 0)
         dial_failed_for(cp, for_req, status);
     else if (for_req)

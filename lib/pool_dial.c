@@ -176,7 +176,9 @@ int rp__cp_dial_start(rp__conn_pool *cp, bool pooled, rp__req *for_req)
     conn->tls_ctx = cp->tls;
     const rp_hooks *hooks = &cp->base.hooks;
     cp->stats.dials++;
-    if (hooks->dial_start)
+    /* A dial that waits for a target is told when it gets one (pool_new.c). */
+    bool untargeted = !cp->addrs && !cp->resolver && !cp->target_error;
+    if (hooks->dial_start && !untargeted)
         hooks->dial_start(hooks->data, cp->addr_text);
     conn->created_ns = hooks->dial_end ? rp__loop_now_fresh(rp__cp_loop(cp)) : 0;
     int rc = rp__cp_dial_connect(cp, conn);

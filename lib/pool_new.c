@@ -140,10 +140,28 @@ int rp__pool_new_untargeted(rp_pool **out, rp_loop *loop, const rp_pool_options 
     return pool_new(out, loop, opts, false);
 }
 
+/* A dial or set-up still under way to the old target is abandoned at
+ * once: a frozen server never answers it, and while it counts as a
+ * connection on its way no dial to the new target starts for the request
+ * waiting on it (until it timed out). Nothing was sent on it but the
+ * set-up: the request that must have this very connection is told so;
+ * the others wait for the dials that replace it (pool.c, when its
+ * cancelled operation ends). */
+static void dial_abandon(rp__conn_pool *cp, rp_conn *conn)
+{
+    if (conn->for_req) {
+        rp__req_complete(&cp->reqs, conn->for_req, NULL, -ECONNABORTED);
+        conn->for_req = NULL;
+    }
+    rp__cp_conn_remove(cp, conn, RP_CLOSE_REMOVED);
+}
+
 /* Future dials go to addr. Connections made for the old target are not
- * reused: idle ones close now, the others (in use, dialling, being set
- * up) close when they come back. Dials that waited for a target start. */
-static void target_switch(rp__conn_pool *cp)
+ * reused: idle ones close now, and dials and set-ups under way; those in
+ * use (or being checked) close when they come back. Dials that waited for
+ * a target start, and their dial_start hook runs now that they have one
+ * (told: they had none when they began). */
+static void target_switch(rp__conn_pool *cp, bool told)
 {
     rp__link *link = cp->all.head, *next;
     for (; link; link = next) {
@@ -151,11 +169,18 @@ static void target_switch(rp__conn_pool *cp)
         rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
         if (conn->state == RP__CONN_IDLE)
             rp__cp_conn_discard(cp, conn, RP_CLOSE_REMOVED);
+        else if (conn->state == RP__CONN_DIALING || conn->state == RP__CONN_SETUP)
+            dial_abandon(cp, conn);
         else if (conn->state != RP__CONN_RESOLVING && conn->state != RP__CONN_CLOSED)
             conn->broken = true;
     }
+    const rp_hooks *hooks = &cp->base.hooks;
     for (unsigned n = cp->resolving.len; n; n--) {
         rp_conn *conn = rp__cp_link_conn(rp__list_pop(&cp->resolving, false));
+        if (told && hooks->dial_start && cp->addr_text[0])
+            hooks->dial_start(hooks->data, cp->addr_text);
+        if (told && conn->created_ns) /* dial_end times the dial, not the wait */
+            conn->created_ns = rp__loop_now_fresh(rp__cp_loop(cp));
         int rc = rp__cp_dial_connect(cp, conn);
         if (rc < 0)
             rp__cp_dial_finish(cp, conn, rc, false);
@@ -172,6 +197,7 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
         return -EINVAL;
     rp__addrs *old_addrs = cp->addrs;
     rp__resolver *old_resolver = cp->resolver;
+    bool untargeted = !old_addrs && !old_resolver; /* its waiting dials were not told */
     cp->addrs = NULL;
     cp->resolver = NULL;
     int rc = addr ? rp__tls_ctx_retarget(cp->tls, addr) : 0; /* the name verified follows */
@@ -190,7 +216,7 @@ int rp__pool_set_target(rp_pool *pool, const char *addr, int error)
     if (addr) /* the failures counted were the old target's */
         rp__cp_dial_connected(cp);
     snprintf(cp->addr_text, sizeof cp->addr_text, "%s", addr ? addr : "");
-    target_switch(cp);
+    target_switch(cp, untargeted);
     return 0;
 }
 

@@ -12,7 +12,13 @@
  * them with RP_ENOMASTER (a sentinel said it knows no such name) or
  * RP_ESENTINEL (none answered, or only with garbage), and another round
  * follows a second later. A known master stays the target while the
- * sentinels are unreachable: they are not on the data path. */
+ * sentinels are unreachable: they are not on the data path.
+ *
+ * Reads on replicas (replica_only, route_randomly): after each answer,
+ * and on the subscription's +sdown, -sdown, +slave and +switch-master,
+ * SENTINEL replicas; each usable replica gets an rp_client of its own
+ * (the data client's options), one that leaves the list is closed, and
+ * rp__sentinel_read_client picks where a read goes (client.c routes). */
 #include "sentinel.h"
 
 #include "tls.h"
@@ -34,6 +40,15 @@ typedef struct node {
     rp_client *client;
     char addr[80];
 } node;
+
+/* A usable replica, for reads: a client of its own (its pool). */
+typedef struct replica {
+    rp__link link;
+    rp__sentinel *s;
+    rp_client *client;
+    bool listed;        /* in the last SENTINEL replicas answer */
+    char addr[80];
+} replica;
 
 struct rp__sentinel {
     rp_loop *loop;
@@ -59,6 +74,11 @@ struct rp__sentinel {
     bool pong_owed;
     void (*on_switch)(void *data);
     void *on_switch_data;
+    /* Reads on replicas: their clients' options (the data client's), the
+     * usable ones, and those draining (closed, not yet done). */
+    bool replica_only, route_randomly;
+    rp_client_options replica_opts;
+    rp__list replicas, draining;
     /* Closing. */
     bool closing;
     unsigned clients_open;
@@ -140,6 +160,7 @@ void rp__sentinel_on_switch(rp__sentinel *s, void (*on_switch)(void *data), void
 static void round_start(rp__sentinel *s);
 static void ask_from(rp__sentinel *s, node *n);
 static void subscribe_ensure(rp__sentinel *s);
+static void replicas_ask(rp__sentinel *s, node *n);
 
 static void round_timer_fired(rp__timer *timer)
 {
@@ -172,6 +193,7 @@ static void round_answered(rp__sentinel *s, node *n, const char *addr)
     rp__list_unlink(&s->nodes, &n->link);
     rp__list_push_front(&s->nodes, &n->link);
     set_master(s, addr);
+    replicas_ask(s, n);
     const char *argv[] = {"SENTINEL", "sentinels", s->name};
     rp_client_command(n->client, sentinels_reply, n, 3, argv, NULL); /* learning others is a bonus */
     subscribe_ensure(s);
@@ -242,30 +264,136 @@ void rp__sentinel_suspect(rp__sentinel *s)
         round_later(s, next);
 }
 
-/* SENTINEL sentinels: an array of flat [field, value, ...] arrays. */
+/* One field of a SENTINEL sentinels / replicas entry: a flat [field,
+ * value, ...] array. NULL when absent, or not a string. */
+static const redisReply *entry_field(const redisReply *entry, const char *name)
+{
+    if (entry->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t f = 0; f + 1 < entry->elements; f += 2) {
+        const redisReply *key = entry->element[f], *value = entry->element[f + 1];
+        if (key->type == REDIS_REPLY_STRING && value->type == REDIS_REPLY_STRING && !strcmp(key->str, name))
+            return value;
+    }
+    return NULL;
+}
+
+/* The entry's "ip" and "port" as "host:port". */
+static bool entry_addr(const redisReply *entry, char *addr, size_t size)
+{
+    const redisReply *ip = entry_field(entry, "ip"), *port = entry_field(entry, "port");
+    return ip && port && format_addr(addr, size, ip->str, ip->len, port->str, port->len);
+}
+
+/* SENTINEL sentinels: an array of entries. */
 static void sentinels_reply(rp_client *client, const redisReply *reply, int status, void *data)
 {
     (void)client;
     rp__sentinel *s = ((node *)data)->s;
     if (s->closing || status < 0 || reply->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i < reply->elements; i++) {
-        const redisReply *entry = reply->element[i], *ip = NULL, *port = NULL;
-        if (entry->type != REDIS_REPLY_ARRAY)
-            continue;
-        for (size_t f = 0; f + 1 < entry->elements; f += 2) {
-            const redisReply *key = entry->element[f], *value = entry->element[f + 1];
-            if (key->type != REDIS_REPLY_STRING || value->type != REDIS_REPLY_STRING)
-                continue;
-            if (!strcmp(key->str, "ip"))
-                ip = value;
-            else if (!strcmp(key->str, "port"))
-                port = value;
-        }
-        char addr[80];
-        if (ip && port && format_addr(addr, sizeof addr, ip->str, ip->len, port->str, port->len))
+    char addr[80];
+    for (size_t i = 0; i < reply->elements; i++)
+        if (entry_addr(reply->element[i], addr, sizeof addr))
             node_add(s, addr);
+}
+
+/* ------------------------------------------------------------- replicas */
+
+static replica *replica_of(rp__link *link) { return link ? RP__CONTAINER_OF(link, replica, link) : NULL; }
+
+static void node_closed(rp_client *client, void *data);
+
+static void replica_closed(rp_client *client, void *data)
+{
+    replica *r = data;
+    rp__sentinel *s = r->s;
+    rp__list_unlink(&s->draining, &r->link);
+    rp__free(r);
+    if (s->closing) /* counted in clients_open */
+        node_closed(client, s);
+}
+
+/* No longer usable (or we close): reads under way on it finish, the
+ * others go to the master (client.c), and its pool closes. */
+static void replica_drain(rp__sentinel *s, replica *r)
+{
+    rp__list_unlink(&s->replicas, &r->link);
+    rp__list_push_back(&s->draining, &r->link);
+    rp_client_close(r->client, replica_closed, r);
+}
+
+static void replica_listed(rp__sentinel *s, const char *addr)
+{
+    for (rp__link *link = s->replicas.head; link; link = link->next)
+        if (!strcmp(replica_of(link)->addr, addr)) {
+            replica_of(link)->listed = true;
+            return;
+        }
+    replica *r = rp__calloc(1, sizeof *r);
+    if (!r)
+        return;
+    r->s = s;
+    r->listed = true;
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    rp_client_options opts = s->replica_opts;
+    opts.pool.addr = r->addr;
+    if (rp_client_new(&r->client, s->loop, &opts) < 0) {
+        rp__free(r);
+        return;
     }
+    rp__list_push_back(&s->replicas, &r->link);
+}
+
+/* A replica is usable when the sentinel sees it up, connected, and its
+ * link to the master up (its data current). */
+static bool replica_usable(const redisReply *entry)
+{
+    const redisReply *flags = entry_field(entry, "flags"), *link = entry_field(entry, "master-link-status");
+    return flags && link && !strcmp(link->str, "ok") && !strstr(flags->str, "s_down") &&
+           !strstr(flags->str, "o_down") && !strstr(flags->str, "disconnected");
+}
+
+/* SENTINEL replicas: the usable ones get a pool, the others lose theirs.
+ * No answer leaves the list as it is. */
+static void replicas_reply(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    rp__sentinel *s = data;
+    if (s->closing || status < 0 || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    for (rp__link *link = s->replicas.head; link; link = link->next)
+        replica_of(link)->listed = false;
+    char addr[80];
+    for (size_t i = 0; i < reply->elements; i++)
+        if (replica_usable(reply->element[i]) && entry_addr(reply->element[i], addr, sizeof addr))
+            replica_listed(s, addr);
+    rp__link *link = s->replicas.head, *next;
+    for (; link; link = next) {
+        next = link->next;
+        if (!replica_of(link)->listed)
+            replica_drain(s, replica_of(link));
+    }
+}
+
+static void replicas_ask(rp__sentinel *s, node *n)
+{
+    if (!n || s->closing || !(s->replica_only || s->route_randomly))
+        return;
+    const char *argv[] = {"SENTINEL", "replicas", s->name};
+    rp_client_command(n->client, replicas_reply, s, 3, argv, NULL);
+}
+
+rp_client *rp__sentinel_read_client(rp__sentinel *s)
+{
+    unsigned n = s->replicas.len;
+    if (!n || s->closing || !(s->replica_only || s->route_randomly))
+        return NULL;
+    unsigned pick = rp__loop_random(s->loop) % (s->route_randomly ? n + 1 : n);
+    rp__link *link = s->replicas.head;
+    for (unsigned i = 0; link && i < pick; i++)
+        link = link->next;
+    return link ? replica_of(link)->client : NULL; /* past the last: the master */
 }
 
 /* ---------------------------------------------------------- subscription */
@@ -337,8 +465,13 @@ static void on_event(rp_conn *conn, const redisReply *msg, int status, void *dat
         msg->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = msg->element[0]->str;
-    if (!strcmp(kind, "message") && msg->elements == 3) {
-        switch_master(s, msg->element[2]);
+    if (!strcmp(kind, "message") && msg->elements == 3 && msg->element[1]->type == REDIS_REPLY_STRING) {
+        if (!strcmp(msg->element[1]->str, "+switch-master"))
+            switch_master(s, msg->element[2]);
+        /* A replica (or the master) of some name went down, came back or
+         * was added: ask again when it may be ours. */
+        if (msg->element[2]->type == REDIS_REPLY_STRING && strstr(msg->element[2]->str, s->name))
+            replicas_ask(s, s->sub_node);
     } else if (!strcmp(kind, "pong")) {
         s->pong_owed = false;
     } else if (!strcmp(kind, "subscribe")) {
@@ -357,8 +490,8 @@ static void sub_got(rp_pool *pool, rp_conn *conn, int status, void *data)
     }
     if (status == 0) {
         s->sub_conn = conn;
-        const char *argv[] = {"SUBSCRIBE", "+switch-master"};
-        status = rp_conn_subscribe(conn, on_event, s, 2, argv, NULL);
+        const char *argv[] = {"SUBSCRIBE", "+switch-master", "+sdown", "-sdown", "+slave"};
+        status = rp_conn_subscribe(conn, on_event, s, s->replica_only || s->route_randomly ? 5 : 2, argv, NULL);
     }
     if (status < 0)
         sub_lost(s, status);
@@ -391,11 +524,37 @@ static void sentinel_free(rp__sentinel *s)
         rp__free(node_of(link));
     rp__free(s->name);
     rp__free(s->username);
+    rp__free((char *)s->replica_opts.username);
+    rp__free((char *)s->replica_opts.client_name);
+    if (s->replica_opts.password)
+        explicit_bzero((char *)s->replica_opts.password, strlen(s->replica_opts.password));
+    rp__free((char *)s->replica_opts.password);
     rp__tls_options_free(&s->tls);
     if (s->password)
         explicit_bzero(s->password, strlen(s->password));
     rp__free(s->password);
     rp__free(s);
+}
+
+/* A replica's client: the data client's options, its own address, no
+ * retries (the master is the retry); s->tls outlives every copy. */
+static int replica_opts_init(rp__sentinel *s, const rp_client_options *opts)
+{
+    rp_client_options *r = &s->replica_opts;
+    *r = *opts;
+    r->master_name = NULL;
+    r->sentinel_addrs = NULL;
+    r->sentinel_count = 0;
+    r->sentinel_username = r->sentinel_password = NULL;
+    r->replica_only = r->route_randomly = false;
+    r->max_retries = 0;
+    r->pool.tls = s->tls;
+    r->username = r->password = r->client_name = NULL;
+    if ((opts->username && !(r->username = rp__strdup(opts->username))) ||
+        (opts->password && !(r->password = rp__strdup(opts->password))) ||
+        (opts->client_name && !(r->client_name = rp__strdup(opts->client_name))))
+        return -ENOMEM;
+    return 0;
 }
 
 int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options *opts, rp_pool *data)
@@ -417,6 +576,10 @@ int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options 
         rc = -ENOMEM;
     if (rc == 0)
         rc = rp__tls_options_copy(&s->tls, &opts->pool.tls);
+    s->replica_only = opts->replica_only;
+    s->route_randomly = opts->route_randomly;
+    if (rc == 0)
+        rc = replica_opts_init(s, opts);
     for (int i = 0; rc == 0 && i < opts->sentinel_count; i++)
         rc = node_add(s, opts->sentinel_addrs[i]);
     if (rc < 0) {
@@ -455,7 +618,9 @@ void rp__sentinel_close(rp__sentinel *s, void (*done)(void *data), void *data)
     rp__timer_disarm(s->loop, &s->round_timer);
     rp__timer_disarm(s->loop, &s->sub_timer);
     sub_drop(s, RP_ECLOSED);
-    s->clients_open = s->nodes.len;
+    s->clients_open = s->nodes.len + s->replicas.len + s->draining.len;
     for (rp__link *link = s->nodes.head; link; link = link->next)
         rp_client_abort(node_of(link)->client, node_closed, s);
+    while (s->replicas.head)
+        replica_drain(s, replica_of(s->replicas.head));
 }

@@ -19,9 +19,13 @@ void rp__sentinel_on_switch(rp__sentinel *s, void (*on_switch)(void *data), void
 /* A data node said it is not the master (ROLE, READONLY): ask again
  * (at most one round at a time, and a few per second). */
 void rp__sentinel_suspect(rp__sentinel *s);
+/* Where a read goes (replica_only, route_randomly): a usable replica's
+ * client, picked at random, or NULL: the master. */
+rp_client *rp__sentinel_read_client(rp__sentinel *s);
 /* Why the last round failed, or NULL. */
 const char *rp__sentinel_error(const rp__sentinel *s);
-/* Stops asking, closes every sentinel connection and frees s; done runs
+/* Stops asking, closes every sentinel connection and the replicas' clients
+ * (reads sent on them finish first) and frees s; done runs
  * afterwards, never inside this call. The data pool is not touched again. */
 void rp__sentinel_close(rp__sentinel *s, void (*done)(void *data), void *data);
 

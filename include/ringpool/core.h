@@ -461,7 +461,9 @@ typedef enum rp_close_reason {
 typedef struct rp_hooks {
     void *data;
     /* A dial begins; it ends with its duration (a host name's lookup and
-     * the set-up included) and 0 or its error. */
+     * the set-up included) and 0 or its error. A dial of a Sentinel
+     * client's pool that waits for the first master address begins when
+     * it has one, and names it. */
     void (*dial_start)(void *data, const char *addr);
     void (*dial_end)(void *data, const char *addr, uint64_t duration_ns, int status);
     /* A connection that was open closes. */

@@ -159,14 +159,30 @@ typedef struct rp_client_options {
      * without pool.tls.server_name each is verified against the host of
      * its own address (a data node: the one the sentinels name).
      * Each new connection checks ROLE in its set-up and refuses a node that
-     * is not the master with RP_ENOTMASTER (retried, as unrun). The
-     * subscription keeps rp_loop_run(RP_RUN_DEFAULT) running until the
-     * client is closed. Strings and the array are copied. */
+     * is not the master with RP_ENOTMASTER (retried, as unrun). A command
+     * that fails for want of the master (a refusal of a command that did
+     * not run, a failed dial or set-up) and may be sent again waits for
+     * the new one: sent again after the backoff, or at once on a switch,
+     * within pool.pool_timeout_ms from its first such failure, without
+     * spending max_retries (0 still turns it off); then it ends with that
+     * failure. On a switch, dials and set-ups to the old master are
+     * abandoned at once. The subscription keeps rp_loop_run(RP_RUN_DEFAULT)
+     * running until the client is closed. Strings and the array are
+     * copied. */
     const char *master_name;
     const char *const *sentinel_addrs; /* "host:port" each */
     int         sentinel_count;
     const char *sentinel_username; /* AUTH to the sentinels when sentinel_password is set */
     const char *sentinel_password;
+    /* Reads on replicas (with master_name; go-redis's ReplicaOnly and
+     * RouteRandomly): read-only commands go to a random usable replica of
+     * SENTINEL replicas (not down, not disconnected, its link to the
+     * master up), or with route_randomly to the master or a replica; a
+     * replica that fails or refuses one unrun (LOADING, MASTERDOWN) hands
+     * it to the master. No usable replica: the master. Each replica has a
+     * pool of its own, with these options. Writes always go to the master. */
+    bool        replica_only;
+    bool        route_randomly;
 } rp_client_options;
 typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);
