@@ -131,6 +131,8 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
     } else {
         bool may_retry;
         int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+        if (cmd->cache.key && status == 0)
+            rp__cache_reply(cmd->client->cache, &cmd->cache, conn, reply, cmd->argc, cmd->argv, cmd->argvlen);
         if (conn_error)
             lane_fail(lane, conn_error);
         rp__cmd_retry_or_complete(cmd, reply, status, may_retry);

@@ -156,6 +156,8 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         cmd->attempt_cb(reply, status, cmd->may_retry, cmd->data);
     else
         cmd->cb(client, reply, status, cmd->data);
+    if (client->cache)
+        rp__cache_end(client->cache, &cmd->cache, cmd->argc, cmd->argv, cmd->argvlen);
     rp__free(cmd);
     rp__client_close_if_drained(client);
 }
@@ -163,7 +165,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
 static void cmd_finish_run(rp__deferred *item)
 {
     client_cmd *cmd = RP__CONTAINER_OF(item, client_cmd, finish);
-    cmd_complete(cmd, NULL, cmd->status);
+    cmd_complete(cmd, rp__cache_hit_reply(&cmd->cache), cmd->status); /* a hit: its cached reply */
 }
 
 void rp__cmd_fail_later(client_cmd *cmd, int status)
