@@ -704,7 +704,8 @@ void rp__cache_free(rp__cache *cache)
 {
     if (!cache)
         return;
-    cache_flush(cache); /* pins are gone: every entry and key goes */
+    if (cache->buckets)
+        cache_flush(cache); /* pins are gone: every entry and key goes */
     for (int i = 0; i < cache->prefix_count; i++)
         rp__free(cache->prefixes[i]);
     rp__free(cache->prefixes);

@@ -479,3 +479,67 @@ Test(cache, randomized_writers_and_cached_readers_never_go_stale, .timeout = 120
     cr_assert(fx_run_until(loop, &closed, 5000));
     fx_client_close_and_free(loop, client);
 }
+
+/* ------------------------------------------------ allocation failures */
+
+static long allocations, fail_at;
+static bool allocation_fails(void) { return ++allocations == fail_at; }
+static void *test_malloc(size_t size) { return allocation_fails() ? NULL : malloc(size); }
+static void *test_realloc(void *ptr, size_t size) { return allocation_fails() ? NULL : realloc(ptr, size); }
+static void *test_calloc(size_t count, size_t size) { return allocation_fails() ? NULL : calloc(count, size); }
+
+/* Cached reads, a hit, another client's write, FLUSHALL, close: with one
+ * allocation failing, each accepted command is still called back exactly
+ * once, the client closes and nothing leaks (ASan). */
+static bool alloc_scenario(void)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 0; /* no COMMAND table: thousands of allocations of no interest here */
+    if (rp_loop_new(&loop, NULL) < 0)
+        return false;
+    if (rp_client_new(&client, loop, &opts) < 0) {
+        cr_assert_eq(rp_loop_free(loop), 0);
+        return false;
+    }
+    uint64_t deadline = fx_now_ms() + 1000;
+    while (!subscribed() && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    result r[8] = {{0}};
+    int accepted = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == 4)
+            fx_redis_command("SET a2 changed\r\n");
+        if (i == 6)
+            fx_redis_command("FLUSHALL\r\n");
+        int64_t id = rp_client_command_ex(client, &cached, fx_result_cb, &r[i], 2, (const char *[]){"GET", "a2"}, NULL);
+        if (id > 0) {
+            accepted++;
+            cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 3000), "allocation %ld failing: no reply", fail_at);
+        }
+    }
+    bool ok = accepted == 8;
+    for (int i = 0; i < 8; i++)
+        ok = ok && r[i].status == 0;
+    fx_client_close_and_free(loop, client);
+    for (int i = 0; i < 8; i++)
+        cr_assert_leq(r[i].calls, 1, "allocation %ld failing: called back %d times", fail_at, r[i].calls);
+    return ok;
+}
+
+Test(cache, every_failing_allocation_is_survived, .timeout = 240)
+{
+    cr_assert_eq(rp_set_allocator(test_malloc, test_realloc, test_calloc, free), 0);
+    fx_redis_command("SET a2 first\r\n");
+    fail_at = 0;
+    allocations = 0;
+    cr_assert(alloc_scenario(), "the scenario fails with every allocation succeeding");
+    long total = allocations;
+    long step = total > 600 ? (total - 300) / 300 : 1;
+    for (fail_at = 1; fail_at <= total; fail_at += fail_at < 300 ? 1 : step) {
+        allocations = 0;
+        alloc_scenario();
+    }
+    fail_at = 0;
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+}
