@@ -402,7 +402,7 @@ static void race_key(int k, char *out) { sprintf(out, "race%d", k); }
  * invalidation the cache had already taken in when the read was issued
  * (a write seen complete, then a fresh invalidation count). At the end,
  * once quiet, every cached read equals the server's value. */
-Test(cache, randomized_writers_and_cached_readers_never_go_stale, .timeout = 120)
+Test(cache, randomized_writers_and_cached_readers_never_go_stale)
 {
     rp_client_options opts;
     cache_options(&opts, 1 << 20);
@@ -527,7 +527,7 @@ static bool alloc_scenario(void)
     return ok;
 }
 
-Test(cache, every_failing_allocation_is_survived, .timeout = 240)
+Test(cache, every_failing_allocation_is_survived)
 {
     cr_assert_eq(rp_set_allocator(test_malloc, test_realloc, test_calloc, free), 0);
     fx_redis_command("SET a2 first\r\n");
