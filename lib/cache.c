@@ -380,6 +380,28 @@ static void own_write(rp__cache *cache, int argc, const char *const *argv, const
         cache->stats.invalidations += invalidate_name(cache, argv[i], argvlen[i]);
 }
 
+bool rp__cache_hit(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
+{
+    rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
+    if (!entry)
+        return false;
+    cache->stats.hits++;
+    entry->pins++;
+    ref->hit = entry;
+    if (cache->lru.head != &entry->lru) {
+        rp__list_unlink(&cache->lru, &entry->lru);
+        rp__list_push_front(&cache->lru, &entry->lru);
+    }
+    return true;
+}
+
+void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen)
+{
+    *argc = ref->hit->argc;
+    *argv = ref->hit->argv;
+    *argvlen = ref->hit->argvlen;
+}
+
 bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
                      const char *const *argv, const size_t *argvlen)
 {
@@ -390,15 +412,8 @@ bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool rea
         }
         return false;
     }
-    rp__cache_entry *entry = lookup(cache, argc, argv, argvlen);
-    if (entry) {
-        cache->stats.hits++;
-        entry->pins++;
-        ref->hit = entry;
-        rp__list_unlink(&cache->lru, &entry->lru);
-        rp__list_push_front(&cache->lru, &entry->lru);
+    if (rp__cache_hit(cache, ref, argc, argv, argvlen))
         return true;
-    }
     cache->stats.misses++;
     if (cache->sub != SUB_UP)
         return false; /* nothing is kept before the subscriber is up */

@@ -336,6 +336,10 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
 static bool cache_answers(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
+    if (cmd->cache.hit) { /* cmd_new_hit */
+        rp__cmd_fail_later(cmd, 0);
+        return true;
+    }
     if (!client->cache ||
         !rp__cache_start(client->cache, &cmd->cache, cmd->cached,
                          cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]),
@@ -364,6 +368,23 @@ static int64_t cmd_start(client_cmd *cmd)
     return id;
 }
 
+/* A hit made cheap: its arguments are the entry's (pinned until its end),
+ * and a cacheable read is neither blocking nor a state command. */
+static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
+{
+    client_cmd *cmd = rp__calloc(1, sizeof *cmd);
+    if (!cmd) {
+        rp__cache_end(client->cache, ref, 0, NULL, NULL); /* unpinned */
+        return NULL;
+    }
+    cmd->client = client;
+    cmd->cached = true;
+    cmd->cache = *ref;
+    rp__cache_hit_args(ref, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
+    rp__timer_init(&cmd->deadline, deadline_fired, false);
+    return cmd;
+}
+
 int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
                              int argc, const char *const *argv, const size_t *argvlen)
 {
@@ -373,6 +394,15 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
+    rp__cache_ref hit = {0};
+    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && rp__cache_hit(client->cache, &hit, argc, argv, argvlen)) {
+        client_cmd *cmd = cmd_new_hit(client, &hit);
+        if (!cmd)
+            return -ENOMEM;
+        cmd->cb = cb;
+        cmd->data = data;
+        return cmd_start(cmd);
+    }
     client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
