@@ -372,12 +372,15 @@ static int64_t cmd_start(client_cmd *cmd)
  * and a cacheable read is neither blocking nor a state command. */
 static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
 {
-    client_cmd *cmd = rp__calloc(1, sizeof *cmd);
+    rp__link *spare = rp__list_pop(&client->spare_hits, false);
+    client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
     if (!cmd) {
         rp__cache_end(client->cache, ref, 0, NULL, NULL); /* unpinned */
         return NULL;
     }
+    memset(cmd, 0, sizeof *cmd);
     cmd->client = client;
+    cmd->hit_record = true;
     cmd->cached = true;
     cmd->cache = *ref;
     rp__cache_hit_args(ref, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
@@ -458,6 +461,9 @@ static void free_client(rp_client *client)
     rp__readonly_table_free(&client->own_readonly);
     rp__free(client->lanes);
     rp__cache_free(client->cache);
+    rp__link *spare;
+    while ((spare = rp__list_pop(&client->spare_hits, false)))
+        rp__free(cmd_of(spare));
     rp__free(client);
 }
 

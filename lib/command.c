@@ -158,7 +158,10 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         cmd->cb(client, reply, status, cmd->data);
     if (client->cache)
         rp__cache_end(client->cache, &cmd->cache, cmd->argc, cmd->argv, cmd->argvlen);
-    rp__free(cmd);
+    if (cmd->hit_record && client->spare_hits.len < 64)
+        rp__list_push_front(&client->spare_hits, &cmd->link);
+    else
+        rp__free(cmd);
     rp__client_close_if_drained(client);
 }
 

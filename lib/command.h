@@ -42,6 +42,7 @@ struct client_cmd {
     bool server_table; /* a server's own table: read whatever the reply limit */
     bool may_retry;  /* at the end: sending it again would be safe */
     bool cached;     /* RP_CMD_CACHE */
+    bool hit_record; /* a hit's (client.c's cmd_new_hit): kept for the next one */
     rp__cache_ref cache; /* what it holds in the client's cache (cache.c) */
     cmd_state state;
     int64_t id;
@@ -95,6 +96,7 @@ struct rp_client {
     struct rp__sentinel *sentinel; /* follows a Sentinel-managed master (sentinel.c) */
     unsigned closes_pending; /* the pool's close, and the sentinels' */
     rp__cache *cache;      /* client-side caching; NULL when off (cache.c) */
+    rp__list spare_hits;   /* records of ended hits, for the next ones */
 };
 
 /* An attempt on conn ended: with a reply (status 0) or a failure. Returns
