@@ -388,6 +388,19 @@ static void own_write(rp__cache *cache, int argc, const char *const *argv, const
         cache->stats.invalidations += invalidate_name(cache, argv[i], argvlen[i]);
 }
 
+/* BCAST tells only of keys under its prefixes. */
+static bool told_of(const rp__cache *cache, const char *key, size_t len)
+{
+    if (cache->mode != RP_CACHE_BCAST || !cache->prefix_count)
+        return true;
+    for (int i = 0; i < cache->prefix_count; i++) {
+        size_t plen = strlen(cache->prefixes[i]);
+        if (plen <= len && !memcmp(key, cache->prefixes[i], plen))
+            return true;
+    }
+    return false;
+}
+
 bool rp__cache_hit(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
 {
     rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
@@ -423,8 +436,8 @@ bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool rea
     if (rp__cache_hit(cache, ref, argc, argv, argvlen))
         return true;
     cache->stats.misses++;
-    if (cache->sub != SUB_UP)
-        return false; /* nothing is kept before the subscriber is up */
+    if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]))
+        return false; /* nothing is kept that no invalidation would reach */
     ref->key = key_get(cache, argv[1], argvlen[1]);
     if (ref->key) { /* without memory for it the read is only not cached */
         ref->key->marks++;

@@ -326,6 +326,25 @@ Test(cache, bcast_mode_sees_writes_under_its_prefixes)
     fx_client_close_and_free(loop, client);
 }
 
+/* A key under no prefix is never told of: it must not be kept. */
+Test(cache, bcast_keeps_no_key_outside_its_prefixes)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.cache_mode = RP_CACHE_BCAST;
+    opts.cache_prefixes = (const char *const[]){"user:", "flag:"};
+    opts.cache_prefix_count = 2;
+    open_client(&opts);
+    fx_redis_command("SET other 1\r\n");
+    cr_expect_str_eq(cached_get("other").str, "1");
+    cr_expect_str_eq(cached_get("other").str, "1");
+    fx_redis_command("SET other 2\r\n");
+    cr_expect_str_eq(cached_get("other").str, "2", "a key outside the prefixes was kept, and went stale");
+    cr_expect_eq(stats().hits, 0);
+    cr_expect_eq(stats().entries, 0);
+    fx_client_close_and_free(loop, client);
+}
+
 static int hook_ends, hook_status_sum;
 static void count_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns, int status,
                       int retries)

@@ -177,7 +177,8 @@ typedef struct rp_client_options {
     size_t      cache_bytes;        /* entries' memory bound (LRU eviction) */
     uint32_t    cache_max_ttl_ms;   /* default (0) 60 s: no entry lives longer */
     int         cache_mode;         /* RP_CACHE_TRACKING (default) or RP_CACHE_BCAST */
-    const char *const *cache_prefixes; /* BCAST: PREFIX each (none: every key); copied */
+    const char *const *cache_prefixes; /* BCAST: PREFIX each (none: every key); copied;
+                                          a key under none is read, never kept */
     int         cache_prefix_count;
     uint32_t    cache_heartbeat_ms; /* default (0) 1000: a PING on the subscriber;
                                        one unanswered by the next flushes the cache */
