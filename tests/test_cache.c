@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 
 TestSuite(cache, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
@@ -254,6 +255,33 @@ Test(cache, a_killed_subscriber_flushes_and_comes_back)
     cr_expect_str_eq(cached_get("s").str, "old");
     fx_redis_command("SET s new\r\n");
     cr_expect_geq(until_value("s", "new", 3000), 0, "a write after the new subscriber came was never seen");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A subscriber that stops answering (the server stopped: no FIN, no
+ * error) is found by its PING, and what it covered goes. */
+Test(cache, a_silent_subscriber_is_found_by_its_heartbeat)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.cache_heartbeat_ms = 100;
+    open_client(&opts);
+    fx_redis_command("SET quiet 1\r\n");
+    cached_get("quiet");
+    cr_expect_eq(stats().entries, 1);
+    fx_run_for(loop, 350); /* heartbeats answered: nothing happens */
+    cr_expect_eq(stats().entries, 1);
+    cr_expect_eq(stats().flushes, 0);
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    fx_run_for(loop, 400);
+    rp_cache_stats s = stats();
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    cr_expect_eq(s.entries, 0, "entries kept with a silent subscriber");
+    cr_expect_eq(s.flushes, 1);
+    cr_expect(!s.subscribed);
+    wait_subscribed();
+    fx_redis_command("SET quiet 2\r\n");
+    cr_expect_geq(until_value("quiet", "2", 3000), 0);
     fx_client_close_and_free(loop, client);
 }
 
