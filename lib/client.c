@@ -19,7 +19,10 @@
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. A client
  * that follows a Sentinel-managed master (sentinel.c) adds ROLE to that
- * round trip, and refuses a node that is not the master. */
+ * round trip, and refuses a node that is not the master. With a cache
+ * (cache.c), the set-up also redirects the connection's tracking to the
+ * cache's subscriber; a cached read found in memory (cache_answers) ends
+ * from the loop unsent, and a write drops its keys there. */
 #include "client.h"
 #include "autopipeline.h"
 #include "sentinel.h"

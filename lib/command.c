@@ -4,7 +4,9 @@
  *   GETTING -> WAITING -> SENT (autopipeline.c: a shared one);
  *   SENT, and a failed get or wait -> BACKOFF -> sent again, or -> DONE;
  *   any state -> DONE when the command is taken back (cancel, deadline,
- *   close: client.c, through rp__cmd_fail_later).
+ *   close: client.c, through rp__cmd_fail_later);
+ *   GETTING -> DONE for a cached read answered from memory (client.c:
+ *   rp__cmd_fail_later with 0, and the cached reply).
  * Every attempt ends here with one verdict: what its reply or failure says
  * of the connection, and whether sending the command again is safe (it
  * provably did not run, or may run twice). A command sent again waits out
