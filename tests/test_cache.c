@@ -373,6 +373,27 @@ Test(cache, bcast_keeps_no_key_outside_its_prefixes)
     fx_client_close_and_free(loop, client);
 }
 
+/* With auto-pipelining: a lane whose connection was set up before the
+ * subscriber came redirects its tracking before its first cached read. */
+Test(cache, a_lane_set_up_before_the_subscriber_is_brought_over)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    result ping = command(1, (const char *[]){"PING"}); /* the lane's connection, before the subscriber */
+    cr_expect_str_eq(ping.str, "PONG");
+    wait_subscribed();
+    fx_redis_command("SET lane 1\r\n");
+    cr_expect_str_eq(cached_get("lane").str, "1");
+    cr_expect_str_eq(cached_get("lane").str, "1");
+    cr_expect_eq(stats().hits, 1, "the lane's reads are never kept");
+    fx_redis_command("SET lane 2\r\n");
+    cr_expect_geq(until_value("lane", "2", 3000), 0);
+    fx_client_close_and_free(loop, client);
+}
+
 static int hook_ends, hook_status_sum;
 static void count_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns, int status,
                       int retries)
