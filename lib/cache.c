@@ -792,6 +792,16 @@ void rp__cache_open(rp__cache *cache)
         subscribe_start(cache);
 }
 
+void rp__cache_reset(rp__cache *cache)
+{
+    if (!cache || cache->closing)
+        return;
+    if (cache->sub_conn)
+        sub_lost(cache, RP_EBADCONN); /* empties the cache; a new one is dialled */
+    else
+        cache_flush(cache);
+}
+
 void rp__cache_close(rp__cache *cache)
 {
     if (!cache || cache->closing)

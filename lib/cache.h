@@ -35,6 +35,9 @@ void rp__cache_set_pool(rp__cache *cache, rp_pool *pool);
 /* Dials the subscriber (once the client can set connections up). */
 void rp__cache_open(rp__cache *cache);
 void rp__cache_stats(const rp__cache *cache, rp_cache_stats *out);
+/* The server changed (a Sentinel switch): everything goes, and the
+ * subscriber is dialled again, to the pool's new target. */
+void rp__cache_reset(rp__cache *cache);
 /* Stops the subscriber (the pool's close waits for its connection). */
 void rp__cache_close(rp__cache *cache);
 /* After the pool has closed: every connection's record is gone. */

@@ -492,6 +492,15 @@ static bool sentinel_options_valid(const rp_client_options *opts)
     return true;
 }
 
+/* The backoffs for the old master end now; the cache's subscriber moves
+ * to the new one (ids and invalidations are a server's own). */
+static void master_switched(void *data)
+{
+    rp_client *client = data;
+    rp__retry_all_now(client);
+    rp__cache_reset(client->cache);
+}
+
 int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
 {
     if (!out || !loop || !opts || opts->db < 0 || (opts->username && !opts->password) ||
@@ -535,7 +544,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return rc;
     }
     if (client->sentinel)
-        rp__sentinel_on_switch(client->sentinel, rp__retry_all_now, client);
+        rp__sentinel_on_switch(client->sentinel, master_switched, client);
     rp__cache_open(client->cache);
     *out = client;
     return 0;

@@ -6,6 +6,7 @@
  * readers, and allocation failures. */
 #define _DEFAULT_SOURCE
 #include "fixture.h"
+#include "sentinel_fixture.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -616,4 +617,60 @@ Test(cache, every_failing_allocation_is_survived)
     }
     fail_at = 0;
     cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
+/* ------------------------------------------------------------ sentinel */
+
+static void sentinel_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start();
+}
+
+static void sentinel_teardown(void)
+{
+    fxs_stop();
+    fx_teardown();
+}
+
+TestSuite(cache_sentinel, .init = sentinel_setup, .fini = sentinel_teardown, .timeout = 90);
+
+/* After a switch of master the subscriber must be on the new one: the
+ * ids data connections redirect to are the new server's, and its
+ * invalidations are the ones that count. Reads are kept again after the
+ * switch, and a write on the new master is seen. */
+Test(cache_sentinel, a_switch_of_master_moves_the_subscriber)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.addr = NULL;
+    opts.master_name = FXS_NAME;
+    opts.sentinel_addrs = fxs_sentinel_addrs();
+    opts.sentinel_count = 1;
+    opts.max_retries = 12;
+    open_client(&opts);
+    int from = fxs_master();
+    free(fxs_command(fxs_data_port(from), "SET", "ck", "v1", NULL));
+    cr_expect_str_eq(cached_get("ck").str, "v1");
+    cr_expect_str_eq(cached_get("ck").str, "v1");
+    cr_expect_eq(stats().hits, 1);
+    fxs_failover();
+    int to = fxs_wait_switch(from, 20000);
+    cr_assert_geq(to, 0, "no switch");
+    free(fxs_command(fxs_data_port(to), "SET", "ck", "v2", NULL));
+    cr_assert_geq(until_value("ck", "v2", 10000), 0, "the write on the new master was never seen");
+    /* Kept again: two reads in a row, the second a hit, within a while
+     * (the subscriber moves once the client has learnt the switch). */
+    bool kept = false;
+    for (uint64_t deadline = fx_now_ms() + 5000; !kept && fx_now_ms() < deadline;) {
+        uint64_t hits = stats().hits;
+        cached_get("ck");
+        kept = stats().hits > hits;
+        if (!kept)
+            fx_run_for(loop, 50);
+    }
+    cr_expect(kept, "no read is kept after the switch");
+    free(fxs_command(fxs_data_port(to), "SET", "ck", "v3", NULL));
+    cr_expect_geq(until_value("ck", "v3", 3000), 0, "a write after the switch was never seen");
+    fx_client_close_and_free(loop, client);
 }
