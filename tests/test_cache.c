@@ -633,13 +633,12 @@ static void sentinel_teardown(void)
     fx_teardown();
 }
 
-TestSuite(cache_sentinel, .init = sentinel_setup, .fini = sentinel_teardown, .timeout = 90);
 
 /* After a switch of master the subscriber must be on the new one: the
  * ids data connections redirect to are the new server's, and its
  * invalidations are the ones that count. Reads are kept again after the
  * switch, and a write on the new master is seen. */
-Test(cache_sentinel, a_switch_of_master_moves_the_subscriber)
+Test(cache, a_sentinel_switch_moves_the_subscriber, .init = sentinel_setup, .fini = sentinel_teardown)
 {
     rp_client_options opts;
     cache_options(&opts, 1 << 20);
