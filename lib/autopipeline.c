@@ -81,7 +81,11 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
 /* A connection that refuses the command (out of memory) takes no more. */
 static void lane_send(rp__lane *lane, client_cmd *cmd)
 {
-    int rc = rp_conn_command(lane->conn, lane_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+    int rc = 0;
+    if (cmd->cache.key) /* a cached read: tracked by the current subscriber (its reply comes first) */
+        rc = rp__cache_track_conn(cmd->client->cache, lane->conn);
+    if (rc == 0)
+        rc = rp_conn_command(lane->conn, lane_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
     if (rc < 0) {
         lane_fail(lane, rc);
         lane_settle(lane);
@@ -131,6 +135,8 @@ static void lane_reply(rp_conn *conn, const redisReply *reply, int status, void 
     } else {
         bool may_retry;
         int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+        if (cmd->cache.key && status == 0)
+            rp__cache_reply(cmd->client->cache, &cmd->cache, conn, reply, cmd->argc, cmd->argv, cmd->argvlen);
         if (conn_error)
             lane_fail(lane, conn_error);
         rp__cmd_retry_or_complete(cmd, reply, status, may_retry);

@@ -21,7 +21,10 @@
  * one round trip) by the pool's on_connect; the first one also reads the
  * server's COMMAND table, to know which commands are read-only. A client
  * that follows a Sentinel-managed master (sentinel.c) adds ROLE to that
- * round trip, and refuses a node that is not the master. */
+ * round trip, and refuses a node that is not the master. With a cache
+ * (cache.c), the set-up also redirects the connection's tracking to the
+ * cache's subscriber; a cached read found in memory (cache_answers) ends
+ * from the loop unsent, and a write drops its keys there. */
 #include "client.h"
 #include "autopipeline.h"
 #include "sentinel.h"
@@ -48,6 +51,14 @@ size_t rp_client_buffer_bytes(const rp_client *client) { return client ? client-
 const char *rp_client_sentinel_error(const rp_client *client)
 {
     return client && client->sentinel ? rp__sentinel_error(client->sentinel) : NULL;
+}
+
+int rp_client_cache_stats(const rp_client *client, rp_cache_stats *out)
+{
+    if (!client || !out || !client->cache)
+        return -EINVAL;
+    rp__cache_stats(client->cache, out);
+    return 0;
 }
 
 int rp_client_set_hooks(rp_client *client, const rp_hooks *hooks)
@@ -150,6 +161,8 @@ static int setup_commands(rp_client *client, rp_conn *conn, setup_ctx *ctx)
         rc = setup_send(conn, ctx, setup_reply, 3, (const char *[]){"CLIENT", "SETNAME", client->client_name});
     if (rc == 0 && client->sentinel)
         rc = setup_send(conn, ctx, role_reply, 1, (const char *[]){"ROLE"});
+    if (rc == 0 && client->cache) /* its reply needs no wait: a refusal only stops caching on it */
+        rc = rp__cache_track_conn(client->cache, conn);
     if (rc == 0 && !client->readonly_requested && client->max_retries > 0) {
         /* The server's table is ours to read, whatever the caller's reply limit. */
         if (client->max_reply_bytes < RP__SERVER_TABLE_MAX)
@@ -193,6 +206,8 @@ static void on_reply(rp_conn *conn, const redisReply *reply, int status, void *d
         rp_conn_set_max_reply_bytes(conn, client->max_reply_bytes);
     bool may_retry;
     int conn_error = rp__cmd_attempt_verdict(cmd, conn, reply, status, &may_retry);
+    if (cmd->cache.key && status == 0)
+        rp__cache_reply(client->cache, &cmd->cache, conn, reply, cmd->argc, cmd->argv, cmd->argvlen);
     if (conn_error || cmd->binds_conn)
         rp_pool_remove(client->pool, conn, conn_error);
     else
@@ -208,6 +223,8 @@ static int cmd_send(client_cmd *cmd, rp_conn *conn)
         rp_conn_set_max_reply_bytes(conn, RP__SERVER_TABLE_MAX); /* given back with the reply */
     if (cmd->asking)
         rc = rp_conn_command(conn, rp__drop_reply, NULL, 1, (const char *[]){"ASKING"}, NULL);
+    if (rc == 0 && cmd->cache.key) /* a cached read: tracked by the current subscriber */
+        rc = rp__cache_track_conn(cmd->client->cache, conn);
     if (rc == 0)
         rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
     if (rc < 0) {
@@ -363,6 +380,25 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     return cmd;
 }
 
+/* With a cache: a cached read found there ends later in this iteration
+ * with the cached reply, unsent; a miss sets its key's pending marker; a
+ * write invalidates its keys. */
+static bool cache_answers(client_cmd *cmd)
+{
+    rp_client *client = cmd->client;
+    if (cmd->cache.hit) { /* cmd_new_hit */
+        rp__cmd_fail_later(cmd, 0);
+        return true;
+    }
+    if (!client->cache ||
+        !rp__cache_start(client->cache, &cmd->cache, cmd->cached,
+                         cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]),
+                         cmd->argc, cmd->argv, cmd->argvlen))
+        return false;
+    rp__cmd_fail_later(cmd, 0);
+    return true;
+}
+
 /* Registers a new command and sends it; returns its id. It joins the
  * client's commands before the command_start hook runs, so a hook that
  * closes the client (or cancels it) ends it like any other: not yet asked
@@ -377,9 +413,29 @@ static int64_t cmd_start(client_cmd *cmd)
         client->hooks.command_start(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen);
     if (client->hooks.command_end)
         cmd->started_ns = rp__loop_now_fresh(client->loop);
-    if (cmd->state != CMD_DONE)
+    if (cmd->state != CMD_DONE && !cache_answers(cmd))
         cmd_get(cmd);
     return id;
+}
+
+/* A hit made cheap: its arguments are the entry's (pinned until its end),
+ * and a cacheable read is neither blocking nor a state command. */
+static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
+{
+    rp__link *spare = rp__list_pop(&client->spare_hits, false);
+    client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
+    if (!cmd) {
+        rp__cache_end(client->cache, ref, 0, NULL, NULL); /* unpinned */
+        return NULL;
+    }
+    memset(cmd, 0, sizeof *cmd);
+    cmd->client = client;
+    cmd->hit_record = true;
+    cmd->cached = true;
+    cmd->cache = *ref;
+    rp__cache_hit_args(ref, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
+    rp__timer_init(&cmd->deadline, deadline_fired, false);
+    return cmd;
 }
 
 int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
@@ -387,13 +443,31 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
 {
     if (!client || !cb || argc <= 0 || !argv)
         return -EINVAL;
-    if (opts && (opts->flags & ~(unsigned)RP_CMD_IDEMPOTENT))
+    if (opts && (opts->flags & ~(unsigned)(RP_CMD_IDEMPOTENT | RP_CMD_CACHE)))
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
+    rp__cache_ref hit = {0};
+    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && rp__cache_hit(client->cache, &hit, argc, argv, argvlen)) {
+        client_cmd *cmd = cmd_new_hit(client, &hit);
+        if (!cmd)
+            return -ENOMEM;
+        cmd->cb = cb;
+        cmd->data = data;
+        return cmd_start(cmd);
+    }
     client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
+    if (opts && (opts->flags & RP_CMD_CACHE)) {
+        int64_t ttl = rp__cache_accepts(client->cache, opts->cache_ttl_ms, argc, cmd->argv, cmd->argvlen);
+        if (ttl < 0) {
+            rp__free(cmd);
+            return ttl;
+        }
+        cmd->cached = true;
+        cmd->cache.ttl_ms = (uint32_t)ttl;
+    }
     cmd->cb = cb;
     cmd->data = data;
     cmd->idempotent = opts && (opts->flags & RP_CMD_IDEMPOTENT);
@@ -436,6 +510,10 @@ static void free_client(rp_client *client)
     rp__free(client->client_name);
     rp__readonly_table_free(&client->own_readonly);
     rp__free(client->lanes);
+    rp__cache_free(client->cache);
+    rp__link *spare;
+    while ((spare = rp__list_pop(&client->spare_hits, false)))
+        rp__free(cmd_of(spare));
     rp__free(client);
 }
 
@@ -459,6 +537,15 @@ static bool sentinel_options_valid(const rp_client_options *opts)
         if (!opts->sentinel_addrs[i] || strlen(opts->sentinel_addrs[i]) >= 80)
             return false;
     return true;
+}
+
+/* The backoffs for the old master end now; the cache's subscriber moves
+ * to the new one (ids and invalidations are a server's own). */
+static void master_switched(void *data)
+{
+    rp_client *client = data;
+    rp__retry_all_now(client);
+    rp__cache_reset(client->cache);
 }
 
 int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
@@ -485,6 +572,8 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         rc = copy_string(&client->password, opts->password);
     if (rc == 0)
         rc = copy_string(&client->client_name, opts->client_name);
+    if (rc == 0)
+        rc = rp__cache_new(&client->cache, loop, NULL, opts);
     rp_pool_options pool_opts = opts->pool;
     pool_opts.on_connect = setup_conn;
     pool_opts.on_connect_data = client;
@@ -495,13 +584,15 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         free_client(client);
         return rc;
     }
+    rp__cache_set_pool(client->cache, client->pool);
     if (opts->master_name && (rc = rp__sentinel_new(&client->sentinel, loop, opts, client->pool)) < 0) {
         rp_pool_close(client->pool, NULL, NULL); /* nothing dialled yet: frees later, with nothing to wait for */
         free_client(client);
         return rc;
     }
     if (client->sentinel)
-        rp__sentinel_on_switch(client->sentinel, rp__retry_all_now, client);
+        rp__sentinel_on_switch(client->sentinel, master_switched, client);
+    rp__cache_open(client->cache);
     *out = client;
     return 0;
 }
@@ -655,6 +746,7 @@ static int client_close(rp_client *client, rp_client_close_cb cb, void *data, bo
     }
     if (abort)
         close_held_conns(client);
+    rp__cache_close(client->cache);
     rp__autopipeline_close(client, abort);
     /* The pool outlives this call: connections still out (a lane's, or
      * one owed a cancelled command's reply) are put back into it later,

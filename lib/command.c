@@ -4,7 +4,9 @@
  *   GETTING -> WAITING -> SENT (autopipeline.c: a shared one);
  *   SENT, and a failed get or wait -> BACKOFF -> sent again, or -> DONE;
  *   any state -> DONE when the command is taken back (cancel, deadline,
- *   close: client.c, through rp__cmd_fail_later).
+ *   close: client.c, through rp__cmd_fail_later);
+ *   GETTING -> DONE for a cached read answered from memory (client.c:
+ *   rp__cmd_fail_later with 0, and the cached reply).
  * Every attempt ends here with one verdict: what its reply or failure says
  * of the connection, and whether sending the command again is safe (it
  * provably did not run, or may run twice). A command sent again waits out
@@ -158,14 +160,19 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         cmd->attempt_cb(reply, status, cmd->may_retry, cmd->data);
     else
         cmd->cb(client, reply, status, cmd->data);
-    rp__free(cmd);
+    if (client->cache)
+        rp__cache_end(client->cache, &cmd->cache, cmd->argc, cmd->argv, cmd->argvlen);
+    if (cmd->hit_record && client->spare_hits.len < 64)
+        rp__list_push_front(&client->spare_hits, &cmd->link);
+    else
+        rp__free(cmd);
     rp__client_close_if_drained(client);
 }
 
 static void cmd_finish_run(rp__deferred *item)
 {
     client_cmd *cmd = RP__CONTAINER_OF(item, client_cmd, finish);
-    cmd_complete(cmd, NULL, cmd->status);
+    cmd_complete(cmd, rp__cache_hit_reply(&cmd->cache), cmd->status); /* a hit: its cached reply */
 }
 
 void rp__cmd_fail_later(client_cmd *cmd, int status)

@@ -5,6 +5,7 @@
 #ifndef RP_COMMAND_H
 #define RP_COMMAND_H
 
+#include "cache.h"
 #include "commands.h"
 #include "pool.h"
 #include "redis.h"
@@ -43,6 +44,9 @@ struct client_cmd {
     bool asking;     /* ASKING goes first, on the same connection (cluster.c) */
     bool server_table; /* a server's own table: read whatever the reply limit */
     bool may_retry;  /* at the end: sending it again would be safe */
+    bool cached;     /* RP_CMD_CACHE */
+    bool hit_record; /* a hit's (client.c's cmd_new_hit): kept for the next one */
+    rp__cache_ref cache; /* what it holds in the client's cache (cache.c) */
     cmd_state state;
     int64_t id;
     int64_t get_id;
@@ -96,6 +100,8 @@ struct rp_client {
     bool readonly_conns;   /* READONLY at set-up: a cluster's replica reads */
     struct rp__sentinel *sentinel; /* follows a Sentinel-managed master (sentinel.c) */
     unsigned closes_pending; /* the pool's close, and the sentinels' */
+    rp__cache *cache;      /* client-side caching; NULL when off (cache.c) */
+    rp__list spare_hits;   /* records of ended hits, for the next ones */
 };
 
 /* An attempt on conn ended: with a reply (status 0) or a failure. Returns

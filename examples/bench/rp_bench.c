@@ -25,13 +25,13 @@ static const char usage[] =
     "                [--pool-size CONNS] [--loops THREADS] [--busy-poll USEC]\n"
     "                [--embed epoll|libuv|libevent|uring] [--autopipeline[=CONNS]]\n"
     "                [--cluster] [--sentinel NAME] [--tls] [--cacert FILE] [--cacertdir DIR]\n"
-    "                [--cert FILE] [--key FILE] [--sni NAME] [--insecure]\n"
+    "                [--cert FILE] [--key FILE] [--sni NAME] [--insecure] [--cache[=BYTES]]\n"
     "  -h HOST        server host (default 127.0.0.1)\n"
     "  -p PORT        server port (default 6379)\n"
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
     "  -c CLIENTS     commands in flight (default 50)\n"
     "  -n REQUESTS    requests per test (default 100000)\n"
-    "  -t TESTS       comma-separated: set,get,incr,lpush,ping (default all)\n"
+    "  -t TESTS       comma-separated: set,get,incr,lpush,ping,cget (default all)\n"
     "  -d SIZE        SET/LPUSH value size in bytes (default 3)\n"
     "  -P PIPELINE    commands pipelined per connection round (default 1)\n"
     "  -r KEYSPACE    random keys key:000000000000..KEYSPACE-1 (default: one key)\n"
@@ -55,12 +55,16 @@ static const char usage[] =
     "                 --key, --sni and --insecure\n"
     "  --sentinel NAME  the address is a sentinel's: the client follows the\n"
     "                 master it names NAME (docs/sentinel.md)\n"
+    "  --cache[=B]    adds the test cget: GETs with RP_CMD_CACHE through a client\n"
+    "                 whose cache holds up to B bytes (default 64 MiB); the\n"
+    "                 other tests' clients have no cache (docs/caching.md)\n"
     "  --help         this text\n";
 
 typedef struct config {
     char addr[256];
     int clients, pipeline, loops, pool_size, autopipeline;
     size_t autopipeline_max_bytes;
+    size_t cache_bytes; /* --cache: the cget test's client's cache */
     unsigned busy_poll_us;
     long requests, keyspace;
     size_t data_size;
@@ -74,15 +78,19 @@ typedef struct config {
 typedef struct test_def {
     const char *flag, *name, *cmd;
     bool has_value;
+    bool cached; /* RP_CMD_CACHE, on a client with a cache (--cache) */
 } test_def;
 
 static const test_def all_tests[] = {
-    {"ping", "PING_MBULK", "PING", false},
-    {"set", "SET", "SET", true},
-    {"get", "GET", "GET", false},
-    {"incr", "INCR", "INCR", false},
-    {"lpush", "LPUSH", "LPUSH", true},
+    {"ping", "PING_MBULK", "PING", false, false},
+    {"set", "SET", "SET", true, false},
+    {"get", "GET", "GET", false, false},
+    {"incr", "INCR", "INCR", false, false},
+    {"lpush", "LPUSH", "LPUSH", true, false},
+    {"cget", "GET_CACHED", "GET", false, true},
 };
+
+static const rp_command_options cache_command = {.flags = RP_CMD_CACHE};
 
 /* -------------------------------------------------------------- a thread */
 
@@ -114,6 +122,7 @@ struct worker {
     int failures;
     histogram hist;
     rp_loop_stats loop_stats;
+    rp_cache_stats cache_stats;
     uint64_t seed;
 };
 
@@ -136,9 +145,10 @@ static void finish_request(slot *s, bool ok)
     w->failures += !ok;
     hist_record(&w->hist, example_now_ns() - s->started);
     long done = (long)atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed) + 1;
-    /* A sentinel client's subscription keeps the loop running until the
-     * client closes: the worker's loop returns when its quota is done. */
-    if (done == w->quota && w->cfg->sentinel[0])
+    /* A sentinel client's subscription (or a cache's) keeps the loop
+     * running until the client closes: the worker's loop returns when its
+     * quota is done. */
+    if (done == w->quota && (w->cfg->sentinel[0] || w->test->cached))
         rp_loop_stop(w->loop);
 }
 
@@ -211,7 +221,11 @@ static void next_round(slot *s)
     fill_args(s);
     s->started = example_now_ns();
     int rc = w->cluster ? rp_cluster_command(w->cluster, on_cluster_reply, s, argc_of(s), s->argv, s->argvlen)
-                        : rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen);
+             : w->test->cached
+                 ? (int)rp_client_command_ex(w->client, &cache_command, on_client_reply, s, argc_of(s), s->argv,
+                                             s->argvlen)
+                 : rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen);
+    rc = rc < 0 ? rc : 0;
     if (rc < 0) {
         w->failures++;
         atomic_fetch_add(&w->done, 1);
@@ -281,6 +295,8 @@ static void *worker_main(void *arg)
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
     opts.pool.tls = cfg->tls;
+    if (w->test->cached)
+        opts.cache_bytes = cfg->cache_bytes;
     rp_loop_options loop_opts = {.busy_poll_us = cfg->busy_poll_us};
     /* An embedded loop's fd is asked for before any pool exists, as the
      * docs/embedding.md says: its ring is then set up for a host. */
@@ -292,6 +308,11 @@ static void *worker_main(void *arg)
     }
     if (w->client) /* a dial error shows as failures */
         example_wait_idle(w->loop, rp_client_pool(w->client), opts.pool.pool_size);
+    /* Nothing is cached until the invalidation subscriber is up. */
+    for (uint64_t until = example_now_ns() + 2000000000ull;
+         w->test->cached && example_now_ns() < until &&
+         !(rp_client_cache_stats(w->client, &w->cache_stats) == 0 && w->cache_stats.subscribed);)
+        rp_loop_run(w->loop, RP_RUN_ONCE);
     slot *slots = calloc((size_t)in_flight, sizeof *slots);
     rp_loop_stats before;
     rp_loop_stats_get(w->loop, &before);
@@ -304,6 +325,8 @@ static void *worker_main(void *arg)
     else
         rp_loop_run(w->loop, RP_RUN_DEFAULT);
     rp_loop_stats_get(w->loop, &w->loop_stats);
+    if (w->test->cached)
+        rp_client_cache_stats(w->client, &w->cache_stats);
     w->loop_stats.enters -= before.enters;
     w->loop_stats.syscalls -= before.syscalls;
     if (w->cluster)
@@ -354,6 +377,7 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
     }
     histogram all = {0};
     rp_loop_stats loops = {0};
+    rp_cache_stats cache = {0};
     int failures = 0;
     for (int i = 0; i < cfg->loops; i++) {
         pthread_join(workers[i].thread, NULL);
@@ -361,6 +385,8 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         loops.enters += workers[i].loop_stats.enters;
         loops.syscalls += workers[i].loop_stats.syscalls;
         failures += workers[i].failures;
+        cache.hits += workers[i].cache_stats.hits;
+        cache.misses += workers[i].cache_stats.misses;
     }
     double elapsed = example_seconds() - start, cpu = example_cpu_seconds() - cpu_start;
     double rps = (double)all.total / elapsed;
@@ -385,6 +411,9 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         printf("  client CPU: %.3f s (user+sys), %.2f us per request\n", cpu, cpu * 1e6 / (double)all.total);
         printf("  syscalls: %.3f per request (%.3f io_uring_enter)\n", (double)loops.syscalls / (double)all.total,
                (double)loops.enters / (double)all.total);
+        if (test->cached)
+            printf("  cache: %llu hits, %llu misses\n", (unsigned long long)cache.hits,
+                   (unsigned long long)cache.misses);
         if (failures)
             printf("  failures: %d\n", failures);
         printf("\n");
@@ -417,6 +446,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
         {"autopipeline", optional_argument, NULL, 'A'},
         {"autopipeline-max-bytes", required_argument, NULL, 'M'}, {"cluster", no_argument, NULL, 'K'},
+        {"cache", optional_argument, NULL, 'R'},
         {"tls", no_argument, NULL, 'T'}, {"cacert", required_argument, NULL, 1},
         {"cacertdir", required_argument, NULL, 2}, {"cert", required_argument, NULL, 3},
         {"key", required_argument, NULL, 4}, {"sni", required_argument, NULL, 5},
@@ -445,6 +475,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
         case 'M': cfg->autopipeline_max_bytes = (size_t)atol(optarg); break;
         case 'K': cfg->cluster = true; break;
+        case 'R': cfg->cache_bytes = optarg ? (size_t)atol(optarg) : 64u << 20; break;
         case 'T': cfg->tls.enable = true; break;
         case 1: cfg->tls.ca_file = optarg; break;
         case 2: cfg->tls.ca_dir = optarg; break;
@@ -474,6 +505,10 @@ static int parse(int argc, char **argv, config *cfg)
     }
     if (cfg->cluster && cfg->sentinel[0]) {
         fprintf(stderr, "rp-bench: --cluster and --sentinel exclude each other\n");
+        return -1;
+    }
+    if (cfg->cache_bytes && (cfg->cluster || cfg->pipeline > 1)) {
+        fprintf(stderr, "rp-bench: --cache is not supported with --cluster or -P\n");
         return -1;
     }
     if (cfg->cluster && cfg->pipeline > 1) {
@@ -506,7 +541,7 @@ int main(int argc, char **argv)
                "\"p99_latency_ms\",\"max_latency_ms\"\n");
     int rc = 0;
     for (size_t i = 0; i < sizeof all_tests / sizeof all_tests[0]; i++)
-        if (wanted(&cfg, all_tests[i].flag))
+        if (wanted(&cfg, all_tests[i].flag) && (!all_tests[i].cached || cfg.cache_bytes))
             rc |= run_test(&cfg, &all_tests[i], value);
     if (!cfg.csv)
         printf("peak RSS (VmHWM): %ld kB\n", peak_rss_kb());

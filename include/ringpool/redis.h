@@ -183,7 +183,29 @@ typedef struct rp_client_options {
      * pool of its own, with these options. Writes always go to the master. */
     bool        replica_only;
     bool        route_randomly;
+    /* Client-side caching (docs/caching.md): commands sent with
+     * RP_CMD_CACHE are answered from the loop's memory while the server
+     * has not said their key changed. cache_bytes 0 (default): off, and
+     * RP_CMD_CACHE is -EINVAL. A subscriber connection (SUBSCRIBE
+     * __redis__:invalidate) is dialled at rp_client_new; nothing is cached
+     * until it is subscribed, and it keeps rp_loop_run(RP_RUN_DEFAULT)
+     * running until the client is closed. */
+    size_t      cache_bytes;        /* entries' memory bound (LRU eviction) */
+    uint32_t    cache_max_ttl_ms;   /* default (0) 60 s: no entry lives longer */
+    int         cache_mode;         /* RP_CACHE_TRACKING (default) or RP_CACHE_BCAST */
+    const char *const *cache_prefixes; /* BCAST: PREFIX each (none: every key); copied;
+                                          a key under none is read, never kept */
+    int         cache_prefix_count;
+    uint32_t    cache_heartbeat_ms; /* default (0) 1000: a PING on the subscriber;
+                                       one unanswered by the next flushes the cache */
 } rp_client_options;
+/* Default: data connections send CLIENT TRACKING on REDIRECT <subscriber>
+ * as part of their set-up, and the server remembers what each read.
+ * BCAST: the subscriber tracks the prefixes for itself (CLIENT TRACKING on
+ * REDIRECT <self> BCAST PREFIX ...): no bookkeeping on the server per
+ * read, every write under a prefix is told. */
+#define RP_CACHE_TRACKING 0
+#define RP_CACHE_BCAST 1
 typedef void (*rp_reply_cb)(rp_client *client, const redisReply *reply, int status, void *data);
 typedef void (*rp_client_close_cb)(rp_client *client, void *data);
 
@@ -212,11 +234,25 @@ RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *da
 /* rp_client_command with options; returns a positive id naming the command,
  * or a negative code (and then the callback never runs). */
 #define RP_CMD_IDEMPOTENT 1u /* running it twice is harmless: retry it like a read */
+/* Answer from the client's cache when it holds the reply; else send it and
+ * keep its reply (not an error reply) for up to cache_ttl_ms. Only for a
+ * read whose reply depends on the key argv[1] alone: GET, GETRANGE,
+ * STRLEN, EXISTS (one key), TYPE, TTL, PTTL, HGET, HMGET, HGETALL, HEXISTS,
+ * HLEN, HKEYS, HVALS, HSTRLEN, SMEMBERS, SISMEMBER, SMISMEMBER, SCARD,
+ * ZSCORE, ZMSCORE, ZCARD, ZRANK, ZREVRANK, ZRANGE, ZCOUNT, LRANGE, LINDEX,
+ * LLEN; -EINVAL for any other, or with caching off. A hit runs the
+ * callback later in this loop iteration, with the cached reply itself
+ * (shared by every hit, read-only, valid until the callback returns); the
+ * hooks see it as a command with 0 retries. TTL and PTTL are cached as
+ * read: they count down on the server only. */
+#define RP_CMD_CACHE 2u
 typedef struct rp_command_options {
     unsigned flags;      /* RP_CMD_* */
     uint32_t timeout_ms; /* the whole command, retries included, must end
                             within this from the call, or it ends with
                             -ETIMEDOUT (as a cancel); 0 = no such bound */
+    uint32_t cache_ttl_ms; /* RP_CMD_CACHE: at most this long (0, or over
+                              cache_max_ttl_ms: cache_max_ttl_ms) */
 } rp_command_options;
 RP_EXTERN int64_t  rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb,
                                         void *data, int argc, const char *const *argv, const size_t *argvlen);
@@ -256,6 +292,21 @@ RP_EXTERN size_t   rp_client_buffer_bytes(const rp_client *client);
  * connection refused; ..."), or NULL: no sentinel client, or no failure
  * yet. Valid until the next loop iteration. */
 RP_EXTERN const char *rp_client_sentinel_error(const rp_client *client);
+/* The client's cache, counted since rp_client_new. */
+typedef struct rp_cache_stats {
+    uint64_t hits;          /* answered from memory */
+    uint64_t misses;        /* RP_CMD_CACHE commands sent to the server */
+    uint64_t invalidations; /* keys the server told changed, and cached keys
+                               this client's own writes named */
+    uint64_t evictions;     /* entries dropped for room (cache_bytes) */
+    uint64_t flushes;       /* the whole cache dropped: FLUSHALL/FLUSHDB, subscriber lost */
+    uint64_t expired;       /* entries found past their TTL */
+    size_t   bytes;         /* held by entries now */
+    size_t   entries;
+    bool     subscribed;    /* the invalidation subscriber is up: replies may be kept */
+} rp_cache_stats;
+/* -EINVAL for a NULL argument or a client without a cache. */
+RP_EXTERN int      rp_client_cache_stats(const rp_client *client, rp_cache_stats *out);
 /* Graceful: commands already sent complete with their replies (each bounded
  * by the read timeout, or not at all with read_timeout_ms 0 or a command
  * that blocks for ever), the others with RP_ECLOSED. "Sent" here means

@@ -1,0 +1,74 @@
+/* rp_client's client-side cache (cache.c): entries by command, grouped by
+ * key, invalidated by the server through one subscriber connection. The
+ * client calls it at four places: a command accepted (cmd_start), sent
+ * on a connection (the connection's tracking brought up to date), its
+ * reply read (kept if nothing invalidated its key meanwhile), and its end
+ * (the pending marker or the hit's pin released). */
+#ifndef RP_CACHE_H
+#define RP_CACHE_H
+
+#include "internal.h"
+
+#include <hiredis/hiredis.h>
+
+typedef struct rp__cache rp__cache;
+typedef struct rp__cache_key rp__cache_key;
+typedef struct rp__cache_entry rp__cache_entry;
+
+/* What a command holds in the cache while it runs: a miss its key's
+ * pending marker (key, and the key's generation when it was set), a hit
+ * the entry it is answered with (pinned), a write the order to invalidate
+ * its keys again when it ends. */
+typedef struct rp__cache_ref {
+    rp__cache_key *key;
+    rp__cache_entry *hit;
+    uint64_t gen;
+    uint32_t ttl_ms;
+    bool write;
+} rp__cache_ref;
+
+/* NULL in *out when opts->cache_bytes is 0. The subscriber is dialled on
+ * pool at once. */
+int rp__cache_new(rp__cache **out, rp_loop *loop, rp_pool *pool, const rp_client_options *opts);
+/* The client's pool, made after the cache (its set-up calls the cache). */
+void rp__cache_set_pool(rp__cache *cache, rp_pool *pool);
+/* Dials the subscriber (once the client can set connections up). */
+void rp__cache_open(rp__cache *cache);
+void rp__cache_stats(const rp__cache *cache, rp_cache_stats *out);
+/* The server changed (a Sentinel switch): everything goes, and the
+ * subscriber is dialled again, to the pool's new target. */
+void rp__cache_reset(rp__cache *cache);
+/* Stops the subscriber (the pool's close waits for its connection). */
+void rp__cache_close(rp__cache *cache);
+/* After the pool has closed: every connection's record is gone. */
+void rp__cache_free(rp__cache *cache);
+
+/* -EINVAL unless the cache is on and the command may be cached; else the
+ * entry's time to live in ms. */
+int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, const char *const *argv,
+                          const size_t *argvlen);
+/* The fast path of a hit: true, with ref->hit pinned, when the command's
+ * reply is held (only a cacheable command can have one: no other check
+ * is needed first). cache may be NULL. */
+bool rp__cache_hit(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen);
+/* The hit's command, as kept (it lives while the hit is pinned). */
+void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen);
+/* A command accepted. A cached read: true when answered from memory
+ * (ref->hit set and pinned), else its key's pending marker is set. Any
+ * other (readonly false): a write, whose keys are invalidated now. */
+bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
+                     const char *const *argv, const size_t *argvlen);
+/* A cached read is about to leave on conn: CLIENT TRACKING goes first on a
+ * connection that does not redirect to the current subscriber. Also called
+ * by the set-up of every new connection. */
+int rp__cache_track_conn(rp__cache *cache, rp_conn *conn);
+/* A cached read's reply came on conn: kept when no invalidation of its
+ * key came since the marker was set, and conn's reads are tracked. */
+void rp__cache_reply(rp__cache *cache, rp__cache_ref *ref, rp_conn *conn, const redisReply *reply, int argc,
+                     const char *const *argv, const size_t *argvlen);
+/* The command ended (after its callback). */
+void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen);
+/* The reply a hit is answered with (NULL for any other command). */
+const redisReply *rp__cache_hit_reply(const rp__cache_ref *ref);
+
+#endif

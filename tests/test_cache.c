@@ -1,0 +1,675 @@
+/* Client-side caching (RP_CMD_CACHE, docs/caching.md) against a real
+ * redis-server: hits served from memory later in the same iteration,
+ * another client's write seen once its invalidation came (the delay
+ * measured), read-your-writes, FLUSHALL, the subscriber killed, a server
+ * restart, eviction, BCAST, hooks, a randomized race of writers and cached
+ * readers, and allocation failures. */
+#define _DEFAULT_SOURCE
+#include "fixture.h"
+#include "sentinel_fixture.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+
+TestSuite(cache, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+static rp_loop *loop;
+static rp_client *client;
+
+typedef fx_result result;
+
+static void cache_options(rp_client_options *opts, size_t bytes)
+{
+    rp_client_options_init(opts);
+    opts->pool.addr = fx_redis_addr;
+    opts->pool.pool_size = 4;
+    opts->cache_bytes = bytes;
+}
+
+static rp_cache_stats stats(void)
+{
+    rp_cache_stats s;
+    cr_assert_eq(rp_client_cache_stats(client, &s), 0);
+    return s;
+}
+
+static bool subscribed(void) { return stats().subscribed; }
+
+static void wait_subscribed(void)
+{
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (!subscribed() && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert(subscribed(), "the invalidation subscriber never came up");
+}
+
+static void open_client(const rp_client_options *opts)
+{
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, opts), 0);
+    wait_subscribed();
+}
+
+static const rp_command_options cached = {.flags = RP_CMD_CACHE};
+
+/* A cached GET; its callback must not run inside the call. */
+static result cached_get(const char *key)
+{
+    result r = {0};
+    int64_t id = rp_client_command_ex(client, &cached, fx_result_cb, &r, 2, (const char *[]){"GET", key}, NULL);
+    cr_assert_gt(id, 0, "cached GET refused: %lld", (long long)id);
+    cr_assert_eq(r.calls, 0, "called back inside the call");
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000), "no reply to GET %s", key);
+    cr_assert_eq(r.status, 0);
+    return r;
+}
+
+static result command(int argc, const char **argv)
+{
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, argc, argv, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000), "no reply to %s", argv[0]);
+    cr_assert_eq(r.status, 0);
+    return r;
+}
+
+static long now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000L + ts.tv_nsec / 1000;
+}
+
+/* Waits until a cached GET of key answers want; returns the us it took. */
+static long until_value(const char *key, const char *want, unsigned timeout_ms)
+{
+    long start = now_us();
+    while (now_us() - start < (long)timeout_ms * 1000) {
+        result r = cached_get(key);
+        if (r.type == REDIS_REPLY_STRING && !strcmp(r.str, want))
+            return now_us() - start;
+    }
+    return -1;
+}
+
+Test(cache, refused_without_a_cache_and_for_other_commands)
+{
+    rp_client_options opts;
+    cache_options(&opts, 0);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    result r = {0};
+    cr_expect_eq(rp_client_command_ex(client, &cached, fx_result_cb, &r, 2, (const char *[]){"GET", "k"}, NULL),
+                 -EINVAL);
+    rp_cache_stats s;
+    cr_expect_eq(rp_client_cache_stats(client, &s), -EINVAL);
+    fx_client_close_and_free(loop, client);
+
+    cache_options(&opts, 1 << 20);
+    opts.cache_mode = 7;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_expect_eq(rp_client_new(&client, loop, &opts), -EINVAL);
+    opts.cache_mode = RP_CACHE_TRACKING;
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    const char *refused[][3] = {{"SET", "k", "v"}, {"EXISTS", "a", "b"}, {"INCR", "k", NULL}, {"KEYS", "*", NULL},
+                                {"MGET", "a", "b"}, {"GET", NULL, NULL}};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        int argc = refused[i][1] ? (refused[i][2] ? 3 : 2) : 1;
+        cr_expect_eq(rp_client_command_ex(client, &cached, fx_result_cb, &r, argc, refused[i], NULL), -EINVAL,
+                     "%s accepted", refused[i][0]);
+    }
+    fx_run_for(loop, 50);
+    cr_expect_eq(r.calls, 0, "a refused command was called back");
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, a_hit_answers_from_memory_later_in_the_iteration)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET hot v1\r\n");
+    result r = cached_get("hot");
+    cr_expect_str_eq(r.str, "v1");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    for (int i = 0; i < 10; i++) {
+        r = cached_get("hot");
+        cr_expect_str_eq(r.str, "v1");
+    }
+    rp_cache_stats s = stats();
+    cr_expect_eq(s.hits, 10);
+    cr_expect_eq(s.misses, 1);
+    cr_expect_eq(s.entries, 1);
+    cr_expect_gt(s.bytes, 0);
+    /* The server ran none of them. */
+    r = (result){0};
+    cr_assert_eq(rp_client_commandf(client, fx_result_cb, &r, "EVAL %s 0",
+                                    "local s = redis.call('INFO','commandstats') "
+                                    "return string.match(s, 'cmdstat_get:calls=(%d+)') or '0'"),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000));
+    cr_expect_str_eq(r.str, "0", "the server ran %s GETs", r.str);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, another_clients_write_is_seen_once_its_invalidation_came)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET k old\r\n");
+    cr_expect_str_eq(cached_get("k").str, "old");
+    cr_expect_str_eq(cached_get("k").str, "old");
+    cr_expect_eq(stats().hits, 1);
+    long t0 = now_us();
+    fx_redis_command("SET k new\r\n"); /* on a socket of its own: returns with the SET's reply */
+    long us = until_value("k", "new", 3000);
+    cr_assert_geq(us, 0, "the other client's SET was never seen");
+    fprintf(stderr, "cache: another client's SET seen %ld us after its reply (%ld us after its send)\n", us,
+            now_us() - t0);
+    cr_expect_lt(us, 1000000);
+    cr_expect_geq(stats().invalidations, 1);
+    /* Cached again, and hit. */
+    uint64_t hits = stats().hits;
+    cached_get("k");
+    cr_expect_eq(stats().hits, hits + 1);
+    fx_client_close_and_free(loop, client);
+}
+
+static result own_write_get;
+static void set_done(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)reply;
+    (void)data;
+    cr_assert_eq(status, 0);
+    /* Issued in the SET's callback, before any invalidation could come. */
+    cr_assert_gt(rp_client_command_ex(c, &cached, fx_result_cb, &own_write_get, 2, (const char *[]){"GET", "mine"},
+                                      NULL),
+                 0);
+}
+
+Test(cache, own_writes_are_read_back_at_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET mine 1\r\n");
+    cr_expect_str_eq(cached_get("mine").str, "1");
+    cr_expect_str_eq(cached_get("mine").str, "1");
+    for (int i = 2; i < 20; i++) {
+        char value[16];
+        snprintf(value, sizeof value, "%d", i);
+        own_write_get = (result){0};
+        cr_assert_eq(rp_client_command(client, set_done, NULL, 3, (const char *[]){"SET", "mine", value}, NULL), 0);
+        cr_assert(fx_run_until_count(loop, &own_write_get.calls, 1, 5000));
+        cr_expect_str_eq(own_write_get.str, value, "read %s after writing %s", own_write_get.str, value);
+        cr_expect_str_eq(cached_get("mine").str, value);
+    }
+    /* DEL of several keys names each. */
+    command(3, (const char *[]){"DEL", "other", "mine"});
+    cr_expect_eq(cached_get("mine").type, REDIS_REPLY_NIL);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, flushall_empties_the_cache)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET a 1\r\n");
+    fx_redis_command("SET b 2\r\n");
+    cached_get("a");
+    cached_get("b");
+    cr_expect_eq(stats().entries, 2);
+    uint64_t flushes = stats().flushes;
+    fx_redis_command("FLUSHALL\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (stats().flushes == flushes && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_gt(stats().flushes, flushes, "FLUSHALL's null invalidation never came");
+    cr_expect_eq(stats().entries, 0);
+    cr_expect_eq(cached_get("a").type, REDIS_REPLY_NIL);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, a_killed_subscriber_flushes_and_comes_back)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET s old\r\n");
+    cached_get("s");
+    cr_expect_eq(stats().entries, 1);
+    fx_redis_command("CLIENT KILL TYPE pubsub\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (subscribed() && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(stats().entries, 0, "entries kept with nobody to invalidate them");
+    cr_expect_geq(stats().flushes, 1);
+    wait_subscribed();
+    /* The data connection now redirects to the new subscriber. */
+    cr_expect_str_eq(cached_get("s").str, "old");
+    cr_expect_str_eq(cached_get("s").str, "old");
+    fx_redis_command("SET s new\r\n");
+    cr_expect_geq(until_value("s", "new", 3000), 0, "a write after the new subscriber came was never seen");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A subscriber that stops answering (the server stopped: no FIN, no
+ * error) is found by its PING, and what it covered goes. */
+Test(cache, a_silent_subscriber_is_found_by_its_heartbeat)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.cache_heartbeat_ms = 100;
+    open_client(&opts);
+    fx_redis_command("SET quiet 1\r\n");
+    cached_get("quiet");
+    cr_expect_eq(stats().entries, 1);
+    fx_run_for(loop, 350); /* heartbeats answered: nothing happens */
+    cr_expect_eq(stats().entries, 1);
+    cr_expect_eq(stats().flushes, 0);
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    fx_run_for(loop, 400);
+    rp_cache_stats s = stats();
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    cr_expect_eq(s.entries, 0, "entries kept with a silent subscriber");
+    cr_expect_eq(s.flushes, 1);
+    cr_expect(!s.subscribed);
+    wait_subscribed();
+    fx_redis_command("SET quiet 2\r\n");
+    cr_expect_geq(until_value("quiet", "2", 3000), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, a_server_restart_flushes)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 3;
+    open_client(&opts);
+    fx_redis_command("SET r before\r\n");
+    cached_get("r");
+    cr_expect_eq(stats().entries, 1);
+    fx_redis_restart();
+    fx_redis_command("SET r after\r\n");
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (stats().entries && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(stats().entries, 0);
+    wait_subscribed();
+    cr_expect_geq(until_value("r", "after", 5000), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, memory_stays_under_cache_bytes)
+{
+    rp_client_options opts;
+    cache_options(&opts, 8192);
+    open_client(&opts);
+    char value[201];
+    memset(value, 'x', 200);
+    value[200] = '\0';
+    for (int i = 0; i < 100; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "e%d", i);
+        command(3, (const char *[]){"SET", key, value});
+        cached_get(key);
+        cr_assert_leq(stats().bytes, 8192);
+    }
+    rp_cache_stats s = stats();
+    cr_expect_gt(s.evictions, 50);
+    cr_expect_gt(s.entries, 5);
+    /* The most recent is still there. */
+    cached_get("e99");
+    cr_expect_eq(stats().hits, s.hits + 1);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(cache, bcast_mode_sees_writes_under_its_prefixes)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.cache_mode = RP_CACHE_BCAST;
+    opts.cache_prefixes = (const char *const[]){"user:"};
+    opts.cache_prefix_count = 1;
+    open_client(&opts);
+    fx_redis_command("SET user:1 a\r\n");
+    /* Every write under the prefix is told, this one too: a read sent
+     * before its invalidation came would not be kept. */
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (!stats().invalidations && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(stats().invalidations, 1, "the SET before any read was not told");
+    cr_expect_str_eq(cached_get("user:1").str, "a");
+    cr_expect_str_eq(cached_get("user:1").str, "a");
+    cr_expect_eq(stats().hits, 1);
+    fx_redis_command("SET user:1 b\r\n");
+    long us = until_value("user:1", "b", 3000);
+    cr_expect_geq(us, 0);
+    fprintf(stderr, "cache: BCAST: another client's SET seen %ld us after its reply\n", us);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A key under no prefix is never told of: it must not be kept. */
+Test(cache, bcast_keeps_no_key_outside_its_prefixes)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.cache_mode = RP_CACHE_BCAST;
+    opts.cache_prefixes = (const char *const[]){"user:", "flag:"};
+    opts.cache_prefix_count = 2;
+    open_client(&opts);
+    fx_redis_command("SET other 1\r\n");
+    cr_expect_str_eq(cached_get("other").str, "1");
+    cr_expect_str_eq(cached_get("other").str, "1");
+    fx_redis_command("SET other 2\r\n");
+    cr_expect_str_eq(cached_get("other").str, "2", "a key outside the prefixes was kept, and went stale");
+    cr_expect_eq(stats().hits, 0);
+    cr_expect_eq(stats().entries, 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* With auto-pipelining: a lane whose connection was set up before the
+ * subscriber came redirects its tracking before its first cached read. */
+Test(cache, a_lane_set_up_before_the_subscriber_is_brought_over)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    result ping = command(1, (const char *[]){"PING"}); /* the lane's connection, before the subscriber */
+    cr_expect_str_eq(ping.str, "PONG");
+    wait_subscribed();
+    fx_redis_command("SET lane 1\r\n");
+    cr_expect_str_eq(cached_get("lane").str, "1");
+    cr_expect_str_eq(cached_get("lane").str, "1");
+    cr_expect_eq(stats().hits, 1, "the lane's reads are never kept");
+    fx_redis_command("SET lane 2\r\n");
+    cr_expect_geq(until_value("lane", "2", 3000), 0);
+    fx_client_close_and_free(loop, client);
+}
+
+static int hook_ends, hook_status_sum;
+static void count_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns, int status,
+                      int retries)
+{
+    (void)data, (void)argc, (void)argvlen, (void)ns, (void)retries;
+    if (!strcmp(argv[0], "GET")) {
+        hook_ends++;
+        hook_status_sum += status;
+    }
+}
+
+Test(cache, hooks_see_hits)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    rp_hooks hooks = {.command_end = count_end};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    fx_redis_command("SET h 1\r\n");
+    for (int i = 0; i < 5; i++)
+        cached_get("h");
+    cr_expect_eq(stats().hits, 4);
+    cr_expect_eq(hook_ends, 5);
+    cr_expect_eq(hook_status_sum, 0);
+    /* A hit's id: cancel finds its completion queued. */
+    result r = {0};
+    int64_t id = rp_client_command_ex(client, &cached, fx_result_cb, &r, 2, (const char *[]){"GET", "h"}, NULL);
+    cr_expect_eq(rp_client_cancel(client, id), -ENOENT);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 1000));
+    fx_run_for(loop, 20);
+    cr_expect_eq(r.calls, 1);
+    fx_client_close_and_free(loop, client);
+}
+
+/* ------------------------------------------------------------- the race */
+
+#define RACE_KEYS 4
+static rp_client *writer;
+static long written[RACE_KEYS];    /* the last value whose SET completed */
+static int writes_in_flight, reads_in_flight;
+static long reads_done, stale_reads;
+
+typedef struct race_read {
+    int key;
+    long floor; /* a value written and invalidated before the read was issued */
+} race_read;
+
+static void race_set_done(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c, (void)reply;
+    cr_assert_eq(status, 0);
+    long v = (long)(intptr_t)data;
+    written[v % RACE_KEYS] = v;
+    writes_in_flight--;
+}
+
+static void race_get_done(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    race_read *rr = data;
+    cr_assert_eq(status, 0);
+    long v = reply->type == REDIS_REPLY_STRING ? atol(reply->str) : -1;
+    if (v < rr->floor)
+        stale_reads++;
+    reads_done++;
+    reads_in_flight--;
+    free(rr);
+}
+
+static void writer_closed(rp_client *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
+static void race_key(int k, char *out) { sprintf(out, "race%d", k); }
+
+/* Writers on another client (other connections) raise each key's value;
+ * cached readers check that no read returns a value older than one whose
+ * invalidation the cache had already taken in when the read was issued
+ * (a write seen complete, then a fresh invalidation count). At the end,
+ * once quiet, every cached read equals the server's value. */
+Test(cache, randomized_writers_and_cached_readers_never_go_stale)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 8;
+    open_client(&opts);
+    rp_client_options wopts;
+    rp_client_options_init(&wopts);
+    wopts.pool.addr = fx_redis_addr;
+    wopts.pool.pool_size = 4;
+    cr_assert_eq(rp_client_new(&writer, loop, &wopts), 0);
+    srand(27);
+    long next = RACE_KEYS;
+    for (int k = 0; k < RACE_KEYS; k++) {
+        char cmd[32];
+        sprintf(cmd, "SET race%d %d\r\n", k, k);
+        fx_redis_command(cmd);
+        written[k] = k;
+    }
+    /* A read's floor: the last value of its key whose SET completed at
+     * least 200 ms before the read was issued, far beyond the delivery
+     * time of an invalidation measured here (well under 10 ms). */
+    long floor_at[RACE_KEYS][2] = {{0}};
+    uint64_t end = fx_now_ms() + 3000;
+    while (fx_now_ms() < end) {
+        if (writes_in_flight < 4 && rand() % 4 == 0) {
+            long v = next++;
+            char key[16], val[24];
+            race_key((int)(v % RACE_KEYS), key);
+            sprintf(val, "%ld", v);
+            writes_in_flight++;
+            cr_assert_eq(rp_client_command(writer, race_set_done, (void *)(intptr_t)v, 3,
+                                           (const char *[]){"SET", key, val}, NULL),
+                         0);
+        }
+        uint64_t now = fx_now_ms();
+        for (int k = 0; k < RACE_KEYS; k++) {
+            if (floor_at[k][0] != written[k]) { /* a new completed value: its time */
+                floor_at[k][0] = written[k];
+                floor_at[k][1] = (long)now;
+            }
+        }
+        while (reads_in_flight < 32) {
+            race_read *rr = malloc(sizeof *rr);
+            rr->key = rand() % RACE_KEYS;
+            rr->floor = now - (uint64_t)floor_at[rr->key][1] >= 200 ? floor_at[rr->key][0] : 0;
+            char key[16];
+            race_key(rr->key, key);
+            reads_in_flight++;
+            cr_assert_gt(rp_client_command_ex(client, &cached, race_get_done, rr, 2, (const char *[]){"GET", key},
+                                              NULL),
+                         0);
+        }
+        rp_loop_run(loop, RP_RUN_ONCE);
+    }
+    cr_assert(fx_run_until_count(loop, &reads_in_flight, 0, 5000));
+    cr_assert(fx_run_until_count(loop, &writes_in_flight, 0, 5000));
+    fx_run_for(loop, 200);
+    rp_cache_stats s = stats();
+    fprintf(stderr, "cache race: %ld reads, %llu hits, %llu misses, %llu invalidations, %ld writes\n", reads_done,
+            (unsigned long long)s.hits, (unsigned long long)s.misses, (unsigned long long)s.invalidations,
+            next - RACE_KEYS);
+    cr_expect_eq(stale_reads, 0, "%ld reads older than a value invalidated 200 ms before", stale_reads);
+    cr_expect_gt(s.hits, 100);
+    cr_expect_gt(s.invalidations, 10);
+    for (int k = 0; k < RACE_KEYS; k++) {
+        char key[16], want[24];
+        race_key(k, key);
+        sprintf(want, "%ld", written[k]);
+        cr_expect_str_eq(cached_get(key).str, want, "%s kept a stale value", key);
+        cr_expect_str_eq(cached_get(key).str, want, "%s kept a stale value", key);
+    }
+    bool closed = false;
+    cr_assert_eq(rp_client_close(writer, writer_closed, &closed), 0);
+    cr_assert(fx_run_until(loop, &closed, 5000));
+    fx_client_close_and_free(loop, client);
+}
+
+/* ------------------------------------------------ allocation failures */
+
+static long allocations, fail_at;
+static bool allocation_fails(void) { return ++allocations == fail_at; }
+static void *test_malloc(size_t size) { return allocation_fails() ? NULL : malloc(size); }
+static void *test_realloc(void *ptr, size_t size) { return allocation_fails() ? NULL : realloc(ptr, size); }
+static void *test_calloc(size_t count, size_t size) { return allocation_fails() ? NULL : calloc(count, size); }
+
+/* Cached reads, a hit, another client's write, FLUSHALL, close: with one
+ * allocation failing, each accepted command is still called back exactly
+ * once, the client closes and nothing leaks (ASan). */
+static bool alloc_scenario(void)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 0; /* no COMMAND table: thousands of allocations of no interest here */
+    if (rp_loop_new(&loop, NULL) < 0)
+        return false;
+    if (rp_client_new(&client, loop, &opts) < 0) {
+        cr_assert_eq(rp_loop_free(loop), 0);
+        return false;
+    }
+    uint64_t deadline = fx_now_ms() + 1000;
+    while (!subscribed() && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_NOWAIT);
+    result r[8] = {{0}};
+    int accepted = 0;
+    for (int i = 0; i < 8; i++) {
+        if (i == 4)
+            fx_redis_command("SET a2 changed\r\n");
+        if (i == 6)
+            fx_redis_command("FLUSHALL\r\n");
+        int64_t id = rp_client_command_ex(client, &cached, fx_result_cb, &r[i], 2, (const char *[]){"GET", "a2"}, NULL);
+        if (id > 0) {
+            accepted++;
+            cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 3000), "allocation %ld failing: no reply", fail_at);
+        }
+    }
+    bool ok = accepted == 8;
+    for (int i = 0; i < 8; i++)
+        ok = ok && r[i].status == 0;
+    fx_client_close_and_free(loop, client);
+    for (int i = 0; i < 8; i++)
+        cr_assert_leq(r[i].calls, 1, "allocation %ld failing: called back %d times", fail_at, r[i].calls);
+    return ok;
+}
+
+Test(cache, every_failing_allocation_is_survived)
+{
+    cr_assert_eq(rp_set_allocator(test_malloc, test_realloc, test_calloc, free), 0);
+    fx_redis_command("SET a2 first\r\n");
+    fail_at = 0;
+    allocations = 0;
+    cr_assert(alloc_scenario(), "the scenario fails with every allocation succeeding");
+    long total = allocations;
+    long step = total > 600 ? (total - 300) / 300 : 1;
+    for (fail_at = 1; fail_at <= total; fail_at += fail_at < 300 ? 1 : step) {
+        allocations = 0;
+        alloc_scenario();
+    }
+    fail_at = 0;
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+}
+
+/* ------------------------------------------------------------ sentinel */
+
+static void sentinel_setup(void)
+{
+    fx_setup_no_redis();
+    fxs_start();
+}
+
+static void sentinel_teardown(void)
+{
+    fxs_stop();
+    fx_teardown();
+}
+
+
+/* After a switch of master the subscriber must be on the new one: the
+ * ids data connections redirect to are the new server's, and its
+ * invalidations are the ones that count. Reads are kept again after the
+ * switch, and a write on the new master is seen. */
+Test(cache, a_sentinel_switch_moves_the_subscriber, .init = sentinel_setup, .fini = sentinel_teardown)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.addr = NULL;
+    opts.master_name = FXS_NAME;
+    opts.sentinel_addrs = fxs_sentinel_addrs();
+    opts.sentinel_count = 1;
+    opts.max_retries = 12;
+    open_client(&opts);
+    int from = fxs_master();
+    free(fxs_command(fxs_data_port(from), "SET", "ck", "v1", NULL));
+    cr_expect_str_eq(cached_get("ck").str, "v1");
+    cr_expect_str_eq(cached_get("ck").str, "v1");
+    cr_expect_eq(stats().hits, 1);
+    fxs_failover();
+    int to = fxs_wait_switch(from, 20000);
+    cr_assert_geq(to, 0, "no switch");
+    free(fxs_command(fxs_data_port(to), "SET", "ck", "v2", NULL));
+    cr_assert_geq(until_value("ck", "v2", 10000), 0, "the write on the new master was never seen");
+    /* Kept again: two reads in a row, the second a hit, within a while
+     * (the subscriber moves once the client has learnt the switch). */
+    bool kept = false;
+    for (uint64_t deadline = fx_now_ms() + 5000; !kept && fx_now_ms() < deadline;) {
+        uint64_t hits = stats().hits;
+        cached_get("ck");
+        kept = stats().hits > hits;
+        if (!kept)
+            fx_run_for(loop, 50);
+    }
+    cr_expect(kept, "no read is kept after the switch");
+    free(fxs_command(fxs_data_port(to), "SET", "ck", "v3", NULL));
+    cr_expect_geq(until_value("ck", "v3", 3000), 0, "a write after the switch was never seen");
+    fx_client_close_and_free(loop, client);
+}
