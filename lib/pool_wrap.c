@@ -74,12 +74,13 @@ static void finish_close_if_done(wrap_pool *wp)
 /* A put is honest, as the parent's: a connection that broke, or may hold
  * bytes its holder did not read (a reply to a send it never read, a frame
  * left buffered) would hand them to the next holder of this same
- * connection. The pool goes bad instead, as after a remove. Replies the
- * Redis layer still owes are not such bytes: it hands each to its own
- * command, whoever holds the connection. */
+ * connection. The pool goes bad instead, as after a remove. A connection
+ * the Redis layer reads (ext) has no such bytes: that layer hands each
+ * reply to its own command whoever holds the connection, and fails it for
+ * any other. */
 static void put_checked(wrap_pool *wp, const rp_conn *conn)
 {
-    if (conn->broken || rp__cp_unread_at_put(conn) != RP__UNREAD_NONE) {
+    if (conn->broken || (!conn->ext && rp__cp_unread_at_put(conn) != RP__UNREAD_NONE)) {
         wp->bad = true;
         wp->bad_reason = RP_EBADCONN;
     }

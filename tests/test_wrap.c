@@ -443,3 +443,39 @@ Test(wrap, sticky_put_with_a_reply_unread_goes_bad_until_reset)
     close_and_wait(sticky);
     fx_close_and_free(loop, parent);
 }
+
+static void conn_result_cb(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    fx_result_record(data, reply, status);
+}
+
+/* Replies the Redis layer still owes are not bytes a holder left: each
+ * reaches its own command whoever holds the connection, so a put before
+ * they came keeps the sticky connection good. */
+Test(wrap, sticky_put_with_redis_replies_owed_stays_good)
+{
+    rp_pool *sticky = open_sticky(4, 1000);
+    fx_got first = get_and_wait(sticky);
+    fx_got waiter = {0};
+    cr_assert_gt(rp_pool_get(sticky, fx_get_cb, &waiter), 0);
+    fx_result blpop = {0}, incr = {0};
+    cr_assert_eq(rp_conn_command(first.conn, conn_result_cb, &blpop, 3, (const char *[]){"BLPOP", "wrap:none", "0.3"},
+                                 NULL),
+                 0);
+    cr_assert_eq(rp_conn_command(first.conn, conn_result_cb, &incr, 2, (const char *[]){"INCR", "wrap:owed"}, NULL), 0);
+    fx_run_for(loop, 50); /* sent; the server answers in 300 ms */
+    cr_assert_eq(blpop.calls, 0);
+    rp_pool_put(sticky, first.conn); /* before the replies came */
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 3000));
+    cr_expect_eq(waiter.status, 0, "the next holder got %s", rp_strerror(waiter.status));
+    cr_expect_eq(waiter.conn, first.conn);
+    cr_assert(fx_run_until_count(loop, &incr.calls, 1, 3000));
+    cr_expect_eq(blpop.status, 0);
+    cr_expect_eq(blpop.type, REDIS_REPLY_NIL);
+    cr_expect_eq(incr.status, 0);
+    cr_expect_eq(rp_pool_bad_conn_reason(sticky), 0);
+    rp_pool_put(sticky, waiter.conn);
+    close_and_wait(sticky);
+    fx_close_and_free(loop, parent);
+}
