@@ -27,6 +27,7 @@
  * freed at the unpin. Memory: the entries' bytes, bounded by LRU. */
 #include "cache.h"
 #include "commands.h"
+#include "heartbeat.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -79,7 +80,6 @@ struct rp__cache {
     rp_pool *pool;
     size_t max_bytes, bytes;
     uint64_t max_ttl_ns;
-    uint64_t heartbeat_ns;
     int mode;
     char **prefixes;
     int prefix_count;
@@ -91,8 +91,9 @@ struct rp__cache {
     sub_state sub;
     rp_conn *sub_conn;
     long long sub_id;
-    bool pong_owed, closing;
-    rp__timer heartbeat, resubscribe;
+    bool closing;
+    rp__heartbeat heartbeat;
+    rp__timer resubscribe;
     rp_cache_stats stats;
 };
 
@@ -559,8 +560,7 @@ static void sub_lost(rp__cache *cache, int reason)
     rp_conn *conn = cache->sub_conn;
     cache->sub = SUB_DOWN;
     cache->sub_conn = NULL;
-    cache->pong_owed = false;
-    rp__timer_disarm(cache->loop, &cache->heartbeat);
+    rp__heartbeat_stop(&cache->heartbeat);
     if (was_up)
         cache_flush(cache);
     if (conn)
@@ -569,23 +569,10 @@ static void sub_lost(rp__cache *cache, int reason)
         rp__timer_arm(cache->loop, &cache->resubscribe, rp__loop_now(cache->loop) + RESUBSCRIBE_MS * RP__NS_PER_MS);
 }
 
-static void heartbeat_arm(rp__cache *cache)
+/* A subscriber that stops answering: what it would have told is lost. */
+static void heartbeat_lost(rp__heartbeat *hb, int reason)
 {
-    rp__timer_arm(cache->loop, &cache->heartbeat, rp__loop_now(cache->loop) + cache->heartbeat_ns);
-}
-
-/* A subscriber that stops answering keeps its connection open: only an
- * unanswered PING shows it, and what it would have told is lost. */
-static void heartbeat_fired(rp__timer *timer)
-{
-    rp__cache *cache = RP__CONTAINER_OF(timer, rp__cache, heartbeat);
-    int rc = cache->pong_owed ? -ETIMEDOUT : rp_conn_unsubscribe(cache->sub_conn, 1, (const char *[]){"PING"}, NULL);
-    if (rc < 0) {
-        sub_lost(cache, rc);
-        return;
-    }
-    cache->pong_owed = true;
-    heartbeat_arm(cache);
+    sub_lost(RP__CONTAINER_OF(hb, rp__cache, heartbeat), reason);
 }
 
 static void on_message(rp__cache *cache, const redisReply *payload)
@@ -613,14 +600,13 @@ static void on_event(rp_conn *conn, const redisReply *msg, int status, void *dat
     if (msg->type != REDIS_REPLY_ARRAY || msg->elements < 2 || msg->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = msg->element[0]->str;
+    rp__heartbeat_saw(&cache->heartbeat, kind);
     if (!strcmp(kind, "message") && msg->elements == 3) {
         on_message(cache, msg->element[2]);
-    } else if (!strcmp(kind, "pong")) {
-        cache->pong_owed = false;
     } else if (!strcmp(kind, "subscribe")) {
         cache->sub = SUB_UP;
         cache->epoch++; /* connections redirecting elsewhere are brought over */
-        heartbeat_arm(cache);
+        rp__heartbeat_start(&cache->heartbeat, conn);
     }
 }
 
@@ -764,8 +750,8 @@ int rp__cache_new(rp__cache **out, rp_loop *loop, rp_pool *pool, const rp_client
     *cache = (rp__cache){.loop = loop, .pool = pool, .max_bytes = opts->cache_bytes, .mode = opts->cache_mode,
                          .nbuckets = 64};
     cache->max_ttl_ns = (opts->cache_max_ttl_ms ? opts->cache_max_ttl_ms : DEFAULT_MAX_TTL_MS) * RP__NS_PER_MS;
-    cache->heartbeat_ns = (opts->cache_heartbeat_ms ? opts->cache_heartbeat_ms : DEFAULT_HEARTBEAT_MS) * RP__NS_PER_MS;
-    rp__timer_init(&cache->heartbeat, heartbeat_fired, false);
+    rp__heartbeat_init(&cache->heartbeat, cache->loop,
+                       opts->cache_heartbeat_ms ? opts->cache_heartbeat_ms : DEFAULT_HEARTBEAT_MS, heartbeat_lost);
     rp__timer_init(&cache->resubscribe, resubscribe_fired, false);
     int rc = copy_prefixes(cache, opts);
     if (rc == 0 && !(cache->buckets = rp__calloc(cache->nbuckets, sizeof *cache->buckets)))
@@ -807,7 +793,7 @@ void rp__cache_close(rp__cache *cache)
     if (!cache || cache->closing)
         return;
     cache->closing = true;
-    rp__timer_disarm(cache->loop, &cache->heartbeat);
+    rp__heartbeat_stop(&cache->heartbeat);
     rp__timer_disarm(cache->loop, &cache->resubscribe);
     rp_conn *conn = cache->sub_conn;
     cache->sub_conn = NULL;

@@ -19,6 +19,7 @@
  * SENTINEL replicas; each usable replica gets an rp_client of its own
  * (the data client's options), one that leaves the list is closed, and
  * rp__sentinel_read_client picks where a read goes (client.c routes). */
+#include "heartbeat.h"
 #include "sentinel.h"
 
 #include "tls.h"
@@ -70,8 +71,7 @@ struct rp__sentinel {
     rp_conn *sub_conn;
     unsigned sub_next;      /* the next attempt's node, round robin */
     rp__timer sub_timer;
-    rp__timer heartbeat;    /* while subscribed */
-    bool pong_owed;
+    rp__heartbeat heartbeat; /* while subscribed */
     void (*on_switch)(void *data);
     void *on_switch_data;
     /* Reads on replicas: their clients' options (the data client's), the
@@ -400,8 +400,7 @@ rp_client *rp__sentinel_read_client(rp__sentinel *s)
 
 static void sub_drop(rp__sentinel *s, int reason)
 {
-    rp__timer_disarm(s->loop, &s->heartbeat);
-    s->pong_owed = false;
+    rp__heartbeat_stop(&s->heartbeat);
     if (s->sub_conn)
         rp_pool_remove(rp_client_pool(s->sub_node->client), s->sub_conn, reason);
     s->sub_conn = NULL;
@@ -434,23 +433,10 @@ static void switch_master(rp__sentinel *s, const redisReply *payload)
         set_master(s, addr);
 }
 
-static void heartbeat_arm(rp__sentinel *s)
+/* A sentinel that stops answering (frozen, partitioned). */
+static void heartbeat_lost(rp__heartbeat *hb, int reason)
 {
-    rp__timer_arm(s->loop, &s->heartbeat, rp__loop_now(s->loop) + HEARTBEAT_MS * RP__NS_PER_MS);
-}
-
-/* A sentinel that stops answering (frozen, partitioned) keeps its
- * connection open: only an unanswered PING shows it. */
-static void heartbeat_fired(rp__timer *timer)
-{
-    rp__sentinel *s = RP__CONTAINER_OF(timer, rp__sentinel, heartbeat);
-    int rc = s->pong_owed ? -ETIMEDOUT : rp_conn_unsubscribe(s->sub_conn, 1, (const char *[]){"PING"}, NULL);
-    if (rc < 0) {
-        sub_lost(s, rc);
-        return;
-    }
-    s->pong_owed = true;
-    heartbeat_arm(s);
+    sub_lost(RP__CONTAINER_OF(hb, rp__sentinel, heartbeat), reason);
 }
 
 static void on_event(rp_conn *conn, const redisReply *msg, int status, void *data)
@@ -465,6 +451,7 @@ static void on_event(rp_conn *conn, const redisReply *msg, int status, void *dat
         msg->element[0]->type != REDIS_REPLY_STRING)
         return;
     const char *kind = msg->element[0]->str;
+    rp__heartbeat_saw(&s->heartbeat, kind);
     if (!strcmp(kind, "message") && msg->elements == 3 && msg->element[1]->type == REDIS_REPLY_STRING) {
         if (!strcmp(msg->element[1]->str, "+switch-master"))
             switch_master(s, msg->element[2]);
@@ -472,10 +459,8 @@ static void on_event(rp_conn *conn, const redisReply *msg, int status, void *dat
          * was added: ask again when it may be ours. */
         if (msg->element[2]->type == REDIS_REPLY_STRING && strstr(msg->element[2]->str, s->name))
             replicas_ask(s, s->sub_node);
-    } else if (!strcmp(kind, "pong")) {
-        s->pong_owed = false;
     } else if (!strcmp(kind, "subscribe")) {
-        heartbeat_arm(s);
+        rp__heartbeat_start(&s->heartbeat, conn);
         rp__sentinel_suspect(s); /* a switch before the subscription took */
     }
 }
@@ -568,7 +553,7 @@ int rp__sentinel_new(rp__sentinel **out, rp_loop *loop, const rp_client_options 
     s->read_timeout_ms = opts->pool.read_timeout_ms ? opts->pool.read_timeout_ms : DEFAULT_SENTINEL_TIMEOUT_MS;
     rp__timer_init(&s->round_timer, round_timer_fired, false);
     rp__timer_init(&s->sub_timer, sub_timer_fired, false);
-    rp__timer_init(&s->heartbeat, heartbeat_fired, false);
+    rp__heartbeat_init(&s->heartbeat, loop, HEARTBEAT_MS, heartbeat_lost);
     int rc = 0;
     if (!(s->name = rp__strdup(opts->master_name)) ||
         (opts->sentinel_username && !(s->username = rp__strdup(opts->sentinel_username))) ||
