@@ -799,8 +799,15 @@ static void check_reply(mreq *r, const redisReply *reply)
               r->idx, reply->type);
         return;
     case CK_NUL:
-        CHECK(reply->type == REDIS_REPLY_ERROR, "#%d: a command named \"ECHO\\0x\" got reply type %d", r->idx,
-              reply->type);
+        /* Unknown to the server, almost always. Redis 7.0 finds a command
+         * by a hash of all its bytes but compares names with strcasecmp,
+         * which stops at the NUL: when "ECHO\0x" hashes into echo's bucket
+         * (the seed is random per start; 1 of 1200 starts measured) the
+         * server runs ECHO. Then the reply is our own argument, never
+         * another command's. */
+        CHECK(reply->type == REDIS_REPLY_ERROR ||
+                  (reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, r->key)),
+              "#%d: a command named \"ECHO\\0x\" got reply type %d", r->idx, reply->type);
         return;
     case CK_NONE:
         return;
