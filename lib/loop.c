@@ -126,7 +126,7 @@ static bool work_visible(const rp_loop *loop) { return io_uring_cq_ready(&loop->
 
 /* The kernel timeout is behind the earliest timer: the next run moves it
  * (ktimer_sync), and a host must run the loop before it sleeps. */
-static bool ktimer_stale(const rp_loop *loop)
+static inline bool ktimer_stale(const rp_loop *loop)
 {
     const rp__timer *min = rp__heap_min(&loop->timers);
     return min && (!loop->ktimer_op.pending || loop->ktimer_deadline > min->deadline_ns);
@@ -311,7 +311,8 @@ static bool loop_own_op(const rp_loop *loop, const rp__op *op)
     return op == &loop->ktimer_op || op == &loop->post_op || op == &loop->drain_op;
 }
 
-void rp__op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags)
+/* Inline in the reaping loop: every completion passes here. */
+static inline void op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags)
 {
     if (!loop_own_op(loop, op))
         loop->handled++;
@@ -324,13 +325,15 @@ void rp__op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags)
     op->done(op);
 }
 
+void rp__op_complete(rp_loop *loop, rp__op *op, int32_t res, uint32_t cflags) { op_complete(loop, op, res, cflags); }
+
 static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_t cflags)
 {
     if (user_data == 0)
         return; /* cancels and timer updates: their targets report */
     if (user_data & 1)
         return; /* a linked timeout that failed before its op ran: the op reports */
-    rp__op_complete(loop, (rp__op *)(uintptr_t)user_data, res, cflags);
+    op_complete(loop, (rp__op *)(uintptr_t)user_data, res, cflags);
 }
 
 static unsigned reap_cqes(rp_loop *loop)
@@ -356,10 +359,8 @@ static unsigned reap_cqes(rp_loop *loop)
  * sleep next: before an iteration's wait and at a run's end. A timer armed
  * (and often disarmed again) between those costs no SQE, and takes none
  * from between two SQEs that must stay together (a round trip's). */
-static void ktimer_sync(rp_loop *loop)
+static void ktimer_move(rp_loop *loop)
 {
-    if (!ktimer_stale(loop))
-        return;
     rp__timer *min = rp__heap_min(&loop->timers);
     loop->ktimer_ts.tv_sec = (long long)(min->deadline_ns / 1000000000ull);
     loop->ktimer_ts.tv_nsec = (long long)(min->deadline_ns % 1000000000ull);
@@ -374,6 +375,13 @@ static void ktimer_sync(rp_loop *loop)
         rp__op_start(loop, &loop->ktimer_op, false, false);
     }
     loop->ktimer_deadline = min->deadline_ns;
+}
+
+/* Called on every pass: the check is inline, the move out of line. */
+static inline void ktimer_sync(rp_loop *loop)
+{
+    if (ktimer_stale(loop))
+        ktimer_move(loop);
 }
 
 /* Expired timers run in the iteration; the CQE only wakes the loop. */
