@@ -171,6 +171,35 @@ static void tls_options(rp_pool_options *opts, int pool_size)
     opts->tls.ca_file = path_ca;
 }
 
+/* TLS options aimed at a listener of the test's own (its fd returned),
+ * whose address goes to addr, which must outlive the options. */
+static int own_listener_options(rp_pool_options *opts, int pool_size, char addr[64])
+{
+    int port;
+    int lfd = fx_listener(8, &port);
+    tls_options(opts, pool_size);
+    snprintf(addr, 64, "127.0.0.1:%d", port);
+    opts->addr = addr;
+    return lfd;
+}
+
+/* A new loop and a pool on it with these options. */
+static rp_pool *open_pool(rp_loop **loop, const rp_pool_options *opts)
+{
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, *loop, opts), 0);
+    return pool;
+}
+
+/* A pool of the TLS port on a new loop. */
+static rp_pool *tls_pool(rp_loop **loop, int pool_size)
+{
+    rp_pool_options opts;
+    tls_options(&opts, pool_size);
+    return open_pool(loop, &opts);
+}
+
 /* One get's outcome, with the loop run until it came (bounded). */
 static fx_got get_once(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
 {
@@ -186,9 +215,7 @@ static fx_got get_once(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
 static int dial_must_fail(rp_pool_options *opts, char *reason, size_t cap)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, opts), 0);
+    rp_pool *pool = open_pool(&loop, opts);
     fx_got got = get_once(loop, pool, 10000);
     cr_assert_null(got.conn);
     const char *why = rp_pool_tls_error(pool);
@@ -211,11 +238,7 @@ static void expect_reason(const char *reason, const char *want)
 Test(tls, raw_pool_ping_over_tls)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 2);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn), "PING over TLS failed");
     cr_expect(fx_ping(loop, conn), "a second PING over TLS failed");
@@ -231,12 +254,10 @@ Test(tls, raw_pool_ping_over_tls)
 Test(tls, tickets_on_an_idle_connection_keep_it)
 {
     rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.health_check_idle_ms = 1; /* watched and checked as soon as idle */
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     rp_pool_put(pool, conn); /* before any read: the tickets are still on their way */
     fx_run_for(loop, 300);
@@ -270,16 +291,47 @@ static void run_until_io(rp_loop *loop, const ssize_t *r, unsigned ms)
     cr_assert(io_done(r), "the I/O never completed");
 }
 
+/* A pool whose idle connections are watched and checked at once. */
+static rp_pool *watched_pool(rp_loop **loop)
+{
+    rp_pool_options opts;
+    tls_options(&opts, 2);
+    opts.health_check_idle_ms = 1;
+    return open_pool(loop, &opts);
+}
+
+/* The idle connection goes within 3 s; stale_conns says how it went. */
+static void expect_idle_dropped(rp_loop *loop, rp_pool *pool, const char *why, uint64_t stale)
+{
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect_eq(rp_pool_idle_len(pool), 0, "%s", why);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, stale);
+}
+
+/* Two PINGs, and a read of the first reply only: the second is left
+ * decrypted inside OpenSSL, where no zero-length recv sees it. */
+static void read_one_of_two_replies(rp_loop *loop, rp_conn *conn)
+{
+    ssize_t sent = 1000000, got = 1000000;
+    char buf[7];
+    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, io_cb, &sent), 0);
+    run_until_io(loop, &sent, 3000);
+    fx_run_for(loop, 50); /* both replies are in */
+    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
+    run_until_io(loop, &got, 3000);
+    cr_assert_eq(got, 7);
+}
+
 /* A server that goes away sends no close_notify: the read in flight ends
  * with RP_ETLS and OpenSSL's reason, not as a clean end of stream. */
 Test(tls, server_gone_without_close_notify_is_an_error)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 2);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_assert(fx_ping(loop, conn));
     char buf[64];
@@ -300,67 +352,39 @@ Test(tls, server_gone_without_close_notify_is_an_error)
     fx_close_and_free(loop, pool);
 }
 
-/* The idle watch still sees the peer go away on a TLS connection. */
-Test(tls, idle_watch_sees_the_server_go)
+/* Parks conn idle in its (watched) pool. */
+static void park_idle(rp_loop *loop, rp_pool *pool, rp_conn *conn)
 {
-    rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    opts.health_check_idle_ms = 1;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    rp_conn *conn = fx_get_conn(loop, pool);
-    cr_assert(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
     fx_run_for(loop, 100);
     cr_assert_eq(rp_pool_idle_len(pool), 1);
-    fx_redis_stop();
-    uint64_t deadline = fx_now_ms() + 3000;
-    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
-        fx_run_for(loop, 10);
-    cr_expect_eq(rp_pool_idle_len(pool), 0, "the idle watch missed the server's close");
+}
+
+static void kill_clients(void) { fx_redis_command("CLIENT KILL TYPE normal SKIPME yes\r\n"); }
+
+/* The idle watch still sees the peer go away on a TLS connection, when
+ * the server goes (stop) or closes the connection itself (CLIENT KILL). */
+static void idle_watch_sees(void (*close_it)(void))
+{
+    rp_loop *loop;
+    rp_pool *pool = watched_pool(&loop);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert(fx_ping(loop, conn));
+    park_idle(loop, pool, conn);
+    close_it();
+    expect_idle_dropped(loop, pool, "the idle watch missed the server's close", 1);
     fx_close_and_free(loop, pool);
 }
 
-/* A server that closes an idle TLS connection itself (CLIENT KILL) is
- * seen by the idle watch too. */
-Test(tls, idle_watch_sees_the_server_close_it)
-{
-    rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    opts.health_check_idle_ms = 1;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    rp_conn *conn = fx_get_conn(loop, pool);
-    cr_assert(fx_ping(loop, conn));
-    rp_pool_put(pool, conn);
-    fx_run_for(loop, 100);
-    cr_assert_eq(rp_pool_idle_len(pool), 1);
-    fx_redis_command("CLIENT KILL TYPE normal SKIPME yes\r\n");
-    uint64_t deadline = fx_now_ms() + 3000;
-    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
-        fx_run_for(loop, 10);
-    cr_expect_eq(rp_pool_idle_len(pool), 0, "the idle watch missed the server's close");
-    rp_stats st;
-    rp_pool_stats(pool, &st);
-    cr_expect_eq(st.stale_conns, 1);
-    fx_close_and_free(loop, pool);
-}
+Test(tls, idle_watch_sees_the_server_go) { idle_watch_sees(fx_redis_stop); }
+Test(tls, idle_watch_sees_the_server_close_it) { idle_watch_sees(kill_clients); }
 
 /* Records that carry data nobody asked for fail an idle connection: a
  * subscribed connection put back idle, then a message published to it. */
 Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    opts.health_check_idle_ms = 1;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = watched_pool(&loop);
     rp_conn *conn = fx_get_conn(loop, pool);
     static const char sub[] = "*2\r\n$9\r\nSUBSCRIBE\r\n$2\r\nch\r\n";
     ssize_t sent = 1000000, got = 1000000;
@@ -371,18 +395,22 @@ Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
     cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
     run_until_io(loop, &got, 3000);
     cr_assert_gt(got, 0);
-    rp_pool_put(pool, conn);
-    fx_run_for(loop, 100);
-    cr_assert_eq(rp_pool_idle_len(pool), 1);
+    park_idle(loop, pool, conn);
     fx_redis_command("*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\nx\r\n");
-    uint64_t deadline = fx_now_ms() + 3000;
-    while (rp_pool_idle_len(pool) && fx_now_ms() < deadline)
-        fx_run_for(loop, 10);
-    cr_expect_eq(rp_pool_idle_len(pool), 0, "stray plaintext did not fail the idle connection");
+    expect_idle_dropped(loop, pool, "stray plaintext did not fail the idle connection", 1);
+    fx_close_and_free(loop, pool);
+}
+
+/* The next connection handed out answers its own PING: the one put back
+ * with a reply left unread was found stale and dropped. */
+static void expect_next_holder_reads_its_own(rp_loop *loop, rp_pool *pool, const char *why)
+{
+    rp_conn *next = fx_get_conn(loop, pool);
+    cr_expect(fx_ping(loop, next), "%s", why);
     rp_stats st;
     rp_pool_stats(pool, &st);
     cr_expect_eq(st.stale_conns, 1);
-    fx_close_and_free(loop, pool);
+    rp_pool_put(pool, next);
 }
 
 /* A caller that reads part of what came leaves the rest decrypted inside
@@ -391,30 +419,13 @@ Test(tls, plaintext_nobody_asked_for_fails_an_idle_connection)
 Test(tls, plaintext_left_in_openssl_fails_the_connection)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    opts.health_check_idle_ms = 1;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = watched_pool(&loop);
     rp_conn *conn = fx_get_conn(loop, pool);
-    ssize_t sent = 1000000, got = 1000000;
-    char buf[7];
-    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, io_cb, &sent), 0);
-    run_until_io(loop, &sent, 3000);
-    fx_run_for(loop, 50); /* both replies are in */
-    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
-    run_until_io(loop, &got, 3000);
-    cr_assert_eq(got, 7);
+    read_one_of_two_replies(loop, conn);
     fx_run_for(loop, 50);
     rp_pool_put(pool, conn);
     fx_run_for(loop, 100);
-    rp_conn *next = fx_get_conn(loop, pool);
-    cr_expect(fx_ping(loop, next), "a connection with an unread reply was handed out");
-    rp_stats st;
-    rp_pool_stats(pool, &st);
-    cr_expect_eq(st.stale_conns, 1);
-    rp_pool_put(pool, next);
+    expect_next_holder_reads_its_own(loop, pool, "a connection with an unread reply was handed out");
     fx_close_and_free(loop, pool);
 }
 
@@ -424,27 +435,11 @@ Test(tls, plaintext_left_in_openssl_fails_the_connection)
 Test(tls, a_put_never_hands_plaintext_left_to_the_next_holder)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 1);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 1);
     rp_conn *conn = fx_get_conn(loop, pool);
-    ssize_t sent = 1000000, got = 1000000;
-    char buf[7];
-    cr_assert_eq(rp_conn_send(conn, "PING\r\nPING\r\n", 12, io_cb, &sent), 0);
-    run_until_io(loop, &sent, 3000);
-    fx_run_for(loop, 50); /* both replies are in */
-    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &got), 0);
-    run_until_io(loop, &got, 3000);
-    cr_assert_eq(got, 7);
+    read_one_of_two_replies(loop, conn);
     rp_pool_put(pool, conn);
-    rp_conn *next = fx_get_conn(loop, pool);
-    cr_expect(fx_ping(loop, next), "the next holder read the last one's reply");
-    rp_stats st;
-    rp_pool_stats(pool, &st);
-    cr_expect_eq(st.stale_conns, 1);
-    rp_pool_put(pool, next);
+    expect_next_holder_reads_its_own(loop, pool, "the next holder read the last one's reply");
     fx_close_and_free(loop, pool);
 }
 
@@ -462,11 +457,7 @@ static void line_cb(rp_conn *conn, const char *line, ssize_t len, void *data)
 Test(tls, sendv_encrypts_every_piece)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 1);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 1);
     rp_conn *conn = fx_get_conn(loop, pool);
     static char value[1 << 20];
     memset(value, 'v', sizeof value);
@@ -511,11 +502,7 @@ static rp_conn *fresh_conn(rp_loop *loop, rp_pool *pool, int want_resumed)
 Test(tls, redials_resume_the_session)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 2);
     fresh_conn(loop, pool, 0);
     fresh_conn(loop, pool, 1);
     fresh_conn(loop, pool, 1);
@@ -542,11 +529,7 @@ Test(tls, redials_resume_the_session)
 Test(tls, a_dial_after_a_resumed_one_resumes_too)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 2);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 2);
     fresh_conn(loop, pool, 0); /* reads the server's tickets */
     rp_conn *first = fx_get_conn(loop, pool);
     cr_expect_eq(rp_conn_tls_resumed(first), 1);
@@ -809,14 +792,12 @@ Test(tls, rediss_url)
 Test(tls, host_name_verified_by_dns_san)
 {
     rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 2);
     char addr[64];
     snprintf(addr, sizeof addr, "localhost:%d", tls_port);
     opts.addr = addr;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -847,14 +828,12 @@ Test(tls, untrusted_ca_fails)
 Test(tls, insecure_skips_verification)
 {
     rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.tls.ca_file = path_rogue_ca;
     opts.tls.server_name = "redis.example.com";
     opts.tls.insecure = true;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -898,9 +877,7 @@ static int with_user_ctx(bool load_ca)
     tls_options(&opts, 1);
     opts.tls.ssl_ctx = ctx;
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     SSL_CTX_free(ctx);
     fx_got got = get_once(loop, pool, 5000);
     if (got.status == 0) {
@@ -943,17 +920,11 @@ Test(tls, plaintext_redis_on_the_tls_port)
  * reply is no TLS record, and the dial fails at once. */
 Test(tls, plaintext_answer_is_wrong_version_number)
 {
-    int port;
-    int lfd = fx_listener(8, &port);
     rp_pool_options opts;
-    tls_options(&opts, 1);
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    opts.addr = addr;
+    int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 50);
@@ -977,13 +948,9 @@ Test(tls, plaintext_answer_is_wrong_version_number)
  * answers the ClientHello: dial_timeout_ms bounds the handshake too. */
 Test(tls, silent_listener_times_out)
 {
-    int port;
-    int lfd = fx_listener(8, &port);
     rp_pool_options opts;
-    tls_options(&opts, 2);
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    opts.addr = addr;
+    int lfd = own_listener_options(&opts, 2, addr);
     opts.dial_timeout_ms = 300;
     uint64_t start = fx_now_ms();
     char reason[256];
@@ -997,17 +964,11 @@ Test(tls, silent_listener_times_out)
 /* A listener that accepts and closes at once: the handshake is cut. */
 Test(tls, listener_closing_mid_handshake)
 {
-    int port;
-    int lfd = fx_listener(8, &port);
     rp_pool_options opts;
-    tls_options(&opts, 1);
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    opts.addr = addr;
+    int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 50);
@@ -1031,17 +992,11 @@ static void pool_closed(rp_pool *pool, void *data)
 /* Closing the pool while a handshake waits ends the get once and closes. */
 Test(tls, close_during_handshake)
 {
-    int port;
-    int lfd = fx_listener(8, &port);
     rp_pool_options opts;
-    tls_options(&opts, 1);
     char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    opts.addr = addr;
+    int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 100);
@@ -1097,22 +1052,13 @@ static void *evil_run(void *arg)
     return NULL;
 }
 
-/* The read after the handshake fails with RP_ETLS and OpenSSL's reason,
- * once, and the connection is not reused. */
-static void evil_read(bool truncate, const char *want)
+/* The first read on a connection of a pool with these options fails
+ * with RP_ETLS and OpenSSL's reason (want), once, and the put drops the
+ * connection. */
+static void expect_first_read_refused(const rp_pool_options *opts, const char *want)
 {
-    evil_server e = {.truncate = truncate};
-    e.lfd = fx_listener(4, &e.port);
-    cr_assert_eq(pthread_create(&e.thread, NULL, evil_run, &e), 0);
-    rp_pool_options opts;
-    tls_options(&opts, 1);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", e.port);
-    opts.addr = addr;
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     char buf[64];
     ssize_t result = 1000000;
@@ -1126,8 +1072,22 @@ static void evil_read(bool truncate, const char *want)
     rp_pool_put(pool, conn);
     rp_stats st;
     rp_pool_stats(pool, &st);
-    cr_expect_eq(st.total_conns, 0);
+    cr_expect_eq(st.total_conns, 0, "a refused connection went back to the pool");
     fx_close_and_free(loop, pool);
+}
+
+/* Garbage after the handshake: the connection is not reused. */
+static void evil_read(bool truncate, const char *want)
+{
+    evil_server e = {.truncate = truncate};
+    e.lfd = fx_listener(4, &e.port);
+    cr_assert_eq(pthread_create(&e.thread, NULL, evil_run, &e), 0);
+    rp_pool_options opts;
+    tls_options(&opts, 1);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", e.port);
+    opts.addr = addr;
+    expect_first_read_refused(&opts, want);
     pthread_join(e.thread, NULL);
     close(e.lfd);
 }
@@ -1142,13 +1102,11 @@ TestSuite(tls_mutual, .init = setup_mutual, .fini = teardown, .timeout = 60);
 Test(tls_mutual, client_certificate_accepted)
 {
     rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.tls.cert_file = path_client_crt;
     opts.tls.key_file = path_client_key;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -1161,29 +1119,11 @@ Test(tls_mutual, client_certificate_accepted)
  * which drops the alert, and report -ECONNRESET instead.) */
 static void refused(const char *cert, const char *key, const char *want)
 {
-    rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.tls.cert_file = cert;
     opts.tls.key_file = key;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    rp_conn *conn = fx_get_conn(loop, pool);
-    char buf[64];
-    ssize_t result = 1000000;
-    cr_assert_eq(rp_conn_recv(conn, buf, sizeof buf, io_cb, &result), 0);
-    run_until_io(loop, &result, 3000);
-    fx_run_for(loop, 20);
-    cr_expect_eq(result, RP_ETLS, "the read ended with %zd (%s)", result, rp_strerror((int)result));
-    const char *why = rp_pool_tls_error(pool);
-    cr_assert_not_null(why);
-    expect_reason(why, want);
-    rp_pool_put(pool, conn);
-    rp_stats st;
-    rp_pool_stats(pool, &st);
-    cr_expect_eq(st.total_conns, 0, "a connection the server refused went back to the pool");
-    fx_close_and_free(loop, pool);
+    expect_first_read_refused(&opts, want);
 }
 
 /* The server refuses a client certificate that has expired. */
@@ -1217,9 +1157,7 @@ Test(tls_expired, expired_server_certificate_fails)
     /* The same server with verification off: the dial itself works. */
     opts.tls.insecure = true;
     rp_loop *loop;
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -1452,11 +1390,7 @@ static ssize_t resp_line(const char *data, size_t len, void *arg)
 Test(tls, round_trips)
 {
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    tls_options(&opts, 1);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = tls_pool(&loop, 1);
     rp_conn *conn = fx_get_conn(loop, pool);
     struct iovec pings[2] = {{(void *)"PING\r\n", 6}, {(void *)"PING\r\n", 6}};
     char first[64] = "", second[64] = "";
@@ -1493,13 +1427,11 @@ Test(tls, round_trips)
 Test(tls, a_round_trip_whose_send_times_out_ends_with_the_sends_error)
 {
     rp_loop *loop;
-    rp_pool *pool;
     rp_pool_options opts;
     tls_options(&opts, 1);
     opts.write_timeout_ms = 300;
     opts.read_timeout_ms = 20000;
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_pool *pool = open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     size_t len = 64 << 20;
     char *big = calloc(1, len);
