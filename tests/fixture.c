@@ -294,11 +294,17 @@ void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data)
     got->order = ++got_sequence;
 }
 
-rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool)
+fx_got fx_get_outcome(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
 {
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000), "get never completed");
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, timeout_ms), "get never completed");
+    return got;
+}
+
+rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool)
+{
+    fx_got got = fx_get_outcome(loop, pool, 5000);
     cr_assert_eq(got.status, 0, "get failed: %s", rp_strerror(got.status));
     return got.conn;
 }

@@ -81,6 +81,9 @@ typedef struct fx_got {
     int order; /* sequence number across all fx_got callbacks */
 } fx_got;
 void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data);
+/* A get's outcome, the loop run until its callback (asserted within
+ * timeout_ms). */
+fx_got fx_get_outcome(rp_loop *loop, rp_pool *pool, unsigned timeout_ms);
 /* Gets a connection synchronously (running the loop); asserts success. */
 rp_conn *fx_get_conn(rp_loop *loop, rp_pool *pool);
 /* PING through send/recv; returns true on +PONG. */

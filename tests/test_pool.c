@@ -436,9 +436,7 @@ Test(pool, max_active_conns_fails_with_exhausted)
     opts.max_active_conns = 1;
     open_pool(&opts);
     rp_conn *held = fx_get_conn(loop, pool);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 2000));
+    fx_got got = fx_get_outcome(loop, pool, 2000);
     cr_expect_eq(got.status, RP_EPOOLEXHAUSTED);
     rp_pool_put(pool, held);
     rp_conn *again = fx_get_conn(loop, pool);
@@ -665,9 +663,7 @@ Test(pool, on_connect_sets_up_each_new_connection_and_can_fail_the_dial)
     opts.on_connect = refuse_setup;
     opts.on_connect_data = &seen;
     open_pool(&opts);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(seen.calls, 1);
     cr_expect_eq(got.status, -EACCES, "the set-up's status did not reach the get");
     cr_expect_eq(rp_pool_len(pool), 0);
@@ -914,9 +910,7 @@ Test(pool, lifetime_jitter_at_uint32_max_is_not_a_division_by_zero)
     opts.conn_max_lifetime_ms = 60000;
     opts.conn_max_lifetime_jitter_ms = UINT32_MAX;
     open_pool(&opts);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(got.status, 0, "%s", rp_strerror(got.status));
     if (got.conn)
         rp_pool_put(pool, got.conn);
@@ -1016,9 +1010,7 @@ Test(pool, refused_setup_is_not_a_dial_error)
     opts.on_connect_data = &seen;
     open_pool(&opts);
     for (int i = 0; i < 5; i++) {
-        fx_got got = {0};
-        cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-        cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+        fx_got got = fx_get_outcome(loop, pool, 3000);
         cr_expect_eq(got.status, -EACCES, "get %d: %s", i, rp_strerror(got.status));
         fx_run_for(loop, 2);
         cr_expect_eq(got.calls, 1);
@@ -1248,9 +1240,7 @@ Test(pool, hooks_see_a_refused_dial_and_an_expired_connection)
     opts.addr = addr;
     open_pool(&opts);
     set_hooks(&log);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(log.last_dial_status, -ECONNREFUSED);
     cr_expect_eq(log.last_get_status, -ECONNREFUSED);
     fx_close_and_free(loop, pool);
@@ -1344,27 +1334,14 @@ Test(pool, unix_socket_connections_are_unaffected_by_tcp_options)
 
 /* ------------------------------------------------------- an honest put */
 
-typedef struct io_done {
-    bool done;
-    ssize_t result;
-} io_done;
-
-static void io_done_cb(rp_conn *conn, ssize_t result, void *data)
-{
-    (void)conn;
-    io_done *d = data;
-    d->done = true;
-    d->result = result;
-}
-
 /* Reads until want bytes came (or an error). */
 static ssize_t recv_exactly(rp_conn *conn, char *buf, size_t want)
 {
     size_t got = 0;
     while (got < want) {
-        io_done d = {0};
-        cr_assert_eq(rp_conn_recv(conn, buf + got, want - got, io_done_cb, &d), 0);
-        cr_assert(fx_run_until(loop, &d.done, 3000), "recv never completed");
+        io_seen d = {0};
+        cr_assert_eq(rp_conn_recv(conn, buf + got, want - got, count_io, &d), 0);
+        cr_assert(fx_run_until_count(loop, &d.calls, 1, 3000), "recv never completed");
         if (d.result <= 0)
             return d.result;
         got += (size_t)d.result;
@@ -1374,9 +1351,9 @@ static ssize_t recv_exactly(rp_conn *conn, char *buf, size_t want)
 
 static void send_text(rp_conn *conn, const char *text)
 {
-    io_done d = {0};
-    cr_assert_eq(rp_conn_send(conn, text, strlen(text), io_done_cb, &d), 0);
-    cr_assert(fx_run_until(loop, &d.done, 3000));
+    io_seen d = {0};
+    cr_assert_eq(rp_conn_send(conn, text, strlen(text), count_io, &d), 0);
+    cr_assert(fx_run_until_count(loop, &d.calls, 1, 3000));
     cr_assert_eq(d.result, (ssize_t)strlen(text));
 }
 
@@ -1468,9 +1445,7 @@ Test(pool, a_set_up_that_leaves_a_reply_unread_fails_the_dial)
     opts.on_connect = sloppy_connect;
     opts.on_connect_data = &s;
     open_pool(&opts);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(s.calls, 1);
     cr_expect_eq(got.status, -EPROTO, "got %s", rp_strerror(got.status));
     cr_expect_eq(stats().stale_conns, 1);
@@ -1606,9 +1581,7 @@ Test(pool, conn_data_set_in_on_connect_is_freed_when_the_set_up_fails)
     opts.on_connect = state_on_connect;
     opts.on_connect_data = &s;
     open_pool(&opts);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(got.status, -EACCES);
     fx_run_for(loop, 5);
     cr_expect_eq(s.frees, 1);
@@ -1650,14 +1623,6 @@ Test(pool, conn_pool_leads_back_to_the_connection_pool)
 
 /* ------------------------------------------------------- vectored sends */
 
-static void count_sendv(rp_conn *conn, ssize_t result, void *data)
-{
-    (void)conn;
-    io_seen *seen = data;
-    seen->calls++;
-    seen->result = result;
-}
-
 /* SET key value in three pieces, the value big enough for partial writes;
  * the iovec array is the caller's and changes right after the call. */
 Test(pool, sendv_sends_every_piece_with_one_completion)
@@ -1673,7 +1638,7 @@ Test(pool, sendv_sends_every_piece_with_one_completion)
     struct iovec iov[3] = {{head, (size_t)head_len}, {value, value_len / 3}, {value + value_len / 3,
                                                                              value_len - value_len / 3 + 2}};
     io_seen seen = {0};
-    cr_assert_eq(rp_conn_sendv(conn, iov, 3, count_sendv, &seen), 0);
+    cr_assert_eq(rp_conn_sendv(conn, iov, 3, count_io, &seen), 0);
     memset(iov, 0, sizeof iov);
     cr_expect_eq(seen.calls, 0, "the callback ran inside the call");
     cr_assert(fx_run_until_count(loop, &seen.calls, 1, 10000));
@@ -1698,16 +1663,16 @@ Test(pool, sendv_rejects_bad_arguments_and_a_second_send)
     rp_conn *conn = fx_get_conn(loop, pool);
     io_seen seen = {0};
     struct iovec iov[2] = {{(void *)"PING\r\n", 6}, {(void *)"", 0}};
-    cr_expect_eq(rp_conn_sendv(NULL, iov, 1, count_sendv, &seen), -EINVAL);
-    cr_expect_eq(rp_conn_sendv(conn, NULL, 1, count_sendv, &seen), -EINVAL);
-    cr_expect_eq(rp_conn_sendv(conn, iov, 0, count_sendv, &seen), -EINVAL);
-    cr_expect_eq(rp_conn_sendv(conn, iov, -1, count_sendv, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(NULL, iov, 1, count_io, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, NULL, 1, count_io, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 0, count_io, &seen), -EINVAL);
+    cr_expect_eq(rp_conn_sendv(conn, iov, -1, count_io, &seen), -EINVAL);
     cr_expect_eq(rp_conn_sendv(conn, iov, 1, NULL, &seen), -EINVAL);
-    cr_expect_eq(rp_conn_sendv(conn, iov + 1, 1, count_sendv, &seen), -EINVAL, "nothing to send");
-    cr_expect_eq(rp_conn_sendv(conn, iov, 1025, count_sendv, &seen), -EINVAL, "past IOV_MAX");
-    cr_assert_eq(rp_conn_sendv(conn, iov, 2, count_sendv, &seen), 0);
-    cr_expect_eq(rp_conn_send(conn, "PING\r\n", 6, count_sendv, &seen), -EBUSY);
-    cr_expect_eq(rp_conn_sendv(conn, iov, 1, count_sendv, &seen), -EBUSY);
+    cr_expect_eq(rp_conn_sendv(conn, iov + 1, 1, count_io, &seen), -EINVAL, "nothing to send");
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1025, count_io, &seen), -EINVAL, "past IOV_MAX");
+    cr_assert_eq(rp_conn_sendv(conn, iov, 2, count_io, &seen), 0);
+    cr_expect_eq(rp_conn_send(conn, "PING\r\n", 6, count_io, &seen), -EBUSY);
+    cr_expect_eq(rp_conn_sendv(conn, iov, 1, count_io, &seen), -EBUSY);
     cr_assert(fx_run_until_count(loop, &seen.calls, 1, 3000));
     cr_expect_eq(seen.result, 6);
     char buf[8] = {0};

@@ -125,9 +125,7 @@ Test(resolve, an_unknown_host_is_created_and_fails_its_dial_with_eaddrinfo)
     cr_expect_null(rp_pool_resolve_error(pool));
     dial_log log = {0};
     watch_dials(&log);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(got.status, RP_EADDRINFO, "%s", rp_strerror(got.status));
     cr_expect_null(got.conn);
     cr_expect_str_eq(rp_strerror(RP_EADDRINFO), "address could not be resolved");
@@ -251,9 +249,7 @@ Test(resolve, numeric_addresses_and_paths_need_no_lookup_and_no_thread)
     opts.addr = "unix:/nonexistent/redis.sock";
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
-    fx_got got = {0};
-    cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 3000));
+    fx_got got = fx_get_outcome(loop, pool, 3000);
     cr_expect_eq(got.status, -ENOENT, "%s", rp_strerror(got.status));
     fx_close_and_free(loop, pool);
     cr_expect_eq(atomic_load(&lookups), 0);
