@@ -192,7 +192,6 @@ static void load_finish(load *l, int master)
 
 /* --------------------------------------- the test's own +switch-master */
 
-
 static void watch_event(rp_conn *conn, const redisReply *msg, int status, void *data)
 {
     (void)conn;
@@ -224,6 +223,15 @@ static void watch_start(watch *w, int sentinel)
     cr_assert_eq(rp_pool_new_conn(w->pool, watch_got, w), 0);
     fx_run_for(loop, 100);
     cr_assert(w->conn);
+}
+
+/* The test's own watch of +switch-master on sentinel 2, then an INCR load
+ * width wide, run until acked writes were acknowledged. */
+static void start_watched_load(watch *w, load *l, int width, int acked)
+{
+    watch_start(w, 2);
+    load_start(l, width, w);
+    cr_assert(fx_run_until_count(loop, &l->acked, acked, 10000), "%d acknowledged before the failure", l->acked);
 }
 
 static void watch_closed(rp_pool *pool, void *data)
@@ -482,10 +490,8 @@ Test(sentinel, master_killed, .init = full_setup, .fini = full_teardown)
     opts.max_retries = 20; /* ~8 s: down-after, agreement, promotion */
     open_client(&opts);
     watch w = {0};
-    watch_start(&w, 2);
     load l;
-    load_start(&l, 4, &w);
-    cr_assert(fx_run_until_count(loop, &l.acked, 100, 10000), "%d acknowledged before the failover", l.acked);
+    start_watched_load(&w, &l, 4, 100);
     uint64_t kill_ms = fx_now_ms();
     fxs_kill_data(0);
     int to = run_until_switch(&l, &w, 0, 30000);
@@ -537,10 +543,8 @@ Test(sentinel, commands_wait_for_the_new_master, .init = full_setup, .fini = ful
     cr_assert(fx_run_until_count(loop, &first.calls, 1, 10000));
     cr_assert_eq(first.integer, 1);
     watch w = {0};
-    watch_start(&w, 2);
     load l;
-    load_start(&l, 4, &w);
-    cr_assert(fx_run_until_count(loop, &l.acked, 100, 10000), "%d acknowledged before the failover", l.acked);
+    start_watched_load(&w, &l, 4, 100);
     fxs_kill_data(0);
     fx_run_for(loop, 200);
     uint64_t sent_ms = fx_now_ms();
@@ -747,13 +751,11 @@ Test(sentinel, partitioned_master_returns, .init = full_setup, .fini = full_tear
     sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
     opts.max_retries = 20; /* ~8 s of backoff: down-after, agreement, promotion */
     open_client(&opts);
-    watch w = {0};
-    watch_start(&w, 2);
     dial_watch d;
     dial_watch_start(&d, 1);
+    watch w = {0};
     load l;
-    load_start(&l, 8, &w);
-    cr_assert(fx_run_until_count(loop, &l.acked, 200, 10000), "%d acknowledged before the partition", l.acked);
+    start_watched_load(&w, &l, 8, 200);
     uint64_t freeze_ms = fx_now_ms();
     fxs_freeze_data(0, true);
     int to = run_until_switch(&l, &w, 0, 30000);
@@ -807,13 +809,11 @@ Test(sentinel, switch_abandons_set_ups_to_the_old_master, .init = full_setup, .f
     opts.pool.read_timeout_ms = 8000;
     opts.pool.pool_timeout_ms = 20000;
     open_client(&opts);
-    watch w = {0};
-    watch_start(&w, 2);
     dial_watch d;
     dial_watch_start(&d, 1);
+    watch w = {0};
     load l;
-    load_start(&l, 2, &w);
-    cr_assert(fx_run_until_count(loop, &l.acked, 50, 10000), "%d acknowledged before the partition", l.acked);
+    start_watched_load(&w, &l, 2, 50);
     fxs_freeze_data(0, true);
     uint64_t deadline = fx_now_ms() + 30000;
     while (!(w.switched && fxs_switched(0) == 1) || !l.acked_after_switch) {
