@@ -2,6 +2,7 @@
  * that sends a command on a subscribed connection without a reply
  * callback of its own: its "pong" comes back as a message. */
 #include "heartbeat.h"
+#include "redis.h"
 
 #include <errno.h>
 #include <string.h>
@@ -35,6 +36,7 @@ void rp__heartbeat_start(rp__heartbeat *hb, rp_conn *conn)
 {
     hb->conn = conn;
     hb->pong_owed = false;
+    rp__redis_in_background(conn); /* a watch, which holds no loop */
     arm(hb);
 }
 

@@ -24,7 +24,8 @@ struct rp__heartbeat {
 
 void rp__heartbeat_init(rp__heartbeat *hb, rp_loop *loop, uint32_t interval_ms,
                         void (*lost)(rp__heartbeat *hb, int reason));
-/* The subscription on conn took: PINGs start. */
+/* The subscription on conn took: PINGs start, and the subscription, a
+ * watch of the library's own, no longer holds rp_loop_run(RP_RUN_DEFAULT). */
 void rp__heartbeat_start(rp__heartbeat *hb, rp_conn *conn);
 void rp__heartbeat_stop(rp__heartbeat *hb);
 /* Every message of the subscription, by its kind: a "pong" answers. */

@@ -99,6 +99,7 @@ typedef struct rp__redis {
     size_t reply_bytes;  /* of the reply being read, that the reader consumed */
     rp_push_cb push_cb;  /* subscriber mode */
     void *push_data;
+    bool background;     /* the subscription is the library's own */
     match_state match;   /* next is 0: answered commands leave the ring */
     char *rbuf;          /* without the ring: small, or grown for the traffic */
     size_t rbuf_size;
@@ -429,12 +430,22 @@ static void start_failed(rp__redis *redis, int error)
 }
 
 /* The recv's deadline is the oldest owed command's; with nothing owed it
- * is the idle watch, which has none and does not keep the loop running. */
+ * is the idle watch, which has none and does not keep the loop running,
+ * nor does a subscription of the library's own. */
 static void bound_recv(rp__redis *redis)
 {
     rp_conn *conn = redis->conn;
     conn->recv_watch = !conn->ext_pending;
-    rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0, conn->ext_pending != 0);
+    bool holds = redis->count || redis->flush_item.queued || (redis->push_cb && !redis->background);
+    rp__conn_recv_deadline(conn, redis->count ? redis->cmds[redis->head].deadline_ns : 0, holds);
+}
+
+void rp__redis_in_background(rp_conn *conn)
+{
+    rp__redis *redis = conn->ext;
+    redis->background = true;
+    if (redis->receiving)
+        bound_recv(redis);
 }
 
 /* Of the reply in progress: what the reader consumed and what it holds

@@ -19,4 +19,10 @@ int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_da
  * counted in *total (a client's rp_client_buffer_bytes). */
 int rp__redis_count_buffers(rp_conn *conn, size_t *total);
 
+/* conn's subscription is the library's own (the cache's invalidations, a
+ * sentinel client's watch): with no reply owed, its receive does not keep
+ * rp_loop_run(RP_RUN_DEFAULT) going, as an idle connection's watch does
+ * not. For a subscribed connection of the Redis layer. */
+void rp__redis_in_background(rp_conn *conn);
+
 #endif

@@ -215,6 +215,27 @@ Test(cache, own_writes_are_read_back_at_once)
     fx_client_close_and_free(loop, client);
 }
 
+/* The subscriber is the library's own watch, as an idle connection's is:
+ * once nothing is owed the loop is not alive, and RP_RUN_DEFAULT returns;
+ * invalidations still come whenever the loop runs. */
+Test(cache, the_subscriber_does_not_hold_the_loop)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET a 1\r\n");
+    cached_get("a");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_loop_alive(loop) && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(rp_loop_alive(loop), 0, "the subscriber holds the loop");
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect(stats().subscribed);
+    fx_redis_command("SET a 2\r\n");
+    cr_expect_geq(until_value("a", "2", 3000), 0, "the invalidation never came");
+    fx_client_close_and_free(loop, client);
+}
+
 Test(cache, flushall_empties_the_cache)
 {
     rp_client_options opts;

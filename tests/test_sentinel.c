@@ -430,6 +430,24 @@ Test(sentinel, discovers_master_and_runs_commands, .init = full_setup, .fini = f
     fx_client_close_and_free(loop, client);
 }
 
+/* The client's watch of its sentinels (+switch-master) is the library's
+ * own, as an idle connection's is: once nothing is owed the loop is not
+ * alive, and RP_RUN_DEFAULT returns. */
+Test(sentinel, the_watch_does_not_hold_the_loop, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    open_client(&opts);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 1);
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (rp_loop_alive(loop) && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(rp_loop_alive(loop), 0, "the sentinel watch holds the loop");
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    cr_expect_eq(run(2, (const char *[]){"INCR", "counter"}).integer, 2);
+    fx_client_close_and_free(loop, client);
+}
+
 Test(sentinel, unknown_master_name, .init = full_setup, .fini = full_teardown)
 {
     rp_client_options opts;

@@ -144,12 +144,7 @@ static void finish_request(slot *s, bool ok)
     worker *w = s->w;
     w->failures += !ok;
     hist_record(&w->hist, example_now_ns() - s->started);
-    long done = (long)atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed) + 1;
-    /* A sentinel client's subscription (or a cache's) keeps the loop
-     * running until the client closes: the worker's loop returns when its
-     * quota is done. */
-    if (done == w->quota && (w->cfg->sentinel[0] || w->test->cached))
-        rp_loop_stop(w->loop);
+    atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed);
 }
 
 static void on_reply(const redisReply *reply, int status, slot *s)

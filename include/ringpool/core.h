@@ -177,7 +177,10 @@ RP_EXTERN int rp_loop_fd(const rp_loop *loop);
 RP_EXTERN int rp_loop_timeout(const rp_loop *loop);
 /* 1 while work is pending that keeps rp_loop_run(RP_RUN_DEFAULT) going (a
  * request, I/O, a timer, a function posted and not yet run), 0 otherwise
- * (libuv's uv_loop_alive). */
+ * (libuv's uv_loop_alive). The library's own watches never count: an idle
+ * connection's, a cache's invalidation subscriber, a sentinel client's
+ * subscription to its sentinels, their heartbeats and maintenance timers
+ * (as libuv's internal handles are unreferenced). */
 RP_EXTERN int rp_loop_alive(const rp_loop *loop);
 /* For event-loop adapters (ringpool/libuv.h, ringpool/libevent.h): wake(host)
  * runs on the loop thread when something changes outside a run that the
