@@ -898,6 +898,20 @@ static void reads_client_close(rp_client *c)
     cr_assert(fx_run_until(loop, &closed, 5000));
 }
 
+/* Runs the loop until the replica (node 1) answers GET greeting with
+ * want (a prefix: an error's code). */
+static void wait_replica_answers(const char *what, const char *want)
+{
+    uint64_t deadline = fx_now_ms() + 5000;
+    char *value;
+    while (!(value = fxs_command(fxs_data_port(1), "GET", "greeting", NULL)) || strncmp(value, want, strlen(want))) {
+        cr_assert_lt(fx_now_ms(), deadline, "%s: the replica answers %s", what, value ? value : "nothing");
+        free(value);
+        fx_run_for(loop, 20);
+    }
+    free(value);
+}
+
 /* Reads on replicas: with replica_only every GET goes to the replica
  * (its commandstats count them, the master's do not), writes to the
  * master (the replica refused none: no READONLY in its errorstats); with
@@ -913,14 +927,7 @@ Test(sentinel, reads_on_replicas, .init = full_setup, .fini = full_teardown)
     cr_assert_eq(run(3, (const char *[]){"SET", "greeting", "hello"}).status, 0);
     for (int i = 0; i < 10; i++)
         cr_assert_eq(run(2, (const char *[]){"INCR", "counter"}).integer, i + 1);
-    uint64_t deadline = fx_now_ms() + 5000;
-    char *value;
-    while (!(value = fxs_command(fxs_data_port(1), "GET", "greeting", NULL)) || strcmp(value, "hello")) {
-        free(value);
-        cr_assert_lt(fx_now_ms(), deadline, "the replica never got the write");
-        fx_run_for(loop, 20);
-    }
-    free(value);
+    wait_replica_answers("GET greeting", "hello");
     fx_run_for(loop, 100); /* SENTINEL replicas answered */
     long long master0 = gets_on(0), replica0 = gets_on(1);
     gets_through(client, 40);
@@ -955,6 +962,33 @@ Test(sentinel, reads_on_replicas, .init = full_setup, .fini = full_teardown)
     fx_run_for(loop, 2000); /* the sentinels report it down (+sdown) */
     gets_through(client, 20);
     cr_expect_eq(gets_on(0) - master0, 40, "GETs lost with the replica");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A replica that lost its link to the master and serves no stale data
+ * refuses reads with MASTERDOWN (it ran nothing): replica_only reads go
+ * to the master instead, each answered once, none failed. */
+Test(sentinel, a_replica_refusing_reads_hands_them_to_the_master, .init = full_setup, .fini = full_teardown)
+{
+    rp_client_options opts;
+    sentinel_options(&opts, fxs_sentinel_addrs(), FXS_SENTINELS);
+    opts.replica_only = true;
+    open_client(&opts);
+    cr_assert_eq(run(3, (const char *[]){"SET", "greeting", "hello"}).status, 0);
+    wait_replica_answers("before", "hello");
+    gets_through(client, 1); /* SENTINEL replicas answered */
+    int replica = fxs_data_port(1);
+    free(fxs_command(replica, "CONFIG", "SET", "replica-serve-stale-data", "no", NULL));
+    free(fxs_command(replica, "CONFIG", "SET", "masterauth", "not-the-password", NULL));
+    free(fxs_command(replica, "CLIENT", "KILL", "TYPE", "master", NULL));
+    wait_replica_answers("cut off", "MASTERDOWN");
+    long long master0 = gets_on(0), refused0 = info_number(1, "errorstats", "errorstat_MASTERDOWN:count=");
+    gets_through(client, 20);
+    long long refused = info_number(1, "errorstats", "errorstat_MASTERDOWN:count=") - refused0;
+    fprintf(stderr, "MASTERDOWN replica: %lld GETs on the master, %lld refused by the replica\n",
+            gets_on(0) - master0, refused);
+    cr_expect_eq(gets_on(0) - master0, 20, "the refused reads did not reach the master");
+    cr_expect_gt(refused, 0, "the replica was never asked");
     fx_client_close_and_free(loop, client);
 }
 
