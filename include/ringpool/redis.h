@@ -166,9 +166,9 @@ typedef struct rp_client_options {
      * within pool.pool_timeout_ms from its first such failure, without
      * spending max_retries (0 still turns it off); then it ends with that
      * failure. On a switch, dials and set-ups to the old master are
-     * abandoned at once. The subscription keeps rp_loop_run(RP_RUN_DEFAULT)
-     * running until the client is closed. Strings and the array are
-     * copied. */
+     * abandoned at once. The subscription to the sentinels, a watch of
+     * the library's own, does not keep rp_loop_run(RP_RUN_DEFAULT)
+     * running. Strings and the array are copied. */
     const char *master_name;
     const char *const *sentinel_addrs; /* "host:port" each */
     int         sentinel_count;
@@ -188,8 +188,8 @@ typedef struct rp_client_options {
      * has not said their key changed. cache_bytes 0 (default): off, and
      * RP_CMD_CACHE is -EINVAL. A subscriber connection (SUBSCRIBE
      * __redis__:invalidate) is dialled at rp_client_new; nothing is cached
-     * until it is subscribed, and it keeps rp_loop_run(RP_RUN_DEFAULT)
-     * running until the client is closed. */
+     * until it is subscribed. It does not keep rp_loop_run(RP_RUN_DEFAULT)
+     * running (a watch of the library's own, as an idle connection's). */
     size_t      cache_bytes;        /* entries' memory bound (LRU eviction) */
     uint32_t    cache_max_ttl_ms;   /* default (0) 60 s: no entry lives longer */
     int         cache_mode;         /* RP_CACHE_TRACKING (default) or RP_CACHE_BCAST */
