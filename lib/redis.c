@@ -1009,6 +1009,12 @@ int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const 
     return queue_owed(redis, cmd, argc, argv, argvlen);
 }
 
+bool rp__redis_receiving_big(const rp_conn *conn)
+{
+    const rp__redis *redis = conn->ext;
+    return redis && redis->reader && rp__reader_bulk_missing(redis->reader) >= DIRECT_READ_MIN;
+}
+
 int rp__redis_count_buffers(rp_conn *conn, size_t *total)
 {
     rp__redis *redis = redis_of(conn);

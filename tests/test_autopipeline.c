@@ -819,3 +819,104 @@ Test(autopipeline, one_caller_at_a_time_gets_the_connection_back_after_each_repl
     cr_expect_eq(st.misses, 1);
     close_client();
 }
+
+/* ------------------------------------------------------------ big replies */
+
+/* A reply checked byte for byte against the value it should carry. */
+typedef struct big_result {
+    int calls, status, type, order;
+    size_t len;
+    bool matches;
+    const char *want; /* NULL: a PING's PONG */
+    size_t want_len;
+} big_result;
+
+static int big_order;
+
+static void big_cb(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    big_result *r = data;
+    r->calls++;
+    r->status = status;
+    r->order = ++big_order;
+    if (status < 0)
+        return;
+    r->type = reply->type;
+    r->len = reply->len;
+    if (r->want)
+        r->matches = reply->type == REDIS_REPLY_STRING && reply->len == r->want_len &&
+                     reply->str[reply->len] == '\0' && !memcmp(reply->str, r->want, r->want_len);
+    else
+        r->matches = reply->type == REDIS_REPLY_STATUS && !strcmp(reply->str, "PONG");
+}
+
+/* A value whose every byte depends on its key and place: a reply handed
+ * to the wrong command, or bytes out of place, do not match. */
+static char *big_value(size_t len, unsigned seed)
+{
+    char *v = malloc(len);
+    cr_assert(v);
+    for (size_t i = 0; i < len; i++)
+        v[i] = (char)('!' + (i * 7 + seed * 31 + i / 4093) % 90);
+    return v;
+}
+
+static void set_big(const char *key, const char *value, size_t len)
+{
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"SET", key, value},
+                                   (const size_t[]){3, strlen(key), len}),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 30000), "SET %s never answered", key);
+    cr_assert_str_eq(r.str, "OK");
+}
+
+static void issue_get(big_result *r, const char *key, const char *want, size_t want_len)
+{
+    *r = (big_result){.want = want, .want_len = want_len};
+    cr_assert_eq(rp_client_command(client, big_cb, r, 2, (const char *[]){"GET", key}, NULL), 0);
+}
+
+static void issue_ping(big_result *r)
+{
+    *r = (big_result){0};
+    cr_assert_eq(rp_client_command(client, big_cb, r, 1, (const char *[]){"PING"}, NULL), 0);
+}
+
+/* Runs until the client's receive buffers hold more than bytes: a reply
+ * that large is being read. */
+static void run_until_buffers_over(size_t bytes)
+{
+    uint64_t deadline = fx_now_ms() + 10000;
+    while (rp_client_buffer_bytes(client) <= bytes && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_gt(rp_client_buffer_bytes(client), bytes, "no big reply is being read");
+}
+
+#define HUGE_VALUE (32u << 20)
+
+/* Sent on the lane reading a 32 MB reply, a PING would wait for all of
+ * it; a lane in the middle of a big reply takes no new command while
+ * another can be opened. */
+Test(autopipeline, a_small_command_after_a_big_reply_begun_takes_another_lane)
+{
+    rp_client_options opts;
+    ap_options(&opts, 2, 1024);
+    open_client(&opts);
+    warm_up();
+    char *value = big_value(HUGE_VALUE, 1);
+    set_big("huge", value, HUGE_VALUE);
+    big_result get, ping;
+    big_order = 0;
+    issue_get(&get, "huge", value, HUGE_VALUE);
+    run_until_buffers_over(HUGE_VALUE / 2);
+    cr_assert_eq(get.calls, 0, "the 32 MB reply came in before the test could look");
+    issue_ping(&ping);
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, 30000), "the GET never came back");
+    cr_assert(fx_run_until_count(loop, &ping.calls, 1, 10000), "the PING never came back");
+    cr_expect(ping.matches && get.matches, "PING %d, GET %d (len %zu)", ping.matches, get.matches, get.len);
+    cr_expect_lt(ping.order, get.order, "the PING waited behind the 32 MB reply");
+    free(value);
+    close_client();
+}
