@@ -201,13 +201,13 @@ static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
 /* The open lane with room that owes the fewest; with skip_big, none in the
  * middle of a big reply (redis.c): a command sent there would wait for the
  * rest of that reply's bytes. */
-static rp__lane *lane_with_room(rp_client *client, bool skip_big)
+static inline rp__lane *lane_with_room(rp_client *client, bool skip_big)
 {
     rp__lane *best = NULL;
     for (int i = 0; i < client->nlanes; i++) {
         rp__lane *lane = &client->lanes[i];
         if (lane->conn && !lane->error && lane->owed < client->lane_max_owed && (!best || lane->owed < best->owed) &&
-            !(skip_big && rp__redis_receiving_big(lane->conn)))
+            !(skip_big && client->nlanes > 1 && rp__redis_receiving_big(lane->conn)))
             best = lane;
     }
     return best;
@@ -252,7 +252,7 @@ static rp__lane *lane_open(rp_client *client, int *status)
  * for the get under way. Measured with 100 KB GETs, one lane reading
  * replies back to back costs the least CPU per request (docs/performance.md),
  * so lanes are opened for this only up to autopipeline_conns. */
-static rp__lane *lane_for_next(rp_client *client, int *status)
+static inline rp__lane *lane_for_next(rp_client *client, int *status)
 {
     rp__lane *lane = lane_with_room(client, true);
     if (lane || (lane = lane_open(client, status)) || any_lane_getting(client))

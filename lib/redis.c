@@ -811,9 +811,10 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     /* Small replies now: a big buffer the reader kept for big ones goes,
      * as hiredis's own rule would have it go on its next feed. */
     if (rc == 0 && redis->into_room && (size_t)result < RECV_BUFFER_MAX / 4 && redis->reader &&
-        !rp__reader_in_reply(redis->reader))
+        !rp__reader_in_reply(redis->reader)) {
         rp__reader_release_buffer(redis->reader);
-    count_buffers(redis);
+        count_buffers(redis);
+    }
     if (rc < 0)
         fail_all(redis, rc);
     else

@@ -81,7 +81,7 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
     if (!reply)
         return NULL;
     rp__reply_limit *limit = task->privdata;
-    sds block = task->type == REDIS_REPLY_STRING && len >= RP__BULK_IN_PLACE ? take_buffer(limit->reader, str, len) : NULL;
+    sds block = len >= RP__BULK_IN_PLACE && task->type == REDIS_REPLY_STRING ? take_buffer(limit->reader, str, len) : NULL;
     if (block) {
         ((reply_block *)reply)->block = block;
         reply->str = str;
