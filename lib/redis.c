@@ -466,11 +466,14 @@ static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
         redis->direct = rp__reader_reserve(reader, RP__MIN(limit, (size_t)INT_MAX)) == 0;
     } else {
         /* A reader with room for the largest read (the buffer a big reply
-         * gave back, reply.c) takes the next one too: the feed copies
-         * nothing, and the next big body starts in place. */
+         * gave back, reply.c) takes the next one too, of that size: the
+         * feed copies nothing, the next big body starts in place, and few
+         * bytes follow it (more would be copied out when its reply takes
+         * the buffer, and hiredis moves what it has not parsed). */
         if (reader && reader->buf) /* hiredis frees it on an error */
             rp__reader_tail(reader, &room);
         redis->direct = redis->into_room = room >= RECV_BUFFER_MAX;
+        limit = RP__MIN(limit, RECV_BUFFER_MAX);
     }
     redis->ring_recv = !redis->direct && ring_of(redis);
     if (redis->direct) {

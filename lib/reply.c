@@ -59,13 +59,18 @@ static redisReply *reply_new(int type)
 }
 
 /* The reader's buffer, which holds the bulk string str..str+len and its
- * CRLF, if it can be had: the reader then holds only what follows. */
+ * CRLF, if it can be had: the reader then holds only what follows. The
+ * bytes after the string are copied out now and may be copied back with
+ * the buffer (give_back): if they outweigh half the string, copying the
+ * string is cheaper, and NULL says so. */
 static sds take_buffer(redisReader *reader, const char *str, size_t len)
 {
     sds buf = reader ? reader->buf : NULL;
     if (!buf || str < buf || len + 2 > reader->len || (size_t)(str - buf) > reader->len - len - 2)
         return NULL;
     size_t end = (size_t)(str - buf) + len + 2;
+    if (reader->len - end > len / 2)
+        return NULL;
     sds rest = sdsnewlen(buf + end, reader->len - end);
     if (!rest)
         return NULL;
