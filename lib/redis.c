@@ -30,7 +30,11 @@
  * way the reader's buffer is emptied once nothing is owed. The body of a
  * large bulk string skips both: once its header is in, it is read
  * straight into the reader's, grown once to its size, and its reply
- * takes that buffer rather than a copy (reply.c). */
+ * takes that buffer rather than a copy (reply.c). After the callback the
+ * buffer goes back to the reader, whose room then takes the next read
+ * (up to the largest read's size) until a short read of small replies
+ * lets it go: back-to-back big replies are neither copied nor allocated
+ * afresh. */
 #include "commands.h"
 #include "conn.h"
 #include "redis.h"
