@@ -1,7 +1,10 @@
 /* Auto-pipelining: commands from every caller share up to nlanes pooled
  * connections (lanes). A command goes to the open lane that owes the
- * fewest replies, while that is under lane_max_owed; when every open lane
- * is full another is taken from the pool; when all are, commands wait, in
+ * fewest replies, while that is under lane_max_owed, passing over a lane
+ * in the middle of a big reply (a bulk string of 32 KiB or more still
+ * coming in) if any other can take it; when every open lane is full (or
+ * busy so) another is taken from the pool; when all are taken, a busy
+ * lane with room still takes it; when all are full, commands wait, in
  * order, for room (bounded by the pool's timeout), served by whatever
  * makes room: a reply, a cancel, a new lane, a failed lane's free slot.
  * Commands queued on a lane during one loop iteration leave in one send
@@ -195,15 +198,27 @@ static void lane_got(rp_pool *pool, rp_conn *conn, int status, void *data)
     }
 }
 
-static rp__lane *lane_with_room(rp_client *client)
+/* The open lane with room that owes the fewest; with skip_big, none in the
+ * middle of a big reply (redis.c): a command sent there would wait for the
+ * rest of that reply's bytes. */
+static inline rp__lane *lane_with_room(rp_client *client, bool skip_big)
 {
     rp__lane *best = NULL;
     for (int i = 0; i < client->nlanes; i++) {
         rp__lane *lane = &client->lanes[i];
-        if (lane->conn && !lane->error && lane->owed < client->lane_max_owed && (!best || lane->owed < best->owed))
+        if (lane->conn && !lane->error && lane->owed < client->lane_max_owed && (!best || lane->owed < best->owed) &&
+            !(skip_big && client->nlanes > 1 && rp__redis_receiving_big(lane->conn)))
             best = lane;
     }
     return best;
+}
+
+static bool any_lane_getting(const rp_client *client)
+{
+    for (int i = 0; i < client->nlanes; i++)
+        if (client->lanes[i].get_id)
+            return true;
+    return false;
 }
 
 /* Another lane: an idle connection at once (returned), or a get under way
@@ -230,6 +245,23 @@ static rp__lane *lane_open(rp_client *client, int *status)
     return NULL;
 }
 
+/* Where the next command goes: an open lane with room that is not in the
+ * middle of a big reply; else another lane; else, when none can be opened
+ * (every lane in use, or its get refused), a lane with room after all: it
+ * is no worse than waiting for that reply's end. NULL: wait for room, or
+ * for the get under way. Measured with 100 KB GETs, one lane reading
+ * replies back to back costs the least CPU per request (docs/performance.md),
+ * so lanes are opened for this only up to autopipeline_conns. */
+static inline rp__lane *lane_for_next(rp_client *client, int *status)
+{
+    rp__lane *lane = lane_with_room(client, true);
+    if (lane || (lane = lane_open(client, status)) || any_lane_getting(client))
+        return lane;
+    if ((lane = lane_with_room(client, false)))
+        *status = 0;
+    return lane;
+}
+
 /* Waiting commands, oldest first, to the lanes with room, then to lanes
  * opened for them: every open lane is full before another is taken. A get
  * that cannot start leaves them waiting, bounded by their room_wait. A
@@ -238,8 +270,7 @@ static void serve_waiting(rp_client *client)
 {
     int status = 0;
     rp__lane *lane;
-    while (!client->closing && client->waiting.len &&
-           ((lane = lane_with_room(client)) || (lane = lane_open(client, &status))))
+    while (!client->closing && client->waiting.len && (lane = lane_for_next(client, &status)))
         lane_feed(lane);
 }
 
@@ -265,8 +296,8 @@ void rp__autopipeline_send(client_cmd *cmd)
     rp_client *client = cmd->client;
     int status = 0;
     rp__lane *lane = NULL;
-    if (!client->waiting.len && !(lane = lane_with_room(client)))
-        lane = lane_open(client, &status);
+    if (!client->waiting.len)
+        lane = lane_for_next(client, &status);
     if (lane) {
         lane_send(lane, cmd);
     } else if (status < 0) {

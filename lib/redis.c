@@ -29,7 +29,12 @@
  * between two sizes); the small one again once nothing is owed. Either
  * way the reader's buffer is emptied once nothing is owed. The body of a
  * large bulk string skips both: once its header is in, it is read
- * straight into the reader's, grown once to its size. */
+ * straight into the reader's, grown once to its size, and its reply
+ * takes that buffer rather than a copy (reply.c). After the callback the
+ * buffer goes back to the reader, whose room then takes the next read
+ * (up to the largest read's size) until a short read of small replies
+ * lets it go: back-to-back big replies are neither copied nor allocated
+ * afresh. */
 #include "commands.h"
 #include "conn.h"
 #include "redis.h"
@@ -49,7 +54,7 @@
 #define EARLY_FLUSH_MIN 16 /* commands: fewer leave with the pass's submit */
 #define RECV_BUFFER_MIN (4 * 1024)
 #define RECV_BUFFER_MAX (64 * 1024)
-#define DIRECT_READ_MIN (32 * 1024) /* a bulk body this large is read in place */
+#define DIRECT_READ_MIN RP__BULK_IN_PLACE /* a bulk body this large is read in place */
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
 
 /* Subscriptions as the server counts them: its confirmations carry the
@@ -94,6 +99,7 @@ typedef struct rp__redis {
     rp__deferred flush_item;
     bool sending_now, receiving;
     bool direct;         /* the recv posted reads into the reader's buffer */
+    bool into_room;      /* that is its spare room, not a bulk body */
     bool failing_unsent; /* while fail_all calls back for a command never sent */
     int error;
     size_t reply_bytes;  /* of the reply being read, that the reader consumed */
@@ -157,6 +163,7 @@ static redisReader *reader_take(rp__redis *redis)
      * and a spare may have one set up (with no byte of it read) for the
      * connection that used it last. */
     reader->privdata = &redis->limit;
+    redis->limit.reader = reader;
     for (size_t i = 0; i < sizeof reader->rstack / sizeof reader->rstack[0]; i++)
         reader->rstack[i].privdata = &redis->limit;
     return reader;
@@ -168,6 +175,7 @@ static void reader_give_back(rp__redis *redis)
     if (!reader || rp__reader_in_reply(reader) || reader->err)
         return;
     redis->reader = NULL;
+    redis->limit.reader = NULL;
     rp__reader_release_buffer(reader);
     spares *sp = spares_of(redis->conn->loop);
     if (sp && sp->nreaders < SPARES)
@@ -458,19 +466,34 @@ static size_t reply_bytes_read(const rp__redis *redis)
 /* Where the next read goes, and at most how much (never past limit): for
  * the body of a bulk string of DIRECT_READ_MIN or more, the reader's own
  * buffer, grown once to hold it all, so the body is read in as few reads
- * as the socket allows and never copied into the reader (hiredis then
- * copies it once, into the reply); else a buffer of the loop's ring,
+ * as the socket allows and never copied (its reply then takes the
+ * buffer); the reader's buffer too while it has room for the largest
+ * read; else a buffer of the loop's ring,
  * picked when bytes arrive (NULL); else the connection's own. -ENOMEM if
  * that cannot be had. */
 static int recv_target(rp__redis *redis, size_t limit, char **buf, size_t *cap)
 {
-    size_t missing = redis->reader ? rp__reader_bulk_missing(redis->reader) : 0;
-    size_t want = RP__MIN(RP__MIN(missing, limit), (size_t)INT_MAX);
-    redis->direct = missing >= DIRECT_READ_MIN && rp__reader_reserve(redis->reader, want) == 0;
+    redisReader *reader = redis->reader;
+    size_t missing = reader ? rp__reader_bulk_missing(reader) : 0, room = 0;
+    redis->into_room = false;
+    if (missing >= DIRECT_READ_MIN) {
+        limit = RP__MIN(missing, limit);
+        redis->direct = rp__reader_reserve(reader, RP__MIN(limit, (size_t)INT_MAX)) == 0;
+    } else {
+        /* A reader with room for the largest read (the buffer a big reply
+         * gave back, reply.c) takes the next one too, of that size: the
+         * feed copies nothing, the next big body starts in place, and few
+         * bytes follow it (more would be copied out when its reply takes
+         * the buffer, and hiredis moves what it has not parsed). */
+        if (reader && reader->buf) /* hiredis frees it on an error */
+            rp__reader_tail(reader, &room);
+        redis->direct = redis->into_room = room >= RECV_BUFFER_MAX;
+        limit = RP__MIN(limit, RECV_BUFFER_MAX);
+    }
     redis->ring_recv = !redis->direct && ring_of(redis);
     if (redis->direct) {
-        *buf = rp__reader_tail(redis->reader, cap);
-        *cap = RP__MIN(*cap, want);
+        *buf = rp__reader_tail(reader, cap);
+        *cap = RP__MIN(RP__MIN(*cap, limit), (size_t)INT_MAX);
     } else if (redis->ring_recv) {
         *buf = NULL;
         *cap = RP__MIN(limit, RECV_BUFFER_MAX);
@@ -769,7 +792,8 @@ static int read_replies(rp__redis *redis)
     for (size_t i = 0; i < n; i++) {
         if (i < owned && redis->conn->state != RP__CONN_CLOSED)
             dispatch_reply(redis, replies[i], &sent);
-        rp__reply_free(replies[i]);
+        /* The callbacks may have given the reader back (or failed it). */
+        rp__reply_free_to(replies[i], redis->error || !redis->reader || redis->reader->err ? NULL : redis->reader);
     }
     if (replies != stack_replies)
         rp__free(replies);
@@ -802,6 +826,13 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
     count_buffers(redis);
     if (rc == 0)
         rc = read_replies(redis);
+    /* Small replies now: a big buffer the reader kept for big ones goes,
+     * as hiredis's own rule would have it go on its next feed. */
+    if (rc == 0 && redis->into_room && (size_t)result < RECV_BUFFER_MAX / 4 && redis->reader &&
+        !rp__reader_in_reply(redis->reader)) {
+        rp__reader_release_buffer(redis->reader);
+        count_buffers(redis);
+    }
     if (rc < 0)
         fail_all(redis, rc);
     else
@@ -1018,6 +1049,12 @@ int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const 
     if (!redis->push_cb || (rc = subscriber_cmd(argc, argv, argvlen, false, &cmd)) < 0)
         return -EINVAL;
     return queue_owed(redis, cmd, argc, argv, argvlen);
+}
+
+bool rp__redis_receiving_big(const rp_conn *conn)
+{
+    const rp__redis *redis = conn->ext;
+    return redis && redis->reader && rp__reader_bulk_missing(redis->reader) >= DIRECT_READ_MIN;
 }
 
 int rp__redis_count_buffers(rp_conn *conn, size_t *total)

@@ -15,6 +15,10 @@ bool rp__redis_failed_unsent(const rp_conn *conn);
  * -ENOENT if no such command is owed. */
 int rp__redis_forget(rp_conn *conn, void *data, rp_conn_reply_cb cb, void *cb_data);
 
+/* conn is in the middle of a big reply: the rest of a bulk string of
+ * 32 KiB or more is still to come. A command queued now waits for it. */
+bool rp__redis_receiving_big(const rp_conn *conn);
+
 /* From now until conn is released, what its receive buffers hold is
  * counted in *total (a client's rp_client_buffer_bytes). */
 int rp__redis_count_buffers(rp_conn *conn, size_t *total);

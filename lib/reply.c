@@ -3,7 +3,15 @@
  * against a server that declares more than it sends: an array's element
  * table grows as elements arrive (a declared length costs nothing by
  * itself), and the arrays of one reply may together declare no more
- * elements than the size limit could hold. */
+ * elements than the size limit could hold.
+ * A bulk string of RP__BULK_IN_PLACE bytes or more is not copied: its reply takes
+ * the reader's whole buffer, where redis.c read the body in place, and
+ * points into it; the reader gets a new buffer with the bytes after the
+ * string (usually none: redis.c reads a big body and no further). hiredis
+ * 0.14 (and 1.x) creates a bulk string's object from its buffer and only
+ * then moves its cursor past the string's header, body and CRLF, so the
+ * cursor is set back by as much first. Ownership rather than an object
+ * of our own: the caller still sees a plain redisReply. */
 #include "reply.h"
 
 #include <errno.h>
@@ -35,12 +43,41 @@ static void *attach(const redisReadTask *task, redisReply *reply)
     return reply;
 }
 
+/* A reply and, for a string that took a reader's buffer, that buffer (an
+ * sds, allocated by hiredis): str points into it. */
+typedef struct reply_block {
+    redisReply reply;
+    sds block;
+} reply_block;
+
 static redisReply *reply_new(int type)
 {
-    redisReply *reply = rp__calloc(1, sizeof *reply);
-    if (reply)
-        reply->type = type;
-    return reply;
+    reply_block *rb = rp__calloc(1, sizeof *rb);
+    if (rb)
+        rb->reply.type = type;
+    return rb ? &rb->reply : NULL;
+}
+
+/* The reader's buffer, which holds the bulk string str..str+len and its
+ * CRLF, if it can be had: the reader then holds only what follows. The
+ * bytes after the string are copied out now and may be copied back with
+ * the buffer (give_back): if they outweigh half the string, copying the
+ * string is cheaper, and NULL says so. */
+static sds take_buffer(redisReader *reader, const char *str, size_t len)
+{
+    sds buf = reader ? reader->buf : NULL;
+    if (!buf || str < buf || len + 2 > reader->len || (size_t)(str - buf) > reader->len - len - 2)
+        return NULL;
+    size_t end = (size_t)(str - buf) + len + 2;
+    if (reader->len - end > len / 2)
+        return NULL;
+    sds rest = sdsnewlen(buf + end, reader->len - end);
+    if (!rest)
+        return NULL;
+    reader->buf = rest;
+    reader->len = sdslen(rest);
+    reader->pos -= end; /* hiredis adds the string's length from pos to end: pos is then 0 (size_t wraps) */
+    return buf;
 }
 
 static void *create_string(const redisReadTask *task, char *str, size_t len)
@@ -48,11 +85,17 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
     redisReply *reply = reply_new(task->type);
     if (!reply)
         return NULL;
-    if (!(reply->str = rp__malloc(len + 1))) {
+    rp__reply_limit *limit = task->privdata;
+    sds block = len >= RP__BULK_IN_PLACE && task->type == REDIS_REPLY_STRING ? take_buffer(limit->reader, str, len) : NULL;
+    if (block) {
+        ((reply_block *)reply)->block = block;
+        reply->str = str;
+    } else if ((reply->str = rp__malloc(len + 1))) {
+        memcpy(reply->str, str, len);
+    } else {
         rp__free(reply);
         return NULL;
     }
-    memcpy(reply->str, str, len);
     reply->str[len] = '\0';
     reply->len = len;
     return attach(task, reply);
@@ -88,17 +131,43 @@ static void *create_nil(const redisReadTask *task)
     return reply ? attach(task, reply) : NULL;
 }
 
-void rp__reply_free(void *object)
+/* A buffer a string took goes back to reader if it is larger than the
+ * one the reader holds now, with the bytes that one holds unparsed: the
+ * next big reply is read into memory already in use, not into a fresh
+ * allocation whose pages fault in again (measured: that cost more than
+ * the copy it saves). */
+static void give_back(sds block, redisReader *reader)
+{
+    size_t unparsed = reader ? reader->len - reader->pos : 0;
+    if (!reader || sdsalloc(block) <= sdsalloc(reader->buf) || unparsed > sdsalloc(block)) {
+        sdsfree(block);
+        return;
+    }
+    memcpy(block, reader->buf + reader->pos, unparsed);
+    sdssetlen(block, unparsed);
+    block[unparsed] = '\0';
+    sdsfree(reader->buf);
+    reader->buf = block;
+    reader->pos = 0;
+    reader->len = unparsed;
+}
+
+void rp__reply_free_to(void *object, redisReader *reader)
 {
     redisReply *reply = object;
     if (!reply)
         return;
     for (size_t i = 0; reply->element && i < reply->elements; i++)
-        rp__reply_free(reply->element[i]);
+        rp__reply_free_to(reply->element[i], reader);
     rp__free(reply->element);
-    rp__free(reply->str);
+    if (((reply_block *)reply)->block)
+        give_back(((reply_block *)reply)->block, reader);
+    else
+        rp__free(reply->str);
     rp__free(reply);
 }
+
+void rp__reply_free(void *object) { rp__reply_free_to(object, NULL); }
 
 static redisReplyObjectFunctions reply_functions = {
     .createString = create_string,
@@ -184,7 +253,10 @@ bool rp__reader_in_reply(const redisReader *reader)
     return reader->pos < reader->len || reader->ridx > 0 || (reader->ridx == 0 && reader->rstack[0].type >= 0);
 }
 
-size_t rp__reader_buffer_bytes(const redisReader *reader) { return sdsalloc(reader->buf); }
+size_t rp__reader_buffer_bytes(const redisReader *reader)
+{
+    return reader->buf ? sdsalloc(reader->buf) : 0; /* hiredis frees it on an error */
+}
 
 /* hiredis frees a buffer it has emptied only when the next bytes arrive
  * and only past maxbuf (16 KiB), which for an idle connection may be

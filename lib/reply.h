@@ -13,10 +13,19 @@ typedef struct rp__reply_limit {
     size_t max_bytes;
     size_t declared_bytes;
     bool exceeded;
+    redisReader *reader; /* the reader it serves: a big bulk string's reply
+                            takes that reader's buffer (reply.c); NULL: copied */
 } rp__reply_limit;
+
+/* A bulk string body this large is read straight into the reader's
+ * buffer (redis.c), and its reply takes that buffer instead of a copy. */
+#define RP__BULK_IN_PLACE (32 * 1024)
 
 redisReader *rp__reader_new(rp__reply_limit *limit);
 void rp__reply_free(void *reply);
+/* The same, outside the reader's calls: a buffer a big string took from
+ * a reader goes back to reader (or NULL) when that is worth it. */
+void rp__reply_free_to(void *reply, redisReader *reader);
 /* The bulk string being read declared more than max_bytes. */
 bool rp__reader_declares_too_much(const redisReader *reader, size_t max_bytes);
 

@@ -819,3 +819,231 @@ Test(autopipeline, one_caller_at_a_time_gets_the_connection_back_after_each_repl
     cr_expect_eq(st.misses, 1);
     close_client();
 }
+
+/* ------------------------------------------------------------ big replies */
+
+/* A reply checked byte for byte against the value it should carry. */
+typedef struct big_result {
+    int calls, status, type, order;
+    size_t len;
+    bool matches;
+    const char *want; /* NULL: a PING's PONG */
+    size_t want_len;
+} big_result;
+
+static int big_order;
+
+static void big_cb(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    big_result *r = data;
+    r->calls++;
+    r->status = status;
+    r->order = ++big_order;
+    if (status < 0)
+        return;
+    r->type = reply->type;
+    r->len = reply->len;
+    if (r->want)
+        r->matches = reply->type == REDIS_REPLY_STRING && reply->len == r->want_len &&
+                     reply->str[reply->len] == '\0' && !memcmp(reply->str, r->want, r->want_len);
+    else
+        r->matches = reply->type == REDIS_REPLY_STATUS && !strcmp(reply->str, "PONG");
+}
+
+/* A value whose every byte depends on its key and place: a reply handed
+ * to the wrong command, or bytes out of place, do not match. */
+static char *big_value(size_t len, unsigned seed)
+{
+    char *v = malloc(len);
+    cr_assert(v);
+    for (size_t i = 0; i < len; i++)
+        v[i] = (char)('!' + (i * 7 + seed * 31 + i / 4093) % 90);
+    return v;
+}
+
+static void set_big(const char *key, const char *value, size_t len)
+{
+    result r = {0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &r, 3, (const char *[]){"SET", key, value},
+                                   (const size_t[]){3, strlen(key), len}),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 30000), "SET %s never answered", key);
+    cr_assert_str_eq(r.str, "OK");
+}
+
+static void issue_get(big_result *r, const char *key, const char *want, size_t want_len)
+{
+    *r = (big_result){.want = want, .want_len = want_len};
+    cr_assert_eq(rp_client_command(client, big_cb, r, 2, (const char *[]){"GET", key}, NULL), 0);
+}
+
+static void issue_ping(big_result *r)
+{
+    *r = (big_result){0};
+    cr_assert_eq(rp_client_command(client, big_cb, r, 1, (const char *[]){"PING"}, NULL), 0);
+}
+
+/* Runs until the client's receive buffers hold more than bytes: a reply
+ * that large is being read. */
+static void run_until_buffers_over(size_t bytes)
+{
+    uint64_t deadline = fx_now_ms() + 10000;
+    while (rp_client_buffer_bytes(client) <= bytes && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_gt(rp_client_buffer_bytes(client), bytes, "no big reply is being read");
+}
+
+#define HUGE_VALUE (32u << 20)
+
+/* Sent on the lane reading a 32 MB reply, a PING would wait for all of
+ * it; a lane in the middle of a big reply takes no new command while
+ * another can be opened. */
+Test(autopipeline, a_small_command_after_a_big_reply_begun_takes_another_lane)
+{
+    rp_client_options opts;
+    ap_options(&opts, 2, 1024);
+    open_client(&opts);
+    warm_up();
+    char *value = big_value(HUGE_VALUE, 1);
+    set_big("huge", value, HUGE_VALUE);
+    big_result get, ping;
+    big_order = 0;
+    issue_get(&get, "huge", value, HUGE_VALUE);
+    run_until_buffers_over(HUGE_VALUE / 2);
+    cr_assert_eq(get.calls, 0, "the 32 MB reply came in before the test could look");
+    issue_ping(&ping);
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, 30000), "the GET never came back");
+    cr_assert(fx_run_until_count(loop, &ping.calls, 1, 10000), "the PING never came back");
+    cr_expect(ping.matches && get.matches, "PING %d, GET %d (len %zu)", ping.matches, get.matches, get.len);
+    cr_expect_lt(ping.order, get.order, "the PING waited behind the 32 MB reply");
+    free(value);
+    close_client();
+}
+
+/* MGET of three keys: each element checked against its value. */
+typedef struct mget_result {
+    int calls, status;
+    bool matches;
+    const char *want[3];
+    size_t want_len[3];
+} mget_result;
+
+static void mget_cb(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    mget_result *r = data;
+    r->calls++;
+    r->status = status;
+    r->matches = status == 0 && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3;
+    for (size_t i = 0; r->matches && i < 3; i++) {
+        const redisReply *e = reply->element[i];
+        r->matches = e->type == REDIS_REPLY_STRING && e->len == r->want_len[i] && e->str[e->len] == '\0' &&
+                     !memcmp(e->str, r->want[i], e->len);
+    }
+}
+
+/* Around the size from which a body is read in place and its reply takes
+ * the reader's buffer (32 KiB), small enough that several share one read
+ * with the replies after them, and large enough to need many reads. */
+static const size_t big_sizes[] = {5, 32767, 32768, 33000, 40000, 70000, 100000, 300000, 1500000};
+#define NBIG (sizeof big_sizes / sizeof big_sizes[0])
+#define BIG_CMDS 240
+
+static void big_values_come_back_whole(int lanes)
+{
+    rp_client_options opts;
+    ap_options(&opts, lanes, 1024);
+    open_client(&opts);
+    warm_up();
+    char *values[NBIG], keys[NBIG][16];
+    for (size_t k = 0; k < NBIG; k++) {
+        snprintf(keys[k], sizeof keys[k], "big%zu", k);
+        values[k] = big_value(big_sizes[k], (unsigned)k);
+        set_big(keys[k], values[k], big_sizes[k]);
+    }
+    static big_result gets[BIG_CMDS];
+    static mget_result mgets[BIG_CMDS];
+    int ngets = 0, nmgets = 0;
+    for (int i = 0; i < BIG_CMDS; i++) {
+        size_t k = (size_t)i * 7 % NBIG;
+        if (i % 6 == 5) {
+            mget_result *m = &mgets[nmgets++];
+            *m = (mget_result){0};
+            size_t ks[3] = {k, (k + 3) % NBIG, (k + 5) % NBIG};
+            for (int j = 0; j < 3; j++) {
+                m->want[j] = values[ks[j]];
+                m->want_len[j] = big_sizes[ks[j]];
+            }
+            cr_assert_eq(rp_client_command(client, mget_cb, m, 4,
+                                           (const char *[]){"MGET", keys[ks[0]], keys[ks[1]], keys[ks[2]]}, NULL),
+                         0);
+        } else if (i % 6 == 4) {
+            issue_ping(&gets[ngets++]);
+        } else {
+            issue_get(&gets[ngets++], keys[k], values[k], big_sizes[k]);
+        }
+        if (i % 40 == 39) /* some leave while others are being read */
+            rp_loop_run(loop, RP_RUN_NOWAIT);
+    }
+    uint64_t deadline = fx_now_ms() + 60000;
+    for (int i = 0; i < ngets; i++)
+        cr_assert(fx_run_until_count(loop, &gets[i].calls, 1, (unsigned)(deadline - fx_now_ms())), "command %d", i);
+    for (int i = 0; i < nmgets; i++)
+        cr_assert(fx_run_until_count(loop, &mgets[i].calls, 1, (unsigned)(deadline - fx_now_ms())), "MGET %d", i);
+    fx_run_for(loop, 20);
+    for (int i = 0; i < ngets; i++)
+        cr_assert(gets[i].calls == 1 && gets[i].status == 0 && gets[i].matches,
+                  "command %d (%zu bytes wanted): %d calls, status %d, %zu bytes, %s", i, gets[i].want_len,
+                  gets[i].calls, gets[i].status, gets[i].len, gets[i].matches ? "right" : "wrong");
+    for (int i = 0; i < nmgets; i++)
+        cr_assert(mgets[i].calls == 1 && mgets[i].matches, "MGET %d: %d calls, %s", i, mgets[i].calls,
+                  mgets[i].matches ? "right" : "wrong");
+    expect_all_idle("after the big values");
+    cr_expect_leq(rp_client_buffer_bytes(client), (size_t)8 * 1024 * stats().total_conns,
+                  "idle connections hold %zu bytes of buffers", rp_client_buffer_bytes(client));
+    for (size_t k = 0; k < NBIG; k++)
+        free(values[k]);
+    close_client();
+}
+
+Test(autopipeline, many_big_values_on_lanes_come_back_whole) { big_values_come_back_whole(3); }
+
+Test(autopipeline, many_big_values_on_connections_of_their_own_come_back_whole) { big_values_come_back_whole(0); }
+
+/* Killed while several 32 MB replies are owed on the lanes, one of them
+ * half read: every command is called back once, with an error for those
+ * the server never finished (no retry here), and nothing leaks (ASan). */
+Test(autopipeline, a_server_killed_in_the_middle_of_big_replies_fails_each_once)
+{
+    rp_client_options opts;
+    ap_options(&opts, 2, 1024);
+    opts.max_retries = 0;
+    open_client(&opts);
+    warm_up();
+    char *value = big_value(HUGE_VALUE, 2);
+    set_big("huge", value, HUGE_VALUE);
+    big_result rs[6];
+    for (int i = 0; i < 6; i++) {
+        if (i % 3 == 2)
+            issue_ping(&rs[i]);
+        else
+            issue_get(&rs[i], "huge", value, HUGE_VALUE);
+    }
+    run_until_buffers_over(HUGE_VALUE / 2);
+    cr_assert_eq(rs[0].calls, 0, "the first 32 MB reply came in before the kill");
+    fx_redis_restart(); /* SIGKILL */
+    uint64_t deadline = fx_now_ms() + 30000;
+    for (int i = 0; i < 6; i++)
+        cr_assert(fx_run_until_count(loop, &rs[i].calls, 1, (unsigned)(deadline - fx_now_ms())), "command %d", i);
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 6; i++) {
+        cr_expect_eq(rs[i].calls, 1, "command %d called back %d times", i, rs[i].calls);
+        cr_expect(rs[i].status < 0 || rs[i].matches, "command %d: status %d, a wrong reply", i, rs[i].status);
+    }
+    cr_expect_lt(rs[0].status, 0, "the half-read reply did not fail");
+    cr_expect_str_eq(run(PING).str, "PONG", "the client did not recover");
+    expect_all_idle("after the kill");
+    free(value);
+    close_client();
+}

@@ -2,9 +2,10 @@
 # Runs redis-benchmark and rp-bench alternately (A B A B, ROUNDS rounds) with
 # the same flags against a redis-server of its own on a free loopback port,
 # and prints the medians and their ratio for each test, and each tool's
-# median peak RSS (the kernel's high-water mark, VmHWM, through GNU time)
-# and the server's CPU time per request under each tool (from
-# /proc/<redis-server>/stat before and after each run).
+# median peak RSS (the kernel's high-water mark, VmHWM, through GNU time),
+# its own CPU time (user+sys, GNU time) per request and per KiB of values
+# (-d bytes a request), and the server's CPU time per request under each
+# tool (from /proc/<redis-server>/stat before and after each run).
 #   examples/bench/compare.sh [-k] [-r ROUNDS] [-b RP_BENCH] [-e RP_FLAG]... -- [redis-benchmark flags]
 # -e passes a flag to rp-bench only, e.g. -e --busy-poll=20.
 # -k (--cluster) starts a throwaway Redis Cluster instead, 3 masters and 3
@@ -163,12 +164,13 @@ else
     start_server
 fi
 
-# Runs a command and appends its peak RSS in kB to the file $1. GNU time's
-# own few hundred kB are the floor: a wrapper counts in what its forked
-# child held before exec, so a python one would report its own 13 MB.
+# Runs a command and appends its peak RSS in kB and its user and system
+# CPU seconds to the file $1. GNU time's own few hundred kB are the floor:
+# a wrapper counts in what its forked child held before exec, so a python
+# one would report its own 13 MB.
 peak_rss() {
     if [ -x /usr/bin/time ]; then
-        /usr/bin/time -f %M -a -o "$1" "${@:2}"
+        /usr/bin/time -f "%M %U %S" -a -o "$1" "${@:2}"
     else
         "${@:2}"
     fi
@@ -212,6 +214,7 @@ import csv, os, statistics, sys
 servers = sys.argv[4]
 flags = sys.argv[5:]
 requests = int(flags[flags.index("-n") + 1]) if "-n" in flags else 100000
+value_bytes = int(flags[flags.index("-d") + 1]) if "-d" in flags else 3
 runs = {}
 for row in csv.reader(open(os.path.join(sys.argv[1], "results"))):
     tool, test = row[0], row[1]
@@ -226,11 +229,13 @@ for test in tests:
     med = lambda rows, i: statistics.median(r[i] for r in rows)
     print(f"{test:<8}{med(rb,0):>21.0f}{med(rp,0):>14.0f}{med(rp,0)/med(rb,0):>7.2f}"
           f"{med(rb,1):>10.3f} / {med(rp,1):<6.3f}{med(rb,2):>10.3f} / {med(rp,2):<6.3f}")
-rss = {}
+rss, cpu = {}, {}
 for tool in ("redis-benchmark", "rp-bench"):
     path = os.path.join(sys.argv[1], "rss-" + tool)
     if os.path.exists(path):
-        rss[tool] = statistics.median(int(line) for line in open(path)) / 1024
+        lines = [line.split() for line in open(path) if line.split() and line.split()[0].isdigit()]
+        rss[tool] = statistics.median(int(f[0]) for f in lines) / 1024
+        cpu[tool] = statistics.median(float(f[1]) + float(f[2]) for f in lines)
 ticks = {}
 for row in csv.reader(open(os.path.join(sys.argv[1], "server-ticks"))):
     ticks.setdefault(row[0], []).append(int(row[1]))
@@ -240,6 +245,12 @@ for tool, values in sorted(ticks.items()):
     print(f"{servers} CPU per request (median): {tool} {per_request:.2f} us")
 if len(rss) == 2:
     print(f"peak RSS (median): redis-benchmark {rss['redis-benchmark']:.1f} MiB, rp-bench {rss['rp-bench']:.1f} MiB")
+    # The whole process (connects included) over every request of its run:
+    # -d bytes of value moved by each SET or GET.
+    moved = {tool: requests * max(sum(1 for t, tl in runs if tl == tool), 1) for tool in cpu}
+    print("client CPU, user+sys (median): " + ", ".join(
+        f"{tool} {cpu[tool] / moved[tool] * 1e6:.2f} us per request, "
+        f"{cpu[tool] / (moved[tool] * value_bytes) * 1e9 * 1024:.0f} ns per KiB of values" for tool in sorted(cpu)))
 else:
     print("peak RSS: not measured (it takes /usr/bin/time, Debian's time package)")
 PY

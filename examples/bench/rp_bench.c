@@ -44,6 +44,8 @@ static const char usage[] =
     "                 pipelined (default N 1; the pool then has N connections)\n"
     "  --autopipeline-max-bytes B  commands larger than B bytes take a\n"
     "                 connection of their own (default 1 MiB)\n"
+    "  --autopipeline-max-owed N  a lane takes commands while it owes fewer\n"
+    "                 than N replies, then the next lane is used (default 1024)\n"
     "  --embed HOST   each loop runs inside a host loop through rp_loop_fd and\n"
     "                 rp_loop_timeout: a raw epoll loop, libuv, libevent, or a\n"
     "                 host's own io_uring (default: the loop runs standalone)\n"
@@ -64,6 +66,7 @@ typedef struct config {
     char addr[256];
     int clients, pipeline, loops, pool_size, autopipeline;
     size_t autopipeline_max_bytes;
+    unsigned autopipeline_max_owed;
     size_t cache_bytes; /* --cache: the cget test's client's cache */
     unsigned busy_poll_us;
     long requests, keyspace;
@@ -287,6 +290,7 @@ static void *worker_main(void *arg)
     opts.pool.pool_size = cfg->pool_size / cfg->loops > 0 ? cfg->pool_size / cfg->loops : 1;
     opts.autopipeline_conns = cfg->autopipeline;
     opts.autopipeline_max_bytes = cfg->autopipeline_max_bytes;
+    opts.autopipeline_max_owed = cfg->autopipeline_max_owed;
     opts.pool.min_idle_conns = opts.pool.pool_size;
     opts.pool.pool_timeout_ms = 60000;
     opts.pool.tls = cfg->tls;
@@ -324,6 +328,9 @@ static void *worker_main(void *arg)
         rp_client_cache_stats(w->client, &w->cache_stats);
     w->loop_stats.enters -= before.enters;
     w->loop_stats.syscalls -= before.syscalls;
+    w->loop_stats.sqes -= before.sqes;
+    w->loop_stats.iterations -= before.iterations;
+    w->loop_stats.recv_ring_fallbacks -= before.recv_ring_fallbacks;
     if (w->cluster)
         rp_cluster_close(w->cluster, NULL, NULL);
     else
@@ -379,6 +386,9 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         hist_merge(&all, &workers[i].hist);
         loops.enters += workers[i].loop_stats.enters;
         loops.syscalls += workers[i].loop_stats.syscalls;
+        loops.sqes += workers[i].loop_stats.sqes;
+        loops.iterations += workers[i].loop_stats.iterations;
+        loops.recv_ring_fallbacks += workers[i].loop_stats.recv_ring_fallbacks;
         failures += workers[i].failures;
         cache.hits += workers[i].cache_stats.hits;
         cache.misses += workers[i].cache_stats.misses;
@@ -404,8 +414,11 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
                ms(hist_percentile(&all, 90)), ms(hist_percentile(&all, 99)), ms(hist_percentile(&all, 99.9)),
                ms(all.max));
         printf("  client CPU: %.3f s (user+sys), %.2f us per request\n", cpu, cpu * 1e6 / (double)all.total);
-        printf("  syscalls: %.3f per request (%.3f io_uring_enter)\n", (double)loops.syscalls / (double)all.total,
-               (double)loops.enters / (double)all.total);
+        printf("  syscalls: %.3f per request (%.3f io_uring_enter); %.3f SQEs and %.3f loop iterations per request, "
+               "%llu receives read into a buffer of their own\n",
+               (double)loops.syscalls / (double)all.total, (double)loops.enters / (double)all.total,
+               (double)loops.sqes / (double)all.total, (double)loops.iterations / (double)all.total,
+               (unsigned long long)loops.recv_ring_fallbacks);
         if (test->cached)
             printf("  cache: %llu hits, %llu misses\n", (unsigned long long)cache.hits,
                    (unsigned long long)cache.misses);
@@ -441,6 +454,7 @@ static int parse(int argc, char **argv, config *cfg)
         {"busy-poll", required_argument, NULL, 'B'}, {"embed", required_argument, NULL, 'E'},
         {"autopipeline", optional_argument, NULL, 'A'},
         {"autopipeline-max-bytes", required_argument, NULL, 'M'}, {"cluster", no_argument, NULL, 'K'},
+        {"autopipeline-max-owed", required_argument, NULL, 'O'},
         {"cache", optional_argument, NULL, 'R'},
         {"tls", no_argument, NULL, 'T'}, {"cacert", required_argument, NULL, 1},
         {"cacertdir", required_argument, NULL, 2}, {"cert", required_argument, NULL, 3},
@@ -469,6 +483,7 @@ static int parse(int argc, char **argv, config *cfg)
         case 'B': cfg->busy_poll_us = (unsigned)atoi(optarg); break;
         case 'A': cfg->autopipeline = optarg ? atoi(optarg) : 1; break;
         case 'M': cfg->autopipeline_max_bytes = (size_t)atol(optarg); break;
+        case 'O': cfg->autopipeline_max_owed = (unsigned)atol(optarg); break;
         case 'K': cfg->cluster = true; break;
         case 'R': cfg->cache_bytes = optarg ? (size_t)atol(optarg) : 64u << 20; break;
         case 'T': cfg->tls.enable = true; break;

@@ -140,7 +140,10 @@ typedef struct rp_client_options {
      * queued in one loop iteration leave in one send per connection. A
      * connection takes commands while it owes fewer than max_owed replies,
      * then the next is used; then commands wait, in order, for room (the
-     * pool's timeout bounds the wait). Blocking and connection-state
+     * pool's timeout bounds the wait). A connection in the middle of a big
+     * reply (the rest of a bulk string of 32 KiB or more still to come) is
+     * passed over while another can be used or opened, so a command does
+     * not wait behind those bytes. Blocking and connection-state
      * commands, and commands over max_bytes, take a connection of their own;
      * one that ran a state command (SELECT, MULTI, SUBSCRIBE, ...) is then
      * closed, so its state never reaches the shared ones. */
