@@ -2,7 +2,8 @@
  * at once than its buffers hold (each recv that finds it empty reads into
  * a buffer of its own, all data exact), a ring that cannot grow, a server
  * that dies in the middle of a large value, the ring disabled by option,
- * and the memory of ten thousand idle connections. Under
+ * the ring shrinking when idle or lightly loaded and growing again (no
+ * reply lost or late), and the memory of ten thousand idle connections. Under
  * RINGPOOL_RECV_RING=0 (meson test --setup=noring) the same tests run on
  * the per-connection path and skip what only the ring does. */
 #include "fixture.h"
@@ -205,8 +206,165 @@ Test(recv_ring, a_server_that_dies_in_the_middle_of_a_large_value_fails_the_comm
     free(part);
 }
 
-/* Allocation failure: the ring's growth, the fallback buffers and
- * everything else fail in turn, and every GET still ends exactly once,
+/* The resident kilobytes of the ring's buffers: the one mapping of 16 MiB
+ * (RING_ENTRIES x 64 KiB of address space, lib/recv_ring.c) in the
+ * process; -1 if there is none. */
+static long ring_resident_kib(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long rss = -1;
+    bool in_ring = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        long kib;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+            in_ring = hi - lo == 16ul << 20;
+        else if (in_ring && sscanf(line, "Rss: %ld kB", &kib) == 1)
+            rss = kib;
+    }
+    fclose(f);
+    return rss;
+}
+
+static void get_each_once(rp_loop *loop, rp_conn **conns, char **values, int n, size_t len)
+{
+    got g[CONNS];
+    cr_assert_eq(get_all_at_once(loop, NULL, conns, g, values, n, len), n);
+    for (int i = 0; i < n; i++)
+        cr_assert(g[i].calls == 1 && g[i].status == 0 && g[i].right, "GET %d: %d calls, %s, %s", i, g[i].calls,
+                  rp_strerror(g[i].status), g[i].right ? "right" : "wrong value");
+}
+
+/* A burst grows the ring; a second with nothing received gives it back to
+ * its first two buffers, their pages dropped; the next burst grows it
+ * again, every value exact. */
+Test(recv_ring, a_grown_ring_shrinks_and_drops_its_pages_once_idle)
+{
+    char *values[CONNS];
+    set_values(values, CONNS, VALUE);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conns[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    for (int round = 0; round < 2; round++) {
+        get_each_once(loop, conns, values, CONNS, VALUE);
+        rp_loop_stats ls;
+        rp_loop_stats_get(loop, &ls);
+        if (!ring_on(loop))
+            break; /* the per-connection path: nothing to shrink */
+        cr_assert_gt(ls.recv_ring_bytes, 2 * 64 * 1024, "round %d: the burst did not grow the ring", round);
+        long grown = ring_resident_kib();
+        cr_assert_geq(grown, 64, "round %d: %ld KiB of the ring resident after the burst", round, grown);
+        fx_run_for(loop, 2500); /* the idle connections wait in their idle watch */
+        rp_loop_stats_get(loop, &ls);
+        cr_expect_eq(ls.recv_ring_bytes, 2 * 64 * 1024, "round %d: %llu bytes of ring a second after the burst",
+                     round, (unsigned long long)ls.recv_ring_bytes);
+        cr_expect_eq(ls.recv_ring_bytes_in_use, 0);
+        long idle = ring_resident_kib();
+        cr_expect_leq(idle, 8, "round %d: %ld KiB of the ring still resident while idle (%ld after the burst)", round,
+                      idle, grown);
+    }
+    /* The idle watches saw nothing: every connection is still good. */
+    get_each_once(loop, conns, values, CONNS, VALUE);
+    for (int i = 0; i < CONNS; i++) {
+        rp_pool_put(pool, conns[i]);
+        free(values[i]);
+    }
+    fx_close_and_free(loop, pool);
+}
+
+/* Under load the ring follows it: big replies all at once grow it, then a
+ * steady trickle of small replies on a few connections for a few seconds
+ * (the ring is registered anew under them, receives in flight) shrinks it,
+ * and another burst grows it again. Every reply comes once and exact. */
+typedef struct trickle {
+    rp_conn *conn;
+    int sent, answered, wrong;
+    bool stop;
+} trickle;
+
+static void trickle_next(trickle *t);
+
+static void trickle_cb(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    trickle *t = data;
+    t->answered++;
+    char want[32];
+    snprintf(want, sizeof want, "%d", t->answered);
+    if (status != 0 || !reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, want) != 0)
+        t->wrong++;
+    if (!t->stop)
+        trickle_next(t);
+}
+
+static void trickle_next(trickle *t)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%d", ++t->sent);
+    if (rp_conn_command(t->conn, trickle_cb, t, 2, (const char *[]){"ECHO", n}, NULL) < 0)
+        t->wrong++;
+}
+
+Test(recv_ring, the_ring_shrinks_and_grows_under_load_and_loses_nothing)
+{
+    char *values[CONNS];
+    set_values(values, CONNS, VALUE);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conns[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    enum { TRICKLES = 4 };
+    for (int round = 0; round < 2; round++) {
+        get_each_once(loop, conns, values, CONNS, VALUE);
+        rp_loop_stats grown, after;
+        rp_loop_stats_get(loop, &grown);
+        trickle t[TRICKLES];
+        for (int i = 0; i < TRICKLES; i++) {
+            t[i] = (trickle){.conn = conns[i]};
+            trickle_next(&t[i]);
+        }
+        fx_run_for(loop, 2500);
+        rp_loop_stats_get(loop, &after); /* while the trickle still flows */
+        for (int i = 0; i < TRICKLES; i++)
+            t[i].stop = true;
+        for (int i = 0; i < TRICKLES; i++)
+            cr_assert(fx_run_until_count(loop, &t[i].answered, t[i].sent, 5000), "trickle %d: %d of %d answered",
+                      i, t[i].answered, t[i].sent);
+        for (int i = 0; i < TRICKLES; i++) {
+            cr_expect_eq(t[i].wrong, 0, "round %d, trickle %d: %d of %d replies wrong", round, i, t[i].wrong,
+                         t[i].answered);
+            cr_expect_gt(t[i].answered, 100, "round %d, trickle %d: only %d replies in 2.5 s", round, i,
+                         t[i].answered);
+        }
+        if (ring_on(loop))
+            cr_expect_lt(after.recv_ring_bytes, grown.recv_ring_bytes,
+                         "round %d: the ring kept %llu bytes under a trickle (%llu after the burst)", round,
+                         (unsigned long long)after.recv_ring_bytes, (unsigned long long)grown.recv_ring_bytes);
+    }
+    get_each_once(loop, conns, values, CONNS, VALUE);
+    for (int i = 0; i < CONNS; i++) {
+        rp_pool_put(pool, conns[i]);
+        free(values[i]);
+    }
+    fx_close_and_free(loop, pool);
+}
+
+/* Allocation failure: the fallback buffers and everything else fail in
+ * turn (the ring's growth allocates nothing: it cannot fail), and every GET still ends exactly once,
  * with its value or an error. */
 static long allocations, fail_at;
 static bool allocation_fails(void) { return ++allocations == fail_at; }
