@@ -443,6 +443,91 @@ Test(recv_ring, a_ring_that_cannot_grow_and_fallbacks_that_fail_lose_nothing)
         free(values[i]);
 }
 
+/* Connections that always owe a reply (each callback sends the next GET,
+ * as rp-bench does): what each holds while busy, measured in a callback
+ * against the same connections all idle, is its reader, its ring of
+ * commands owed, the command and its send buffers. hiredis keeps the
+ * bytes it parsed until they reach 1 KiB, and the ring of commands owed
+ * began at 16: 1.8 KiB more a connection than needed (at 1000
+ * connections, a third of rp-bench's heap). */
+enum { BUSY = 200, BUSY_ROUNDS = 150 };
+
+typedef struct busy {
+    rp_client *client;
+    int rounds, wrong;
+    size_t heap, buffers; /* sampled in the last connection's last round */
+} busy;
+
+static busy busy_conns[BUSY];
+
+static void busy_next(busy *b);
+
+static void busy_cb(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    busy *b = data;
+    if (status != 0 || !reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, "abc") != 0)
+        b->wrong++;
+    if (++b->rounds == BUSY_ROUNDS - 1 && b == &busy_conns[BUSY - 1]) {
+        b->heap = mallinfo2().uordblks; /* every connection still owes one */
+        b->buffers = rp_client_buffer_bytes(b->client);
+    }
+    if (b->rounds < BUSY_ROUNDS)
+        busy_next(b);
+}
+
+static void busy_next(busy *b)
+{
+    if (rp_client_command(b->client, busy_cb, b, 2, (const char *[]){"GET", "busy"}, NULL) < 0)
+        b->wrong++;
+}
+
+Test(recv_ring, a_connection_that_always_owes_a_reply_holds_little)
+{
+    fx_redis_command("*3\r\n$3\r\nSET\r\n$4\r\nbusy\r\n$3\r\nabc\r\n");
+    rp_loop *loop;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = fx_redis_addr;
+    opts.pool.pool_size = BUSY;
+    opts.pool.min_idle_conns = BUSY;
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    uint64_t deadline = fx_now_ms() + 20000;
+    while (rp_pool_idle_len(rp_client_pool(client)) < BUSY && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(rp_pool_idle_len(rp_client_pool(client)), BUSY);
+    /* Each connection used once: its spare parts exist, all idle. */
+    for (int i = 0; i < BUSY; i++) {
+        busy_conns[i] = (busy){.client = client, .rounds = BUSY_ROUNDS - 1};
+        busy_next(&busy_conns[i]);
+    }
+    for (int i = 0; i < BUSY; i++)
+        cr_assert(fx_run_until_count(loop, &busy_conns[i].rounds, BUSY_ROUNDS, 10000));
+    fx_run_for(loop, 20);
+    size_t idle = mallinfo2().uordblks;
+    for (int i = 0; i < BUSY; i++) {
+        busy_conns[i] = (busy){.client = client};
+        busy_next(&busy_conns[i]);
+    }
+    for (int i = 0; i < BUSY; i++)
+        cr_assert(fx_run_until_count(loop, &busy_conns[i].rounds, BUSY_ROUNDS, 20000), "connection %d: %d rounds",
+                  i, busy_conns[i].rounds);
+    for (int i = 0; i < BUSY; i++)
+        cr_expect_eq(busy_conns[i].wrong, 0, "connection %d: %d wrong replies", i, busy_conns[i].wrong);
+    busy *last = &busy_conns[BUSY - 1];
+    long per_conn = ((long)last->heap - (long)idle) / BUSY;
+    fprintf(stderr, "busy: %ld bytes of heap per connection over idle, buffer bytes %zu\n", per_conn,
+            last->buffers);
+    /* Without the ring each connection also reads into its own 4 KiB. */
+    size_t own = ring_on(loop) ? 0 : 4096;
+    cr_expect_leq(per_conn, (long)(1536 + own), "%ld bytes of heap per busy connection", per_conn);
+    cr_expect_leq(last->buffers, BUSY * (256 + own), "%zu bytes of receive buffers for %d busy connections",
+                  last->buffers, BUSY);
+    fx_client_close_and_free(loop, client);
+}
+
 /* Ten thousand connections, each used once and idle since: the library's
  * heap (mallinfo2: the process's whole malloc heap, hiredis's readers
  * included, measured from before the client opened to after they all went
