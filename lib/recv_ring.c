@@ -120,6 +120,10 @@ rp__recv_ring *rp__recv_ring_new(rp_loop *loop, struct io_uring *uring, uint16_t
     size_t space = (size_t)RING_ENTRIES * RING_BUFFER_SIZE;
     void *mem = mmap(NULL, ring_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     void *base = mmap(NULL, space, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* No huge pages (a touched byte would hold 2 MiB), and a mapping of
+     * its own (not merged with malloc's, which is MAP_NORESERVE too). */
+    if (base != MAP_FAILED)
+        madvise(base, space, MADV_NOHUGEPAGE);
     ring->loop = loop;
     ring->uring = uring;
     ring->br = mem;

@@ -206,24 +206,25 @@ Test(recv_ring, a_server_that_dies_in_the_middle_of_a_large_value_fails_the_comm
     free(part);
 }
 
-/* The resident kilobytes of the ring's buffers: the one mapping of 16 MiB
- * (RING_ENTRIES x 64 KiB of address space, lib/recv_ring.c) in the
- * process; -1 if there is none. */
+/* The resident kilobytes of the ring's buffers: the mappings RING_ENTRIES
+ * x 64 KiB long (16 MiB, or more if two rings merged) without huge pages
+ * (lib/recv_ring.c); -1 if there is none. */
 static long ring_resident_kib(void)
 {
     FILE *f = fopen("/proc/self/smaps", "r");
     if (!f)
         return -1;
     char line[512];
-    long rss = -1;
-    bool in_ring = false;
+    long rss = -1, kib = 0;
+    unsigned long lo, hi;
+    bool sized = false;
     while (fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        long kib;
         if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
-            in_ring = hi - lo == 16ul << 20;
-        else if (in_ring && sscanf(line, "Rss: %ld kB", &kib) == 1)
-            rss = kib;
+            sized = hi - lo >= 16ul << 20 && (hi - lo) % (16ul << 20) == 0;
+        else if (sized && sscanf(line, "Rss: %ld kB", &kib) == 1)
+            continue;
+        else if (sized && !strncmp(line, "VmFlags:", 8) && strstr(line, " nh"))
+            rss = (rss < 0 ? 0 : rss) + kib;
     }
     fclose(f);
     return rss;
