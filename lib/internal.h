@@ -176,6 +176,8 @@ void rp__loop_before_submit(rp_loop *loop, rp__deferred *item, void (*run)(rp__d
 bool rp__undefer(rp_loop *loop, rp__deferred *item);
 
 uint64_t rp__loop_now(rp_loop *loop);
+/* The loop's iterations so far (rp_loop_stats.iterations). */
+uint64_t rp__loop_iterations(const rp_loop *loop);
 /* Reads the clock into the cache: for a deadline that must count from the
  * moment its op starts, however long the callbacks before it ran. */
 uint64_t rp__loop_now_fresh(rp_loop *loop);
@@ -262,12 +264,13 @@ typedef struct rp__recv_ring_stats {
     uint64_t bytes;        /* the ring's buffers */
     uint64_t bytes_in_use; /* handed to receives whose bytes are not yet fed */
     uint64_t fallbacks;    /* receives that found it empty (-ENOBUFS) */
+    uint64_t trims;        /* times it was registered anew, smaller or its pages dropped */
 } rp__recv_ring_stats;
 #define RP__RECV_RING_BGID 0
 /* NULL where the kernel cannot register one, or without memory. */
-rp__recv_ring *rp__recv_ring_new(struct io_uring *uring, uint16_t bgid);
+rp__recv_ring *rp__recv_ring_new(rp_loop *loop, struct io_uring *uring, uint16_t bgid);
 /* unregister: false when the io_uring itself is gone already. */
-void rp__recv_ring_free(rp__recv_ring *ring, uint16_t bgid, bool unregister);
+void rp__recv_ring_free(rp__recv_ring *ring, bool unregister);
 /* The bytes a receive's completion (res, cflags) got from the ring, or
  * NULL if it got none; they stay valid until rp__recv_ring_put. */
 char *rp__recv_ring_take(rp__recv_ring *ring, int32_t res, uint32_t cflags);

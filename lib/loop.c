@@ -83,6 +83,7 @@ uint64_t rp__loop_now_fresh(rp_loop *loop) { return loop->now_ns = clock_now_ns(
 /* Callbacks use the iteration's cached time; a call from outside the loop
  * (an embedding host's handler) may come long after it, so it reads the
  * clock. */
+uint64_t rp__loop_iterations(const rp_loop *loop) { return loop->stats.iterations; }
 uint64_t rp__loop_now(rp_loop *loop) { return loop->in_run ? loop->now_ns : rp__loop_now_fresh(loop); }
 uint64_t rp_loop_now(const rp_loop *loop) { return loop->now_ns; }
 static void poke_host(rp_loop *loop);
@@ -247,7 +248,7 @@ void **rp__loop_spares(rp_loop *loop, void (*free_fn)(void *))
 rp__recv_ring *rp__loop_recv_ring(rp_loop *loop)
 {
     if (!loop->recv_ring && !loop->recv_ring_off) {
-        loop->recv_ring = rp__recv_ring_new(&loop->ring, RP__RECV_RING_BGID);
+        loop->recv_ring = rp__recv_ring_new(loop, &loop->ring, RP__RECV_RING_BGID);
         loop->recv_ring_off = !loop->recv_ring;
     }
     return loop->recv_ring;
@@ -686,7 +687,7 @@ int rp_loop_free(rp_loop *loop)
     if (loop_held(loop) || atomic_load(&loop->posts_queued))
         return -EBUSY;
     io_uring_queue_exit(&loop->ring);
-    rp__recv_ring_free(loop->recv_ring, RP__RECV_RING_BGID, false);
+    rp__recv_ring_free(loop->recv_ring, false);
     if (loop->spares_free)
         loop->spares_free(loop->spares);
     close(loop->host_fd);
@@ -702,15 +703,18 @@ int rp_loop_free(rp_loop *loop)
 static void ring_for_host(rp_loop *loop)
 {
     struct io_uring ring;
+    if (loop->refs || loop->handles_open || loop->in_run)
+        return;
+    /* No connection reads from the buffer ring now; the next one sets it
+     * up anew. It goes first: its trim timer does not hold the loop. */
+    rp__recv_ring_free(loop->recv_ring, true);
+    loop->recv_ring = NULL;
     /* A kernel timeout or drain still in flight would vanish with the old
      * ring, and its op would stay pending for ever. */
-    if (loop->refs || loop->handles_open || loop->in_run || rp__heap_min(&loop->timers) || ready_now(loop) ||
-        loop->ktimer_op.pending || loop->drain_op.pending || ring_init(&ring, loop->entries, true) < 0)
+    if (rp__heap_min(&loop->timers) || ready_now(loop) || loop->ktimer_op.pending || loop->drain_op.pending ||
+        ring_init(&ring, loop->entries, true) < 0)
         return;
     io_uring_queue_exit(&loop->ring); /* cancels the post read */
-    /* No connection reads from the ring now; the next one sets it up anew. */
-    rp__recv_ring_free(loop->recv_ring, RP__RECV_RING_BGID, false);
-    loop->recv_ring = NULL;
     loop->ring = ring;
     post_arm(loop);
     rp__loop_submit(loop);

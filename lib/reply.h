@@ -45,6 +45,8 @@ bool rp__reader_in_reply(const redisReader *reader);
 size_t rp__reader_buffer_bytes(const redisReader *reader);
 /* Between replies: gives a buffer over the reader's maxbuf back. */
 void rp__reader_release_buffer(redisReader *reader);
+/* Every byte fed was parsed: the buffer starts over (kept, emptied). */
+void rp__reader_rewind(redisReader *reader);
 
 /* Reading replies: a string or status; the value after key in a flat
  * [key, value, ...] array (CLUSTER SHARDS, COMMAND's key specs), or NULL. */

@@ -61,16 +61,176 @@ void rp__tls_options_free(rp_tls_options *o)
 
 #if RP_HAVE_TLS
 
+#include <dlfcn.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stddef.h>
+
+/* OpenSSL is loaded when the first TLS context is made (or a caller's
+ * SSL_CTX is taken), not with the library: mapping and relocating libssl
+ * and libcrypto costs a process 1.7 MB of RSS, TLS used or not (measured
+ * with rp-bench: docs/performance.md). The library does not link them; it
+ * dlopen()s libssl (RP_LIBSSL_SONAME, which brings libcrypto) once, and
+ * calls the functions below through pointers of their own types, by their
+ * own names (the defines after the table), the header macros too (they
+ * expand to SSL_ctrl and the like). A program that links OpenSSL itself
+ * gets the same copy. Never closed: OpenSSL cleans up at exit. */
+#define RP__OPENSSL_FUNCTIONS(X) \
+    X(BIO_ctrl) \
+    X(BIO_ctrl_pending) \
+    X(BIO_free) \
+    X(BIO_new) \
+    X(BIO_read) \
+    X(BIO_s_mem) \
+    X(BIO_write) \
+    X(ERR_clear_error) \
+    X(ERR_peek_error) \
+    X(ERR_reason_error_string) \
+    X(SSL_CTX_check_private_key) \
+    X(SSL_CTX_ctrl) \
+    X(SSL_CTX_free) \
+    X(SSL_CTX_get_ex_data) \
+    X(SSL_CTX_load_verify_locations) \
+    X(SSL_CTX_new) \
+    X(SSL_CTX_sess_set_new_cb) \
+    X(SSL_CTX_set_cipher_list) \
+    X(SSL_CTX_set_ciphersuites) \
+    X(SSL_CTX_set_default_verify_paths) \
+    X(SSL_CTX_set_ex_data) \
+    X(SSL_CTX_set_options) \
+    X(SSL_CTX_set_verify) \
+    X(SSL_CTX_up_ref) \
+    X(SSL_CTX_use_PrivateKey_file) \
+    X(SSL_CTX_use_certificate_chain_file) \
+    X(SSL_SESSION_free) \
+    X(SSL_SESSION_is_resumable) \
+    X(SSL_ctrl) \
+    X(SSL_do_handshake) \
+    X(SSL_free) \
+    X(SSL_get0_param) \
+    X(SSL_get_SSL_CTX) \
+    X(SSL_get_error) \
+    X(SSL_get_verify_result) \
+    X(SSL_has_pending) \
+    X(SSL_is_init_finished) \
+    X(SSL_new) \
+    X(SSL_read_ex) \
+    X(SSL_session_reused) \
+    X(SSL_set1_host) \
+    X(SSL_set_bio) \
+    X(SSL_set_connect_state) \
+    X(SSL_set_hostflags) \
+    X(SSL_set_session) \
+    X(SSL_shutdown) \
+    X(SSL_write_ex) \
+    X(TLS_client_method) \
+    X(X509_VERIFY_PARAM_set1_ip_asc) \
+    X(X509_verify_cert_error_string)
+
+static struct rp__openssl {
+#define RP__OPENSSL_POINTER(name) __typeof__(name) *name;
+    RP__OPENSSL_FUNCTIONS(RP__OPENSSL_POINTER)
+#undef RP__OPENSSL_POINTER
+} ossl;
+
+static const struct {
+    const char *name;
+    size_t offset;
+} ossl_symbols[] = {
+#define RP__OPENSSL_SYMBOL(name) {#name, offsetof(struct rp__openssl, name)},
+    RP__OPENSSL_FUNCTIONS(RP__OPENSSL_SYMBOL)
+#undef RP__OPENSSL_SYMBOL
+};
+
+static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+static bool ossl_loaded;
+
+static void log_tls(const char *what, const char *why);
+
+static void ossl_load_once(void)
+{
+    void *lib = dlopen(RP_LIBSSL_SONAME, RTLD_NOW | RTLD_LOCAL);
+    for (size_t i = 0; lib && i < sizeof ossl_symbols / sizeof ossl_symbols[0]; i++) {
+        void *symbol = dlsym(lib, ossl_symbols[i].name);
+        if (!symbol) {
+            lib = NULL;
+            break;
+        }
+        memcpy((char *)&ossl + ossl_symbols[i].offset, &symbol, sizeof symbol);
+    }
+    ossl_loaded = lib != NULL;
+    if (!ossl_loaded)
+        log_tls("cannot load " RP_LIBSSL_SONAME, dlerror());
+}
+
+/* 0, or -ENOTSUP where OpenSSL cannot be loaded (as in a build without). */
+static int ossl_load(void)
+{
+    pthread_once(&ossl_once, ossl_load_once);
+    return ossl_loaded ? 0 : -ENOTSUP;
+}
+
+#define BIO_ctrl (ossl.BIO_ctrl)
+#define BIO_ctrl_pending (ossl.BIO_ctrl_pending)
+#define BIO_free (ossl.BIO_free)
+#define BIO_new (ossl.BIO_new)
+#define BIO_read (ossl.BIO_read)
+#define BIO_s_mem (ossl.BIO_s_mem)
+#define BIO_write (ossl.BIO_write)
+#define ERR_clear_error (ossl.ERR_clear_error)
+#define ERR_peek_error (ossl.ERR_peek_error)
+#define ERR_reason_error_string (ossl.ERR_reason_error_string)
+#define SSL_CTX_check_private_key (ossl.SSL_CTX_check_private_key)
+#define SSL_CTX_ctrl (ossl.SSL_CTX_ctrl)
+#define SSL_CTX_free (ossl.SSL_CTX_free)
+#define SSL_CTX_get_ex_data (ossl.SSL_CTX_get_ex_data)
+#define SSL_CTX_load_verify_locations (ossl.SSL_CTX_load_verify_locations)
+#define SSL_CTX_new (ossl.SSL_CTX_new)
+#define SSL_CTX_sess_set_new_cb (ossl.SSL_CTX_sess_set_new_cb)
+#define SSL_CTX_set_cipher_list (ossl.SSL_CTX_set_cipher_list)
+#define SSL_CTX_set_ciphersuites (ossl.SSL_CTX_set_ciphersuites)
+#define SSL_CTX_set_default_verify_paths (ossl.SSL_CTX_set_default_verify_paths)
+#define SSL_CTX_set_ex_data (ossl.SSL_CTX_set_ex_data)
+#define SSL_CTX_set_options (ossl.SSL_CTX_set_options)
+#define SSL_CTX_set_verify (ossl.SSL_CTX_set_verify)
+#define SSL_CTX_up_ref (ossl.SSL_CTX_up_ref)
+#define SSL_CTX_use_PrivateKey_file (ossl.SSL_CTX_use_PrivateKey_file)
+#define SSL_CTX_use_certificate_chain_file (ossl.SSL_CTX_use_certificate_chain_file)
+#define SSL_SESSION_free (ossl.SSL_SESSION_free)
+#define SSL_SESSION_is_resumable (ossl.SSL_SESSION_is_resumable)
+#define SSL_ctrl (ossl.SSL_ctrl)
+#define SSL_do_handshake (ossl.SSL_do_handshake)
+#define SSL_free (ossl.SSL_free)
+#define SSL_get0_param (ossl.SSL_get0_param)
+#define SSL_get_SSL_CTX (ossl.SSL_get_SSL_CTX)
+#define SSL_get_error (ossl.SSL_get_error)
+#define SSL_get_verify_result (ossl.SSL_get_verify_result)
+#define SSL_has_pending (ossl.SSL_has_pending)
+#define SSL_is_init_finished (ossl.SSL_is_init_finished)
+#define SSL_new (ossl.SSL_new)
+#define SSL_read_ex (ossl.SSL_read_ex)
+#define SSL_session_reused (ossl.SSL_session_reused)
+#define SSL_set1_host (ossl.SSL_set1_host)
+#define SSL_set_bio (ossl.SSL_set_bio)
+#define SSL_set_connect_state (ossl.SSL_set_connect_state)
+#define SSL_set_hostflags (ossl.SSL_set_hostflags)
+#define SSL_set_session (ossl.SSL_set_session)
+#define SSL_shutdown (ossl.SSL_shutdown)
+#define SSL_write_ex (ossl.SSL_write_ex)
+#define TLS_client_method (ossl.TLS_client_method)
+#define X509_VERIFY_PARAM_set1_ip_asc (ossl.X509_VERIFY_PARAM_set1_ip_asc)
+#define X509_verify_cert_error_string (ossl.X509_verify_cert_error_string)
 
 static void ssl_ctx_ref(void *ssl_ctx, bool take)
 {
-    if (ssl_ctx && take)
+    if (!ssl_ctx || ossl_load() < 0) /* a caller's SSL_CTX: loaded already */
+        return;
+    if (take)
         SSL_CTX_up_ref(ssl_ctx);
     else
-        SSL_CTX_free(ssl_ctx); /* NULL-safe */
+        SSL_CTX_free(ssl_ctx);
 }
 
 /* Plaintext encrypted per SEND: one full record. The ciphertext buffer
@@ -279,6 +439,9 @@ int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr
         return 0;
     if (o->min_version && o->min_version != TLS1_2_VERSION && o->min_version != TLS1_3_VERSION)
         return -EINVAL;
+    int loaded = ossl_load();
+    if (loaded < 0)
+        return loaded;
     rp__tls_ctx *ctx = rp__calloc(1, sizeof *ctx);
     if (!ctx)
         return -ENOMEM;

@@ -2,7 +2,8 @@
  * at once than its buffers hold (each recv that finds it empty reads into
  * a buffer of its own, all data exact), a ring that cannot grow, a server
  * that dies in the middle of a large value, the ring disabled by option,
- * and the memory of ten thousand idle connections. Under
+ * the ring shrinking when idle or lightly loaded and growing again (no
+ * reply lost or late), and the memory of ten thousand idle connections. Under
  * RINGPOOL_RECV_RING=0 (meson test --setup=noring) the same tests run on
  * the per-connection path and skip what only the ring does. */
 #include "fixture.h"
@@ -205,8 +206,172 @@ Test(recv_ring, a_server_that_dies_in_the_middle_of_a_large_value_fails_the_comm
     free(part);
 }
 
-/* Allocation failure: the ring's growth, the fallback buffers and
- * everything else fail in turn, and every GET still ends exactly once,
+/* The resident kilobytes of the ring's buffers: the mappings RING_ENTRIES
+ * x 64 KiB long (16 MiB, or more if two rings merged) without huge pages
+ * (lib/recv_ring.c); -1 if there is none. */
+static long ring_resident_kib(void)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long rss = -1, kib = 0;
+    unsigned long lo, hi;
+    bool sized = false;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2)
+            sized = hi - lo >= 16ul << 20 && (hi - lo) % (16ul << 20) == 0;
+        else if (sized && sscanf(line, "Rss: %ld kB", &kib) == 1)
+            continue;
+        else if (sized && !strncmp(line, "VmFlags:", 8) && strstr(line, " nh"))
+            rss = (rss < 0 ? 0 : rss) + kib;
+    }
+    fclose(f);
+    return rss;
+}
+
+static void get_each_once(rp_loop *loop, rp_conn **conns, char **values, int n, size_t len)
+{
+    got g[CONNS];
+    cr_assert_eq(get_all_at_once(loop, NULL, conns, g, values, n, len), n);
+    for (int i = 0; i < n; i++)
+        cr_assert(g[i].calls == 1 && g[i].status == 0 && g[i].right, "GET %d: %d calls, %s, %s", i, g[i].calls,
+                  rp_strerror(g[i].status), g[i].right ? "right" : "wrong value");
+}
+
+/* A burst grows the ring; a second with nothing received gives it back to
+ * its first two buffers, their pages dropped; the next burst grows it
+ * again, every value exact. */
+Test(recv_ring, a_grown_ring_shrinks_and_drops_its_pages_once_idle)
+{
+    char *values[CONNS];
+    set_values(values, CONNS, VALUE);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conns[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    for (int round = 0; round < 2; round++) {
+        get_each_once(loop, conns, values, CONNS, VALUE);
+        rp_loop_stats ls;
+        rp_loop_stats_get(loop, &ls);
+        if (!ring_on(loop))
+            break; /* the per-connection path: nothing to shrink */
+        cr_assert_gt(ls.recv_ring_bytes, 2 * 64 * 1024, "round %d: the burst did not grow the ring", round);
+        long grown = ring_resident_kib();
+        cr_assert_geq(grown, 64, "round %d: %ld KiB of the ring resident after the burst", round, grown);
+        fx_run_for(loop, 2500); /* the idle connections wait in their idle watch */
+        rp_loop_stats_get(loop, &ls);
+        cr_expect_eq(ls.recv_ring_bytes, 2 * 64 * 1024, "round %d: %llu bytes of ring a second after the burst",
+                     round, (unsigned long long)ls.recv_ring_bytes);
+        cr_expect_eq(ls.recv_ring_bytes_in_use, 0);
+        long idle = ring_resident_kib();
+        cr_expect_leq(idle, 8, "round %d: %ld KiB of the ring still resident while idle (%ld after the burst)", round,
+                      idle, grown);
+    }
+    /* The idle watches saw nothing: every connection is still good. */
+    get_each_once(loop, conns, values, CONNS, VALUE);
+    for (int i = 0; i < CONNS; i++) {
+        rp_pool_put(pool, conns[i]);
+        free(values[i]);
+    }
+    fx_close_and_free(loop, pool);
+}
+
+/* Under load the ring follows it: big replies all at once grow it, then a
+ * steady trickle of small replies on a few connections for a few seconds
+ * (the ring is registered anew under them, receives in flight) shrinks it,
+ * and another burst grows it again. Every reply comes once and exact. */
+typedef struct trickle {
+    rp_conn *conn;
+    int sent, answered, wrong;
+    bool stop;
+} trickle;
+
+static void trickle_next(trickle *t);
+
+static void trickle_cb(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    (void)conn;
+    trickle *t = data;
+    t->answered++;
+    char want[32];
+    snprintf(want, sizeof want, "%d", t->answered);
+    if (status != 0 || !reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, want) != 0)
+        t->wrong++;
+    if (!t->stop)
+        trickle_next(t);
+}
+
+static void trickle_next(trickle *t)
+{
+    char n[32];
+    snprintf(n, sizeof n, "%d", ++t->sent);
+    if (rp_conn_command(t->conn, trickle_cb, t, 2, (const char *[]){"ECHO", n}, NULL) < 0)
+        t->wrong++;
+}
+
+Test(recv_ring, the_ring_shrinks_and_grows_under_load_and_loses_nothing)
+{
+    char *values[CONNS];
+    set_values(values, CONNS, VALUE);
+    rp_loop *loop;
+    rp_pool *pool;
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
+    rp_conn *conns[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(loop, pool);
+    enum { TRICKLES = 4 };
+    uint64_t most_grown = 0;
+    for (int round = 0; round < 2; round++) {
+        get_each_once(loop, conns, values, CONNS, VALUE);
+        rp_loop_stats grown, after;
+        rp_loop_stats_get(loop, &grown);
+        trickle t[TRICKLES];
+        for (int i = 0; i < TRICKLES; i++) {
+            t[i] = (trickle){.conn = conns[i]};
+            trickle_next(&t[i]);
+        }
+        fx_run_for(loop, 3500); /* a whole trim period (1 s) after the burst's */
+        rp_loop_stats_get(loop, &after); /* while the trickle still flows */
+        for (int i = 0; i < TRICKLES; i++)
+            t[i].stop = true;
+        for (int i = 0; i < TRICKLES; i++)
+            cr_assert(fx_run_until_count(loop, &t[i].answered, t[i].sent, 5000), "trickle %d: %d of %d answered",
+                      i, t[i].answered, t[i].sent);
+        for (int i = 0; i < TRICKLES; i++) {
+            cr_expect_eq(t[i].wrong, 0, "round %d, trickle %d: %d of %d replies wrong", round, i, t[i].wrong,
+                         t[i].answered);
+            cr_expect_gt(t[i].answered, 100, "round %d, trickle %d: only %d replies in 3.5 s", round, i,
+                         t[i].answered);
+        }
+        /* A trickle of small replies finishes a buffer now and then, one
+         * at a time: the ring keeps at most twice one plus one. */
+        if (ring_on(loop))
+            cr_expect_leq(after.recv_ring_bytes, 4 * 64 * 1024,
+                          "round %d: the ring kept %llu bytes under a trickle (%llu after the burst)", round,
+                          (unsigned long long)after.recv_ring_bytes, (unsigned long long)grown.recv_ring_bytes);
+        most_grown = grown.recv_ring_bytes > most_grown ? grown.recv_ring_bytes : most_grown;
+    }
+    if (ring_on(loop))
+        cr_expect_gt(most_grown, 4 * 64 * 1024, "no burst grew the ring past what a trickle keeps");
+    get_each_once(loop, conns, values, CONNS, VALUE);
+    for (int i = 0; i < CONNS; i++) {
+        rp_pool_put(pool, conns[i]);
+        free(values[i]);
+    }
+    fx_close_and_free(loop, pool);
+}
+
+/* Allocation failure: the fallback buffers and everything else fail in
+ * turn (the ring's growth allocates nothing: it cannot fail), and every GET still ends exactly once,
  * with its value or an error. */
 static long allocations, fail_at;
 static bool allocation_fails(void) { return ++allocations == fail_at; }
@@ -283,6 +448,130 @@ Test(recv_ring, a_ring_that_cannot_grow_and_fallbacks_that_fail_lose_nothing)
     cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
     for (int i = 0; i < SWEEP_CONNS; i++)
         free(values[i]);
+}
+
+/* Connections that always owe a reply (each callback sends the next GET,
+ * as rp-bench does): the library's heap (counted by an allocator of our
+ * own, so exactly) per busy connection is its record, its state, its ring
+ * of commands owed, the command and its send buffers; its reader is
+ * hiredis's (libc's), and that reader's buffer shows in the client's
+ * buffer bytes. hiredis keeps the bytes it parsed until they reach 1 KiB,
+ * the ring of commands owed began at 16 and each send buffer at 256 bytes:
+ * 2.5 KiB more a connection than needed (at 1000 connections, 40% of
+ * rp-bench's heap). */
+enum { BUSY = 200, BUSY_ROUNDS = 150 };
+
+static size_t counted_bytes;
+
+static void *counted_malloc(size_t size)
+{
+    size_t *p = malloc(size + 16);
+    if (!p)
+        return NULL;
+    *p = size;
+    counted_bytes += size;
+    return (char *)p + 16;
+}
+
+static void counted_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    size_t *p = (size_t *)((char *)ptr - 16);
+    counted_bytes -= *p;
+    free(p);
+}
+
+static void *counted_calloc(size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size - 16)
+        return NULL;
+    void *p = counted_malloc(count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+static void *counted_realloc(void *ptr, size_t size)
+{
+    void *p = counted_malloc(size);
+    if (p && ptr) {
+        size_t old = *(size_t *)((char *)ptr - 16);
+        memcpy(p, ptr, old < size ? old : size);
+        counted_free(ptr);
+    }
+    return p;
+}
+
+typedef struct busy {
+    rp_client *client;
+    int rounds, wrong;
+    size_t heap, buffers; /* sampled in the last connection's last round */
+} busy;
+
+static busy busy_conns[BUSY];
+
+static void busy_next(busy *b);
+
+static void busy_cb(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    busy *b = data;
+    if (status != 0 || !reply || reply->type != REDIS_REPLY_STRING || strcmp(reply->str, "abc") != 0)
+        b->wrong++;
+    if (++b->rounds == BUSY_ROUNDS - 1 && b == &busy_conns[BUSY - 1]) {
+        b->heap = counted_bytes; /* every connection still owes one */
+        b->buffers = rp_client_buffer_bytes(b->client);
+    }
+    if (b->rounds < BUSY_ROUNDS)
+        busy_next(b);
+}
+
+static void busy_next(busy *b)
+{
+    if (rp_client_command(b->client, busy_cb, b, 2, (const char *[]){"GET", "busy"}, NULL) < 0)
+        b->wrong++;
+}
+
+Test(recv_ring, a_connection_that_always_owes_a_reply_holds_little)
+{
+    fx_redis_command("*3\r\n$3\r\nSET\r\n$4\r\nbusy\r\n$3\r\nabc\r\n");
+    cr_assert_eq(rp_set_allocator(counted_malloc, counted_realloc, counted_calloc, counted_free), 0);
+    rp_loop *loop;
+    rp_client *client;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = fx_redis_addr;
+    opts.pool.pool_size = BUSY;
+    opts.pool.min_idle_conns = BUSY;
+    opts.max_retries = 0; /* no COMMAND table: the heap is the connections' */
+    size_t before = counted_bytes;
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    uint64_t deadline = fx_now_ms() + 20000;
+    while (rp_pool_idle_len(rp_client_pool(client)) < BUSY && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(rp_pool_idle_len(rp_client_pool(client)), BUSY);
+    for (int i = 0; i < BUSY; i++) {
+        busy_conns[i] = (busy){.client = client};
+        busy_next(&busy_conns[i]);
+    }
+    for (int i = 0; i < BUSY; i++)
+        cr_assert(fx_run_until_count(loop, &busy_conns[i].rounds, BUSY_ROUNDS, 20000), "connection %d: %d rounds",
+                  i, busy_conns[i].rounds);
+    for (int i = 0; i < BUSY; i++)
+        cr_expect_eq(busy_conns[i].wrong, 0, "connection %d: %d wrong replies", i, busy_conns[i].wrong);
+    busy *last = &busy_conns[BUSY - 1];
+    size_t per_conn = (last->heap - before) / BUSY;
+    fprintf(stderr, "busy: %zu bytes of library heap per connection, buffer bytes %zu\n", per_conn, last->buffers);
+    /* Without the ring each connection also reads into its own 4 KiB. */
+    size_t own = ring_on(loop) ? 0 : 4096;
+    cr_expect_leq(per_conn, 2048 + own, "%zu bytes of library heap per busy connection", per_conn);
+    cr_expect_leq(last->buffers, BUSY * (256 + own), "%zu bytes of receive buffers for %d busy connections",
+                  last->buffers, BUSY);
+    fx_client_close_and_free(loop, client);
+    cr_expect_eq(counted_bytes, 0, "%zu bytes of the library's still allocated", counted_bytes);
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
 }
 
 /* Ten thousand connections, each used once and idle since: the library's

@@ -216,7 +216,10 @@ typedef struct rp_loop_stats {
     uint64_t busy_poll_hits; /* sleeps avoided by busy_poll_us */
     /* The receive buffer ring (no_recv_ring): its buffers' bytes (0: none),
      * those handed to receives and not yet parsed, and the receives that
-     * found it empty and read into a buffer of their own instead. */
+     * found it empty and read into a buffer of their own instead (the
+     * ring then doubles). Once a second it gives back what the last second
+     * did not need (down to two buffers, their pages dropped, after a
+     * second with nothing received); a loop set up for a host keeps it. */
     uint64_t recv_ring_bytes;
     uint64_t recv_ring_bytes_in_use;
     uint64_t recv_ring_fallbacks;
@@ -258,7 +261,10 @@ typedef struct rp_conn rp_conn;
  * handshake: a stalled handshake fails with -ETIMEDOUT. A failed handshake
  * or record fails with RP_ETLS; rp_pool_tls_error says why. Without TLS
  * compiled in (RP_HAVE_TLS 0), enable makes rp_pool_new fail -ENOTSUP. A
- * TLS connection's rp_conn_fd carries ciphertext: never read or write it. */
+ * TLS connection's rp_conn_fd carries ciphertext: never read or write it.
+ * The library does not link OpenSSL: it loads libssl (dlopen) when the
+ * first pool with TLS is made, so a process that never uses TLS never
+ * maps it; where libssl cannot be loaded, rp_pool_new fails -ENOTSUP too. */
 #define RP_TLS1_2 0x0303
 #define RP_TLS1_3 0x0304
 typedef struct rp_tls_options {
