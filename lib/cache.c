@@ -8,7 +8,14 @@
  * key record is kept while markers refer to it) and its reply is kept
  * only if the generation is the same when the reply comes: an
  * invalidation that overtook the reply (it travels on another connection)
- * stops it from being cached. Concurrent misses of a key share its record.
+ * stops it from being cached. Concurrent misses of one command share
+ * one request (single flight): the first is sent and listed on its key;
+ * another, while the key's generation is still the one the first noted
+ * (no invalidation came since it was sent, so the first's reply is as
+ * fresh as its own would be), waits for it and takes its reply. A read
+ * issued after an invalidation of its key never joins a request sent
+ * before it. Waiters of a leader that ends without a reply (a failure,
+ * a cancel, its deadline) each send their own (see cache.h).
  *
  * Invalidations come as pub/sub messages on __redis__:invalidate to one
  * subscriber connection: an array of keys, or a null for FLUSHALL/FLUSHDB.
@@ -43,6 +50,7 @@ struct rp__cache_key {
     uint64_t hash;
     uint64_t gen;
     unsigned marks; /* pending reads */
+    rp__list flights; /* its misses sent, each a leader (rp__cache_ref) */
     rp__cache_entry *entries;
     size_t len;
     char name[];
@@ -95,6 +103,8 @@ struct rp__cache {
     rp__heartbeat heartbeat;
     rp__timer resubscribe;
     rp_cache_stats stats;
+    rp__cache_joined_end joined_end;
+    void *joined_data;
 };
 
 /* ------------------------------------------------------------ commands */
@@ -281,17 +291,24 @@ static void cache_flush(rp__cache *cache)
     }
 }
 
-static bool same_command(const rp__cache_entry *entry, int argc, const char *const *argv, const size_t *argvlen)
+/* Two commands of one key (argv[1], not compared) are the same read. */
+static bool same_args(int ac, const char *const *av, const size_t *al, int bc, const char *const *bv,
+                      const size_t *bl)
 {
-    if (entry->argc != argc || entry->argvlen[0] != argvlen[0])
+    if (ac != bc || al[0] != bl[0])
         return false;
-    for (size_t i = 0; i < argvlen[0]; i++) /* the name, in any case */
-        if (rp__ascii_lower(entry->argv[0][i]) != rp__ascii_lower(argv[0][i]))
+    for (size_t i = 0; i < al[0]; i++) /* the name, in any case */
+        if (rp__ascii_lower(av[0][i]) != rp__ascii_lower(bv[0][i]))
             return false;
-    for (int i = 2; i < argc; i++)
-        if (entry->argvlen[i] != argvlen[i] || memcmp(entry->argv[i], argv[i], argvlen[i]))
+    for (int i = 2; i < ac; i++)
+        if (al[i] != bl[i] || memcmp(av[i], bv[i], al[i]))
             return false;
     return true;
+}
+
+static bool same_command(const rp__cache_entry *entry, int argc, const char *const *argv, const size_t *argvlen)
+{
+    return same_args(entry->argc, entry->argv, entry->argvlen, argc, argv, argvlen);
 }
 
 /* ------------------------------------------------------- reply copies */
@@ -424,37 +441,103 @@ void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const *
     *argvlen = ref->hit->argvlen;
 }
 
-bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
-                     const char *const *argv, const size_t *argvlen)
+/* A leader sending this very command, marked at the key's generation of
+ * now: nothing invalidated the key since it was sent. */
+static rp__cache_ref *flight_find(const rp__cache_key *key, int argc, const char *const *argv,
+                                  const size_t *argvlen)
+{
+    for (rp__link *link = key->flights.head; link; link = link->next) {
+        rp__cache_ref *leader = RP__CONTAINER_OF(link, rp__cache_ref, flight);
+        if (leader->gen == key->gen && same_args(leader->argc, leader->argv, leader->argvlen, argc, argv, argvlen))
+            return leader;
+    }
+    return NULL;
+}
+
+/* ref (its key marked) is sent: listed for later misses to join. */
+static void flight_lead(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv,
+                        const size_t *argvlen)
+{
+    cache->stats.misses++;
+    ref->leading = true;
+    ref->argc = argc;
+    ref->argv = argv;
+    ref->argvlen = argvlen;
+    rp__list_push_back(&ref->key->flights, &ref->flight);
+}
+
+rp__cache_start_result rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
+                                       const char *const *argv, const size_t *argvlen)
 {
     if (!cached) {
         if (!readonly) {
             ref->write = true;
             own_write(cache, argc, argv, argvlen);
         }
-        return false;
+        return RP__CACHE_SEND;
     }
     if (rp__cache_hit(cache, ref, argc, argv, argvlen))
-        return true;
-    cache->stats.misses++;
-    if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]))
-        return false; /* nothing is kept that no invalidation would reach */
-    ref->key = key_get(cache, argv[1], argvlen[1]);
-    if (ref->key) { /* without memory for it the read is only not cached */
-        ref->key->marks++;
-        ref->gen = ref->key->gen;
+        return RP__CACHE_HIT;
+    if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]) ||
+        !(ref->key = key_get(cache, argv[1], argvlen[1]))) {
+        cache->stats.misses++; /* nothing is kept that no invalidation would reach; nor without memory */
+        return RP__CACHE_SEND;
     }
-    return false;
+    ref->key->marks++;
+    ref->gen = ref->key->gen;
+    rp__cache_ref *leader = flight_find(ref->key, argc, argv, argvlen);
+    if (!leader) {
+        flight_lead(cache, ref, argc, argv, argvlen);
+        return RP__CACHE_SEND;
+    }
+    cache->stats.joined++;
+    ref->leader = leader;
+    rp__list_push_back(&leader->waiters, &ref->flight);
+    return RP__CACHE_JOINED;
+}
+
+void rp__cache_resend(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv,
+                      const size_t *argvlen)
+{
+    ref->released = true;
+    ref->gen = ref->key->gen;
+    flight_lead(cache, ref, argc, argv, argvlen);
+}
+
+void rp__cache_leave(rp__cache_ref *ref)
+{
+    if (ref->leader)
+        rp__list_unlink(&ref->leader->waiters, &ref->flight);
+    ref->leader = NULL;
 }
 
 const redisReply *rp__cache_hit_reply(const rp__cache_ref *ref) { return ref->hit ? ref->hit->reply : NULL; }
 
-void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
+/* The leader ended: off its key's list (no miss joins it any more), and
+ * each waiter ends with its reply, or is let go. One at a time from the
+ * leader's list: a waiter's callback may cancel another. */
+static void flight_land(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status)
+{
+    rp__list_unlink(&ref->key->flights, &ref->flight);
+    ref->leading = false;
+    rp__link *link;
+    while ((link = rp__list_pop(&ref->waiters, false))) {
+        rp__cache_ref *waiter = RP__CONTAINER_OF(link, rp__cache_ref, flight);
+        waiter->leader = NULL;
+        cache->joined_end(waiter, status == 0 ? reply : NULL, cache->joined_data);
+    }
+}
+
+void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
+                   const char *const *argv, const size_t *argvlen)
 {
     if (ref->write) /* read your writes: whatever was read meanwhile */
         own_write(cache, argc, argv, argvlen);
     if (ref->hit && --ref->hit->pins == 0 && ref->hit->dead)
         entry_free(ref->hit);
+    rp__cache_leave(ref);
+    if (ref->leading)
+        flight_land(cache, ref, reply, status);
     if (ref->key) {
         ref->key->marks--;
         key_release(cache, ref->key);
@@ -768,6 +851,14 @@ void rp__cache_set_pool(rp__cache *cache, rp_pool *pool)
 {
     if (cache)
         cache->pool = pool;
+}
+
+void rp__cache_set_joined_end(rp__cache *cache, rp__cache_joined_end fn, void *data)
+{
+    if (cache) {
+        cache->joined_end = fn;
+        cache->joined_data = data;
+    }
 }
 
 /* Called once the client is set up (the subscriber's connection is set up

@@ -381,8 +381,10 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
 }
 
 /* With a cache: a cached read found there ends later in this iteration
- * with the cached reply, unsent; a miss sets its key's pending marker; a
- * write invalidates its keys. */
+ * with the cached reply, unsent; one that joins an identical read in
+ * flight waits for it (CMD_GETTING, no get: joined_end ends it); a miss
+ * sets its key's pending marker; a write invalidates its keys. True when
+ * the command is not to be sent now. */
 static bool cache_answers(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
@@ -390,13 +392,35 @@ static bool cache_answers(client_cmd *cmd)
         rp__cmd_fail_later(cmd, 0);
         return true;
     }
-    if (!client->cache ||
-        !rp__cache_start(client->cache, &cmd->cache, cmd->cached,
-                         cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]),
-                         cmd->argc, cmd->argv, cmd->argvlen))
+    if (!client->cache)
         return false;
-    rp__cmd_fail_later(cmd, 0);
-    return true;
+    bool readonly = cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]);
+    switch (rp__cache_start(client->cache, &cmd->cache, cmd->cached, readonly, cmd->argc, cmd->argv, cmd->argvlen)) {
+    case RP__CACHE_HIT:
+        rp__cmd_fail_later(cmd, 0);
+        return true;
+    case RP__CACHE_JOINED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The read a joined one waited for ended (from its completion): with a
+ * reply, which is this one's too; without (it failed, or was taken back:
+ * its end is its own), this one is sent by itself. */
+static void joined_end(rp__cache_ref *ref, const redisReply *reply, void *data)
+{
+    rp_client *client = data;
+    client_cmd *cmd = RP__CONTAINER_OF(ref, client_cmd, cache);
+    if (reply) {
+        rp__cmd_retry_or_complete(cmd, reply, 0, false);
+    } else if (client->closing) { /* close took every waiter back: not reached */
+        rp__cmd_fail_later(cmd, RP_ECLOSED);
+    } else {
+        rp__cache_resend(client->cache, ref, cmd->argc, cmd->argv, cmd->argvlen);
+        cmd_get(cmd);
+    }
 }
 
 /* Registers a new command and sends it; returns its id. It joins the
@@ -425,7 +449,7 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
     rp__link *spare = rp__list_pop(&client->spare_hits, false);
     client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
     if (!cmd) {
-        rp__cache_end(client->cache, ref, 0, NULL, NULL); /* unpinned */
+        rp__cache_end(client->cache, ref, NULL, 0, 0, NULL, NULL); /* unpinned */
         return NULL;
     }
     memset(cmd, 0, sizeof *cmd);
@@ -585,6 +609,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return rc;
     }
     rp__cache_set_pool(client->cache, client->pool);
+    rp__cache_set_joined_end(client->cache, joined_end, client);
     if (opts->master_name && (rc = rp__sentinel_new(&client->sentinel, loop, opts, client->pool)) < 0) {
         rp_pool_close(client->pool, NULL, NULL); /* nothing dialled yet: frees later, with nothing to wait for */
         free_client(client);
@@ -690,6 +715,7 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
     } else if (cmd->state == CMD_GETTING) {
         if (cmd->get_id)
             rp_pool_cancel(client->pool, cmd->get_id);
+        rp__cache_leave(&cmd->cache); /* a joined read: its leader goes on without it */
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
         rp__retry_queue_remove(cmd);

@@ -161,7 +161,7 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     else
         cmd->cb(client, reply, status, cmd->data);
     if (client->cache)
-        rp__cache_end(client->cache, &cmd->cache, cmd->argc, cmd->argv, cmd->argvlen);
+        rp__cache_end(client->cache, &cmd->cache, reply, status, cmd->argc, cmd->argv, cmd->argvlen);
     if (cmd->hit_record && client->spare_hits.len < 64)
         rp__list_push_front(&client->spare_hits, &cmd->link);
     else
