@@ -49,6 +49,7 @@ struct rp__cache_key {
     rp__cache_key *next; /* hash chain */
     uint64_t hash;
     uint64_t gen;
+    uint16_t slot;  /* its hash slot, in a cluster node's cache */
     unsigned marks; /* pending reads */
     rp__list flights; /* its misses sent, each a leader (rp__cache_ref) */
     rp__cache_entry *entries;
@@ -105,6 +106,7 @@ struct rp__cache {
     rp_cache_stats stats;
     rp__cache_joined_end joined_end;
     void *joined_data;
+    bool by_slot; /* a cluster node's: keys record their slot */
 };
 
 /* ------------------------------------------------------------ commands */
@@ -116,7 +118,7 @@ static const char *const cacheable[] = {
     "strlen", "ttl", "type", "zcard", "zcount", "zmscore", "zrange", "zrank", "zrevrank", "zscore",
 };
 
-static bool command_cacheable(int argc, const char *const *argv, const size_t *argvlen)
+bool rp__cache_cacheable(int argc, const char *const *argv, const size_t *argvlen)
 {
     if (argc < 2)
         return false;
@@ -143,7 +145,7 @@ static bool command_flushes(const char *name, size_t len)
 int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, const char *const *argv,
                           const size_t *argvlen)
 {
-    if (!cache || !command_cacheable(argc, argv, argvlen))
+    if (!cache || !rp__cache_cacheable(argc, argv, argvlen))
         return -EINVAL;
     uint64_t max_ms = cache->max_ttl_ns / RP__NS_PER_MS;
     return ttl_ms && ttl_ms < max_ms ? ttl_ms : (int64_t)max_ms;
@@ -212,6 +214,8 @@ static rp__cache_key *key_get(rp__cache *cache, const char *name, size_t len)
     if (!key)
         return NULL;
     *key = (rp__cache_key){.hash = hash, .gen = ++cache->clock, .len = len};
+    if (cache->by_slot)
+        key->slot = (uint16_t)rp_cluster_key_slot(name, len);
     memcpy(key->name, name, len);
     key->name[len] = '\0';
     *slot = key;
@@ -276,19 +280,35 @@ static bool invalidate_name(rp__cache *cache, const char *name, size_t len)
     return key != NULL;
 }
 
-static void cache_flush(rp__cache *cache)
+/* Every key of the slots (NULL: every key) goes, as if invalidated. */
+static void drop_keys(rp__cache *cache, const uint8_t *slots)
 {
-    cache->stats.flushes++;
     for (size_t i = 0; i < cache->nbuckets; i++) {
         rp__cache_key *key = cache->buckets[i], *next;
         for (; key; key = next) {
             next = key->next;
-            key->gen = ++cache->clock;
-            while (key->entries)
-                entry_drop(cache, key->entries);
-            key_release(cache, key);
+            if (!slots || (slots[key->slot / 8] & (1u << (key->slot % 8))))
+                key_invalidate(cache, key);
         }
     }
+}
+
+static void cache_flush(rp__cache *cache)
+{
+    cache->stats.flushes++;
+    drop_keys(cache, NULL);
+}
+
+void rp__cache_by_slot(rp__cache *cache)
+{
+    if (cache)
+        cache->by_slot = true;
+}
+
+void rp__cache_drop_slots(rp__cache *cache, const uint8_t *slots)
+{
+    if (cache)
+        drop_keys(cache, slots);
 }
 
 /* Two commands of one key (argv[1], not compared) are the same read. */

@@ -65,6 +65,14 @@ void rp__cache_close(rp__cache *cache);
 /* After the pool has closed: every connection's record is gone. */
 void rp__cache_free(rp__cache *cache);
 
+/* A read whose reply depends on argv[1] alone (the cacheable list). */
+bool rp__cache_cacheable(int argc, const char *const *argv, const size_t *argvlen);
+/* A cluster node's cache: each key records its hash slot. */
+void rp__cache_by_slot(rp__cache *cache);
+/* Slots that left the node (a bit each, RP_CLUSTER_SLOTS bits; NULL:
+ * every slot): their keys are dropped as if invalidated, their replies
+ * in flight not kept. The node's server no longer tells of those keys. */
+void rp__cache_drop_slots(rp__cache *cache, const uint8_t *slots);
 /* -EINVAL unless the cache is on and the command may be cached; else the
  * entry's time to live in ms. */
 int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, const char *const *argv,

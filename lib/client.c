@@ -462,6 +462,17 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
     return cmd;
 }
 
+/* RP_CMD_CACHE: the command may be cached (-EINVAL if not), and is. */
+static int cmd_set_cached(client_cmd *cmd, uint32_t ttl_ms)
+{
+    int64_t ttl = rp__cache_accepts(cmd->client->cache, ttl_ms, cmd->argc, cmd->argv, cmd->argvlen);
+    if (ttl < 0)
+        return (int)ttl;
+    cmd->cached = true;
+    cmd->cache.ttl_ms = (uint32_t)ttl;
+    return 0;
+}
+
 int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
                              int argc, const char *const *argv, const size_t *argvlen)
 {
@@ -483,14 +494,10 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
-    if (opts && (opts->flags & RP_CMD_CACHE)) {
-        int64_t ttl = rp__cache_accepts(client->cache, opts->cache_ttl_ms, argc, cmd->argv, cmd->argvlen);
-        if (ttl < 0) {
-            rp__free(cmd);
-            return ttl;
-        }
-        cmd->cached = true;
-        cmd->cache.ttl_ms = (uint32_t)ttl;
+    int rc = opts && (opts->flags & RP_CMD_CACHE) ? cmd_set_cached(cmd, opts->cache_ttl_ms) : 0;
+    if (rc < 0) {
+        rp__free(cmd);
+        return rc;
     }
     cmd->cb = cb;
     cmd->data = data;
@@ -500,14 +507,19 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     return cmd_start(cmd);
 }
 
-int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, rp__attempt_cb cb, void *data,
-                           int argc, const char *const *argv, const size_t *argvlen)
+int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, uint32_t cache_ttl_ms, rp__attempt_cb cb,
+                           void *data, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (client->closing)
         return RP_ECLOSED;
     client_cmd *cmd = cmd_new(client, true, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
+    int rc = (flags & RP_CMD_CACHE) && !(how & RP__ATTEMPT_ASKING) ? cmd_set_cached(cmd, cache_ttl_ms) : 0;
+    if (rc < 0) {
+        rp__free(cmd);
+        return rc;
+    }
     cmd->attempt_cb = cb;
     cmd->data = data;
     cmd->idempotent = flags & RP_CMD_IDEMPOTENT;
