@@ -548,16 +548,22 @@ static void flight_land(rp__cache *cache, rp__cache_ref *ref, const redisReply *
     }
 }
 
-void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
-                   const char *const *argv, const size_t *argvlen)
+void rp__cache_ending(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
+                      const char *const *argv, const size_t *argvlen)
 {
-    if (ref->write) /* read your writes: whatever was read meanwhile */
+    if (ref->write) { /* read your writes: whatever was read meanwhile */
         own_write(cache, argc, argv, argvlen);
-    if (ref->hit && --ref->hit->pins == 0 && ref->hit->dead)
-        entry_free(ref->hit);
+        ref->write = false;
+    }
     rp__cache_leave(ref);
     if (ref->leading)
         flight_land(cache, ref, reply, status);
+}
+
+void rp__cache_end(rp__cache *cache, rp__cache_ref *ref)
+{
+    if (ref->hit && --ref->hit->pins == 0 && ref->hit->dead)
+        entry_free(ref->hit);
     if (ref->key) {
         ref->key->marks--;
         key_release(cache, ref->key);

@@ -106,10 +106,15 @@ int rp__cache_track_conn(rp__cache *cache, rp_conn *conn);
  * key came since the marker was set, and conn's reads are tracked. */
 void rp__cache_reply(rp__cache *cache, rp__cache_ref *ref, rp_conn *conn, const redisReply *reply, int argc,
                      const char *const *argv, const size_t *argvlen);
-/* The command ended with (reply, status), after its callback: a leader's
- * waiters end with its reply, or are let go (rp__cache_joined_end). */
-void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
-                   const char *const *argv, const size_t *argvlen);
+/* The command ends with (reply, status): called just before its callback,
+ * while its arguments live (a cluster's are freed by the callback). A
+ * write's keys are invalidated again (whatever was read meanwhile); a
+ * leader's waiters end with its reply, or are let go
+ * (rp__cache_joined_end). */
+void rp__cache_ending(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
+                      const char *const *argv, const size_t *argvlen);
+/* After the callback: a hit's pin and a miss's marker are released. */
+void rp__cache_end(rp__cache *cache, rp__cache_ref *ref);
 /* The reply a hit is answered with (NULL for any other command). */
 const redisReply *rp__cache_hit_reply(const rp__cache_ref *ref);
 

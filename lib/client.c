@@ -449,7 +449,7 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
     rp__link *spare = rp__list_pop(&client->spare_hits, false);
     client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
     if (!cmd) {
-        rp__cache_end(client->cache, ref, NULL, 0, 0, NULL, NULL); /* unpinned */
+        rp__cache_end(client->cache, ref); /* unpinned */
         return NULL;
     }
     memset(cmd, 0, sizeof *cmd);

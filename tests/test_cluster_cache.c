@@ -128,6 +128,31 @@ Test(cluster_cache, reads_are_kept_per_node_and_invalidated_there)
     /* Own writes through the cluster: read back at once. */
     cr_expect_str_eq(RUN("SET", keys[2], "mine").str, "OK");
     cr_expect_str_eq(cached_get(keys[2]).str, "mine");
+    /* Misses of one read in flight together: one GET on its node. */
+    int m = fxc_master_of_slot(slots[0]);
+    fxc_command_ok(m, "SET", keys[0], "v3", NULL);
+    fxc_command_ok(m, "CONFIG", "RESETSTAT", NULL);
+    cr_expect(until_value(keys[0], "v3", 3000));
+    fxc_command_ok(m, "SET", keys[0], "v4", NULL);
+    uint64_t deadline = fx_now_ms() + 3000, gets = (uint64_t)node_gets(m);
+    while (cstats().entries == 3 && fx_now_ms() < deadline) /* the invalidation came */
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(cstats().entries, 2);
+    uint64_t joined = cstats().joined;
+    fx_result r[8] = {0};
+    for (int i = 0; i < 8; i++)
+        cr_assert_gt(rp_cluster_command_ex(cluster, &cached, fxc_result_cb, &r[i], 2,
+                                           (const char *[]){"GET", keys[0]}, NULL),
+                     0);
+    for (int i = 0; i < 8; i++) {
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+        cr_expect(r[i].status == 0 && !strcmp(r[i].str, "v4"), "read %d: %s", i, r[i].str);
+    }
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 8; i++)
+        cr_expect_eq(r[i].calls, 1);
+    cr_expect_eq(cstats().joined, joined + 7);
+    cr_expect_eq((uint64_t)node_gets(m), gets + 1, "the node ran more than one GET");
     fxc_client_close(loop, cluster);
 }
 
