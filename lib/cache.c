@@ -317,9 +317,11 @@ static bool same_args(int ac, const char *const *av, const size_t *al, int bc, c
 {
     if (ac != bc || al[0] != bl[0])
         return false;
-    for (size_t i = 0; i < al[0]; i++) /* the name, in any case */
-        if (rp__ascii_lower(av[0][i]) != rp__ascii_lower(bv[0][i]))
+    for (size_t i = 0; i < al[0]; i++) { /* the name, in any case (mostly the same) */
+        char a = av[0][i], b = bv[0][i];
+        if (a != b && rp__ascii_lower(a) != rp__ascii_lower(b))
             return false;
+    }
     for (int i = 2; i < ac; i++)
         if (al[i] != bl[i] || memcmp(av[i], bv[i], al[i]))
             return false;
@@ -439,19 +441,18 @@ static bool told_of(const rp__cache *cache, const char *key, size_t len)
     return false;
 }
 
-bool rp__cache_hit(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
+rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen)
 {
     rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
     if (!entry)
-        return false;
+        return NULL;
     cache->stats.hits++;
     entry->pins++;
-    ref->hit = entry;
     if (cache->lru.head != &entry->lru) {
         rp__list_unlink(&cache->lru, &entry->lru);
         rp__list_push_front(&cache->lru, &entry->lru);
     }
-    return true;
+    return entry;
 }
 
 void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen)
@@ -496,7 +497,7 @@ rp__cache_start_result rp__cache_start(rp__cache *cache, rp__cache_ref *ref, boo
         }
         return RP__CACHE_SEND;
     }
-    if (rp__cache_hit(cache, ref, argc, argv, argvlen))
+    if ((ref->hit = rp__cache_hit(cache, argc, argv, argvlen)))
         return RP__CACHE_HIT;
     if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]) ||
         !(ref->key = key_get(cache, argv[1], argvlen[1]))) {

@@ -443,21 +443,26 @@ static int64_t cmd_start(client_cmd *cmd)
 }
 
 /* A hit made cheap: its arguments are the entry's (pinned until its end),
- * and a cacheable read is neither blocking nor a state command. */
-static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
+ * and a cacheable read is neither blocking nor a state command. A new
+ * record is zeroed once; a spare one is as its last hit left it: a hit
+ * writes only what is set here again (cmd_start: id, state, link;
+ * rp__cmd_fail_later: status, finish; its end zeroes its cache ref), and
+ * may_retry (a close from the command_start hook). */
+static client_cmd *cmd_new_hit(rp_client *client, rp__cache_entry *hit)
 {
     rp__link *spare = rp__list_pop(&client->spare_hits, false);
-    client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
+    client_cmd *cmd = spare ? cmd_of(spare) : rp__calloc(1, sizeof *cmd);
     if (!cmd) {
-        rp__cache_end(client->cache, ref); /* unpinned */
+        rp__cache_end(client->cache, &(rp__cache_ref){.hit = hit}); /* unpinned */
         return NULL;
     }
-    memset(cmd, 0, sizeof *cmd);
     cmd->client = client;
     cmd->hit_record = true;
     cmd->cached = true;
-    cmd->cache = *ref;
-    rp__cache_hit_args(ref, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
+    cmd->may_retry = false;
+    cmd->started_ns = 0;
+    cmd->cache.hit = hit; /* the rest of the ref is zero */
+    rp__cache_hit_args(&cmd->cache, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
 }
@@ -482,9 +487,9 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
-    rp__cache_ref hit = {0};
-    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && rp__cache_hit(client->cache, &hit, argc, argv, argvlen)) {
-        client_cmd *cmd = cmd_new_hit(client, &hit);
+    rp__cache_entry *hit;
+    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && (hit = rp__cache_hit(client->cache, argc, argv, argvlen))) {
+        client_cmd *cmd = cmd_new_hit(client, hit);
         if (!cmd)
             return -ENOMEM;
         cmd->cb = cb;
