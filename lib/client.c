@@ -467,6 +467,16 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_entry *hit)
     return cmd;
 }
 
+int64_t rp__client_hit(rp_client *client, rp__cache_entry *hit, rp_reply_cb cb, void *data)
+{
+    client_cmd *cmd = cmd_new_hit(client, hit);
+    if (!cmd)
+        return -ENOMEM;
+    cmd->cb = cb;
+    cmd->data = data;
+    return cmd_start(cmd);
+}
+
 /* RP_CMD_CACHE: the command may be cached (-EINVAL if not), and is. */
 static int cmd_set_cached(client_cmd *cmd, uint32_t ttl_ms)
 {
@@ -488,14 +498,8 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     if (client->closing)
         return RP_ECLOSED;
     rp__cache_entry *hit;
-    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && (hit = rp__cache_hit(client->cache, argc, argv, argvlen))) {
-        client_cmd *cmd = cmd_new_hit(client, hit);
-        if (!cmd)
-            return -ENOMEM;
-        cmd->cb = cb;
-        cmd->data = data;
-        return cmd_start(cmd);
-    }
+    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && (hit = rp__cache_hit(client->cache, argc, argv, argvlen)))
+        return rp__client_hit(client, hit, cb, data);
     client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;

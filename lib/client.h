@@ -19,4 +19,9 @@
 int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, uint32_t cache_ttl_ms, rp__attempt_cb cb,
                            void *data, int argc, const char *const *argv, const size_t *argvlen);
 
+/* A hit found in the client's cache (rp__cache_hit, pinned) ends with cb
+ * later in this iteration, as rp_client_command_ex's hits; returns its id,
+ * or -ENOMEM (unpinned). For cluster.c's hits. */
+int64_t rp__client_hit(rp_client *client, rp__cache_entry *hit, rp_reply_cb cb, void *data);
+
 #endif

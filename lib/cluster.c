@@ -115,6 +115,7 @@ struct rp_cluster {
     int64_t last_id;
     rp_cluster_stats stats;
     rp_cache_stats caches_closed; /* node caches' counters, of clients closed */
+    rp__list spare_hits;          /* records of ended hits (cluster_hit), for the next ones */
     rp_hooks hooks;
     bool closing;
     bool finished;
@@ -834,6 +835,52 @@ static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const siz
     return cmd;
 }
 
+/* A hit answered by its node client (cluster_hit): the caller's callback. */
+typedef struct chit {
+    rp__link link; /* the cluster's spare_hits, once ended */
+    rp_cluster *cluster;
+    rp_cluster_reply_cb cb;
+    void *data;
+} chit;
+
+static void hit_done(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    chit *hit = data;
+    rp_cluster *c = hit->cluster;
+    hit->cb(c, reply, status, hit->data);
+    if (c->spare_hits.len < 64)
+        rp__list_push_front(&c->spare_hits, &hit->link);
+    else
+        rp__free(hit);
+}
+
+/* A cached read held by the cache of its slot's master: answered by that
+ * node's client, as its own hits are, with no command record here (there
+ * is nothing to route again or redirect; rp_cluster_cancel finds none,
+ * as it finds a hit's completion queued). 0: not held (or hooks to call:
+ * the full path calls them), and the read takes the full path. */
+static int64_t cluster_hit(rp_cluster *c, rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
+                           const size_t *argvlen)
+{
+    if (!routing_ready(c) || argc < 2 || c->hooks.command_start || c->hooks.command_end)
+        return 0;
+    cnode *node = c->slot_master[rp_cluster_key_slot(argv[1], argvlen[1])];
+    rp__cache_entry *entry = node && !node->closing ? rp__cache_hit(node->client->cache, argc, argv, argvlen) : NULL;
+    if (!entry)
+        return 0;
+    rp__link *spare = rp__list_pop(&c->spare_hits, false);
+    chit *hit = spare ? RP__CONTAINER_OF(spare, chit, link) : rp__malloc(sizeof *hit);
+    if (hit)
+        *hit = (chit){.cluster = c, .cb = cb, .data = data};
+    int64_t id = hit ? rp__client_hit(node->client, entry, hit_done, hit) : -ENOMEM;
+    if (id < 0) {
+        rp__free(hit);
+        return id;
+    }
+    return ++c->last_id;
+}
+
 /* RP_CMD_CACHE: node caches, and a read the node client would take,
  * routed by its argv[1] (the key the cache keeps it under). */
 static bool cache_accepts(const rp_cluster *c, const rp_cluster_command_options *opts, int argc,
@@ -854,6 +901,11 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
         return -EINVAL;
     if (c->closing)
         return RP_ECLOSED;
+    int64_t hit = opts && (opts->flags & RP_CMD_CACHE) && argvlen && opts->key_index <= 1 && c->node_opts.cache_bytes
+                      ? cluster_hit(c, cb, data, argc, argv, argvlen)
+                      : 0;
+    if (hit)
+        return hit;
     ccmd *cmd = cmd_new(c, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
@@ -946,6 +998,9 @@ void rp_cluster_options_init(rp_cluster_options *opts)
 
 static void cluster_free(rp_cluster *c)
 {
+    rp__link *spare;
+    while ((spare = rp__list_pop(&c->spare_hits, false)))
+        rp__free(RP__CONTAINER_OF(spare, chit, link));
     for (int i = 0; i < c->nseeds; i++)
         rp__free(c->seeds[i]);
     rp__free(c->seeds);
