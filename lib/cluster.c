@@ -863,8 +863,12 @@ static void hit_done(rp_client *client, const redisReply *reply, int status, voi
 static int64_t cluster_hit(rp_cluster *c, rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
                            const size_t *argvlen)
 {
-    if (!routing_ready(c) || argc < 2 || c->hooks.command_start || c->hooks.command_end)
+    size_t lens[8];
+    if (!routing_ready(c) || argc < 2 || c->hooks.command_start || c->hooks.command_end || (!argvlen && argc > 8))
         return 0;
+    for (int i = 0; !argvlen && i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    argvlen = argvlen ? argvlen : lens;
     cnode *node = c->slot_master[rp_cluster_key_slot(argv[1], argvlen[1])];
     rp__cache_entry *entry = node && !node->closing ? rp__cache_hit(node->client->cache, argc, argv, argvlen) : NULL;
     if (!entry)
@@ -901,7 +905,7 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
         return -EINVAL;
     if (c->closing)
         return RP_ECLOSED;
-    int64_t hit = opts && (opts->flags & RP_CMD_CACHE) && argvlen && opts->key_index <= 1 && c->node_opts.cache_bytes
+    int64_t hit = opts && (opts->flags & RP_CMD_CACHE) && opts->key_index <= 1 && c->node_opts.cache_bytes
                       ? cluster_hit(c, cb, data, argc, argv, argvlen)
                       : 0;
     if (hit)

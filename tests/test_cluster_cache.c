@@ -94,6 +94,14 @@ static void key_in_slot(int slot, const char *suffix, char *out, size_t size)
     cr_assert_eq(rp_cluster_key_slot(out, strlen(out)), slot);
 }
 
+static int hook_ends;
+static void count_end(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns, int status,
+                      int retries)
+{
+    (void)data, (void)argc, (void)argv, (void)argvlen, (void)ns, (void)status, (void)retries;
+    hook_ends++;
+}
+
 Test(cluster_cache, reads_are_kept_per_node_and_invalidated_there)
 {
     open_cached(0);
@@ -153,6 +161,23 @@ Test(cluster_cache, reads_are_kept_per_node_and_invalidated_there)
         cr_expect_eq(r[i].calls, 1);
     cr_expect_eq(cstats().joined, joined + 7);
     cr_expect_eq((uint64_t)node_gets(m), gets + 1, "the node ran more than one GET");
+    /* A hit: its completion is queued (cancel finds none), its callback
+     * runs once, later; with hooks, a hit is a command they see. */
+    fx_result h = {0};
+    int64_t id =
+        rp_cluster_command_ex(cluster, &cached, fxc_result_cb, &h, 2, (const char *[]){"GET", keys[0]}, NULL);
+    cr_assert_gt(id, 0);
+    cr_expect_eq(rp_cluster_cancel(cluster, id), -ENOENT);
+    cr_expect_eq(h.calls, 0);
+    fx_run_for(loop, 20);
+    cr_expect(h.calls == 1 && h.status == 0 && !strcmp(h.str, "v4"), "%d calls, status %d, %s", h.calls, h.status, h.str);
+    hook_ends = 0;
+    rp_hooks hooks = {.command_end = count_end};
+    cr_assert_eq(rp_cluster_set_hooks(cluster, &hooks), 0);
+    uint64_t hits = cstats().hits;
+    cr_expect_str_eq(cached_get(keys[0]).str, "v4");
+    cr_expect_eq(cstats().hits, hits + 1);
+    cr_expect_eq(hook_ends, 1);
     fxc_client_close(loop, cluster);
 }
 

@@ -99,7 +99,9 @@ typedef struct rp_cluster_command_options {
  * other than 0 or 1. A cached read goes to the slot's master, never a
  * replica (read-your-writes: writes invalidate the master's client's
  * cache). A slot that moves away from a node (a layout read, a MOVED)
- * takes its keys out of that node's cache and its shard's replicas'. */
+ * takes its keys out of that node's cache. A hit's completion is queued
+ * at once: rp_cluster_cancel returns -ENOENT for it (with cluster hooks
+ * set, which see hits as commands, a cancel ends it with -ECANCELED). */
 RP_EXTERN int64_t rp_cluster_command_ex(rp_cluster *cluster, const rp_cluster_command_options *opts,
                                         rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
                                         const size_t *argvlen);
