@@ -34,6 +34,7 @@
  * freed at the unpin. Memory: the entries' bytes, bounded by LRU. */
 #include "cache.h"
 #include "commands.h"
+#include "conn.h"
 #include "heartbeat.h"
 
 #include <errno.h>
@@ -75,7 +76,8 @@ struct rp__cache_entry {
     redisReply *reply; /* one block */
 };
 
-/* A data connection's tracking (its rp_conn_data). */
+/* A data connection's tracking (its lib_data: the caller's rp_conn_data
+ * is theirs). */
 struct conn_rec {
     rp__cache *cache;
     uint64_t epoch; /* the subscriber it redirects to; 0: none */
@@ -590,7 +592,7 @@ static void conn_rec_free(void *data)
 static void tracking_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     (void)data;
-    conn_rec *rec = rp_conn_data(conn);
+    conn_rec *rec = conn->lib_data;
     if (status == 0 && reply->type == REDIS_REPLY_ERROR && rec)
         rec->epoch = 0; /* refused: nothing read on it is kept */
 }
@@ -599,14 +601,15 @@ int rp__cache_track_conn(rp__cache *cache, rp_conn *conn)
 {
     if (cache->mode != RP_CACHE_TRACKING || cache->sub != SUB_UP)
         return 0;
-    conn_rec *rec = rp_conn_data(conn);
+    conn_rec *rec = conn->lib_data;
     if (rec && rec->epoch == cache->epoch)
         return 0;
     if (!rec) {
         if (!(rec = rp__calloc(1, sizeof *rec)))
             return -ENOMEM;
         rec->cache = cache;
-        rp_conn_set_data_full(conn, rec, conn_rec_free);
+        conn->lib_data = rec;
+        conn->lib_free = conn_rec_free;
     }
     char id[24];
     snprintf(id, sizeof id, "%lld", cache->sub_id);
@@ -621,7 +624,7 @@ static bool conn_tracked(rp__cache *cache, rp_conn *conn, conn_rec **rec)
     *rec = NULL;
     if (cache->mode != RP_CACHE_TRACKING)
         return true;
-    *rec = rp_conn_data(conn);
+    *rec = conn->lib_data;
     return *rec && (*rec)->epoch == cache->epoch;
 }
 

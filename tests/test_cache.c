@@ -429,6 +429,47 @@ Test(cache, hooks_see_hits)
     fx_client_close_and_free(loop, client);
 }
 
+/* A caller's rp_conn_set_data on a connection of the client's pool: the
+ * cache's own record of the connection is elsewhere, unseen and kept. */
+static int user_frees;
+static void user_free(void *data)
+{
+    user_frees++;
+    free(data);
+}
+
+Test(cache, a_callers_conn_data_is_apart_from_the_caches_record)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET apart v1\r\n");
+    cr_expect_str_eq(cached_get("apart").str, "v1");
+    cr_expect_str_eq(cached_get("apart").str, "v1");
+    cr_expect_eq(stats().hits, 1);
+    rp_pool *pool = rp_client_pool(client);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_null(rp_conn_data(conn), "the cache's record shows as the caller's data");
+    int *mine = malloc(sizeof *mine);
+    *mine = 42;
+    cr_assert_eq(rp_conn_set_data_full(conn, mine, user_free), 0);
+    rp_pool_put(pool, conn);
+    /* The connection's tracking is still the cache's: a write elsewhere is
+     * seen, and reads through it are kept again. */
+    fx_redis_command("SET apart v2\r\n");
+    cr_expect_geq(until_value("apart", "v2", 3000), 0, "the write was never seen");
+    uint64_t hits = stats().hits;
+    cr_expect_str_eq(cached_get("apart").str, "v2");
+    cr_expect_eq(stats().hits, hits + 1, "no longer kept");
+    conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_data(conn), mine);
+    rp_pool_put(pool, conn);
+    user_frees = 0;
+    fx_client_close_and_free(loop, client);
+    cr_expect_eq(user_frees, 1);
+}
+
 /* ------------------------------------------------------- single flight */
 
 /* How many times the server ran a command since the last CONFIG RESETSTAT
