@@ -278,12 +278,14 @@ static void replica_reply(rp_client *replica, const redisReply *reply, int statu
 }
 
 /* Reads on replicas (sentinel.c picks one, or the master): a read-only
- * command that could be sent again (not blocking, binding no state). Its
- * arguments are copied: the replica's client may outlive cmd. */
+ * command that could be sent again (not blocking, binding no state), and
+ * not a cached read (kept only from the master: its tracking tells of the
+ * key, and this client's writes, read back, go there). Its arguments are
+ * copied: the replica's client may outlive cmd. */
 static bool replica_send(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
-    if (!client->sentinel || cmd->on_master || cmd->blocking || cmd->binds_conn || cmd->attempt_cb ||
+    if (!client->sentinel || cmd->on_master || cmd->cached || cmd->blocking || cmd->binds_conn || cmd->attempt_cb ||
         !rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]))
         return false;
     rp_client *replica = rp__sentinel_read_client(client->sentinel);

@@ -937,3 +937,51 @@ Test(cache, a_sentinel_switch_moves_the_subscriber, .init = sentinel_setup, .fin
     cr_expect_geq(until_value("ck", "v3", 3000), 0, "a write after the switch was never seen");
     fx_client_close_and_free(loop, client);
 }
+
+static long gets_on(int node)
+{
+    char *info = fxs_command(fxs_data_port(node), "INFO", "commandstats", NULL);
+    cr_assert(info);
+    const char *at = strstr(info, "cmdstat_get:calls=");
+    long calls = at ? atol(at + strlen("cmdstat_get:calls=")) : 0;
+    free(info);
+    return calls;
+}
+
+/* A client reading from replicas: cached reads go to the master (the
+ * master's tracking tells of their keys, and this client's writes, which
+ * go there, are read back), and are kept; other reads still go to the
+ * replica. */
+Test(cache, a_replica_reading_client_caches_reads_of_the_master, .init = sentinel_setup,
+     .fini = sentinel_teardown)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.addr = NULL;
+    opts.master_name = FXS_NAME;
+    opts.sentinel_addrs = fxs_sentinel_addrs();
+    opts.sentinel_count = 1;
+    opts.replica_only = true;
+    open_client(&opts);
+    int master = fxs_master(), replica = 1 - master;
+    free(fxs_command(fxs_data_port(master), "SET", "rk", "v1", NULL));
+    free(fxs_command(fxs_data_port(master), "WAIT", "1", "1000", NULL));
+    long on_master = gets_on(master), on_replica = gets_on(replica);
+    cr_expect_str_eq(cached_get("rk").str, "v1");
+    cr_expect_str_eq(cached_get("rk").str, "v1");
+    cr_expect_eq(stats().hits, 1, "a cached read was not kept");
+    cr_expect_eq(gets_on(master), on_master + 1);
+    cr_expect_eq(gets_on(replica), on_replica, "a cached read went to the replica: %ld -> %ld, master %ld -> %ld", on_replica, gets_on(replica), on_master, gets_on(master));
+    /* Own writes read back at once. */
+    command(3, (const char *[]){"SET", "rk", "mine"});
+    cr_expect_str_eq(cached_get("rk").str, "mine");
+    /* An uncached read still goes to the replica. */
+    free(fxs_command(fxs_data_port(master), "WAIT", "1", "1000", NULL));
+    cr_expect_str_eq(command(2, (const char *[]){"GET", "rk"}).str, "mine");
+    cr_expect_eq(gets_on(replica), on_replica + 1);
+    /* The replica's client has no cache (nor subscriber) of its own. */
+    char *subs = fxs_command(fxs_data_port(replica), "PUBSUB", "NUMSUB", "__redis__:invalidate", NULL);
+    cr_expect(subs && !strcmp(subs, "__redis__:invalidate\n0"), "a subscriber on the replica: %s", subs);
+    free(subs);
+    fx_client_close_and_free(loop, client);
+}

@@ -249,7 +249,10 @@ RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *da
  * one was sent, is not sent: it ends with that read's reply (later than
  * its call, as every reply). If that read ends without a reply (it
  * failed, or was cancelled or timed out), this one is sent by itself and
- * ends with its own outcome; a cancel of one read never ends another. */
+ * ends with its own outcome; a cancel of one read never ends another.
+ * With reads on replicas (replica_only, route_randomly), a cached read
+ * goes to the master: its tracking is the one that tells, and this
+ * client's writes are read back. */
 #define RP_CMD_CACHE 2u
 typedef struct rp_command_options {
     unsigned flags;      /* RP_CMD_* */
