@@ -529,6 +529,31 @@ Test(cache, concurrent_misses_of_one_read_send_one_request)
     fx_client_close_and_free(loop, client);
 }
 
+/* The same on an auto-pipelining lane: the one GET shares the lane. */
+Test(cache, concurrent_misses_on_a_lane_send_one_request)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    open_client(&opts);
+    fx_redis_command("SET sfl lane\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    result r[FLIGHT] = {0};
+    for (int i = 0; i < FLIGHT; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "sfl"});
+    cr_expect_eq(stats().joined, FLIGHT - 1);
+    for (int i = 0; i < FLIGHT; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < FLIGHT; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "lane"), "read %d", i);
+    cr_expect_eq(server_calls("get"), 1);
+    uint64_t hits = stats().hits;
+    cr_expect_str_eq(cached_get("sfl").str, "lane");
+    cr_expect_eq(stats().hits, hits + 1, "the lane's reply was not kept");
+    fx_client_close_and_free(loop, client);
+}
+
 /* The only data connection held by a BLPOP: a cached read issued after it
  * waits for the connection, in flight as far as the cache knows. */
 static result blocker;
