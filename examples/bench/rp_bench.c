@@ -199,6 +199,15 @@ static void on_conn_reply(rp_conn *conn, const redisReply *reply, int status, vo
 
 static int argc_of(const slot *s) { return s->w->test->has_value ? 3 : s->w->test->cmd[0] == 'P' ? 1 : 2; }
 
+/* The mixes: a SET instead of the read, write_pct times in 100. */
+static bool pick_write(worker *w)
+{
+    if (!w->test->write_pct)
+        return false;
+    w->seed = w->seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (w->seed >> 33) % 100 < (uint64_t)w->test->write_pct;
+}
+
 /* With -P, a round is PIPELINE commands on one connection of the pool. */
 static void on_pipeline_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
@@ -217,18 +226,12 @@ static void on_pipeline_conn(rp_pool *pool, rp_conn *conn, int status, void *dat
     s->started = example_now_ns();
     for (int i = 0; i < count; i++) {
         fill_args(s);
-        if (rp_conn_command(conn, on_conn_reply, s, argc_of(s), s->argv, s->argvlen) < 0)
+        bool write = pick_write(w);
+        s->argv[0] = write ? "SET" : w->test->cmd;
+        s->argvlen[0] = strlen(s->argv[0]);
+        if (rp_conn_command(conn, on_conn_reply, s, write ? 3 : argc_of(s), s->argv, s->argvlen) < 0)
             on_conn_reply(conn, NULL, -1, s);
     }
-}
-
-/* The mixes: a SET instead of the read, write_pct times in 100. */
-static bool pick_write(worker *w)
-{
-    if (!w->test->write_pct)
-        return false;
-    w->seed = w->seed * 6364136223846793005ull + 1442695040888963407ull;
-    return (w->seed >> 33) % 100 < (uint64_t)w->test->write_pct;
 }
 
 static int64_t send_command(slot *s, bool cached, int argc)
