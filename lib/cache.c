@@ -8,7 +8,14 @@
  * key record is kept while markers refer to it) and its reply is kept
  * only if the generation is the same when the reply comes: an
  * invalidation that overtook the reply (it travels on another connection)
- * stops it from being cached. Concurrent misses of a key share its record.
+ * stops it from being cached. Concurrent misses of one command share
+ * one request (single flight): the first is sent and listed on its key;
+ * another, while the key's generation is still the one the first noted
+ * (no invalidation came since it was sent, so the first's reply is as
+ * fresh as its own would be), waits for it and takes its reply. A read
+ * issued after an invalidation of its key never joins a request sent
+ * before it. Waiters of a leader that ends without a reply (a failure,
+ * a cancel, its deadline) each send their own (see cache.h).
  *
  * Invalidations come as pub/sub messages on __redis__:invalidate to one
  * subscriber connection: an array of keys, or a null for FLUSHALL/FLUSHDB.
@@ -27,6 +34,7 @@
  * freed at the unpin. Memory: the entries' bytes, bounded by LRU. */
 #include "cache.h"
 #include "commands.h"
+#include "conn.h"
 #include "heartbeat.h"
 
 #include <errno.h>
@@ -42,7 +50,9 @@ struct rp__cache_key {
     rp__cache_key *next; /* hash chain */
     uint64_t hash;
     uint64_t gen;
+    uint16_t slot;  /* its hash slot, in a cluster node's cache */
     unsigned marks; /* pending reads */
+    rp__list flights; /* its misses sent, each a leader (rp__cache_ref) */
     rp__cache_entry *entries;
     size_t len;
     char name[];
@@ -66,7 +76,8 @@ struct rp__cache_entry {
     redisReply *reply; /* one block */
 };
 
-/* A data connection's tracking (its rp_conn_data). */
+/* A data connection's tracking (its lib_data: the caller's rp_conn_data
+ * is theirs). */
 struct conn_rec {
     rp__cache *cache;
     uint64_t epoch; /* the subscriber it redirects to; 0: none */
@@ -95,6 +106,9 @@ struct rp__cache {
     rp__heartbeat heartbeat;
     rp__timer resubscribe;
     rp_cache_stats stats;
+    rp__cache_joined_end joined_end;
+    void *joined_data;
+    bool by_slot; /* a cluster node's: keys record their slot */
 };
 
 /* ------------------------------------------------------------ commands */
@@ -106,7 +120,7 @@ static const char *const cacheable[] = {
     "strlen", "ttl", "type", "zcard", "zcount", "zmscore", "zrange", "zrank", "zrevrank", "zscore",
 };
 
-static bool command_cacheable(int argc, const char *const *argv, const size_t *argvlen)
+bool rp__cache_cacheable(int argc, const char *const *argv, const size_t *argvlen)
 {
     if (argc < 2)
         return false;
@@ -133,7 +147,7 @@ static bool command_flushes(const char *name, size_t len)
 int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, const char *const *argv,
                           const size_t *argvlen)
 {
-    if (!cache || !command_cacheable(argc, argv, argvlen))
+    if (!cache || !rp__cache_cacheable(argc, argv, argvlen))
         return -EINVAL;
     uint64_t max_ms = cache->max_ttl_ns / RP__NS_PER_MS;
     return ttl_ms && ttl_ms < max_ms ? ttl_ms : (int64_t)max_ms;
@@ -202,6 +216,8 @@ static rp__cache_key *key_get(rp__cache *cache, const char *name, size_t len)
     if (!key)
         return NULL;
     *key = (rp__cache_key){.hash = hash, .gen = ++cache->clock, .len = len};
+    if (cache->by_slot)
+        key->slot = (uint16_t)rp_cluster_key_slot(name, len);
     memcpy(key->name, name, len);
     key->name[len] = '\0';
     *slot = key;
@@ -266,32 +282,57 @@ static bool invalidate_name(rp__cache *cache, const char *name, size_t len)
     return key != NULL;
 }
 
-static void cache_flush(rp__cache *cache)
+/* Every key of the slots (NULL: every key) goes, as if invalidated. */
+static void drop_keys(rp__cache *cache, const uint8_t *slots)
 {
-    cache->stats.flushes++;
     for (size_t i = 0; i < cache->nbuckets; i++) {
         rp__cache_key *key = cache->buckets[i], *next;
         for (; key; key = next) {
             next = key->next;
-            key->gen = ++cache->clock;
-            while (key->entries)
-                entry_drop(cache, key->entries);
-            key_release(cache, key);
+            if (!slots || (slots[key->slot / 8] & (1u << (key->slot % 8))))
+                key_invalidate(cache, key);
         }
     }
 }
 
-static bool same_command(const rp__cache_entry *entry, int argc, const char *const *argv, const size_t *argvlen)
+static void cache_flush(rp__cache *cache)
 {
-    if (entry->argc != argc || entry->argvlen[0] != argvlen[0])
+    cache->stats.flushes++;
+    drop_keys(cache, NULL);
+}
+
+void rp__cache_by_slot(rp__cache *cache)
+{
+    if (cache)
+        cache->by_slot = true;
+}
+
+void rp__cache_drop_slots(rp__cache *cache, const uint8_t *slots)
+{
+    if (cache)
+        drop_keys(cache, slots);
+}
+
+/* Two commands of one key (argv[1], not compared) are the same read. */
+static bool same_args(int ac, const char *const *av, const size_t *al, int bc, const char *const *bv,
+                      const size_t *bl)
+{
+    if (ac != bc || al[0] != bl[0])
         return false;
-    for (size_t i = 0; i < argvlen[0]; i++) /* the name, in any case */
-        if (rp__ascii_lower(entry->argv[0][i]) != rp__ascii_lower(argv[0][i]))
+    for (size_t i = 0; i < al[0]; i++) { /* the name, in any case (mostly the same) */
+        char a = av[0][i], b = bv[0][i];
+        if (a != b && rp__ascii_lower(a) != rp__ascii_lower(b))
             return false;
-    for (int i = 2; i < argc; i++)
-        if (entry->argvlen[i] != argvlen[i] || memcmp(entry->argv[i], argv[i], argvlen[i]))
+    }
+    for (int i = 2; i < ac; i++)
+        if (al[i] != bl[i] || memcmp(av[i], bv[i], al[i]))
             return false;
     return true;
+}
+
+static bool same_command(const rp__cache_entry *entry, int argc, const char *const *argv, const size_t *argvlen)
+{
+    return same_args(entry->argc, entry->argv, entry->argvlen, argc, argv, argvlen);
 }
 
 /* ------------------------------------------------------- reply copies */
@@ -402,19 +443,18 @@ static bool told_of(const rp__cache *cache, const char *key, size_t len)
     return false;
 }
 
-bool rp__cache_hit(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
+rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen)
 {
     rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
     if (!entry)
-        return false;
+        return NULL;
     cache->stats.hits++;
     entry->pins++;
-    ref->hit = entry;
     if (cache->lru.head != &entry->lru) {
         rp__list_unlink(&cache->lru, &entry->lru);
         rp__list_push_front(&cache->lru, &entry->lru);
     }
-    return true;
+    return entry;
 }
 
 void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen)
@@ -424,35 +464,107 @@ void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const *
     *argvlen = ref->hit->argvlen;
 }
 
-bool rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
-                     const char *const *argv, const size_t *argvlen)
+/* A leader sending this very command, marked at the key's generation of
+ * now: nothing invalidated the key since it was sent. */
+static rp__cache_ref *flight_find(const rp__cache_key *key, int argc, const char *const *argv,
+                                  const size_t *argvlen)
+{
+    for (rp__link *link = key->flights.head; link; link = link->next) {
+        rp__cache_ref *leader = RP__CONTAINER_OF(link, rp__cache_ref, flight);
+        if (leader->gen == key->gen && same_args(leader->argc, leader->argv, leader->argvlen, argc, argv, argvlen))
+            return leader;
+    }
+    return NULL;
+}
+
+/* ref (its key marked) is sent: listed for later misses to join. */
+static void flight_lead(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv,
+                        const size_t *argvlen)
+{
+    cache->stats.misses++;
+    ref->leading = true;
+    ref->argc = argc;
+    ref->argv = argv;
+    ref->argvlen = argvlen;
+    rp__list_push_back(&ref->key->flights, &ref->flight);
+}
+
+rp__cache_start_result rp__cache_start(rp__cache *cache, rp__cache_ref *ref, bool cached, bool readonly, int argc,
+                                       const char *const *argv, const size_t *argvlen)
 {
     if (!cached) {
         if (!readonly) {
             ref->write = true;
             own_write(cache, argc, argv, argvlen);
         }
-        return false;
+        return RP__CACHE_SEND;
     }
-    if (rp__cache_hit(cache, ref, argc, argv, argvlen))
-        return true;
-    cache->stats.misses++;
-    if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]))
-        return false; /* nothing is kept that no invalidation would reach */
-    ref->key = key_get(cache, argv[1], argvlen[1]);
-    if (ref->key) { /* without memory for it the read is only not cached */
-        ref->key->marks++;
-        ref->gen = ref->key->gen;
+    if ((ref->hit = rp__cache_hit(cache, argc, argv, argvlen)))
+        return RP__CACHE_HIT;
+    if (cache->sub != SUB_UP || !told_of(cache, argv[1], argvlen[1]) ||
+        !(ref->key = key_get(cache, argv[1], argvlen[1]))) {
+        cache->stats.misses++; /* nothing is kept that no invalidation would reach; nor without memory */
+        return RP__CACHE_SEND;
     }
-    return false;
+    ref->key->marks++;
+    ref->gen = ref->key->gen;
+    rp__cache_ref *leader = flight_find(ref->key, argc, argv, argvlen);
+    if (!leader) {
+        flight_lead(cache, ref, argc, argv, argvlen);
+        return RP__CACHE_SEND;
+    }
+    cache->stats.joined++;
+    ref->leader = leader;
+    rp__list_push_back(&leader->waiters, &ref->flight);
+    return RP__CACHE_JOINED;
+}
+
+void rp__cache_resend(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv,
+                      const size_t *argvlen)
+{
+    ref->released = true;
+    ref->gen = ref->key->gen;
+    flight_lead(cache, ref, argc, argv, argvlen);
+}
+
+void rp__cache_leave(rp__cache_ref *ref)
+{
+    if (ref->leader)
+        rp__list_unlink(&ref->leader->waiters, &ref->flight);
+    ref->leader = NULL;
 }
 
 const redisReply *rp__cache_hit_reply(const rp__cache_ref *ref) { return ref->hit ? ref->hit->reply : NULL; }
 
-void rp__cache_end(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv, const size_t *argvlen)
+/* The leader ended: off its key's list (no miss joins it any more), and
+ * each waiter ends with its reply, or is let go. One at a time from the
+ * leader's list: a waiter's callback may cancel another. */
+static void flight_land(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status)
 {
-    if (ref->write) /* read your writes: whatever was read meanwhile */
+    rp__list_unlink(&ref->key->flights, &ref->flight);
+    ref->leading = false;
+    rp__link *link;
+    while ((link = rp__list_pop(&ref->waiters, false))) {
+        rp__cache_ref *waiter = RP__CONTAINER_OF(link, rp__cache_ref, flight);
+        waiter->leader = NULL;
+        cache->joined_end(waiter, status == 0 ? reply : NULL, cache->joined_data);
+    }
+}
+
+void rp__cache_ending(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status, int argc,
+                      const char *const *argv, const size_t *argvlen)
+{
+    if (ref->write) { /* read your writes: whatever was read meanwhile */
         own_write(cache, argc, argv, argvlen);
+        ref->write = false;
+    }
+    rp__cache_leave(ref);
+    if (ref->leading)
+        flight_land(cache, ref, reply, status);
+}
+
+void rp__cache_end(rp__cache *cache, rp__cache_ref *ref)
+{
     if (ref->hit && --ref->hit->pins == 0 && ref->hit->dead)
         entry_free(ref->hit);
     if (ref->key) {
@@ -480,7 +592,7 @@ static void conn_rec_free(void *data)
 static void tracking_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {
     (void)data;
-    conn_rec *rec = rp_conn_data(conn);
+    conn_rec *rec = conn->lib_data;
     if (status == 0 && reply->type == REDIS_REPLY_ERROR && rec)
         rec->epoch = 0; /* refused: nothing read on it is kept */
 }
@@ -489,14 +601,15 @@ int rp__cache_track_conn(rp__cache *cache, rp_conn *conn)
 {
     if (cache->mode != RP_CACHE_TRACKING || cache->sub != SUB_UP)
         return 0;
-    conn_rec *rec = rp_conn_data(conn);
+    conn_rec *rec = conn->lib_data;
     if (rec && rec->epoch == cache->epoch)
         return 0;
     if (!rec) {
         if (!(rec = rp__calloc(1, sizeof *rec)))
             return -ENOMEM;
         rec->cache = cache;
-        rp_conn_set_data_full(conn, rec, conn_rec_free);
+        conn->lib_data = rec;
+        conn->lib_free = conn_rec_free;
     }
     char id[24];
     snprintf(id, sizeof id, "%lld", cache->sub_id);
@@ -511,7 +624,7 @@ static bool conn_tracked(rp__cache *cache, rp_conn *conn, conn_rec **rec)
     *rec = NULL;
     if (cache->mode != RP_CACHE_TRACKING)
         return true;
-    *rec = rp_conn_data(conn);
+    *rec = conn->lib_data;
     return *rec && (*rec)->epoch == cache->epoch;
 }
 
@@ -768,6 +881,14 @@ void rp__cache_set_pool(rp__cache *cache, rp_pool *pool)
 {
     if (cache)
         cache->pool = pool;
+}
+
+void rp__cache_set_joined_end(rp__cache *cache, rp__cache_joined_end fn, void *data)
+{
+    if (cache) {
+        cache->joined_end = fn;
+        cache->joined_data = data;
+    }
 }
 
 /* Called once the client is set up (the subscriber's connection is set up

@@ -278,12 +278,14 @@ static void replica_reply(rp_client *replica, const redisReply *reply, int statu
 }
 
 /* Reads on replicas (sentinel.c picks one, or the master): a read-only
- * command that could be sent again (not blocking, binding no state). Its
- * arguments are copied: the replica's client may outlive cmd. */
+ * command that could be sent again (not blocking, binding no state), and
+ * not a cached read (kept only from the master: its tracking tells of the
+ * key, and this client's writes, read back, go there). Its arguments are
+ * copied: the replica's client may outlive cmd. */
 static bool replica_send(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
-    if (!client->sentinel || cmd->on_master || cmd->blocking || cmd->binds_conn || cmd->attempt_cb ||
+    if (!client->sentinel || cmd->on_master || cmd->cached || cmd->blocking || cmd->binds_conn || cmd->attempt_cb ||
         !rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]))
         return false;
     rp_client *replica = rp__sentinel_read_client(client->sentinel);
@@ -381,8 +383,10 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
 }
 
 /* With a cache: a cached read found there ends later in this iteration
- * with the cached reply, unsent; a miss sets its key's pending marker; a
- * write invalidates its keys. */
+ * with the cached reply, unsent; one that joins an identical read in
+ * flight waits for it (CMD_GETTING, no get: joined_end ends it); a miss
+ * sets its key's pending marker; a write invalidates its keys. True when
+ * the command is not to be sent now. */
 static bool cache_answers(client_cmd *cmd)
 {
     rp_client *client = cmd->client;
@@ -390,13 +394,35 @@ static bool cache_answers(client_cmd *cmd)
         rp__cmd_fail_later(cmd, 0);
         return true;
     }
-    if (!client->cache ||
-        !rp__cache_start(client->cache, &cmd->cache, cmd->cached,
-                         cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]),
-                         cmd->argc, cmd->argv, cmd->argvlen))
+    if (!client->cache)
         return false;
-    rp__cmd_fail_later(cmd, 0);
-    return true;
+    bool readonly = cmd->cached || rp__command_readonly(client->readonly, cmd->argv[0], cmd->argvlen[0]);
+    switch (rp__cache_start(client->cache, &cmd->cache, cmd->cached, readonly, cmd->argc, cmd->argv, cmd->argvlen)) {
+    case RP__CACHE_HIT:
+        rp__cmd_fail_later(cmd, 0);
+        return true;
+    case RP__CACHE_JOINED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The read a joined one waited for ended (from its completion): with a
+ * reply, which is this one's too; without (it failed, or was taken back:
+ * its end is its own), this one is sent by itself. */
+static void joined_end(rp__cache_ref *ref, const redisReply *reply, void *data)
+{
+    rp_client *client = data;
+    client_cmd *cmd = RP__CONTAINER_OF(ref, client_cmd, cache);
+    if (reply) {
+        rp__cmd_retry_or_complete(cmd, reply, 0, false);
+    } else if (client->closing) { /* close took every waiter back: not reached */
+        rp__cmd_fail_later(cmd, RP_ECLOSED);
+    } else {
+        rp__cache_resend(client->cache, ref, cmd->argc, cmd->argv, cmd->argvlen);
+        cmd_get(cmd);
+    }
 }
 
 /* Registers a new command and sends it; returns its id. It joins the
@@ -419,23 +445,49 @@ static int64_t cmd_start(client_cmd *cmd)
 }
 
 /* A hit made cheap: its arguments are the entry's (pinned until its end),
- * and a cacheable read is neither blocking nor a state command. */
-static client_cmd *cmd_new_hit(rp_client *client, rp__cache_ref *ref)
+ * and a cacheable read is neither blocking nor a state command. A new
+ * record is zeroed once; a spare one is as its last hit left it: a hit
+ * writes only what is set here again (cmd_start: id, state, link;
+ * rp__cmd_fail_later: status, finish; its end zeroes its cache ref), and
+ * may_retry (a close from the command_start hook). */
+static client_cmd *cmd_new_hit(rp_client *client, rp__cache_entry *hit)
 {
     rp__link *spare = rp__list_pop(&client->spare_hits, false);
-    client_cmd *cmd = spare ? cmd_of(spare) : rp__malloc(sizeof *cmd);
+    client_cmd *cmd = spare ? cmd_of(spare) : rp__calloc(1, sizeof *cmd);
     if (!cmd) {
-        rp__cache_end(client->cache, ref, 0, NULL, NULL); /* unpinned */
+        rp__cache_end(client->cache, &(rp__cache_ref){.hit = hit}); /* unpinned */
         return NULL;
     }
-    memset(cmd, 0, sizeof *cmd);
     cmd->client = client;
     cmd->hit_record = true;
     cmd->cached = true;
-    cmd->cache = *ref;
-    rp__cache_hit_args(ref, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
+    cmd->may_retry = false;
+    cmd->started_ns = 0;
+    cmd->cache.hit = hit; /* the rest of the ref is zero */
+    rp__cache_hit_args(&cmd->cache, &cmd->argc, (const char *const **)&cmd->argv, (const size_t **)&cmd->argvlen);
     rp__timer_init(&cmd->deadline, deadline_fired, false);
     return cmd;
+}
+
+int64_t rp__client_hit(rp_client *client, rp__cache_entry *hit, rp_reply_cb cb, void *data)
+{
+    client_cmd *cmd = cmd_new_hit(client, hit);
+    if (!cmd)
+        return -ENOMEM;
+    cmd->cb = cb;
+    cmd->data = data;
+    return cmd_start(cmd);
+}
+
+/* RP_CMD_CACHE: the command may be cached (-EINVAL if not), and is. */
+static int cmd_set_cached(client_cmd *cmd, uint32_t ttl_ms)
+{
+    int64_t ttl = rp__cache_accepts(cmd->client->cache, ttl_ms, cmd->argc, cmd->argv, cmd->argvlen);
+    if (ttl < 0)
+        return (int)ttl;
+    cmd->cached = true;
+    cmd->cache.ttl_ms = (uint32_t)ttl;
+    return 0;
 }
 
 int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, rp_reply_cb cb, void *data,
@@ -447,26 +499,16 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
         return -EINVAL;
     if (client->closing)
         return RP_ECLOSED;
-    rp__cache_ref hit = {0};
-    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && rp__cache_hit(client->cache, &hit, argc, argv, argvlen)) {
-        client_cmd *cmd = cmd_new_hit(client, &hit);
-        if (!cmd)
-            return -ENOMEM;
-        cmd->cb = cb;
-        cmd->data = data;
-        return cmd_start(cmd);
-    }
+    rp__cache_entry *hit;
+    if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && (hit = rp__cache_hit(client->cache, argc, argv, argvlen)))
+        return rp__client_hit(client, hit, cb, data);
     client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
-    if (opts && (opts->flags & RP_CMD_CACHE)) {
-        int64_t ttl = rp__cache_accepts(client->cache, opts->cache_ttl_ms, argc, cmd->argv, cmd->argvlen);
-        if (ttl < 0) {
-            rp__free(cmd);
-            return ttl;
-        }
-        cmd->cached = true;
-        cmd->cache.ttl_ms = (uint32_t)ttl;
+    int rc = opts && (opts->flags & RP_CMD_CACHE) ? cmd_set_cached(cmd, opts->cache_ttl_ms) : 0;
+    if (rc < 0) {
+        rp__free(cmd);
+        return rc;
     }
     cmd->cb = cb;
     cmd->data = data;
@@ -476,14 +518,19 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     return cmd_start(cmd);
 }
 
-int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, rp__attempt_cb cb, void *data,
-                           int argc, const char *const *argv, const size_t *argvlen)
+int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, uint32_t cache_ttl_ms, rp__attempt_cb cb,
+                           void *data, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (client->closing)
         return RP_ECLOSED;
     client_cmd *cmd = cmd_new(client, true, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
+    int rc = (flags & RP_CMD_CACHE) && !(how & RP__ATTEMPT_ASKING) ? cmd_set_cached(cmd, cache_ttl_ms) : 0;
+    if (rc < 0) {
+        rp__free(cmd);
+        return rc;
+    }
     cmd->attempt_cb = cb;
     cmd->data = data;
     cmd->idempotent = flags & RP_CMD_IDEMPOTENT;
@@ -585,6 +632,7 @@ int rp_client_new(rp_client **out, rp_loop *loop, const rp_client_options *opts)
         return rc;
     }
     rp__cache_set_pool(client->cache, client->pool);
+    rp__cache_set_joined_end(client->cache, joined_end, client);
     if (opts->master_name && (rc = rp__sentinel_new(&client->sentinel, loop, opts, client->pool)) < 0) {
         rp_pool_close(client->pool, NULL, NULL); /* nothing dialled yet: frees later, with nothing to wait for */
         free_client(client);
@@ -690,6 +738,7 @@ static void cmd_abandon(client_cmd *cmd, int status, bool keep_conn)
     } else if (cmd->state == CMD_GETTING) {
         if (cmd->get_id)
             rp_pool_cancel(client->pool, cmd->get_id);
+        rp__cache_leave(&cmd->cache); /* a joined read: its leader goes on without it */
         cmd->state = CMD_DONE; /* on_conn's -ECANCELED must not end it again */
     } else if (cmd->state == CMD_BACKOFF) {
         rp__retry_queue_remove(cmd);

@@ -35,6 +35,7 @@ typedef struct cnode {
     char *name;   /* over TLS, the host name it announced: its client's server name; NULL: the option's */
     uint64_t failed_ns;     /* its last failure, 0 if none */
     uint64_t asked_refresh; /* the refresh that last asked it */
+    uint8_t *slots_gone;    /* with caches: slots that just left it (a bit each), or NULL */
     int info_index;         /* its entry in rp_cluster_nodes's answer, -1: none */
 } cnode;
 
@@ -59,6 +60,7 @@ typedef struct ccmd {
     size_t *argvlen;
     unsigned flags;
     int key_index;
+    uint32_t cache_ttl_ms; /* RP_CMD_CACHE */
     int slot;            /* RP__NO_KEYS: any master */
     bool routed;         /* slot and readonly are known */
     bool readonly;
@@ -112,6 +114,8 @@ struct rp_cluster {
     rp__list waiting; /* for the first topology */
     int64_t last_id;
     rp_cluster_stats stats;
+    rp_cache_stats caches_closed; /* node caches' counters, of clients closed */
+    rp__list spare_hits;          /* records of ended hits (cluster_hit), for the next ones */
     rp_hooks hooks;
     bool closing;
     bool finished;
@@ -203,6 +207,7 @@ static cnode *node_new(rp_cluster *c, const char *addr, const char *name, int *e
     node->client->readonly_conns = c->read_from_replicas;
     node->client->readonly = &c->readonly; /* the cluster reads COMMAND once */
     node->client->readonly_requested = true;
+    rp__cache_by_slot(node->client->cache);
     node->cluster = c;
     node_set_hooks(node);
     c->nodes_open++;
@@ -238,17 +243,35 @@ static cnode *node_listed(rp_cluster *c, const rp__node_desc *desc, int *error)
     return fresh;
 }
 
+static void cache_stats_add(rp_cache_stats *sum, const rp_cache_stats *add)
+{
+    sum->hits += add->hits;
+    sum->misses += add->misses;
+    sum->invalidations += add->invalidations;
+    sum->evictions += add->evictions;
+    sum->flushes += add->flushes;
+    sum->expired += add->expired;
+    sum->joined += add->joined;
+    sum->bytes += add->bytes;
+    sum->entries += add->entries;
+}
+
 static void node_closed(rp_client *client, void *data)
 {
-    (void)client;
     cnode *node = data;
     rp_cluster *c = node->cluster;
+    rp_cache_stats cs;
+    if (rp_client_cache_stats(client, &cs) == 0) {
+        cs.bytes = cs.entries = 0; /* held no more */
+        cache_stats_add(&c->caches_closed, &cs);
+    }
     rp__list_unlink(&c->nodes, &node->link);
     cnode **at = bucket_of(c, node->addr);
     while (*at != node)
         at = &(*at)->same_hash;
     *at = node->same_hash;
     rp__free(node->name);
+    rp__free(node->slots_gone);
     rp__free(node);
     c->nodes_open--;
     maybe_finish_close(c);
@@ -278,6 +301,38 @@ static void node_failed(cnode *node, int status)
 }
 
 /* ------------------------------------------------------------- topology */
+
+/* With node caches: a slot whose master changes leaves the old master's
+ * cache, whose server no longer tells of the slot's keys (cached reads go
+ * to masters only: replicas' caches hold nothing). Noted here, dropped by
+ * slots_drop; without memory for the note, that cache empties at once. */
+static void slot_leaves(rp_cluster *c, int slot, const cnode *to)
+{
+    cnode *from = c->slot_master[slot];
+    if (!c->node_opts.cache_bytes || !from || from == to)
+        return;
+    if (!from->slots_gone && !(from->slots_gone = rp__calloc(RP_CLUSTER_SLOTS / 8, 1))) {
+        rp__cache_drop_slots(from->client->cache, NULL);
+        return;
+    }
+    from->slots_gone[slot / 8] |= (uint8_t)(1u << (slot % 8));
+}
+
+/* Each node's cache drops the keys of the slots that left it: one pass
+ * over its keys, however many slots went. */
+static void slots_drop(rp_cluster *c)
+{
+    if (!c->node_opts.cache_bytes)
+        return;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        if (node->slots_gone) {
+            rp__cache_drop_slots(node->client->cache, node->slots_gone);
+            rp__free(node->slots_gone);
+            node->slots_gone = NULL;
+        }
+    }
+}
 
 static int shards_build(rp_cluster *c, const rp__topology *topo, cshard *shards)
 {
@@ -314,9 +369,12 @@ static int topology_apply(rp_cluster *c, const rp__topology *topo)
         return rc;
     }
     for (int slot = 0; slot < RP_CLUSTER_SLOTS; slot++) {
+        cnode *master = topo->owner[slot] ? shards[topo->owner[slot] - 1].master : NULL;
+        slot_leaves(c, slot, master);
         c->slot_shard[slot] = topo->owner[slot];
-        c->slot_master[slot] = topo->owner[slot] ? shards[topo->owner[slot] - 1].master : NULL;
+        c->slot_master[slot] = master;
     }
+    slots_drop(c);
     rp__free(c->shards);
     c->shards = shards;
     c->nshards = topo->nshards;
@@ -478,9 +536,9 @@ static void refresh_ask(rp_cluster *c)
     }
     node->asked_refresh = c->refresh_count;
     if (keys_wanted(c))
-        c->keys_pending = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, keys_reply, c, 1, command_argv,
+        c->keys_pending = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, 0, keys_reply, c, 1, command_argv,
                                              command_argvlen) > 0;
-    int64_t id = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, topology_reply, node, 2,
+    int64_t id = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, 0, topology_reply, node, 2,
                                     c->use_slots ? slots_argv : shards_argv, cluster_argvlen);
     if (id < 0)
         refresh_end(c, (int)id);
@@ -629,6 +687,8 @@ static bool parse_redirect(const redisReply *reply, const cnode *from, int *slot
  * MOVED asks for lands (or if it fails). */
 static void slot_moved(rp_cluster *c, int slot, cnode *node)
 {
+    slot_leaves(c, slot, node);
+    slots_drop(c);
     c->slot_master[slot] = node;
     c->slot_shard[slot] = 0;
     for (int i = 0; i < c->nshards; i++)
@@ -734,8 +794,8 @@ static void cmd_dispatch(ccmd *cmd)
     cnode *node = cmd->redirect ? cmd->redirect : route(c, cmd);
     unsigned how = cmd->redirect && cmd->asking ? RP__ATTEMPT_ASKING : 0;
     cmd->redirect = NULL;
-    int64_t id = node ? rp__client_attempt(node->client, cmd->flags, how, at_node_done, cmd, cmd->argc, cmd->argv,
-                                           cmd->argvlen)
+    int64_t id = node ? rp__client_attempt(node->client, cmd->flags, how, cmd->cache_ttl_ms, at_node_done, cmd,
+                                           cmd->argc, cmd->argv, cmd->argvlen)
                       : RP_ECLUSTERDOWN;
     if (id < 0) {
         cmd_fail_later(cmd, (int)id);
@@ -775,19 +835,89 @@ static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const siz
     return cmd;
 }
 
+/* A hit answered by its node client (cluster_hit): the caller's callback. */
+typedef struct chit {
+    rp__link link; /* the cluster's spare_hits, once ended */
+    rp_cluster *cluster;
+    rp_cluster_reply_cb cb;
+    void *data;
+} chit;
+
+static void hit_done(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    chit *hit = data;
+    rp_cluster *c = hit->cluster;
+    hit->cb(c, reply, status, hit->data);
+    if (c->spare_hits.len < 64)
+        rp__list_push_front(&c->spare_hits, &hit->link);
+    else
+        rp__free(hit);
+}
+
+/* A cached read held by the cache of its slot's master: answered by that
+ * node's client, as its own hits are, with no command record here (there
+ * is nothing to route again or redirect; rp_cluster_cancel finds none,
+ * as it finds a hit's completion queued). 0: not held (or hooks to call:
+ * the full path calls them), and the read takes the full path. */
+static int64_t cluster_hit(rp_cluster *c, rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
+                           const size_t *argvlen)
+{
+    size_t lens[8];
+    if (!routing_ready(c) || argc < 2 || c->hooks.command_start || c->hooks.command_end || (!argvlen && argc > 8))
+        return 0;
+    for (int i = 0; !argvlen && i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    argvlen = argvlen ? argvlen : lens;
+    cnode *node = c->slot_master[rp_cluster_key_slot(argv[1], argvlen[1])];
+    rp__cache_entry *entry = node && !node->closing ? rp__cache_hit(node->client->cache, argc, argv, argvlen) : NULL;
+    if (!entry)
+        return 0;
+    rp__link *spare = rp__list_pop(&c->spare_hits, false);
+    chit *hit = spare ? RP__CONTAINER_OF(spare, chit, link) : rp__malloc(sizeof *hit);
+    if (hit)
+        *hit = (chit){.cluster = c, .cb = cb, .data = data};
+    int64_t id = hit ? rp__client_hit(node->client, entry, hit_done, hit) : -ENOMEM;
+    if (id < 0) {
+        rp__free(hit);
+        return id;
+    }
+    return ++c->last_id;
+}
+
+/* RP_CMD_CACHE: node caches, and a read the node client would take,
+ * routed by its argv[1] (the key the cache keeps it under). */
+static bool cache_accepts(const rp_cluster *c, const rp_cluster_command_options *opts, int argc,
+                          const char *const *argv, const size_t *argvlen)
+{
+    if (!c->node_opts.cache_bytes || opts->key_index > 1)
+        return false;
+    return rp__cache_cacheable(argc, argv, argvlen);
+}
+
 int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *opts, rp_cluster_reply_cb cb,
                               void *data, int argc, const char *const *argv, const size_t *argvlen)
 {
     if (!c || !cb || argc <= 0 || !argv)
         return -EINVAL;
-    if (opts && ((opts->flags & ~(unsigned)RP_CMD_IDEMPOTENT) || opts->key_index < 0 || opts->key_index >= argc))
+    if (opts && ((opts->flags & ~(unsigned)(RP_CMD_IDEMPOTENT | RP_CMD_CACHE)) || opts->key_index < 0 ||
+                 opts->key_index >= argc))
         return -EINVAL;
     if (c->closing)
         return RP_ECLOSED;
+    int64_t hit = opts && (opts->flags & RP_CMD_CACHE) && opts->key_index <= 1 && c->node_opts.cache_bytes
+                      ? cluster_hit(c, cb, data, argc, argv, argvlen)
+                      : 0;
+    if (hit)
+        return hit;
     ccmd *cmd = cmd_new(c, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
     cmd->key_index = opts ? opts->key_index : 0;
+    if (opts && (opts->flags & RP_CMD_CACHE) && !cache_accepts(c, opts, argc, cmd->argv, cmd->argvlen)) {
+        rp__free(cmd);
+        return -EINVAL;
+    }
     if (routing_ready(c) && cmd_route(cmd) < 0) {
         rp__free(cmd);
         return RP_ECROSSSLOT;
@@ -795,6 +925,8 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
     cmd->cb = cb;
     cmd->data = data;
     cmd->flags = opts ? opts->flags : 0;
+    cmd->cache_ttl_ms = opts ? opts->cache_ttl_ms : 0;
+    cmd->avoid_replicas = cmd->flags & RP_CMD_CACHE; /* the master's cache: read-your-writes */
     if (opts && opts->timeout_ms)
         rp__timer_arm(c->loop, &cmd->deadline, rp__loop_now_fresh(c->loop) + opts->timeout_ms * RP__NS_PER_MS);
     /* It joins the commands before command_start runs, so a hook that
@@ -870,6 +1002,9 @@ void rp_cluster_options_init(rp_cluster_options *opts)
 
 static void cluster_free(rp_cluster *c)
 {
+    rp__link *spare;
+    while ((spare = rp__list_pop(&c->spare_hits, false)))
+        rp__free(RP__CONTAINER_OF(spare, chit, link));
     for (int i = 0; i < c->nseeds; i++)
         rp__free(c->seeds[i]);
     rp__free(c->seeds);
@@ -1070,4 +1205,21 @@ void rp_cluster_get_stats(const rp_cluster *c, rp_cluster_stats *out)
 {
     if (c && out)
         *out = c->stats;
+}
+
+int rp_cluster_cache_stats(const rp_cluster *c, rp_cache_stats *out)
+{
+    if (!c || !out || !c->node_opts.cache_bytes)
+        return -EINVAL;
+    *out = c->caches_closed;
+    out->subscribed = true;
+    for (rp__link *link = c->nodes.head; link; link = link->next) {
+        cnode *node = RP__CONTAINER_OF(link, cnode, link);
+        rp_cache_stats one;
+        if (rp_client_cache_stats(node->client, &one) < 0)
+            continue;
+        cache_stats_add(out, &one);
+        out->subscribed &= node->closing || one.subscribed;
+    }
+    return 0;
 }

@@ -156,12 +156,14 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
     if (client->hooks.command_end && cmd->started_ns) /* only what was timed */
         client->hooks.command_end(client->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                                   rp__loop_now_fresh(client->loop) - cmd->started_ns, status, cmd->retries);
+    if (client->cache) /* before the callback: an attempt's arguments die in it */
+        rp__cache_ending(client->cache, &cmd->cache, reply, status, cmd->argc, cmd->argv, cmd->argvlen);
     if (cmd->attempt_cb)
         cmd->attempt_cb(reply, status, cmd->may_retry, cmd->data);
     else
         cmd->cb(client, reply, status, cmd->data);
     if (client->cache)
-        rp__cache_end(client->cache, &cmd->cache, cmd->argc, cmd->argv, cmd->argvlen);
+        rp__cache_end(client->cache, &cmd->cache);
     if (cmd->hit_record && client->spare_hits.len < 64)
         rp__list_push_front(&client->spare_hits, &cmd->link);
     else

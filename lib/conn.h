@@ -103,6 +103,11 @@ struct rp_conn {
     struct rp__frames *frames; /* framed receives' buffer (framing.c), or NULL */
     void *user_data; /* rp_conn_set_data */
     void (*user_free)(void *data); /* rp_conn_set_data_full: once, when released */
+    /* The library's own record above the protocol (the client cache's
+     * tracking, cache.c): the caller's slot stays the caller's. Freed
+     * with lib_free when released, after the caller's. */
+    void *lib_data;
+    void (*lib_free)(void *data);
     /* TLS (tls.c): the owner's context, set before a dial, and the
      * session, from the dial until the record is released. */
     struct rp__tls_ctx *tls_ctx;

@@ -33,6 +33,10 @@ void rp__cp_record_release(rp__conn_pool *cp, rp_conn *conn)
     conn->user_free = NULL; /* once, whatever it calls */
     if (user_free)
         user_free(conn->user_data);
+    void (*lib_free)(void *data) = conn->lib_free;
+    conn->lib_free = NULL;
+    if (lib_free)
+        lib_free(conn->lib_data);
     rp__frames_free(conn->frames);
     conn->frames = NULL;
     rp__list_unlink(&cp->all, &conn->all_link);

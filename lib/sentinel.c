@@ -522,7 +522,8 @@ static void sentinel_free(rp__sentinel *s)
 }
 
 /* A replica's client: the data client's options, its own address, no
- * retries (the master is the retry); s->tls outlives every copy. */
+ * retries (the master is the retry), no cache (cached reads go to the
+ * master); s->tls outlives every copy. */
 static int replica_opts_init(rp__sentinel *s, const rp_client_options *opts)
 {
     rp_client_options *r = &s->replica_opts;
@@ -533,6 +534,9 @@ static int replica_opts_init(rp__sentinel *s, const rp_client_options *opts)
     r->sentinel_username = r->sentinel_password = NULL;
     r->replica_only = r->route_randomly = false;
     r->max_retries = 0;
+    r->cache_bytes = 0; /* cached reads go to the master: no cache, no subscriber here */
+    r->cache_mode = r->cache_prefix_count = 0;
+    r->cache_prefixes = NULL;
     r->pool.tls = s->tls;
     r->username = r->password = r->client_name = NULL;
     if ((opts->username && !(r->username = rp__strdup(opts->username))) ||

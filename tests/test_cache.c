@@ -450,6 +450,295 @@ Test(cache, hooks_see_hits)
     fx_client_close_and_free(loop, client);
 }
 
+/* A caller's rp_conn_set_data on a connection of the client's pool: the
+ * cache's own record of the connection is elsewhere, unseen and kept. */
+static int user_frees;
+static void user_free(void *data)
+{
+    user_frees++;
+    free(data);
+}
+
+Test(cache, a_callers_conn_data_is_apart_from_the_caches_record)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET apart v1\r\n");
+    cr_expect_str_eq(cached_get("apart").str, "v1");
+    cr_expect_str_eq(cached_get("apart").str, "v1");
+    cr_expect_eq(stats().hits, 1);
+    rp_pool *pool = rp_client_pool(client);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_expect_null(rp_conn_data(conn), "the cache's record shows as the caller's data");
+    int *mine = malloc(sizeof *mine);
+    *mine = 42;
+    cr_assert_eq(rp_conn_set_data_full(conn, mine, user_free), 0);
+    rp_pool_put(pool, conn);
+    /* The connection's tracking is still the cache's: a write elsewhere is
+     * seen, and reads through it are kept again. */
+    fx_redis_command("SET apart v2\r\n");
+    cr_expect_geq(until_value("apart", "v2", 3000), 0, "the write was never seen");
+    uint64_t hits = stats().hits;
+    cr_expect_str_eq(cached_get("apart").str, "v2");
+    cr_expect_eq(stats().hits, hits + 1, "no longer kept");
+    conn = fx_get_conn(loop, pool);
+    cr_expect_eq(rp_conn_data(conn), mine);
+    rp_pool_put(pool, conn);
+    user_frees = 0;
+    fx_client_close_and_free(loop, client);
+    cr_expect_eq(user_frees, 1);
+}
+
+/* ------------------------------------------------------- single flight */
+
+/* How many times the server ran a command since the last CONFIG RESETSTAT
+ * (the EVAL asking is not one of them). */
+static long server_calls(const char *name)
+{
+    result r = {0};
+    cr_assert_eq(rp_client_commandf(client, fx_result_cb, &r, "EVAL %s 1 %s",
+                                    "local s = redis.call('INFO','commandstats') "
+                                    "return string.match(s, 'cmdstat_' .. KEYS[1] .. ':calls=(%d+)') or '0'",
+                                    name),
+                 0);
+    cr_assert(fx_run_until_count(loop, &r.calls, 1, 5000));
+    cr_assert_eq(r.type, REDIS_REPLY_STRING);
+    return atol(r.str);
+}
+
+#define FLIGHT 16
+
+static int64_t cached_send(result *r, int argc, const char **argv)
+{
+    int64_t id = rp_client_command_ex(client, &cached, fx_result_cb, r, argc, argv, NULL);
+    cr_assert_gt(id, 0);
+    return id;
+}
+
+/* Misses of one read in flight together: one request, every callback
+ * once with its reply. Another read of the same key is its own. */
+Test(cache, concurrent_misses_of_one_read_send_one_request)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET sf value\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    result r[FLIGHT] = {0}, range[2] = {0};
+    for (int i = 0; i < FLIGHT; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "sf"});
+    for (int i = 0; i < 2; i++)
+        cached_send(&range[i], 4, (const char *[]){"GETRANGE", "sf", "0", "1"});
+    rp_cache_stats s = stats();
+    cr_expect_eq(s.joined, FLIGHT - 1 + 1);
+    cr_expect_eq(s.misses, 2);
+    cr_assert(fx_run_until_count(loop, &r[FLIGHT - 1].calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &range[1].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < FLIGHT; i++) {
+        cr_expect_eq(r[i].calls, 1, "read %d called back %d times", i, r[i].calls);
+        cr_expect_eq(r[i].status, 0);
+        cr_expect_str_eq(r[i].str, "value");
+    }
+    for (int i = 0; i < 2; i++)
+        cr_expect(range[i].calls == 1 && !strcmp(range[i].str, "va"));
+    cr_expect_eq(server_calls("get"), 1, "the server ran more than one GET");
+    cr_expect_eq(server_calls("getrange"), 1);
+    cr_expect_eq(stats().entries, 2);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The same on an auto-pipelining lane: the one GET shares the lane. */
+Test(cache, concurrent_misses_on_a_lane_send_one_request)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    open_client(&opts);
+    fx_redis_command("SET sfl lane\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    result r[FLIGHT] = {0};
+    for (int i = 0; i < FLIGHT; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "sfl"});
+    cr_expect_eq(stats().joined, FLIGHT - 1);
+    for (int i = 0; i < FLIGHT; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < FLIGHT; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "lane"), "read %d", i);
+    cr_expect_eq(server_calls("get"), 1);
+    uint64_t hits = stats().hits;
+    cr_expect_str_eq(cached_get("sfl").str, "lane");
+    cr_expect_eq(stats().hits, hits + 1, "the lane's reply was not kept");
+    fx_client_close_and_free(loop, client);
+}
+
+/* The only data connection held by a BLPOP: a cached read issued after it
+ * waits for the connection, in flight as far as the cache knows. */
+static result blocker;
+static void hold_the_connection(unsigned ms)
+{
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%.3f", ms / 1000.0);
+    blocker = (result){0};
+    cr_assert_eq(rp_client_command(client, fx_result_cb, &blocker, 3, (const char *[]){"BLPOP", "nothing", timeout},
+                                   NULL),
+                 0);
+}
+
+/* An invalidation delivered while a read is in flight: a read issued
+ * after it must not take that read's reply (it may be older than the
+ * write), and is sent itself; reads after that one join it. */
+Test(cache, a_read_after_an_invalidation_does_not_join_one_sent_before)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    opts.cache_mode = RP_CACHE_BCAST; /* every write is told, read or not */
+    open_client(&opts);
+    fx_redis_command("SET inv old\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(500);
+    result before = {0}, after[3] = {0};
+    cached_send(&before, 2, (const char *[]){"GET", "inv"});
+    uint64_t told = stats().invalidations;
+    fx_redis_command("SET inv new\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (stats().invalidations == told && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_gt(stats().invalidations, told, "the invalidation never came");
+    cr_assert_eq(before.calls, 0, "the first read is no longer in flight");
+    for (int i = 0; i < 3; i++)
+        cached_send(&after[i], 2, (const char *[]){"GET", "inv"});
+    cr_expect_eq(stats().joined, 2, "a read issued after the invalidation joined one sent before it");
+    cr_assert(fx_run_until_count(loop, &after[2].calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &before.calls, 1, 5000));
+    cr_expect_eq(blocker.calls, 1);
+    for (int i = 0; i < 3; i++)
+        cr_expect(after[i].calls == 1 && after[i].status == 0 && !strcmp(after[i].str, "new"), "read %d: %s", i,
+                  after[i].str);
+    cr_expect_eq(server_calls("get"), 2);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The read others wait for is cancelled: it alone ends with -ECANCELED;
+ * each other one is sent by itself and ends with its reply; a waiter
+ * cancelled ends alone too. */
+Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET c v\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(200);
+    result r[4] = {0};
+    int64_t id[4];
+    for (int i = 0; i < 4; i++)
+        id[i] = cached_send(&r[i], 2, (const char *[]){"GET", "c"});
+    cr_expect_eq(stats().joined, 3);
+    cr_assert_eq(rp_client_cancel(client, id[0]), 0);
+    cr_assert_eq(rp_client_cancel(client, id[2]), 0);
+    cr_assert(fx_run_until_count(loop, &r[0].calls, 1, 1000));
+    cr_assert(fx_run_until_count(loop, &r[3].calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &r[1].calls, 1, 5000));
+    fx_run_for(loop, 50);
+    cr_expect(r[0].calls == 1 && r[0].status == -ECANCELED);
+    cr_expect(r[2].calls == 1 && r[2].status == -ECANCELED);
+    for (int i = 1; i < 4; i += 2)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: %d calls, status %d", i,
+                  r[i].calls, r[i].status);
+    cr_expect_eq(server_calls("get"), 2, "the cancelled reads were sent, or the others were not");
+    fx_client_close_and_free(loop, client);
+}
+
+/* The read others wait for fails (its connection times out): it ends with
+ * its failure; the others, sent by themselves to a server answering
+ * again, end with the value. */
+Test(cache, a_failed_leader_lets_its_waiters_send_their_own)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 0;
+    opts.pool.read_timeout_ms = 300;
+    open_client(&opts);
+    fx_redis_command("SET f v\r\n");
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "f"});
+    cr_expect_eq(stats().joined, 3);
+    uint64_t misses = stats().misses;
+    bool ended = fx_run_until_count(loop, &r[0].calls, 1, 3000);
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0); /* the others' own requests are answered */
+    cr_assert(ended);
+    cr_expect_eq(r[0].status, -ETIMEDOUT);
+    cr_expect_eq(stats().misses, misses + 3, "the waiters were not sent");
+    for (int i = 1; i < 4; i++) {
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+        cr_expect(r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i, r[i].status);
+    }
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(r[i].calls, 1);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The server killed under a read others wait for: every one ends once,
+ * with a failure. */
+Test(cache, a_killed_server_ends_every_waiter_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 1;
+    open_client(&opts);
+    fx_redis_command("SET k v\r\n");
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "k"});
+    cr_expect_eq(stats().joined, 3);
+    fx_redis_stop();
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 10000), "read %d never ended", i);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && r[i].status < 0, "read %d: %d calls, status %d", i, r[i].calls, r[i].status);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A read in flight across a failure of its connection (it timed out),
+ * sent again, hands its reply to those that waited for it: they are not
+ * sent themselves. */
+Test(cache, a_retried_leader_answers_its_waiters)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.max_retries = 3;
+    opts.pool.read_timeout_ms = 500;
+    open_client(&opts);
+    fx_redis_command("SET k v\r\n");
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "k"});
+    cr_expect_eq(stats().joined, 3);
+    uint64_t misses = stats().misses;
+    fx_run_for(loop, 650); /* the first try timed out; the second waits */
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000), "read %d never ended", i);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i,
+                  r[i].status);
+    cr_expect_eq(stats().misses, misses, "a waiter was sent");
+    fx_client_close_and_free(loop, client);
+}
+
 /* ------------------------------------------------------------- the race */
 
 #define RACE_KEYS 4
@@ -692,5 +981,53 @@ Test(cache, a_sentinel_switch_moves_the_subscriber, .init = sentinel_setup, .fin
     cr_expect(kept, "no read is kept after the switch");
     free(fxs_command(fxs_data_port(to), "SET", "ck", "v3", NULL));
     cr_expect_geq(until_value("ck", "v3", 3000), 0, "a write after the switch was never seen");
+    fx_client_close_and_free(loop, client);
+}
+
+static long gets_on(int node)
+{
+    char *info = fxs_command(fxs_data_port(node), "INFO", "commandstats", NULL);
+    cr_assert(info);
+    const char *at = strstr(info, "cmdstat_get:calls=");
+    long calls = at ? atol(at + strlen("cmdstat_get:calls=")) : 0;
+    free(info);
+    return calls;
+}
+
+/* A client reading from replicas: cached reads go to the master (the
+ * master's tracking tells of their keys, and this client's writes, which
+ * go there, are read back), and are kept; other reads still go to the
+ * replica. */
+Test(cache, a_replica_reading_client_caches_reads_of_the_master, .init = sentinel_setup,
+     .fini = sentinel_teardown)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.addr = NULL;
+    opts.master_name = FXS_NAME;
+    opts.sentinel_addrs = fxs_sentinel_addrs();
+    opts.sentinel_count = 1;
+    opts.replica_only = true;
+    open_client(&opts);
+    int master = fxs_master(), replica = 1 - master;
+    free(fxs_command(fxs_data_port(master), "SET", "rk", "v1", NULL));
+    free(fxs_command(fxs_data_port(master), "WAIT", "1", "1000", NULL));
+    long on_master = gets_on(master), on_replica = gets_on(replica);
+    cr_expect_str_eq(cached_get("rk").str, "v1");
+    cr_expect_str_eq(cached_get("rk").str, "v1");
+    cr_expect_eq(stats().hits, 1, "a cached read was not kept");
+    cr_expect_eq(gets_on(master), on_master + 1);
+    cr_expect_eq(gets_on(replica), on_replica, "a cached read went to the replica: %ld -> %ld, master %ld -> %ld", on_replica, gets_on(replica), on_master, gets_on(master));
+    /* Own writes read back at once. */
+    command(3, (const char *[]){"SET", "rk", "mine"});
+    cr_expect_str_eq(cached_get("rk").str, "mine");
+    /* An uncached read still goes to the replica. */
+    free(fxs_command(fxs_data_port(master), "WAIT", "1", "1000", NULL));
+    cr_expect_str_eq(command(2, (const char *[]){"GET", "rk"}).str, "mine");
+    cr_expect_eq(gets_on(replica), on_replica + 1);
+    /* The replica's client has no cache (nor subscriber) of its own. */
+    char *subs = fxs_command(fxs_data_port(replica), "PUBSUB", "NUMSUB", "__redis__:invalidate", NULL);
+    cr_expect(subs && !strcmp(subs, "__redis__:invalidate\n0"), "a subscriber on the replica: %s", subs);
+    free(subs);
     fx_client_close_and_free(loop, client);
 }

@@ -31,7 +31,8 @@ static const char usage[] =
     "  -a ADDR        host:port, [v6]:port or unix:/path (instead of -h/-p)\n"
     "  -c CLIENTS     commands in flight (default 50)\n"
     "  -n REQUESTS    requests per test (default 100000)\n"
-    "  -t TESTS       comma-separated: set,get,incr,lpush,ping,cget (default all)\n"
+    "  -t TESTS       comma-separated: set,get,incr,lpush,ping,mix, and with\n"
+    "                 --cache cget,cmix,chit (default all)\n"
     "  -d SIZE        SET/LPUSH value size in bytes (default 3)\n"
     "  -P PIPELINE    commands pipelined per connection round (default 1)\n"
     "  -r KEYSPACE    random keys key:000000000000..KEYSPACE-1 (default: one key)\n"
@@ -57,9 +58,13 @@ static const char usage[] =
     "                 --key, --sni and --insecure\n"
     "  --sentinel NAME  the address is a sentinel's: the client follows the\n"
     "                 master it names NAME (docs/sentinel.md)\n"
-    "  --cache[=B]    adds the test cget: GETs with RP_CMD_CACHE through a client\n"
-    "                 whose cache holds up to B bytes (default 64 MiB); the\n"
-    "                 other tests' clients have no cache (docs/caching.md)\n"
+    "  --cache[=B]    adds the tests cget: GETs with RP_CMD_CACHE through a client\n"
+    "                 whose cache holds up to B bytes (default 64 MiB; with\n"
+    "                 --cluster, each node's); cmix: cached GETs and SETs 90/10\n"
+    "                 through it (mix: the same uncached); chit: cached GETs of\n"
+    "                 one key per in-flight slot, warmed first, untimed: the\n"
+    "                 client CPU per hit. The other tests' clients have no\n"
+    "                 cache (docs/caching.md)\n"
     "  --help         this text\n";
 
 typedef struct config {
@@ -82,18 +87,24 @@ typedef struct test_def {
     const char *flag, *name, *cmd;
     bool has_value;
     bool cached; /* RP_CMD_CACHE, on a client with a cache (--cache) */
+    int write_pct; /* a mix: a SET instead of the read this often in 100 */
+    bool hits_only; /* warmed first, no latency taken: CPU per hit */
 } test_def;
 
 static const test_def all_tests[] = {
-    {"ping", "PING_MBULK", "PING", false, false},
-    {"set", "SET", "SET", true, false},
-    {"get", "GET", "GET", false, false},
-    {"incr", "INCR", "INCR", false, false},
-    {"lpush", "LPUSH", "LPUSH", true, false},
-    {"cget", "GET_CACHED", "GET", false, true},
+    {"ping", "PING_MBULK", "PING", false, false, 0, false},
+    {"set", "SET", "SET", true, false, 0, false},
+    {"get", "GET", "GET", false, false, 0, false},
+    {"incr", "INCR", "INCR", false, false, 0, false},
+    {"lpush", "LPUSH", "LPUSH", true, false, 0, false},
+    {"mix", "GET_SET_90_10", "GET", false, false, 10, false},
+    {"cget", "GET_CACHED", "GET", false, true, 0, false},
+    {"cmix", "GET_SET_90_10_CACHED", "GET", false, true, 10, false},
+    {"chit", "GET_CACHED_HITS", "GET", false, true, 0, true},
 };
 
 static const rp_command_options cache_command = {.flags = RP_CMD_CACHE};
+static const rp_cluster_command_options cluster_cache_command = {.flags = RP_CMD_CACHE};
 
 /* -------------------------------------------------------------- a thread */
 
@@ -126,6 +137,8 @@ struct worker {
     histogram hist;
     rp_loop_stats loop_stats;
     rp_cache_stats cache_stats;
+    double run_cpu; /* the thread's CPU seconds over the timed run */
+    int warming;    /* chit: warm-up reads still owed */
     uint64_t seed;
 };
 
@@ -146,7 +159,8 @@ static void finish_request(slot *s, bool ok)
 {
     worker *w = s->w;
     w->failures += !ok;
-    hist_record(&w->hist, example_now_ns() - s->started);
+    if (!w->test->hits_only)
+        hist_record(&w->hist, example_now_ns() - s->started);
     atomic_fetch_add_explicit(&w->done, 1, memory_order_relaxed);
 }
 
@@ -183,6 +197,15 @@ static void on_conn_reply(rp_conn *conn, const redisReply *reply, int status, vo
 
 static int argc_of(const slot *s) { return s->w->test->has_value ? 3 : s->w->test->cmd[0] == 'P' ? 1 : 2; }
 
+/* The mixes: a SET instead of the read, write_pct times in 100. */
+static bool pick_write(worker *w)
+{
+    if (!w->test->write_pct)
+        return false;
+    w->seed = w->seed * 6364136223846793005ull + 1442695040888963407ull;
+    return (w->seed >> 33) % 100 < (uint64_t)w->test->write_pct;
+}
+
 /* With -P, a round is PIPELINE commands on one connection of the pool. */
 static void on_pipeline_conn(rp_pool *pool, rp_conn *conn, int status, void *data)
 {
@@ -201,9 +224,22 @@ static void on_pipeline_conn(rp_pool *pool, rp_conn *conn, int status, void *dat
     s->started = example_now_ns();
     for (int i = 0; i < count; i++) {
         fill_args(s);
-        if (rp_conn_command(conn, on_conn_reply, s, argc_of(s), s->argv, s->argvlen) < 0)
+        bool write = pick_write(w);
+        s->argv[0] = write ? "SET" : w->test->cmd;
+        s->argvlen[0] = strlen(s->argv[0]);
+        if (rp_conn_command(conn, on_conn_reply, s, write ? 3 : argc_of(s), s->argv, s->argvlen) < 0)
             on_conn_reply(conn, NULL, -1, s);
     }
+}
+
+static int64_t send_command(slot *s, bool cached, int argc)
+{
+    worker *w = s->w;
+    if (w->cluster)
+        return rp_cluster_command_ex(w->cluster, cached ? &cluster_cache_command : NULL, on_cluster_reply, s, argc,
+                                     s->argv, s->argvlen);
+    return rp_client_command_ex(w->client, cached ? &cache_command : NULL, on_client_reply, s, argc, s->argv,
+                                s->argvlen);
 }
 
 static void next_round(slot *s)
@@ -216,15 +252,14 @@ static void next_round(slot *s)
         return;
     }
     w->issued++;
-    fill_args(s);
-    s->started = example_now_ns();
-    int rc = w->cluster ? rp_cluster_command(w->cluster, on_cluster_reply, s, argc_of(s), s->argv, s->argvlen)
-             : w->test->cached
-                 ? (int)rp_client_command_ex(w->client, &cache_command, on_client_reply, s, argc_of(s), s->argv,
-                                             s->argvlen)
-                 : rp_client_command(w->client, on_client_reply, s, argc_of(s), s->argv, s->argvlen);
-    rc = rc < 0 ? rc : 0;
-    if (rc < 0) {
+    if (!w->test->hits_only) {
+        fill_args(s);
+        s->started = example_now_ns();
+    }
+    bool write = pick_write(w);
+    s->argv[0] = write ? "SET" : w->test->cmd;
+    s->argvlen[0] = strlen(s->argv[0]);
+    if (send_command(s, w->test->cached && !write, write ? 3 : argc_of(s)) < 0) {
         w->failures++;
         atomic_fetch_add(&w->done, 1);
     }
@@ -260,7 +295,11 @@ static void slot_init(slot *s, worker *w, int index)
     const config *cfg = w->cfg;
     const char *name = w->test->cmd[0] == 'L' ? "mylist" : w->test->cmd[0] == 'I' ? "counter" : "key";
     s->w = w;
-    if (cfg->cluster)
+    /* A cluster's keys: each in-flight slot's under a hash tag of its own,
+     * but the caching tests' and the mixes', shared by every slot (a key
+     * read by one is a hit for all) and spread over the slots by their
+     * own hash. */
+    if (cfg->cluster && !w->test->cached && !w->test->write_pct)
         snprintf(s->prefix, sizeof s->prefix, "%s{%d}", name, index);
     else
         snprintf(s->prefix, sizeof s->prefix, "%s", name);
@@ -268,8 +307,48 @@ static void slot_init(slot *s, worker *w, int index)
     s->argv[0] = w->test->cmd;
     s->argvlen[0] = strlen(w->test->cmd);
     s->argv[1] = s->key;
+    s->argvlen[1] = strlen(s->key);
     s->argv[2] = w->value;
     s->argvlen[2] = cfg->data_size;
+}
+
+static int cache_stats_of(worker *w, rp_cache_stats *out)
+{
+    return w->cluster ? rp_cluster_cache_stats(w->cluster, out) : rp_client_cache_stats(w->client, out);
+}
+
+static double thread_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void warm_reply(worker *w) { w->warming--; }
+static void warm_client_reply(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client, (void)reply, (void)status;
+    warm_reply(((slot *)data)->w);
+}
+static void warm_cluster_reply(rp_cluster *cluster, const redisReply *reply, int status, void *data)
+{
+    (void)cluster, (void)reply, (void)status;
+    warm_reply(((slot *)data)->w);
+}
+
+/* chit: each slot's key read once (and kept) before the timed run. */
+static void warm(worker *w, slot *slots, int n)
+{
+    for (int i = 0; i < n; i++) {
+        slot *s = &slots[i];
+        int64_t id = w->cluster ? rp_cluster_command_ex(w->cluster, &cluster_cache_command, warm_cluster_reply, s, 2,
+                                                        s->argv, s->argvlen)
+                                : rp_client_command_ex(w->client, &cache_command, warm_client_reply, s, 2, s->argv,
+                                                       s->argvlen);
+        w->warming += id > 0;
+    }
+    while (w->warming > 0)
+        rp_loop_run(w->loop, RP_RUN_ONCE);
 }
 
 static void *worker_main(void *arg)
@@ -307,25 +386,36 @@ static void *worker_main(void *arg)
     }
     if (w->client) /* a dial error shows as failures */
         example_wait_idle(w->loop, rp_client_pool(w->client), opts.pool.pool_size);
-    /* Nothing is cached until the invalidation subscriber is up. */
-    for (uint64_t until = example_now_ns() + 2000000000ull;
+    /* Nothing is cached until the invalidation subscribers are up. */
+    for (uint64_t until = example_now_ns() + 5000000000ull;
          w->test->cached && example_now_ns() < until &&
-         !(rp_client_cache_stats(w->client, &w->cache_stats) == 0 && w->cache_stats.subscribed);)
+         !(cache_stats_of(w, &w->cache_stats) == 0 && w->cache_stats.subscribed);)
         rp_loop_run(w->loop, RP_RUN_ONCE);
     slot *slots = calloc((size_t)in_flight, sizeof *slots);
+    for (int i = 0; i < in_flight; i++)
+        slot_init(&slots[i], w, i);
+    if (w->test->hits_only)
+        warm(w, slots, in_flight);
+    rp_cache_stats cache_before = {0};
+    if (w->test->cached)
+        cache_stats_of(w, &cache_before);
     rp_loop_stats before;
     rp_loop_stats_get(w->loop, &before);
-    for (int i = 0; i < in_flight; i++) {
-        slot_init(&slots[i], w, i);
+    double cpu_before = thread_cpu_seconds();
+    for (int i = 0; i < in_flight; i++)
         next_round(&slots[i]);
-    }
     if (cfg->embed)
         cfg->embed(w->loop);
     else
         rp_loop_run(w->loop, RP_RUN_DEFAULT);
+    w->run_cpu = thread_cpu_seconds() - cpu_before;
     rp_loop_stats_get(w->loop, &w->loop_stats);
-    if (w->test->cached)
-        rp_client_cache_stats(w->client, &w->cache_stats);
+    if (w->test->cached) { /* the timed run's */
+        cache_stats_of(w, &w->cache_stats);
+        w->cache_stats.hits -= cache_before.hits;
+        w->cache_stats.misses -= cache_before.misses;
+        w->cache_stats.joined -= cache_before.joined;
+    }
     w->loop_stats.enters -= before.enters;
     w->loop_stats.syscalls -= before.syscalls;
     w->loop_stats.sqes -= before.sqes;
@@ -380,6 +470,8 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
     histogram all = {0};
     rp_loop_stats loops = {0};
     rp_cache_stats cache = {0};
+    double run_cpu = 0;
+    long completed = 0; /* chit takes no latencies: its count */
     int failures = 0;
     for (int i = 0; i < cfg->loops; i++) {
         pthread_join(workers[i].thread, NULL);
@@ -392,7 +484,12 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         failures += workers[i].failures;
         cache.hits += workers[i].cache_stats.hits;
         cache.misses += workers[i].cache_stats.misses;
+        cache.joined += workers[i].cache_stats.joined;
+        run_cpu += workers[i].run_cpu;
+        completed += atomic_load(&workers[i].done);
     }
+    if (test->hits_only)
+        all.total = (uint64_t)completed;
     double elapsed = example_seconds() - start, cpu = example_cpu_seconds() - cpu_start;
     double rps = (double)all.total / elapsed;
     if (!cfg->quiet && !cfg->csv)
@@ -401,6 +498,9 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         printf("\"%s\",\"%.2f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\",\"%.3f\"\n", test->name, rps,
                all.total ? ms(all.sum / all.total) : 0.0, ms(all.min), ms(hist_percentile(&all, 50)),
                ms(hist_percentile(&all, 95)), ms(hist_percentile(&all, 99)), ms(all.max));
+    } else if (cfg->quiet && test->hits_only) {
+        printf("%s: %.2f requests per second, %.1f ns CPU per hit\n", test->name, rps,
+               run_cpu * 1e9 / (double)(cache.hits ? cache.hits : 1));
     } else if (cfg->quiet) {
         printf("%s: %.2f requests per second, p50=%.3f msec\n", test->name, rps, ms(hist_percentile(&all, 50)));
     } else {
@@ -420,8 +520,12 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
                (double)loops.sqes / (double)all.total, (double)loops.iterations / (double)all.total,
                (unsigned long long)loops.recv_ring_fallbacks);
         if (test->cached)
-            printf("  cache: %llu hits, %llu misses\n", (unsigned long long)cache.hits,
-                   (unsigned long long)cache.misses);
+            printf("  cache: %llu hits, %llu misses, %llu joined another's read\n", (unsigned long long)cache.hits,
+                   (unsigned long long)cache.misses, (unsigned long long)cache.joined);
+        if (test->hits_only) /* the loops' threads over the timed run, rp-bench's own loop included */
+            printf("  CPU per hit: %.1f ns (%llu of %ld requests hits)\n",
+                   run_cpu * 1e9 / (double)(cache.hits ? cache.hits : 1), (unsigned long long)cache.hits,
+                   (long)all.total);
         if (failures)
             printf("  failures: %d\n", failures);
         printf("\n");
@@ -517,8 +621,8 @@ static int parse(int argc, char **argv, config *cfg)
         fprintf(stderr, "rp-bench: --cluster and --sentinel exclude each other\n");
         return -1;
     }
-    if (cfg->cache_bytes && (cfg->cluster || cfg->pipeline > 1)) {
-        fprintf(stderr, "rp-bench: --cache is not supported with --cluster or -P\n");
+    if (cfg->cache_bytes && cfg->pipeline > 1) {
+        fprintf(stderr, "rp-bench: --cache is not supported with -P\n");
         return -1;
     }
     if (cfg->cluster && cfg->pipeline > 1) {

@@ -87,9 +87,21 @@ typedef struct rp_cluster_command_options {
     unsigned flags;      /* RP_CMD_* */
     uint32_t timeout_ms; /* the whole command, redirects included; 0 = none */
     int key_index;       /* > 0: argv[key_index] is the key that routes it */
+    uint32_t cache_ttl_ms; /* RP_CMD_CACHE: as rp_command_options' */
 } rp_cluster_command_options;
 /* Returns a positive id for rp_cluster_cancel, or a negative code:
- * RP_ECROSSSLOT, -EINVAL (key_index out of range), RP_ECLOSED. */
+ * RP_ECROSSSLOT, -EINVAL (key_index out of range), RP_ECLOSED.
+ * RP_CMD_CACHE (docs/caching.md): answered from the cache of the node
+ * serving the key's slot, as rp_client_command_ex's, when node.cache_bytes
+ * gives every node's client a cache (and its own invalidation subscriber
+ * on that node; cache_bytes bounds each node's cache). -EINVAL without
+ * node caches, for a command rp_client would refuse, or with a key_index
+ * other than 0 or 1. A cached read goes to the slot's master, never a
+ * replica (read-your-writes: writes invalidate the master's client's
+ * cache). A slot that moves away from a node (a layout read, a MOVED)
+ * takes its keys out of that node's cache. A hit's completion is queued
+ * at once: rp_cluster_cancel returns -ENOENT for it (with cluster hooks
+ * set, which see hits as commands, a cancel ends it with -ECANCELED). */
 RP_EXTERN int64_t rp_cluster_command_ex(rp_cluster *cluster, const rp_cluster_command_options *opts,
                                         rp_cluster_reply_cb cb, void *data, int argc, const char *const *argv,
                                         const size_t *argvlen);
@@ -129,6 +141,11 @@ typedef struct rp_cluster_stats {
     uint64_t refresh_errors; /* reads that found no node to answer */
 } rp_cluster_stats;
 RP_EXTERN void rp_cluster_get_stats(const rp_cluster *cluster, rp_cluster_stats *out);
+/* The node caches together: counters summed over every node client since
+ * rp_cluster_new (those closed since included), bytes and entries held
+ * now, subscribed when every open node's subscriber is up. -EINVAL for a
+ * NULL argument or a cluster without node caches. */
+RP_EXTERN int rp_cluster_cache_stats(const rp_cluster *cluster, rp_cache_stats *out);
 
 #ifdef __cplusplus
 }

@@ -247,7 +247,15 @@ RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *da
  * callback later in this loop iteration, with the cached reply itself
  * (shared by every hit, read-only, valid until the callback returns); the
  * hooks see it as a command with 0 retries. TTL and PTTL are cached as
- * read: they count down on the server only. */
+ * read: they count down on the server only. A miss while the same read
+ * (same argv) is in flight, and no invalidation of its key came since that
+ * one was sent, is not sent: it ends with that read's reply (later than
+ * its call, as every reply). If that read ends without a reply (it
+ * failed, or was cancelled or timed out), this one is sent by itself and
+ * ends with its own outcome; a cancel of one read never ends another.
+ * With reads on replicas (replica_only, route_randomly), a cached read
+ * goes to the master: its tracking is the one that tells, and this
+ * client's writes are read back. */
 #define RP_CMD_CACHE 2u
 typedef struct rp_command_options {
     unsigned flags;      /* RP_CMD_* */
@@ -298,12 +306,15 @@ RP_EXTERN const char *rp_client_sentinel_error(const rp_client *client);
 /* The client's cache, counted since rp_client_new. */
 typedef struct rp_cache_stats {
     uint64_t hits;          /* answered from memory */
-    uint64_t misses;        /* RP_CMD_CACHE commands sent to the server */
+    uint64_t misses;        /* RP_CMD_CACHE commands sent to the server (not
+                               those joined) */
     uint64_t invalidations; /* keys the server told changed, and cached keys
                                this client's own writes named */
     uint64_t evictions;     /* entries dropped for room (cache_bytes) */
     uint64_t flushes;       /* the whole cache dropped: FLUSHALL/FLUSHDB, subscriber lost */
     uint64_t expired;       /* entries found past their TTL */
+    uint64_t joined;        /* misses not sent: they took the reply of the same
+                               read already in flight (single flight) */
     size_t   bytes;         /* held by entries now */
     size_t   entries;
     bool     subscribed;    /* the invalidation subscriber is up: replies may be kept */
