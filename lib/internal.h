@@ -84,6 +84,9 @@ static inline rp__link *rp__list_pop(rp__list *list, bool from_back)
 typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
+    /* A zero-copy send's notification (IORING_CQE_F_NOTIF), which comes
+     * after done() and leaves the op as it is; NULL for other ops. */
+    void (*notified)(rp__op *op, int32_t res);
     int32_t res;
     uint32_t cflags; /* the CQE's flags (IORING_CQE_F_SOCK_NONEMPTY after a recv) */
     bool has_deadline;
@@ -123,6 +126,16 @@ void rp__op_cancel(rp_loop *loop, rp__op *op);
 void rp__op_expire(rp_loop *loop, rp__op *op);
 /* A completed op whose error came from its own deadline. */
 int rp__op_result(const rp__op *op);
+
+/* Zero-copy sends (conn.c): whether they are used, and their counts in
+ * rp_loop_stats. A refusal is counted; one because the kernel lacks
+ * them turns them off for the loop. */
+enum { RP__SEND_ZC_OFF, RP__SEND_ZC_ON, RP__SEND_ZC_ALWAYS };
+int rp__loop_send_zc(const rp_loop *loop);
+void rp__loop_send_zc_refused(rp_loop *loop, bool kernel_lacks);
+/* A zero-copy send submitted, or its notification (copied: the kernel
+ * says it copied the bytes after all). */
+void rp__loop_send_zc_count(rp_loop *loop, bool notification, bool copied);
 
 /* ---------------------------------------------------------------- timers */
 
