@@ -324,7 +324,9 @@ static bool big_values_scenario(void)
     const char *keys[4] = {"b0", "b1", "b2", "b3"};
     for (int i = 0; i < 4; i++) {
         memset(values[i], 'a' + i, lens[i]);
-        snprintf(values[i] + lens[i] - 8, 9, "end:%04d", i);
+        char end[9];
+        snprintf(end, sizeof end, "end:%04d", i);
+        memcpy(values[i] + lens[i] - 8, end, 8);
         accepted(rp_client_command(client, on_reply, (void *)(intptr_t)t.accepted, 3,
                                    (const char *[]){"SET", keys[i], values[i]}, (const size_t[]){3, 2, lens[i]}));
     }

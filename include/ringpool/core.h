@@ -14,7 +14,9 @@
  * - Arguments: argv and argvlen are copied during the call (rp_conn_command,
  *   rp_client_command*); option strings (addr, password, ...) likewise, and
  *   rp_conn_sendv's iovec array. A buffer given to rp_conn_send,
- *   rp_conn_sendv or rp_conn_recv must live until its callback.
+ *   rp_conn_sendv or rp_conn_recv must live until its callback (a large
+ *   send's callback comes once the kernel is done with the memory: after
+ *   its zero-copy notification, rp_loop_options.no_send_zc).
  * - Results: rp_conn_send completes with len once every byte is written, or
  *   a negative code (never a short count); rp_conn_recv with the byte count,
  *   0 at end of stream, or a negative code. A reply (redisReply) lives until
