@@ -135,9 +135,13 @@ void rp__retry_all_now(void *client);
  * with client->pool_closed. */
 void rp__client_close_if_drained(rp_client *client);
 
-/* What a send may hold to send cmd's arguments from its own copies, or
- * NULL when they are borrowed (copied into the send then). */
-static inline rp__hold *rp__cmd_args_hold(client_cmd *cmd) { return cmd->borrowed ? NULL : &cmd->hold; }
+/* What a send may hold to send cmd's arguments from its own copies; NULL
+ * (every byte copied into the send) when they are borrowed, or when none
+ * is large enough to go by reference. */
+static inline rp__hold *rp__cmd_args_hold(client_cmd *cmd)
+{
+    return cmd->borrowed || cmd->bytes < RP__BY_REF_MIN ? NULL : &cmd->hold;
+}
 /* Sets up cmd's hold: the command's own reference. */
 void rp__cmd_hold_init(client_cmd *cmd);
 

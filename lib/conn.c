@@ -81,6 +81,10 @@ static void send_prep(rp_conn *conn, rp__conn_io *io, struct io_uring_sqe *sqe)
         sqe->ioprio |= IORING_SEND_ZC_REPORT_USAGE;
         rp__loop_send_zc_count(conn->loop, false, false);
     }
+    /* Its notification comes with the same user_data: the tag tells the
+     * loop to look for one (rp__op's notified). */
+    io->op.notifies = io->zc;
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)&io->op | (io->zc ? RP__OP_NOTIFIES : 0));
 }
 
 static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
@@ -90,11 +94,12 @@ static void io_prep(rp_conn *conn, rp__conn_io *io, bool is_send, bool reply)
         return;
     }
     struct io_uring_sqe *sqe = rp__loop_sqe(conn->loop);
-    if (is_send)
-        send_prep(conn, io, sqe);
-    else
-        io_uring_prep_recv(sqe, conn->fd, io->ring ? NULL : io->buf, io->len, 0);
-    if (!is_send && io->ring) {
+    if (is_send) {
+        send_prep(conn, io, sqe); /* sets the user_data */
+        return;
+    }
+    io_uring_prep_recv(sqe, conn->fd, io->ring ? NULL : io->buf, io->len, 0);
+    if (io->ring) {
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = RP__RECV_RING_BGID;
     }
@@ -173,10 +178,9 @@ static void recv_unlinked(rp_conn *conn, int send_error)
 static bool send_zc_result(rp_conn *conn, rp__conn_io *io, rp__op *op)
 {
     io->zc = false;
-    if (op->cflags & IORING_CQE_F_MORE) {
+    if (op->cflags & IORING_CQE_F_MORE) { /* a refusal may have one too */
         io->zc_owed++;
         rp__loop_ref(conn->loop);
-        return false;
     }
     if (op->res != -EINVAL && op->res != -EOPNOTSUPP)
         return false;

@@ -81,11 +81,14 @@ static inline rp__link *rp__list_pop(rp__list *list, bool from_back)
  * kernel, and waiting for it cost every request a second io_uring_enter.
  * A result of -ECANCELED (-EINTR for connect) that rp__op_cancel did not
  * ask for is the deadline. */
+#define RP__OP_NOTIFIES 2u
 typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
     /* A zero-copy send's notification (IORING_CQE_F_NOTIF), which comes
-     * after done() and leaves the op as it is; NULL for other ops. */
+     * after done() and leaves the op as it is; NULL for other ops. The
+     * SQE of an op that may have one has RP__OP_NOTIFIES in its user_data
+     * (the records are 8-aligned), so no other completion pays a look. */
     void (*notified)(rp__op *op, int32_t res);
     int32_t res;
     uint32_t cflags; /* the CQE's flags (IORING_CQE_F_SOCK_NONEMPTY after a recv) */
@@ -94,6 +97,7 @@ struct rp__op {
     bool cancel_requested;
     bool pending;
     bool keeps_loop_alive;
+    bool notifies;   /* its SQE's user_data has RP__OP_NOTIFIES */
 };
 
 /* Hands out n SQEs that go into the same submission (linked pairs need

@@ -320,7 +320,7 @@ void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring
 static void submit_cancel(rp_loop *loop, rp__op *op)
 {
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | (op->notifies ? RP__OP_NOTIFIES : 0), 0);
     io_uring_sqe_set_data64(sqe, 0);
 }
 
@@ -362,13 +362,17 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_
 {
     if (user_data == 0)
         return; /* cancels and timer updates: their targets report */
-    if (user_data & 1)
-        return; /* a linked timeout that failed before its op ran: the op reports */
-    rp__op *op = (rp__op *)(uintptr_t)user_data;
-    if (__builtin_expect(cflags & IORING_CQE_F_NOTIF, 0))
-        op->notified(op, res);
-    else
-        op_complete(loop, op, res, cflags);
+    if (user_data & (1 | RP__OP_NOTIFIES)) {
+        if (user_data & 1)
+            return; /* a linked timeout that failed before its op ran: the op reports */
+        rp__op *op = (rp__op *)(uintptr_t)(user_data & ~(uint64_t)RP__OP_NOTIFIES);
+        if (cflags & IORING_CQE_F_NOTIF)
+            op->notified(op, res);
+        else
+            op_complete(loop, op, res, cflags);
+        return;
+    }
+    op_complete(loop, (rp__op *)(uintptr_t)user_data, res, cflags);
 }
 
 static unsigned reap_cqes(rp_loop *loop)

@@ -395,14 +395,6 @@ static size_t put_header(char *out, char kind, size_t value)
     return len;
 }
 
-/* Whether an argument goes by reference: one large enough that copying
- * it costs more than a piece of a vectored send (measured in
- * docs/performance.md), while the batch has room for pieces. */
-static bool by_ref(const batch *out, const rp__hold *hold, size_t len, unsigned more)
-{
-    return hold && len >= RP__BY_REF_MIN && out->npieces + more < PIECES_MAX;
-}
-
 static int pieces_reserve(batch *out, unsigned more)
 {
     if (out->npieces + more <= out->cap)
@@ -418,22 +410,34 @@ static int pieces_reserve(batch *out, unsigned more)
     return 0;
 }
 
+/* Whether the argument of len bytes goes by reference: hold is given,
+ * and it is large enough that copying it costs more than a piece of a
+ * vectored send (docs/performance.md, "Big values"), while the batch has
+ * room for pieces. */
+static bool by_ref(const batch *out, const rp__hold *hold, size_t len)
+{
+    return hold && len >= RP__BY_REF_MIN && out->npieces < PIECES_MAX;
+}
+
 /* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
  * Each header takes at most 24 bytes; a total that wraps is -ENOMEM. An
  * argument by_ref() takes leaves only its header and CRLF in the text,
- * and becomes a piece that holds a reference to hold. All or nothing. */
+ * and becomes a piece that holds a reference to hold. All or nothing:
+ * the room for its text and pieces is made first. */
 static int encode_command(batch *out, int argc, const char *const *argv, const size_t *argvlen, rp__hold *hold)
 {
     size_t need = 24;
     unsigned refs = 0;
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
-        if (by_ref(out, hold, len, refs))
-            refs++, len = 0;
+        if (hold && len >= RP__BY_REF_MIN)
+            refs++, len = 0; /* a reference, or a copy counted below */
         if (len > SIZE_MAX - need - (24 + 2))
             return -ENOMEM;
         need += 24 + 2 + len;
     }
+    if (refs && out->npieces + refs > PIECES_MAX)
+        return encode_command(out, argc, argv, argvlen, NULL); /* copies: no room for more pieces */
     if ((refs && pieces_reserve(out, refs) < 0) || buffer_reserve(&out->text, need) < 0)
         return -ENOMEM;
     char *p = out->text.data + out->text.len;
@@ -441,7 +445,7 @@ static int encode_command(batch *out, int argc, const char *const *argv, const s
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         p += put_header(p, '$', len);
-        if (refs && by_ref(out, hold, len, 0)) {
+        if (refs && by_ref(out, hold, len)) {
             hold->refs++;
             out->pieces[out->npieces++] = (out_piece){(size_t)(p - out->text.data), argv[i], len, hold};
             out->piece_bytes += len;
@@ -921,12 +925,14 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
 static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen,
                          rp__hold *hold)
 {
-    size_t before = batch_len(&redis->out), held = batch_held(&redis->out);
-    int rc = encode_command(&redis->out, argc, argv, argvlen, hold);
+    batch *out = &redis->out;
+    size_t before = batch_len(out), cap = out->text.cap;
+    unsigned npieces = out->npieces;
+    int rc = encode_command(out, argc, argv, argvlen, hold);
     if (rc < 0)
         return rc;
-    redis->queued_bytes += batch_len(&redis->out) - before;
-    if (batch_held(&redis->out) != held)
+    redis->queued_bytes += batch_len(out) - before;
+    if (out->npieces != npieces || (out->text.cap != cap && out->text.cap > TEXT_KEEP))
         count_buffers(redis);
     schedule_flush(redis);
     return 0;
