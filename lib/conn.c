@@ -60,10 +60,10 @@ static void link_to_send(rp_conn *conn, struct io_uring_sqe *recv_sqe)
 /* A large send, on a connection and loop that use zero-copy sends. */
 static bool send_zc_wanted(const rp_conn *conn, const rp__conn_io *io)
 {
+    if (io->len - io->done < SEND_ZC_MIN || conn->zc_off)
+        return false;
     int mode = rp__loop_send_zc(conn->loop);
-    return io->len - io->done >= SEND_ZC_MIN &&
-           !conn->zc_off &&
-           (mode == RP__SEND_ZC_ALWAYS || (mode == RP__SEND_ZC_ON && !conn->zc_copied));
+    return mode == RP__SEND_ZC_ALWAYS || (mode == RP__SEND_ZC_ON && !conn->zc_copied);
 }
 
 static void send_prep(rp_conn *conn, rp__conn_io *io, struct io_uring_sqe *sqe)
@@ -128,13 +128,6 @@ static int io_continue(rp_conn *conn, rp__conn_io *io, bool is_send)
 
 static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
 {
-    if (io->zc_owed) { /* a send whose memory the kernel still holds */
-        io->zc_ended = true;
-        io->zc_res = result;
-        if (result <= 0)
-            send_zc_let_go(conn);
-        return;
-    }
     rp__timer_disarm(conn->loop, &io->deadline);
     /* Idle time counts from the last I/O, as go-redis's used-at does. */
     conn->used_ns = rp__loop_now(conn->loop);
@@ -203,6 +196,20 @@ static void send_zc_let_go(rp_conn *conn)
     rp__loop_count_syscalls(conn->loop, 1);
 }
 
+/* A send's end: its callback, unless the kernel still holds memory of a
+ * zero-copy part; then after the last notification (send_notified). */
+static void send_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
+{
+    if (io->zc_owed) {
+        io->zc_ended = true;
+        io->zc_res = result;
+        if (result <= 0)
+            send_zc_let_go(conn);
+        return;
+    }
+    io_finish(conn, io, result);
+}
+
 /* A notification: the memory of one part is the caller's again; after
  * the last one, a send that ended meanwhile calls back. */
 static void send_notified(rp__op *op, int32_t res)
@@ -246,7 +253,7 @@ static void send_done(rp__op *op)
             }
         }
     }
-    io_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
+    send_finish(conn, io, res < 0 ? res : (ssize_t)io->done);
     if (dropped_recv)
         recv_unlinked(conn, res < 0 ? res : 0);
 }

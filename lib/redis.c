@@ -410,34 +410,31 @@ static int pieces_reserve(batch *out, unsigned more)
     return 0;
 }
 
-/* Whether the argument of len bytes goes by reference: hold is given,
- * and it is large enough that copying it costs more than a piece of a
- * vectored send (docs/performance.md, "Big values"), while the batch has
- * room for pieces. */
-static bool by_ref(const batch *out, const rp__hold *hold, size_t len)
-{
-    return hold && len >= RP__BY_REF_MIN && out->npieces < PIECES_MAX;
-}
-
 /* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
- * Each header takes at most 24 bytes; a total that wraps is -ENOMEM. An
- * argument by_ref() takes leaves only its header and CRLF in the text,
- * and becomes a piece that holds a reference to hold. All or nothing:
- * the room for its text and pieces is made first. */
-static int encode_command(batch *out, int argc, const char *const *argv, const size_t *argvlen, rp__hold *hold)
+ * Each header takes at most 24 bytes; a total that wraps is -ENOMEM.
+ * With hold, an argument of RP__BY_REF_MIN bytes or more (where copying
+ * costs more than a piece of a vectored send: docs/performance.md, "Big
+ * values") leaves only its header and CRLF in the text, and becomes a
+ * piece that holds a reference to hold; while the batch has room for all
+ * of its arguments as pieces, else everything is copied. All or nothing:
+ * the room for its text and pieces is made first. Inlined in two forms
+ * (queue_command): with hold NULL, the compiler drops every look at
+ * pieces, and a small command costs what it did before pieces existed. */
+static inline __attribute__((always_inline)) int encode_command(batch *out, int argc, const char *const *argv,
+                                                                const size_t *argvlen, rp__hold *hold)
 {
+    if (hold && out->npieces + (unsigned)argc > PIECES_MAX)
+        hold = NULL;
     size_t need = 24;
     unsigned refs = 0;
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         if (hold && len >= RP__BY_REF_MIN)
-            refs++, len = 0; /* a reference, or a copy counted below */
+            refs++, len = 0; /* a reference: no bytes in the text */
         if (len > SIZE_MAX - need - (24 + 2))
             return -ENOMEM;
         need += 24 + 2 + len;
     }
-    if (refs && out->npieces + refs > PIECES_MAX)
-        return encode_command(out, argc, argv, argvlen, NULL); /* copies: no room for more pieces */
     if ((refs && pieces_reserve(out, refs) < 0) || buffer_reserve(&out->text, need) < 0)
         return -ENOMEM;
     char *p = out->text.data + out->text.len;
@@ -445,7 +442,7 @@ static int encode_command(batch *out, int argc, const char *const *argv, const s
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         p += put_header(p, '$', len);
-        if (refs && by_ref(out, hold, len)) {
+        if (refs && len >= RP__BY_REF_MIN) {
             hold->refs++;
             out->pieces[out->npieces++] = (out_piece){(size_t)(p - out->text.data), argv[i], len, hold};
             out->piece_bytes += len;
@@ -928,11 +925,11 @@ static int queue_command(rp__redis *redis, int argc, const char *const *argv, co
     batch *out = &redis->out;
     size_t before = batch_len(out), cap = out->text.cap;
     unsigned npieces = out->npieces;
-    int rc = encode_command(out, argc, argv, argvlen, hold);
+    int rc = hold ? encode_command(out, argc, argv, argvlen, hold) : encode_command(out, argc, argv, argvlen, NULL);
     if (rc < 0)
         return rc;
     redis->queued_bytes += batch_len(out) - before;
-    if (out->npieces != npieces || (out->text.cap != cap && out->text.cap > TEXT_KEEP))
+    if (out->npieces != npieces || out->text.cap != cap) /* rare: pieces, or a buffer that grew */
         count_buffers(redis);
     schedule_flush(redis);
     return 0;
