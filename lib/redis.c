@@ -1,9 +1,19 @@
 /* Redis on a connection: our RESP writer, hiredis's reader, and commands
  * pipelined in FIFO order.
  *
- * Commands issued before the loop next submits are written into one buffer
+ * Commands issued before the loop next submits are written into one batch
  * and go out in one send; until then any of them can be taken out again
- * (a cancel), and its bytes are never sent. Once a command has been sent, a
+ * (a cancel), and its bytes are never sent. A batch is RESP text in one
+ * buffer, and, for a command whose arguments live in memory it may hold
+ * (rp__conn_command_held: rp_client's commands), pieces: arguments of
+ * RP__BY_REF_MIN bytes or more, sent by reference between the runs of
+ * text by one vectored send, the memory held until that send (and its
+ * zero-copy notification, conn.c) completed, so never copied a second
+ * time. rp_client keeps its one copy (the caller may free its arguments
+ * on return): a no-copy flag would save it (about 45% of the client's
+ * CPU per 100 KB SET, docs/performance.md) but its callback would then
+ * have to wait for every send of its bytes, even after a cancel or a
+ * failure, and its bytes could never go by a zero-copy send; not built. Once a command has been sent, a
  * recv stays armed for the life of the connection: while replies are owed
  * it is bounded by the oldest command's deadline (read_timeout_ms from that
  * command's send to the last byte of its reply, however the reply trickles

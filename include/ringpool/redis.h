@@ -232,7 +232,8 @@ RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_cli
 /* The arguments are copied once, during the call (the caller may free
  * them on return), and that copy serves every attempt: an argument of
  * 16 KiB or more goes out from it by a vectored send, never copied again
- * into an output buffer (docs/performance.md, "Big values"). */
+ * into an output buffer. There is no flag to skip that one copy (measured
+ * and reasoned in docs/performance.md, "Big values"). */
 RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
                                      int argc, const char *const *argv, const size_t *argvlen);
 /* rp_client_command with options; returns a positive id naming the command,
