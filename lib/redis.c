@@ -13,11 +13,13 @@
  * on return): a no-copy flag would save it (about 45% of the client's
  * CPU per 100 KB SET, docs/performance.md) but its callback would then
  * have to wait for every send of its bytes, even after a cancel or a
- * failure, and its bytes could never go by a zero-copy send; not built. Once a command has been sent, a
- * recv stays armed for the life of the connection: while replies are owed
- * it is bounded by the oldest command's deadline (read_timeout_ms from that
- * command's send to the last byte of its reply, however the reply trickles
- * in); while nothing is owed it is the idle watch, so bytes the server
+ * failure, and its bytes could never go by a zero-copy send; not built.
+ *
+ * Once a command has been sent, a recv stays armed for the life of the
+ * connection: while replies are owed it is bounded by the oldest
+ * command's deadline (read_timeout_ms from that command's send to the
+ * last byte of its reply, however the reply trickles in); while nothing
+ * is owed it is the idle watch, so bytes the server
  * sends unasked fail the connection then, and are never taken for the next
  * command's reply. One rule (match_reply) gives every reply its owner, for
  * plain commands and a subscriber's alike: only a command whose bytes were
