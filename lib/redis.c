@@ -244,8 +244,9 @@ static size_t batch_held(const batch *b)
 static void count_buffers(rp__redis *redis)
 {
     /* A reader that met an error has freed its buffer. */
-    size_t bytes = redis->rbuf_size + (redis->reader && redis->reader->buf ? rp__reader_buffer_bytes(redis->reader) : 0) +
-                   batch_held(&redis->out) + batch_held(&redis->sending);
+    const redisReader *reader = redis->reader && redis->reader->buf ? redis->reader : NULL;
+    size_t bytes = redis->rbuf_size + (reader ? rp__reader_buffer_bytes(reader) : 0) + batch_held(&redis->out) +
+                   batch_held(&redis->sending);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
