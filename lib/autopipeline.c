@@ -88,7 +88,8 @@ static void lane_send(rp__lane *lane, client_cmd *cmd)
     if (cmd->cache.key) /* a cached read: tracked by the current subscriber (its reply comes first) */
         rc = rp__cache_track_conn(cmd->client->cache, lane->conn);
     if (rc == 0)
-        rc = rp_conn_command(lane->conn, lane_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+        rc = rp__conn_command_held(lane->conn, lane_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen,
+                                   rp__cmd_args_hold(cmd));
     if (rc < 0) {
         lane_fail(lane, rc);
         lane_settle(lane);

@@ -226,7 +226,7 @@ static int cmd_send(client_cmd *cmd, rp_conn *conn)
     if (rc == 0 && cmd->cache.key) /* a cached read: tracked by the current subscriber */
         rc = rp__cache_track_conn(cmd->client->cache, conn);
     if (rc == 0)
-        rc = rp_conn_command(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen);
+        rc = rp__conn_command_held(conn, on_reply, cmd, cmd->argc, cmd->argv, cmd->argvlen, rp__cmd_args_hold(cmd));
     if (rc < 0) {
         rp_pool_remove(cmd->client->pool, conn, rc);
     } else {
@@ -364,6 +364,7 @@ static client_cmd *cmd_new_borrowed(int argc, const char *const *argv, const siz
         return NULL;
     cmd->argv = (const char **)argv;
     cmd->argvlen = (size_t *)argvlen;
+    cmd->borrowed = true;
     return cmd;
 }
 
@@ -372,6 +373,7 @@ static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char 
     client_cmd *cmd = borrow ? cmd_new_borrowed(argc, argv, argvlen) : cmd_new_copy(argc, argv, argvlen);
     if (!cmd)
         return NULL;
+    rp__cmd_hold_init(cmd);
     cmd->argc = argc;
     for (int i = 0; i < argc; i++)
         cmd->bytes += cmd->argvlen[i];
@@ -459,6 +461,7 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_entry *hit)
         return NULL;
     }
     cmd->client = client;
+    rp__cmd_hold_init(cmd);
     cmd->hit_record = true;
     cmd->cached = true;
     cmd->may_retry = false;

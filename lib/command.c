@@ -164,10 +164,10 @@ static void cmd_complete(client_cmd *cmd, const redisReply *reply, int status)
         cmd->cb(client, reply, status, cmd->data);
     if (client->cache)
         rp__cache_end(client->cache, &cmd->cache);
-    if (cmd->hit_record && client->spare_hits.len < 64)
+    if (cmd->hit_record && client->spare_hits.len < 64) /* never sent: held by nothing else */
         rp__list_push_front(&client->spare_hits, &cmd->link);
     else
-        rp__free(cmd);
+        rp__hold_put(&cmd->hold); /* a send in flight may still read its arguments */
     rp__client_close_if_drained(client);
 }
 
@@ -245,6 +245,10 @@ void rp__cmd_get_failed(client_cmd *cmd, int status)
 {
     rp__cmd_retry_or_complete(cmd, NULL, status, get_failure_retryable(status));
 }
+
+static void cmd_release(rp__hold *hold) { rp__free(RP__CONTAINER_OF(hold, client_cmd, hold)); }
+
+void rp__cmd_hold_init(client_cmd *cmd) { cmd->hold = (rp__hold){.refs = 1, .release = cmd_release}; }
 
 void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data)
 {

@@ -30,6 +30,10 @@ struct client_cmd {
     void *data;
     int argc;
     const char **argv; /* copies, kept for retries */
+    /* The record and its copies: a reference for the command until it
+     * ends, and one for each batch sending some of its arguments from
+     * the copies themselves (redis.c), until that send has completed. */
+    rp__hold hold;
     size_t *argvlen;
     size_t bytes;      /* of its arguments */
     int retries;
@@ -46,6 +50,7 @@ struct client_cmd {
     bool may_retry;  /* at the end: sending it again would be safe */
     bool cached;     /* RP_CMD_CACHE */
     bool hit_record; /* a hit's (client.c's cmd_new_hit): kept for the next one */
+    bool borrowed;   /* its arguments are its caller's (rp__client_attempt) */
     rp__cache_ref cache; /* what it holds in the client's cache (cache.c) */
     cmd_state state;
     int64_t id;
@@ -129,6 +134,16 @@ void rp__retry_all_now(void *client);
 /* A closing client whose last command has ended closes its pool (once),
  * with client->pool_closed. */
 void rp__client_close_if_drained(rp_client *client);
+
+/* What a send may hold to send cmd's arguments from its own copies; NULL
+ * (every byte copied into the send) when they are borrowed, or when none
+ * is large enough to go by reference. */
+static inline rp__hold *rp__cmd_args_hold(client_cmd *cmd)
+{
+    return cmd->borrowed || cmd->bytes < RP__BY_REF_MIN ? NULL : &cmd->hold;
+}
+/* Sets up cmd's hold: the command's own reference. */
+void rp__cmd_hold_init(client_cmd *cmd);
 
 /* A reply callback that ignores the reply: one nobody waits for any more. */
 void rp__drop_reply(rp_conn *conn, const redisReply *reply, int status, void *data);

@@ -47,6 +47,10 @@ struct rp__conn_io {
     rp__sendv *sendv; /* rp_conn_sendv's, else NULL */
     bool expired;       /* the deadline fired during this transfer */
     bool linked;        /* a send: the recv queued after it waits for it (conn.c) */
+    bool zc;            /* a send: the part in flight is a zero-copy send */
+    bool zc_ended;      /* the send ended (zc_res) while notifications were owed */
+    unsigned zc_owed;   /* notifications to come: the kernel holds the memory */
+    ssize_t zc_res;
     rp__recv_ring *ring; /* a recv whose buffer this ring gives on arrival */
     char *fallback;     /* its own buffer after the ring ran dry, till it ends */
 };
@@ -93,6 +97,8 @@ struct rp_conn {
     unsigned dial_next;             /* the next of them to try */
     uint32_t dial_timeout_ms;
     bool tcp_nodelay, tcp_keepalive; /* set on a TCP socket before its connect */
+    bool zc_copied;    /* the kernel reported copying a zero-copy send: plain ones */
+    bool zc_off;       /* the kernel refused one: plain sends only */
     rp__conn_io send, recv;
     /* The protocol layer above (redis.c): its state, freed when the
      * connection is released, and how many replies it still expects (put
@@ -147,7 +153,7 @@ void rp__conn_op_finished(rp_conn *conn);
 
 static inline bool rp__conn_ops_pending(const rp_conn *conn)
 {
-    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
+    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending || conn->send.zc_owed ||
            conn->recv.op.pending;
 }
 
@@ -155,7 +161,7 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
  * protocol layer's idle watch is neither). */
 static inline bool rp__conn_busy(const rp_conn *conn)
 {
-    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
+    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending || conn->send.zc_owed ||
            (conn->recv.op.pending && !conn->recv_watch) || conn->ext_pending;
 }
 
@@ -179,6 +185,10 @@ static inline bool rp__conn_usable(const rp_conn *conn)
 /* rp_conn_send / rp_conn_recv with an explicit timeout (0 = none). Unlike
  * them it also starts I/O on an idle connection (a protocol layer's watch). */
 int rp__conn_start_io(rp_conn *conn, bool is_send, void *buf, size_t len, uint32_t timeout_ms, rp_io_cb cb, void *data);
+/* A vectored send of iov (copied; the memory it points to must live until
+ * the callback), otherwise as rp__conn_start_io. */
+int rp__conn_start_sendv(rp_conn *conn, const struct iovec *iov, int iovcnt, uint32_t timeout_ms, rp_io_cb cb,
+                         void *data);
 /* A recv that takes its buffer from the loop's ring (rp__loop_recv_ring)
  * when bytes arrive, at most cap of them: the callback
  * finds them at conn->recv.buf, valid until it returns. A ring found empty

@@ -81,9 +81,15 @@ static inline rp__link *rp__list_pop(rp__list *list, bool from_back)
  * kernel, and waiting for it cost every request a second io_uring_enter.
  * A result of -ECANCELED (-EINTR for connect) that rp__op_cancel did not
  * ask for is the deadline. */
+#define RP__OP_NOTIFIES 2u
 typedef struct rp__op rp__op;
 struct rp__op {
     void (*done)(rp__op *op);
+    /* A zero-copy send's notification (IORING_CQE_F_NOTIF), which comes
+     * after done() and leaves the op as it is; NULL for other ops. The
+     * SQE of an op that may have one has RP__OP_NOTIFIES in its user_data
+     * (the records are 8-aligned), so no other completion pays a look. */
+    void (*notified)(rp__op *op, int32_t res);
     int32_t res;
     uint32_t cflags; /* the CQE's flags (IORING_CQE_F_SOCK_NONEMPTY after a recv) */
     bool has_deadline;
@@ -91,6 +97,7 @@ struct rp__op {
     bool cancel_requested;
     bool pending;
     bool keeps_loop_alive;
+    bool notifies;   /* its SQE's user_data has RP__OP_NOTIFIES */
 };
 
 /* Hands out n SQEs that go into the same submission (linked pairs need
@@ -123,6 +130,16 @@ void rp__op_cancel(rp_loop *loop, rp__op *op);
 void rp__op_expire(rp_loop *loop, rp__op *op);
 /* A completed op whose error came from its own deadline. */
 int rp__op_result(const rp__op *op);
+
+/* Zero-copy sends (conn.c): whether they are used, and their counts in
+ * rp_loop_stats. A refusal is counted; one because the kernel lacks
+ * them turns them off for the loop. */
+enum { RP__SEND_ZC_OFF, RP__SEND_ZC_ON, RP__SEND_ZC_ALWAYS };
+int rp__loop_send_zc(const rp_loop *loop);
+void rp__loop_send_zc_refused(rp_loop *loop, bool kernel_lacks);
+/* A zero-copy send submitted, or its notification (copied: the kernel
+ * says it copied the bytes after all). */
+void rp__loop_send_zc_count(rp_loop *loop, bool notification, bool copied);
 
 /* ---------------------------------------------------------------- timers */
 

@@ -38,6 +38,7 @@ struct rp_loop {
     uint64_t busy_poll_ns;  /* spin this long for completions before sleeping */
     rp__recv_ring *recv_ring; /* set up on first use, unless off */
     bool recv_ring_off;     /* disabled, or it could not be set up */
+    uint8_t send_zc;        /* RP__SEND_ZC_*: how large sends go (conn.c) */
     void *spares;           /* rp__loop_spares */
     void (*spares_free)(void *);
 
@@ -231,6 +232,36 @@ void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out)
     out->recv_ring_fallbacks = ring.fallbacks;
 }
 
+/* Zero-copy sends: off by option, by RINGPOOL_SEND_ZC=0 in the
+ * environment (to run a program, or the test suite, on the plain path),
+ * or once the kernel refused one; RINGPOOL_SEND_ZC=always keeps them on a
+ * connection whose bytes the kernel reports copied (tests: loopback
+ * always copies). */
+static uint8_t send_zc_mode(const rp_loop_options *opts)
+{
+    const char *env = getenv("RINGPOOL_SEND_ZC");
+    if ((opts && opts->no_send_zc) || (env && !strcmp(env, "0")))
+        return RP__SEND_ZC_OFF;
+    return env && !strcmp(env, "always") ? RP__SEND_ZC_ALWAYS : RP__SEND_ZC_ON;
+}
+
+int rp__loop_send_zc(const rp_loop *loop) { return loop->send_zc; }
+
+void rp__loop_send_zc_refused(rp_loop *loop, bool kernel_lacks)
+{
+    if (kernel_lacks)
+        loop->send_zc = RP__SEND_ZC_OFF;
+    loop->stats.send_zc_refused++;
+}
+
+void rp__loop_send_zc_count(rp_loop *loop, bool notification, bool copied)
+{
+    if (!notification)
+        loop->stats.send_zc++;
+    else
+        loop->stats.send_zc_notifs++, loop->stats.send_zc_copied += copied;
+}
+
 /* Off by option, or by RINGPOOL_RECV_RING=0 in the environment (to run a
  * program, or the test suite, on the per-connection path). */
 static bool recv_ring_disabled(const rp_loop_options *opts)
@@ -290,7 +321,7 @@ void rp__op_link_timeout(rp__op *op, struct io_uring_sqe *first, struct io_uring
 static void submit_cancel(rp_loop *loop, rp__op *op)
 {
     struct io_uring_sqe *sqe = rp__loop_sqe(loop);
-    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op | (op->notifies ? RP__OP_NOTIFIES : 0), 0);
     io_uring_sqe_set_data64(sqe, 0);
 }
 
@@ -332,8 +363,16 @@ static void dispatch_cqe(rp_loop *loop, uint64_t user_data, int32_t res, uint32_
 {
     if (user_data == 0)
         return; /* cancels and timer updates: their targets report */
-    if (user_data & 1)
-        return; /* a linked timeout that failed before its op ran: the op reports */
+    if (user_data & (1 | RP__OP_NOTIFIES)) {
+        if (user_data & 1)
+            return; /* a linked timeout that failed before its op ran: the op reports */
+        rp__op *op = (rp__op *)(uintptr_t)(user_data & ~(uint64_t)RP__OP_NOTIFIES);
+        if (cflags & IORING_CQE_F_NOTIF)
+            op->notified(op, res);
+        else
+            op_complete(loop, op, res, cflags);
+        return;
+    }
     op_complete(loop, (rp__op *)(uintptr_t)user_data, res, cflags);
 }
 
@@ -658,6 +697,7 @@ int rp_loop_new(rp_loop **out, const rp_loop_options *opts)
     loop->now_ns = clock_now_ns();
     loop->busy_poll_ns = opts ? (uint64_t)opts->busy_poll_us * 1000u : 0;
     loop->recv_ring_off = recv_ring_disabled(opts);
+    loop->send_zc = send_zc_mode(opts);
     loop->random_state = loop->now_ns ^ (uint64_t)(uintptr_t)loop ^ 0x9e3779b97f4a7c15ull;
     loop->ktimer_op.done = ktimer_done;
     loop->post_op.done = post_done;

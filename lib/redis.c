@@ -1,13 +1,25 @@
 /* Redis on a connection: our RESP writer, hiredis's reader, and commands
  * pipelined in FIFO order.
  *
- * Commands issued before the loop next submits are written into one buffer
+ * Commands issued before the loop next submits are written into one batch
  * and go out in one send; until then any of them can be taken out again
- * (a cancel), and its bytes are never sent. Once a command has been sent, a
- * recv stays armed for the life of the connection: while replies are owed
- * it is bounded by the oldest command's deadline (read_timeout_ms from that
- * command's send to the last byte of its reply, however the reply trickles
- * in); while nothing is owed it is the idle watch, so bytes the server
+ * (a cancel), and its bytes are never sent. A batch is RESP text in one
+ * buffer, and, for a command whose arguments live in memory it may hold
+ * (rp__conn_command_held: rp_client's commands), pieces: arguments of
+ * RP__BY_REF_MIN bytes or more, sent by reference between the runs of
+ * text by one vectored send, the memory held until that send (and its
+ * zero-copy notification, conn.c) completed, so never copied a second
+ * time. rp_client keeps its one copy (the caller may free its arguments
+ * on return): a no-copy flag would save it (about 45% of the client's
+ * CPU per 100 KB SET, docs/performance.md) but its callback would then
+ * have to wait for every send of its bytes, even after a cancel or a
+ * failure, and its bytes could never go by a zero-copy send; not built.
+ *
+ * Once a command has been sent, a recv stays armed for the life of the
+ * connection: while replies are owed it is bounded by the oldest
+ * command's deadline (read_timeout_ms from that command's send to the
+ * last byte of its reply, however the reply trickles in); while nothing
+ * is owed it is the idle watch, so bytes the server
  * sends unasked fail the connection then, and are never taken for the next
  * command's reply. One rule (match_reply) gives every reply its owner, for
  * plain commands and a subscriber's alike: only a command whose bytes were
@@ -56,6 +68,12 @@
 #define RECV_BUFFER_MAX (64 * 1024)
 #define DIRECT_READ_MIN RP__BULK_IN_PLACE /* a bulk body this large is read in place */
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
+/* A text buffer larger than this is freed once its send is done. */
+#define TEXT_KEEP (64 * 1024)
+/* Pieces one send carries at most, each between two runs of text: the
+ * iovecs stay within Linux's UIO_MAXIOV (1024). Past it, arguments are
+ * copied. */
+#define PIECES_MAX 256
 
 /* Subscriptions as the server counts them: its confirmations carry the
  * number of channels and patterns together, or of shard channels. */
@@ -86,12 +104,31 @@ typedef struct byte_buffer {
     size_t len, cap;
 } byte_buffer;
 
+/* An argument sent from its command's own memory (rp__conn_command_held):
+ * in the stream it follows the first `at` bytes of its batch's text. */
+typedef struct out_piece {
+    size_t at;
+    const char *data;
+    size_t len;
+    rp__hold *hold;
+} out_piece;
+
+/* The bytes of the commands one send carries: their RESP text, with the
+ * pieces sent by reference between. Sent by one vectored send when it has
+ * pieces, else by a plain one. */
+typedef struct batch {
+    byte_buffer text;
+    out_piece *pieces;
+    unsigned npieces, cap;
+    size_t piece_bytes;
+} batch;
+
 typedef struct rp__redis {
     rp_conn *conn;
     redisReader *reader;
     rp__reply_limit limit;
-    byte_buffer out;     /* encoded, waiting for the next flush */
-    byte_buffer sending; /* owned by the send in flight */
+    batch out;           /* encoded, waiting for the next flush */
+    batch sending;       /* owned by the send in flight */
     pending_cmd *cmds;   /* ring of commands owed replies, oldest at head */
     unsigned head, count, cap;
     unsigned undated;    /* the newest commands, not yet handed to a send */
@@ -112,7 +149,7 @@ typedef struct rp__redis {
     bool ring_recv;      /* the recv posted takes its buffer from the ring */
     rp__recv_ring *ring; /* the loop's, or NULL */
     unsigned short_reads; /* in a row, each of which would have fit in a quarter */
-    size_t *bytes_total; /* a client's count of its receive buffers' bytes */
+    size_t *bytes_total; /* a client's count of its buffers' bytes */
     size_t bytes_counted; /* this connection's part of it */
 } rp__redis;
 
@@ -208,9 +245,19 @@ static void ring_give_back(rp__redis *redis)
 /* -------------------------------------------------------- receive buffer */
 
 /* Keeps the client's count of its receive buffers' bytes up to date. */
+/* What a batch holds for its send: the arguments sent by reference, and
+ * a text buffer grown past TEXT_KEEP (a large command copied in). */
+static size_t batch_held(const batch *b)
+{
+    return b->piece_bytes + (b->text.cap > TEXT_KEEP ? b->text.cap : 0);
+}
+
 static void count_buffers(rp__redis *redis)
 {
-    size_t bytes = redis->rbuf_size + (redis->reader ? rp__reader_buffer_bytes(redis->reader) : 0);
+    /* A reader that met an error has freed its buffer. */
+    const redisReader *reader = redis->reader && redis->reader->buf ? redis->reader : NULL;
+    size_t bytes = redis->rbuf_size + (reader ? rp__reader_buffer_bytes(reader) : 0) + batch_held(&redis->out) +
+                   batch_held(&redis->sending);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
@@ -261,6 +308,34 @@ static void release_buffers(rp__redis *redis)
     count_buffers(redis);
 }
 
+/* Text buffers held AUTH's password: no secret is left in freed memory. */
+static void text_free(byte_buffer *buf)
+{
+    if (buf->data)
+        explicit_bzero(buf->data, buf->cap);
+    rp__free(buf->data);
+    *buf = (byte_buffer){0};
+}
+
+/* Empties a batch: its pieces' memory is no longer needed for it. */
+static void batch_clear(batch *b)
+{
+    for (unsigned i = 0; i < b->npieces; i++)
+        rp__hold_put(b->pieces[i].hold);
+    b->npieces = 0;
+    b->piece_bytes = 0;
+    b->text.len = 0;
+}
+
+static void batch_free(batch *b)
+{
+    batch_clear(b);
+    rp__free(b->pieces);
+    text_free(&b->text);
+}
+
+static size_t batch_len(const batch *b) { return b->text.len + b->piece_bytes; }
+
 static void redis_free(void *ext)
 {
     rp__redis *redis = ext;
@@ -272,13 +347,8 @@ static void redis_free(void *ext)
         redisReaderFree(redis->reader);
     redis->count = 0;
     ring_give_back(redis);
-    /* They held AUTH's password: no secret is left in freed memory. */
-    if (redis->out.data)
-        explicit_bzero(redis->out.data, redis->out.cap);
-    if (redis->sending.data)
-        explicit_bzero(redis->sending.data, redis->sending.cap);
-    rp__free(redis->out.data);
-    rp__free(redis->sending.data);
+    batch_free(&redis->out);
+    batch_free(&redis->sending);
     rp__free(redis);
 }
 
@@ -351,30 +421,65 @@ static size_t put_header(char *out, char kind, size_t value)
     return len;
 }
 
-/* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
- * Each header takes at most 24 bytes; a total that wraps is -ENOMEM. */
-static int encode_command(byte_buffer *out, int argc, const char *const *argv, const size_t *argvlen)
+static int pieces_reserve(batch *out, unsigned more)
 {
+    if (out->npieces + more <= out->cap)
+        return 0;
+    unsigned cap = out->cap ? out->cap * 2 : 4;
+    while (cap < out->npieces + more)
+        cap *= 2;
+    out_piece *pieces = rp__realloc(out->pieces, cap * sizeof *pieces);
+    if (!pieces)
+        return -ENOMEM;
+    out->pieces = pieces;
+    out->cap = cap;
+    return 0;
+}
+
+/* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
+ * Each header takes at most 24 bytes; a total that wraps is -ENOMEM.
+ * With hold, an argument of RP__BY_REF_MIN bytes or more (where copying
+ * costs more than a piece of a vectored send: docs/performance.md, "Big
+ * values") leaves only its header and CRLF in the text, and becomes a
+ * piece that holds a reference to hold; while the batch has room for all
+ * of its arguments as pieces, else everything is copied. All or nothing:
+ * the room for its text and pieces is made first. Inlined in two forms
+ * (queue_command): with hold NULL, the compiler drops every look at
+ * pieces, and a small command costs what it did before pieces existed. */
+static inline __attribute__((always_inline)) int encode_command(batch *out, int argc, const char *const *argv,
+                                                                const size_t *argvlen, rp__hold *hold)
+{
+    if (hold && out->npieces + (unsigned)argc > PIECES_MAX)
+        hold = NULL;
     size_t need = 24;
+    unsigned refs = 0;
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        if (hold && len >= RP__BY_REF_MIN)
+            refs++, len = 0; /* a reference: no bytes in the text */
         if (len > SIZE_MAX - need - (24 + 2))
             return -ENOMEM;
         need += 24 + 2 + len;
     }
-    if (buffer_reserve(out, need) < 0)
+    if ((refs && pieces_reserve(out, refs) < 0) || buffer_reserve(&out->text, need) < 0)
         return -ENOMEM;
-    char *p = out->data + out->len;
+    char *p = out->text.data + out->text.len;
     p += put_header(p, '*', (size_t)argc);
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         p += put_header(p, '$', len);
-        memcpy(p, argv[i], len);
-        p += len;
+        if (refs && len >= RP__BY_REF_MIN) {
+            hold->refs++;
+            out->pieces[out->npieces++] = (out_piece){(size_t)(p - out->text.data), argv[i], len, hold};
+            out->piece_bytes += len;
+        } else {
+            memcpy(p, argv[i], len);
+            p += len;
+        }
         *p++ = '\r';
         *p++ = '\n';
     }
-    out->len = (size_t)(p - out->data);
+    out->text.len = (size_t)(p - out->text.data);
     return 0;
 }
 
@@ -396,10 +501,13 @@ static void fail_all(rp__redis *redis, int error)
     redis->head = redis->count = redis->cap = redis->undated = 0;
     redis->push_cb = NULL;
     redis->match = (match_state){0};
-    redis->out.len = 0;
+    bool held = batch_held(&redis->out);
+    batch_clear(&redis->out);
+    if (held)
+        count_buffers(redis);
     update_pending(redis);
     /* A send still in flight may have handed any of its bytes over. */
-    uint64_t maybe_written = redis->written_bytes + (redis->sending_now ? redis->sending.len : 0);
+    uint64_t maybe_written = redis->written_bytes + (redis->sending_now ? batch_len(&redis->sending) : 0);
     conn->in_callback++;
     rp__conn_report_broken(conn);
     for (unsigned i = 0; i < count; i++) {
@@ -553,29 +661,54 @@ static void date_commands(rp__redis *redis)
     redis->undated = 0;
 }
 
+/* The send is over, its zero-copy notification included (conn.c): the
+ * memory it sent from is free, and a large text buffer goes. */
 static void send_done(rp_conn *conn, ssize_t result, void *data)
 {
     rp__redis *redis = data;
     redis->sending_now = false;
-    redis->sending.len = 0;
+    bool held = batch_held(&redis->sending);
+    batch_clear(&redis->sending);
+    if (redis->sending.text.cap > TEXT_KEEP)
+        text_free(&redis->sending.text);
+    if (held)
+        count_buffers(redis);
     redis->written_bytes += result < 0 ? conn->send.done : (size_t)result;
     if (result < 0)
         fail_all(redis, (int)result);
-    else if (redis->out.len && !redis->flush_item.queued)
+    else if (batch_len(&redis->out) && !redis->flush_item.queued)
         flush(redis);
+}
+
+/* A batch with pieces goes by one vectored send: its text cut at each
+ * piece, the piece between. */
+static int start_send(rp__redis *redis, const batch *b)
+{
+    rp_conn *conn = redis->conn;
+    if (!b->npieces)
+        return rp__conn_start_io(conn, true, b->text.data, b->text.len, conn->write_timeout_ms, send_done, redis);
+    struct iovec iov[2 * PIECES_MAX + 1];
+    int n = 0;
+    size_t at = 0;
+    for (unsigned i = 0; i < b->npieces; i++) {
+        iov[n++] = (struct iovec){b->text.data + at, b->pieces[i].at - at};
+        iov[n++] = (struct iovec){(void *)b->pieces[i].data, b->pieces[i].len};
+        at = b->pieces[i].at;
+    }
+    iov[n++] = (struct iovec){b->text.data + at, b->text.len - at};
+    return rp__conn_start_sendv(conn, iov, n, conn->write_timeout_ms, send_done, redis);
 }
 
 static void flush(rp__redis *redis)
 {
-    if (redis->error || redis->sending_now || !redis->out.len)
+    if (redis->error || redis->sending_now || !batch_len(&redis->out))
         return;
-    int rc = rp__conn_start_io(redis->conn, true, redis->out.data, redis->out.len, redis->conn->write_timeout_ms,
-                               send_done, redis);
+    int rc = start_send(redis, &redis->out);
     if (rc < 0) {
         start_failed(redis, rc); /* out keeps the unsent commands' bytes */
         return;
     }
-    byte_buffer next = redis->sending;
+    batch next = redis->sending;
     redis->sending = redis->out;
     redis->out = next;
     redis->sending_now = true;
@@ -848,13 +981,18 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
 
 /* ------------------------------------------------------------ public API */
 
-static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen)
+static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen,
+                         rp__hold *hold)
 {
-    size_t before = redis->out.len;
-    int rc = encode_command(&redis->out, argc, argv, argvlen);
+    batch *out = &redis->out;
+    size_t before = batch_len(out), cap = out->text.cap;
+    unsigned npieces = out->npieces;
+    int rc = hold ? encode_command(out, argc, argv, argvlen, hold) : encode_command(out, argc, argv, argvlen, NULL);
     if (rc < 0)
         return rc;
-    redis->queued_bytes += redis->out.len - before;
+    redis->queued_bytes += batch_len(out) - before;
+    if (out->npieces != npieces || out->text.cap != cap) /* rare: pieces, or a buffer that grew */
+        count_buffers(redis);
     schedule_flush(redis);
     return 0;
 }
@@ -891,7 +1029,8 @@ static uint32_t reply_timeout_ms(const rp_conn *conn, int argc, const char *cons
 
 /* The record goes in first, so it outlives the flush the command's bytes
  * schedule; both or neither. */
-static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *const *argv, const size_t *argvlen)
+static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *const *argv, const size_t *argvlen,
+                      rp__hold *hold)
 {
     if (redis->count == redis->cap) {
         if (redis->cap > UINT_MAX / 2)
@@ -912,7 +1051,7 @@ static int queue_owed(rp__redis *redis, pending_cmd cmd, int argc, const char *c
     redis->count++;
     redis->undated++;
     update_pending(redis);
-    int rc = queue_command(redis, argc, argv, argvlen);
+    int rc = queue_command(redis, argc, argv, argvlen, hold);
     if (rc < 0) {
         redis->count--;
         redis->undated--;
@@ -944,6 +1083,12 @@ static void flush_early_when_worth_it(rp__redis *redis)
 int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, const char *const *argv,
                     const size_t *argvlen)
 {
+    return rp__conn_command_held(conn, cb, data, argc, argv, argvlen, NULL);
+}
+
+int rp__conn_command_held(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, const char *const *argv,
+                          const size_t *argvlen, rp__hold *hold)
+{
     int rc = cb ? check_args(conn, argc, argv) : -EINVAL;
     rp__redis *redis = rc ? NULL : usable_redis(conn, &rc);
     if (!redis)
@@ -951,9 +1096,39 @@ int rp_conn_command(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, co
     if (redis->push_cb)
         return -EBUSY; /* a subscriber takes only its own commands */
     pending_cmd cmd = {.cb = cb, .data = data, .timeout_ms = reply_timeout_ms(conn, argc, argv, argvlen)};
-    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen)) == 0)
+    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen, hold)) == 0)
         flush_early_when_worth_it(redis);
     return rc;
+}
+
+/* Takes the len bytes of the stream at from (a whole command's) out of
+ * the batch: its text moves up over them, and its pieces among them are
+ * released. */
+static void batch_cut(batch *b, size_t from, size_t len)
+{
+    size_t before = 0, inside = 0, preceding = 0; /* piece bytes before the cut, in it, before this one */
+    unsigned kept = 0;
+    for (unsigned i = 0; i < b->npieces; i++) {
+        out_piece piece = b->pieces[i];
+        size_t stream_at = piece.at + preceding;
+        preceding += piece.len;
+        if (stream_at < from) {
+            before += piece.len;
+        } else if (stream_at < from + len) {
+            inside += piece.len;
+            rp__hold_put(piece.hold);
+            continue;
+        }
+        b->pieces[kept++] = piece;
+    }
+    size_t at = from - before, text_len = len - inside;
+    for (unsigned i = 0; i < kept; i++)
+        if (b->pieces[i].at > at)
+            b->pieces[i].at -= text_len;
+    memmove(b->text.data + at, b->text.data + at + text_len, b->text.len - at - text_len);
+    b->text.len -= text_len;
+    b->npieces = kept;
+    b->piece_bytes -= inside;
 }
 
 /* Takes the unsent command at ring offset i out: its bytes leave the
@@ -963,9 +1138,8 @@ static void drop_unsent(rp__redis *redis, unsigned i)
     pending_cmd *cmd = ring_at(redis, i);
     uint64_t end = i + 1 < redis->count ? ring_at(redis, i + 1)->start : redis->queued_bytes;
     size_t len = (size_t)(end - cmd->start);
-    size_t at = redis->out.len - (size_t)(redis->queued_bytes - cmd->start);
-    memmove(redis->out.data + at, redis->out.data + at + len, redis->out.len - at - len);
-    redis->out.len -= len;
+    batch_cut(&redis->out, batch_len(&redis->out) - (size_t)(redis->queued_bytes - cmd->start), len);
+    count_buffers(redis);
     redis->queued_bytes -= len;
     for (; i + 1 < redis->count; i++) {
         *ring_at(redis, i) = *ring_at(redis, i + 1);
@@ -973,7 +1147,7 @@ static void drop_unsent(rp__redis *redis, unsigned i)
     }
     redis->count--;
     redis->undated--;
-    if (!redis->out.len && !redis->error)
+    if (!batch_len(&redis->out) && !redis->error)
         rp__undefer(redis->conn->loop, &redis->flush_item);
     update_pending(redis);
 }
@@ -1039,7 +1213,7 @@ int rp_conn_subscribe(rp_conn *conn, rp_push_cb cb, void *data, int argc, const 
     rp_push_cb was = redis->push_cb;
     redis->push_cb = cb;
     redis->push_data = data;
-    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen)) < 0) {
+    if ((rc = queue_owed(redis, cmd, argc, argv, argvlen, NULL)) < 0) {
         redis->push_cb = was;
         update_pending(redis);
     }
@@ -1055,7 +1229,7 @@ int rp_conn_unsubscribe(rp_conn *conn, int argc, const char *const *argv, const 
     pending_cmd cmd;
     if (!redis->push_cb || (rc = subscriber_cmd(argc, argv, argvlen, false, &cmd)) < 0)
         return -EINVAL;
-    return queue_owed(redis, cmd, argc, argv, argvlen);
+    return queue_owed(redis, cmd, argc, argv, argvlen, NULL);
 }
 
 bool rp__redis_receiving_big(const rp_conn *conn)

@@ -18,6 +18,9 @@ suite build-test
 # The Redis layer's receives without the loop's buffer ring, as on a kernel
 # without one (or rp_loop_options.no_recv_ring): the suites that read.
 meson test -C build-test --setup=noring --print-errorlogs redis client autopipeline buffers recv_ring hostile
+# The send path with every large send a zero-copy one (loopback copies, so
+# by default a connection makes one); test_bigvalues runs all three ways.
+meson test -C build-test --setup=zc --print-errorlogs redis faults client autopipeline
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     suite build-asan -Db_sanitize=address,undefined -Db_lundef=false
 # Criterion reports a test before its worker exits, so a leak found at exit

@@ -14,7 +14,9 @@
  * - Arguments: argv and argvlen are copied during the call (rp_conn_command,
  *   rp_client_command*); option strings (addr, password, ...) likewise, and
  *   rp_conn_sendv's iovec array. A buffer given to rp_conn_send,
- *   rp_conn_sendv or rp_conn_recv must live until its callback.
+ *   rp_conn_sendv or rp_conn_recv must live until its callback (a large
+ *   send's callback comes once the kernel is done with the memory: after
+ *   its zero-copy notification, rp_loop_options.no_send_zc).
  * - Results: rp_conn_send completes with len once every byte is written, or
  *   a negative code (never a short count); rp_conn_recv with the byte count,
  *   0 at end of stream, or a negative code. A reply (redisReply) lives until
@@ -143,6 +145,16 @@ typedef struct rp_loop_options {
      * the kernel has no such ring, under TLS, and when the environment
      * says RINGPOOL_RECV_RING=0. */
     bool no_recv_ring;
+    /* Large sends (64 KiB or more) go as zero-copy sends
+     * (IORING_OP_SEND_ZC, SENDMSG_ZC): the kernel sends from the caller's
+     * memory, and the send's callback runs only after the kernel's
+     * notification that it is done with it. A connection on which the
+     * kernel reports that it copied the bytes anyway (loopback, a device
+     * without scatter-gather) sends plainly from then on, as does one
+     * whose kind of socket has none (a unix socket), and every
+     * connection on a kernel without them. true: never (also
+     * RINGPOOL_SEND_ZC=0 in the environment). */
+    bool no_send_zc;
 } rp_loop_options;
 typedef enum { RP_RUN_DEFAULT, RP_RUN_ONCE, RP_RUN_NOWAIT } rp_run_mode;
 
@@ -223,6 +235,15 @@ typedef struct rp_loop_stats {
     uint64_t recv_ring_bytes;
     uint64_t recv_ring_bytes_in_use;
     uint64_t recv_ring_fallbacks;
+    /* Zero-copy sends (no_send_zc) submitted, their notifications (each
+     * one's memory was held until then), those notifications that said
+     * the kernel copied the bytes after all, and the kernel's refusals
+     * (one per unix socket, one in all where the kernel has none: plain
+     * sends from then on). */
+    uint64_t send_zc;
+    uint64_t send_zc_notifs;
+    uint64_t send_zc_copied;
+    uint64_t send_zc_refused;
 } rp_loop_stats;
 RP_EXTERN void rp_loop_stats_get(const rp_loop *loop, rp_loop_stats *out);
 /* The loop's cached monotonic clock in nanoseconds, updated every iteration. */

@@ -232,6 +232,11 @@ RP_EXTERN void     rp_client_options_init(rp_client_options *opts);
  * error names no part of the URL), -ENOSPC when buf is too small. */
 RP_EXTERN int      rp_client_options_from_url(rp_client_options *opts, const char *url, char *buf, size_t cap);
 RP_EXTERN int      rp_client_new(rp_client **client, rp_loop *loop, const rp_client_options *opts);
+/* The arguments are copied once, during the call (the caller may free
+ * them on return), and that copy serves every attempt: an argument of
+ * 16 KiB or more goes out from it by a vectored send, never copied again
+ * into an output buffer. There is no flag to skip that one copy (measured
+ * and reasoned in docs/performance.md, "Big values"). */
 RP_EXTERN int      rp_client_command(rp_client *client, rp_reply_cb cb, void *data,
                                      int argc, const char *const *argv, const size_t *argvlen);
 /* rp_client_command with options; returns a positive id naming the command,
@@ -289,8 +294,13 @@ RP_EXTERN int      rp_client_cancel(rp_client *client, int64_t id);
 RP_EXTERN int      rp_client_set_hooks(rp_client *client, const rp_hooks *hooks);
 /* The client's pool: connections from it are set up like the client's own. */
 RP_EXTERN rp_pool *rp_client_pool(rp_client *client);
-/* Bytes the client's connections hold in receive buffers now: each one's
- * own recv buffer and hiredis reader's buffer. Through the loop's buffer
+/* Bytes the client's connections hold in buffers now: each one's own recv
+ * buffer and hiredis reader's buffer, and for the sends queued or in
+ * flight, the arguments of 16 KiB or more sent from the commands' own
+ * copies (held until the send, and its zero-copy notification, completed,
+ * even when the command was cancelled or failed meanwhile) and an output
+ * buffer grown past 64 KiB (a large command of rp_conn_command, copied;
+ * freed when its send is done). Through the loop's buffer
  * ring (rp_loop_options.no_recv_ring) a connection has no recv buffer of
  * its own, and an idle one no reader either: it holds 0; the ring's
  * buffers are the loop's (rp_loop_stats: recv_ring_bytes, those in use,

@@ -1,0 +1,470 @@
+/* Big values through rp_client: their bytes go out by reference from the
+ * command's own copy (and as zero-copy sends where the loop uses them),
+ * held until every send that carries them, and its notification, is
+ * done. Each test compares the bytes read back with those sent. Runs
+ * three times (tests/meson.build): as is, with RINGPOOL_SEND_ZC=0 (the
+ * plain path of a kernel without zero-copy sends) and with
+ * RINGPOOL_SEND_ZC=always (every large send a zero-copy one, even where
+ * the kernel copies: loopback). */
+#include "fixture.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+TestSuite(bigvalues, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
+
+#define MiB (1024u * 1024u)
+
+static rp_loop *loop;
+static rp_client *client;
+
+/* The zero-copy mode this run is in: 0 off, 1 on (until the kernel
+ * copies), 2 always. */
+static int zc_mode(void)
+{
+    const char *env = getenv("RINGPOOL_SEND_ZC");
+    return env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "always") ? 2 : 1;
+}
+
+static void open_client_at(const char *addr, int autopipeline_conns, int pool_size, int max_retries)
+{
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = addr;
+    opts.pool.pool_size = pool_size;
+    opts.pool.read_timeout_ms = 20000;
+    opts.pool.write_timeout_ms = 20000;
+    opts.max_retries = max_retries;
+    opts.min_retry_backoff_ms = 1;
+    opts.max_retry_backoff_ms = 10;
+    opts.max_reply_bytes = 1024u * MiB;
+    opts.autopipeline_conns = autopipeline_conns;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+}
+
+static void open_client(int autopipeline_conns, int pool_size, int max_retries)
+{
+    open_client_at(fx_redis_addr, autopipeline_conns, pool_size, max_retries);
+}
+
+/* Bytes no two values share, and no run of them repeats: a piece sent
+ * twice, out of place or from freed memory shows. */
+static char *make_value(size_t len, uint64_t seed)
+{
+    char *value = malloc(len);
+    cr_assert(value);
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < len; i += 8) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        memcpy(value + i, &x, len - i < 8 ? len - i : 8);
+    }
+    return value;
+}
+
+/* A command's outcome, and for a GET whether its reply is the value. */
+typedef struct outcome {
+    int calls, status, type;
+    const char *want; /* a GET's expected value */
+    size_t want_len;
+    bool same;        /* the GET read back exactly want */
+} outcome;
+
+static void outcome_cb(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    (void)c;
+    outcome *o = data;
+    o->calls++;
+    o->status = status;
+    o->type = reply ? reply->type : -1;
+    if (reply && o->want)
+        o->same = reply->type == REDIS_REPLY_STRING && reply->len == o->want_len &&
+                  !memcmp(reply->str, o->want, o->want_len);
+}
+
+static int64_t set_value(const char *key, const char *value, size_t len, unsigned flags, outcome *o)
+{
+    rp_command_options copts = {.flags = flags};
+    return rp_client_command_ex(client, &copts, outcome_cb, o, 3, (const char *[]){"SET", key, value},
+                                (const size_t[]){3, strlen(key), len});
+}
+
+static void get_value(const char *key, const char *want, size_t len, outcome *o)
+{
+    o->want = want;
+    o->want_len = len;
+    cr_assert_eq(rp_client_command(client, outcome_cb, o, 2, (const char *[]){"GET", key}, NULL), 0);
+}
+
+static void expect_ok(const outcome *o, const char *what)
+{
+    cr_expect_eq(o->calls, 1, "%s: called back %d times", what, o->calls);
+    cr_expect_eq(o->status, 0, "%s: %s", what, rp_strerror(o->status));
+    cr_expect_eq(o->type, REDIS_REPLY_STATUS, "%s: reply type %d", what, o->type);
+}
+
+/* SET then GET; the bytes read back are the bytes sent. While the SET's
+ * bytes are on their way, rp_client_buffer_bytes counts them (a value of
+ * 16 MiB or more takes several loop iterations to send: seen there). */
+static void round_trip(size_t len, unsigned timeout_ms)
+{
+    char *value = make_value(len, len);
+    outcome set = {0}, get = {0};
+    cr_assert_geq(set_value("big", value, len, 0, &set), 0);
+    size_t held = 0;
+    uint64_t deadline = fx_now_ms() + timeout_ms;
+    while (!set.calls && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        size_t now = rp_client_buffer_bytes(client);
+        held = now > held ? now : held;
+    }
+    expect_ok(&set, "SET");
+    if (len >= 16 * MiB)
+        cr_expect_geq(held, len, "the bytes on their way were counted: at most %zu of %zu", held, len);
+    get_value("big", value, len, &get);
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, timeout_ms));
+    cr_expect_eq(get.status, 0, "GET: %s", rp_strerror(get.status));
+    cr_expect(get.same, "the value read back differs from the one sent");
+    cr_expect_leq(rp_client_buffer_bytes(client), 64 * 1024, "%zu bytes still held after both",
+                  rp_client_buffer_bytes(client));
+    free(value);
+}
+
+Test(bigvalues, a_64_mb_value_round_trips_exactly)
+{
+    open_client(0, 2, 3);
+    round_trip(64 * MiB, 20000);
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    cr_expect_eq(ls.send_zc_notifs, ls.send_zc, "every zero-copy send's notification came: %llu of %llu",
+                 (unsigned long long)ls.send_zc_notifs, (unsigned long long)ls.send_zc);
+    if (zc_mode() == 0)
+        cr_expect_eq(ls.send_zc, 0, "RINGPOOL_SEND_ZC=0, yet %llu zero-copy sends", (unsigned long long)ls.send_zc);
+    else
+        cr_expect_geq(ls.send_zc, 1, "the 64 MB value went by no zero-copy send");
+    fx_client_close_and_free(loop, client);
+}
+
+static bool enough_memory(unsigned long long need_kib)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib >= need_kib;
+}
+
+/* The server's limit (proto-max-bulk-len 512mb) is exactly this size.
+ * Held at the peak: the caller's value, the command's copy, the server's
+ * query buffer and value, the reply being read and the reply: ~3 GB. */
+Test(bigvalues, a_512_mb_value_round_trips_exactly, .timeout = 240)
+{
+    if (!enough_memory(6ull * 1024 * 1024))
+        cr_skip_test("less than 6 GiB of memory available: the 512 MB round trip needs about 3 GiB");
+    open_client(0, 2, 3);
+    round_trip(512 * MiB, 120000);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Many values at once: small enough for the lanes of an auto-pipelining
+ * client (many pieces in one send), then larger ones that each take a
+ * connection of their own. */
+static void many_at_once(int n, size_t len)
+{
+    char **values = calloc((size_t)n, sizeof *values);
+    outcome *sets = calloc((size_t)n, sizeof *sets), *gets = calloc((size_t)n, sizeof *gets);
+    char key[32];
+    for (int i = 0; i < n; i++) {
+        values[i] = make_value(len, (uint64_t)i + 7);
+        snprintf(key, sizeof key, "big:%d", i);
+        cr_assert_geq(set_value(key, values[i], len, 0, &sets[i]), 0);
+    }
+    int done = 0;
+    uint64_t deadline = fx_now_ms() + 30000;
+    while (done < n && fx_now_ms() < deadline) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        for (done = 0; done < n && sets[done].calls; done++)
+            ;
+    }
+    for (int i = 0; i < n; i++) {
+        expect_ok(&sets[i], "SET");
+        snprintf(key, sizeof key, "big:%d", i);
+        get_value(key, values[i], len, &gets[i]);
+    }
+    deadline = fx_now_ms() + 30000;
+    for (done = 0; done < n && fx_now_ms() < deadline;) {
+        rp_loop_run(loop, RP_RUN_ONCE);
+        for (done = 0; done < n && gets[done].calls; done++)
+            ;
+    }
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(gets[i].calls, 1, "GET %d called back %d times", i, gets[i].calls);
+        cr_expect(gets[i].same, "value %d read back differs (status %s)", i, rp_strerror(gets[i].status));
+        free(values[i]);
+    }
+    free(values);
+    free(sets);
+    free(gets);
+}
+
+Test(bigvalues, many_big_values_at_once_on_lanes)
+{
+    open_client(2, 4, 3);
+    many_at_once(48, 200 * 1024);
+    fx_client_close_and_free(loop, client);
+}
+
+Test(bigvalues, many_big_values_at_once_on_connections_of_their_own)
+{
+    open_client(0, 4, 3);
+    many_at_once(12, 3 * MiB + 17);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Unsent commands taken out of a batch that holds pieces: the pieces
+ * after them move up, and what goes out is still each kept value. */
+Test(bigvalues, cancelled_unsent_commands_leave_the_others_intact)
+{
+    open_client(1, 2, 3);
+    enum { N = 6 };
+    char *values[N];
+    outcome sets[N] = {{0}}, gets[N] = {{0}};
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        values[i] = make_value(40 * 1024 + (size_t)i, (uint64_t)i + 100);
+        char key[32];
+        snprintf(key, sizeof key, "k:%d", i);
+        ids[i] = set_value(key, values[i], 40 * 1024 + (size_t)i, 0, &sets[i]);
+        cr_assert_geq(ids[i], 0);
+    }
+    /* Still unsent: they leave with this iteration's submit. */
+    cr_assert_eq(rp_client_cancel(client, ids[1]), 0);
+    cr_assert_eq(rp_client_cancel(client, ids[4]), 0);
+    uint64_t deadline = fx_now_ms() + 10000;
+    while (!(sets[0].calls && sets[5].calls) && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < N; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "k:%d", i);
+        cr_expect_eq(sets[i].calls, 1, "SET %d called back %d times", i, sets[i].calls);
+        if (i == 1 || i == 4) {
+            cr_expect_eq(sets[i].status, -ECANCELED, "SET %d: %s", i, rp_strerror(sets[i].status));
+            get_value(key, NULL, 0, &gets[i]);
+        } else {
+            expect_ok(&sets[i], "SET");
+            get_value(key, values[i], 40 * 1024 + (size_t)i, &gets[i]);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert(fx_run_until_count(loop, &gets[i].calls, 1, 10000));
+        if (i == 1 || i == 4)
+            cr_expect_eq(gets[i].type, REDIS_REPLY_NIL, "the cancelled SET %d ran", i);
+        else
+            cr_expect(gets[i].same, "value %d read back differs", i);
+        free(values[i]);
+    }
+    fx_client_close_and_free(loop, client);
+}
+
+/* The server stops reading (SIGSTOP) while a big value is on its way, so
+ * the send stalls part-way. */
+static void stall_server(void)
+{
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+}
+
+static void run_until_stalled(void)
+{
+    fx_run_for(loop, 300);
+}
+
+/* A command taken back while its bytes are on their way ends at once;
+ * the send goes on from its memory, which stays until the send is done,
+ * and the server then runs it whole. Its bytes are still counted. */
+Test(bigvalues, a_big_value_cancelled_while_it_is_sent_is_sent_whole)
+{
+    open_client(0, 2, 0);
+    size_t len = 48 * MiB;
+    char *value = make_value(len, 3);
+    outcome set = {0}, get = {0};
+    stall_server();
+    int64_t id = set_value("big", value, len, 0, &set);
+    cr_assert_geq(id, 0);
+    run_until_stalled();
+    cr_assert_eq(set.calls, 0, "the SET ended before the server read it: %s", rp_strerror(set.status));
+    cr_assert_eq(rp_client_cancel(client, id), 0);
+    memset(value, 0, len); /* the caller's own buffer never mattered after the call */
+    free(value);
+    cr_assert(fx_run_until_count(loop, &set.calls, 1, 2000));
+    cr_expect_eq(set.status, -ECANCELED);
+    cr_expect_geq(rp_client_buffer_bytes(client), len / 2, "the bytes still on their way are counted: %zu",
+                  rp_client_buffer_bytes(client));
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    fx_run_for(loop, 500);
+    value = make_value(len, 3);
+    get_value("big", value, len, &get);
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, 20000));
+    cr_expect(get.same, "the value the server ran differs from the one sent (status %s, type %d)",
+              rp_strerror(get.status), get.type);
+    cr_expect_eq(set.calls, 1);
+    free(value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The server dies while big values are on their way: each command ends
+ * once with an error, nothing leaks (the fixture counts fds; ASan the
+ * rest), and the client closes. */
+Test(bigvalues, a_server_killed_while_big_values_are_sent)
+{
+    open_client(1, 3, 0);
+    size_t len = 32 * MiB;
+    char *values[3];
+    outcome sets[4] = {{0}};
+    stall_server();
+    for (int i = 0; i < 3; i++) {
+        values[i] = make_value(len + (size_t)i * 5 * 1024, (uint64_t)i);
+        char key[8] = {'k', (char)('0' + i), 0};
+        cr_assert_geq(set_value(key, values[i], len + (size_t)i * 5 * 1024, 0, &sets[i]), 0);
+    }
+    char *lane_value = make_value(300 * 1024, 9); /* on the lane */
+    cr_assert_geq(set_value("lane", lane_value, 300 * 1024, 0, &sets[3]), 0);
+    run_until_stalled();
+    fx_redis_stop();
+    for (int i = 0; i < 4; i++) {
+        cr_assert(fx_run_until_count(loop, &sets[i].calls, 1, 10000), "SET %d never ended", i);
+        cr_expect_lt(sets[i].status, 0, "SET %d: %s", i, rp_strerror(sets[i].status));
+    }
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(sets[i].calls, 1, "SET %d called back %d times", i, sets[i].calls);
+    cr_expect_leq(rp_client_buffer_bytes(client), 64 * 1024, "%zu bytes held after the failure",
+                  rp_client_buffer_bytes(client));
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    cr_expect_eq(ls.send_zc_notifs, ls.send_zc, "notifications %llu of %llu zero-copy sends",
+                 (unsigned long long)ls.send_zc_notifs, (unsigned long long)ls.send_zc);
+    for (int i = 0; i < 3; i++)
+        free(values[i]);
+    free(lane_value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* An idempotent SET whose connection is lost while its big value is on
+ * its way is sent again, from the same copy, on a new connection: the
+ * server that answers holds exactly the bytes. */
+Test(bigvalues, a_big_idempotent_command_retried_after_a_lost_connection_resends_the_same_bytes)
+{
+    open_client(0, 2, 3);
+    size_t len = 40 * MiB;
+    char *value = make_value(len, 11);
+    outcome set = {0}, get = {0};
+    stall_server();
+    cr_assert_geq(set_value("big", value, len, RP_CMD_IDEMPOTENT, &set), 0);
+    run_until_stalled();
+    cr_assert_eq(set.calls, 0);
+    fx_redis_restart();
+    cr_assert(fx_run_until_count(loop, &set.calls, 1, 30000));
+    expect_ok(&set, "the retried SET");
+    get_value("big", value, len, &get);
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, 20000));
+    cr_expect(get.same, "the value read back differs (status %s, type %d)", rp_strerror(get.status), get.type);
+    free(value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The encoder copies no argument sent by reference: a 64 MB SET costs
+ * the command's one copy, not a second in the output buffer. Counted
+ * through the allocator hooks. */
+static size_t allocated;
+static void *count_malloc(size_t size) { allocated += size; return malloc(size); }
+static void *count_realloc(void *ptr, size_t size) { allocated += size; return realloc(ptr, size); }
+static void *count_calloc(size_t n, size_t size) { allocated += n * size; return calloc(n, size); }
+
+Test(bigvalues, a_big_value_is_copied_once)
+{
+    open_client(0, 2, 3);
+    outcome ping = {0};
+    cr_assert_eq(rp_client_command(client, outcome_cb, &ping, 1, (const char *[]){"PING"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &ping.calls, 1, 5000)); /* connection set up */
+    size_t len = 64 * MiB;
+    char *value = make_value(len, 5);
+    outcome set = {0};
+    cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
+    allocated = 0;
+    cr_assert_geq(set_value("big", value, len, 0, &set), 0);
+    cr_assert(fx_run_until_count(loop, &set.calls, 1, 20000));
+    size_t total = allocated;
+    cr_assert_eq(rp_set_allocator(malloc, realloc, calloc, free), 0);
+    expect_ok(&set, "SET");
+    cr_expect_lt(total, len + len / 8, "%zu bytes allocated to send %zu", total, len);
+    free(value);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Zero-copy sends on loopback: the kernel copies, says so in the
+ * notification, and the connection sends plainly from then on (unless
+ * RINGPOOL_SEND_ZC=always). Every send's notification is counted. */
+Test(bigvalues, zero_copy_sends_and_their_notifications_are_counted)
+{
+    open_client(0, 1, 3);
+    for (int i = 0; i < 3; i++)
+        round_trip(1 * MiB, 10000);
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    cr_expect_eq(ls.send_zc_notifs, ls.send_zc);
+    cr_expect_eq(ls.send_zc_refused, 0);
+    if (zc_mode() == 0) {
+        cr_expect_eq(ls.send_zc, 0);
+    } else {
+        cr_expect_geq(ls.send_zc, 1);
+        cr_expect_eq(ls.send_zc_copied, ls.send_zc_notifs, "loopback copies: %llu of %llu said so",
+                     (unsigned long long)ls.send_zc_copied, (unsigned long long)ls.send_zc_notifs);
+        if (zc_mode() == 1)
+            cr_expect_eq(ls.send_zc, 1, "after the kernel said it copied, %llu zero-copy sends",
+                         (unsigned long long)ls.send_zc);
+        else
+            cr_expect_geq(ls.send_zc, 3, "RINGPOOL_SEND_ZC=always: %llu", (unsigned long long)ls.send_zc);
+    }
+    fx_client_close_and_free(loop, client);
+}
+
+/* A unix socket has no zero-copy sends: the kernel refuses the first
+ * (-EOPNOTSUPP), which goes again plainly, and the connection sends
+ * plainly from then on. The fallback every kernel without them takes. */
+Test(bigvalues, a_refused_zero_copy_send_goes_again_plainly)
+{
+    char path[64], addr[80];
+    snprintf(path, sizeof path, "/tmp/rp-bigvalues-%d.sock", (int)getpid());
+    static const char *extra[5];
+    extra[0] = "--unixsocket";
+    extra[1] = path;
+    extra[2] = "--unixsocketperm";
+    extra[3] = "700";
+    extra[4] = NULL;
+    fx_redis_stop();
+    fx_redis_start_with(extra);
+    snprintf(addr, sizeof addr, "unix:%s", path);
+    open_client_at(addr, 0, 1, 0);
+    for (int i = 0; i < 2; i++)
+        round_trip(2 * MiB, 10000);
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    if (zc_mode() == 0) {
+        cr_expect_eq(ls.send_zc, 0);
+    } else {
+        cr_expect_eq(ls.send_zc_refused, 1, "%llu refusals", (unsigned long long)ls.send_zc_refused);
+        cr_expect_eq(ls.send_zc, 1, "%llu zero-copy sends tried", (unsigned long long)ls.send_zc);
+        cr_expect_eq(ls.send_zc_notifs, ls.send_zc, "the refused send's notification came");
+    }
+    fx_client_close_and_free(loop, client);
+    unlink(path);
+}
