@@ -294,6 +294,14 @@ void fx_get_cb(rp_pool *pool, rp_conn *conn, int status, void *data)
     got->order = ++got_sequence;
 }
 
+rp_pool *fx_open_pool(rp_loop **loop, const rp_pool_options *opts)
+{
+    rp_pool *pool;
+    cr_assert_eq(rp_loop_new(loop, NULL), 0);
+    cr_assert_eq(rp_pool_new(&pool, *loop, opts), 0);
+    return pool;
+}
+
 fx_got fx_get_outcome(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
 {
     fx_got got = {0};

@@ -53,6 +53,8 @@ bool fx_run_until_count(rp_loop *loop, const int *count, int want, unsigned time
 /* Runs the loop for about ms milliseconds. */
 void fx_run_for(rp_loop *loop, unsigned ms);
 
+/* A new loop and a pool on it with these options. */
+rp_pool *fx_open_pool(rp_loop **loop, const rp_pool_options *opts);
 /* Pool options for the fixture's redis with small, test-friendly sizes. */
 void fx_pool_options(rp_pool_options *opts, int pool_size);
 /* Closes the pool, runs the loop until its callback ran, frees the loop,

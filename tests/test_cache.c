@@ -655,6 +655,20 @@ Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
     fx_client_close_and_free(loop, client);
 }
 
+/* A client with opts; key set to "v" on the server, which is then frozen
+ * (SIGSTOP); four cached GETs of it: one sent, three joined to it. */
+static void four_joined_reads_on_a_frozen_server(const rp_client_options *opts, const char *key, result r[4])
+{
+    open_client(opts);
+    char set[64];
+    snprintf(set, sizeof set, "SET %s v\r\n", key);
+    fx_redis_command(set);
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", key});
+    cr_expect_eq(stats().joined, 3);
+}
+
 /* The read others wait for fails (its connection times out): it ends with
  * its failure; the others, sent by themselves to a server answering
  * again, end with the value. */
@@ -664,13 +678,8 @@ Test(cache, a_failed_leader_lets_its_waiters_send_their_own)
     cache_options(&opts, 1 << 20);
     opts.max_retries = 0;
     opts.pool.read_timeout_ms = 300;
-    open_client(&opts);
-    fx_redis_command("SET f v\r\n");
-    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
     result r[4] = {0};
-    for (int i = 0; i < 4; i++)
-        cached_send(&r[i], 2, (const char *[]){"GET", "f"});
-    cr_expect_eq(stats().joined, 3);
+    four_joined_reads_on_a_frozen_server(&opts, "f", r);
     uint64_t misses = stats().misses;
     bool ended = fx_run_until_count(loop, &r[0].calls, 1, 3000);
     cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0); /* the others' own requests are answered */
@@ -694,13 +703,8 @@ Test(cache, a_killed_server_ends_every_waiter_once)
     rp_client_options opts;
     cache_options(&opts, 1 << 20);
     opts.max_retries = 1;
-    open_client(&opts);
-    fx_redis_command("SET k v\r\n");
-    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
     result r[4] = {0};
-    for (int i = 0; i < 4; i++)
-        cached_send(&r[i], 2, (const char *[]){"GET", "k"});
-    cr_expect_eq(stats().joined, 3);
+    four_joined_reads_on_a_frozen_server(&opts, "k", r);
     fx_redis_stop();
     for (int i = 0; i < 4; i++)
         cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 10000), "read %d never ended", i);
@@ -719,13 +723,8 @@ Test(cache, a_retried_leader_answers_its_waiters)
     cache_options(&opts, 1 << 20);
     opts.max_retries = 3;
     opts.pool.read_timeout_ms = 500;
-    open_client(&opts);
-    fx_redis_command("SET k v\r\n");
-    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
     result r[4] = {0};
-    for (int i = 0; i < 4; i++)
-        cached_send(&r[i], 2, (const char *[]){"GET", "k"});
-    cr_expect_eq(stats().joined, 3);
+    four_joined_reads_on_a_frozen_server(&opts, "k", r);
     uint64_t misses = stats().misses;
     fx_run_for(loop, 650); /* the first try timed out; the second waits */
     cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);

@@ -95,19 +95,24 @@ static int get_all_at_once(rp_loop *loop, rp_pool *pool, rp_conn **conns, got *g
     return accepted;
 }
 
+/* A pool of CONNS connections on a new loop, all of them held. */
+static rp_pool *pool_of_conns(rp_loop **loop, rp_conn *conns[CONNS])
+{
+    rp_pool_options opts;
+    fx_pool_options(&opts, CONNS);
+    rp_pool *pool = fx_open_pool(loop, &opts);
+    for (int i = 0; i < CONNS; i++)
+        conns[i] = fx_get_conn(*loop, pool);
+    return pool;
+}
+
 Test(recv_ring, more_replies_at_once_than_the_ring_holds_come_back_exact)
 {
     char *values[CONNS];
     set_values(values, CONNS, VALUE);
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    fx_pool_options(&opts, CONNS);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
     rp_conn *conns[CONNS];
-    for (int i = 0; i < CONNS; i++)
-        conns[i] = fx_get_conn(loop, pool);
+    rp_pool *pool = pool_of_conns(&loop, conns);
     got g[CONNS];
     rp_loop_stats before;
     rp_loop_stats_get(loop, &before);
@@ -247,14 +252,8 @@ Test(recv_ring, a_grown_ring_shrinks_and_drops_its_pages_once_idle)
     char *values[CONNS];
     set_values(values, CONNS, VALUE);
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    fx_pool_options(&opts, CONNS);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
     rp_conn *conns[CONNS];
-    for (int i = 0; i < CONNS; i++)
-        conns[i] = fx_get_conn(loop, pool);
+    rp_pool *pool = pool_of_conns(&loop, conns);
     for (int round = 0; round < 2; round++) {
         get_each_once(loop, conns, values, CONNS, VALUE);
         rp_loop_stats ls;
@@ -320,14 +319,8 @@ Test(recv_ring, the_ring_shrinks_and_grows_under_load_and_loses_nothing)
     char *values[CONNS];
     set_values(values, CONNS, VALUE);
     rp_loop *loop;
-    rp_pool *pool;
-    rp_pool_options opts;
-    fx_pool_options(&opts, CONNS);
-    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, loop, &opts), 0);
     rp_conn *conns[CONNS];
-    for (int i = 0; i < CONNS; i++)
-        conns[i] = fx_get_conn(loop, pool);
+    rp_pool *pool = pool_of_conns(&loop, conns);
     enum { TRICKLES = 4 };
     uint64_t most_grown = 0;
     for (int round = 0; round < 2; round++) {

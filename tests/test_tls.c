@@ -183,21 +183,12 @@ static int own_listener_options(rp_pool_options *opts, int pool_size, char addr[
     return lfd;
 }
 
-/* A new loop and a pool on it with these options. */
-static rp_pool *open_pool(rp_loop **loop, const rp_pool_options *opts)
-{
-    rp_pool *pool;
-    cr_assert_eq(rp_loop_new(loop, NULL), 0);
-    cr_assert_eq(rp_pool_new(&pool, *loop, opts), 0);
-    return pool;
-}
-
 /* A pool of the TLS port on a new loop. */
 static rp_pool *tls_pool(rp_loop **loop, int pool_size)
 {
     rp_pool_options opts;
     tls_options(&opts, pool_size);
-    return open_pool(loop, &opts);
+    return fx_open_pool(loop, &opts);
 }
 
 /* One get's outcome, with the loop run until it came (bounded). */
@@ -215,7 +206,7 @@ static fx_got get_once(rp_loop *loop, rp_pool *pool, unsigned timeout_ms)
 static int dial_must_fail(rp_pool_options *opts, char *reason, size_t cap)
 {
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, opts);
+    rp_pool *pool = fx_open_pool(&loop, opts);
     fx_got got = get_once(loop, pool, 10000);
     cr_assert_null(got.conn);
     const char *why = rp_pool_tls_error(pool);
@@ -257,7 +248,7 @@ Test(tls, tickets_on_an_idle_connection_keep_it)
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.health_check_idle_ms = 1; /* watched and checked as soon as idle */
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     rp_pool_put(pool, conn); /* before any read: the tickets are still on their way */
     fx_run_for(loop, 300);
@@ -297,7 +288,7 @@ static rp_pool *watched_pool(rp_loop **loop)
     rp_pool_options opts;
     tls_options(&opts, 2);
     opts.health_check_idle_ms = 1;
-    return open_pool(loop, &opts);
+    return fx_open_pool(loop, &opts);
 }
 
 /* The idle connection goes within 3 s; stale_conns says how it went. */
@@ -797,7 +788,7 @@ Test(tls, host_name_verified_by_dns_san)
     char addr[64];
     snprintf(addr, sizeof addr, "localhost:%d", tls_port);
     opts.addr = addr;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -833,7 +824,7 @@ Test(tls, insecure_skips_verification)
     opts.tls.ca_file = path_rogue_ca;
     opts.tls.server_name = "redis.example.com";
     opts.tls.insecure = true;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -877,7 +868,7 @@ static int with_user_ctx(bool load_ca)
     tls_options(&opts, 1);
     opts.tls.ssl_ctx = ctx;
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     SSL_CTX_free(ctx);
     fx_got got = get_once(loop, pool, 5000);
     if (got.status == 0) {
@@ -924,7 +915,7 @@ Test(tls, plaintext_answer_is_wrong_version_number)
     char addr[64];
     int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 50);
@@ -968,7 +959,7 @@ Test(tls, listener_closing_mid_handshake)
     char addr[64];
     int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 50);
@@ -996,7 +987,7 @@ Test(tls, close_during_handshake)
     char addr[64];
     int lfd = own_listener_options(&opts, 1, addr);
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     fx_got got = {0};
     cr_assert_gt(rp_pool_get(pool, fx_get_cb, &got), 0);
     fx_run_for(loop, 100);
@@ -1058,7 +1049,7 @@ static void *evil_run(void *arg)
 static void expect_first_read_refused(const rp_pool_options *opts, const char *want)
 {
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, opts);
+    rp_pool *pool = fx_open_pool(&loop, opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     char buf[64];
     ssize_t result = 1000000;
@@ -1106,7 +1097,7 @@ Test(tls_mutual, client_certificate_accepted)
     tls_options(&opts, 2);
     opts.tls.cert_file = path_client_crt;
     opts.tls.key_file = path_client_key;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -1157,7 +1148,7 @@ Test(tls_expired, expired_server_certificate_fails)
     /* The same server with verification off: the dial itself works. */
     opts.tls.insecure = true;
     rp_loop *loop;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     cr_expect(fx_ping(loop, conn));
     rp_pool_put(pool, conn);
@@ -1431,7 +1422,7 @@ Test(tls, a_round_trip_whose_send_times_out_ends_with_the_sends_error)
     tls_options(&opts, 1);
     opts.write_timeout_ms = 300;
     opts.read_timeout_ms = 20000;
-    rp_pool *pool = open_pool(&loop, &opts);
+    rp_pool *pool = fx_open_pool(&loop, &opts);
     rp_conn *conn = fx_get_conn(loop, pool);
     size_t len = 64 << 20;
     char *big = calloc(1, len);
