@@ -942,7 +942,6 @@ static void sentinel_teardown(void)
     fx_teardown();
 }
 
-
 /* After a switch of master the subscriber must be on the new one: the
  * ids data connections redirect to are the new server's, and its
  * invalidations are the ones that count. Reads are kept again after the
@@ -980,6 +979,47 @@ Test(cache, a_sentinel_switch_moves_the_subscriber, .init = sentinel_setup, .fin
     cr_expect(kept, "no read is kept after the switch");
     free(fxs_command(fxs_data_port(to), "SET", "ck", "v3", NULL));
     cr_expect_geq(until_value("ck", "v3", 3000), 0, "a write after the switch was never seen");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A frozen master: the heartbeat finds the subscriber silent, and the new
+ * subscriber's dial to the same master connects (its kernel answers) and
+ * waits in its set-up. The switch abandons that set-up at once
+ * (-ECONNABORTED to the subscriber's request), and the subscriber comes up
+ * on the new master long before the 8 s read timeout would have ended it. */
+Test(cache, a_switch_abandons_the_subscribers_set_up_to_a_frozen_master, .init = sentinel_setup,
+     .fini = sentinel_teardown)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.addr = NULL;
+    opts.master_name = FXS_NAME;
+    opts.sentinel_addrs = fxs_sentinel_addrs();
+    opts.sentinel_count = FXS_SENTINELS;
+    opts.cache_heartbeat_ms = 100;
+    opts.pool.read_timeout_ms = 8000;
+    open_client(&opts);
+    int from = fxs_master();
+    free(fxs_command(fxs_data_port(from), "SET", "ck", "v1", NULL));
+    cr_expect_str_eq(cached_get("ck").str, "v1");
+    fxs_freeze_data(from, true);
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (subscribed() && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_assert(!subscribed(), "the heartbeat missed the frozen master");
+    cr_expect_eq(stats().entries, 0);
+    deadline = fx_now_ms() + 30000;
+    while (fxs_switched(from) < 0 && fx_now_ms() < deadline)
+        fx_run_for(loop, 20);
+    int to = fxs_switched(from);
+    cr_assert_geq(to, 0, "no switch");
+    uint64_t switched = fx_now_ms();
+    while (!subscribed() && fx_now_ms() < switched + 6000)
+        fx_run_for(loop, 10);
+    uint64_t took = fx_now_ms() - switched;
+    fprintf(stderr, "subscriber up on the new master %llu ms after the switch was seen\n", (unsigned long long)took);
+    cr_expect(subscribed() && took < 3000, "the subscriber waited for its set-up to the frozen master");
+    fxs_freeze_data(from, false);
     fx_client_close_and_free(loop, client);
 }
 
