@@ -421,6 +421,8 @@ static void *worker_main(void *arg)
     w->loop_stats.sqes -= before.sqes;
     w->loop_stats.iterations -= before.iterations;
     w->loop_stats.recv_ring_fallbacks -= before.recv_ring_fallbacks;
+    w->loop_stats.send_zc -= before.send_zc;
+    w->loop_stats.send_zc_copied -= before.send_zc_copied;
     if (w->cluster)
         rp_cluster_close(w->cluster, NULL, NULL);
     else
@@ -481,6 +483,8 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
         loops.sqes += workers[i].loop_stats.sqes;
         loops.iterations += workers[i].loop_stats.iterations;
         loops.recv_ring_fallbacks += workers[i].loop_stats.recv_ring_fallbacks;
+        loops.send_zc += workers[i].loop_stats.send_zc;
+        loops.send_zc_copied += workers[i].loop_stats.send_zc_copied;
         failures += workers[i].failures;
         cache.hits += workers[i].cache_stats.hits;
         cache.misses += workers[i].cache_stats.misses;
@@ -519,6 +523,9 @@ static int run_test(const config *cfg, const test_def *test, const char *value)
                (double)loops.syscalls / (double)all.total, (double)loops.enters / (double)all.total,
                (double)loops.sqes / (double)all.total, (double)loops.iterations / (double)all.total,
                (unsigned long long)loops.recv_ring_fallbacks);
+        if (loops.send_zc)
+            printf("  zero-copy sends: %llu (%llu of them copied by the kernel)\n", (unsigned long long)loops.send_zc,
+                   (unsigned long long)loops.send_zc_copied);
         if (test->cached)
             printf("  cache: %llu hits, %llu misses, %llu joined another's read\n", (unsigned long long)cache.hits,
                    (unsigned long long)cache.misses, (unsigned long long)cache.joined);
