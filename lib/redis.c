@@ -244,7 +244,6 @@ static void ring_give_back(rp__redis *redis)
 
 /* -------------------------------------------------------- receive buffer */
 
-/* Keeps the client's count of its receive buffers' bytes up to date. */
 /* What a batch holds for its send: the arguments sent by reference, and
  * a text buffer grown past TEXT_KEEP (a large command copied in). */
 static size_t batch_held(const batch *b)
@@ -252,12 +251,11 @@ static size_t batch_held(const batch *b)
     return b->piece_bytes + (b->text.cap > TEXT_KEEP ? b->text.cap : 0);
 }
 
+/* Keeps the client's count of its buffers' bytes up to date. */
 static void count_buffers(rp__redis *redis)
 {
-    /* A reader that met an error has freed its buffer. */
-    const redisReader *reader = redis->reader && redis->reader->buf ? redis->reader : NULL;
-    size_t bytes = redis->rbuf_size + (reader ? rp__reader_buffer_bytes(reader) : 0) + batch_held(&redis->out) +
-                   batch_held(&redis->sending);
+    size_t bytes = redis->rbuf_size + (redis->reader ? rp__reader_buffer_bytes(redis->reader) : 0) +
+                   batch_held(&redis->out) + batch_held(&redis->sending);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
