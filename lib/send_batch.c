@@ -21,7 +21,7 @@
  * cut out, or the batch emptied (its send completed, or its commands
  * failed unsent) or freed. The text buffer stays for the next batch
  * unless it grew past TEXT_KEEP for a large command, and is zeroed
- * before it is freed.
+ * before it is freed (it may have held AUTH's password).
  *
  * rp_client keeps its one copy (the caller may free its arguments on
  * return): a no-copy flag would save it (about 45% of the client's CPU
