@@ -1,19 +1,13 @@
-/* Redis on a connection: our RESP writer, hiredis's reader, and commands
- * pipelined in FIFO order.
+/* Redis on a connection: commands pipelined in FIFO order, written in
+ * RESP by the send batch (send_batch.c) and answered through hiredis's
+ * reader.
  *
  * Commands issued before the loop next submits are written into one batch
  * and go out in one send; until then any of them can be taken out again
- * (a cancel), and its bytes are never sent. A batch is RESP text in one
- * buffer, and, for a command whose arguments live in memory it may hold
- * (rp__conn_command_held: rp_client's commands), pieces: arguments of
- * RP__BY_REF_MIN bytes or more, sent by reference between the runs of
- * text by one vectored send, the memory held until that send (and its
- * zero-copy notification, conn.c) completed, so never copied a second
- * time. rp_client keeps its one copy (the caller may free its arguments
- * on return): a no-copy flag would save it (about 45% of the client's
- * CPU per 100 KB SET, docs/performance.md) but its callback would then
- * have to wait for every send of its bytes, even after a cancel or a
- * failure, and its bytes could never go by a zero-copy send; not built.
+ * (a cancel), and its bytes are never sent. A connection has two batches:
+ * the one being written, and the one its send in flight owns; they change
+ * places when the next send starts. What a batch holds, and which
+ * arguments it sends by reference, is send_batch.c's.
  *
  * Once a command has been sent, a recv stays armed for the life of the
  * connection: while replies are owed it is bounded by the oldest
@@ -51,6 +45,7 @@
 #include "conn.h"
 #include "redis.h"
 #include "reply.h"
+#include "send_batch.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -68,12 +63,6 @@
 #define RECV_BUFFER_MAX (64 * 1024)
 #define DIRECT_READ_MIN RP__BULK_IN_PLACE /* a bulk body this large is read in place */
 #define DEFAULT_MAX_REPLY_BYTES (512ull * 1024 * 1024)
-/* A text buffer larger than this is freed once its send is done. */
-#define TEXT_KEEP (64 * 1024)
-/* Pieces one send carries at most, each between two runs of text: the
- * iovecs stay within Linux's UIO_MAXIOV (1024). Past it, arguments are
- * copied. */
-#define PIECES_MAX 256
 
 /* Subscriptions as the server counts them: its confirmations carry the
  * number of channels and patterns together, or of shard channels. */
@@ -99,36 +88,12 @@ typedef struct match_state {
     unsigned subs[SUB_KINDS];
 } match_state;
 
-typedef struct byte_buffer {
-    char *data;
-    size_t len, cap;
-} byte_buffer;
-
-/* An argument sent from its command's own memory (rp__conn_command_held):
- * in the stream it follows the first `at` bytes of its batch's text. */
-typedef struct out_piece {
-    size_t at;
-    const char *data;
-    size_t len;
-    rp__hold *hold;
-} out_piece;
-
-/* The bytes of the commands one send carries: their RESP text, with the
- * pieces sent by reference between. Sent by one vectored send when it has
- * pieces, else by a plain one. */
-typedef struct batch {
-    byte_buffer text;
-    out_piece *pieces;
-    unsigned npieces, cap;
-    size_t piece_bytes;
-} batch;
-
 typedef struct rp__redis {
     rp_conn *conn;
     redisReader *reader;
     rp__reply_limit limit;
-    batch out;           /* encoded, waiting for the next flush */
-    batch sending;       /* owned by the send in flight */
+    rp__send_batch out;     /* encoded, waiting for the next flush */
+    rp__send_batch sending; /* owned by the send in flight */
     pending_cmd *cmds;   /* ring of commands owed replies, oldest at head */
     unsigned head, count, cap;
     unsigned undated;    /* the newest commands, not yet handed to a send */
@@ -244,18 +209,11 @@ static void ring_give_back(rp__redis *redis)
 
 /* -------------------------------------------------------- receive buffer */
 
-/* What a batch holds for its send: the arguments sent by reference, and
- * a text buffer grown past TEXT_KEEP (a large command copied in). */
-static size_t batch_held(const batch *b)
-{
-    return b->piece_bytes + (b->text.cap > TEXT_KEEP ? b->text.cap : 0);
-}
-
 /* Keeps the client's count of its buffers' bytes up to date. */
 static void count_buffers(rp__redis *redis)
 {
     size_t bytes = redis->rbuf_size + (redis->reader ? rp__reader_buffer_bytes(redis->reader) : 0) +
-                   batch_held(&redis->out) + batch_held(&redis->sending);
+                   rp__batch_held(&redis->out) + rp__batch_held(&redis->sending);
     if (redis->bytes_total)
         *redis->bytes_total = *redis->bytes_total - redis->bytes_counted + bytes;
     redis->bytes_counted = bytes;
@@ -306,34 +264,6 @@ static void release_buffers(rp__redis *redis)
     count_buffers(redis);
 }
 
-/* Text buffers held AUTH's password: no secret is left in freed memory. */
-static void text_free(byte_buffer *buf)
-{
-    if (buf->data)
-        explicit_bzero(buf->data, buf->cap);
-    rp__free(buf->data);
-    *buf = (byte_buffer){0};
-}
-
-/* Empties a batch: its pieces' memory is no longer needed for it. */
-static void batch_clear(batch *b)
-{
-    for (unsigned i = 0; i < b->npieces; i++)
-        rp__hold_put(b->pieces[i].hold);
-    b->npieces = 0;
-    b->piece_bytes = 0;
-    b->text.len = 0;
-}
-
-static void batch_free(batch *b)
-{
-    batch_clear(b);
-    rp__free(b->pieces);
-    text_free(&b->text);
-}
-
-static size_t batch_len(const batch *b) { return b->text.len + b->piece_bytes; }
-
 static void redis_free(void *ext)
 {
     rp__redis *redis = ext;
@@ -345,8 +275,8 @@ static void redis_free(void *ext)
         redisReaderFree(redis->reader);
     redis->count = 0;
     ring_give_back(redis);
-    batch_free(&redis->out);
-    batch_free(&redis->sending);
+    rp__batch_free(&redis->out);
+    rp__batch_free(&redis->sending);
     rp__free(redis);
 }
 
@@ -372,115 +302,6 @@ static void update_pending(rp__redis *redis)
     redis->conn->ext_pending = redis->count + (redis->push_cb ? 1u : 0u) + (redis->flush_item.queued ? 1u : 0u);
 }
 
-/* ---------------------------------------------------------------- writer */
-
-/* Sizes that would wrap a size_t fit no buffer: -ENOMEM, as for any
- * allocation that fails. */
-static int buffer_reserve(byte_buffer *buf, size_t more)
-{
-    if (more <= buf->cap - buf->len)
-        return 0;
-    if (more > SIZE_MAX - buf->len)
-        return -ENOMEM;
-    size_t want = buf->len + more;
-    /* 128: a small command's bytes (GET or SET of a short key and value)
-     * fit; two per connection at 256 cost 0.3 MB of RSS at 1000. */
-    size_t cap = buf->cap ? buf->cap : 128;
-    while (cap < want)
-        cap = cap <= SIZE_MAX / 2 ? cap * 2 : want;
-    /* Not realloc: the old block may hold AUTH's password, zeroed first. */
-    char *data = rp__malloc(cap);
-    if (!data)
-        return -ENOMEM;
-    if (buf->data) {
-        memcpy(data, buf->data, buf->len);
-        explicit_bzero(buf->data, buf->cap);
-        rp__free(buf->data);
-    }
-    buf->data = data;
-    buf->cap = cap;
-    return 0;
-}
-
-static size_t put_header(char *out, char kind, size_t value)
-{
-    char digits[24];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value);
-    size_t len = 0;
-    out[len++] = kind;
-    while (n)
-        out[len++] = digits[--n];
-    out[len++] = '\r';
-    out[len++] = '\n';
-    return len;
-}
-
-static int pieces_reserve(batch *out, unsigned more)
-{
-    if (out->npieces + more <= out->cap)
-        return 0;
-    unsigned cap = out->cap ? out->cap * 2 : 4;
-    while (cap < out->npieces + more)
-        cap *= 2;
-    out_piece *pieces = rp__realloc(out->pieces, cap * sizeof *pieces);
-    if (!pieces)
-        return -ENOMEM;
-    out->pieces = pieces;
-    out->cap = cap;
-    return 0;
-}
-
-/* RESP: *argc, then $len and the bytes of each argument. Binary-safe.
- * Each header takes at most 24 bytes; a total that wraps is -ENOMEM.
- * With hold, an argument of RP__BY_REF_MIN bytes or more (where copying
- * costs more than a piece of a vectored send: docs/performance.md, "Big
- * values") leaves only its header and CRLF in the text, and becomes a
- * piece that holds a reference to hold; while the batch has room for all
- * of its arguments as pieces, else everything is copied. All or nothing:
- * the room for its text and pieces is made first. Inlined in two forms
- * (queue_command): with hold NULL, the compiler drops every look at
- * pieces, and a small command costs what it did before pieces existed. */
-static inline __attribute__((always_inline)) int encode_command(batch *out, int argc, const char *const *argv,
-                                                                const size_t *argvlen, rp__hold *hold)
-{
-    if (hold && out->npieces + (unsigned)argc > PIECES_MAX)
-        hold = NULL;
-    size_t need = 24;
-    unsigned refs = 0;
-    for (int i = 0; i < argc; i++) {
-        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
-        if (hold && len >= RP__BY_REF_MIN)
-            refs++, len = 0; /* a reference: no bytes in the text */
-        if (len > SIZE_MAX - need - (24 + 2))
-            return -ENOMEM;
-        need += 24 + 2 + len;
-    }
-    if ((refs && pieces_reserve(out, refs) < 0) || buffer_reserve(&out->text, need) < 0)
-        return -ENOMEM;
-    char *p = out->text.data + out->text.len;
-    p += put_header(p, '*', (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
-        p += put_header(p, '$', len);
-        if (refs && len >= RP__BY_REF_MIN) {
-            hold->refs++;
-            out->pieces[out->npieces++] = (out_piece){(size_t)(p - out->text.data), argv[i], len, hold};
-            out->piece_bytes += len;
-        } else {
-            memcpy(p, argv[i], len);
-            p += len;
-        }
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    out->text.len = (size_t)(p - out->text.data);
-    return 0;
-}
-
 /* --------------------------------------------------------------- failure */
 
 /* Every command owed a reply fails once; the caller frees a closed record
@@ -499,13 +320,13 @@ static void fail_all(rp__redis *redis, int error)
     redis->head = redis->count = redis->cap = redis->undated = 0;
     redis->push_cb = NULL;
     redis->match = (match_state){0};
-    bool held = batch_held(&redis->out);
-    batch_clear(&redis->out);
+    bool held = rp__batch_held(&redis->out);
+    rp__batch_clear(&redis->out);
     if (held)
         count_buffers(redis);
     update_pending(redis);
     /* A send still in flight may have handed any of its bytes over. */
-    uint64_t maybe_written = redis->written_bytes + (redis->sending_now ? batch_len(&redis->sending) : 0);
+    uint64_t maybe_written = redis->written_bytes + (redis->sending_now ? rp__batch_len(&redis->sending) : 0);
     conn->in_callback++;
     rp__conn_report_broken(conn);
     for (unsigned i = 0; i < count; i++) {
@@ -665,48 +486,39 @@ static void send_done(rp_conn *conn, ssize_t result, void *data)
 {
     rp__redis *redis = data;
     redis->sending_now = false;
-    bool held = batch_held(&redis->sending);
-    batch_clear(&redis->sending);
-    if (redis->sending.text.cap > TEXT_KEEP)
-        text_free(&redis->sending.text);
+    bool held = rp__batch_held(&redis->sending);
+    rp__batch_sent(&redis->sending);
     if (held)
         count_buffers(redis);
     redis->written_bytes += result < 0 ? conn->send.done : (size_t)result;
     if (result < 0)
         fail_all(redis, (int)result);
-    else if (batch_len(&redis->out) && !redis->flush_item.queued)
+    else if (rp__batch_len(&redis->out) && !redis->flush_item.queued)
         flush(redis);
 }
 
-/* A batch with pieces goes by one vectored send: its text cut at each
- * piece, the piece between. */
-static int start_send(rp__redis *redis, const batch *b)
+/* A batch with pieces goes by one vectored send (rp__batch_iov), else
+ * its text by a plain one. */
+static int start_send(rp__redis *redis, const rp__send_batch *b)
 {
     rp_conn *conn = redis->conn;
     if (!b->npieces)
         return rp__conn_start_io(conn, true, b->text.data, b->text.len, conn->write_timeout_ms, send_done, redis);
-    struct iovec iov[2 * PIECES_MAX + 1];
-    int n = 0;
-    size_t at = 0;
-    for (unsigned i = 0; i < b->npieces; i++) {
-        iov[n++] = (struct iovec){b->text.data + at, b->pieces[i].at - at};
-        iov[n++] = (struct iovec){(void *)b->pieces[i].data, b->pieces[i].len};
-        at = b->pieces[i].at;
-    }
-    iov[n++] = (struct iovec){b->text.data + at, b->text.len - at};
+    struct iovec iov[RP__BATCH_IOV_MAX];
+    int n = rp__batch_iov(b, iov);
     return rp__conn_start_sendv(conn, iov, n, conn->write_timeout_ms, send_done, redis);
 }
 
 static void flush(rp__redis *redis)
 {
-    if (redis->error || redis->sending_now || !batch_len(&redis->out))
+    if (redis->error || redis->sending_now || !rp__batch_len(&redis->out))
         return;
     int rc = start_send(redis, &redis->out);
     if (rc < 0) {
         start_failed(redis, rc); /* out keeps the unsent commands' bytes */
         return;
     }
-    batch next = redis->sending;
+    rp__send_batch next = redis->sending;
     redis->sending = redis->out;
     redis->out = next;
     redis->sending_now = true;
@@ -982,13 +794,13 @@ static void recv_done(rp_conn *conn, ssize_t result, void *data)
 static int queue_command(rp__redis *redis, int argc, const char *const *argv, const size_t *argvlen,
                          rp__hold *hold)
 {
-    batch *out = &redis->out;
-    size_t before = batch_len(out), cap = out->text.cap;
+    rp__send_batch *out = &redis->out;
+    size_t before = rp__batch_len(out), cap = out->text.cap;
     unsigned npieces = out->npieces;
-    int rc = hold ? encode_command(out, argc, argv, argvlen, hold) : encode_command(out, argc, argv, argvlen, NULL);
+    int rc = rp__batch_encode(out, argc, argv, argvlen, hold);
     if (rc < 0)
         return rc;
-    redis->queued_bytes += batch_len(out) - before;
+    redis->queued_bytes += rp__batch_len(out) - before;
     if (out->npieces != npieces || out->text.cap != cap) /* rare: pieces, or a buffer that grew */
         count_buffers(redis);
     schedule_flush(redis);
@@ -1099,36 +911,6 @@ int rp__conn_command_held(rp_conn *conn, rp_conn_reply_cb cb, void *data, int ar
     return rc;
 }
 
-/* Takes the len bytes of the stream at from (a whole command's) out of
- * the batch: its text moves up over them, and its pieces among them are
- * released. */
-static void batch_cut(batch *b, size_t from, size_t len)
-{
-    size_t before = 0, inside = 0, preceding = 0; /* piece bytes before the cut, in it, before this one */
-    unsigned kept = 0;
-    for (unsigned i = 0; i < b->npieces; i++) {
-        out_piece piece = b->pieces[i];
-        size_t stream_at = piece.at + preceding;
-        preceding += piece.len;
-        if (stream_at < from) {
-            before += piece.len;
-        } else if (stream_at < from + len) {
-            inside += piece.len;
-            rp__hold_put(piece.hold);
-            continue;
-        }
-        b->pieces[kept++] = piece;
-    }
-    size_t at = from - before, text_len = len - inside;
-    for (unsigned i = 0; i < kept; i++)
-        if (b->pieces[i].at > at)
-            b->pieces[i].at -= text_len;
-    memmove(b->text.data + at, b->text.data + at + text_len, b->text.len - at - text_len);
-    b->text.len -= text_len;
-    b->npieces = kept;
-    b->piece_bytes -= inside;
-}
-
 /* Takes the unsent command at ring offset i out: its bytes leave the
  * buffer the next flush sends, and those queued after it move up. */
 static void drop_unsent(rp__redis *redis, unsigned i)
@@ -1136,7 +918,7 @@ static void drop_unsent(rp__redis *redis, unsigned i)
     pending_cmd *cmd = ring_at(redis, i);
     uint64_t end = i + 1 < redis->count ? ring_at(redis, i + 1)->start : redis->queued_bytes;
     size_t len = (size_t)(end - cmd->start);
-    batch_cut(&redis->out, batch_len(&redis->out) - (size_t)(redis->queued_bytes - cmd->start), len);
+    rp__batch_cut(&redis->out, rp__batch_len(&redis->out) - (size_t)(redis->queued_bytes - cmd->start), len);
     count_buffers(redis);
     redis->queued_bytes -= len;
     for (; i + 1 < redis->count; i++) {
@@ -1145,7 +927,7 @@ static void drop_unsent(rp__redis *redis, unsigned i)
     }
     redis->count--;
     redis->undated--;
-    if (!batch_len(&redis->out) && !redis->error)
+    if (!rp__batch_len(&redis->out) && !redis->error)
         rp__undefer(redis->conn->loop, &redis->flush_item);
     update_pending(redis);
 }

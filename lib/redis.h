@@ -3,6 +3,7 @@
 #define RP_REDIS_H
 
 #include "internal.h"
+#include "send_batch.h"
 
 /* Inside a reply callback with an error: the command's bytes never reached
  * the kernel, so the server cannot have run it. */
@@ -29,28 +30,11 @@ int rp__redis_count_buffers(rp_conn *conn, size_t *total);
  * not. For a subscribed connection of the Redis layer. */
 void rp__redis_in_background(rp_conn *conn);
 
-/* Memory a command's arguments live in, shared by whoever still needs its
- * bytes: its owner (one reference) and every batch of commands that sends
- * some of them by reference, queued or in flight. The last put releases
- * it. */
-typedef struct rp__hold rp__hold;
-struct rp__hold {
-    unsigned refs;
-    void (*release)(rp__hold *hold);
-};
-
-static inline void rp__hold_put(rp__hold *hold)
-{
-    if (--hold->refs == 0)
-        hold->release(hold);
-}
-
 /* rp_conn_command, but an argument of RP__BY_REF_MIN bytes or more goes
  * out from argv itself rather than from a copy: hold (which argv lives in)
  * gains a reference until the send that carries it has completed, its
  * zero-copy notification included, or until the command is dropped
  * unsent. hold NULL: every byte is copied, as rp_conn_command does. */
-#define RP__BY_REF_MIN (16 * 1024)
 int rp__conn_command_held(rp_conn *conn, rp_conn_reply_cb cb, void *data, int argc, const char *const *argv,
                           const size_t *argvlen, rp__hold *hold);
 
