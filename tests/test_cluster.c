@@ -273,8 +273,9 @@ static void *count_realloc(void *ptr, size_t size) { allocated += size; return r
 static void *count_calloc(size_t n, size_t size) { allocated += n * size; return calloc(n, size); }
 
 /* SETs key to a value of len bytes, counting what the library allocates
- * until its reply: the command's one copy, not a second one in the
- * output buffer of the node it goes to (or of each node it is sent to). */
+ * until its reply: the command's one copy (and the records of the command
+ * and its attempts, a few KiB), not a second one in the output buffer of
+ * the node it goes to (or of each node it is sent to). */
 static void set_counted(const char *key, const char *value, size_t len)
 {
     outcome set = {0};
@@ -287,7 +288,7 @@ static void set_counted(const char *key, const char *value, size_t len)
     cr_assert(ended, "no reply to the SET of %zu bytes", len);
     cr_expect_eq(set.status, 0, "SET: %s", rp_strerror(set.status));
     cr_expect_eq(set.type, REDIS_REPLY_STATUS, "SET: reply type %d", set.type);
-    cr_expect_lt(total, len + len / 8, "%zu bytes allocated to send %zu", total, len);
+    cr_expect_lt(total, len + len / 8 + 4 * KiB, "%zu bytes allocated to send %zu", total, len);
 }
 
 /* "{<a key of slot>}:suffix": a key of that slot. */
@@ -313,6 +314,7 @@ static void open_cluster(void)
     rp_cluster_options opts = fxc_seed_options();
     opts.node.pool.read_timeout_ms = 20000;
     opts.node.pool.write_timeout_ms = 20000;
+    opts.refresh_interval_ms = 600000; /* no periodic layout read while allocations are counted */
     fxc_client_open(&loop, &cluster, &opts);
 }
 
@@ -339,7 +341,8 @@ Test(cluster, big_values_round_trip_copied_once)
 /* A big SET sent to a slot's old master during a resharding: ASK while
  * the slot migrates (the key is not there yet), MOVED once it has moved.
  * Each is sent again from the command's one copy, and the new master
- * holds exactly the bytes. */
+ * holds exactly the bytes. (The layout read a MOVED starts may land
+ * before the SET's reply: its ~40 KB fit in the slack of 1 MB.) */
 Test(cluster, big_set_redirected_by_ask_and_moved_sends_the_same_bytes)
 {
     int slot = 100, from = fxc_master_of_slot(slot), to = fxc_master_of_slot(16383);
@@ -350,7 +353,7 @@ Test(cluster, big_set_redirected_by_ask_and_moved_sends_the_same_bytes)
     warm_up(16383, warm, sizeof warm); /* a connection to `to` too */
     key_in_slot(slot, "asked", asked, sizeof asked);
     key_in_slot(slot, "moved", moved, sizeof moved);
-    size_t ask_len = 1000 * 1000, move_len = 200 * 1000;
+    size_t ask_len = 200 * 1000, move_len = 1000 * 1000;
     char *ask_value = make_value(ask_len, 21), *move_value = make_value(move_len, 22);
     rp_cluster_stats before, after;
 
