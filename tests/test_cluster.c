@@ -309,18 +309,22 @@ static void warm_up(int slot, char *key, size_t size)
     cr_assert_str_eq(r.str, "OK");
 }
 
-static void open_cluster(void)
+static void open_cluster_with(int autopipeline_conns)
 {
     rp_cluster_options opts = fxc_seed_options();
+    opts.node.autopipeline_conns = autopipeline_conns;
     opts.node.pool.read_timeout_ms = 20000;
     opts.node.pool.write_timeout_ms = 20000;
     opts.refresh_interval_ms = 600000; /* no periodic layout read while allocations are counted */
     fxc_client_open(&loop, &cluster, &opts);
 }
 
-Test(cluster, big_values_round_trip_copied_once)
+static void open_cluster(void) { open_cluster_with(0); }
+
+/* On connections of their own, or on the node clients' shared ones. */
+static void round_trips_copied_once(int autopipeline_conns)
 {
-    open_cluster();
+    open_cluster_with(autopipeline_conns);
     const size_t lens[] = {1000 * 1000, 200 * 1000, 16 * KiB}; /* the last: the least sent by reference */
     const int slots[] = {0, 6000, 12000}; /* one on each master */
     char keys[3][48], warm[48];
@@ -337,6 +341,10 @@ Test(cluster, big_values_round_trip_copied_once)
     }
     fxc_client_close(loop, cluster);
 }
+
+Test(cluster, big_values_round_trip_copied_once) { round_trips_copied_once(0); }
+
+Test(cluster, big_values_round_trip_copied_once_on_shared_connections) { round_trips_copied_once(2); }
 
 /* A big SET sent to a slot's old master during a resharding: ASK while
  * the slot migrates (the key is not there yet), MOVED once it has moved.
