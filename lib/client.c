@@ -357,23 +357,27 @@ static client_cmd *cmd_new_copy(int argc, const char *const *argv, const size_t 
 }
 
 /* The arguments stay the caller's (rp__client_attempt). */
-static client_cmd *cmd_new_borrowed(int argc, const char *const *argv, const size_t *argvlen)
+static client_cmd *cmd_new_borrowed(const char *const *argv, const size_t *argvlen)
 {
     client_cmd *cmd = rp__calloc(1, sizeof *cmd);
     if (!cmd)
         return NULL;
     cmd->argv = (const char **)argv;
     cmd->argvlen = (size_t *)argvlen;
-    cmd->borrowed = true;
     return cmd;
 }
 
-static client_cmd *cmd_new(rp_client *client, bool borrow, int argc, const char *const *argv, const size_t *argvlen)
+/* Its arguments are its own copies, held by its own hold; or, borrowed,
+ * its caller's, in what args_hold holds (NULL: nothing, so each send
+ * copies them). Either way a big one goes out from that one copy. */
+static client_cmd *cmd_new(rp_client *client, bool borrow, rp__hold *args_hold, int argc, const char *const *argv,
+                           const size_t *argvlen)
 {
-    client_cmd *cmd = borrow ? cmd_new_borrowed(argc, argv, argvlen) : cmd_new_copy(argc, argv, argvlen);
+    client_cmd *cmd = borrow ? cmd_new_borrowed(argv, argvlen) : cmd_new_copy(argc, argv, argvlen);
     if (!cmd)
         return NULL;
     rp__cmd_hold_init(cmd);
+    cmd->args_hold = borrow ? args_hold : &cmd->hold;
     cmd->argc = argc;
     for (int i = 0; i < argc; i++)
         cmd->bytes += cmd->argvlen[i];
@@ -505,7 +509,7 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
     rp__cache_entry *hit;
     if (opts && (opts->flags & RP_CMD_CACHE) && argvlen && (hit = rp__cache_hit(client->cache, argc, argv, argvlen)))
         return rp__client_hit(client, hit, cb, data);
-    client_cmd *cmd = cmd_new(client, false, argc, argv, argvlen);
+    client_cmd *cmd = cmd_new(client, false, NULL, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
     int rc = opts && (opts->flags & RP_CMD_CACHE) ? cmd_set_cached(cmd, opts->cache_ttl_ms) : 0;
@@ -522,11 +526,11 @@ int64_t rp_client_command_ex(rp_client *client, const rp_command_options *opts, 
 }
 
 int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, uint32_t cache_ttl_ms, rp__attempt_cb cb,
-                           void *data, int argc, const char *const *argv, const size_t *argvlen)
+                           void *data, int argc, const char *const *argv, const size_t *argvlen, rp__hold *hold)
 {
     if (client->closing)
         return RP_ECLOSED;
-    client_cmd *cmd = cmd_new(client, true, argc, argv, argvlen);
+    client_cmd *cmd = cmd_new(client, true, hold, argc, argv, argvlen);
     if (!cmd)
         return -ENOMEM;
     int rc = (flags & RP_CMD_CACHE) && !(how & RP__ATTEMPT_ASKING) ? cmd_set_cached(cmd, cache_ttl_ms) : 0;

@@ -58,6 +58,13 @@ typedef struct ccmd {
     int argc;
     const char **argv; /* copies, lent to each node's attempt */
     size_t *argvlen;
+    /* The record and its copies: a reference for the command until it
+     * ends, and one for each batch on a node's connection that sends some
+     * of them from the copies themselves (rp__client_attempt), until that
+     * send has completed. Its bytes go out from this one copy to every
+     * node it is sent to (MOVED, ASK, retries), and a command ended while
+     * they are on their way (cancel, deadline, close) keeps them. */
+    rp__hold hold;
     unsigned flags;
     int key_index;
     uint32_t cache_ttl_ms; /* RP_CMD_CACHE */
@@ -537,9 +544,9 @@ static void refresh_ask(rp_cluster *c)
     node->asked_refresh = c->refresh_count;
     if (keys_wanted(c))
         c->keys_pending = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, 0, keys_reply, c, 1, command_argv,
-                                             command_argvlen) > 0;
+                                             command_argvlen, NULL) > 0;
     int64_t id = rp__client_attempt(node->client, 0, RP__ATTEMPT_SERVER_TABLE, 0, topology_reply, node, 2,
-                                    c->use_slots ? slots_argv : shards_argv, cluster_argvlen);
+                                    c->use_slots ? slots_argv : shards_argv, cluster_argvlen, NULL);
     if (id < 0)
         refresh_end(c, (int)id);
 }
@@ -618,7 +625,7 @@ static void cmd_complete(ccmd *cmd, const redisReply *reply, int status)
         c->hooks.command_end(c->hooks.data, cmd->argc, cmd->argv, cmd->argvlen,
                              rp__loop_now_fresh(c->loop) - cmd->started_ns, status, cmd->redirects);
     cmd->cb(c, reply, status, cmd->data);
-    rp__free(cmd);
+    rp__hold_put(&cmd->hold); /* a send in flight may still read its arguments */
     maybe_finish_close(c);
 }
 
@@ -795,7 +802,7 @@ static void cmd_dispatch(ccmd *cmd)
     unsigned how = cmd->redirect && cmd->asking ? RP__ATTEMPT_ASKING : 0;
     cmd->redirect = NULL;
     int64_t id = node ? rp__client_attempt(node->client, cmd->flags, how, cmd->cache_ttl_ms, at_node_done, cmd,
-                                           cmd->argc, cmd->argv, cmd->argvlen)
+                                           cmd->argc, cmd->argv, cmd->argvlen, &cmd->hold)
                       : RP_ECLUSTERDOWN;
     if (id < 0) {
         cmd_fail_later(cmd, (int)id);
@@ -818,6 +825,8 @@ static void deadline_fired(rp__timer *timer)
     cmd_abandon(RP__CONTAINER_OF(timer, ccmd, deadline), -ETIMEDOUT);
 }
 
+static void cmd_release(rp__hold *hold) { rp__free(RP__CONTAINER_OF(hold, ccmd, hold)); }
+
 /* One allocation holds the command and copies of its arguments. */
 static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const size_t *argvlen)
 {
@@ -828,6 +837,7 @@ static ccmd *cmd_new(rp_cluster *c, int argc, const char *const *argv, const siz
         return NULL;
     cmd->argv = args;
     cmd->argvlen = lens;
+    cmd->hold = (rp__hold){.refs = 1, .release = cmd_release};
     cmd->argc = argc;
     cmd->cluster = c;
     rp__timer_init(&cmd->backoff, backoff_fired, true);

@@ -29,11 +29,16 @@ struct client_cmd {
     rp__attempt_cb attempt_cb; /* instead of cb, for cluster.c */
     void *data;
     int argc;
-    const char **argv; /* copies, kept for retries */
-    /* The record and its copies: a reference for the command until it
-     * ends, and one for each batch sending some of its arguments from
-     * the copies themselves (redis.c), until that send has completed. */
+    const char **argv; /* copies, kept for retries; an attempt's: its caller's */
+    /* The record (and its copies): a reference for the command until it
+     * ends. */
     rp__hold hold;
+    /* What argv lives in: &hold for its own copies, its caller's for an
+     * attempt's (rp__client_attempt), or NULL (nothing to hold: every byte
+     * is copied into each send). Each batch sending some of its arguments
+     * from argv itself takes a reference (redis.c) until that send has
+     * completed, whenever the command ends. */
+    rp__hold *args_hold;
     size_t *argvlen;
     size_t bytes;      /* of its arguments */
     int retries;
@@ -50,7 +55,6 @@ struct client_cmd {
     bool may_retry;  /* at the end: sending it again would be safe */
     bool cached;     /* RP_CMD_CACHE */
     bool hit_record; /* a hit's (client.c's cmd_new_hit): kept for the next one */
-    bool borrowed;   /* its arguments are its caller's (rp__client_attempt) */
     rp__cache_ref cache; /* what it holds in the client's cache (cache.c) */
     cmd_state state;
     int64_t id;
@@ -135,12 +139,12 @@ void rp__retry_all_now(void *client);
  * with client->pool_closed. */
 void rp__client_close_if_drained(rp_client *client);
 
-/* What a send may hold to send cmd's arguments from its own copies; NULL
- * (every byte copied into the send) when they are borrowed, or when none
+/* What a send may hold to send cmd's arguments from argv itself; NULL
+ * (every byte copied into the send) when nothing holds them, or when none
  * is large enough to go by reference. */
-static inline rp__hold *rp__cmd_args_hold(client_cmd *cmd)
+static inline rp__hold *rp__cmd_args_hold(const client_cmd *cmd)
 {
-    return cmd->borrowed || cmd->bytes < RP__BY_REF_MIN ? NULL : &cmd->hold;
+    return cmd->bytes < RP__BY_REF_MIN ? NULL : cmd->args_hold;
 }
 /* Sets up cmd's hold: the command's own reference. */
 void rp__cmd_hold_init(client_cmd *cmd);

@@ -81,6 +81,11 @@ RP_EXTERN void rp_cluster_options_init(rp_cluster_options *opts);
  * first topology is read in the background; commands made before it
  * arrives wait for it (RP_ECLUSTERDOWN if no seed answers). */
 RP_EXTERN int rp_cluster_new(rp_cluster **cluster, rp_loop *loop, const rp_cluster_options *opts);
+/* The arguments are copied once, during the call (the caller may free
+ * them on return), as rp_client_command's, and that copy serves every
+ * node the command is sent to (MOVED, ASK, retries): an argument of
+ * 16 KiB or more goes out from it by a vectored send, never copied again
+ * into an output buffer. */
 RP_EXTERN int rp_cluster_command(rp_cluster *cluster, rp_cluster_reply_cb cb, void *data, int argc,
                                  const char *const *argv, const size_t *argvlen);
 typedef struct rp_cluster_command_options {
