@@ -36,7 +36,7 @@ struct client_cmd {
     /* What argv lives in: &hold for its own copies, its caller's for an
      * attempt's (rp__client_attempt), or NULL (nothing to hold: every byte
      * is copied into each send). Each batch sending some of its arguments
-     * from argv itself takes a reference (redis.c) until that send has
+     * from argv itself takes a reference (send_batch.c) until that send has
      * completed, whenever the command ends. */
     rp__hold *args_hold;
     size_t *argvlen;
