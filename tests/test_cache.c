@@ -14,6 +14,7 @@
 #include <string.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 TestSuite(cache, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
 
@@ -735,6 +736,232 @@ Test(cache, a_retried_leader_answers_its_waiters)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i,
                   r[i].status);
     cr_expect_eq(stats().misses, misses, "a waiter was sent");
+    fx_client_close_and_free(loop, client);
+}
+
+/* ------------------------------------- single flight at odd moments */
+
+/* A waiter's callback (run as its leader ends) cancels a later waiter and
+ * issues the same read again: the cancelled one ends once with
+ * -ECANCELED, the new read is a hit, the rest end once with the value. */
+static int64_t odd_ids[4];
+static result odd[4], odd_again;
+static void cancel_next_and_read_again(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    cr_expect_eq(rp_client_cancel(c, odd_ids[2]), 0, "the next waiter could not be cancelled");
+    cr_expect_gt(rp_client_command_ex(c, &cached, fx_result_cb, &odd_again, 2, (const char *[]){"GET", "odd"}, NULL),
+                 0);
+    cr_expect_eq(odd_again.calls, 0, "called back inside the call");
+}
+
+Test(cache, a_waiters_callback_cancels_another_and_reads_again)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET odd v\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    memset(odd, 0, sizeof odd);
+    odd_again = (result){0};
+    for (int i = 0; i < 4; i++)
+        odd_ids[i] = rp_client_command_ex(client, &cached, i == 1 ? cancel_next_and_read_again : fx_result_cb, &odd[i],
+                                          2, (const char *[]){"GET", "odd"}, NULL);
+    cr_expect_eq(stats().joined, 3);
+    cr_assert(fx_run_until_count(loop, &odd_again.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(odd[i].calls, 1, "read %d called back %d times", i, odd[i].calls);
+        if (i != 2)
+            cr_expect(odd[i].status == 0 && !strcmp(odd[i].str, "v"), "read %d: status %d", i, odd[i].status);
+    }
+    cr_expect_eq(odd[2].status, -ECANCELED);
+    cr_expect(odd_again.calls == 1 && odd_again.status == 0 && !strcmp(odd_again.str, "v"));
+    cr_expect_eq(server_calls("get"), 1);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The command_end hook of a read others wait for, which failed with an
+ * error reply (not kept), issues the same read: it joins the ending read
+ * and takes its reply, once. */
+static result from_hook[2];
+static int hook_reads;
+static void read_again_from_hook(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns,
+                                 int status, int retries)
+{
+    (void)data, (void)ns, (void)status, (void)retries;
+    if (argc == 2 && argvlen[0] == 3 && !strncmp(argv[0], "GET", 3) && !strncmp(argv[1], "wrong", 5) &&
+        hook_reads < 2) {
+        result *r = &from_hook[hook_reads++];
+        cr_expect_gt(rp_client_command_ex(client, &cached, fx_result_cb, r, 2, (const char *[]){"GET", "wrong"}, NULL),
+                     0);
+    }
+}
+
+Test(cache, a_read_issued_by_the_end_hook_of_a_shared_read_ends_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("DEL wrong\r\n");
+    fx_redis_command("LPUSH wrong x\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    result r[3] = {0};
+    memset(from_hook, 0, sizeof from_hook);
+    hook_reads = 0;
+    rp_hooks hooks = {.command_end = read_again_from_hook};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    for (int i = 0; i < 3; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "wrong"});
+    cr_assert(fx_run_until_count(loop, &from_hook[1].calls, 1, 5000));
+    fx_run_for(loop, 100);
+    for (int i = 0; i < 3; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && r[i].type == REDIS_REPLY_ERROR, "read %d", i);
+    for (int i = 0; i < 2; i++)
+        cr_expect(from_hook[i].calls == 1 && from_hook[i].type == REDIS_REPLY_ERROR, "hook read %d: %d calls", i,
+                  from_hook[i].calls);
+    cr_expect_eq(stats().entries, 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A waiter's callback closes the client: every other read ends once. */
+static bool closed_by_waiter;
+static void waiter_closed(rp_client *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
+static void close_from_callback(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    cr_expect_eq(rp_client_close(c, waiter_closed, &closed_by_waiter), 0);
+}
+
+Test(cache, a_waiter_closing_the_client_ends_every_read_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET cl v\r\n");
+    hold_the_connection(100);
+    closed_by_waiter = false;
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cr_assert_gt(rp_client_command_ex(client, &cached, i == 1 ? close_from_callback : fx_result_cb, &r[i], 2,
+                                          (const char *[]){"GET", "cl"}, NULL),
+                     0);
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000), "read %d never ended", i);
+    cr_assert(fx_run_until(loop, &closed_by_waiter, 5000), "the close never ended");
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    /* Those after it were not sent: like any unsent command, RP_ECLOSED. */
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && (i < 2 ? r[i].status == 0 && !strcmp(r[i].str, "v") : r[i].status == RP_ECLOSED),
+                  "read %d: %d calls, status %d", i, r[i].calls, r[i].status);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* Each caller keeps its own deadline: a waiter with a short timeout_ms
+ * ends alone with -ETIMEDOUT; a leader with one lets its waiters send
+ * their own, which end with the value. */
+Test(cache, joined_reads_keep_their_own_deadlines)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET dl v\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(300);
+    rp_command_options quick = {.flags = RP_CMD_CACHE, .timeout_ms = 100};
+    result lead = {0}, waiter = {0}, patient = {0};
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &lead, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &quick, fx_result_cb, &waiter, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &patient, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_expect_eq(stats().joined, 2);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 2000));
+    cr_expect_eq(waiter.status, -ETIMEDOUT);
+    cr_expect_eq(lead.calls + patient.calls, 0, "the others ended with the waiter's deadline");
+    cr_assert(fx_run_until_count(loop, &patient.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    cr_expect(lead.calls == 1 && lead.status == 0 && !strcmp(lead.str, "v"));
+    cr_expect(patient.calls == 1 && patient.status == 0 && !strcmp(patient.str, "v"));
+    cr_expect_eq(waiter.calls, 1);
+    cr_expect_eq(server_calls("get"), 1);
+
+    /* The leader's own deadline: its waiters are sent by themselves. */
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    command(3, (const char *[]){"SET", "dl2", "w"});
+    hold_the_connection(300);
+    lead = waiter = patient = (result){0};
+    cr_assert_gt(rp_client_command_ex(client, &quick, fx_result_cb, &lead, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &waiter, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &patient, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &lead.calls, 1, 2000));
+    cr_expect_eq(lead.status, -ETIMEDOUT);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &patient.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    cr_expect(waiter.calls == 1 && waiter.status == 0 && !strcmp(waiter.str, "w"), "status %d", waiter.status);
+    cr_expect(patient.calls == 1 && patient.status == 0 && !strcmp(patient.str, "w"), "status %d", patient.status);
+    cr_expect_eq(lead.calls, 1);
+    cr_expect_eq(blocker.calls, 1);
+    cr_expect_eq(server_calls("get"), 2, "the leader timed out before it was sent: the waiters send two");
+    fx_client_close_and_free(loop, client);
+}
+
+/* The subscriber holds the loop only while it is being set up: lost with
+ * nothing else to do, the run returns at once; dialled again 100 ms later
+ * to a frozen server, a run is held by its set-up at most the read
+ * timeout, and each later one too (docs/caching.md); the server back, it
+ * subscribes again and holds nothing. */
+static uint64_t run_default_ms(void)
+{
+    uint64_t start = fx_now_ms();
+    cr_assert_geq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    return fx_now_ms() - start;
+}
+
+Test(cache, the_subscriber_holds_the_loop_only_while_it_is_set_up)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.read_timeout_ms = 300;
+    open_client(&opts);
+    fx_redis_command("SET lost 1\r\n");
+    cached_get("lost");
+    cr_expect_lt(run_default_ms(), 200, "the subscriber held the run");
+    fx_redis_command("CLIENT KILL TYPE pubsub\r\n");
+    cr_expect_lt(run_default_ms(), 200, "a lost subscriber held the run");
+    cr_expect(!stats().subscribed);
+    fx_run_for(loop, 300);
+    cr_expect(stats().subscribed, "the subscriber never came back");
+    cr_expect_lt(run_default_ms(), 200, "a subscriber back held the run");
+    fx_redis_restart(); /* on the same port: the subscriber is lost */
+    cr_expect_lt(run_default_ms(), 200);
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    uint64_t held = 0;
+    for (int i = 0; i < 3; i++) {
+        usleep(150 * 1000); /* the redial is due */
+        uint64_t ms = run_default_ms();
+        cr_expect_lt(ms, 300 + 700, "run %d held %llu ms: longer than the set-up's read timeout", i,
+                     (unsigned long long)ms);
+        held += ms;
+    }
+    cr_expect_geq(held, 250, "no run waited for a set-up (%llu ms)", (unsigned long long)held);
+    cr_expect(!stats().subscribed);
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (!stats().subscribed && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect(stats().subscribed, "the subscriber never came back");
+    cr_expect_lt(run_default_ms(), 200);
     fx_client_close_and_free(loop, client);
 }
 
