@@ -533,11 +533,12 @@ Test(cache, concurrent_misses_of_one_read_send_one_request)
     for (int i = 0; i < 2; i++)
         cached_send(&range[i], 4, (const char *[]){"GETRANGE", "sf", "0", "1"});
     rp_cache_stats s = stats();
-    cr_expect_eq(s.joined, FLIGHT - 1 + 1);
     cr_expect_eq(s.misses, 2);
     cr_assert(fx_run_until_count(loop, &r[FLIGHT - 1].calls, 1, 5000));
     cr_assert(fx_run_until_count(loop, &range[1].calls, 1, 5000));
     fx_run_for(loop, 20);
+    cr_expect_eq(stats().joined, FLIGHT - 1 + 1);
+    cr_expect_eq(stats().misses, 2);
     for (int i = 0; i < FLIGHT; i++) {
         cr_expect_eq(r[i].calls, 1, "read %d called back %d times", i, r[i].calls);
         cr_expect_eq(r[i].status, 0);
@@ -561,12 +562,14 @@ Test(cache, concurrent_misses_on_a_lane_send_one_request)
     fx_redis_command("SET sfl lane\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     result r[FLIGHT] = {0};
+    uint64_t misses = stats().misses;
     for (int i = 0; i < FLIGHT; i++)
         cached_send(&r[i], 2, (const char *[]){"GET", "sfl"});
-    cr_expect_eq(stats().joined, FLIGHT - 1);
+    cr_expect_eq(stats().misses, misses + 1);
     for (int i = 0; i < FLIGHT; i++)
         cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
     fx_run_for(loop, 20);
+    cr_expect_eq(stats().joined, FLIGHT - 1);
     for (int i = 0; i < FLIGHT; i++)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "lane"), "read %d", i);
     cr_expect_eq(server_calls("get"), 1);
@@ -611,11 +614,13 @@ Test(cache, a_read_after_an_invalidation_does_not_join_one_sent_before)
         rp_loop_run(loop, RP_RUN_ONCE);
     cr_assert_gt(stats().invalidations, told, "the invalidation never came");
     cr_assert_eq(before.calls, 0, "the first read is no longer in flight");
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 3; i++)
         cached_send(&after[i], 2, (const char *[]){"GET", "inv"});
-    cr_expect_eq(stats().joined, 2, "a read issued after the invalidation joined one sent before it");
+    cr_expect_eq(stats().misses, misses + 1, "a read issued after the invalidation joined one sent before it");
     cr_assert(fx_run_until_count(loop, &after[2].calls, 1, 5000));
     cr_assert(fx_run_until_count(loop, &before.calls, 1, 5000));
+    cr_expect_eq(stats().joined, 2);
     cr_expect_eq(blocker.calls, 1);
     for (int i = 0; i < 3; i++)
         cr_expect(after[i].calls == 1 && after[i].status == 0 && !strcmp(after[i].str, "new"), "read %d: %s", i,
@@ -638,9 +643,10 @@ Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
     hold_the_connection(200);
     result r[4] = {0};
     int64_t id[4];
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 4; i++)
         id[i] = cached_send(&r[i], 2, (const char *[]){"GET", "c"});
-    cr_expect_eq(stats().joined, 3);
+    cr_expect_eq(stats().misses, misses + 1);
     cr_assert_eq(rp_client_cancel(client, id[0]), 0);
     cr_assert_eq(rp_client_cancel(client, id[2]), 0);
     cr_assert(fx_run_until_count(loop, &r[0].calls, 1, 1000));
@@ -653,6 +659,8 @@ Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: %d calls, status %d", i,
                   r[i].calls, r[i].status);
     cr_expect_eq(server_calls("get"), 2, "the cancelled reads were sent, or the others were not");
+    cr_expect_eq(stats().joined, 0, "reads that took no reply counted as joined");
+    cr_expect_eq(stats().misses, misses + 3, "the leader and the two let go are the misses");
     fx_client_close_and_free(loop, client);
 }
 
@@ -665,9 +673,10 @@ static void four_joined_reads_on_a_frozen_server(const rp_client_options *opts, 
     snprintf(set, sizeof set, "SET %s v\r\n", key);
     fx_redis_command(set);
     cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 4; i++)
         cached_send(&r[i], 2, (const char *[]){"GET", key});
-    cr_expect_eq(stats().joined, 3);
+    cr_expect_eq(stats().misses, misses + 1, "more than one sent");
 }
 
 /* The read others wait for fails (its connection times out): it ends with
@@ -694,6 +703,7 @@ Test(cache, a_failed_leader_lets_its_waiters_send_their_own)
     fx_run_for(loop, 50);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(r[i].calls, 1);
+    cr_expect_eq(stats().joined, 0, "reads let go, which took no reply, counted as joined");
     fx_client_close_and_free(loop, client);
 }
 
@@ -736,6 +746,7 @@ Test(cache, a_retried_leader_answers_its_waiters)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i,
                   r[i].status);
     cr_expect_eq(stats().misses, misses, "a waiter was sent");
+    cr_expect_eq(stats().joined, 3);
     fx_client_close_and_free(loop, client);
 }
 
@@ -769,7 +780,7 @@ Test(cache, a_waiters_callback_cancels_another_and_reads_again)
     for (int i = 0; i < 4; i++)
         odd_ids[i] = rp_client_command_ex(client, &cached, i == 1 ? cancel_next_and_read_again : fx_result_cb, &odd[i],
                                           2, (const char *[]){"GET", "odd"}, NULL);
-    cr_expect_eq(stats().joined, 3);
+    cr_expect_eq(stats().misses, 1);
     cr_assert(fx_run_until_count(loop, &odd_again.calls, 1, 5000));
     fx_run_for(loop, 50);
     for (int i = 0; i < 4; i++) {
@@ -779,6 +790,8 @@ Test(cache, a_waiters_callback_cancels_another_and_reads_again)
     }
     cr_expect_eq(odd[2].status, -ECANCELED);
     cr_expect(odd_again.calls == 1 && odd_again.status == 0 && !strcmp(odd_again.str, "v"));
+    cr_expect_eq(stats().joined, 2, "the cancelled waiter counted as joined");
+    cr_expect_eq(stats().hits, 1);
     cr_expect_eq(server_calls("get"), 1);
     fx_client_close_and_free(loop, client);
 }
@@ -884,7 +897,7 @@ Test(cache, joined_reads_keep_their_own_deadlines)
     cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &lead, 2, (const char *[]){"GET", "dl"}, NULL), 0);
     cr_assert_gt(rp_client_command_ex(client, &quick, fx_result_cb, &waiter, 2, (const char *[]){"GET", "dl"}, NULL), 0);
     cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &patient, 2, (const char *[]){"GET", "dl"}, NULL), 0);
-    cr_expect_eq(stats().joined, 2);
+    cr_expect_eq(stats().misses, 1);
     cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 2000));
     cr_expect_eq(waiter.status, -ETIMEDOUT);
     cr_expect_eq(lead.calls + patient.calls, 0, "the others ended with the waiter's deadline");
@@ -894,6 +907,7 @@ Test(cache, joined_reads_keep_their_own_deadlines)
     cr_expect(patient.calls == 1 && patient.status == 0 && !strcmp(patient.str, "v"));
     cr_expect_eq(waiter.calls, 1);
     cr_expect_eq(server_calls("get"), 1);
+    cr_expect_eq(stats().joined, 1, "the waiter that timed out counted as joined");
 
     /* The leader's own deadline: its waiters are sent by themselves. */
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
@@ -913,6 +927,7 @@ Test(cache, joined_reads_keep_their_own_deadlines)
     cr_expect_eq(lead.calls, 1);
     cr_expect_eq(blocker.calls, 1);
     cr_expect_eq(server_calls("get"), 2, "the leader timed out before it was sent: the waiters send two");
+    cr_expect_eq(stats().joined, 1);
     fx_client_close_and_free(loop, client);
 }
 
