@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,5 +159,49 @@ Test(core_header, a_libssl_that_cannot_be_used_is_enotsup)
     const char *line = strstr(text, "ringpool: TLS: cannot load libssl.so.3: ");
     cr_expect(line && strstr(line, "undefined symbol"), "no line says why:\n%s", text);
     cr_expect(line && !strstr(line + 1, "ringpool: TLS: cannot load"), "said more than once:\n%s", text);
+}
+#endif
+
+#if RP_HAVE_TLS
+/* Two threads, each with a loop of its own, make the process's first TLS
+ * pools at once: OpenSSL is loaded once, and both pools work. */
+static pthread_barrier_t start_together;
+
+static void *make_tls_pool(void *arg)
+{
+    (void)arg;
+    rp_loop *loop;
+    if (rp_loop_new(&loop, NULL) != 0)
+        return (void *)1;
+    rp_pool_options opts;
+    rp_pool_options_init(&opts);
+    opts.addr = "127.0.0.1:1";
+    opts.tls.enable = true;
+    opts.tls.insecure = true;
+    rp_pool *pool = NULL;
+    pthread_barrier_wait(&start_together);
+    intptr_t rc = rp_pool_new(&pool, loop, &opts);
+    if (rc == 0) {
+        rp_pool_close(pool, NULL, NULL);
+        rp_loop_run(loop, RP_RUN_DEFAULT);
+    }
+    rp_loop_free(loop);
+    return (void *)rc;
+}
+
+Test(core_header, two_threads_loading_openssl_at_once_both_get_it)
+{
+    cr_expect(!libssl_mapped());
+    pthread_barrier_init(&start_together, NULL, 2);
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, make_tls_pool, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        void *rc;
+        cr_assert_eq(pthread_join(threads[i], &rc), 0);
+        cr_expect_eq((intptr_t)rc, 0, "thread %d: %d", i, (int)(intptr_t)rc);
+    }
+    pthread_barrier_destroy(&start_together);
+    cr_expect(libssl_mapped());
 }
 #endif
