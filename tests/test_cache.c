@@ -980,6 +980,37 @@ Test(cache, the_subscriber_holds_the_loop_only_while_it_is_set_up)
     fx_client_close_and_free(loop, client);
 }
 
+/* Entries read through a connection go when it closes (the server forgets
+ * what a closed connection read): here the server closes the idle data
+ * connection, its idle watch sees it, the entry goes, no invalidation
+ * counted and no flush; a read after it is a miss, kept again. */
+Test(cache, a_closed_data_connection_takes_its_entries_along)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET dc v\r\n");
+    cr_expect_str_eq(cached_get("dc").str, "v");
+    cr_expect_eq(stats().entries, 1);
+    uint64_t invalidations = stats().invalidations, flushes = stats().flushes;
+    fx_redis_command("CLIENT KILL TYPE normal SKIPME yes\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (stats().entries && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(stats().entries, 0, "an entry outlived the connection it was read through");
+    cr_expect_eq(stats().invalidations, invalidations);
+    cr_expect_eq(stats().flushes, flushes);
+    cr_expect(stats().subscribed);
+    uint64_t misses = stats().misses;
+    cr_expect_str_eq(cached_get("dc").str, "v");
+    cr_expect_eq(stats().misses, misses + 1);
+    cr_expect_eq(stats().entries, 1, "not kept through the new connection");
+    fx_redis_command("SET dc w\r\n");
+    cr_expect_geq(until_value("dc", "w", 3000), 0, "the new connection's read was not tracked");
+    fx_client_close_and_free(loop, client);
+}
+
 /* ------------------------------------------------------------- the race */
 
 #define RACE_KEYS 4
