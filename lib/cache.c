@@ -443,9 +443,11 @@ static bool told_of(const rp__cache *cache, const char *key, size_t len)
     return false;
 }
 
+/* Before any check of the command (rp_client_command_ex's fast path):
+ * only one with a key can be looked up. */
 rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen)
 {
-    rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
+    rp__cache_entry *entry = cache && argc >= 2 ? lookup(cache, argc, argv, argvlen) : NULL;
     if (!entry)
         return NULL;
     cache->stats.hits++;

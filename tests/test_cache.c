@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1008,6 +1009,45 @@ Test(cache, a_closed_data_connection_takes_its_entries_along)
     cr_expect_eq(stats().entries, 1, "not kept through the new connection");
     fx_redis_command("SET dc w\r\n");
     cr_expect_geq(until_value("dc", "w", 3000), 0, "the new connection's read was not tracked");
+    fx_client_close_and_free(loop, client);
+}
+
+/* size bytes that end where an unreadable page begins (munmap_end frees). */
+static void *at_page_end(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *area = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert(area != MAP_FAILED);
+    cr_assert_eq(mprotect(area + page, page, PROT_NONE), 0);
+    return area + page - size;
+}
+
+static void munmap_end(void *p)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), 2 * page);
+}
+
+/* RP_CMD_CACHE with one argument (no key) is -EINVAL, and nothing reads
+ * past the arrays the caller gave: here each ends at a page that cannot
+ * be read. */
+Test(cache, a_cached_command_without_a_key_reads_nothing_past_its_arguments)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET k v\r\n");
+    cr_expect_str_eq(cached_get("k").str, "v"); /* the cache holds an entry */
+    const char **argv = at_page_end(sizeof *argv);
+    size_t *argvlen = at_page_end(sizeof *argvlen);
+    *argv = "GET";
+    *argvlen = 3;
+    result r = {0};
+    cr_expect_eq(rp_client_command_ex(client, &cached, fx_result_cb, &r, 1, argv, argvlen), -EINVAL);
+    fx_run_for(loop, 20);
+    cr_expect_eq(r.calls, 0);
+    munmap_end(argv);
+    munmap_end(argvlen);
     fx_client_close_and_free(loop, client);
 }
 
