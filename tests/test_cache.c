@@ -1051,6 +1051,44 @@ Test(cache, a_cached_command_without_a_key_reads_nothing_past_its_arguments)
     fx_client_close_and_free(loop, client);
 }
 
+/* The same on an auto-pipelining lane: the leader fails with its lane
+ * (timed out; then the server killed), and the waiters, sent again from
+ * inside the lane's failure, each end once. */
+Test(cache, a_failed_leader_on_a_lane_lets_its_waiters_send_their_own)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    opts.max_retries = 0;
+    opts.pool.read_timeout_ms = 300;
+    result r[4] = {0};
+    four_joined_reads_on_a_frozen_server(&opts, "fl", r);
+    bool ended = fx_run_until_count(loop, &r[0].calls, 1, 3000);
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    cr_assert(ended);
+    cr_expect_eq(r[0].status, -ETIMEDOUT);
+    for (int i = 1; i < 4; i++) {
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000), "read %d never ended", i);
+        cr_expect(r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i, r[i].status);
+    }
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(r[i].calls, 1);
+    cr_expect_eq(stats().joined, 0);
+
+    result k[4] = {0};
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    for (int i = 0; i < 4; i++)
+        cached_send(&k[i], 2, (const char *[]){"GET", "fl2"});
+    fx_redis_stop();
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &k[i].calls, 1, 10000), "read %d never ended", i);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect(k[i].calls == 1 && k[i].status < 0, "read %d: %d calls, status %d", i, k[i].calls, k[i].status);
+    fx_client_close_and_free(loop, client);
+}
+
 /* ------------------------------------------------------------- the race */
 
 #define RACE_KEYS 4
