@@ -1089,6 +1089,71 @@ Test(cache, a_failed_leader_on_a_lane_lets_its_waiters_send_their_own)
     fx_client_close_and_free(loop, client);
 }
 
+/* A hit's callback writes its key (the entry it is answered with goes,
+ * pinned until the callback returns) and reads it again (a miss, sent):
+ * the cached reply stays readable to the end of the callback, the new
+ * read sees the write. */
+static result pin_again;
+static bool pin_reply_intact;
+static void write_and_reread_from_a_hit(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    cr_assert_eq(rp_client_command(c, fx_result_cb, data, 3, (const char *[]){"SET", "pin", "new"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(c, &cached, fx_result_cb, &pin_again, 2, (const char *[]){"GET", "pin"}, NULL),
+                 0);
+    pin_reply_intact = status == 0 && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, "old");
+}
+
+Test(cache, a_hits_callback_writing_its_key_reads_the_write)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET pin old\r\n");
+    cr_expect_str_eq(cached_get("pin").str, "old");
+    result set = {0};
+    pin_again = (result){0};
+    pin_reply_intact = false;
+    uint64_t hits = stats().hits;
+    cr_assert_gt(rp_client_command_ex(client, &cached, write_and_reread_from_a_hit, &set, 2,
+                                      (const char *[]){"GET", "pin"}, NULL),
+                 0);
+    cr_assert(fx_run_until_count(loop, &pin_again.calls, 1, 5000));
+    cr_expect_eq(stats().hits, hits + 1);
+    cr_expect(pin_reply_intact, "the hit's reply changed under its callback");
+    cr_expect(set.calls == 1 && set.status == 0);
+    cr_expect_str_eq(pin_again.str, "new", "the read after the write saw the old value");
+    cr_expect_str_eq(cached_get("pin").str, "new");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A cache too small for any entry: every reply is evicted as it is kept,
+ * single flight still shares one request, and nothing leaks. */
+Test(cache, a_cache_too_small_for_an_entry_still_shares_one_request)
+{
+    rp_client_options opts;
+    cache_options(&opts, 64);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET tiny value\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "tiny"});
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "value"), "read %d", i);
+    rp_cache_stats s = stats();
+    cr_expect_eq(s.entries, 0);
+    cr_expect_eq(s.bytes, 0);
+    cr_expect_geq(s.evictions, 1);
+    cr_expect_eq(s.joined, 3);
+    cr_expect_eq(server_calls("get"), 1);
+    fx_client_close_and_free(loop, client);
+}
+
 /* ------------------------------------------------------------- the race */
 
 #define RACE_KEYS 4
