@@ -443,9 +443,11 @@ static bool told_of(const rp__cache *cache, const char *key, size_t len)
     return false;
 }
 
+/* Before any check of the command (rp_client_command_ex's fast path):
+ * only one with a key can be looked up. */
 rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen)
 {
-    rp__cache_entry *entry = cache ? lookup(cache, argc, argv, argvlen) : NULL;
+    rp__cache_entry *entry = cache && argc >= 2 ? lookup(cache, argc, argv, argvlen) : NULL;
     if (!entry)
         return NULL;
     cache->stats.hits++;
@@ -513,7 +515,6 @@ rp__cache_start_result rp__cache_start(rp__cache *cache, rp__cache_ref *ref, boo
         flight_lead(cache, ref, argc, argv, argvlen);
         return RP__CACHE_SEND;
     }
-    cache->stats.joined++;
     ref->leader = leader;
     rp__list_push_back(&leader->waiters, &ref->flight);
     return RP__CACHE_JOINED;
@@ -537,17 +538,21 @@ void rp__cache_leave(rp__cache_ref *ref)
 const redisReply *rp__cache_hit_reply(const rp__cache_ref *ref) { return ref->hit ? ref->hit->reply : NULL; }
 
 /* The leader ended: off its key's list (no miss joins it any more), and
- * each waiter ends with its reply, or is let go. One at a time from the
- * leader's list: a waiter's callback may cancel another. */
+ * each waiter ends with its reply (counted as joined: it took the reply),
+ * or is let go (a miss when it is sent). One at a time from the leader's
+ * list: a waiter's callback may cancel another. */
 static void flight_land(rp__cache *cache, rp__cache_ref *ref, const redisReply *reply, int status)
 {
     rp__list_unlink(&ref->key->flights, &ref->flight);
     ref->leading = false;
+    if (status < 0)
+        reply = NULL;
     rp__link *link;
     while ((link = rp__list_pop(&ref->waiters, false))) {
         rp__cache_ref *waiter = RP__CONTAINER_OF(link, rp__cache_ref, flight);
         waiter->leader = NULL;
-        cache->joined_end(waiter, status == 0 ? reply : NULL, cache->joined_data);
+        cache->stats.joined += reply != NULL;
+        cache->joined_end(waiter, reply, cache->joined_data);
     }
 }
 

@@ -78,8 +78,9 @@ void rp__cache_drop_slots(rp__cache *cache, const uint8_t *slots);
 int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, const char *const *argv,
                           const size_t *argvlen);
 /* The fast path of a hit: the entry holding the command's reply, pinned
- * (its ref's hit), or NULL. Only a cacheable command can have one: no
- * other check is needed first. cache may be NULL. */
+ * (its ref's hit), or NULL. Only a cacheable command can have one, and
+ * one with no key (argc < 2) is not looked up: no other check is needed
+ * first. cache may be NULL. */
 rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen);
 /* The hit's command, as kept (it lives while the hit is pinned). */
 void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen);

@@ -149,14 +149,22 @@ static bool ossl_loaded;
 
 static void log_tls(const char *what, const char *why);
 
+/* A libssl without one of the functions (not OpenSSL 3's) is closed
+ * again: nothing of it stays mapped. dlerror's text is read first (the
+ * close may reset it). */
 static void ossl_load_once(void)
 {
     void *lib = dlopen(RP_LIBSSL_SONAME, RTLD_NOW | RTLD_LOCAL);
     for (size_t i = 0; lib && i < sizeof ossl_symbols / sizeof ossl_symbols[0]; i++) {
         void *symbol = dlsym(lib, ossl_symbols[i].name);
         if (!symbol) {
-            lib = NULL;
-            break;
+            char why[256];
+            const char *error = dlerror();
+            snprintf(why, sizeof why, "%s", error ? error : ossl_symbols[i].name);
+            dlclose(lib);
+            memset(&ossl, 0, sizeof ossl);
+            log_tls("cannot load " RP_LIBSSL_SONAME, why);
+            return;
         }
         memcpy((char *)&ossl + ossl_symbols[i].offset, &symbol, sizeof symbol);
     }

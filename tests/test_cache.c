@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 TestSuite(cache, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
 
@@ -532,11 +534,12 @@ Test(cache, concurrent_misses_of_one_read_send_one_request)
     for (int i = 0; i < 2; i++)
         cached_send(&range[i], 4, (const char *[]){"GETRANGE", "sf", "0", "1"});
     rp_cache_stats s = stats();
-    cr_expect_eq(s.joined, FLIGHT - 1 + 1);
     cr_expect_eq(s.misses, 2);
     cr_assert(fx_run_until_count(loop, &r[FLIGHT - 1].calls, 1, 5000));
     cr_assert(fx_run_until_count(loop, &range[1].calls, 1, 5000));
     fx_run_for(loop, 20);
+    cr_expect_eq(stats().joined, FLIGHT - 1 + 1);
+    cr_expect_eq(stats().misses, 2);
     for (int i = 0; i < FLIGHT; i++) {
         cr_expect_eq(r[i].calls, 1, "read %d called back %d times", i, r[i].calls);
         cr_expect_eq(r[i].status, 0);
@@ -560,12 +563,14 @@ Test(cache, concurrent_misses_on_a_lane_send_one_request)
     fx_redis_command("SET sfl lane\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     result r[FLIGHT] = {0};
+    uint64_t misses = stats().misses;
     for (int i = 0; i < FLIGHT; i++)
         cached_send(&r[i], 2, (const char *[]){"GET", "sfl"});
-    cr_expect_eq(stats().joined, FLIGHT - 1);
+    cr_expect_eq(stats().misses, misses + 1);
     for (int i = 0; i < FLIGHT; i++)
         cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
     fx_run_for(loop, 20);
+    cr_expect_eq(stats().joined, FLIGHT - 1);
     for (int i = 0; i < FLIGHT; i++)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "lane"), "read %d", i);
     cr_expect_eq(server_calls("get"), 1);
@@ -610,11 +615,13 @@ Test(cache, a_read_after_an_invalidation_does_not_join_one_sent_before)
         rp_loop_run(loop, RP_RUN_ONCE);
     cr_assert_gt(stats().invalidations, told, "the invalidation never came");
     cr_assert_eq(before.calls, 0, "the first read is no longer in flight");
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 3; i++)
         cached_send(&after[i], 2, (const char *[]){"GET", "inv"});
-    cr_expect_eq(stats().joined, 2, "a read issued after the invalidation joined one sent before it");
+    cr_expect_eq(stats().misses, misses + 1, "a read issued after the invalidation joined one sent before it");
     cr_assert(fx_run_until_count(loop, &after[2].calls, 1, 5000));
     cr_assert(fx_run_until_count(loop, &before.calls, 1, 5000));
+    cr_expect_eq(stats().joined, 2);
     cr_expect_eq(blocker.calls, 1);
     for (int i = 0; i < 3; i++)
         cr_expect(after[i].calls == 1 && after[i].status == 0 && !strcmp(after[i].str, "new"), "read %d: %s", i,
@@ -637,9 +644,10 @@ Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
     hold_the_connection(200);
     result r[4] = {0};
     int64_t id[4];
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 4; i++)
         id[i] = cached_send(&r[i], 2, (const char *[]){"GET", "c"});
-    cr_expect_eq(stats().joined, 3);
+    cr_expect_eq(stats().misses, misses + 1);
     cr_assert_eq(rp_client_cancel(client, id[0]), 0);
     cr_assert_eq(rp_client_cancel(client, id[2]), 0);
     cr_assert(fx_run_until_count(loop, &r[0].calls, 1, 1000));
@@ -652,6 +660,8 @@ Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: %d calls, status %d", i,
                   r[i].calls, r[i].status);
     cr_expect_eq(server_calls("get"), 2, "the cancelled reads were sent, or the others were not");
+    cr_expect_eq(stats().joined, 0, "reads that took no reply counted as joined");
+    cr_expect_eq(stats().misses, misses + 3, "the leader and the two let go are the misses");
     fx_client_close_and_free(loop, client);
 }
 
@@ -664,9 +674,10 @@ static void four_joined_reads_on_a_frozen_server(const rp_client_options *opts, 
     snprintf(set, sizeof set, "SET %s v\r\n", key);
     fx_redis_command(set);
     cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    uint64_t misses = stats().misses;
     for (int i = 0; i < 4; i++)
         cached_send(&r[i], 2, (const char *[]){"GET", key});
-    cr_expect_eq(stats().joined, 3);
+    cr_expect_eq(stats().misses, misses + 1, "more than one sent");
 }
 
 /* The read others wait for fails (its connection times out): it ends with
@@ -693,6 +704,7 @@ Test(cache, a_failed_leader_lets_its_waiters_send_their_own)
     fx_run_for(loop, 50);
     for (int i = 0; i < 4; i++)
         cr_expect_eq(r[i].calls, 1);
+    cr_expect_eq(stats().joined, 0, "reads let go, which took no reply, counted as joined");
     fx_client_close_and_free(loop, client);
 }
 
@@ -735,6 +747,410 @@ Test(cache, a_retried_leader_answers_its_waiters)
         cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i,
                   r[i].status);
     cr_expect_eq(stats().misses, misses, "a waiter was sent");
+    cr_expect_eq(stats().joined, 3);
+    fx_client_close_and_free(loop, client);
+}
+
+/* ------------------------------------- single flight at odd moments */
+
+/* A waiter's callback (run as its leader ends) cancels a later waiter and
+ * issues the same read again: the cancelled one ends once with
+ * -ECANCELED, the new read is a hit, the rest end once with the value. */
+static int64_t odd_ids[4];
+static result odd[4], odd_again;
+static void cancel_next_and_read_again(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    cr_expect_eq(rp_client_cancel(c, odd_ids[2]), 0, "the next waiter could not be cancelled");
+    cr_expect_gt(rp_client_command_ex(c, &cached, fx_result_cb, &odd_again, 2, (const char *[]){"GET", "odd"}, NULL),
+                 0);
+    cr_expect_eq(odd_again.calls, 0, "called back inside the call");
+}
+
+Test(cache, a_waiters_callback_cancels_another_and_reads_again)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET odd v\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    memset(odd, 0, sizeof odd);
+    odd_again = (result){0};
+    for (int i = 0; i < 4; i++)
+        odd_ids[i] = rp_client_command_ex(client, &cached, i == 1 ? cancel_next_and_read_again : fx_result_cb, &odd[i],
+                                          2, (const char *[]){"GET", "odd"}, NULL);
+    cr_expect_eq(stats().misses, 1);
+    cr_assert(fx_run_until_count(loop, &odd_again.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(odd[i].calls, 1, "read %d called back %d times", i, odd[i].calls);
+        if (i != 2)
+            cr_expect(odd[i].status == 0 && !strcmp(odd[i].str, "v"), "read %d: status %d", i, odd[i].status);
+    }
+    cr_expect_eq(odd[2].status, -ECANCELED);
+    cr_expect(odd_again.calls == 1 && odd_again.status == 0 && !strcmp(odd_again.str, "v"));
+    cr_expect_eq(stats().joined, 2, "the cancelled waiter counted as joined");
+    cr_expect_eq(stats().hits, 1);
+    cr_expect_eq(server_calls("get"), 1);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The command_end hook of a read others wait for, which failed with an
+ * error reply (not kept), issues the same read: it joins the ending read
+ * and takes its reply, once. */
+static result from_hook[2];
+static int hook_reads;
+static void read_again_from_hook(void *data, int argc, const char *const *argv, const size_t *argvlen, uint64_t ns,
+                                 int status, int retries)
+{
+    (void)data, (void)ns, (void)status, (void)retries;
+    if (argc == 2 && argvlen[0] == 3 && !strncmp(argv[0], "GET", 3) && !strncmp(argv[1], "wrong", 5) &&
+        hook_reads < 2) {
+        result *r = &from_hook[hook_reads++];
+        cr_expect_gt(rp_client_command_ex(client, &cached, fx_result_cb, r, 2, (const char *[]){"GET", "wrong"}, NULL),
+                     0);
+    }
+}
+
+Test(cache, a_read_issued_by_the_end_hook_of_a_shared_read_ends_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("DEL wrong\r\n");
+    fx_redis_command("LPUSH wrong x\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    result r[3] = {0};
+    memset(from_hook, 0, sizeof from_hook);
+    hook_reads = 0;
+    rp_hooks hooks = {.command_end = read_again_from_hook};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+    for (int i = 0; i < 3; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "wrong"});
+    cr_assert(fx_run_until_count(loop, &from_hook[1].calls, 1, 5000));
+    fx_run_for(loop, 100);
+    for (int i = 0; i < 3; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && r[i].type == REDIS_REPLY_ERROR, "read %d", i);
+    for (int i = 0; i < 2; i++)
+        cr_expect(from_hook[i].calls == 1 && from_hook[i].type == REDIS_REPLY_ERROR, "hook read %d: %d calls", i,
+                  from_hook[i].calls);
+    cr_expect_eq(stats().entries, 0);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A waiter's callback closes the client: every other read ends once. */
+static bool closed_by_waiter;
+static void waiter_closed(rp_client *c, void *data)
+{
+    (void)c;
+    *(bool *)data = true;
+}
+
+static void close_from_callback(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    fx_result_cb(c, reply, status, data);
+    cr_expect_eq(rp_client_close(c, waiter_closed, &closed_by_waiter), 0);
+}
+
+Test(cache, a_waiter_closing_the_client_ends_every_read_once)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET cl v\r\n");
+    hold_the_connection(100);
+    closed_by_waiter = false;
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cr_assert_gt(rp_client_command_ex(client, &cached, i == 1 ? close_from_callback : fx_result_cb, &r[i], 2,
+                                          (const char *[]){"GET", "cl"}, NULL),
+                     0);
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000), "read %d never ended", i);
+    cr_assert(fx_run_until(loop, &closed_by_waiter, 5000), "the close never ended");
+    cr_expect_eq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    /* Those after it were not sent: like any unsent command, RP_ECLOSED. */
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && (i < 2 ? r[i].status == 0 && !strcmp(r[i].str, "v") : r[i].status == RP_ECLOSED),
+                  "read %d: %d calls, status %d", i, r[i].calls, r[i].status);
+    cr_expect_eq(rp_loop_free(loop), 0);
+}
+
+/* Each caller keeps its own deadline: a waiter with a short timeout_ms
+ * ends alone with -ETIMEDOUT; a leader with one lets its waiters send
+ * their own, which end with the value. */
+Test(cache, joined_reads_keep_their_own_deadlines)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET dl v\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(300);
+    rp_command_options quick = {.flags = RP_CMD_CACHE, .timeout_ms = 100};
+    result lead = {0}, waiter = {0}, patient = {0};
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &lead, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &quick, fx_result_cb, &waiter, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &patient, 2, (const char *[]){"GET", "dl"}, NULL), 0);
+    cr_expect_eq(stats().misses, 1);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 2000));
+    cr_expect_eq(waiter.status, -ETIMEDOUT);
+    cr_expect_eq(lead.calls + patient.calls, 0, "the others ended with the waiter's deadline");
+    cr_assert(fx_run_until_count(loop, &patient.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    cr_expect(lead.calls == 1 && lead.status == 0 && !strcmp(lead.str, "v"));
+    cr_expect(patient.calls == 1 && patient.status == 0 && !strcmp(patient.str, "v"));
+    cr_expect_eq(waiter.calls, 1);
+    cr_expect_eq(server_calls("get"), 1);
+    cr_expect_eq(stats().joined, 1, "the waiter that timed out counted as joined");
+
+    /* The leader's own deadline: its waiters are sent by themselves. */
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    command(3, (const char *[]){"SET", "dl2", "w"});
+    hold_the_connection(300);
+    lead = waiter = patient = (result){0};
+    cr_assert_gt(rp_client_command_ex(client, &quick, fx_result_cb, &lead, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &waiter, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(client, &cached, fx_result_cb, &patient, 2, (const char *[]){"GET", "dl2"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &lead.calls, 1, 2000));
+    cr_expect_eq(lead.status, -ETIMEDOUT);
+    cr_assert(fx_run_until_count(loop, &waiter.calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &patient.calls, 1, 5000));
+    fx_run_for(loop, 50);
+    cr_expect(waiter.calls == 1 && waiter.status == 0 && !strcmp(waiter.str, "w"), "status %d", waiter.status);
+    cr_expect(patient.calls == 1 && patient.status == 0 && !strcmp(patient.str, "w"), "status %d", patient.status);
+    cr_expect_eq(lead.calls, 1);
+    cr_expect_eq(blocker.calls, 1);
+    cr_expect_eq(server_calls("get"), 2, "the leader timed out before it was sent: the waiters send two");
+    cr_expect_eq(stats().joined, 1);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The subscriber holds the loop only while it is being set up: lost with
+ * nothing else to do, the run returns at once; dialled again 100 ms later
+ * to a frozen server, a run is held by its set-up at most the read
+ * timeout, and each later one too (docs/caching.md); the server back, it
+ * subscribes again and holds nothing. */
+static uint64_t run_default_ms(void)
+{
+    uint64_t start = fx_now_ms();
+    cr_assert_geq(rp_loop_run(loop, RP_RUN_DEFAULT), 0);
+    return fx_now_ms() - start;
+}
+
+Test(cache, the_subscriber_holds_the_loop_only_while_it_is_set_up)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.read_timeout_ms = 300;
+    open_client(&opts);
+    fx_redis_command("SET lost 1\r\n");
+    cached_get("lost");
+    cr_expect_lt(run_default_ms(), 200, "the subscriber held the run");
+    fx_redis_command("CLIENT KILL TYPE pubsub\r\n");
+    cr_expect_lt(run_default_ms(), 200, "a lost subscriber held the run");
+    cr_expect(!stats().subscribed);
+    fx_run_for(loop, 300);
+    cr_expect(stats().subscribed, "the subscriber never came back");
+    cr_expect_lt(run_default_ms(), 200, "a subscriber back held the run");
+    fx_redis_restart(); /* on the same port: the subscriber is lost */
+    cr_expect_lt(run_default_ms(), 200);
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    uint64_t held = 0;
+    for (int i = 0; i < 3; i++) {
+        usleep(150 * 1000); /* the redial is due */
+        uint64_t ms = run_default_ms();
+        cr_expect_lt(ms, 300 + 700, "run %d held %llu ms: longer than the set-up's read timeout", i,
+                     (unsigned long long)ms);
+        held += ms;
+    }
+    cr_expect_geq(held, 250, "no run waited for a set-up (%llu ms)", (unsigned long long)held);
+    cr_expect(!stats().subscribed);
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (!stats().subscribed && fx_now_ms() < deadline)
+        fx_run_for(loop, 10);
+    cr_expect(stats().subscribed, "the subscriber never came back");
+    cr_expect_lt(run_default_ms(), 200);
+    fx_client_close_and_free(loop, client);
+}
+
+/* Entries read through a connection go when it closes (the server forgets
+ * what a closed connection read): here the server closes the idle data
+ * connection, its idle watch sees it, the entry goes, no invalidation
+ * counted and no flush; a read after it is a miss, kept again. */
+Test(cache, a_closed_data_connection_takes_its_entries_along)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET dc v\r\n");
+    cr_expect_str_eq(cached_get("dc").str, "v");
+    cr_expect_eq(stats().entries, 1);
+    uint64_t invalidations = stats().invalidations, flushes = stats().flushes;
+    fx_redis_command("CLIENT KILL TYPE normal SKIPME yes\r\n");
+    uint64_t deadline = fx_now_ms() + 3000;
+    while (stats().entries && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_expect_eq(stats().entries, 0, "an entry outlived the connection it was read through");
+    cr_expect_eq(stats().invalidations, invalidations);
+    cr_expect_eq(stats().flushes, flushes);
+    cr_expect(stats().subscribed);
+    uint64_t misses = stats().misses;
+    cr_expect_str_eq(cached_get("dc").str, "v");
+    cr_expect_eq(stats().misses, misses + 1);
+    cr_expect_eq(stats().entries, 1, "not kept through the new connection");
+    fx_redis_command("SET dc w\r\n");
+    cr_expect_geq(until_value("dc", "w", 3000), 0, "the new connection's read was not tracked");
+    fx_client_close_and_free(loop, client);
+}
+
+/* size bytes that end where an unreadable page begins (munmap_end frees). */
+static void *at_page_end(size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *area = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert(area != MAP_FAILED);
+    cr_assert_eq(mprotect(area + page, page, PROT_NONE), 0);
+    return area + page - size;
+}
+
+static void munmap_end(void *p)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    munmap((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), 2 * page);
+}
+
+/* RP_CMD_CACHE with one argument (no key) is -EINVAL, and nothing reads
+ * past the arrays the caller gave: here each ends at a page that cannot
+ * be read. */
+Test(cache, a_cached_command_without_a_key_reads_nothing_past_its_arguments)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET k v\r\n");
+    cr_expect_str_eq(cached_get("k").str, "v"); /* the cache holds an entry */
+    const char **argv = at_page_end(sizeof *argv);
+    size_t *argvlen = at_page_end(sizeof *argvlen);
+    *argv = "GET";
+    *argvlen = 3;
+    result r = {0};
+    cr_expect_eq(rp_client_command_ex(client, &cached, fx_result_cb, &r, 1, argv, argvlen), -EINVAL);
+    fx_run_for(loop, 20);
+    cr_expect_eq(r.calls, 0);
+    munmap_end(argv);
+    munmap_end(argvlen);
+    fx_client_close_and_free(loop, client);
+}
+
+/* The same on an auto-pipelining lane: the leader fails with its lane
+ * (timed out; then the server killed), and the waiters, sent again from
+ * inside the lane's failure, each end once. */
+Test(cache, a_failed_leader_on_a_lane_lets_its_waiters_send_their_own)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.autopipeline_conns = 1;
+    opts.max_retries = 0;
+    opts.pool.read_timeout_ms = 300;
+    result r[4] = {0};
+    four_joined_reads_on_a_frozen_server(&opts, "fl", r);
+    bool ended = fx_run_until_count(loop, &r[0].calls, 1, 3000);
+    cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
+    cr_assert(ended);
+    cr_expect_eq(r[0].status, -ETIMEDOUT);
+    for (int i = 1; i < 4; i++) {
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000), "read %d never ended", i);
+        cr_expect(r[i].status == 0 && !strcmp(r[i].str, "v"), "read %d: status %d", i, r[i].status);
+    }
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(r[i].calls, 1);
+    cr_expect_eq(stats().joined, 0);
+
+    result k[4] = {0};
+    cr_assert_eq(kill(fx_redis_pid(), SIGSTOP), 0);
+    for (int i = 0; i < 4; i++)
+        cached_send(&k[i], 2, (const char *[]){"GET", "fl2"});
+    fx_redis_stop();
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &k[i].calls, 1, 10000), "read %d never ended", i);
+    fx_run_for(loop, 50);
+    for (int i = 0; i < 4; i++)
+        cr_expect(k[i].calls == 1 && k[i].status < 0, "read %d: %d calls, status %d", i, k[i].calls, k[i].status);
+    fx_client_close_and_free(loop, client);
+}
+
+/* A hit's callback writes its key (the entry it is answered with goes,
+ * pinned until the callback returns) and reads it again (a miss, sent):
+ * the cached reply stays readable to the end of the callback, the new
+ * read sees the write. */
+static result pin_again;
+static bool pin_reply_intact;
+static void write_and_reread_from_a_hit(rp_client *c, const redisReply *reply, int status, void *data)
+{
+    cr_assert_eq(rp_client_command(c, fx_result_cb, data, 3, (const char *[]){"SET", "pin", "new"}, NULL), 0);
+    cr_assert_gt(rp_client_command_ex(c, &cached, fx_result_cb, &pin_again, 2, (const char *[]){"GET", "pin"}, NULL),
+                 0);
+    pin_reply_intact = status == 0 && reply->type == REDIS_REPLY_STRING && !strcmp(reply->str, "old");
+}
+
+Test(cache, a_hits_callback_writing_its_key_reads_the_write)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    open_client(&opts);
+    fx_redis_command("SET pin old\r\n");
+    cr_expect_str_eq(cached_get("pin").str, "old");
+    result set = {0};
+    pin_again = (result){0};
+    pin_reply_intact = false;
+    uint64_t hits = stats().hits;
+    cr_assert_gt(rp_client_command_ex(client, &cached, write_and_reread_from_a_hit, &set, 2,
+                                      (const char *[]){"GET", "pin"}, NULL),
+                 0);
+    cr_assert(fx_run_until_count(loop, &pin_again.calls, 1, 5000));
+    cr_expect_eq(stats().hits, hits + 1);
+    cr_expect(pin_reply_intact, "the hit's reply changed under its callback");
+    cr_expect(set.calls == 1 && set.status == 0);
+    cr_expect_str_eq(pin_again.str, "new", "the read after the write saw the old value");
+    cr_expect_str_eq(cached_get("pin").str, "new");
+    fx_client_close_and_free(loop, client);
+}
+
+/* A cache too small for any entry: every reply is evicted as it is kept,
+ * single flight still shares one request, and nothing leaks. */
+Test(cache, a_cache_too_small_for_an_entry_still_shares_one_request)
+{
+    rp_client_options opts;
+    cache_options(&opts, 64);
+    opts.pool.pool_size = 1;
+    open_client(&opts);
+    fx_redis_command("SET tiny value\r\n");
+    command(2, (const char *[]){"CONFIG", "RESETSTAT"});
+    hold_the_connection(100);
+    result r[4] = {0};
+    for (int i = 0; i < 4; i++)
+        cached_send(&r[i], 2, (const char *[]){"GET", "tiny"});
+    for (int i = 0; i < 4; i++)
+        cr_assert(fx_run_until_count(loop, &r[i].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    for (int i = 0; i < 4; i++)
+        cr_expect(r[i].calls == 1 && r[i].status == 0 && !strcmp(r[i].str, "value"), "read %d", i);
+    rp_cache_stats s = stats();
+    cr_expect_eq(s.entries, 0);
+    cr_expect_eq(s.bytes, 0);
+    cr_expect_geq(s.evictions, 1);
+    cr_expect_eq(s.joined, 3);
+    cr_expect_eq(server_calls("get"), 1);
     fx_client_close_and_free(loop, client);
 }
 

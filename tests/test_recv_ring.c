@@ -644,3 +644,142 @@ Test(recv_ring, ten_thousand_idle_connections_cost_at_most_1536_bytes_each, .tim
     fx_redis_stop();
     fx_redis_start();
 }
+
+/* ------------------------------------------- big bulk replies (reply.c) */
+
+/* Replies of 32 KiB strings and more take the reader's buffer (reply.c
+ * take_buffer) and give it back after their callback (give_back): a
+ * callback that sends more big reads from inside, big strings inside
+ * arrays (the last one of a few, several big ones), small replies between
+ * them in one read, a reply over the size limit (-EMSGSIZE, once, the
+ * connection closed), all exact, under ASan too. */
+enum { BIG = 100 * 1000, MID = 40 * 1000 };
+
+typedef struct big_check {
+    int calls, status;
+    bool right;
+    int type;
+    size_t elements;
+    const char *const *want; /* one value, or an array's elements */
+    const size_t *want_len;
+    rp_conn *then_conn;      /* sends then_argv on it from the callback */
+    const char *const *then_argv;
+    struct big_check *then;
+    rp_pool *remove_from; /* the callback removes its connection */
+} big_check;
+
+static void big_cb(rp_conn *conn, const redisReply *reply, int status, void *data)
+{
+    big_check *c = data;
+    c->calls++;
+    c->status = status;
+    c->type = reply ? reply->type : -1;
+    c->right = reply != NULL;
+    if (reply && reply->type == REDIS_REPLY_ARRAY) {
+        c->elements = reply->elements;
+        for (size_t i = 0; i < reply->elements; i++)
+            c->right = c->right && reply->element[i]->len == c->want_len[i] &&
+                       !memcmp(reply->element[i]->str, c->want[i], c->want_len[i]);
+    } else if (reply) {
+        c->right = reply->type == REDIS_REPLY_STRING && reply->len == c->want_len[0] &&
+                   !memcmp(reply->str, c->want[0], c->want_len[0]) && reply->str[reply->len] == '\0';
+    }
+    if (c->then_argv)
+        cr_assert_eq(rp_conn_command(conn, big_cb, c->then, 2, c->then_argv, NULL), 0);
+    if (c->remove_from)
+        rp_pool_remove(c->remove_from, conn, -ECANCELED);
+}
+
+static void set_value(const char *key, const char *value, size_t len)
+{
+    char head[128];
+    int n = snprintf(head, sizeof head, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(key), key, len);
+    char *whole = malloc((size_t)n + len + 3);
+    memcpy(whole, head, (size_t)n);
+    memcpy(whole + n, value, len);
+    memcpy(whole + n + len, "\r\n", 3);
+    fx_redis_command(whole);
+    free(whole);
+}
+
+Test(recv_ring, big_strings_taking_the_readers_buffer_come_back_exact)
+{
+    rp_pool_options po;
+    fx_pool_options(&po, 2);
+    rp_loop *loop;
+    rp_pool *pool = fx_open_pool(&loop, &po);
+    char *b1 = pattern(1, BIG), *b2 = pattern(2, BIG), *m1 = pattern(3, MID), *m2 = pattern(4, MID),
+         *m3 = pattern(5, MID);
+    set_value("b1", b1, BIG);
+    set_value("b2", b2, BIG);
+    set_value("m1", m1, MID);
+    fx_redis_command("DEL big:list\r\n");
+    const char *const l[] = {m1, m2, m3};
+    for (int i = 0; i < 3; i++) {
+        char head[128];
+        int n = snprintf(head, sizeof head, "*3\r\n$5\r\nRPUSH\r\n$8\r\nbig:list\r\n$%d\r\n", MID);
+        char *whole = malloc((size_t)n + MID + 3);
+        memcpy(whole, head, (size_t)n);
+        memcpy(whole + n, l[i], MID);
+        memcpy(whole + n + MID, "\r\n", 3);
+        fx_redis_command(whole);
+        free(whole);
+    }
+    const size_t big_len[] = {BIG, BIG, MID, BIG}, mid_len[] = {MID, MID, MID};
+    const char *const b1v[] = {b1}, *const b2v[] = {b2}, *const mget[] = {b1, b2, m1, b2}, *const smallv[] = {""};
+    const size_t small_len[] = {0};
+    big_check inner = {.want = b2v, .want_len = big_len}, first = {.want = b1v, .want_len = big_len, .then = &inner,
+                                                                    .then_argv = (const char *[]){"GET", "b2"}};
+    big_check small = {.want = smallv, .want_len = small_len}, multi = {.want = mget, .want_len = big_len},
+              range = {.want = l, .want_len = mid_len}, last = {.want = b2v, .want_len = big_len};
+    rp_conn *conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &first, 2, (const char *[]){"GET", "b1"}, NULL), 0);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &small, 2, (const char *[]){"GET", "nothing:here"}, NULL), 0);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &multi, 5, (const char *[]){"MGET", "b1", "b2", "m1", "b2"}, NULL), 0);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &range, 4, (const char *[]){"LRANGE", "big:list", "0", "-1"}, NULL), 0);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &last, 2, (const char *[]){"GET", "b2"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &inner.calls, 1, 5000));
+    cr_assert(fx_run_until_count(loop, &last.calls, 1, 5000));
+    fx_run_for(loop, 20);
+    cr_expect(first.calls == 1 && first.status == 0 && first.right, "GET b1");
+    cr_expect(small.calls == 1 && small.status == 0 && small.type == REDIS_REPLY_NIL, "GET of no key");
+    cr_expect(multi.calls == 1 && multi.right && multi.elements == 4, "MGET");
+    cr_expect(range.calls == 1 && range.right && range.elements == 3, "LRANGE");
+    cr_expect(last.calls == 1 && last.right, "GET b2");
+    cr_expect(inner.calls == 1 && inner.status == 0 && inner.right, "the GET sent from a callback");
+
+    /* Over the limit: -EMSGSIZE once, for the big reply and after. */
+    cr_assert_eq(rp_conn_set_max_reply_bytes(conn, BIG / 2), 0);
+    big_check over = {.want = b1v, .want_len = big_len}, after = {.want = b2v, .want_len = big_len};
+    cr_assert_eq(rp_conn_command(conn, big_cb, &over, 2, (const char *[]){"GET", "b1"}, NULL), 0);
+    cr_assert_eq(rp_conn_command(conn, big_cb, &after, 2, (const char *[]){"GET", "b2"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &after.calls, 1, 5000));
+    fx_run_for(loop, 20);
+    cr_expect(over.calls == 1 && over.status == -EMSGSIZE, "over the limit: %d calls, status %d", over.calls,
+              over.status);
+    cr_expect(after.calls == 1 && after.status < 0, "after it: %d calls, status %d", after.calls, after.status);
+    rp_pool_put(pool, conn);
+
+    /* Another connection reads them whole. */
+    conn = fx_get_conn(loop, pool);
+    big_check again = {.want = mget, .want_len = big_len};
+    cr_assert_eq(rp_conn_command(conn, big_cb, &again, 5, (const char *[]){"MGET", "b1", "b2", "m1", "b2"}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &again.calls, 1, 5000));
+    cr_expect(again.right && again.elements == 4);
+
+    /* The first of three big replies read together removes the connection
+     * from its callback: the others end once, -ECANCELED. */
+    big_check gone[3] = {{.want = b1v, .want_len = big_len, .remove_from = pool}, {.want = b2v, .want_len = big_len},
+                         {.want = b1v, .want_len = big_len}};
+    const char *keys[] = {"b1", "b2", "b1"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rp_conn_command(conn, big_cb, &gone[i], 2, (const char *[]){"GET", keys[i]}, NULL), 0);
+    cr_assert(fx_run_until_count(loop, &gone[2].calls, 1, 5000));
+    fx_run_for(loop, 20);
+    cr_expect(gone[0].calls == 1 && gone[0].right);
+    for (int i = 1; i < 3; i++)
+        cr_expect(gone[i].calls == 1 && gone[i].status == -ECANCELED, "read %d: %d calls, status %d", i,
+                  gone[i].calls, gone[i].status);
+    fx_close_and_free(loop, pool);
+    free(b1), free(b2), free(m1), free(m2), free(m3);
+}

@@ -171,7 +171,8 @@ typedef struct rp_client_options {
      * failure. On a switch, dials and set-ups to the old master are
      * abandoned at once. The subscription to the sentinels, a watch of
      * the library's own, does not keep rp_loop_run(RP_RUN_DEFAULT)
-     * running. Strings and the array are copied. */
+     * running once subscribed (its set-up does, within the dial and read
+     * timeouts). Strings and the array are copied. */
     const char *master_name;
     const char *const *sentinel_addrs; /* "host:port" each */
     int         sentinel_count;
@@ -191,8 +192,11 @@ typedef struct rp_client_options {
      * has not said their key changed. cache_bytes 0 (default): off, and
      * RP_CMD_CACHE is -EINVAL. A subscriber connection (SUBSCRIBE
      * __redis__:invalidate) is dialled at rp_client_new; nothing is cached
-     * until it is subscribed. It does not keep rp_loop_run(RP_RUN_DEFAULT)
-     * running (a watch of the library's own, as an idle connection's). */
+     * until it is subscribed. Subscribed, it does not keep
+     * rp_loop_run(RP_RUN_DEFAULT) running (a watch of the library's own,
+     * as an idle connection's); its set-up (dial, CLIENT ID, SUBSCRIBE, at
+     * rp_client_new and on a redial after it was lost) does, within the
+     * dial and read timeouts. */
     size_t      cache_bytes;        /* entries' memory bound (LRU eviction) */
     uint32_t    cache_max_ttl_ms;   /* default (0) 60 s: no entry lives longer */
     int         cache_mode;         /* RP_CACHE_TRACKING (default) or RP_CACHE_BCAST */
