@@ -23,8 +23,6 @@
 #include <string.h>
 #include <sys/socket.h>
 
-bool rp_tls_available(void) { return RP_HAVE_TLS; }
-
 /* The option strings a copy owns. */
 #define RP__TLS_STRINGS(o) \
     {&(o)->ca_file, &(o)->ca_dir, &(o)->cert_file, &(o)->key_file, &(o)->server_name, &(o)->ciphers, &(o)->ciphersuites}
@@ -179,6 +177,10 @@ static int ossl_load(void)
     pthread_once(&ossl_once, ossl_load_once);
     return ossl_loaded ? 0 : -ENOTSUP;
 }
+
+/* The question a program asks is whether a TLS pool would be made, so the
+ * answer loads OpenSSL as a TLS pool would. */
+bool rp_tls_available(void) { return ossl_load() == 0; }
 
 #define BIO_ctrl (ossl.BIO_ctrl)
 #define BIO_ctrl_pending (ossl.BIO_ctrl_pending)
@@ -850,6 +852,8 @@ static void ssl_ctx_ref(void *ssl_ctx, bool take)
     (void)ssl_ctx;
     (void)take;
 }
+
+bool rp_tls_available(void) { return false; }
 
 int rp__tls_ctx_new(rp__tls_ctx **out, const rp_tls_options *o, const char *addr)
 {

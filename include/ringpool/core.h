@@ -433,7 +433,11 @@ RP_EXTERN const char *rp_pool_resolve_error(const rp_pool *pool);
  * "tlsv1 alert unknown ca", ...), kept after later dials succeed; NULL if
  * none failed, for pools without TLS, and on single and sticky pools. */
 RP_EXTERN const char *rp_pool_tls_error(const rp_pool *pool);
-/* true when the library was built with TLS (see RP_HAVE_TLS). */
+/* true when a pool with TLS can be made: the library was built with TLS
+ * (see RP_HAVE_TLS) and OpenSSL 3's libssl loads (the first call loads it,
+ * as the first TLS pool would; false writes the reason to stderr once). A
+ * pool with TLS options is refused with -ENOTSUP exactly when this is
+ * false. */
 RP_EXTERN bool rp_tls_available(void);
 /* Sessions are resumed per pool: the pool keeps the newest sessions (TLS
  * 1.3 tickets or 1.2 sessions, up to 8) its server gave; each dial offers
