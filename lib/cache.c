@@ -523,7 +523,6 @@ rp__cache_start_result rp__cache_start(rp__cache *cache, rp__cache_ref *ref, boo
 void rp__cache_resend(rp__cache *cache, rp__cache_ref *ref, int argc, const char *const *argv,
                       const size_t *argvlen)
 {
-    ref->released = true;
     ref->gen = ref->key->gen;
     flight_lead(cache, ref, argc, argv, argvlen);
 }

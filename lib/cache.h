@@ -25,7 +25,7 @@ typedef struct rp__cache_entry rp__cache_entry;
  * (leader set, listed on the leader's waiters) and is not sent. When the
  * leader ends with a reply, each waiter ends with that reply; when it
  * ends without one (failed, cancelled, timed out), each waiter is let go
- * to send its own (released: it never joins again). */
+ * to send its own, as a leader (it never joins again). */
 typedef struct rp__cache_ref rp__cache_ref;
 struct rp__cache_ref {
     rp__cache_key *key;
@@ -34,7 +34,6 @@ struct rp__cache_ref {
     uint32_t ttl_ms;
     bool write;
     bool leading;  /* on key->flights */
-    bool released; /* a waiter let go: sends its own */
     rp__cache_ref *leader; /* a waiter's */
     rp__list waiters;      /* a leader's */
     rp__link flight;       /* on key->flights, or on its leader's waiters */
