@@ -41,9 +41,14 @@ static int count_entries(const char *path)
 
 int fx_thread_count(void) { return count_entries("/proc/self/task"); }
 
-static int loopback_socket(int port)
+/* A blocking socket connected to the port; -1 if that fails. With
+ * timeout_s, connect, sends and receives give up after it. */
+static int loopback_socket_timed(int port, int timeout_s)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval timeout = {.tv_sec = timeout_s};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
@@ -52,6 +57,8 @@ static int loopback_socket(int port)
     }
     return fd;
 }
+
+static int loopback_socket(int port) { return loopback_socket_timed(port, 0); }
 
 int fx_listener(int backlog, int *port)
 {
@@ -167,23 +174,24 @@ int fx_reserve_port(int pair)
 
 int fx_closed_port(void) { return fx_reserve_port(0); }
 
-/* Sends request to the port and reads the answer until want shows in it;
- * false if it never does (not our server, or none). */
-static bool answer_has(int port, const char *request, const char *want)
+/* Sends request to the port and reads the answer, which ends with end,
+ * until want shows in it; false if it never does (not our server, or
+ * none). */
+static bool answer_has(int port, const char *request, const char *end, const char *want)
 {
-    int fd = loopback_socket(port);
+    int fd = loopback_socket_timed(port, 2);
     if (fd < 0)
         return false;
-    struct timeval timeout = {.tv_sec = 2};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     char buf[4096];
     size_t len = 0;
     bool sent = write(fd, request, strlen(request)) == (ssize_t)strlen(request), found = false;
-    for (ssize_t n = 1; sent && !found && n > 0 && len < sizeof buf - 1;) {
+    bool ended = false;
+    for (ssize_t n = 1; sent && !found && !ended && n > 0 && len < sizeof buf - 1;) {
         n = read(fd, buf + len, sizeof buf - 1 - len);
         len += n > 0 ? (size_t)n : 0;
         buf[len] = '\0';
         found = strstr(buf, want);
+        ended = len >= strlen(end) && !strcmp(buf + len - strlen(end), end);
     }
     close(fd);
     return found;
@@ -193,14 +201,15 @@ bool fx_redis_is_self(int port, pid_t pid)
 {
     char want[40];
     snprintf(want, sizeof want, "process_id:%d\r\n", (int)pid);
-    return answer_has(port, "INFO server\r\n", want);
+    /* A bulk string of one section: its last line, then the bulk's end. */
+    return answer_has(port, "INFO server\r\n", "\r\n\r\n", want);
 }
 
 static bool memcached_is_self(int port, pid_t pid)
 {
     char want[40];
     snprintf(want, sizeof want, "STAT pid %d\r\n", (int)pid);
-    return answer_has(port, "stats\r\n", want);
+    return answer_has(port, "stats\r\n", "END\r\n", want);
 }
 
 /* Waits until the process answers at the port as itself; false if it
