@@ -29,7 +29,7 @@
 #define MAX_ARGS 128 /* of a command: MIGRATE's own and a batch of keys */
 #define KEYS_PER_MIGRATE 100
 #define REPLY_TIMEOUT_S 5
-#define WAIT_MS 10000 /* for a node, a failover, a join */
+#define WAIT_MS 10000 /* for a failover, a join (a node: fx_server_start) */
 
 /* A node's cluster bus port is its port + 10000: fx_reserve_port holds
  * both (see it: ports outside the ephemeral range, held until the test
