@@ -29,16 +29,12 @@
 #define MAX_ARGS 128 /* of a command: MIGRATE's own and a batch of keys */
 #define KEYS_PER_MIGRATE 100
 #define REPLY_TIMEOUT_S 5
-#define WAIT_MS 10000 /* for a node, a failover, a join */
+#define WAIT_MS 10000 /* for a failover, a join (a node: fx_server_start) */
 
-/* Node ports come from 10000-22767 and their cluster bus ports (+10000)
- * from 20000-32767, below Linux's ephemeral range (32768-60999): the other
- * tests' outgoing connections and port-0 listeners never take them. Another
- * cluster, of a test running in parallel, may pick the same port between
- * our check and redis-server's bind: that node exits and start_node tries
- * other ports. */
-#define PORT_MIN 10000
-#define PORT_SPAN 12768
+/* A node's cluster bus port is its port + 10000: fx_reserve_port holds
+ * both (see it: ports outside the ephemeral range, held until the test
+ * exits, so a killed node's address, which the others remember, never
+ * goes to another node or another test's server). */
 #define BUS_OFFSET 10000
 
 /* A NULL-terminated argument list. */
@@ -62,7 +58,6 @@ static cluster_node nodes[FXC_MAX_NODES];
 static int node_count;
 static char cluster_dir[32];
 static pid_t reaper_pid;
-static unsigned port_seed;
 
 static cluster_node *node_at(int i)
 {
@@ -454,8 +449,9 @@ static pid_t start_reaper(void)
     return pid;
 }
 
-static pid_t spawn_node(int port)
+static pid_t spawn_node(int port, void *ctx)
 {
+    (void)ctx;
     char port_arg[16], conf[64], log[64], rdb[32];
     snprintf(port_arg, sizeof port_arg, "%d", port);
     snprintf(conf, sizeof conf, "%s/nodes-%d.conf", cluster_dir, port);
@@ -480,7 +476,7 @@ static pid_t spawn_node(int port)
                           "--enable-debug-command", "yes", NULL};
     /* TLS only: the port is the TLS port, and with no plaintext port the
      * cluster bus listens at it + 10000 as it would at a plaintext one's
-     * (pick_port's rule holds as it is). */
+     * (the reservation holds as it is). */
     if (tls.ssl_ctx) {
         const char *tls_args[] = {"--port", "0", "--tls-port", port_arg, "--tls-cluster", "yes",
                                   "--tls-replication", "yes", "--tls-cert-file", tls.cert, "--tls-key-file", tls.key,
@@ -502,83 +498,27 @@ static pid_t spawn_node(int port)
     return pid;
 }
 
-/* Binding without SO_REUSEADDR fails even for a port in TIME_WAIT: so a
- * killed node's ports, which replicas and the bus may still dial, are not
- * given to another cluster's node for a minute. */
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool free_port = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
-    close(fd);
-    return free_port;
-}
-
-/* Another node of ours has, or had, the port or its bus port: a new
- * node never takes a killed one's address, which the others remember. */
-static bool port_ours(int self, int port)
-{
-    for (int i = 0; i < node_count; i++) {
-        int distance = abs(port - nodes[i].port);
-        if (i != self && (distance == 0 || distance == BUS_OFFSET))
-            return true;
-    }
-    return false;
-}
-
-static int pick_port(int self)
-{
-    int port = 0;
-    for (int tries = 0; tries < 1000 && !port; tries++) {
-        int candidate = PORT_MIN + (int)(rand_r(&port_seed) % PORT_SPAN);
-        if (!port_ours(self, candidate) && port_free(candidate) && port_free(candidate + BUS_OFFSET))
-            port = candidate;
-    }
-    cr_assert(port, "no free port P with P+%d free in %d-%d", BUS_OFFSET, PORT_MIN, PORT_MIN + PORT_SPAN - 1);
-    return port;
-}
-
-/* Waits until the node answers as itself (INFO's process_id: what answers
- * may be another cluster's node, which got the port first); false if it
- * exited first, as it does when its ports were taken after pick_port. */
-static bool node_answers(cluster_node *n)
+/* INFO server's process_id, over TLS too. */
+static bool node_is_self(int port, pid_t pid)
 {
     char own_pid[32];
-    snprintf(own_pid, sizeof own_pid, "process_id:%d\r\n", (int)n->pid);
-    uint64_t deadline = fx_now_ms() + WAIT_MS;
-    bool up = false;
-    while (!up && fx_now_ms() < deadline) {
-        if (waitpid(n->pid, NULL, WNOHANG) == n->pid) {
-            n->pid = 0;
-            return false;
-        }
-        char *info = call_text(n, ARGS("INFO", "server"));
-        up = info && strstr(info, own_pid);
-        free(info);
-        if (!up)
-            usleep(5000);
-    }
-    cr_assert(up, "redis-server on port %d did not answer within %d ms", n->port, WAIT_MS);
-    return true;
+    snprintf(own_pid, sizeof own_pid, "process_id:%d\r\n", (int)pid);
+    char *info = call_text_port(port, ARGS("INFO", "server"));
+    bool self = info && strstr(info, own_pid);
+    free(info);
+    return self;
 }
 
-/* Starts the next node; returns its number. It counts from the fork on,
- * so that fxc_stop kills it whatever fails next. */
+/* Starts the next node; returns its number. It counts from before its
+ * start, so that fxc_stop kills it whatever fails after (fx_server_start
+ * kills one that never answers as itself). */
 static int start_node(void)
 {
     cr_assert_lt(node_count, FXC_MAX_NODES, "%d nodes already (FXC_MAX_NODES)", node_count);
     int i = node_count++;
     cluster_node *n = &nodes[i];
     *n = (cluster_node){0};
-    for (int attempt = 0;; attempt++) {
-        cr_assert_lt(attempt, 10, "redis-server exited at once 10 times: not installed, or no ports");
-        n->port = pick_port(i);
-        n->pid = spawn_node(n->port);
-        if (node_answers(n))
-            break;
-    }
+    n->pid = fx_server_start(&n->port, BUS_OFFSET, spawn_node, node_is_self, NULL);
     snprintf(n->addr, sizeof n->addr, "127.0.0.1:%d", n->port);
     char *id = call_text(n, ARGS("CLUSTER", "MYID"));
     cr_assert(id && strlen(id) == 40, "%s: CLUSTER MYID: %s", n->addr, id ? id : "no reply");
@@ -672,7 +612,6 @@ void fxc_start_tls(const char *ca, const char *cert, const char *key, const char
 void fxc_start(void)
 {
     cr_assert_eq(node_count, 0, "fxc_start: a cluster is running already");
-    port_seed = (unsigned)getpid() ^ (unsigned)fx_now_ms();
     snprintf(cluster_dir, sizeof cluster_dir, "/tmp/rp-cluster-XXXXXX");
     cr_assert(mkdtemp(cluster_dir), "mkdtemp: %s", strerror(errno));
     reaper_pid = start_reaper();

@@ -39,13 +39,16 @@ static int count_entries(const char *path)
     return n;
 }
 
-static int count_fds(void) { return count_entries("/proc/self/fd") - 1; /* the directory's own fd */ }
-
 int fx_thread_count(void) { return count_entries("/proc/self/task"); }
 
-static int loopback_socket(int port)
+/* A blocking socket connected to the port; -1 if that fails. With
+ * timeout_s, connect, sends and receives give up after it. */
+static int loopback_socket_timed(int port, int timeout_s)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval timeout = {.tv_sec = timeout_s};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
@@ -54,6 +57,8 @@ static int loopback_socket(int port)
     }
     return fd;
 }
+
+static int loopback_socket(int port) { return loopback_socket_timed(port, 0); }
 
 int fx_listener(int backlog, int *port)
 {
@@ -77,13 +82,6 @@ int fx_listen_at(int port, int backlog)
     return fd;
 }
 
-int fx_closed_port(void)
-{
-    int port;
-    close(fx_listener(1, &port));
-    return port;
-}
-
 void fx_fill_backlog(int port, int *fds, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -95,11 +93,177 @@ void fx_fill_backlog(int port, int *fds, int n)
     usleep(20000); /* let the handshakes land in the backlog */
 }
 
-static void redis_spawn(void)
+/* ---- Servers: their ports and their identity ---- */
+
+#define PORT_FLOOR 10000 /* below it, well-known services */
+#define MAX_RESERVED 64
+#define SERVER_WAIT_MS 15000
+#define SERVER_ATTEMPTS 10
+
+static int reserved[MAX_RESERVED], reserved_count;
+
+static int count_fds(void)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", fx_redis_port);
-    const char *argv[64] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "::1", "--save", "",
+    /* Neither the directory's own fd nor the ports held until exit. */
+    return count_entries("/proc/self/fd") - 1 - reserved_count;
+}
+
+static int ephemeral_lo, ephemeral_hi;
+
+static void read_ephemeral_range(void)
+{
+    if (ephemeral_lo)
+        return;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+    if (!f || fscanf(f, "%d %d", &ephemeral_lo, &ephemeral_hi) != 2)
+        ephemeral_lo = 32768, ephemeral_hi = 60999; /* Linux's default */
+    if (f)
+        fclose(f);
+}
+
+static bool usable_port(int port)
+{
+    return port >= PORT_FLOOR && port <= 65535 && (port < ephemeral_lo || port > ephemeral_hi);
+}
+
+/* The port on 127.0.0.1, bound without SO_REUSEADDR (which fails if
+ * anything has it, even a socket in TIME_WAIT), then opened to
+ * SO_REUSEADDR for our server's bind; -1 if taken. */
+static int hold_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int fx_reserve_port(int pair)
+{
+    static pid_t walker;
+    static unsigned next;
+    if (walker != getpid()) { /* a forked process walks from its own start */
+        walker = getpid();
+        next = (unsigned)walker * 2654435761u;
+    }
+    read_ephemeral_range();
+    cr_assert_leq(reserved_count + 2, MAX_RESERVED, "more than %d ports reserved", MAX_RESERVED);
+    for (int tries = 0; tries < 65536; tries++) {
+        int port = PORT_FLOOR + (int)(next++ % (65536 - PORT_FLOOR));
+        if (!usable_port(port) || (pair && !usable_port(port + pair)))
+            continue;
+        int fd = hold_port(port), paired = pair && fd >= 0 ? hold_port(port + pair) : 0;
+        if (fd >= 0 && paired >= 0) {
+            reserved[reserved_count++] = fd;
+            if (pair)
+                reserved[reserved_count++] = paired;
+            return port;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    cr_assert_fail("no free port outside the ephemeral range %d-%d", ephemeral_lo, ephemeral_hi);
+    return 0;
+}
+
+int fx_closed_port(void) { return fx_reserve_port(0); }
+
+/* Sends request to the port and reads the answer, which ends with end,
+ * until want shows in it; false if it never does (not our server, or
+ * none). */
+static bool answer_has(int port, const char *request, const char *end, const char *want)
+{
+    int fd = loopback_socket_timed(port, 2);
+    if (fd < 0)
+        return false;
+    char buf[4096];
+    size_t len = 0;
+    bool sent = write(fd, request, strlen(request)) == (ssize_t)strlen(request), found = false;
+    bool ended = false;
+    for (ssize_t n = 1; sent && !found && !ended && n > 0 && len < sizeof buf - 1;) {
+        n = read(fd, buf + len, sizeof buf - 1 - len);
+        len += n > 0 ? (size_t)n : 0;
+        buf[len] = '\0';
+        found = strstr(buf, want);
+        ended = len >= strlen(end) && !strcmp(buf + len - strlen(end), end);
+    }
+    close(fd);
+    return found;
+}
+
+bool fx_redis_is_self(int port, pid_t pid)
+{
+    char want[40];
+    snprintf(want, sizeof want, "process_id:%d\r\n", (int)pid);
+    /* A bulk string of one section: its last line, then the bulk's end. */
+    return answer_has(port, "INFO server\r\n", "\r\n\r\n", want);
+}
+
+static bool memcached_is_self(int port, pid_t pid)
+{
+    char want[40];
+    snprintf(want, sizeof want, "STAT pid %d\r\n", (int)pid);
+    return answer_has(port, "stats\r\n", "END\r\n", want);
+}
+
+/* Waits until the process answers at the port as itself; false if it
+ * exited first (reaped: it could not bind its ports). On a timeout it is
+ * killed and the test fails. */
+static bool server_up(pid_t pid, int port, fx_is_self_fn *is_self)
+{
+    uint64_t deadline = fx_now_ms() + SERVER_WAIT_MS;
+    do {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return false;
+        if (is_self(port, pid))
+            return true;
+        usleep(5000);
+    } while (fx_now_ms() < deadline);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    cr_assert_fail("the server at port %d (pid %d) did not answer as itself within %d ms", port, (int)pid,
+                   SERVER_WAIT_MS);
+    return false;
+}
+
+pid_t fx_server_start(int *port, int pair, fx_spawn_fn *spawn, fx_is_self_fn *is_self, void *ctx)
+{
+    for (int attempt = 0; attempt < SERVER_ATTEMPTS; attempt++) {
+        *port = fx_reserve_port(pair);
+        pid_t pid = spawn(*port, ctx);
+        cr_assert_gt(pid, 0, "fork: %s", strerror(errno));
+        if (server_up(pid, *port, is_self))
+            return pid;
+    }
+    cr_assert_fail("a server exited at once %d times: not installed, or its ports taken", SERVER_ATTEMPTS);
+    return 0;
+}
+
+pid_t fx_server_restart(int port, fx_spawn_fn *spawn, fx_is_self_fn *is_self, void *ctx)
+{
+    pid_t pid = spawn(port, ctx);
+    cr_assert_gt(pid, 0, "fork: %s", strerror(errno));
+    cr_assert(server_up(pid, port, is_self), "the server exited at once: its port %d was taken", port);
+    return pid;
+}
+
+/* In a forked child, before exec: never outlive a crashed test. The
+ * signal comes when the thread that forked exits, not the process:
+ * restart servers from a thread that outlives their use. */
+static void die_with_parent(void) { prctl(PR_SET_PDEATHSIG, SIGKILL); }
+
+static pid_t redis_exec(int port, void *ctx)
+{
+    (void)ctx;
+    char port_arg[16];
+    snprintf(port_arg, sizeof port_arg, "%d", port);
+    const char *argv[64] = {"redis-server", "--port", port_arg, "--bind", "127.0.0.1", "::1", "--save", "",
                             "--appendonly", "no", "--enable-debug-command", "yes", "--logfile", "/dev/null",
                             "--daemonize", "no"};
     size_t argc = 16;
@@ -107,31 +271,20 @@ static void redis_spawn(void)
         cr_assert_lt(argc, sizeof argv / sizeof *argv - 1, "too many redis-server arguments");
         argv[argc++] = redis_extra_args[i]; /* later arguments win */
     }
-    redis_pid = fork();
-    if (redis_pid == 0) {
-        /* The signal comes when the thread that forked exits, not the
-         * process: restart redis from a thread that outlives its use. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
+    pid_t pid = fork();
+    if (pid == 0) {
+        die_with_parent();
         execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500; i++) {
-        int fd = loopback_socket(fx_redis_port);
-        if (fd >= 0) {
-            close(fd);
-            return;
-        }
-        usleep(10000);
-    }
-    cr_assert_fail("redis-server did not start on port %d", fx_redis_port);
+    return pid;
 }
 
 void fx_redis_start_with(const char *const *extra_args)
 {
     redis_extra_args = extra_args;
-    fx_redis_port = fx_closed_port();
+    redis_pid = fx_server_start(&fx_redis_port, 0, redis_exec, fx_redis_is_self, NULL);
     snprintf(fx_redis_addr, sizeof fx_redis_addr, "127.0.0.1:%d", fx_redis_port);
-    redis_spawn();
 }
 
 void fx_redis_start(void) { fx_redis_start_with(NULL); }
@@ -150,7 +303,7 @@ void fx_redis_stop(void)
 void fx_redis_restart(void)
 {
     fx_redis_stop();
-    redis_spawn();
+    redis_pid = fx_server_restart(fx_redis_port, redis_exec, fx_redis_is_self, NULL);
 }
 
 int fx_memcached_port;
@@ -158,40 +311,32 @@ char fx_memcached_addr[64];
 static pid_t memcached_pid;
 static const char *const *memcached_extra_args;
 
-static void memcached_spawn(void)
+static pid_t memcached_exec(int port, void *ctx)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", fx_memcached_port);
+    (void)ctx;
+    char port_arg[16];
+    snprintf(port_arg, sizeof port_arg, "%d", port);
     /* -u: memcached refuses to run as root without it (ignored otherwise). */
-    const char *argv[32] = {"memcached", "-l", "127.0.0.1", "-p", port, "-U", "0", "-u", "nobody"};
+    const char *argv[32] = {"memcached", "-l", "127.0.0.1", "-p", port_arg, "-U", "0", "-u", "nobody"};
     size_t argc = 9;
     for (size_t i = 0; memcached_extra_args && memcached_extra_args[i]; i++) {
         cr_assert_lt(argc, sizeof argv / sizeof *argv - 1, "too many memcached arguments");
         argv[argc++] = memcached_extra_args[i];
     }
-    memcached_pid = fork();
-    if (memcached_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a crashed test */
+    pid_t pid = fork();
+    if (pid == 0) {
+        die_with_parent();
         execvp("memcached", (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500; i++) {
-        int fd = loopback_socket(fx_memcached_port);
-        if (fd >= 0) {
-            close(fd);
-            return;
-        }
-        usleep(10000);
-    }
-    cr_assert_fail("memcached did not start on port %d", fx_memcached_port);
+    return pid;
 }
 
 void fx_memcached_start(const char *const *extra_args)
 {
     memcached_extra_args = extra_args;
-    fx_memcached_port = fx_closed_port();
+    memcached_pid = fx_server_start(&fx_memcached_port, 0, memcached_exec, memcached_is_self, NULL);
     snprintf(fx_memcached_addr, sizeof fx_memcached_addr, "127.0.0.1:%d", fx_memcached_port);
-    memcached_spawn();
 }
 
 pid_t fx_memcached_pid(void) { return memcached_pid; }
@@ -208,7 +353,7 @@ void fx_memcached_stop(void)
 void fx_memcached_restart(void)
 {
     fx_memcached_stop();
-    memcached_spawn();
+    memcached_pid = fx_server_restart(fx_memcached_port, memcached_exec, memcached_is_self, NULL);
 }
 
 int fx_redis_send(const char *cmd)

@@ -1,4 +1,4 @@
-/* Test fixture: a real redis-server on a free loopback port, fault-making
+/* Test fixture: a real redis-server on a loopback port of its own, fault-making
  * listeners of our own, fd-leak accounting and loop-driving helpers. */
 #ifndef RP_TEST_FIXTURE_H
 #define RP_TEST_FIXTURE_H
@@ -20,7 +20,7 @@ void fx_redis_restart(void);
 /* The running redis-server's pid, 0 if none. */
 pid_t fx_redis_pid(void);
 
-/* A real memcached (/usr/bin/memcached, -U 0) on a free loopback port,
+/* A real memcached (/usr/bin/memcached, -U 0) on a loopback port of its own,
  * with more arguments (NULL-terminated, kept for restarts; NULL for none).
  * Restart keeps the port; stop kills it (SIGKILL) and reaps it. */
 extern int fx_memcached_port;
@@ -41,8 +41,47 @@ int fx_listener(int backlog, int *port);
 int fx_listen_at(int port, int backlog);
 /* Fills a backlog-0 listener so further connects never complete. */
 void fx_fill_backlog(int port, int *fds, int n);
-/* A free port with nothing listening. */
+/* A port with nothing listening, held as fx_reserve_port holds one: a
+ * connect to it is refused, and only this test can listen there
+ * (fx_listen_at). */
 int fx_closed_port(void);
+
+/* Servers. Every server the fixtures start (redis, memcached, cluster
+ * nodes, sentinels) has ports from fx_reserve_port, and is used only once
+ * it answers at its port as the process the fixture forked: suites run in
+ * parallel, with other checkouts' suites too, and a test must never talk
+ * to another test's server.
+ *
+ * fx_reserve_port: a port on 127.0.0.1 (and with pair > 0, port + pair
+ * too: a cluster node's bus) that this process holds until it exits.
+ * - Outside the kernel's ephemeral range (ip_local_port_range), so no
+ *   client socket's local port and no port-0 listener is ever one of
+ *   them, and a client never connects to itself (TCP self-connect) while
+ *   the server is down.
+ * - Bound here without SO_REUSEADDR, which fails if anything has the port
+ *   (even a socket in TIME_WAIT), then opened to SO_REUSEADDR and never
+ *   listening: the server binds it all the same (redis-server, memcached
+ *   and fx_listen_at set SO_REUSEADDR), connects are refused until it
+ *   listens, and no other process's fixture, whose check is that same
+ *   exclusive bind, takes the port, not even while a test has our server
+ *   down for a restart.
+ * Candidates walk from a start drawn from the pid: processes in parallel
+ * seldom even try the same ones. */
+int fx_reserve_port(int pair);
+/* Forks and execs the server at port (ctx: the caller's); returns its pid. */
+typedef pid_t fx_spawn_fn(int port, void *ctx);
+/* The server at port is the process pid (it reports that pid). */
+typedef bool fx_is_self_fn(int port, pid_t pid);
+/* INFO server's process_id, over plain RESP: redis-server, sentinel. */
+bool fx_redis_is_self(int port, pid_t pid);
+/* Reserves a port (*port), spawns the server there and waits until it
+ * answers as itself; if it exited at once (it could not bind: something
+ * outside the fixtures listens there), again on another port, up to 10
+ * times. Returns its pid; fails the test (killing the server) if it never
+ * answers as itself. */
+pid_t fx_server_start(int *port, int pair, fx_spawn_fn *spawn, fx_is_self_fn *is_self, void *ctx);
+/* The same at the port it had: a restart. */
+pid_t fx_server_restart(int port, fx_spawn_fn *spawn, fx_is_self_fn *is_self, void *ctx);
 
 uint64_t fx_now_ms(void);
 /* The threads of this process, from /proc/self/task. */

@@ -19,8 +19,6 @@
 #include <unistd.h>
 
 #define WAIT_MS 15000
-#define PORT_MIN 23000 /* below the ephemeral range; the cluster fixture's nodes start at 10000 */
-#define PORT_SPAN 9000
 
 typedef struct proc {
     int port;        /* plain: the fixture's own commands */
@@ -33,7 +31,6 @@ typedef struct proc {
 static proc data[2], sentinels[FXS_SENTINELS];
 static const char *sentinel_addr_list[FXS_SENTINELS];
 static char dir[32];
-static unsigned port_seed;
 static bool tls, tls_data_dns_only;
 static char tls_ca[64], tls_cert[64], tls_key[64], tls_data_cert[64], tls_data_key[64];
 
@@ -67,33 +64,6 @@ static void child_setup(pid_t parent)
     close_range(3, ~0U, 0);
 }
 
-static bool port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool free_port = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
-    close(fd);
-    return free_port;
-}
-
-static int pick_port(void)
-{
-    for (int tries = 0; tries < 1000; tries++) {
-        int candidate = PORT_MIN + (int)(rand_r(&port_seed) % PORT_SPAN);
-        bool ours = false;
-        for (int i = 0; i < 2; i++)
-            ours |= data[i].port == candidate || data[i].client_port == candidate;
-        for (int i = 0; i < FXS_SENTINELS; i++)
-            ours |= sentinels[i].port == candidate || sentinels[i].client_port == candidate;
-        if (!ours && port_free(candidate))
-            return candidate;
-    }
-    cr_assert_fail("no free port");
-    return 0;
-}
-
 static pid_t spawn(const char *const *argv)
 {
     pid_t parent = getpid();
@@ -107,63 +77,38 @@ static pid_t spawn(const char *const *argv)
     return pid;
 }
 
-/* The process answers PING as itself; false if it exited (port taken). */
-static bool answers(proc *p)
+/* Forks data node ctx at the port (fx_spawn_fn); with TLS it serves
+ * clients at a TLS port of its own. */
+static pid_t spawn_data(int port, void *ctx)
 {
-    uint64_t deadline = fx_now_ms() + WAIT_MS;
-    while (fx_now_ms() < deadline) {
-        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
-            p->pid = 0;
-            return false;
-        }
-        char *info = fxs_command(p->port, "INFO", "server", NULL);
-        char own[40];
-        snprintf(own, sizeof own, "process_id:%d\r", (int)p->pid);
-        bool up = info && strstr(info, own);
-        free(info);
-        if (up)
-            return true;
-        usleep(10000);
-    }
-    cr_assert_fail("port %d: no answer within %d ms", p->port, WAIT_MS);
-    return false;
-}
-
-/* Ports for p: a plain one, and with TLS a TLS one. */
-static void pick_ports(proc *p)
-{
-    p->port = p->client_port = 0;
-    p->port = pick_port();
-    p->client_port = tls ? pick_port() : p->port;
+    proc *p = ctx;
+    p->port = port;
+    p->client_port = tls ? fx_reserve_port(0) : port;
+    char port_arg[16], tls_port[16], rdb[32], log[64], master_port[16];
+    snprintf(port_arg, sizeof port_arg, "%d", p->port);
+    snprintf(tls_port, sizeof tls_port, "%d", p->client_port);
+    snprintf(rdb, sizeof rdb, "dump-%d.rdb", p->port);
+    snprintf(log, sizeof log, "%s/%d.log", dir, p->port);
+    snprintf(master_port, sizeof master_port, "%d", data[0].client_port);
+    bool replica = p != &data[0];
+    /* The master refuses writes (NOREPLICAS) once its replica leaves
+     * it: a forced failover then loses no acknowledged write. */
+    /* With TLS, replication and the sentinels' links use it too, and a
+     * replica announces its TLS port. */
+    const char *argv[] = {"redis-server", "--port", port_arg, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--dir", dir, "--dbfilename", rdb, "--logfile", log, "--repl-diskless-sync-delay", "0",
+                          "--min-replicas-to-write", replica ? "0" : "1", "--min-replicas-max-lag", "10",
+                          "--replicaof", replica ? "127.0.0.1" : "no", replica ? master_port : "one",
+                          tls ? "--tls-port" : NULL, tls_port, "--tls-replication", "yes",
+                          "--tls-cert-file", tls_data_cert, "--tls-key-file", tls_data_key, "--tls-ca-cert-file",
+                          tls_ca, NULL};
+    return spawn(argv);
 }
 
 static void start_data(int i)
 {
     proc *p = &data[i];
-    for (int attempt = 0;; attempt++) {
-        cr_assert_lt(attempt, 10, "redis-server exited at once 10 times");
-        pick_ports(p);
-        char port[16], tls_port[16], rdb[32], log[64], master_port[16];
-        snprintf(port, sizeof port, "%d", p->port);
-        snprintf(tls_port, sizeof tls_port, "%d", p->client_port);
-        snprintf(rdb, sizeof rdb, "dump-%d.rdb", p->port);
-        snprintf(log, sizeof log, "%s/%d.log", dir, p->port);
-        snprintf(master_port, sizeof master_port, "%d", data[0].client_port);
-        /* The master refuses writes (NOREPLICAS) once its replica leaves
-         * it: a forced failover then loses no acknowledged write. */
-        /* With TLS, replication and the sentinels' links use it too, and a
-         * replica announces its TLS port. */
-        const char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--dir", dir, "--dbfilename", rdb, "--logfile", log, "--repl-diskless-sync-delay", "0",
-                              "--min-replicas-to-write", i == 0 ? "1" : "0", "--min-replicas-max-lag", "10",
-                              "--replicaof", i ? "127.0.0.1" : "no", i ? master_port : "one",
-                              tls ? "--tls-port" : NULL, tls_port, "--tls-replication", "yes",
-                              "--tls-cert-file", tls_data_cert, "--tls-key-file", tls_data_key, "--tls-ca-cert-file",
-                              tls_ca, NULL};
-        p->pid = spawn(argv);
-        if (answers(p))
-            break;
-    }
+    p->pid = fx_server_start(&p->port, 0, spawn_data, fx_redis_is_self, p);
     snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->client_port);
 }
 
@@ -174,31 +119,44 @@ static void sentinel_conf(const proc *p, char *conf, size_t size)
     snprintf(conf, size, "%s/sentinel-%d.conf", dir, p->port);
 }
 
+/* Forks sentinel ctx with its config file as it is (fx_spawn_fn). */
+static pid_t spawn_sentinel(int port, void *ctx)
+{
+    proc *p = ctx;
+    cr_assert_eq(port, p->port);
+    char conf[64];
+    sentinel_conf(p, conf, sizeof conf);
+    const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+    return spawn(argv);
+}
+
+/* The same after writing its first config file for the port. */
+static pid_t spawn_new_sentinel(int port, void *ctx)
+{
+    proc *p = ctx;
+    p->port = port;
+    p->client_port = tls ? fx_reserve_port(0) : port;
+    char conf[64];
+    sentinel_conf(p, conf, sizeof conf);
+    FILE *f = fopen(conf, "we");
+    cr_assert(f, "%s: %s", conf, strerror(errno));
+    fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n", p->port, dir, dir, p->port);
+    if (tls)
+        fprintf(f, "tls-port %d\ntls-replication yes\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n",
+                p->client_port, tls_cert, tls_key, tls_ca);
+    fprintf(f,
+            "sentinel monitor " FXS_NAME " 127.0.0.1 %d 2\n"
+            "sentinel down-after-milliseconds " FXS_NAME " 1000\n"
+            "sentinel failover-timeout " FXS_NAME " 5000\n",
+            data[0].client_port);
+    fclose(f);
+    return spawn_sentinel(port, p);
+}
+
 static void start_sentinel(int i)
 {
     proc *p = &sentinels[i];
-    for (int attempt = 0;; attempt++) {
-        cr_assert_lt(attempt, 10, "redis-server --sentinel exited at once 10 times");
-        pick_ports(p);
-        char conf[64];
-        sentinel_conf(p, conf, sizeof conf);
-        FILE *f = fopen(conf, "we");
-        cr_assert(f, "%s: %s", conf, strerror(errno));
-        fprintf(f, "port %d\nbind 127.0.0.1\ndir %s\nlogfile %s/sentinel-%d.log\n", p->port, dir, dir, p->port);
-        if (tls)
-            fprintf(f, "tls-port %d\ntls-replication yes\ntls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n",
-                    p->client_port, tls_cert, tls_key, tls_ca);
-        fprintf(f,
-                "sentinel monitor " FXS_NAME " 127.0.0.1 %d 2\n"
-                "sentinel down-after-milliseconds " FXS_NAME " 1000\n"
-                "sentinel failover-timeout " FXS_NAME " 5000\n",
-                data[0].client_port);
-        fclose(f);
-        const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
-        p->pid = spawn(argv);
-        if (answers(p))
-            break;
-    }
+    p->pid = fx_server_start(&p->port, 0, spawn_new_sentinel, fx_redis_is_self, p);
     snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->client_port);
     sentinel_addr_list[i] = p->addr;
 }
@@ -207,11 +165,7 @@ void fxs_restart_sentinel(int i)
 {
     proc *p = &sentinels[i];
     cr_assert_eq(p->pid, 0, "sentinel %d still runs", i);
-    char conf[64];
-    sentinel_conf(p, conf, sizeof conf);
-    const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
-    p->pid = spawn(argv);
-    cr_assert(answers(p), "sentinel %d did not come back on port %d", i, p->port);
+    p->pid = fx_server_restart(p->port, spawn_sentinel, fx_redis_is_self, p);
 }
 
 /* The sentinel knows the master's replica (flags exactly "slave": up and
@@ -266,7 +220,6 @@ void fxs_start_tls(bool data_dns_only)
 
 void fxs_start(void)
 {
-    port_seed = (unsigned)getpid() ^ (unsigned)fx_now_ms();
     snprintf(dir, sizeof dir, "/tmp/rp-sentinel-XXXXXX");
     cr_assert(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
     if (tls)
