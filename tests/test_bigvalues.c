@@ -560,9 +560,19 @@ static rp_loop_stats loop_stats(void)
     return ls;
 }
 
+/* The pool's conn_close hook: how many closed, and the last reason. */
+static int closes, close_reason;
+
+static void count_close(void *data, rp_conn *conn, rp_close_reason reason)
+{
+    (void)data, (void)conn;
+    closes++;
+    close_reason = (int)reason;
+}
+
 /* A client of one connection on the peer, nothing to set up (max_retries
- * 0: no COMMAND), with this write timeout. */
-static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms)
+ * 0: no COMMAND), with these write and pool timeouts (0: none, default). */
+static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms, uint32_t pool_timeout_ms)
 {
     rp_client_options opts;
     rp_client_options_init(&opts);
@@ -570,9 +580,14 @@ static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms)
     opts.pool.pool_size = 1;
     opts.pool.read_timeout_ms = 10000;
     opts.pool.write_timeout_ms = write_timeout_ms;
+    opts.pool.pool_timeout_ms = pool_timeout_ms;
     opts.max_retries = 0;
     cr_assert_eq(rp_loop_new(&loop, NULL), 0);
     cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    closes = 0;
+    close_reason = -1;
+    rp_hooks hooks = {.conn_close = count_close};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
 }
 
 /* A 1 MiB SET whose +OK comes while the kernel still owes its
@@ -611,11 +626,12 @@ Test(bigvalues, a_reply_before_the_zero_copy_notification_keeps_the_connection)
         cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
     slow_peer p;
     slow_peer_open(&p);
-    open_peer_client(&p, 10000);
+    open_peer_client(&p, 10000, 0);
     outcome set = {0}, get = {0};
     char *value = set_answered_before_notification(&p, &set);
     rp_stats st = client_pool_stats();
     cr_expect_eq(st.stale_conns, 0, "the connection was removed at its put");
+    cr_expect_eq(closes, 0, "the conn_close hook said %d", close_reason);
     cr_expect_eq(st.total_conns, 1, "%u connections open", st.total_conns);
     cr_expect_eq(st.idle_conns, 0, "idle while the kernel holds its send's memory");
     get_value("k", "abc", 3, &get);
@@ -639,6 +655,7 @@ Test(bigvalues, a_reply_before_the_zero_copy_notification_keeps_the_connection)
     cr_expect_eq(st.stale_conns, 0, "%u connections removed", st.stale_conns);
     cr_expect_eq(st.total_conns, 1);
     cr_expect_eq(st.idle_conns, 1);
+    cr_expect_eq(closes, 0, "the conn_close hook said %d", close_reason);
     cr_expect_eq(set.calls, 1);
     cr_expect_eq(get.calls, 1);
     free(value);
@@ -648,14 +665,15 @@ Test(bigvalues, a_reply_before_the_zero_copy_notification_keeps_the_connection)
 
 /* A peer that answered but never reads the rest: the notification never
  * comes on its own. The wait ends at the write timeout (the send is let
- * go, as one that timed out), and the connection is removed. */
-Test(bigvalues, a_notification_that_never_comes_ends_at_the_write_timeout)
+ * go, as one that timed out), or with none at the pool timeout, and the
+ * connection is removed as broken. */
+static void never_notified(uint32_t write_timeout_ms, uint32_t pool_timeout_ms)
 {
     if (zc_mode() == 0)
         cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
     slow_peer p;
     slow_peer_open(&p);
-    open_peer_client(&p, 300);
+    open_peer_client(&p, write_timeout_ms, pool_timeout_ms);
     outcome set = {0};
     uint64_t start = fx_now_ms();
     char *value = set_answered_before_notification(&p, &set);
@@ -666,7 +684,9 @@ Test(bigvalues, a_notification_that_never_comes_ends_at_the_write_timeout)
     rp_stats st = client_pool_stats();
     cr_expect_eq(st.total_conns, 0, "the connection is still held after %llu ms", (unsigned long long)took);
     cr_expect_eq(st.stale_conns, 1);
-    cr_expect_geq(took, 250, "removed after %llu ms, before the write timeout", (unsigned long long)took);
+    cr_expect_eq(closes, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_BROKEN, "closed for reason %d", close_reason);
+    cr_expect_geq(took, 250, "removed after %llu ms, before its timeout", (unsigned long long)took);
     rp_loop_stats ls = loop_stats();
     cr_expect_eq(ls.send_zc_notifs, ls.send_zc, "notifications %llu of %llu", (unsigned long long)ls.send_zc_notifs,
                  (unsigned long long)ls.send_zc);
@@ -674,6 +694,13 @@ Test(bigvalues, a_notification_that_never_comes_ends_at_the_write_timeout)
     free(value);
     fx_client_close_and_free(loop, client);
     slow_peer_close(&p);
+}
+
+Test(bigvalues, a_notification_that_never_comes_ends_at_the_write_timeout) { never_notified(300, 0); }
+
+Test(bigvalues, a_notification_that_never_comes_ends_at_the_pool_timeout_without_a_write_timeout)
+{
+    never_notified(0, 300);
 }
 
 /* The peer closes while the connection waits for the notification: the
@@ -685,7 +712,7 @@ Test(bigvalues, a_peer_that_closes_while_the_notification_is_owed_removes_the_co
         cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
     slow_peer p;
     slow_peer_open(&p);
-    open_peer_client(&p, 10000);
+    open_peer_client(&p, 10000, 0);
     outcome set = {0};
     char *value = set_answered_before_notification(&p, &set);
     cr_expect_eq(client_pool_stats().total_conns, 1, "removed at its put");
@@ -698,6 +725,7 @@ Test(bigvalues, a_peer_that_closes_while_the_notification_is_owed_removes_the_co
     uint64_t took = fx_now_ms() - start;
     cr_expect_eq(client_pool_stats().total_conns, 0);
     cr_expect_eq(client_pool_stats().stale_conns, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_UNHEALTHY, "closed for reason %d", close_reason);
     cr_expect_lt(took, 3000, "removed after %llu ms", (unsigned long long)took);
     cr_expect_eq(set.calls, 1);
     free(value);
@@ -713,12 +741,16 @@ Test(bigvalues, closing_while_a_notification_is_owed_ends)
         cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
     slow_peer p;
     slow_peer_open(&p);
-    open_peer_client(&p, 0); /* no write timeout: only the close ends the wait */
+    open_peer_client(&p, 0, 60000); /* only the close ends the wait */
     outcome set = {0};
     char *value = set_answered_before_notification(&p, &set);
     free(value); /* the client's copy is what the kernel holds */
+    uint64_t start = fx_now_ms();
     fx_client_close_and_free(loop, client);
+    cr_expect_lt(fx_now_ms() - start, 3000, "the close waited for the notification");
     cr_expect_eq(set.calls, 1);
+    cr_expect_eq(closes, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_POOL, "closed for reason %d", close_reason);
     slow_peer_close(&p);
 }
 
