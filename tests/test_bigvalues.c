@@ -479,15 +479,18 @@ Test(bigvalues, a_refused_zero_copy_send_goes_again_plainly)
  * has acknowledged its bytes (the kernel frees them then), and the reply
  * to the request can come first. Loopback copies and notifies at once,
  * so the tests make the order with a peer of their own: its listening
- * socket has a tiny SO_RCVBUF (set before listen, so the accepted socket
- * offers a window of a few KiB from the start), and it reads only the
- * first PEER_READ_FIRST bytes of a 1 MiB request before it answers. The
- * client's send buffer on loopback is large (4 MiB here), so the whole
- * request is queued and the send completes, but most of it is still in
- * the client's socket, not delivered, and the kernel owes the
- * notification until the peer reads the rest. Measured with a bare
- * io_uring (SEND_ZC of 1 MiB): the send's CQE (F_MORE), then the
- * reply's, then the notification only once the peer read everything.
+ * socket has a small SO_RCVBUF (set before listen, so the accepted socket
+ * offers a small window from the start), and it reads only the first
+ * PEER_READ_FIRST bytes of a 1 MiB request before it answers. The
+ * client's send buffer on loopback is large (4 MiB here: tcp_wmem's
+ * maximum), so the whole request is queued and the send completes, but
+ * most of it is still in the client's socket, not delivered, and the
+ * kernel owes the notification until the peer reads the rest. Measured
+ * with a bare io_uring (SENDMSG_ZC of a header and 1 MiB): the send's
+ * CQE (F_MORE), then the reply's, then the notification only once the
+ * peer read everything. The window stays larger than loopback's MSS
+ * (64 KiB): 64 KiB asked, 128 KiB given; with a window of a few KiB the
+ * sender waited on its persist timer, and the rest took 100 s to go.
  * Each test checks that the order held (the loop's counts: one
  * notification owed when the reply's callback ran). Zero-copy sends
  * only: skipped with RINGPOOL_SEND_ZC=0. */
@@ -502,8 +505,8 @@ static void slow_peer_open(slow_peer *p)
 {
     p->listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(p->listener, 0);
-    int tiny = 4096;
-    cr_assert_eq(setsockopt(p->listener, SOL_SOCKET, SO_RCVBUF, &tiny, sizeof tiny), 0);
+    int small = 64 * 1024;
+    cr_assert_eq(setsockopt(p->listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof sin;
     cr_assert_eq(bind(p->listener, (struct sockaddr *)&sin, sizeof sin), 0);
