@@ -20,6 +20,12 @@
  * put removes a connection known to hold bytes and checks one that may
  * (unread_at_put), so a connection read to the end costs nothing.
  *
+ * A connection put back while its send waits only for the kernel's
+ * zero-copy notification is parked (rp__cp_park): healthy, neither idle
+ * nor held, counted open but not idle (go-redis has no such state: its
+ * writes copy), and, like one being checked, a connection on its way.
+ * The hand-out places it when the send calls back (pool.c's settled).
+ *
  * As go-redis's StaleConns, every connection removed while the pool is
  * open counts as stale, whatever the reason. */
 #include "pool_conn.h"
