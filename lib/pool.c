@@ -371,6 +371,14 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
 }
 
+/* Good to keep: pooled, not broken or expired, nothing in flight, and
+ * the pool open. */
+static bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+{
+    return conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
+           !rp__cp_conn_expired(cp, conn, now);
+}
+
 /* Where a connection given back goes: kept when it is still good, or
  * closed (remove, or put of a broken, expired or non-pooled one, or of one
  * with bytes left unread). *turn, the holder's, goes straight to the
@@ -379,8 +387,7 @@ static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
 {
     uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
-    keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !rp__cp_conn_expired(cp, conn, now);
+    keep = keep && conn_keepable(cp, conn, now);
     uint8_t unread = keep ? rp__cp_unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
     if (unread != RP__UNREAD_NONE) {
@@ -401,15 +408,17 @@ static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
     }
 }
 
-/* A holder gives a connection back. One whose send is over but for the
- * kernel's notification is healthy: it waits for it, parked, and is
- * placed then (conn_settled); gets meanwhile wait for it as for one on
- * its way. Its turn goes back to the pool at once: its holder is done. */
+/* A holder gives a connection back. One that would be kept and whose
+ * send is over but for the kernel's notification waits for it, parked,
+ * and is placed then (conn_settled); gets meanwhile wait for it as for
+ * one on its way. Its turn goes back to the pool at once: its holder is
+ * done. */
 static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
-    if (keep && rp__conn_settling(conn) && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn))
+    if (keep && rp__conn_settling(conn) && conn_keepable(cp, conn, rp__cp_now(cp)) &&
+        rp__cp_unread_at_put(conn) != RP__UNREAD_YES)
         rp__cp_park(cp, conn);
     else
         conn_place(cp, conn, keep, &turn);

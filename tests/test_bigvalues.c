@@ -827,3 +827,54 @@ Test(bigvalues, a_raw_put_before_the_send_callback_keeps_the_connection)
     fx_close_and_free(loop, pool);
     slow_peer_close(&p);
 }
+
+/* A get that waits for a parked connection whose notification never
+ * comes (no write timeout: the pool timeout bounds the wait) is not left
+ * waiting: the connection is removed, and the get has a new one. */
+Test(bigvalues, a_get_waiting_for_a_notification_that_never_comes_gets_a_new_connection)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.addr = p.addr;
+    opts.write_timeout_ms = 0;
+    opts.pool_timeout_ms = 300;
+    rp_pool *pool = fx_open_pool(&loop, &opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t len = 1 * MiB;
+    char *request = make_value(len, 6);
+    char reply[16];
+    io_seen sent = {0}, got = {0};
+    cr_assert_eq(rp_conn_send(conn, request, len, io_seen_cb, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
+    fx_run_for(loop, 50);
+    slow_peer_accept(&p);
+    slow_peer_read(&p, PEER_READ_FIRST);
+    slow_peer_write(&p, "+OK\r\n");
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
+    cr_assert_eq(sent.calls, 0, "the send called back before its notification (result %zd)", sent.result);
+    rp_pool_put(pool, conn);
+    fx_got next = {0};
+    cr_assert_geq(rp_pool_get(pool, fx_get_cb, &next), 0);
+    fx_run_for(loop, 50);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(next.calls, 0, "the get did not wait for the parked connection");
+    cr_expect_eq(st.dials, 1, "the get dialled while the connection was on its way");
+    uint64_t start = fx_now_ms();
+    cr_assert(fx_run_until_count(loop, &next.calls, 1, 5000), "the get waits for ever");
+    cr_expect_eq(next.status, 0, "%s", rp_strerror(next.status));
+    cr_expect_geq(fx_now_ms() - start, 150, "the parked connection went before the pool timeout");
+    cr_expect_eq(sent.calls, 1);
+    cr_expect_eq(sent.result, -ETIMEDOUT, "the send ended with %zd", sent.result);
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.dials, 2);
+    cr_expect_eq(st.stale_conns, 1);
+    rp_pool_put(pool, next.conn);
+    free(request);
+    fx_close_and_free(loop, pool);
+    slow_peer_close(&p);
+}
