@@ -5,7 +5,8 @@
  * three times (tests/meson.build): as is, with RINGPOOL_SEND_ZC=0 (the
  * plain path of a kernel without zero-copy sends) and with
  * RINGPOOL_SEND_ZC=always (every large send a zero-copy one, even where
- * the kernel copies: loopback). */
+ * the kernel copies: loopback). The last tests, on rp_client and the raw
+ * pool, put a connection back while its send's notification is owed. */
 #include "fixture.h"
 
 #include <arpa/inet.h>
