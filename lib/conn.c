@@ -8,7 +8,12 @@
  * (IORING_CQE_F_NOTIF). The send counts the notifications it owes (the
  * next part goes on meanwhile); its callback, which may free or reuse the
  * memory, runs only after the last one, and a closing connection's record
- * outlives them. A send that fails or times out while some are owed
+ * outlives them. The kernel gives the memory back once the peer has
+ * acknowledged the bytes, so on a network the reply to a request can
+ * come before its send's callback: the connection is healthy, and its
+ * owner parks it when the holder puts it (RP__CONN_PARKED), to hear of it
+ * again after that callback (events->settled). A send that fails or
+ * times out while some are owed
  * disconnects the socket (send_zc_let_go), or a peer that stopped reading
  * would hold the memory, and the callback, for ever. Measured
  * here (6.18, loopback TCP, 2 GB in sends of 16 KiB to 8 MiB): every
@@ -145,9 +150,12 @@ static void io_finish(rp_conn *conn, rp__conn_io *io, ssize_t result)
         io->sendv = NULL;
     }
     /* The callback may put, remove or close the connection: it is freed
-     * only after the callback returns. */
+     * only after the callback returns. A parked connection's owner places
+     * it once its send called back (the record outlives that too). */
     conn->in_callback++;
     io->cb(conn, result, io->data);
+    if (io == &conn->send && conn->state == RP__CONN_PARKED)
+        conn->events->settled(conn);
     conn->in_callback--;
     rp__conn_op_finished(conn);
 }
@@ -363,6 +371,12 @@ static void send_expired(rp__timer *timer)
         return;
     }
     rp__op_expire(conn->loop, &conn->send.op);
+}
+
+void rp__conn_settle_deadline(rp_conn *conn, uint64_t deadline_ns)
+{
+    if (conn->send.zc_ended && !rp__timer_armed(&conn->send.deadline))
+        rp__timer_arm(conn->loop, &conn->send.deadline, deadline_ns);
 }
 
 /* A recv still linked behind its send may not have started, and a cancel

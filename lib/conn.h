@@ -17,6 +17,9 @@ typedef enum {
     RP__CONN_SETUP,       /* dialled; the pool's on_connect runs */
     RP__CONN_HANDING_OUT, /* given to a request whose callback has not run */
     RP__CONN_IN_USE,
+    RP__CONN_PARKED,      /* put back while the kernel still owes a finished
+                             zero-copy send's notification: the owner places
+                             it once the send's callback ran (events->settled) */
     RP__CONN_CLOSED,      /* fd closed; record lives until its ops drain */
 } rp__conn_state;
 
@@ -27,6 +30,7 @@ typedef struct rp__conn_events {
     void (*watched)(rp_conn *conn, int result); /* the zero-length recv ended */
     void (*released)(rp_conn *conn);            /* closed, and nothing refers to it */
     void (*broke)(rp_conn *conn);               /* the protocol layer found it unusable */
+    void (*settled)(rp_conn *conn);             /* a parked connection's send called back */
 } rp__conn_events;
 
 /* A vectored send's copy of its pieces: what is still to go. */
@@ -157,12 +161,20 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
            conn->recv.op.pending;
 }
 
+/* Its send wrote every byte and waits only for the kernel to give a
+ * zero-copy part's memory back: on a network the peer's reply can come
+ * first, as the notification follows the peer's acknowledgement. Nothing
+ * is in flight; the send's callback runs with the notification. Not once
+ * the send failed or timed out (zc_res): it was let go, and ends. */
+static inline bool rp__conn_settling(const rp_conn *conn) { return conn->send.zc_ended && conn->send.zc_res > 0; }
+
 /* A caller's put must not reuse it: I/O or replies still outstanding (the
- * protocol layer's idle watch is neither). */
+ * protocol layer's idle watch is neither, nor a settling send). */
 static inline bool rp__conn_busy(const rp_conn *conn)
 {
-    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending || conn->send.zc_owed ||
-           (conn->recv.op.pending && !conn->recv_watch) || conn->ext_pending;
+    return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
+           (conn->send.zc_owed && !rp__conn_settling(conn)) || (conn->recv.op.pending && !conn->recv_watch) ||
+           conn->ext_pending;
 }
 
 /* The protocol layer found the connection unusable: marks it broken and
@@ -199,6 +211,10 @@ int rp__conn_start_recv_select(rp_conn *conn, rp__recv_ring *ring, size_t cap, u
  * success posts no completion and the loop wakes once per round trip.
  * The send's callback then runs just before the recv's. */
 int rp__conn_recv_reply(rp_conn *conn, void *buf, size_t cap, rp_io_cb cb, void *data);
+/* Bounds the wait for a settling send's notification (rp__conn_settling)
+ * by deadline_ns when its write timeout set none: past it the send is
+ * let go as one whose write timeout passed. */
+void rp__conn_settle_deadline(rp_conn *conn, uint64_t deadline_ns);
 /* Bounds the recv in flight by an absolute deadline (0: none), and says
  * whether it keeps rp_loop_run(RP_RUN_DEFAULT) running. */
 void rp__conn_recv_deadline(rp_conn *conn, uint64_t deadline_ns, bool keeps_loop_alive);

@@ -193,11 +193,15 @@ static void check_done(rp__conn_pool *cp, rp_conn *conn, bool healthy)
 }
 
 /* The protocol layer's watch saw FIN, RST or stray bytes. A held
- * connection is removed when its holder puts it. */
+ * connection is removed when its holder puts it; a parked one now,
+ * unless its send was let go (it failed or timed out, and the reset that
+ * makes the kernel give the memory back is what the watch saw): the
+ * send's callback follows, and conn_settled removes it as broken. */
 static void conn_broke(rp_conn *conn)
 {
     rp__conn_pool *cp = rp__cp_of(conn);
-    if (conn->state != RP__CONN_IDLE)
+    bool parked_watched = conn->state == RP__CONN_PARKED && rp__conn_settling(conn);
+    if (conn->state != RP__CONN_IDLE && !parked_watched)
         return;
     rp__cp_conn_discard(cp, conn, RP_CLOSE_UNHEALTHY);
     rp__cp_pump_dials(cp);
@@ -367,27 +371,32 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
 }
 
-/* A holder gives a connection back: kept (put) when it is still good, or
- * closed (remove, or put of a broken, expired or non-pooled one, or of one
- * with bytes left unread). Its turn goes back to the pool either way, or
- * straight to the oldest waiter along with the connection. */
-static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
+/* Good to keep: pooled, not broken or expired, nothing in flight, and
+ * the pool open. */
+static bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
-    bool turn = conn->holds_turn;
-    conn->holds_turn = false;
+    return conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
+           !rp__cp_conn_expired(cp, conn, now);
+}
+
+/* Where a connection given back goes: kept when it is still good, or
+ * closed (remove, or put of a broken, expired or non-pooled one, or of one
+ * with bytes left unread). *turn, the holder's, goes straight to the
+ * oldest waiter along with the connection, if it takes it. */
+static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
+{
     uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
-    keep = keep && conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !rp__cp_conn_expired(cp, conn, now);
+    keep = keep && conn_keepable(cp, conn, now);
     uint8_t unread = keep ? rp__cp_unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
     if (unread != RP__UNREAD_NONE) {
         put_unread(cp, conn, unread, now);
     } else if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
-    } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
+    } else if (keep && *turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
         waiter->holds_turn = true;
-        turn = false;
+        *turn = false;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
     } else if (keep && !rp__cp_idle_full(cp)) {
@@ -397,8 +406,34 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
         rp__cp_conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
         rp__cp_pump_dials(cp);
     }
+}
+
+/* A holder gives a connection back. One that would be kept and whose
+ * send is over but for the kernel's notification waits for it, parked,
+ * and is placed then (conn_settled); gets meanwhile wait for it as for
+ * one on its way. Its turn goes back to the pool at once: its holder is
+ * done. */
+static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
+{
+    bool turn = conn->holds_turn;
+    conn->holds_turn = false;
+    if (keep && rp__conn_settling(conn) && conn_keepable(cp, conn, rp__cp_now(cp)) &&
+        rp__cp_unread_at_put(conn) != RP__UNREAD_YES)
+        rp__cp_park(cp, conn);
+    else
+        conn_place(cp, conn, keep, &turn);
     if (turn)
         release_turn(cp);
+}
+
+/* The parked connection's send called back: placed as a put would place
+ * it, now (it may have broken, expired, or been read meanwhile). */
+static void conn_settled(rp_conn *conn)
+{
+    rp__conn_pool *cp = rp__cp_of(conn);
+    bool turn = false;
+    rp__cp_unpark(cp, conn);
+    conn_place(cp, conn, true, &turn);
 }
 
 static void cp_put(rp_pool *pool, rp_conn *conn)
@@ -483,6 +518,7 @@ const rp__conn_events rp__cp_events = {
     .watched = conn_watched,
     .released = rp__cp_conn_released,
     .broke = conn_broke,
+    .settled = conn_settled,
 };
 
 const rp__pool_vtable rp__cp_vtable = {

@@ -2,7 +2,8 @@
  *
  * rp_pool_close fails every request that waits (for a turn, for a dial,
  * for a check), closes every connection the pool holds (idle, dialling,
- * being set up or checked) and lets go of the target. Connections out
+ * being set up or checked, or parked: its send is let go, and its record
+ * outlives the notification) and lets go of the target. Connections out
  * with their holders close when they come back (the pool is closed, so a
  * put removes). The close callback runs once the last record is drained
  * and every request has had its callback: both the connection layer's

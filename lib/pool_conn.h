@@ -54,6 +54,7 @@ struct rp__conn_pool {
     unsigned dialing;     /* pooled dials in flight, set-up included */
     unsigned new_conn_dials;
     unsigned orphan_checks; /* checks whose get was cancelled: a connection on its way */
+    unsigned parked;      /* put back while a send's notification is owed: on their way too */
     unsigned consecutive_dial_errors;
     uint32_t probe_interval_ms; /* until the next probe: doubles after each that fails */
     rp__list all;         /* every record in use */
@@ -131,6 +132,11 @@ uint8_t rp__cp_unread_at_put(const rp_conn *conn);
 /* A check of conn for req, or for nobody (a connection on its way). */
 void rp__cp_check_start(rp__conn_pool *cp, rp_conn *conn, rp__req *req);
 void rp__cp_check_unheld(rp__conn_pool *cp, rp_conn *conn);
+/* A connection put back while its send waits for the kernel's
+ * notification waits for it, neither idle nor held; unpark gives it back
+ * to the hand-out, as its holder left it, to be placed as a put places one. */
+void rp__cp_park(rp__conn_pool *cp, rp_conn *conn);
+void rp__cp_unpark(rp__conn_pool *cp, rp_conn *conn);
 /* Watches and expiry of the idle connections, when the timer fires. */
 void rp__cp_idle_maintain(rp__conn_pool *cp);
 

@@ -36,7 +36,7 @@ static void probe_next(rp__conn_pool *cp)
 
 bool rp__cp_fail_fast(const rp__conn_pool *cp) { return cp->consecutive_dial_errors >= (unsigned)cp->opts.pool_size; }
 
-unsigned rp__cp_conns_coming(const rp__conn_pool *cp) { return cp->dialing + cp->orphan_checks; }
+unsigned rp__cp_conns_coming(const rp__conn_pool *cp) { return cp->dialing + cp->orphan_checks + cp->parked; }
 
 static unsigned requests_uncovered(const rp__conn_pool *cp)
 {

@@ -20,6 +20,12 @@
  * put removes a connection known to hold bytes and checks one that may
  * (unread_at_put), so a connection read to the end costs nothing.
  *
+ * A connection put back while its send waits only for the kernel's
+ * zero-copy notification is parked (rp__cp_park): healthy, neither idle
+ * nor held, counted open but not idle (go-redis has no such state: its
+ * writes copy), and, like one being checked, a connection on its way.
+ * The hand-out places it when the send calls back (pool.c's settled).
+ *
  * As go-redis's StaleConns, every connection removed while the pool is
  * open counts as stale, whatever the reason. */
 #include "pool_conn.h"
@@ -75,6 +81,8 @@ void rp__cp_conn_remove(rp__conn_pool *cp, rp_conn *conn, rp_close_reason reason
 {
     if (conn->state == RP__CONN_IDLE)
         idle_unlink(cp, conn);
+    if (conn->state == RP__CONN_PARKED)
+        cp->parked--;
     if (conn->state == RP__CONN_RESOLVING) {
         rp__list_unlink(&cp->resolving, &conn->idle_link);
         rp__cp_dial_ended(cp, conn, -ECANCELED);
@@ -174,6 +182,23 @@ void rp__cp_check_unheld(rp__conn_pool *cp, rp_conn *conn)
     conn->for_req = NULL;
     conn->state = RP__CONN_CHECKING;
     rp__conn_watch(conn, true);
+}
+
+/* The wait is bounded: by the send's write timeout (its deadline covers
+ * the notification), or, with none, by the pool timeout, as a get waits
+ * no longer for a turn; a peer that never reads the rest must not hold
+ * the connection, and the gets waiting for it, for ever. */
+void rp__cp_park(rp__conn_pool *cp, rp_conn *conn)
+{
+    cp->parked++;
+    conn->state = RP__CONN_PARKED;
+    rp__conn_settle_deadline(conn, rp__cp_now(cp) + rp__ms_ns(cp->base.pool_timeout_ms));
+}
+
+void rp__cp_unpark(rp__conn_pool *cp, rp_conn *conn)
+{
+    cp->parked--;
+    conn->state = RP__CONN_IN_USE;
 }
 
 void rp__cp_idle_maintain(rp__conn_pool *cp)

@@ -157,7 +157,7 @@ static void dial_abandon(rp__conn_pool *cp, rp_conn *conn)
 }
 
 /* Future dials go to addr. Connections made for the old target are not
- * reused: idle ones close now, and dials and set-ups under way; those in
+ * reused: idle and parked ones close now, and dials and set-ups under way; those in
  * use (or being checked) close when they come back. Dials that waited for
  * a target start, and their dial_start hook runs now that they have one
  * (told: they had none when they began). */
@@ -167,7 +167,7 @@ static void target_switch(rp__conn_pool *cp, bool told)
     for (; link; link = next) {
         next = link->next;
         rp_conn *conn = RP__CONTAINER_OF(link, rp_conn, all_link);
-        if (conn->state == RP__CONN_IDLE)
+        if (conn->state == RP__CONN_IDLE || conn->state == RP__CONN_PARKED)
             rp__cp_conn_discard(cp, conn, RP_CLOSE_REMOVED);
         else if (conn->state == RP__CONN_DIALING || conn->state == RP__CONN_SETUP)
             dial_abandon(cp, conn);

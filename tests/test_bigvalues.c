@@ -5,14 +5,19 @@
  * three times (tests/meson.build): as is, with RINGPOOL_SEND_ZC=0 (the
  * plain path of a kernel without zero-copy sends) and with
  * RINGPOOL_SEND_ZC=always (every large send a zero-copy one, even where
- * the kernel copies: loopback). */
+ * the kernel copies: loopback). The last tests, on rp_client and the raw
+ * pool, put a connection back while its send's notification is owed. */
 #include "fixture.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 TestSuite(bigvalues, .init = fx_setup, .fini = fx_teardown, .timeout = 120);
@@ -467,4 +472,410 @@ Test(bigvalues, a_refused_zero_copy_send_goes_again_plainly)
     }
     fx_client_close_and_free(loop, client);
     unlink(path);
+}
+
+/* ------------------------------------ the reply before the notification */
+
+/* On a real network a zero-copy send's notification comes when the peer
+ * has acknowledged its bytes (the kernel frees them then), and the reply
+ * to the request can come first. Loopback copies and notifies at once,
+ * so the tests make the order with a peer of their own: its listening
+ * socket has a small SO_RCVBUF (set before listen, so the accepted socket
+ * offers a small window from the start), and it reads only the first
+ * PEER_READ_FIRST bytes of a 1 MiB request before it answers. The
+ * client's send buffer on loopback is large (4 MiB here: tcp_wmem's
+ * maximum), so the whole request is queued and the send completes, but
+ * most of it is still in the client's socket, not delivered, and the
+ * kernel owes the notification until the peer reads the rest. Measured
+ * with a bare io_uring (SENDMSG_ZC of a header and 1 MiB): the send's
+ * CQE (F_MORE), then the reply's, then the notification only once the
+ * peer read everything. The window stays larger than loopback's MSS
+ * (64 KiB): 64 KiB asked, 128 KiB given; with a window of a few KiB the
+ * sender waited on its persist timer, and the rest took 100 s to go.
+ * Each test checks that the order held (the loop's counts: one
+ * notification owed when the reply's callback ran). Zero-copy sends
+ * only: skipped with RINGPOOL_SEND_ZC=0. */
+#define PEER_READ_FIRST (16 * 1024)
+
+typedef struct slow_peer {
+    int listener, fd;
+    char addr[64];
+} slow_peer;
+
+static void slow_peer_open(slow_peer *p)
+{
+    p->listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(p->listener, 0);
+    int small = 64 * 1024;
+    cr_assert_eq(setsockopt(p->listener, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    cr_assert_eq(bind(p->listener, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(p->listener, 4), 0);
+    getsockname(p->listener, (struct sockaddr *)&sin, &len);
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", ntohs(sin.sin_port));
+    p->fd = -1;
+}
+
+/* The client's connection, once it dialled (the kernel completed it). */
+static void slow_peer_accept(slow_peer *p)
+{
+    p->fd = accept(p->listener, NULL, NULL);
+    cr_assert_geq(p->fd, 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(p->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+/* Reads exactly n bytes (the socket's timeout bounds each read). */
+static void slow_peer_read(slow_peer *p, size_t n)
+{
+    static char sink[64 * 1024];
+    size_t got = 0;
+    ssize_t r = 1;
+    while (got < n && (r = recv(p->fd, sink, n - got < sizeof sink ? n - got : sizeof sink, 0)) > 0)
+        got += (size_t)r;
+    cr_assert_eq(got, n, "the peer read %zu of %zu bytes (%s)", got, n, r < 0 ? strerror(errno) : "EOF");
+}
+
+static void slow_peer_write(slow_peer *p, const char *text)
+{
+    cr_assert_eq(write(p->fd, text, strlen(text)), (ssize_t)strlen(text));
+}
+
+static void slow_peer_close(slow_peer *p)
+{
+    if (p->fd >= 0)
+        close(p->fd);
+    close(p->listener);
+}
+
+/* The bytes of SET key value as the client sends them. */
+static size_t set_request_len(const char *key, size_t len)
+{
+    char head[96];
+    return (size_t)snprintf(head, sizeof head, "*3\r\n$3\r\nSET\r\n$%zu\r\n%s\r\n$%zu\r\n", strlen(key), key, len) +
+           len + 2;
+}
+
+static rp_loop_stats loop_stats(void)
+{
+    rp_loop_stats ls;
+    rp_loop_stats_get(loop, &ls);
+    return ls;
+}
+
+/* The pool's conn_close hook: how many closed, and the last reason. */
+static int closes, close_reason;
+
+static void count_close(void *data, rp_conn *conn, rp_close_reason reason)
+{
+    (void)data, (void)conn;
+    closes++;
+    close_reason = (int)reason;
+}
+
+/* A client of one connection on the peer, nothing to set up (max_retries
+ * 0: no COMMAND), with these write and pool timeouts (0: none, default). */
+static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms, uint32_t pool_timeout_ms)
+{
+    rp_client_options opts;
+    rp_client_options_init(&opts);
+    opts.pool.addr = p->addr;
+    opts.pool.pool_size = 1;
+    opts.pool.read_timeout_ms = 10000;
+    opts.pool.write_timeout_ms = write_timeout_ms;
+    opts.pool.pool_timeout_ms = pool_timeout_ms;
+    opts.max_retries = 0;
+    cr_assert_eq(rp_loop_new(&loop, NULL), 0);
+    cr_assert_eq(rp_client_new(&client, loop, &opts), 0);
+    closes = 0;
+    close_reason = -1;
+    rp_hooks hooks = {.conn_close = count_close};
+    cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
+}
+
+/* A 1 MiB SET whose +OK comes while the kernel still owes its
+ * notification: the SET's callback has run, its connection is back. */
+static char *set_answered_before_notification(slow_peer *p, outcome *set)
+{
+    size_t len = 1 * MiB;
+    char *value = make_value(len, 21);
+    cr_assert_geq(set_value("k", value, len, 0, set), 0);
+    fx_run_for(loop, 50); /* dialled, and the request queued in the client's socket */
+    slow_peer_accept(p);
+    slow_peer_read(p, PEER_READ_FIRST);
+    slow_peer_write(p, "+OK\r\n");
+    cr_assert(fx_run_until_count(loop, &set->calls, 1, 5000), "the SET was not answered");
+    expect_ok(set, "SET");
+    rp_loop_stats ls = loop_stats();
+    cr_assert_eq(ls.send_zc_notifs + 1, ls.send_zc,
+                 "the order did not hold: %llu notifications of %llu zero-copy sends when the reply came",
+                 (unsigned long long)ls.send_zc_notifs, (unsigned long long)ls.send_zc);
+    return value;
+}
+
+static rp_stats client_pool_stats(void)
+{
+    rp_stats st;
+    rp_pool_stats(rp_client_pool(client), &st);
+    return st;
+}
+
+/* The connection waits, neither idle nor in use, for the notification;
+ * the next command, issued meanwhile, goes on it once the peer read the
+ * rest: one dial, nothing removed. */
+Test(bigvalues, a_reply_before_the_zero_copy_notification_keeps_the_connection)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    open_peer_client(&p, 10000, 0);
+    outcome set = {0}, get = {0};
+    char *value = set_answered_before_notification(&p, &set);
+    rp_stats st = client_pool_stats();
+    cr_expect_eq(st.stale_conns, 0, "the connection was removed at its put");
+    cr_expect_eq(closes, 0, "the conn_close hook said %d", close_reason);
+    cr_expect_eq(st.total_conns, 1, "%u connections open", st.total_conns);
+    cr_expect_eq(st.idle_conns, 0, "idle while the kernel holds its send's memory");
+    get_value("k", "abc", 3, &get);
+    fx_run_for(loop, 50);
+    cr_expect_eq(get.calls, 0, "the GET was answered before the peer answered it");
+    cr_expect_eq(client_pool_stats().dials, 1, "the GET dialled instead of waiting for the connection");
+    slow_peer_read(&p, set_request_len("k", 1 * MiB) - PEER_READ_FIRST);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (loop_stats().send_zc_notifs < loop_stats().send_zc && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    cr_assert_eq(loop_stats().send_zc_notifs, loop_stats().send_zc, "the notification never came");
+    fx_run_for(loop, 20); /* the GET goes out */
+    slow_peer_read(&p, strlen("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"));
+    slow_peer_write(&p, "$3\r\nabc\r\n");
+    cr_assert(fx_run_until_count(loop, &get.calls, 1, 5000), "the GET was not answered");
+    cr_expect_eq(get.status, 0, "GET: %s", rp_strerror(get.status));
+    cr_expect(get.same, "the GET's reply differs");
+    fx_run_for(loop, 20);
+    st = client_pool_stats();
+    cr_expect_eq(st.dials, 1, "%u dials", st.dials);
+    cr_expect_eq(st.stale_conns, 0, "%u connections removed", st.stale_conns);
+    cr_expect_eq(st.total_conns, 1);
+    cr_expect_eq(st.idle_conns, 1);
+    cr_expect_eq(closes, 0, "the conn_close hook said %d", close_reason);
+    cr_expect_eq(set.calls, 1);
+    cr_expect_eq(get.calls, 1);
+    free(value);
+    fx_client_close_and_free(loop, client);
+    slow_peer_close(&p);
+}
+
+/* A peer that answered but never reads the rest: the notification never
+ * comes on its own. The wait ends at the write timeout (the send is let
+ * go, as one that timed out), or with none at the pool timeout, and the
+ * connection is removed as broken. */
+static void never_notified(uint32_t write_timeout_ms, uint32_t pool_timeout_ms)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    open_peer_client(&p, write_timeout_ms, pool_timeout_ms);
+    outcome set = {0};
+    uint64_t start = fx_now_ms();
+    char *value = set_answered_before_notification(&p, &set);
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (client_pool_stats().total_conns && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    uint64_t took = fx_now_ms() - start;
+    rp_stats st = client_pool_stats();
+    cr_expect_eq(st.total_conns, 0, "the connection is still held after %llu ms", (unsigned long long)took);
+    cr_expect_eq(st.stale_conns, 1);
+    cr_expect_eq(closes, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_BROKEN, "closed for reason %d", close_reason);
+    cr_expect_geq(took, 250, "removed after %llu ms, before its timeout", (unsigned long long)took);
+    rp_loop_stats ls = loop_stats();
+    cr_expect_eq(ls.send_zc_notifs, ls.send_zc, "notifications %llu of %llu", (unsigned long long)ls.send_zc_notifs,
+                 (unsigned long long)ls.send_zc);
+    cr_expect_eq(set.calls, 1);
+    free(value);
+    fx_client_close_and_free(loop, client);
+    slow_peer_close(&p);
+}
+
+Test(bigvalues, a_notification_that_never_comes_ends_at_the_write_timeout) { never_notified(300, 0); }
+
+Test(bigvalues, a_notification_that_never_comes_ends_at_the_pool_timeout_without_a_write_timeout)
+{
+    never_notified(0, 300);
+}
+
+/* The peer closes while the connection waits for the notification: the
+ * Redis layer's watch sees it and the connection goes at once, not at
+ * the write timeout. */
+Test(bigvalues, a_peer_that_closes_while_the_notification_is_owed_removes_the_connection_at_once)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    open_peer_client(&p, 10000, 0);
+    outcome set = {0};
+    char *value = set_answered_before_notification(&p, &set);
+    cr_expect_eq(client_pool_stats().total_conns, 1, "removed at its put");
+    uint64_t start = fx_now_ms();
+    close(p.fd);
+    p.fd = -1;
+    uint64_t deadline = fx_now_ms() + 5000;
+    while (client_pool_stats().total_conns && fx_now_ms() < deadline)
+        rp_loop_run(loop, RP_RUN_ONCE);
+    uint64_t took = fx_now_ms() - start;
+    cr_expect_eq(client_pool_stats().total_conns, 0);
+    cr_expect_eq(client_pool_stats().stale_conns, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_UNHEALTHY, "closed for reason %d", close_reason);
+    cr_expect_lt(took, 3000, "removed after %llu ms", (unsigned long long)took);
+    cr_expect_eq(set.calls, 1);
+    free(value);
+    fx_client_close_and_free(loop, client);
+    slow_peer_close(&p);
+}
+
+/* Closing the client while its connection waits for the notification:
+ * the close ends (the send let go), each callback once, nothing leaks. */
+Test(bigvalues, closing_while_a_notification_is_owed_ends)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    open_peer_client(&p, 0, 60000); /* only the close ends the wait */
+    outcome set = {0};
+    char *value = set_answered_before_notification(&p, &set);
+    free(value); /* the client's copy is what the kernel holds */
+    uint64_t start = fx_now_ms();
+    fx_client_close_and_free(loop, client);
+    cr_expect_lt(fx_now_ms() - start, 3000, "the close waited for the notification");
+    cr_expect_eq(set.calls, 1);
+    cr_expect_eq(closes, 1);
+    cr_expect_eq(close_reason, RP_CLOSE_POOL, "closed for reason %d", close_reason);
+    slow_peer_close(&p);
+}
+
+/* The raw pool: a send's callback comes after its notification, so a
+ * holder that read its reply may put the connection with the send's
+ * callback still to come. The put keeps the connection; the callback
+ * then reports the whole send, and the connection becomes idle. */
+typedef struct io_seen {
+    int calls;
+    ssize_t result;
+} io_seen;
+
+static void io_seen_cb(rp_conn *conn, ssize_t result, void *data)
+{
+    (void)conn;
+    io_seen *s = data;
+    s->calls++;
+    s->result = result;
+}
+
+Test(bigvalues, a_raw_put_before_the_send_callback_keeps_the_connection)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.addr = p.addr;
+    rp_pool *pool = fx_open_pool(&loop, &opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t len = 1 * MiB;
+    char *request = make_value(len, 5);
+    char reply[16];
+    io_seen sent = {0}, got = {0};
+    cr_assert_eq(rp_conn_send(conn, request, len, io_seen_cb, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
+    fx_run_for(loop, 50);
+    slow_peer_accept(&p);
+    slow_peer_read(&p, PEER_READ_FIRST);
+    slow_peer_write(&p, "+OK\r\n");
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
+    cr_assert_eq(got.result, 5);
+    cr_assert_eq(sent.calls, 0, "the send called back before its notification (result %zd)", sent.result);
+    rp_pool_put(pool, conn);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.stale_conns, 0, "the connection was removed at its put");
+    cr_expect_eq(st.total_conns, 1);
+    cr_expect_eq(st.idle_conns, 0, "idle while the kernel holds the send's memory");
+    slow_peer_read(&p, len - PEER_READ_FIRST);
+    cr_assert(fx_run_until_count(loop, &sent.calls, 1, 5000), "the send never called back");
+    cr_expect_eq(sent.result, (ssize_t)len, "the send ended with %zd", sent.result);
+    free(request);
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.idle_conns, 1, "not idle once the notification came");
+    conn = fx_get_conn(loop, pool);
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, io_seen_cb, &sent), 0);
+    fx_run_for(loop, 20);
+    slow_peer_read(&p, 6);
+    slow_peer_write(&p, "+PONG\r\n");
+    got = (io_seen){0};
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
+    cr_expect_eq(got.result, 7);
+    cr_expect_eq(sent.calls, 2);
+    rp_pool_put(pool, conn);
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.dials, 1, "%u dials", st.dials);
+    cr_expect_eq(st.stale_conns, 0);
+    fx_close_and_free(loop, pool);
+    slow_peer_close(&p);
+}
+
+/* A get that waits for a parked connection whose notification never
+ * comes (no write timeout: the pool timeout bounds the wait) is not left
+ * waiting: the connection is removed, and the get has a new one. */
+Test(bigvalues, a_get_waiting_for_a_notification_that_never_comes_gets_a_new_connection)
+{
+    if (zc_mode() == 0)
+        cr_skip_test("RINGPOOL_SEND_ZC=0: no notification to wait for");
+    slow_peer p;
+    slow_peer_open(&p);
+    rp_pool_options opts;
+    fx_pool_options(&opts, 1);
+    opts.addr = p.addr;
+    opts.write_timeout_ms = 0;
+    opts.pool_timeout_ms = 300;
+    rp_pool *pool = fx_open_pool(&loop, &opts);
+    rp_conn *conn = fx_get_conn(loop, pool);
+    size_t len = 1 * MiB;
+    char *request = make_value(len, 6);
+    char reply[16];
+    io_seen sent = {0}, got = {0};
+    cr_assert_eq(rp_conn_send(conn, request, len, io_seen_cb, &sent), 0);
+    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
+    fx_run_for(loop, 50);
+    slow_peer_accept(&p);
+    slow_peer_read(&p, PEER_READ_FIRST);
+    slow_peer_write(&p, "+OK\r\n");
+    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
+    cr_assert_eq(sent.calls, 0, "the send called back before its notification (result %zd)", sent.result);
+    rp_pool_put(pool, conn);
+    fx_got next = {0};
+    cr_assert_geq(rp_pool_get(pool, fx_get_cb, &next), 0);
+    fx_run_for(loop, 50);
+    rp_stats st;
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(next.calls, 0, "the get did not wait for the parked connection");
+    cr_expect_eq(st.dials, 1, "the get dialled while the connection was on its way");
+    uint64_t start = fx_now_ms();
+    cr_assert(fx_run_until_count(loop, &next.calls, 1, 5000), "the get waits for ever");
+    cr_expect_eq(next.status, 0, "%s", rp_strerror(next.status));
+    cr_expect_geq(fx_now_ms() - start, 150, "the parked connection went before the pool timeout");
+    cr_expect_eq(sent.calls, 1);
+    cr_expect_eq(sent.result, -ETIMEDOUT, "the send ended with %zd", sent.result);
+    rp_pool_stats(pool, &st);
+    cr_expect_eq(st.dials, 2);
+    cr_expect_eq(st.stale_conns, 1);
+    rp_pool_put(pool, next.conn);
+    free(request);
+    fx_close_and_free(loop, pool);
+    slow_peer_close(&p);
 }

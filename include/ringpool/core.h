@@ -16,14 +16,25 @@
  *   rp_conn_sendv's iovec array. A buffer given to rp_conn_send,
  *   rp_conn_sendv or rp_conn_recv must live until its callback (a large
  *   send's callback comes once the kernel is done with the memory: after
- *   its zero-copy notification, rp_loop_options.no_send_zc).
+ *   its zero-copy notification, rp_loop_options.no_send_zc, which on a
+ *   network may come after the reply, and after a put).
  * - Results: rp_conn_send completes with len once every byte is written, or
  *   a negative code (never a short count); rp_conn_recv with the byte count,
  *   0 at end of stream, or a negative code. A reply (redisReply) lives until
  *   its callback returns.
  * - Put and remove: a put of a connection with I/O or replies in flight
  *   removes it, and the ops in flight end with -ECANCELED. A put of a broken
- *   connection (an I/O error or end of stream was seen) removes it.
+ *   connection (an I/O error or end of stream was seen) removes it. A send
+ *   that wrote every byte and waits only for the kernel's zero-copy
+ *   notification (it follows the peer's acknowledgement, so on a network
+ *   the reply can come first) is not in flight: the put keeps the
+ *   connection, which waits for the notification neither idle nor in use
+ *   (counted in total_conns, not idle_conns; a get meanwhile waits for it
+ *   rather than dialling). The send's callback then runs with its result,
+ *   and the connection goes to a waiting get or the idle list. The wait is
+ *   bounded by the write timeout (counted from the send's start), or with
+ *   none by the pool timeout: past it the send ends with -ETIMEDOUT and
+ *   the connection is removed (RP_CLOSE_BROKEN).
  * - An honest put: bytes that came for a holder never reach the next one.
  *   The kernel says with each recv whether bytes (or a FIN) follow it; a
  *   put after a recv that left some removes the connection (stale_conns,
@@ -391,7 +402,8 @@ typedef struct rp_stats {
     uint32_t hits;        /* a free connection was found in the pool */
     uint32_t misses;      /* none was free */
     uint32_t timeouts;    /* a wait ended in RP_EPOOLTIMEOUT */
-    uint32_t total_conns; /* open connections, idle and in use */
+    uint32_t total_conns; /* open connections: idle, in use, and put back
+                             while a send's notification is owed */
     uint32_t idle_conns;
     uint32_t stale_conns; /* removed while the pool is open, as go-redis counts:
                              unhealthy (bytes left unread at put included),
