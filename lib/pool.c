@@ -373,7 +373,7 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
 
 /* Good to keep: pooled, not broken or expired, nothing in flight, and
  * the pool open. */
-static bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+static inline __attribute__((always_inline)) bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
     return conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
            !rp__cp_conn_expired(cp, conn, now);
@@ -381,9 +381,10 @@ static bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t
 
 /* Where a connection given back goes: kept when it is still good, or
  * closed (remove, or put of a broken, expired or non-pooled one, or of one
- * with bytes left unread). *turn, the holder's, goes straight to the
- * oldest waiter along with the connection, if it takes it. */
-static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
+ * with bytes left unread). turn, the holder's, goes straight to the
+ * oldest waiter along with the connection, if it takes it; returns
+ * whether the turn is still to be given back. */
+static inline __attribute__((always_inline)) bool conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool turn)
 {
     uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
@@ -394,9 +395,9 @@ static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
         put_unread(cp, conn, unread, now);
     } else if (keep && cp->needs_conn.len) {
         req_deliver(cp, rp__req_queue_pop(&cp->needs_conn), conn);
-    } else if (keep && *turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
+    } else if (keep && turn && cp->reqs.waiters.head && (waiter = rp__reqs_next_waiter(&cp->reqs))) {
         waiter->holds_turn = true;
-        *turn = false;
+        turn = false;
         cp->stats.hits++;
         req_deliver(cp, waiter, conn);
     } else if (keep && !rp__cp_idle_full(cp)) {
@@ -406,6 +407,7 @@ static void conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool *turn)
         rp__cp_conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
         rp__cp_pump_dials(cp);
     }
+    return turn;
 }
 
 /* A holder gives a connection back. One that would be kept and whose
@@ -417,11 +419,11 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
-    if (keep && rp__conn_settling(conn) && conn_keepable(cp, conn, rp__cp_now(cp)) &&
-        rp__cp_unread_at_put(conn) != RP__UNREAD_YES)
+    if (__builtin_expect(conn->send.zc_owed != 0, 0) && keep && rp__conn_settling(conn) &&
+        conn_keepable(cp, conn, rp__cp_now(cp)) && rp__cp_unread_at_put(conn) != RP__UNREAD_YES)
         rp__cp_park(cp, conn);
     else
-        conn_place(cp, conn, keep, &turn);
+        turn = conn_place(cp, conn, keep, turn);
     if (turn)
         release_turn(cp);
 }
@@ -431,9 +433,8 @@ static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 static void conn_settled(rp_conn *conn)
 {
     rp__conn_pool *cp = rp__cp_of(conn);
-    bool turn = false;
     rp__cp_unpark(cp, conn);
-    conn_place(cp, conn, true, &turn);
+    conn_place(cp, conn, true, false); /* its holder's turn went back at the put */
 }
 
 static void cp_put(rp_pool *pool, rp_conn *conn)
