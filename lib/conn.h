@@ -168,14 +168,17 @@ static inline bool rp__conn_ops_pending(const rp_conn *conn)
  * the send failed or timed out (zc_res): it was let go, and ends. */
 static inline bool rp__conn_settling(const rp_conn *conn) { return conn->send.zc_ended && conn->send.zc_res > 0; }
 
-/* A caller's put must not reuse it: I/O or replies still outstanding (the
- * protocol layer's idle watch is neither, nor a settling send). */
-static inline bool rp__conn_busy(const rp_conn *conn)
+/* I/O or replies still outstanding, a zero-copy send's notification
+ * aside (the protocol layer's idle watch is neither). */
+static inline bool rp__conn_io_owed(const rp_conn *conn)
 {
     return conn->watch_op.pending || conn->dial_op.pending || conn->send.op.pending ||
-           (conn->send.zc_owed && !rp__conn_settling(conn)) || (conn->recv.op.pending && !conn->recv_watch) ||
-           conn->ext_pending;
+           (conn->recv.op.pending && !conn->recv_watch) || conn->ext_pending;
 }
+
+/* A caller's put must not reuse it now: I/O owed, or memory the kernel
+ * still reads (a settling send's connection is parked: pool.c). */
+static inline bool rp__conn_busy(const rp_conn *conn) { return rp__conn_io_owed(conn) || conn->send.zc_owed; }
 
 /* The protocol layer found the connection unusable: marks it broken and
  * tells the owner (an idle connection is removed at once). */

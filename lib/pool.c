@@ -371,24 +371,32 @@ static rp_close_reason return_close_reason(const rp__conn_pool *cp, const rp_con
     return RP_CLOSE_TRIMMED; /* not pooled, or past max_idle_conns */
 }
 
-/* Good to keep: pooled, not broken or expired, nothing in flight, and
- * the pool open. */
-static inline __attribute__((always_inline)) bool conn_keepable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+/* Good to keep, whatever is in flight: pooled, not broken or expired,
+ * and the pool open. */
+static inline __attribute__((always_inline)) bool conn_sound(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
 {
-    return conn->pooled && !conn->broken && !cp->closed && !rp__conn_busy(conn) &&
-           !rp__cp_conn_expired(cp, conn, now);
+    return conn->pooled && !conn->broken && !cp->closed && !rp__cp_conn_expired(cp, conn, now);
 }
 
-/* Where a connection given back goes: kept when it is still good, or
- * closed (remove, or put of a broken, expired or non-pooled one, or of one
- * with bytes left unread). turn, the holder's, goes straight to the
+/* Sound, and nothing in flight but a finished send's notification: a
+ * put parks it until the notification (not known to hold unread bytes). */
+static bool conn_parkable(const rp__conn_pool *cp, const rp_conn *conn, uint64_t now)
+{
+    return rp__conn_settling(conn) && !rp__conn_io_owed(conn) && conn_sound(cp, conn, now) &&
+           rp__cp_unread_at_put(conn) != RP__UNREAD_YES;
+}
+
+/* Where a connection given back goes: kept when it is still good, parked
+ * when it would be but for its send's notification, or closed (remove, or
+ * put of a broken, expired or non-pooled one, or of one with bytes left
+ * unread). turn, the holder's, goes straight to the
  * oldest waiter along with the connection, if it takes it; returns
  * whether the turn is still to be given back. */
 static inline __attribute__((always_inline)) bool conn_place(rp__conn_pool *cp, rp_conn *conn, bool keep, bool turn)
 {
     uint64_t now = rp__cp_now(cp);
     bool removed = !keep;
-    keep = keep && conn_keepable(cp, conn, now);
+    keep = keep && !rp__conn_busy(conn) && conn_sound(cp, conn, now);
     uint8_t unread = keep ? rp__cp_unread_at_put(conn) : RP__UNREAD_NONE;
     rp__req *waiter;
     if (unread != RP__UNREAD_NONE) {
@@ -403,6 +411,8 @@ static inline __attribute__((always_inline)) bool conn_place(rp__conn_pool *cp, 
     } else if (keep && !rp__cp_idle_full(cp)) {
         conn->used_ns = now;
         rp__cp_idle_add(cp, conn);
+    } else if (!removed && conn_parkable(cp, conn, now)) {
+        rp__cp_park(cp, conn);
     } else {
         rp__cp_conn_discard(cp, conn, return_close_reason(cp, conn, removed, now));
         rp__cp_pump_dials(cp);
@@ -410,21 +420,15 @@ static inline __attribute__((always_inline)) bool conn_place(rp__conn_pool *cp, 
     return turn;
 }
 
-/* A holder gives a connection back. One that would be kept and whose
- * send is over but for the kernel's notification waits for it, parked,
- * and is placed then (conn_settled); gets meanwhile wait for it as for
- * one on its way. Its turn goes back to the pool at once: its holder is
- * done. */
+/* A holder gives a connection back. One that would be kept but for its
+ * send's notification waits for it, parked, and is placed then
+ * (conn_settled); gets meanwhile wait for it as for one on its way. Its
+ * turn goes back to the pool at once: its holder is done. */
 static void conn_return(rp__conn_pool *cp, rp_conn *conn, bool keep)
 {
     bool turn = conn->holds_turn;
     conn->holds_turn = false;
-    if (__builtin_expect(conn->send.zc_owed != 0, 0) && keep && rp__conn_settling(conn) &&
-        conn_keepable(cp, conn, rp__cp_now(cp)) && rp__cp_unread_at_put(conn) != RP__UNREAD_YES)
-        rp__cp_park(cp, conn);
-    else
-        turn = conn_place(cp, conn, keep, turn);
-    if (turn)
+    if (conn_place(cp, conn, keep, turn))
         release_turn(cp);
 }
 
