@@ -775,6 +775,34 @@ static void io_seen_cb(rp_conn *conn, ssize_t result, void *data)
     s->result = result;
 }
 
+/* A raw request of len bytes on a slow peer's pool of one connection,
+ * answered after the peer read its first bytes: returns with the reply
+ * read, the send's callback still to come, and the connection held. */
+typedef struct raw_exchange {
+    rp_pool *pool;
+    rp_conn *conn;
+    char *request;
+    char reply[16];
+    io_seen sent, got;
+} raw_exchange;
+
+static void raw_reply_before_notification(slow_peer *p, rp_pool_options *opts, size_t len, raw_exchange *x)
+{
+    *x = (raw_exchange){0};
+    x->pool = fx_open_pool(&loop, opts);
+    x->conn = fx_get_conn(loop, x->pool);
+    x->request = make_value(len, 5);
+    cr_assert_eq(rp_conn_send(x->conn, x->request, len, io_seen_cb, &x->sent), 0);
+    cr_assert_eq(rp_conn_recv(x->conn, x->reply, sizeof x->reply, io_seen_cb, &x->got), 0);
+    fx_run_for(loop, 50);
+    slow_peer_accept(p);
+    slow_peer_read(p, PEER_READ_FIRST);
+    slow_peer_write(p, "+OK\r\n");
+    cr_assert(fx_run_until_count(loop, &x->got.calls, 1, 5000));
+    cr_assert_eq(x->got.result, 5);
+    cr_assert_eq(x->sent.calls, 0, "the send called back before its notification (result %zd)", x->sent.result);
+}
+
 Test(bigvalues, a_raw_put_before_the_send_callback_keeps_the_connection)
 {
     if (zc_mode() == 0)
@@ -784,21 +812,11 @@ Test(bigvalues, a_raw_put_before_the_send_callback_keeps_the_connection)
     rp_pool_options opts;
     fx_pool_options(&opts, 1);
     opts.addr = p.addr;
-    rp_pool *pool = fx_open_pool(&loop, &opts);
-    rp_conn *conn = fx_get_conn(loop, pool);
     size_t len = 1 * MiB;
-    char *request = make_value(len, 5);
-    char reply[16];
-    io_seen sent = {0}, got = {0};
-    cr_assert_eq(rp_conn_send(conn, request, len, io_seen_cb, &sent), 0);
-    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
-    fx_run_for(loop, 50);
-    slow_peer_accept(&p);
-    slow_peer_read(&p, PEER_READ_FIRST);
-    slow_peer_write(&p, "+OK\r\n");
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
-    cr_assert_eq(got.result, 5);
-    cr_assert_eq(sent.calls, 0, "the send called back before its notification (result %zd)", sent.result);
+    raw_exchange x;
+    raw_reply_before_notification(&p, &opts, len, &x);
+    rp_pool *pool = x.pool;
+    rp_conn *conn = x.conn;
     rp_pool_put(pool, conn);
     rp_stats st;
     rp_pool_stats(pool, &st);
@@ -806,21 +824,21 @@ Test(bigvalues, a_raw_put_before_the_send_callback_keeps_the_connection)
     cr_expect_eq(st.total_conns, 1);
     cr_expect_eq(st.idle_conns, 0, "idle while the kernel holds the send's memory");
     slow_peer_read(&p, len - PEER_READ_FIRST);
-    cr_assert(fx_run_until_count(loop, &sent.calls, 1, 5000), "the send never called back");
-    cr_expect_eq(sent.result, (ssize_t)len, "the send ended with %zd", sent.result);
-    free(request);
+    cr_assert(fx_run_until_count(loop, &x.sent.calls, 1, 5000), "the send never called back");
+    cr_expect_eq(x.sent.result, (ssize_t)len, "the send ended with %zd", x.sent.result);
+    free(x.request);
     rp_pool_stats(pool, &st);
     cr_expect_eq(st.idle_conns, 1, "not idle once the notification came");
     conn = fx_get_conn(loop, pool);
-    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, io_seen_cb, &sent), 0);
+    cr_assert_eq(rp_conn_send(conn, "PING\r\n", 6, io_seen_cb, &x.sent), 0);
     fx_run_for(loop, 20);
     slow_peer_read(&p, 6);
     slow_peer_write(&p, "+PONG\r\n");
-    got = (io_seen){0};
-    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
-    cr_expect_eq(got.result, 7);
-    cr_expect_eq(sent.calls, 2);
+    x.got = (io_seen){0};
+    cr_assert_eq(rp_conn_recv(conn, x.reply, sizeof x.reply, io_seen_cb, &x.got), 0);
+    cr_assert(fx_run_until_count(loop, &x.got.calls, 1, 5000));
+    cr_expect_eq(x.got.result, 7);
+    cr_expect_eq(x.sent.calls, 2);
     rp_pool_put(pool, conn);
     rp_pool_stats(pool, &st);
     cr_expect_eq(st.dials, 1, "%u dials", st.dials);
@@ -843,21 +861,10 @@ Test(bigvalues, a_get_waiting_for_a_notification_that_never_comes_gets_a_new_con
     opts.addr = p.addr;
     opts.write_timeout_ms = 0;
     opts.pool_timeout_ms = 300;
-    rp_pool *pool = fx_open_pool(&loop, &opts);
-    rp_conn *conn = fx_get_conn(loop, pool);
-    size_t len = 1 * MiB;
-    char *request = make_value(len, 6);
-    char reply[16];
-    io_seen sent = {0}, got = {0};
-    cr_assert_eq(rp_conn_send(conn, request, len, io_seen_cb, &sent), 0);
-    cr_assert_eq(rp_conn_recv(conn, reply, sizeof reply, io_seen_cb, &got), 0);
-    fx_run_for(loop, 50);
-    slow_peer_accept(&p);
-    slow_peer_read(&p, PEER_READ_FIRST);
-    slow_peer_write(&p, "+OK\r\n");
-    cr_assert(fx_run_until_count(loop, &got.calls, 1, 5000));
-    cr_assert_eq(sent.calls, 0, "the send called back before its notification (result %zd)", sent.result);
-    rp_pool_put(pool, conn);
+    raw_exchange x;
+    raw_reply_before_notification(&p, &opts, 1 * MiB, &x);
+    rp_pool *pool = x.pool;
+    rp_pool_put(pool, x.conn);
     fx_got next = {0};
     cr_assert_geq(rp_pool_get(pool, fx_get_cb, &next), 0);
     fx_run_for(loop, 50);
@@ -869,13 +876,13 @@ Test(bigvalues, a_get_waiting_for_a_notification_that_never_comes_gets_a_new_con
     cr_assert(fx_run_until_count(loop, &next.calls, 1, 5000), "the get waits for ever");
     cr_expect_eq(next.status, 0, "%s", rp_strerror(next.status));
     cr_expect_geq(fx_now_ms() - start, 150, "the parked connection went before the pool timeout");
-    cr_expect_eq(sent.calls, 1);
-    cr_expect_eq(sent.result, -ETIMEDOUT, "the send ended with %zd", sent.result);
+    cr_expect_eq(x.sent.calls, 1);
+    cr_expect_eq(x.sent.result, -ETIMEDOUT, "the send ended with %zd", x.sent.result);
     rp_pool_stats(pool, &st);
     cr_expect_eq(st.dials, 2);
     cr_expect_eq(st.stale_conns, 1);
     rp_pool_put(pool, next.conn);
-    free(request);
+    free(x.request);
     fx_close_and_free(loop, pool);
     slow_peer_close(&p);
 }
