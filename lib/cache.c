@@ -459,6 +459,12 @@ rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *ar
     return entry;
 }
 
+void rp__cache_hit_abandon(rp__cache *cache, rp__cache_entry *entry)
+{
+    cache->stats.hits--;
+    rp__cache_end(cache, &(rp__cache_ref){.hit = entry});
+}
+
 void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen)
 {
     *argc = ref->hit->argc;

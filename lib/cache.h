@@ -81,6 +81,9 @@ int64_t rp__cache_accepts(const rp__cache *cache, uint32_t ttl_ms, int argc, con
  * one with no key (argc < 2) is not looked up: no other check is needed
  * first. cache may be NULL. */
 rp__cache_entry *rp__cache_hit(rp__cache *cache, int argc, const char *const *argv, const size_t *argvlen);
+/* A hit its caller cannot answer (no memory for its record): not a hit
+ * after all, and unpinned. */
+void rp__cache_hit_abandon(rp__cache *cache, rp__cache_entry *entry);
 /* The hit's command, as kept (it lives while the hit is pinned). */
 void rp__cache_hit_args(const rp__cache_ref *ref, int *argc, const char *const **argv, const size_t **argvlen);
 /* A command accepted. A cached read: HIT when answered from memory

@@ -461,7 +461,7 @@ static client_cmd *cmd_new_hit(rp_client *client, rp__cache_entry *hit)
     rp__link *spare = rp__list_pop(&client->spare_hits, false);
     client_cmd *cmd = spare ? cmd_of(spare) : rp__calloc(1, sizeof *cmd);
     if (!cmd) {
-        rp__cache_end(client->cache, &(rp__cache_ref){.hit = hit}); /* unpinned */
+        rp__cache_hit_abandon(client->cache, hit);
         return NULL;
     }
     cmd->client = client;

@@ -25,7 +25,7 @@ int64_t rp__client_attempt(rp_client *client, unsigned flags, unsigned how, uint
 
 /* A hit found in the client's cache (rp__cache_hit, pinned) ends with cb
  * later in this iteration, as rp_client_command_ex's hits; returns its id,
- * or -ENOMEM (unpinned). For cluster.c's hits. */
+ * or -ENOMEM (the hit abandoned: not counted, unpinned). For cluster.c's hits. */
 int64_t rp__client_hit(rp_client *client, rp__cache_entry *hit, rp_reply_cb cb, void *data);
 
 #endif

@@ -885,9 +885,12 @@ static int64_t cluster_hit(rp_cluster *c, rp_cluster_reply_cb cb, void *data, in
         return 0;
     rp__link *spare = rp__list_pop(&c->spare_hits, false);
     chit *hit = spare ? RP__CONTAINER_OF(spare, chit, link) : rp__malloc(sizeof *hit);
-    if (hit)
-        *hit = (chit){.cluster = c, .cb = cb, .data = data};
-    int64_t id = hit ? rp__client_hit(node->client, entry, hit_done, hit) : -ENOMEM;
+    if (!hit) {
+        rp__cache_hit_abandon(node->client->cache, entry);
+        return -ENOMEM;
+    }
+    *hit = (chit){.cluster = c, .cb = cb, .data = data};
+    int64_t id = rp__client_hit(node->client, entry, hit_done, hit);
     if (id < 0) {
         rp__free(hit);
         return id;

@@ -218,6 +218,38 @@ Test(cluster_cache, refused_without_node_caches_and_for_other_commands)
     fxc_client_close(loop, cluster);
 }
 
+/* The allocator refuses while a hit is taken: its record cannot be made. */
+static bool allocations_fail;
+static void *flaky_malloc(size_t size) { return allocations_fail ? NULL : malloc(size); }
+static void *flaky_realloc(void *ptr, size_t size) { return allocations_fail ? NULL : realloc(ptr, size); }
+static void *flaky_calloc(size_t n, size_t size) { return allocations_fail ? NULL : calloc(n, size); }
+
+/* A hit refused for memory leaves nothing behind: it is not counted, and
+ * its entry is not left pinned (an invalidated entry that stays pinned is
+ * never freed: the ASan run reports it at exit). */
+Test(cluster_cache, a_hit_refused_for_memory_is_not_counted_and_leaves_its_entry)
+{
+    cr_assert_eq(rp_set_allocator(flaky_malloc, flaky_realloc, flaky_calloc, free), 0);
+    open_cached(0);
+    cr_assert_str_eq(RUN("SET", "nomem", "v1").str, "OK");
+    cr_expect_str_eq(cached_get("nomem").str, "v1");
+    cr_assert_eq(cstats().entries, 1);
+    fx_result r = {0};
+    allocations_fail = true;
+    int64_t id = rp_cluster_command_ex(cluster, &cached, fxc_result_cb, &r, 2, (const char *[]){"GET", "nomem"}, NULL);
+    allocations_fail = false;
+    cr_expect_eq(id, -ENOMEM);
+    cr_expect_eq(cstats().hits, 0, "a hit that was refused was counted");
+    cr_assert_str_eq(RUN("SET", "nomem", "v2").str, "OK"); /* invalidates the entry */
+    cr_expect_eq(cstats().entries, 0);
+    cr_expect_str_eq(cached_get("nomem").str, "v2");
+    cr_expect_str_eq(cached_get("nomem").str, "v2");
+    cr_expect_eq(cstats().hits, 1);
+    fx_run_for(loop, 20);
+    cr_expect_eq(r.calls, 0, "a refused command was called back");
+    fxc_client_close(loop, cluster);
+}
+
 /* Slot 100 with a cached key and a cached miss (nil: no key for MIGRATE
  * to delete, so no invalidation from the old node) moves to another
  * master; the key is written there. */
