@@ -898,14 +898,18 @@ static int64_t cluster_hit(rp_cluster *c, rp_cluster_reply_cb cb, void *data, in
     return ++c->last_id;
 }
 
-/* RP_CMD_CACHE: node caches, and a read the node client would take,
- * routed by its argv[1] (the key the cache keeps it under). */
+/* RP_CMD_CACHE is for node caches, and a command routed by its argv[1]
+ * (the key the cache keeps it under). */
+static bool cache_routable(const rp_cluster *c, const rp_cluster_command_options *opts)
+{
+    return c->node_opts.cache_bytes && opts->key_index <= 1;
+}
+
+/* RP_CMD_CACHE: routable so, and a read the node client would take. */
 static bool cache_accepts(const rp_cluster *c, const rp_cluster_command_options *opts, int argc,
                           const char *const *argv, const size_t *argvlen)
 {
-    if (!c->node_opts.cache_bytes || opts->key_index > 1)
-        return false;
-    return rp__cache_cacheable(argc, argv, argvlen);
+    return cache_routable(c, opts) && rp__cache_cacheable(argc, argv, argvlen);
 }
 
 int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *opts, rp_cluster_reply_cb cb,
@@ -918,9 +922,8 @@ int64_t rp_cluster_command_ex(rp_cluster *c, const rp_cluster_command_options *o
         return -EINVAL;
     if (c->closing)
         return RP_ECLOSED;
-    int64_t hit = opts && (opts->flags & RP_CMD_CACHE) && opts->key_index <= 1 && c->node_opts.cache_bytes
-                      ? cluster_hit(c, cb, data, argc, argv, argvlen)
-                      : 0;
+    bool may_hit = opts && (opts->flags & RP_CMD_CACHE) && cache_routable(c, opts);
+    int64_t hit = may_hit ? cluster_hit(c, cb, data, argc, argv, argvlen) : 0;
     if (hit)
         return hit;
     ccmd *cmd = cmd_new(c, argc, argv, argvlen);
