@@ -1,31 +1,30 @@
-/* Connections: send and recv through the loop, each bounded by its read
- * or write timeout (a send completes only once every byte is written), the
+/* Connections: send and recv through the loop, each bounded by its read or
+ * write timeout (a send completes only once every byte is written), the
  * zero-length recv that watches an idle socket, and closing.
  *
  * A send of SEND_ZC_MIN bytes or more goes as a zero-copy send where the
- * loop allows it: each part's result comes with IORING_CQE_F_MORE, and
- * the kernel reads its memory until a second completion, the notification
+ * loop allows it: each part's result comes with IORING_CQE_F_MORE, and the
+ * kernel reads its memory until a second completion, the notification
  * (IORING_CQE_F_NOTIF). The send counts the notifications it owes (the
  * next part goes on meanwhile); its callback, which may free or reuse the
  * memory, runs only after the last one, and a closing connection's record
  * outlives them. The kernel gives the memory back once the peer has
- * acknowledged the bytes, so on a network the reply to a request can
- * come before its send's callback: the connection is healthy, and its
- * owner parks it when the holder puts it (RP__CONN_PARKED), to hear of it
- * again after that callback (events->settled). A send that fails or
- * times out while some are owed
- * disconnects the socket (send_zc_let_go), or a peer that stopped reading
- * would hold the memory, and the callback, for ever. Measured
- * here (6.18, loopback TCP, 2 GB in sends of 16 KiB to 8 MiB): every
- * notification says the kernel copied the bytes, and zero-copy sends
+ * acknowledged the bytes, so on a network the reply to a request can come
+ * before its send's callback: the connection is healthy, and its owner
+ * parks it when the holder puts it (RP__CONN_PARKED), to hear of it again
+ * after that callback (events->settled). A send that fails or times out
+ * while some are owed disconnects the socket (send_zc_let_go), or a peer
+ * that stopped reading would hold the memory, and the callback, for ever.
+ * Measured here (6.18, loopback TCP, 2 GB in sends of 16 KiB to 8 MiB):
+ * every notification says the kernel copied the bytes, and zero-copy sends
  * cost 20-40% more CPU and ran 1.1-1.8x slower, so a connection whose
- * notification says so sends plainly from then on (IORING_SEND_ZC_REPORT_
- * USAGE); below 64 KiB even a real copy-free send saves less than its
- * page pinning and second completion cost. A refusal sends the part
- * again plainly: -EINVAL (a kernel without them) turns them off for the
- * loop, -EOPNOTSUPP (a unix socket) for the connection. Unix sockets are
- * not skipped up front: one refused send per connection is cheap, and
- * it keeps the fallback exercised on every kernel. */
+ * notification says so sends plainly from then on
+ * (IORING_SEND_ZC_REPORT_USAGE); below 64 KiB even a real copy-free send
+ * saves less than its page pinning and second completion cost. A refusal sends the part again
+ * plainly: -EINVAL (a kernel without them) turns them off for the loop,
+ * -EOPNOTSUPP (a unix socket) for the connection. Unix sockets are not
+ * skipped up front: one refused send per connection is cheap, and it keeps
+ * the fallback exercised on every kernel. */
 #include "conn.h"
 #include "tls.h"
 

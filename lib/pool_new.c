@@ -157,10 +157,10 @@ static void dial_abandon(rp__conn_pool *cp, rp_conn *conn)
 }
 
 /* Future dials go to addr. Connections made for the old target are not
- * reused: idle and parked ones close now, and dials and set-ups under way; those in
- * use (or being checked) close when they come back. Dials that waited for
- * a target start, and their dial_start hook runs now that they have one
- * (told: they had none when they began). */
+ * reused: idle and parked ones close now, and dials and set-ups under way;
+ * those in use (or being checked) close when they come back. Dials that
+ * waited for a target start, and their dial_start hook runs now that they
+ * have one (told: they had none when they began). */
 static void target_switch(rp__conn_pool *cp, bool told)
 {
     rp__link *link = cp->all.head, *next;
