@@ -56,6 +56,15 @@ static void open_client(const rp_client_options *opts)
     wait_subscribed();
 }
 
+/* A client with a 1 MiB cache and pool_size connections. */
+static void open_cached_client(int pool_size)
+{
+    rp_client_options opts;
+    cache_options(&opts, 1 << 20);
+    opts.pool.pool_size = pool_size;
+    open_client(&opts);
+}
+
 static const rp_command_options cached = {.flags = RP_CMD_CACHE};
 
 /* A cached GET; its callback must not run inside the call. */
@@ -131,9 +140,7 @@ Test(cache, refused_without_a_cache_and_for_other_commands)
 
 Test(cache, a_hit_answers_from_memory_later_in_the_iteration)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET hot v1\r\n");
     result r = cached_get("hot");
     cr_expect_str_eq(r.str, "v1");
@@ -160,9 +167,7 @@ Test(cache, a_hit_answers_from_memory_later_in_the_iteration)
 
 Test(cache, another_clients_write_is_seen_once_its_invalidation_came)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET k old\r\n");
     cr_expect_str_eq(cached_get("k").str, "old");
     cr_expect_str_eq(cached_get("k").str, "old");
@@ -196,9 +201,7 @@ static void set_done(rp_client *c, const redisReply *reply, int status, void *da
 
 Test(cache, own_writes_are_read_back_at_once)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET mine 1\r\n");
     cr_expect_str_eq(cached_get("mine").str, "1");
     cr_expect_str_eq(cached_get("mine").str, "1");
@@ -222,9 +225,7 @@ Test(cache, own_writes_are_read_back_at_once)
  * invalidations still come whenever the loop runs. */
 Test(cache, the_subscriber_does_not_hold_the_loop)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET a 1\r\n");
     cached_get("a");
     uint64_t deadline = fx_now_ms() + 3000;
@@ -240,9 +241,7 @@ Test(cache, the_subscriber_does_not_hold_the_loop)
 
 Test(cache, flushall_empties_the_cache)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET a 1\r\n");
     fx_redis_command("SET b 2\r\n");
     cached_get("a");
@@ -261,9 +260,7 @@ Test(cache, flushall_empties_the_cache)
 
 Test(cache, a_killed_subscriber_flushes_and_comes_back)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET s old\r\n");
     cached_get("s");
     cr_expect_eq(stats().entries, 1);
@@ -431,9 +428,7 @@ static void count_end(void *data, int argc, const char *const *argv, const size_
 
 Test(cache, hooks_see_hits)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     rp_hooks hooks = {.command_end = count_end};
     cr_assert_eq(rp_client_set_hooks(client, &hooks), 0);
     fx_redis_command("SET h 1\r\n");
@@ -463,10 +458,7 @@ static void user_free(void *data)
 
 Test(cache, a_callers_conn_data_is_apart_from_the_caches_record)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET apart v1\r\n");
     cr_expect_str_eq(cached_get("apart").str, "v1");
     cr_expect_str_eq(cached_get("apart").str, "v1");
@@ -523,9 +515,7 @@ static int64_t cached_send(result *r, int argc, const char **argv)
  * once with its reply. Another read of the same key is its own. */
 Test(cache, concurrent_misses_of_one_read_send_one_request)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET sf value\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     result r[FLIGHT] = {0}, range[2] = {0};
@@ -635,10 +625,7 @@ Test(cache, a_read_after_an_invalidation_does_not_join_one_sent_before)
  * cancelled ends alone too. */
 Test(cache, a_cancelled_leader_lets_its_waiters_send_their_own)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET c v\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     hold_the_connection(200);
@@ -769,10 +756,7 @@ static void cancel_next_and_read_again(rp_client *c, const redisReply *reply, in
 
 Test(cache, a_waiters_callback_cancels_another_and_reads_again)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET odd v\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     hold_the_connection(100);
@@ -816,10 +800,7 @@ static void read_again_from_hook(void *data, int argc, const char *const *argv, 
 
 Test(cache, a_read_issued_by_the_end_hook_of_a_shared_read_ends_once)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("DEL wrong\r\n");
     fx_redis_command("LPUSH wrong x\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
@@ -858,10 +839,7 @@ static void close_from_callback(rp_client *c, const redisReply *reply, int statu
 
 Test(cache, a_waiter_closing_the_client_ends_every_read_once)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET cl v\r\n");
     hold_the_connection(100);
     closed_by_waiter = false;
@@ -886,10 +864,7 @@ Test(cache, a_waiter_closing_the_client_ends_every_read_once)
  * their own, which end with the value. */
 Test(cache, joined_reads_keep_their_own_deadlines)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET dl v\r\n");
     command(2, (const char *[]){"CONFIG", "RESETSTAT"});
     hold_the_connection(300);
@@ -987,10 +962,7 @@ Test(cache, the_subscriber_holds_the_loop_only_while_it_is_set_up)
  * counted and no flush; a read after it is a miss, kept again. */
 Test(cache, a_closed_data_connection_takes_its_entries_along)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    opts.pool.pool_size = 1;
-    open_client(&opts);
+    open_cached_client(1);
     fx_redis_command("SET dc v\r\n");
     cr_expect_str_eq(cached_get("dc").str, "v");
     cr_expect_eq(stats().entries, 1);
@@ -1033,9 +1005,7 @@ static void munmap_end(void *p)
  * be read. */
 Test(cache, a_cached_command_without_a_key_reads_nothing_past_its_arguments)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET k v\r\n");
     cr_expect_str_eq(cached_get("k").str, "v"); /* the cache holds an entry */
     const char **argv = at_page_end(sizeof *argv);
@@ -1105,9 +1075,7 @@ static void write_and_reread_from_a_hit(rp_client *c, const redisReply *reply, i
 
 Test(cache, a_hits_callback_writing_its_key_reads_the_write)
 {
-    rp_client_options opts;
-    cache_options(&opts, 1 << 20);
-    open_client(&opts);
+    open_cached_client(4);
     fx_redis_command("SET pin old\r\n");
     cr_expect_str_eq(cached_get("pin").str, "old");
     result set = {0};
