@@ -511,6 +511,22 @@ void fx_result_record(fx_result *r, const redisReply *reply, int status)
     }
 }
 
+void fx_outcome_cb(rp_client *client, const redisReply *reply, int status, void *data)
+{
+    (void)client;
+    fx_outcome_record(data, reply, status);
+}
+
+void fx_outcome_record(fx_outcome *o, const redisReply *reply, int status)
+{
+    o->calls++;
+    o->status = status;
+    o->type = reply ? reply->type : -1;
+    if (reply && o->want)
+        o->same = reply->type == REDIS_REPLY_STRING && reply->len == o->want_len &&
+                  !memcmp(reply->str, o->want, o->want_len);
+}
+
 static void client_closed_cb(rp_client *client, void *data)
 {
     (void)client;

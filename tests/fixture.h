@@ -113,6 +113,18 @@ typedef struct fx_result {
 void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data);
 /* What fx_result_cb records, for callbacks of other shapes. */
 void fx_result_record(fx_result *r, const redisReply *reply, int status);
+/* A command's outcome, and for a GET whether its reply is exactly the
+ * want_len bytes at want (big values: compared, not copied). type is -1
+ * without a reply. */
+typedef struct fx_outcome {
+    int calls, status, type;
+    const char *want;
+    size_t want_len;
+    bool same;
+} fx_outcome;
+void fx_outcome_cb(rp_client *client, const redisReply *reply, int status, void *data);
+/* What fx_outcome_cb records, for callbacks of other shapes. */
+void fx_outcome_record(fx_outcome *o, const redisReply *reply, int status);
 
 /* A get's outcome, for tests that record callbacks. */
 typedef struct fx_got {

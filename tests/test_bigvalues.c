@@ -71,41 +71,21 @@ static char *make_value(size_t len, uint64_t seed)
     return value;
 }
 
-/* A command's outcome, and for a GET whether its reply is the value. */
-typedef struct outcome {
-    int calls, status, type;
-    const char *want; /* a GET's expected value */
-    size_t want_len;
-    bool same;        /* the GET read back exactly want */
-} outcome;
-
-static void outcome_cb(rp_client *c, const redisReply *reply, int status, void *data)
-{
-    (void)c;
-    outcome *o = data;
-    o->calls++;
-    o->status = status;
-    o->type = reply ? reply->type : -1;
-    if (reply && o->want)
-        o->same = reply->type == REDIS_REPLY_STRING && reply->len == o->want_len &&
-                  !memcmp(reply->str, o->want, o->want_len);
-}
-
-static int64_t set_value(const char *key, const char *value, size_t len, unsigned flags, outcome *o)
+static int64_t set_value(const char *key, const char *value, size_t len, unsigned flags, fx_outcome *o)
 {
     rp_command_options copts = {.flags = flags};
-    return rp_client_command_ex(client, &copts, outcome_cb, o, 3, (const char *[]){"SET", key, value},
+    return rp_client_command_ex(client, &copts, fx_outcome_cb, o, 3, (const char *[]){"SET", key, value},
                                 (const size_t[]){3, strlen(key), len});
 }
 
-static void get_value(const char *key, const char *want, size_t len, outcome *o)
+static void get_value(const char *key, const char *want, size_t len, fx_outcome *o)
 {
     o->want = want;
     o->want_len = len;
-    cr_assert_eq(rp_client_command(client, outcome_cb, o, 2, (const char *[]){"GET", key}, NULL), 0);
+    cr_assert_eq(rp_client_command(client, fx_outcome_cb, o, 2, (const char *[]){"GET", key}, NULL), 0);
 }
 
-static void expect_ok(const outcome *o, const char *what)
+static void expect_ok(const fx_outcome *o, const char *what)
 {
     cr_expect_eq(o->calls, 1, "%s: called back %d times", what, o->calls);
     cr_expect_eq(o->status, 0, "%s: %s", what, rp_strerror(o->status));
@@ -118,7 +98,7 @@ static void expect_ok(const outcome *o, const char *what)
 static void round_trip(size_t len, unsigned timeout_ms)
 {
     char *value = make_value(len, len);
-    outcome set = {0}, get = {0};
+    fx_outcome set = {0}, get = {0};
     cr_assert_geq(set_value("big", value, len, 0, &set), 0);
     size_t held = 0;
     uint64_t deadline = fx_now_ms() + timeout_ms;
@@ -185,7 +165,7 @@ Test(bigvalues, a_512_mb_value_round_trips_exactly, .timeout = 240)
 static void many_at_once(int n, size_t len)
 {
     char **values = calloc((size_t)n, sizeof *values);
-    outcome *sets = calloc((size_t)n, sizeof *sets), *gets = calloc((size_t)n, sizeof *gets);
+    fx_outcome *sets = calloc((size_t)n, sizeof *sets), *gets = calloc((size_t)n, sizeof *gets);
     char key[32];
     for (int i = 0; i < n; i++) {
         values[i] = make_value(len, (uint64_t)i + 7);
@@ -241,7 +221,7 @@ Test(bigvalues, cancelled_unsent_commands_leave_the_others_intact)
     open_client(1, 2, 3);
     enum { N = 6 };
     char *values[N];
-    outcome sets[N] = {{0}}, gets[N] = {{0}};
+    fx_outcome sets[N] = {{0}}, gets[N] = {{0}};
     int64_t ids[N];
     for (int i = 0; i < N; i++) {
         values[i] = make_value(40 * 1024 + (size_t)i, (uint64_t)i + 100);
@@ -300,7 +280,7 @@ Test(bigvalues, a_big_value_cancelled_while_it_is_sent_is_sent_whole)
     open_client(0, 2, 0);
     size_t len = 48 * MiB;
     char *value = make_value(len, 3);
-    outcome set = {0}, get = {0};
+    fx_outcome set = {0}, get = {0};
     stall_server();
     int64_t id = set_value("big", value, len, 0, &set);
     cr_assert_geq(id, 0);
@@ -333,7 +313,7 @@ Test(bigvalues, a_server_killed_while_big_values_are_sent)
     open_client(1, 3, 0);
     size_t len = 32 * MiB;
     char *values[3];
-    outcome sets[4] = {{0}};
+    fx_outcome sets[4] = {{0}};
     stall_server();
     for (int i = 0; i < 3; i++) {
         values[i] = make_value(len + (size_t)i * 5 * 1024, (uint64_t)i);
@@ -371,7 +351,7 @@ Test(bigvalues, a_big_idempotent_command_retried_after_a_lost_connection_resends
     open_client(0, 2, 3);
     size_t len = 40 * MiB;
     char *value = make_value(len, 11);
-    outcome set = {0}, get = {0};
+    fx_outcome set = {0}, get = {0};
     stall_server();
     cr_assert_geq(set_value("big", value, len, RP_CMD_IDEMPOTENT, &set), 0);
     run_until_stalled();
@@ -397,12 +377,12 @@ static void *count_calloc(size_t n, size_t size) { allocated += n * size; return
 Test(bigvalues, a_big_value_is_copied_once)
 {
     open_client(0, 2, 3);
-    outcome ping = {0};
-    cr_assert_eq(rp_client_command(client, outcome_cb, &ping, 1, (const char *[]){"PING"}, NULL), 0);
+    fx_outcome ping = {0};
+    cr_assert_eq(rp_client_command(client, fx_outcome_cb, &ping, 1, (const char *[]){"PING"}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &ping.calls, 1, 5000)); /* connection set up */
     size_t len = 64 * MiB;
     char *value = make_value(len, 5);
-    outcome set = {0};
+    fx_outcome set = {0};
     cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
     allocated = 0;
     cr_assert_geq(set_value("big", value, len, 0, &set), 0);
@@ -596,7 +576,7 @@ static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms, uint
 
 /* A 1 MiB SET whose +OK comes while the kernel still owes its
  * notification: the SET's callback has run, its connection is back. */
-static char *set_answered_before_notification(slow_peer *p, outcome *set)
+static char *set_answered_before_notification(slow_peer *p, fx_outcome *set)
 {
     size_t len = 1 * MiB;
     char *value = make_value(len, 21);
@@ -631,7 +611,7 @@ Test(bigvalues, a_reply_before_the_zero_copy_notification_keeps_the_connection)
     slow_peer p;
     slow_peer_open(&p);
     open_peer_client(&p, 10000, 0);
-    outcome set = {0}, get = {0};
+    fx_outcome set = {0}, get = {0};
     char *value = set_answered_before_notification(&p, &set);
     rp_stats st = client_pool_stats();
     cr_expect_eq(st.stale_conns, 0, "the connection was removed at its put");
@@ -678,7 +658,7 @@ static void never_notified(uint32_t write_timeout_ms, uint32_t pool_timeout_ms)
     slow_peer p;
     slow_peer_open(&p);
     open_peer_client(&p, write_timeout_ms, pool_timeout_ms);
-    outcome set = {0};
+    fx_outcome set = {0};
     uint64_t start = fx_now_ms();
     char *value = set_answered_before_notification(&p, &set);
     uint64_t deadline = fx_now_ms() + 5000;
@@ -717,7 +697,7 @@ Test(bigvalues, a_peer_that_closes_while_the_notification_is_owed_removes_the_co
     slow_peer p;
     slow_peer_open(&p);
     open_peer_client(&p, 10000, 0);
-    outcome set = {0};
+    fx_outcome set = {0};
     char *value = set_answered_before_notification(&p, &set);
     cr_expect_eq(client_pool_stats().total_conns, 1, "removed at its put");
     uint64_t start = fx_now_ms();
@@ -746,7 +726,7 @@ Test(bigvalues, closing_while_a_notification_is_owed_ends)
     slow_peer p;
     slow_peer_open(&p);
     open_peer_client(&p, 0, 60000); /* only the close ends the wait */
-    outcome set = {0};
+    fx_outcome set = {0};
     char *value = set_answered_before_notification(&p, &set);
     free(value); /* the client's copy is what the kernel holds */
     uint64_t start = fx_now_ms();

@@ -229,27 +229,13 @@ static char *make_value(size_t len, uint64_t seed)
     return value;
 }
 
-/* A command's outcome, and for a GET whether its reply is want. */
-typedef struct outcome {
-    int calls, status, type;
-    const char *want;
-    size_t want_len;
-    bool same;
-} outcome;
-
 static void outcome_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
 {
     (void)c;
-    outcome *o = data;
-    o->calls++;
-    o->status = status;
-    o->type = reply ? reply->type : -1;
-    if (reply && o->want)
-        o->same = reply->type == REDIS_REPLY_STRING && reply->len == o->want_len &&
-                  !memcmp(reply->str, o->want, o->want_len);
+    fx_outcome_record(data, reply, status);
 }
 
-static int64_t set_value(const char *key, const char *value, size_t len, uint32_t timeout_ms, outcome *o)
+static int64_t set_value(const char *key, const char *value, size_t len, uint32_t timeout_ms, fx_outcome *o)
 {
     rp_cluster_command_options copts = {.timeout_ms = timeout_ms};
     return rp_cluster_command_ex(cluster, &copts, outcome_cb, o, 3, (const char *[]){"SET", key, value},
@@ -259,7 +245,7 @@ static int64_t set_value(const char *key, const char *value, size_t len, uint32_
 /* GETs key through the cluster: exactly the len bytes of want. */
 static void expect_value(const char *key, const char *want, size_t len)
 {
-    outcome get = {.want = want, .want_len = len};
+    fx_outcome get = {.want = want, .want_len = len};
     cr_assert_eq(rp_cluster_command(cluster, outcome_cb, &get, 2, (const char *[]){"GET", key}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &get.calls, 1, 20000), "no reply to GET %s", key);
     cr_expect_eq(get.status, 0, "GET %s: %s", key, rp_strerror(get.status));
@@ -278,7 +264,7 @@ static void *count_calloc(size_t n, size_t size) { allocated += n * size; return
  * the node it goes to (or of each node it is sent to). */
 static void set_counted(const char *key, const char *value, size_t len)
 {
-    outcome set = {0};
+    fx_outcome set = {0};
     cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
     allocated = 0;
     cr_assert_gt(set_value(key, value, len, 0, &set), 0);
@@ -406,7 +392,7 @@ static void abandoned_while_sent(bool by_deadline)
     key_in_slot(slot, "abandoned", key, sizeof key);
     size_t len = 32 * MiB;
     char *value = make_value(len, 31);
-    outcome set = {0};
+    fx_outcome set = {0};
     cr_assert_eq(kill(fxc_pid(m), SIGSTOP), 0);
     int64_t id = set_value(key, value, len, by_deadline ? 300 : 0, &set);
     cr_assert_gt(id, 0);
