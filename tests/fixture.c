@@ -511,6 +511,18 @@ void fx_result_record(fx_result *r, const redisReply *reply, int status)
     }
 }
 
+char *fx_make_value(size_t len, uint64_t seed)
+{
+    char *value = malloc(len);
+    cr_assert(value);
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < len; i += 8) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        memcpy(value + i, &x, len - i < 8 ? len - i : 8);
+    }
+    return value;
+}
+
 void fx_outcome_cb(rp_client *client, const redisReply *reply, int status, void *data)
 {
     (void)client;

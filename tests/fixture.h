@@ -113,6 +113,10 @@ typedef struct fx_result {
 void fx_result_cb(rp_client *client, const redisReply *reply, int status, void *data);
 /* What fx_result_cb records, for callbacks of other shapes. */
 void fx_result_record(fx_result *r, const redisReply *reply, int status);
+/* len bytes (malloc'd) that no two seeds share, no run of them repeating:
+ * a piece of a big value sent twice, out of place or from freed memory
+ * shows. */
+char *fx_make_value(size_t len, uint64_t seed);
 /* A command's outcome, and for a GET whether its reply is exactly the
  * want_len bytes at want (big values: compared, not copied). type is -1
  * without a reply. */

@@ -57,20 +57,6 @@ static void open_client(int autopipeline_conns, int pool_size, int max_retries)
     open_client_at(fx_redis_addr, autopipeline_conns, pool_size, max_retries);
 }
 
-/* Bytes no two values share, and no run of them repeats: a piece sent
- * twice, out of place or from freed memory shows. */
-static char *make_value(size_t len, uint64_t seed)
-{
-    char *value = malloc(len);
-    cr_assert(value);
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < len; i += 8) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        memcpy(value + i, &x, len - i < 8 ? len - i : 8);
-    }
-    return value;
-}
-
 static int64_t set_value(const char *key, const char *value, size_t len, unsigned flags, fx_outcome *o)
 {
     rp_command_options copts = {.flags = flags};
@@ -97,7 +83,7 @@ static void expect_ok(const fx_outcome *o, const char *what)
  * 16 MiB or more takes several loop iterations to send: seen there). */
 static void round_trip(size_t len, unsigned timeout_ms)
 {
-    char *value = make_value(len, len);
+    char *value = fx_make_value(len, len);
     fx_outcome set = {0}, get = {0};
     cr_assert_geq(set_value("big", value, len, 0, &set), 0);
     size_t held = 0;
@@ -168,7 +154,7 @@ static void many_at_once(int n, size_t len)
     fx_outcome *sets = calloc((size_t)n, sizeof *sets), *gets = calloc((size_t)n, sizeof *gets);
     char key[32];
     for (int i = 0; i < n; i++) {
-        values[i] = make_value(len, (uint64_t)i + 7);
+        values[i] = fx_make_value(len, (uint64_t)i + 7);
         snprintf(key, sizeof key, "big:%d", i);
         cr_assert_geq(set_value(key, values[i], len, 0, &sets[i]), 0);
     }
@@ -224,7 +210,7 @@ Test(bigvalues, cancelled_unsent_commands_leave_the_others_intact)
     fx_outcome sets[N] = {{0}}, gets[N] = {{0}};
     int64_t ids[N];
     for (int i = 0; i < N; i++) {
-        values[i] = make_value(40 * 1024 + (size_t)i, (uint64_t)i + 100);
+        values[i] = fx_make_value(40 * 1024 + (size_t)i, (uint64_t)i + 100);
         char key[32];
         snprintf(key, sizeof key, "k:%d", i);
         ids[i] = set_value(key, values[i], 40 * 1024 + (size_t)i, 0, &sets[i]);
@@ -279,7 +265,7 @@ Test(bigvalues, a_big_value_cancelled_while_it_is_sent_is_sent_whole)
 {
     open_client(0, 2, 0);
     size_t len = 48 * MiB;
-    char *value = make_value(len, 3);
+    char *value = fx_make_value(len, 3);
     fx_outcome set = {0}, get = {0};
     stall_server();
     int64_t id = set_value("big", value, len, 0, &set);
@@ -295,7 +281,7 @@ Test(bigvalues, a_big_value_cancelled_while_it_is_sent_is_sent_whole)
                   rp_client_buffer_bytes(client));
     cr_assert_eq(kill(fx_redis_pid(), SIGCONT), 0);
     fx_run_for(loop, 500);
-    value = make_value(len, 3);
+    value = fx_make_value(len, 3);
     get_value("big", value, len, &get);
     cr_assert(fx_run_until_count(loop, &get.calls, 1, 20000));
     cr_expect(get.same, "the value the server ran differs from the one sent (status %s, type %d)",
@@ -316,11 +302,11 @@ Test(bigvalues, a_server_killed_while_big_values_are_sent)
     fx_outcome sets[4] = {{0}};
     stall_server();
     for (int i = 0; i < 3; i++) {
-        values[i] = make_value(len + (size_t)i * 5 * 1024, (uint64_t)i);
+        values[i] = fx_make_value(len + (size_t)i * 5 * 1024, (uint64_t)i);
         char key[8] = {'k', (char)('0' + i), 0};
         cr_assert_geq(set_value(key, values[i], len + (size_t)i * 5 * 1024, 0, &sets[i]), 0);
     }
-    char *lane_value = make_value(300 * 1024, 9); /* on the lane */
+    char *lane_value = fx_make_value(300 * 1024, 9); /* on the lane */
     cr_assert_geq(set_value("lane", lane_value, 300 * 1024, 0, &sets[3]), 0);
     run_until_stalled();
     fx_redis_stop();
@@ -350,7 +336,7 @@ Test(bigvalues, a_big_idempotent_command_retried_after_a_lost_connection_resends
 {
     open_client(0, 2, 3);
     size_t len = 40 * MiB;
-    char *value = make_value(len, 11);
+    char *value = fx_make_value(len, 11);
     fx_outcome set = {0}, get = {0};
     stall_server();
     cr_assert_geq(set_value("big", value, len, RP_CMD_IDEMPOTENT, &set), 0);
@@ -381,7 +367,7 @@ Test(bigvalues, a_big_value_is_copied_once)
     cr_assert_eq(rp_client_command(client, fx_outcome_cb, &ping, 1, (const char *[]){"PING"}, NULL), 0);
     cr_assert(fx_run_until_count(loop, &ping.calls, 1, 5000)); /* connection set up */
     size_t len = 64 * MiB;
-    char *value = make_value(len, 5);
+    char *value = fx_make_value(len, 5);
     fx_outcome set = {0};
     cr_assert_eq(rp_set_allocator(count_malloc, count_realloc, count_calloc, free), 0);
     allocated = 0;
@@ -579,7 +565,7 @@ static void open_peer_client(const slow_peer *p, uint32_t write_timeout_ms, uint
 static char *set_answered_before_notification(slow_peer *p, fx_outcome *set)
 {
     size_t len = 1 * MiB;
-    char *value = make_value(len, 21);
+    char *value = fx_make_value(len, 21);
     cr_assert_geq(set_value("k", value, len, 0, set), 0);
     fx_run_for(loop, 50); /* dialled, and the request queued in the client's socket */
     slow_peer_accept(p);
@@ -771,7 +757,7 @@ static void raw_reply_before_notification(slow_peer *p, rp_pool_options *opts, s
     *x = (raw_exchange){0};
     x->pool = fx_open_pool(&loop, opts);
     x->conn = fx_get_conn(loop, x->pool);
-    x->request = make_value(len, 5);
+    x->request = fx_make_value(len, 5);
     cr_assert_eq(rp_conn_send(x->conn, x->request, len, io_seen_cb, &x->sent), 0);
     cr_assert_eq(rp_conn_recv(x->conn, x->reply, sizeof x->reply, io_seen_cb, &x->got), 0);
     fx_run_for(loop, 50);

@@ -215,20 +215,6 @@ static rp_cluster *cluster;
 #define RUN(...) \
     fxc_run(loop, cluster, sizeof((const char *[]){__VA_ARGS__}) / sizeof(char *), (const char *[]){__VA_ARGS__})
 
-/* Bytes no two values share, and no run of them repeats: a piece sent
- * twice, out of place or from freed memory shows. */
-static char *make_value(size_t len, uint64_t seed)
-{
-    char *value = malloc(len);
-    cr_assert(value);
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    for (size_t i = 0; i < len; i += 8) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        memcpy(value + i, &x, len - i < 8 ? len - i : 8);
-    }
-    return value;
-}
-
 static void outcome_cb(rp_cluster *c, const redisReply *reply, int status, void *data)
 {
     (void)c;
@@ -318,7 +304,7 @@ static void round_trips_copied_once(int autopipeline_conns)
     for (int i = 0; i < 3; i++) {
         warm_up(slots[i], warm, sizeof warm);
         key_in_slot(slots[i], "a", keys[i], sizeof keys[i]);
-        values[i] = make_value(lens[i], (uint64_t)i + 1);
+        values[i] = fx_make_value(lens[i], (uint64_t)i + 1);
         set_counted(keys[i], values[i], lens[i]);
     }
     for (int i = 0; i < 3; i++) {
@@ -348,7 +334,7 @@ Test(cluster, big_set_redirected_by_ask_and_moved_sends_the_same_bytes)
     key_in_slot(slot, "asked", asked, sizeof asked);
     key_in_slot(slot, "moved", moved, sizeof moved);
     size_t ask_len = 200 * 1000, move_len = 1000 * 1000;
-    char *ask_value = make_value(ask_len, 21), *move_value = make_value(move_len, 22);
+    char *ask_value = fx_make_value(ask_len, 21), *move_value = fx_make_value(move_len, 22);
     rp_cluster_stats before, after;
 
     fxc_migrate_start(slot, from, to);
@@ -391,7 +377,7 @@ static void abandoned_while_sent(bool by_deadline)
     warm_up(slot, warm, sizeof warm);
     key_in_slot(slot, "abandoned", key, sizeof key);
     size_t len = 32 * MiB;
-    char *value = make_value(len, 31);
+    char *value = fx_make_value(len, 31);
     fx_outcome set = {0};
     cr_assert_eq(kill(fxc_pid(m), SIGSTOP), 0);
     int64_t id = set_value(key, value, len, by_deadline ? 300 : 0, &set);
@@ -405,7 +391,7 @@ static void abandoned_while_sent(bool by_deadline)
     cr_assert(fx_run_until_count(loop, &set.calls, 1, 2000));
     cr_expect_eq(set.status, by_deadline ? -ETIMEDOUT : -ECANCELED, "%s", rp_strerror(set.status));
     cr_assert_eq(kill(fxc_pid(m), SIGCONT), 0);
-    value = make_value(len, 31);
+    value = fx_make_value(len, 31);
     uint64_t deadline = fx_now_ms() + 10000;
     char *got = NULL, want[32];
     snprintf(want, sizeof want, "%zu", len);
